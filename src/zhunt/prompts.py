@@ -1,0 +1,602 @@
+"""Paired prompt tables, few-shot exemplars and prompt templates.
+
+A *prompt table* is a wide, tab-separated UTF-8 file with one problem per line::
+
+    id  category  answer  en  zh  es  fr  de
+
+``id`` is a unique slug (``add-01``), ``answer`` an integer that is the same in
+every language, and every other column holds the problem posed in one language
+(ISO codes of :data:`KNOWN_LANGUAGES`). Each row is validated against
+``workflow/schemas/prompts.schema.yaml``; every problem found is reported as a
+:class:`~zhunt.errors.ZhuntError` naming ``path:line`` (1-based file lines, the
+header is line 1) and the column.
+
+A *templates file* (``resources/prompts/templates.yaml``) says, per model
+family, how a question becomes the text fed to a model: plain completion
+markers (``"Question: {question}\\nAnswer:"``) or the tokenizer's chat
+template. Its layout is documented at the top of the shipped file and in
+:func:`load_templates`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from .errors import ZhuntError
+from .text import SUPPORTED_LANGUAGES
+
+#: The languages a prompt table may carry, in canonical order: the languages whose
+#: answers :mod:`zhunt.text` can read (one list for the whole project).
+KNOWN_LANGUAGES: tuple[str, ...] = SUPPORTED_LANGUAGES
+
+#: Columns every prompt table must have besides its language columns.
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "category", "answer")
+
+#: Default JSON schema of one prompt-table row (repository checkout layout).
+DEFAULT_ROW_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "prompts.schema.yaml"
+
+_TEMPLATE_KINDS = ("completion", "chat")
+_FAMILY_KEYS = {"kind", "prompt", "shot", "system", "chat_kwargs"}
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_PLACEHOLDER_RE = re.compile(r"\{(question|prompt|answer)\}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 digest of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to hash.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+
+    Raises
+    ------
+    ZhuntError
+        If the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ZhuntError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Read a UTF-8 text file (BOM tolerated) as lines without line terminators."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ZhuntError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ZhuntError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ZhuntError(f"{path}:{line}", "not valid UTF-8 text") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+@functools.lru_cache(maxsize=8)
+def _row_validator(schema_path: str):
+    """Build (once per path) a JSON-schema validator for one prompt-table row."""
+    import jsonschema
+
+    path = Path(schema_path)
+    if not path.is_file():
+        raise ZhuntError(str(path), "prompt-table schema not found")
+    try:
+        schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ZhuntError(str(path), f"invalid YAML ({exc})") from None
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _describe_schema_error(err, header: Sequence[str]) -> tuple[int, str]:
+    """Turn a jsonschema ``ValidationError`` into (column position, one-line message)."""
+    col = str(err.path[0]) if len(err.path) else None
+    pos = header.index(col) if col in header else len(header)
+    value = err.instance
+    if col is None:
+        if err.validator == "additionalProperties":
+            return pos, f"unexpected column(s): {err.message}"
+        return pos, err.message
+    if col == "answer" and err.validator == "type":
+        return pos, f"column 'answer': {value!r} is not an integer"
+    if col == "id" and err.validator == "pattern":
+        return pos, (f"column 'id': {value!r} is not a valid id "
+                     "(lowercase letters and digits joined by '-' or '_', e.g. 'add-01')")
+    if err.validator in ("minLength", "pattern") and isinstance(value, str):
+        if value.strip() == "":
+            what = "text" if col in KNOWN_LANGUAGES else "value"
+            return pos, f"column '{col}': empty {what}"
+        return pos, f"column '{col}': {value!r} starts or ends with whitespace"
+    return pos, f"column '{col}': {err.message}"
+
+
+# --------------------------------------------------------------------------- prompt tables
+
+
+def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None = None,
+                      schema: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read and validate a wide prompt table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Tab-separated UTF-8 file with header ``id, category, answer`` plus one column per
+        language (codes of :data:`KNOWN_LANGUAGES`, any order). Blank lines are ignored; there
+        is no quoting, so a cell can hold neither a tab nor a newline.
+    languages : sequence of str, optional
+        Language columns required and returned, in this order. Default: every language column of
+        the file, in file order.
+    schema : str or os.PathLike, optional
+        JSON schema (YAML) of one row; default :data:`DEFAULT_ROW_SCHEMA`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id``, ``category``, ``answer`` (int64) and the language columns, one row per
+        problem in file order. ``df.attrs`` holds ``path``, ``sha256`` (of the file) and
+        ``lines`` (the file line of each row).
+
+    Raises
+    ------
+    ZhuntError
+        Naming ``path:line`` for: an unreadable or non-UTF-8 file, a header without a required
+        column, with an unknown or repeated column, or without a requested language; a row with
+        the wrong number of fields, an invalid id, an empty category or text, a non-integer
+        answer, or an id already used on an earlier line; and a table without any problem.
+    """
+    path = Path(path)
+    languages = _check_languages(languages, where="languages")
+    lines = _read_lines(path)
+    nonblank = [(i + 1, ln) for i, ln in enumerate(lines) if ln != ""]
+    if not nonblank:
+        raise ZhuntError(f"{path}:1", "empty file: expected a header 'id<TAB>category<TAB>answer<TAB>"
+                         "<language columns>' and at least one problem")
+    head_no, head_line = nonblank[0]
+    header = head_line.split("\t")
+    hwhere = f"{path}:{head_no}"
+
+    seen: set[str] = set()
+    for col in header:
+        if col == "":
+            raise ZhuntError(hwhere, "empty column name in the header")
+        if col in seen:
+            raise ZhuntError(hwhere, f"column '{col}' appears twice in the header")
+        seen.add(col)
+    for col in REQUIRED_COLUMNS:
+        if col not in header:
+            raise ZhuntError(hwhere, f"missing required column '{col}' (the header needs "
+                             f"{', '.join(REQUIRED_COLUMNS)} and language columns)")
+    file_langs = [c for c in header if c not in REQUIRED_COLUMNS]
+    for col in file_langs:
+        if col not in KNOWN_LANGUAGES:
+            raise ZhuntError(hwhere, f"unknown language column '{col}' "
+                             f"(expected one of {', '.join(KNOWN_LANGUAGES)})")
+    if not file_langs:
+        raise ZhuntError(hwhere, "no language column (expected at least one of "
+                         f"{', '.join(KNOWN_LANGUAGES)})")
+    for lang in languages or ():
+        if lang not in file_langs:
+            raise ZhuntError(hwhere, f"missing language column '{lang}'")
+
+    validator = _row_validator(str(Path(schema) if schema is not None else DEFAULT_ROW_SCHEMA))
+    first_line: dict[str, int] = {}
+    records: list[dict[str, Any]] = []
+    row_lines: list[int] = []
+    for line_no, line in nonblank[1:]:
+        where = f"{path}:{line_no}"
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise ZhuntError(where, f"malformed row: expected {len(header)} tab-separated fields "
+                             f"({', '.join(header)}), found {len(fields)}")
+        row: dict[str, Any] = dict(zip(header, fields))
+        if _INT_RE.fullmatch(row["answer"]):
+            row["answer"] = int(row["answer"])
+        errors = list(validator.iter_errors(row))
+        if errors:
+            _, message = min((_describe_schema_error(e, header) for e in errors), key=lambda t: t[0])
+            raise ZhuntError(where, message)
+        if row["id"] in first_line:
+            raise ZhuntError(where, f"duplicate id '{row['id']}' (first used on line "
+                             f"{first_line[row['id']]})")
+        first_line[row["id"]] = line_no
+        records.append(row)
+        row_lines.append(line_no)
+    if not records:
+        raise ZhuntError(hwhere, "empty table: the header is not followed by any problem")
+
+    out_langs = list(languages) if languages else file_langs
+    df = pd.DataFrame.from_records(records, columns=[*REQUIRED_COLUMNS, *out_langs])
+    df["answer"] = df["answer"].astype("int64")
+    df.attrs.update(path=str(path), sha256=file_sha256(path), lines=row_lines)
+    return df
+
+
+def _check_languages(languages: Sequence[str] | None, where: str) -> list[str] | None:
+    """Validate a requested language list (known codes, no repeats)."""
+    if languages is None:
+        return None
+    if isinstance(languages, str):
+        languages = [languages]
+    languages = list(languages)
+    for lang in languages:
+        if lang not in KNOWN_LANGUAGES:
+            raise ZhuntError(where, f"unknown language '{lang}' (expected one of "
+                             f"{', '.join(KNOWN_LANGUAGES)})")
+    if len(set(languages)) != len(languages):
+        raise ZhuntError(where, f"language listed twice in {languages}")
+    if not languages:
+        raise ZhuntError(where, "no language requested")
+    return languages
+
+
+def to_long(df: pd.DataFrame, languages: Sequence[str] | None = None) -> pd.DataFrame:
+    """Reshape a wide prompt table to one row per (problem, language).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A table from :func:`load_prompt_table`.
+    languages : sequence of str, optional
+        Languages to keep, in this order; default every language column of ``df``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id``, ``category``, ``answer``, ``lang``, ``text``; problem-major order (the
+        problems in file order, each followed by its languages in the given order). ``attrs``
+        are carried over.
+
+    Raises
+    ------
+    ZhuntError
+        If a language is unknown or not a column of ``df``.
+    """
+    if languages is None:
+        languages = [c for c in df.columns if c in KNOWN_LANGUAGES]
+    languages = _check_languages(languages, where="languages")
+    for lang in languages:
+        if lang not in df.columns:
+            raise ZhuntError("languages", f"language '{lang}' is not a column of the prompt table "
+                             f"{df.attrs.get('path', '')}".rstrip())
+    n, m = len(df), len(languages)
+    text = df[languages].to_numpy(dtype=object).reshape(n * m)
+    out = pd.DataFrame({
+        "id": df["id"].to_numpy().repeat(m),
+        "category": df["category"].to_numpy().repeat(m),
+        "answer": df["answer"].to_numpy().repeat(m),
+        "lang": languages * n,
+        "text": text,
+    })
+    out.attrs.update(df.attrs)
+    return out
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def _yaml_line(root, keys: Sequence[str]) -> int:
+    """1-based line of the deepest node reachable along ``keys`` in a composed YAML tree."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else 1)
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if getattr(k, "value", None) == key:
+                node, line = v, k.start_mark.line + 1
+                break
+        else:
+            break
+    return line
+
+
+def load_templates(path: str | os.PathLike) -> dict:
+    """Read and validate a prompt-templates file.
+
+    Layout (YAML)::
+
+        version: 1
+        families:
+          <family>:
+            kind: completion | chat
+            prompt: {<lang>: "... {question} ..."}   # one per supported language
+            shot: "..." | {<lang>: "..."}            # optional few-shot exemplar format
+            system: "..." | {<lang>: "..."}          # chat only, optional
+            chat_kwargs: {...}                       # chat only, optional
+
+    For ``completion`` a shot holds ``{prompt}`` (the exemplar's own rendered prompt) and
+    ``{answer}``; for ``chat`` a shot is the assistant reply and holds ``{answer}``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The templates file.
+
+    Returns
+    -------
+    dict
+        ``{"path": str, "sha256": str, "families": {name: family}}``; each family has ``kind``,
+        ``prompt`` (lang -> str), ``shot`` (lang -> str, or None), ``system`` (lang -> str, or
+        None) and ``chat_kwargs`` (dict).
+
+    Raises
+    ------
+    ZhuntError
+        Naming ``path:line`` and the key for invalid YAML, a missing or empty ``families``, an
+        unknown key or kind, a language that is not known, a prompt without exactly one
+        ``{question}``, a shot without its placeholders or missing a prompt language, or a
+        chat-only key in a completion family.
+    """
+    path = Path(path)
+    text = "\n".join(_read_lines(path))
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ZhuntError(f"{path}:{line}", f"invalid YAML ({problem})") from None
+
+    def fail(keys: Sequence[str], message: str):
+        raise ZhuntError(f"{path}:{_yaml_line(root, keys)}", f"{'.'.join(keys) or '(top)'}: {message}")
+
+    if not isinstance(data, dict):
+        fail([], "expected a mapping with a 'families' key")
+    unknown = set(data) - {"version", "families"}
+    if unknown:
+        fail([sorted(map(str, unknown))[0]], "unknown key (expected 'version' and 'families')")
+    if data.get("version", 1) != 1:
+        fail(["version"], f"unsupported version {data['version']!r} (expected 1)")
+    fams = data.get("families")
+    if not isinstance(fams, dict) or not fams:
+        fail(["families"], "expected a non-empty mapping of family name -> templates")
+
+    families: dict[str, dict] = {}
+    for name, spec in fams.items():
+        name = str(name)
+        key = ["families", name]
+        if not isinstance(spec, dict):
+            fail(key, "expected a mapping with 'kind' and 'prompt'")
+        extra = set(map(str, spec)) - _FAMILY_KEYS
+        if extra:
+            fail(key + [sorted(extra)[0]], f"unknown key (expected some of {', '.join(sorted(_FAMILY_KEYS))})")
+        kind = spec.get("kind")
+        if kind not in _TEMPLATE_KINDS:
+            fail(key + ["kind"], f"expected one of {', '.join(_TEMPLATE_KINDS)}, got {kind!r}")
+        prompt = _lang_map(spec.get("prompt"), None, key + ["prompt"], fail, required=True)
+        for lang, tmpl in prompt.items():
+            if tmpl.count("{question}") != 1:
+                fail(key + ["prompt", lang], "must contain {question} exactly once")
+        shot = _lang_map(spec.get("shot"), list(prompt), key + ["shot"], fail)
+        needed = ("{prompt}", "{answer}") if kind == "completion" else ("{answer}",)
+        for lang, tmpl in (shot or {}).items():
+            for ph in needed:
+                if ph not in tmpl:
+                    fail(key + ["shot"], f"the '{lang}' shot format must contain {ph}")
+        if kind == "completion":
+            for chat_only in ("system", "chat_kwargs"):
+                if chat_only in spec:
+                    fail(key + [chat_only], "only allowed in a chat family")
+        system = _lang_map(spec.get("system"), list(prompt), key + ["system"], fail)
+        chat_kwargs = spec.get("chat_kwargs") or {}
+        if not isinstance(chat_kwargs, dict):
+            fail(key + ["chat_kwargs"], "expected a mapping of keyword arguments")
+        families[name] = {"kind": kind, "prompt": prompt, "shot": shot, "system": system,
+                          "chat_kwargs": dict(chat_kwargs)}
+    return {"path": str(path), "sha256": file_sha256(path), "families": families}
+
+
+def _lang_map(value, languages, keys, fail, required: bool = False) -> dict[str, str] | None:
+    """Normalise a template entry (a string, or a language -> string mapping) to a mapping.
+
+    ``languages`` None: ``value`` must be a mapping and defines the languages; otherwise a string
+    applies to all of ``languages`` and a mapping must cover all of them.
+    """
+    if value is None:
+        if required:
+            fail(keys, "missing (expected a mapping language -> template)")
+        return None
+    if isinstance(value, str):
+        if languages is None:
+            fail(keys, "expected a mapping language -> template")
+        return {lang: value for lang in languages}
+    if not isinstance(value, dict) or not value:
+        fail(keys, "expected a string or a non-empty mapping language -> string")
+    out: dict[str, str] = {}
+    for lang, tmpl in value.items():
+        lang = str(lang)
+        if lang not in KNOWN_LANGUAGES:
+            fail(keys + [lang], f"unknown language (expected one of {', '.join(KNOWN_LANGUAGES)})")
+        if not isinstance(tmpl, str):
+            fail(keys + [lang], "expected a string")
+        out[lang] = tmpl
+    for lang in languages or ():
+        if lang not in out:
+            fail(keys, f"no entry for language '{lang}' (the family's prompt has one)")
+    return out
+
+
+def _fill(template: str, **values: str) -> str:
+    """Substitute ``{question}``/``{prompt}``/``{answer}`` (only those given); keep other text."""
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _family(templates: Mapping, family: str) -> dict:
+    where = templates.get("path", "templates")
+    fams = templates.get("families", {})
+    if family not in fams:
+        raise ZhuntError(where, f"unknown template family '{family}' (defined: {', '.join(fams)})")
+    return fams[family]
+
+
+def _exemplars(shots: pd.DataFrame | None, lang: str) -> list[tuple[str, str, int]]:
+    """(id, text, answer) of each few-shot exemplar in language ``lang`` (wide or long table)."""
+    if shots is None or len(shots) == 0:
+        return []
+    where = shots.attrs.get("path", "fewshot")
+    if "lang" in shots.columns and "text" in shots.columns:
+        sub = shots[shots["lang"] == lang]
+        texts = sub["text"]
+    else:
+        if lang not in shots.columns:
+            raise ZhuntError(where, f"few-shot table has no '{lang}' column")
+        sub, texts = shots, shots[lang]
+    if len(sub) == 0:
+        raise ZhuntError(where, f"few-shot table has no '{lang}' exemplar")
+    ids = sub["id"] if "id" in sub.columns else [""] * len(sub)
+    return [(str(i), str(t), int(a)) for i, t, a in zip(ids, texts, sub["answer"])]
+
+
+def render_prompt(question: str, lang: str, family: str, templates: Mapping,
+                  shots: pd.DataFrame | None = None, tokenizer=None) -> str:
+    """Build the text fed to a model for one question.
+
+    Parameters
+    ----------
+    question : str
+        The problem text in language ``lang``.
+    lang : str
+        Its language code.
+    family : str
+        Template family (a key of ``templates["families"]``, e.g. a model's ``template``).
+    templates : Mapping
+        The result of :func:`load_templates`.
+    shots : pandas.DataFrame, optional
+        Few-shot exemplars, rendered in ``lang`` with their answers before the question, in row
+        order: a slice of a wide table from :func:`load_prompt_table` (uses column ``lang``) or of
+        a long table from :func:`to_long` (uses the rows whose ``lang`` matches).
+    tokenizer : optional
+        Required by ``chat`` families: an object with ``apply_chat_template`` (a transformers
+        tokenizer).
+
+    Returns
+    -------
+    str
+        The prompt text. For ``chat`` families it already contains the model's special tokens,
+        so tokenize it with ``add_special_tokens=False``.
+
+    Raises
+    ------
+    ZhuntError
+        Unknown family, a language the family has no template for, shots requested from a family
+        without a shot format, an exemplar identical to the question, or a chat family without a
+        usable tokenizer chat template.
+    """
+    fam = _family(templates, family)
+    where = templates.get("path", "templates")
+    if lang not in fam["prompt"]:
+        raise ZhuntError(where, f"families.{family}.prompt has no '{lang}' template "
+                         f"(languages: {', '.join(fam['prompt'])})")
+    exemplars = _exemplars(shots, lang)
+    if exemplars and fam["shot"] is None:
+        raise ZhuntError(where, f"families.{family} has no 'shot' format: it cannot be used with "
+                         "few-shot exemplars (set n_shots to 0)")
+    for ex_id, ex_text, _ in exemplars:
+        if ex_text == question:
+            raise ZhuntError(shots.attrs.get("path", "fewshot"),
+                             f"few-shot exemplar '{ex_id}' is the question itself")
+    prompt_t = fam["prompt"][lang]
+    if fam["kind"] == "completion":
+        parts = [_fill(fam["shot"][lang], prompt=_fill(prompt_t, question=t), answer=str(a))
+                 for _, t, a in exemplars]
+        parts.append(_fill(prompt_t, question=question))
+        return "".join(parts)
+
+    if tokenizer is None or not hasattr(tokenizer, "apply_chat_template"):
+        raise ZhuntError(where, f"families.{family} is a chat family: it needs a tokenizer with "
+                         "a chat template")
+    messages: list[dict[str, str]] = []
+    if fam["system"] is not None:
+        messages.append({"role": "system", "content": fam["system"][lang]})
+    for _, t, a in exemplars:
+        messages.append({"role": "user", "content": _fill(prompt_t, question=t)})
+        messages.append({"role": "assistant", "content": _fill(fam["shot"][lang], answer=str(a))})
+    messages.append({"role": "user", "content": _fill(prompt_t, question=question)})
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **fam["chat_kwargs"])
+    except ValueError as exc:  # transformers: no chat template set on this tokenizer
+        raise ZhuntError(where, f"families.{family}: the tokenizer cannot apply a chat template "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not isinstance(text, str):
+        raise ZhuntError(where, f"families.{family}: apply_chat_template returned "
+                         f"{type(text).__name__}, expected str")
+    return text
+
+
+def render_prompts(long_df: pd.DataFrame, family: str, templates: Mapping,
+                   fewshot: pd.DataFrame | None = None, n_shots: int = 0,
+                   tokenizer=None) -> list[str]:
+    """Render every row of a long prompt table (see :func:`to_long`).
+
+    Parameters
+    ----------
+    long_df : pandas.DataFrame
+        Columns ``lang`` and ``text`` (one row per problem x language).
+    family : str
+        Template family.
+    templates : Mapping
+        The result of :func:`load_templates`.
+    fewshot : pandas.DataFrame, optional
+        Few-shot table (wide, from :func:`load_prompt_table`); its first ``n_shots`` rows are the
+        exemplars of every prompt, rendered in that prompt's language.
+    n_shots : int, default 0
+        Number of exemplars.
+    tokenizer : optional
+        For chat families.
+
+    Returns
+    -------
+    list of str
+        One prompt per row of ``long_df``, in order.
+
+    Raises
+    ------
+    ZhuntError
+        If ``n_shots`` is negative, larger than the few-shot table, or positive without a table;
+        and everything :func:`render_prompt` raises.
+    """
+    if isinstance(n_shots, bool) or not isinstance(n_shots, int) or n_shots < 0:
+        raise ZhuntError("n_shots", f"expected an integer >= 0, got {n_shots!r}")
+    shots = None
+    if n_shots > 0:
+        if fewshot is None:
+            raise ZhuntError("n_shots", f"n_shots = {n_shots} but no few-shot table was given")
+        if n_shots > len(fewshot):
+            raise ZhuntError(fewshot.attrs.get("path", "fewshot"),
+                             f"n_shots = {n_shots} but the few-shot table has only {len(fewshot)} "
+                             "exemplars")
+        shots = fewshot.iloc[:n_shots]
+    for col in ("lang", "text"):
+        if col not in long_df.columns:
+            raise ZhuntError("prompts", f"long prompt table lacks column '{col}' (use to_long)")
+    return [render_prompt(text, lang, family, templates, shots=shots, tokenizer=tokenizer)
+            for lang, text in zip(long_df["lang"], long_df["text"])]
