@@ -18,6 +18,12 @@ from typing import Callable, Iterator
 from .errors import ZhuntError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -30,6 +36,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -47,6 +54,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():
@@ -82,5 +90,30 @@ def run_main(main: Callable[[], None]) -> None:
     try:
         main()
     except ZhuntError as exc:
+        print(f"zhunt error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def snakemake_main(smk, main: Callable[[object], None]) -> None:
+    """Entry point of a workflow script: log to the rule's log, one-line user errors.
+
+    ``main(smk)`` runs with Python logging sent to ``smk.log[0]``.
+    A :class:`ZhuntError` is written as one line to the log and to stderr and
+    the process exits with status 1, so Snakemake marks the job failed and
+    removes its (never partial, see :func:`atomic_path`) outputs.
+    """
+    import logging
+
+    if getattr(smk, "log", None):
+        Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.FileHandler(smk.log[0], mode="w", encoding="utf-8")]
+    else:
+        handlers = [logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        main(smk)
+    except ZhuntError as exc:
+        logging.getLogger("zhunt").error("%s", exc)
         print(f"zhunt error: {exc}", file=sys.stderr)
         sys.exit(1)
