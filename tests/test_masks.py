@@ -92,3 +92,27 @@ def test_deterministic():
     a = z_masks(fake_layer(seed=3), ks=[4])["multihead"]["V"][4]
     b = z_masks(fake_layer(seed=3), ks=[4])["multihead"]["V"][4]
     assert np.array_equal(a, b)
+
+
+def test_masks_from_a_real_tiny_model_match_brute_force():
+    """Adapter + masks vs the stacked kernel built straight from the module's weights."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from zhunt.models import get_adapter
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64)
+    model = Qwen2ForCausalLM(cfg).eval()
+    layer = model.model.layers[1]
+    with torch.no_grad():
+        layer.input_layernorm.weight.uniform_(0.5, 1.5)
+    g = layer.input_layernorm.weight.double()
+    Wq = layer.self_attn.q_proj.weight.double().reshape(4, 8, 32)
+    Wk = layer.self_attn.k_proj.weight.double().reshape(2, 8, 32)
+    stacked = torch.cat([(Wq[h] * g).T @ (Wk[h // 2] * g) for h in range(4)]).detach().numpy()
+    _, s_ref, Vt_ref = np.linalg.svd(stacked)
+
+    m = z_masks(get_adapter(model).layer_weights(1), ks=[5], kinds=["multihead"])
+    assert_allclose(m["multihead"]["sigma"], s_ref, rtol=1e-5, atol=1e-5 * s_ref[0])
+    assert grassmann_similarity(m["multihead"]["V"][5], Vt_ref[:5]) > 1 - 1e-6

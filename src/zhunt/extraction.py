@@ -1,0 +1,254 @@
+"""Batched extraction of every hidden state into the activation store.
+
+:func:`extract_to_store` runs the model once over every prompt (no
+generation) and streams all ``L + 1`` hidden states of every non-pad token
+into an HDF5 store (layout in :mod:`zhunt.store`).
+
+Why hooks and not ``output_hidden_states``: in transformers 5.x the last entry
+of ``hidden_states`` is taken *after* the final norm, while entries ``0..L-1``
+are raw residual-stream states. The store holds the raw residual stream at
+every index, so it captures ``j = 0`` with a forward pre-hook on ``layers[0]``
+(exactly what the first decoder layer receives — Gemma's ``sqrt(d)``
+embedding scaling included) and ``j = l + 1`` with a forward hook on
+``layers[l]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .errors import ZhuntError
+from .hooks import capture_hidden_states
+from .store import StoreWriter
+
+__all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256"]
+
+
+def prompt_table_sha256(prompts: pd.DataFrame) -> str:
+    """SHA256 of the (id, lang, text) triples, in order (identifies the prompt content)."""
+    h = hashlib.sha256()
+    idcol = "id" if "id" in prompts.columns else "prompt_id"
+    for pid, lang, text in zip(prompts[idcol], prompts["lang"], prompts["text"]):
+        h.update(f"{pid}\t{lang}\t{text}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def tokenize_prompts(tokenizer, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, unpadded, untruncated.
+
+    Returns
+    -------
+    list of list of int
+        One id list per text.
+    """
+    enc = tokenizer(list(texts), add_special_tokens=add_special_tokens, padding=False, truncation=False)
+    return [list(map(int, ids)) for ids in enc["input_ids"]]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into a batch.
+
+    Parameters
+    ----------
+    seqs : sequence of sequence of int
+        ``B`` token id lists.
+    pad_id : int
+        Id written at pad positions (never attended to).
+
+    Returns
+    -------
+    input_ids : torch.Tensor
+        ``(B, T)`` int64, ``T`` = longest sequence.
+    attention_mask : torch.Tensor
+        ``(B, T)`` int64, 0 at pads.
+    position_ids : torch.Tensor
+        ``(B, T)`` int64, ``cumsum(mask) - 1`` (0 at pads) — what ``generate``
+        uses, so each prompt's real tokens get positions ``0..n-1`` whatever
+        its padding (a plain ``arange`` would shift left-padded prompts).
+    """
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if len(s):
+            ids[b, T - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[b, T - len(s):] = 1
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    return ids, mask, pos
+
+
+def _forward_kwargs(model: nn.Module) -> dict:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    # only the last position's logits: avoids a (B, T, vocab) tensor we never use
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def extract_to_store(
+    model: nn.Module,
+    tokenizer,
+    layers: Sequence[nn.Module],
+    prompts: pd.DataFrame,
+    out_path: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    attrs: Mapping | None = None,
+    add_special_tokens: bool = True,
+) -> dict:
+    """Run every prompt through the model and store all hidden states of all tokens.
+
+    Prompts are tokenized up front (so the store is pre-sized), grouped into
+    length-sorted batches (longest first, to minimise padding), left-padded
+    with explicit ``position_ids``, and run under ``torch.inference_mode()``.
+    Each batch's rows are written straight to the file at their place in the
+    *original* prompt order, so memory depends on the batch, not on the
+    number of prompts. The file appears at ``out_path`` only when complete.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A causal LM (or base model) whose forward accepts ``input_ids``,
+        ``attention_mask``, ``position_ids``. Put in eval mode for the run
+        (its training flag is restored afterwards).
+    tokenizer : transformers tokenizer
+        Used for token ids and ``all_special_ids``; its padding side does not
+        matter (padding is done here, on the left).
+    layers : sequence of nn.Module
+        The ``L`` decoder layers (``get_adapter(model).layers``).
+    prompts : pandas.DataFrame
+        Columns ``id`` (or ``prompt_id``), ``lang``, ``text``; optional
+        ``answer``, ``category`` are copied to the index. ``(id, lang)`` must
+        be unique.
+    out_path : str or os.PathLike
+        Destination ``.h5``.
+    batch_size : int
+        Prompts per forward pass.
+    dtype : {"float32", "float16"}
+        Storage dtype.
+    attrs : mapping, optional
+        Extra root attributes (model name, source, revision, prompt-file
+        SHA256, ...).
+    add_special_tokens : bool
+        Passed to the tokenizer (BOS for Gemma/Llama; Qwen adds none).
+
+    Returns
+    -------
+    dict
+        Summary: ``n_prompts``, ``n_rows``, ``num_layers``, ``hidden_size``,
+        ``n_batches``, ``padding_fraction``.
+
+    Raises
+    ------
+    ZhuntError
+        Missing columns, duplicate ``(id, lang)`` pairs, a prompt that
+        tokenizes to no tokens, or a bad ``dtype``.
+    """
+    idcol = "id" if "id" in prompts.columns else "prompt_id"
+    for col in (idcol, "lang", "text"):
+        if col not in prompts.columns:
+            raise ZhuntError("prompts", f"prompt table lacks column {col!r} (have {list(prompts.columns)})")
+    if len(prompts) == 0:
+        raise ZhuntError("prompts", "prompt table is empty")
+    if dtype not in ("float32", "float16"):
+        raise ZhuntError("dtype", f"activation dtype must be 'float32' or 'float16', not {dtype!r}")
+    if batch_size < 1:
+        raise ZhuntError("batch_size", f"must be >= 1, got {batch_size}")
+    prompts = prompts.reset_index(drop=True)
+    keys = list(zip(prompts[idcol].astype(str), prompts["lang"].astype(str)))
+    if len(set(keys)) != len(keys):
+        dup = pd.Series(keys)[pd.Series(keys).duplicated()].iloc[0]
+        raise ZhuntError("prompts", f"duplicate (id, lang) pair {dup}")
+
+    ids = tokenize_prompts(tokenizer, prompts["text"].astype(str).tolist(), add_special_tokens=add_special_tokens)
+    lengths = np.array([len(s) for s in ids], dtype=np.int64)
+    if (lengths == 0).any():
+        i = int(np.flatnonzero(lengths == 0)[0])
+        raise ZhuntError("prompts", f"prompt {keys[i][0]!r} ({keys[i][1]}) tokenizes to no tokens")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    n_rows = int(lengths.sum())
+    special_ids = set(int(t) for t in (getattr(tokenizer, "all_special_ids", None) or []))
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+    meta = pd.DataFrame({"prompt_id": [k[0] for k in keys], "lang": [k[1] for k in keys], "length": lengths})
+    for col in ("answer", "category"):
+        if col in prompts.columns:
+            meta[col] = prompts[col].tolist()
+
+    order = np.argsort(-lengths, kind="stable")  # longest first; ties keep prompt order
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    L = len(layers)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    fkw = _forward_kwargs(model)
+    all_attrs = {
+        "prompt_table_sha256": prompt_table_sha256(prompts),
+        "add_special_tokens": bool(add_special_tokens),
+        "batch_size": int(batch_size),
+        "padding": "left, position_ids = cumsum(attention_mask) - 1",
+        "special_token_ids": np.array(sorted(special_ids), dtype=np.int64),
+        "model_class": type(model).__name__,
+    }
+    all_attrs.update(dict(attrs or {}))
+
+    writer: StoreWriter | None = None
+    padded = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), capture_hidden_states(layers) as cap:
+            for batch in batches:
+                seqs = [ids[i] for i in batch]
+                input_ids, attn, pos = left_pad(seqs, pad_id)
+                T = input_ids.shape[1]
+                padded += int(T * len(batch) - attn.sum())
+                cap.clear()
+                model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                      position_ids=pos.to(device), use_cache=False, **fkw)
+                if any(len(h) != 1 for h in cap.hidden):
+                    raise RuntimeError("expected exactly one forward call per decoder layer per batch")
+                hs = [h[0] for h in cap.hidden]
+                if writer is None:
+                    d = int(hs[0].shape[-1])
+                    writer = StoreWriter(out_path, num_layers=L, hidden_size=d, n_rows_total=n_rows,
+                                         dtype=dtype, attrs=all_attrs)
+                # drop pads: with left padding prompt b's tokens are the last n_b columns
+                hidden = []
+                for h in hs:
+                    h = h.float().cpu().numpy()
+                    hidden.append(np.concatenate([h[b, T - len(s):] for b, s in enumerate(seqs)], axis=0))
+                tok = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+                spec = np.isin(tok, np.fromiter(special_ids, dtype=np.int64, count=len(special_ids)))
+                cap.clear()
+                writer.append(meta.iloc[batch], hidden, tok, spec, offsets=offsets[batch])
+                del hs, hidden
+        assert writer is not None
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        model.train(was_training)
+    return {
+        "n_prompts": int(len(prompts)),
+        "n_rows": n_rows,
+        "num_layers": L,
+        "hidden_size": int(writer.hidden_size),
+        "n_batches": len(batches),
+        "padding_fraction": padded / max(1, padded + n_rows),
+    }
