@@ -1,0 +1,117 @@
+"""Workflow stages as plain functions (the Snakemake scripts only call these).
+
+Each stage reads its inputs, checks them against the model (layer ranges, k),
+computes with the science modules and writes its outputs atomically. User
+mistakes raise :class:`zhunt.errors.ZhuntError` naming the config key or file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import ZhuntError
+
+log = logging.getLogger("zhunt.pipeline")
+
+
+def check_layer(layer: int, num_layers: int, model_name: str, key: str = "study") -> None:
+    """Raise a one-line error when ``layer`` is not a decoder-layer index of the model."""
+    if not 0 <= layer < num_layers:
+        raise ZhuntError(
+            f"models.{model_name}.{key}",
+            f"layer {layer} out of range for {model_name} ({num_layers} decoder layers: 0..{num_layers - 1})",
+        )
+
+
+def check_ks(ks, hidden_size: int, model_name: str, head_dim: int | None = None,
+             key: str = "study.phase2_k/patch_k") -> None:
+    """Raise a one-line error unless every k satisfies 0 < k < d (and k <= d_head for head-0 masks)."""
+    for k in ks:
+        if k <= 0:
+            raise ZhuntError(f"models.{model_name}.{key}", f"k={k} must be > 0")
+        if k >= hidden_size:
+            raise ZhuntError(f"models.{model_name}.{key}",
+                             f"k={k} must be < d={hidden_size} (the hidden size of {model_name})")
+        if head_dim is not None and k > head_dim:
+            raise ZhuntError(f"models.{model_name}.{key}",
+                             f"k={k} exceeds head_dim={head_dim}: a head-0 kernel has rank <= head_dim "
+                             f"(drop 'head0' from study.mask_kinds or lower k)")
+
+
+def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_path) -> None:
+    """Compute and write the Z-masks of one decoder layer (see :mod:`zhunt.masks`)."""
+    from .masks import write_masks, z_masks
+    from .models import get_adapter, load_model
+
+    t0 = time.perf_counter()
+    model, _ = load_model(model_dir, device="cpu", dtype="float32")
+    ad = get_adapter(model)
+    check_layer(layer, ad.num_layers, model_name)
+    check_ks(ks, ad.hidden_size, model_name, ad.head_dim if "head0" in kinds else None)
+    masks = z_masks(ad.layer_weights(layer), ks=ks, kinds=kinds)
+    write_masks(out_path, masks, {
+        "model": model_name, "layer": layer, "ks": list(ks), "kinds": list(kinds),
+        "hidden_size": ad.hidden_size, "num_heads": ad.num_heads, "head_dim": ad.head_dim,
+        "zhunt_version": __version__,
+    })
+    log.info("masks for %s L%d (k=%s, %s) in %.2fs", model_name, layer, list(ks), list(kinds),
+             time.perf_counter() - t0)
+
+
+def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, languages,
+                       templates_path, out_path, *, batch_size: int = 16,
+                       dtype: str = "float32", threads: int | None = None) -> None:
+    """Render a prompt set with the model's template and store every layer's hidden states."""
+    import torch
+
+    from .extraction import extract_to_store
+    from .models import get_adapter, load_model, read_provenance
+    from .prompts import file_sha256, load_prompt_table, load_templates, render_prompts, to_long
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    table = load_prompt_table(prompts_path, languages=languages)
+    long = to_long(table, languages)
+    model, tok = load_model(model_dir, dtype=spec.get("dtype", "float32"))
+    provenance = read_provenance(model_dir)
+    templates = load_templates(templates_path)
+    family = spec.get("template", "completion")
+    long = long.assign(text=render_prompts(long, family, templates, tokenizer=tok))
+    # a chat template already writes BOS and the turn markers itself
+    chat = templates["families"][family]["kind"] == "chat"
+    ad = get_adapter(model)
+    t0 = time.perf_counter()
+    extract_to_store(
+        model, tok, ad.layers, long, out_path, batch_size=batch_size, dtype=dtype,
+        add_special_tokens=not chat,
+        attrs={
+            "model": model_name,
+            "model_source": str(spec.get("source")),
+            "model_revision": str(provenance.get("revision") or ""),
+            "model_weights_sha256": str(provenance.get("gguf_sha256") or provenance.get("sha256") or ""),
+            "compute_dtype": spec.get("dtype", "float32"),
+            "prompt_file": str(prompts_path),
+            "prompt_file_sha256": file_sha256(prompts_path),
+            "template": spec.get("template", "completion"),
+            "zhunt_version": __version__,
+        },
+    )
+    log.info("extracted %d prompts x %d layers in %.1fs", len(long), ad.num_layers,
+             time.perf_counter() - t0)
+
+
+def train_organism_stage(model_name: str, train: dict, out_dir, loss_tsv, report_md, figure_png,
+                         threads: int = 2) -> dict:
+    """Train the model organism and write its training report."""
+    import torch
+
+    from .organism import train_organism, write_training_report
+
+    torch.set_num_threads(max(1, int(threads)))
+    report = train_organism(Path(out_dir), **train)
+    write_training_report(report, loss_tsv, report_md, figure_png)
+    log.info("organism accuracy %s in %.1fs", report.get("accuracy"), report.get("wall_time_s", 0.0))
+    return report

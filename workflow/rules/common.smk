@@ -1,0 +1,84 @@
+# Python helpers of the workflow: config validation, per-model study parameters,
+# and the input functions the rules use. No rule is declared here.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from zhunt.config import check_schema, check_semantics, study_for
+from zhunt.errors import ZhuntError
+
+_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+try:
+    check_schema(config, _SCHEMA)  # one-line message naming the key
+    validate(config, _SCHEMA)  # fills in defaults
+    check_semantics(config)
+except ZhuntError as exc:
+    sys.stderr.write(f"zhunt config error: {exc}\n")
+    raise SystemExit(1)
+
+
+def study(model):
+    """Study parameters of one model (`study` deep-merged with models.<model>.study)."""
+    return study_for(config, model)
+
+
+def model_spec(model):
+    return config["models"][model]
+
+
+def models_of_kind(*kinds):
+    names = [m for m, s in config["models"].items() if s["source"]["kind"] in kinds]
+    # a regex that matches exactly these names (or nothing at all)
+    return "|".join(re.escape(m) for m in names) or "(?!x)x"
+
+
+def model_dir(model):
+    return f"resources/models/{model}"
+
+
+def promptset(model):
+    return model_spec(model).get("promptset", "math")
+
+
+def promptset_languages(model):
+    return config["prompts"][promptset(model)]["languages"]
+
+
+def promptset_path(model):
+    ps = promptset(model)
+    if config["prompts"][ps].get("generated"):
+        return f"results/{model}/prompts/{ps}.tsv"
+    return config["prompts"][ps]["path"]
+
+
+def mask_layers(model):
+    """Every layer some analysis needs a Z-mask for."""
+    st = study(model)
+    layers = {st["primary_layer"], st["secondary_layer"], *st["phase2_layers"]}
+    layers |= set(st["ard"]["layers"])
+    return sorted(layers)
+
+
+def mask_ks(model):
+    st = study(model)
+    return sorted(set(st["patch_k"]) | set(st["phase2_k"]))
+
+
+def model_targets(model):
+    return [
+        model_dir(model),
+        f"results/{model}/activations/{promptset(model)}.h5",
+        *expand(f"results/{model}/masks/L{{layer}}.h5", layer=mask_layers(model)),
+    ]
+
+
+def all_targets():
+    return [t for m in config["analyze"] for t in model_targets(m)]
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9._-]+",
+    layer=r"\d+",
+    promptset=r"[A-Za-z0-9_-]+",

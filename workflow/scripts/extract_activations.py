@@ -1,0 +1,22 @@
+"""Glue: per-layer hidden states of one prompt set (see zhunt.extraction)."""
+
+from zhunt.io import snakemake_main
+from zhunt.pipeline import extract_prompt_set
+
+
+def main(smk):
+    extract_prompt_set(
+        model_dir=smk.input.model,
+        model_name=smk.wildcards.model,
+        spec=dict(smk.params.spec),
+        prompts_path=smk.input.prompts,
+        languages=list(smk.params.languages),
+        templates_path=smk.input.templates,
+        out_path=smk.output[0],
+        batch_size=smk.params.batch_size,
+        dtype=smk.params.dtype,
+        threads=smk.threads,
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821
