@@ -46,7 +46,7 @@ def scheduled_jobs(stdout: str) -> dict:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("tiny")
-    for item in ["Snakefile", "config.yaml", "workflow", "profiles", "resources", "tests/tiny"]:
+    for item in ["Snakefile", "config.yaml", "workflow", "profiles", "resources", "envs", "tests/tiny"]:
         src = ROOT / item
         dst = wd / item
         if src.is_dir():
@@ -107,3 +107,33 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
     jobs = scheduled_jobs(res.stdout)
     assert jobs.get("build_masks") == 2, res.stdout
     assert set(jobs) <= {"build_masks", "all"}, jobs
+
+
+def _run_with(workdir, edit, *targets):
+    cfg = yaml.safe_load((workdir / "tests/tiny/config.yaml").read_text())
+    edit(cfg)
+    path = workdir / "tests/tiny/edited.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--configfile", str(path)],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_layer_out_of_range_is_one_clear_line(workdir):
+    res = _run_with(workdir, lambda c: None, "results/organism-tiny/masks/L7.h5")
+    assert res.returncode != 0
+    assert "zhunt error: models.organism-tiny.study: layer 7 out of range" in res.stderr
+    assert not (workdir / "results/organism-tiny/masks/L7.h5").exists()
+    assert not list((workdir / "results/organism-tiny/masks").glob(".L7*"))
+
+
+def test_k_not_below_d_is_one_clear_line(workdir):
+    def edit(c):
+        c["models"]["organism-tiny"]["study"]["phase2_k"] = [4, 64]
+        c["models"]["organism-tiny"]["study"]["mask_kinds"] = ["multihead"]
+
+    res = _run_with(workdir, edit, "results/organism-tiny/masks/L0.h5")
+    assert res.returncode != 0
+    assert "k=64 must be < d=64" in res.stderr
+    assert not (workdir / "results/organism-tiny/masks/L0.h5").exists()

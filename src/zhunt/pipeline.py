@@ -89,7 +89,7 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
         add_special_tokens=not chat,
         attrs={
             "model": model_name,
-            "model_source": str(spec.get("source")),
+            "model_source": str(provenance.get("source", "")),
             "model_revision": str(provenance.get("revision") or ""),
             "model_weights_sha256": str(provenance.get("gguf_sha256") or provenance.get("sha256") or ""),
             "compute_dtype": spec.get("dtype", "float32"),
@@ -106,12 +106,9 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
 def train_organism_stage(model_name: str, train: dict, out_dir, loss_tsv, report_md, figure_png,
                          threads: int = 2) -> dict:
     """Train the model organism and write its training report."""
-    import torch
-
     from .organism import train_organism, write_training_report
 
-    torch.set_num_threads(max(1, int(threads)))
-    report = train_organism(Path(out_dir), **train)
+    report = train_organism(Path(out_dir), threads=max(1, int(threads)), **train)
     write_training_report(report, loss_tsv, report_md, figure_png)
     log.info("organism accuracy %s in %.1fs", report.get("accuracy"), report.get("wall_time_s", 0.0))
     return report

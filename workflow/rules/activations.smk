@@ -21,7 +21,7 @@ rule extract_activations:
         mem_mb=8000,
         runtime=60,
     params:
-        spec=lambda wc: model_spec(wc.model),
+        runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: config["prompts"][wc.promptset]["languages"],
         batch_size=config["extraction"]["batch_size"],
         dtype=config["extraction"]["dtype"],

@@ -24,8 +24,27 @@ def study(model):
     return study_for(config, model)
 
 
+def canonical(obj):
+    """Recursively key-sorted copy: rule params keep one repr whatever the YAML key order,
+    so Snakemake's params rerun trigger fires only on real changes."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def model_spec(model):
-    return config["models"][model]
+    return canonical(config["models"][model])
+
+
+def model_runtime(model):
+    """The part of a model's spec that affects running it (not its study parameters)."""
+    spec = config["models"][model]
+    return {
+        "dtype": spec.get("dtype", "float32"),
+        "template": spec.get("template", "completion"),
+    }
 
 
 def models_of_kind(*kinds):

@@ -3,8 +3,6 @@
 
 rule organism_prompts:
     """Held-out organism problems in the same wide TSV format as the hand-written set."""
-    input:
-        model=lambda wc: model_dir(wc.model),
     output:
         "results/{model}/prompts/organism.tsv",
     log:
@@ -15,5 +13,8 @@ rule organism_prompts:
         "../../envs/zhunt.yaml"
     params:
         n=lambda wc: config["prompts"]["organism"].get("n", 60),
+        ops=lambda wc: model_spec(wc.model)["source"]
+        .get("train", {})
+        .get("ops", ["plus", "minus"]),
     script:
         "../scripts/organism_prompts.py"

@@ -8,7 +8,7 @@ def main(smk):
     extract_prompt_set(
         model_dir=smk.input.model,
         model_name=smk.wildcards.model,
-        spec=dict(smk.params.spec),
+        spec=dict(smk.params.runtime),
         prompts_path=smk.input.prompts,
         languages=list(smk.params.languages),
         templates_path=smk.input.templates,

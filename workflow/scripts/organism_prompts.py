@@ -5,7 +5,7 @@ from zhunt.organism import make_organism_prompt_table
 
 
 def main(smk):
-    make_organism_prompt_table(smk.output[0], n=smk.params.n)
+    make_organism_prompt_table(smk.output[0], n=smk.params.n, ops=tuple(smk.params.ops))
 
 
 snakemake_main(snakemake, main)  # noqa: F821
