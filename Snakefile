@@ -13,9 +13,10 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/masks.smk"
+include: "workflow/rules/structure.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_targets(),
+        all_targets,

@@ -76,7 +76,7 @@ def test_outputs_open_with_right_shapes(workdir):
     for lang in ("en", "zh"):
         assert st.pooled(1, lang).shape == (n, train["hidden_size"])
 
-    for layer in (0, 1):
+    for layer in (2, 3):
         with h5py.File(workdir / f"results/organism-tiny/masks/L{layer}.h5") as f:
             for kind in ("multihead", "head0"):
                 for k in (4, 8):
@@ -85,6 +85,23 @@ def test_outputs_open_with_right_shapes(workdir):
                     np.testing.assert_allclose(V @ V.T, np.eye(k), atol=1e-8)
     report = (workdir / "results/organism-tiny/organism/training_report.md").read_text()
     assert "en" in report and "zh" in report
+
+    import pandas as pd
+
+    structure = workdir / "results/organism-tiny/structure"
+    erank = pd.read_csv(structure / "effective_rank.tsv", sep="\t")
+    assert len(erank) == train["n_layers"]
+    with h5py.File(structure / "grassmann.h5") as f:
+        assert f["multihead"].shape == (train["n_layers"],) * 2
+    bottleneck = pd.read_csv(structure / "bottleneck.tsv", sep="\t")
+    assert 0 <= int(bottleneck["predicted_layer"].iloc[0]) < train["n_layers"]
+    fam = pd.read_csv(structure / "families.tsv", sep="\t")
+    assert len(fam) == 7 * (train["n_layers"] - 1)
+    assert (structure / "organism-tiny-grams.json").exists()
+    for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",
+                "families_by_phase", "qk_cos_heatmap"):
+        for ext in ("pdf", "png"):
+            assert (workdir / f"results/organism-tiny/figures/{fig}.{ext}").stat().st_size > 0
 
 
 def test_second_run_has_nothing_to_do(workdir):
@@ -137,3 +154,17 @@ def test_k_not_below_d_is_one_clear_line(workdir):
     assert res.returncode != 0
     assert "k=64 must be < d=64" in res.stderr
     assert not (workdir / "results/organism-tiny/masks/L0.h5").exists()
+
+
+def test_layer_auto_uses_the_predicted_bottleneck(workdir):
+    import pandas as pd
+
+    def edit(c):
+        c["models"]["organism-tiny"]["study"].update(
+            primary_layer="auto", phase2_layers=[1], ard={"layers": [1]})
+
+    predicted = int(pd.read_csv(workdir / "results/organism-tiny/structure/bottleneck.tsv",
+                                sep="\t")["predicted_layer"].iloc[0])
+    res = _run_with(workdir, edit)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (workdir / f"results/organism-tiny/masks/L{predicted}.h5").exists()

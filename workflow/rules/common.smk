@@ -72,12 +72,29 @@ def promptset_path(model):
     return config["prompts"][ps]["path"]
 
 
+def predicted_bottleneck(model):
+    """The bottleneck layer predicted from weights (waits for the `structure` checkpoint)."""
+    import pandas as pd
+
+    path = checkpoints.structure.get(model=model).output.bottleneck
+    return int(pd.read_csv(path, sep="\t")["predicted_layer"].iloc[0])
+
+
+def resolve_layer(model, layer):
+    """A configured layer: an integer, or `auto` = the predicted bottleneck."""
+    return predicted_bottleneck(model) if layer == "auto" else int(layer)
+
+
 def mask_layers(model):
     """Every layer some analysis needs a Z-mask for."""
     st = study(model)
-    layers = {st["primary_layer"], st["secondary_layer"], *st["phase2_layers"]}
-    layers |= set(st["ard"]["layers"])
-    return sorted(layers)
+    layers = [
+        st["primary_layer"],
+        st["secondary_layer"],
+        *st["phase2_layers"],
+        *st["ard"]["layers"],
+    ]
+    return sorted({resolve_layer(model, l) for l in layers})
 
 
 def mask_ks(model):
@@ -85,15 +102,26 @@ def mask_ks(model):
     return sorted(set(st["patch_k"]) | set(st["phase2_k"]))
 
 
+def structure_targets(model):
+    stem = f"results/{model}/structure"
+    return [
+        f"{stem}/bottleneck.tsv",
+        f"{stem}/families_verdict.md",
+        f"{stem}/qk_verdict.md",
+    ]
+
+
 def model_targets(model):
     return [
         model_dir(model),
+        *structure_targets(model),
         f"results/{model}/activations/{promptset(model)}.h5",
         *expand(f"results/{model}/masks/L{{layer}}.h5", layer=mask_layers(model)),
     ]
 
 
-def all_targets():
+def all_targets(wildcards):
+    """Targets of the default job; a function so that `auto` layers can wait for a checkpoint."""
     return [t for m in config["analyze"] for t in model_targets(m)]
 
 

@@ -1,0 +1,246 @@
+"""Aligned vs raw weight-family cosines (seed 002): Procrustes on planted data, phases, seed JSONs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from scipy.stats import ortho_group
+
+from zhunt.families import (FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
+                            excess_over_null, family_matrices, gaussian_baseline, hypothesis_verdict,
+                            phase_means, phase_of, raw_cos, run_families, seed_jsons)
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(["What is 2 plus 3? five", "二加三等于五"] * 10, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory):
+    """A random-init 8-layer Qwen2 saved as a prepared zhunt folder (config + safetensors + tokenizer +
+    zhunt_model.json), so that :func:`zhunt.models.load_model` accepts it."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from zhunt.io import write_json
+    from zhunt.models import PROVENANCE_FILE
+
+    tok = _tiny_tokenizer()
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=8,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    folder = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    write_json(folder / PROVENANCE_FILE, {"name": "tiny-qwen2", "architecture": "qwen2"})
+    return folder, model
+
+
+# -- phases ----------------------------------------------------------------------------------------
+def test_phase_tables():
+    assert [phase_of(L, 64) for L in (0, 6, 7, 9, 10, 31, 32, 46, 47, 58, 59, 63)] == \
+        ["A", "A", "B", "B", "C", "C", "D", "D", "E", "E", "tail", "tail"]
+    assert [phase_of(L, 36) for L in (0, 6, 7, 9, 10, 23, 24, 33, 34, 35)] == \
+        ["A", "A", "B", "B", "C", "C", "D", "D", "tail", "tail"]
+    # fractional: 100 layers -> boundaries at 11, 15, 50, 75, 92
+    assert [phase_of(L, 100) for L in (10, 11, 14, 15, 49, 50, 74, 75, 91, 92)] == \
+        ["A", "B", "B", "C", "C", "D", "D", "E", "E", "tail"]
+    assert [phase_of(L, 18) for L in range(17)] == list("AABCCCCCCDDDDDEEE")
+
+
+# -- cosines and Procrustes ------------------------------------------------------------------------
+def test_raw_cos_definition():
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    assert raw_cos(A, B) == pytest.approx(np.dot(A.ravel(), B.ravel()) / np.linalg.norm(A) / np.linalg.norm(B))
+    assert raw_cos(A, 3 * A) == pytest.approx(1.0)
+    assert raw_cos(A, np.zeros_like(A)) == 0.0
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_aligned_cos_matches_explicit_rotation(axis):
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((20, 12)), rng.standard_normal((20, 12))
+    cos, R = aligned_cos(A, B, axis=axis, return_rotation=True)
+    n = R.shape[0]
+    assert_allclose(R @ R.T, np.eye(n), atol=1e-12)
+    rotated = A @ R if axis == 1 else R @ A
+    den = np.linalg.norm(A) * np.linalg.norm(B)
+    assert cos == pytest.approx(np.sum(rotated * B) / den, abs=1e-12)
+    # the optimum is the nuclear norm of the cross product ...
+    cross = A.T @ B if axis == 1 else A @ B.T
+    assert cos == pytest.approx(np.linalg.svd(cross, compute_uv=False).sum() / den, abs=1e-12)
+    # ... and no random rotation (nor the identity) beats it
+    for Rr in ortho_group.rvs(n, size=200, random_state=2):
+        other = A @ Rr if axis == 1 else Rr @ A
+        assert np.sum(other * B) / den <= cos + 1e-12
+    assert cos >= raw_cos(A, B)
+
+
+def _planted_layers(n_layers=3, seed=0, side="residual"):
+    """Layers that are one fixed set of matrices rotated by a fresh orthogonal matrix on one side."""
+    rng = np.random.default_rng(seed)
+    d, n_attn, d_ff = 16, 24, 40
+    base = {"q_proj": (n_attn, d), "k_proj": (n_attn // 2, d), "v_proj": (n_attn // 2, d),
+            "o_proj": (d, n_attn), "gate_proj": (d_ff, d), "up_proj": (d_ff, d), "down_proj": (d, d_ff)}
+    base = {f: rng.standard_normal(s) for f, s in base.items()}
+    layers = []
+    for L in range(n_layers):
+        mats = {}
+        for f, W in base.items():
+            ax = RESIDUAL_AXIS[f] if side == "residual" else 1 - RESIDUAL_AXIS[f]
+            R = ortho_group.rvs(W.shape[ax], random_state=100 * seed + L + 7)
+            mats[f] = W @ R if ax == 1 else R @ W
+        layers.append(mats)
+    return layers
+
+
+def test_planted_rotation_residual_side():
+    layers = _planted_layers()
+    df = compare_layers(layers, side="residual")
+    assert len(df) == 2 * len(FAMILIES)
+    assert_allclose(df["aligned_cos"], 1.0, atol=1e-6)
+    assert (df["raw_cos"].abs() < 0.3).all()
+    assert (df["delta"] > 0.7).all()
+    # the inner side cannot undo a residual-side rotation
+    inner = compare_layers(layers, side="inner")
+    assert (inner["aligned_cos"] < 0.99).all()
+
+
+def test_planted_rotation_inner_side():
+    layers = _planted_layers(side="inner", seed=1)
+    res = compare_pair(layers[0], layers[1], side="inner")
+    for fam, (raw, ali) in res.items():
+        assert ali == pytest.approx(1.0, abs=1e-6), fam
+        assert abs(raw) < 0.3, fam
+    with pytest.raises(ValueError):
+        compare_pair(layers[0], layers[1], side="both")
+
+
+def test_family_matrices_are_module_weights(tiny_qwen2):
+    from zhunt.models import get_adapter
+
+    _, model = tiny_qwen2
+    ad = get_adapter(model)
+    mats = family_matrices(ad.layer_weights(3))
+    mod = ad.layers[3]
+    for fam in FAMILIES:
+        lin = getattr(mod.self_attn, fam, None) or getattr(mod.mlp, fam)
+        assert_allclose(mats[fam], lin.weight.detach().double().numpy(), atol=0)
+
+
+# -- phases, verdict, seed JSONs -------------------------------------------------------------------
+def _fake_by_phase(delta_c, delta_e, other=0.0):
+    rows = []
+    for ph, v in (("A", other), ("C", delta_c), ("D", other), ("E", delta_e)):
+        rows.append({"phase": ph, "n_pairs": 2, **{f: v for f in FAMILIES}})
+    return pd.DataFrame(rows)
+
+
+def test_hypothesis_verdict():
+    v = hypothesis_verdict(_fake_by_phase(0.01, 0.02))
+    assert v["real_specialization"] is True and v["training_artifact"] is False
+    assert v["label"] == "real-specialization"
+    v = hypothesis_verdict(_fake_by_phase(0.10, 0.30))
+    assert v["training_artifact"] is True and v["real_specialization"] is False
+    assert v["label"] == "training-artifact" and v["n_e_over_c"] == 7
+    assert v["e_minus_c"]["q_proj"] == pytest.approx(0.2)
+    v = hypothesis_verdict(_fake_by_phase(0.30, 0.10))
+    assert v["label"] == "neither"
+    no_e = _fake_by_phase(0.3, 0.3).query("phase != 'E'")
+    assert hypothesis_verdict(no_e)["training_artifact"] is None
+
+
+def _seed_style_reader(null_path, aligned_path):
+    """Independent reader of the seed-002 inputs: rebuild {family: {L: (raw, aligned)}} and phase deltas."""
+    with open(null_path) as fh:
+        null = json.load(fh)
+    with open(aligned_path) as fh:
+        ali = json.load(fh)
+    n_layers = ali["num_layers"]
+    raw = {}
+    for entry in null["pair_results"]:
+        for fam, vals in entry["families"].items():
+            raw.setdefault(fam, {})[entry["L"]] = vals["cos"]
+    pairs = {}
+    for fam, per_layer in ali["aligned_cos"].items():
+        for key, cos in per_layer.items():
+            layer = int(key)
+            if layer in raw.get(fam, {}):
+                pairs.setdefault(fam, {})[layer] = (raw[fam][layer], cos)
+    by_phase = {}
+    for fam, per_layer in pairs.items():
+        for layer, (r, a) in per_layer.items():
+            by_phase.setdefault(phase_of(layer, n_layers), {}).setdefault(fam, []).append(a - r)
+    return n_layers, pairs, {ph: {f: float(np.mean(v)) for f, v in d.items()} for ph, d in by_phase.items()}
+
+
+def test_seed_jsons_parse_with_independent_reader(tmp_path):
+    rng = np.random.default_rng(3)
+    layers = [{f: rng.standard_normal((6, 5)) for f in FAMILIES} for _ in range(8)]
+    df = compare_layers(layers, num_layers=8)
+    null, ali = seed_jsons(df, 8, model="toy")
+    assert set(null) >= {"num_layers", "pair_results"} and set(ali) >= {"num_layers", "aligned_cos"}
+    assert all(isinstance(k, str) for k in ali["aligned_cos"]["q_proj"])
+    assert null["pair_results"][0].keys() >= {"L", "L_next", "families"}
+    (tmp_path / "toy-null.json").write_text(json.dumps(null))
+    (tmp_path / "toy-aligned.json").write_text(json.dumps(ali))
+    n_layers, pairs, by_phase = _seed_style_reader(tmp_path / "toy-null.json", tmp_path / "toy-aligned.json")
+    assert n_layers == 8
+    assert sorted(pairs["q_proj"]) == list(range(7)) and set(pairs) == set(FAMILIES)
+    for r in df.itertuples():
+        assert pairs[r.family][r.L] == pytest.approx((r.raw_cos, r.aligned_cos))
+    ours = phase_means(df).set_index("phase")
+    for ph, fams in by_phase.items():
+        for f, v in fams.items():
+            assert ours.loc[ph, f] == pytest.approx(v)
+    assert list(ours.index) == ["A", "B", "C", "D", "E"]  # 8 layers: pairs 0..6 cover A..E
+
+
+def test_gaussian_baseline_is_seeded_and_sane():
+    shapes = {"q_proj": (64, 16), "o_proj": (16, 64)}
+    a, b = gaussian_baseline(shapes), gaussian_baseline(shapes)
+    assert a == b
+    # tall matrix aligned on the short side: of order sqrt(m / n) = 0.5
+    assert 0.25 < a["q_proj"] < 0.75 and 0.25 < a["o_proj"] < 0.75
+    # planted shared structure beats the structureless null
+    planted = compare_layers(_planted_layers(n_layers=2, seed=4))
+    ex = excess_over_null(planted, gaussian_baseline({f: m.shape for f, m in _planted_layers(1)[0].items()}))
+    assert all(v > 0.1 for v in ex.values())
+
+
+# -- end to end on a tiny model folder ---------------------------------------------------------
+def test_run_families_tiny(tiny_qwen2, tmp_path):
+    folder, _ = tiny_qwen2
+    res = run_families(folder, "tiny", tmp_path / "structure", tmp_path / "figures")
+    for key, path in res["files"].items():
+        assert Path(path).is_file(), key
+    names = {p.name for p in (tmp_path / "structure").iterdir()}
+    assert {"families.tsv", "families.md", "families_by_phase.tsv", "families_by_phase.md",
+            "families_verdict.md", "tiny-null.json", "tiny-aligned.json"} <= names
+    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"families_by_phase.pdf",
+                                                                   "families_by_phase.png"}
+    df = pd.read_csv(tmp_path / "structure/families.tsv", sep="\t")
+    assert list(df.columns) == ["L", "L_next", "phase", "family", "raw_cos", "aligned_cos", "delta"]
+    assert len(df) == 7 * len(FAMILIES)
+    assert (df["delta"] >= -1e-6).all()
+    assert res["verdict"]["label"] in {"training-artifact", "real-specialization", "both", "neither",
+                                       "untestable"}
+    n_layers, pairs, _ = _seed_style_reader(tmp_path / "structure/tiny-null.json",
+                                            tmp_path / "structure/tiny-aligned.json")
+    assert n_layers == 8 and len(pairs["down_proj"]) == 7
+    assert "Verdict" in (tmp_path / "structure/families_verdict.md").read_text()
