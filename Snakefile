@@ -14,6 +14,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/structure.smk"
+include: "workflow/rules/zspace.smk"
 
 
 rule all:

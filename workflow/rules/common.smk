@@ -97,6 +97,18 @@ def mask_layers(model):
     return sorted({resolve_layer(model, l) for l in layers})
 
 
+def phase2_layers(model):
+    return [resolve_layer(model, l) for l in study(model)["phase2_layers"]]
+
+
+def mask_files(model, layers):
+    return [f"results/{model}/masks/L{l}.h5" for l in layers]
+
+
+def activations_path(model):
+    return f"results/{model}/activations/{promptset(model)}.h5"
+
+
 def mask_ks(model):
     st = study(model)
     return sorted(set(st["patch_k"]) | set(st["phase2_k"]))
@@ -111,12 +123,18 @@ def structure_targets(model):
     ]
 
 
+def zspace_targets(model):
+    stem = f"results/{model}/zspace"
+    return [f"{stem}/phase2_summary.tsv", f"{stem}/datadriven.tsv"]
+
+
 def model_targets(model):
     return [
         model_dir(model),
         *structure_targets(model),
-        f"results/{model}/activations/{promptset(model)}.h5",
-        *expand(f"results/{model}/masks/L{{layer}}.h5", layer=mask_layers(model)),
+        activations_path(model),
+        *mask_files(model, mask_layers(model)),
+        *zspace_targets(model),
     ]
 
 

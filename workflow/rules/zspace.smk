@@ -1,0 +1,55 @@
+# Activation-space analyses of Z: Phase 2 projections and the data-driven baseline.
+
+
+rule phase2:
+    """Seed 001 Phase 2: ratio_Z vs ratio_Z-perp, language/problem energy in Z vs random subspaces."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
+    output:
+        table=multiext("results/{model}/zspace/phase2", ".tsv", ".md"),
+        summary=multiext("results/{model}/zspace/phase2_summary", ".tsv", ".md"),
+        fig=multiext("results/{model}/figures/phase2_heatmap", ".pdf", ".png"),
+    log:
+        "logs/{model}/phase2.log",
+    benchmark:
+        "benchmarks/{model}/phase2.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        layers=lambda wc: phase2_layers(wc.model),
+        ks=lambda wc: study(wc.model)["phase2_k"],
+        kinds=lambda wc: study(wc.model)["mask_kinds"],
+        n_random=config["zspace"]["n_random"],
+    script:
+        "../scripts/phase2.py"
+
+
+rule datadriven_z:
+    """arXiv 2505.15257 language subspace M_s from per-language means, next to weight-Z."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
+    output:
+        table=multiext("results/{model}/zspace/datadriven", ".tsv", ".md"),
+        fig=multiext("results/{model}/figures/datadriven_angles", ".pdf", ".png"),
+    log:
+        "logs/{model}/datadriven_z.log",
+    benchmark:
+        "benchmarks/{model}/datadriven_z.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        layers=lambda wc: phase2_layers(wc.model),
+        ks=lambda wc: study(wc.model)["phase2_k"],
+        n_random=config["zspace"]["n_random"],
+    script:
+        "../scripts/datadriven_z.py"

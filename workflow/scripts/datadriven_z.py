@@ -1,0 +1,29 @@
+"""Glue: data-driven language subspace vs weight-derived Z (see zhunt.zspace.run_datadriven)."""
+
+from pathlib import Path
+
+from zhunt.io import snakemake_main
+from zhunt.zspace import run_datadriven
+
+
+def main(smk):
+    model = smk.wildcards.model
+    layers = list(smk.params.layers)
+    run_datadriven(
+        smk.input.store,
+        dict(zip(layers, smk.input.masks)),
+        model,
+        layers,
+        list(smk.params.ks),
+        n_random=smk.params.n_random,
+        out_tsv=smk.output.table[0],
+        out_md=smk.output.table[1],
+        fig_stem=Path(smk.output.fig[0]).with_suffix(""),
+        where={
+            "layers": f"models.{model}.study.phase2_layers",
+            "ks": f"models.{model}.study.phase2_k",
+        },
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821

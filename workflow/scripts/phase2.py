@@ -1,0 +1,33 @@
+"""Glue: Phase 2 Z-projection metrics (see zhunt.zspace.run_phase2)."""
+
+from pathlib import Path
+
+from zhunt.io import snakemake_main
+from zhunt.zspace import run_phase2
+
+
+def main(smk):
+    model = smk.wildcards.model
+    layers = list(smk.params.layers)
+    run_phase2(
+        smk.input.store,
+        dict(zip(layers, smk.input.masks)),
+        model,
+        layers,
+        list(smk.params.ks),
+        kinds=tuple(smk.params.kinds),
+        n_random=smk.params.n_random,
+        out_tsv=smk.output.table[0],
+        out_md=smk.output.table[1],
+        summary_tsv=smk.output.summary[0],
+        summary_md=smk.output.summary[1],
+        fig_stem=Path(smk.output.fig[0]).with_suffix(""),
+        where={
+            "layers": f"models.{model}.study.phase2_layers",
+            "ks": f"models.{model}.study.phase2_k",
+            "kinds": f"models.{model}.study.mask_kinds",
+        },
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821
