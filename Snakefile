@@ -15,6 +15,8 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/zspace.smk"
+include: "workflow/rules/theory.smk"
+include: "workflow/rules/generation.smk"
 
 
 rule all:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_RULES = {"train_organism", "extract_activations"}
+GPU_RULES = {"train_organism", "extract_activations", "behaviour", "patching"}
 
 
 def test_snakemake_lint_clean():

@@ -98,8 +98,25 @@ def test_outputs_open_with_right_shapes(workdir):
     fam = pd.read_csv(structure / "families.tsv", sep="\t")
     assert len(fam) == 7 * (train["n_layers"] - 1)
     assert (structure / "organism-tiny-grams.json").exists()
+
+    res = workdir / "results/organism-tiny"
+    records = pd.read_csv(res / "behaviour/records.tsv", sep="\t")
+    assert len(records) == 2 * n and set(records["lang"]) == {"en", "zh"}
+    phase2 = pd.read_csv(res / "zspace/phase2.tsv", sep="\t")
+    assert len(phase2) == 2 * 2 * 2 * 2  # layers x k x kinds x poolings
+    patch = pd.read_csv(res / "patching/records.tsv", sep="\t")
+    assert {"text", "extracted", "correct", "output_lang", "cjk_fraction", "condition"} <= set(patch.columns)
+    assert len(list((res / "patching/tables").glob("*.md"))) == 2 * 2 * 2  # layers x k x alignments
+    assert "Verdict" in (res / "patching/verdict.md").read_text() or "verdict" in (
+        res / "patching/verdict.md").read_text()
+    R = pd.read_csv(res / "decomposition/R.tsv", sep="\t")
+    assert len(R) > 0
+    assert (res / "theory/snr.tsv").exists() and (res / "theory/garch.tsv").exists()
+    assert (workdir / "results/theory/toy_theorem.tsv").exists()
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",
-                "families_by_phase", "qk_cos_heatmap"):
+                "families_by_phase", "qk_cos_heatmap", "phase2_heatmap", "datadriven_angles", "snr",
+                "nn_accuracy", "contrib_gram", "crossmap", "behaviour_accuracy", "decomposition_R",
+                "garch_beta"):
         for ext in ("pdf", "png"):
             assert (workdir / f"results/organism-tiny/figures/{fig}.{ext}").stat().st_size > 0
 
@@ -123,7 +140,11 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = scheduled_jobs(res.stdout)
     assert jobs.get("build_masks") == 2, res.stdout
-    assert set(jobs) <= {"build_masks", "all"}, jobs
+    # the masks and what consumes them rerun; nothing upstream or mask-independent does
+    upstream = {"train_organism", "organism_prompts", "extract_activations", "structure",
+                "weight_families", "qk_operators", "theory", "toy_theorem", "behaviour", "garch"}
+    assert not set(jobs) & upstream, jobs
+    assert {"phase2", "datadriven_z"} <= set(jobs), jobs
 
 
 def _run_with(workdir, edit, *targets):

@@ -101,6 +101,15 @@ def phase2_layers(model):
     return [resolve_layer(model, l) for l in study(model)["phase2_layers"]]
 
 
+def patch_layers(model):
+    """Primary then secondary layer (Exp. A; the primary's Z is Exp. B's basis)."""
+    st = study(model)
+    return [
+        resolve_layer(model, st["primary_layer"]),
+        resolve_layer(model, st["secondary_layer"]),
+    ]
+
+
 def mask_files(model, layers):
     return [f"results/{model}/masks/L{l}.h5" for l in layers]
 
@@ -128,6 +137,22 @@ def zspace_targets(model):
     return [f"{stem}/phase2_summary.tsv", f"{stem}/datadriven.tsv"]
 
 
+def theory_targets(model):
+    return [
+        f"results/{model}/theory/theory_summary.tsv",
+        f"results/{model}/theory/garch.tsv",
+        "results/theory/toy_theorem.tsv",
+    ]
+
+
+def experiment_targets(model):
+    return [
+        f"results/{model}/behaviour/summary.tsv",
+        f"results/{model}/patching/verdict.md",
+        f"results/{model}/decomposition/R.tsv",
+    ]
+
+
 def model_targets(model):
     return [
         model_dir(model),
@@ -135,6 +160,8 @@ def model_targets(model):
         activations_path(model),
         *mask_files(model, mask_layers(model)),
         *zspace_targets(model),
+        *theory_targets(model),
+        *experiment_targets(model),
     ]
 
 

@@ -1,0 +1,331 @@
+"""Phase 0: does the model solve the problems better in Chinese than in English?
+
+Every problem of a paired prompt table is posed in every requested language
+(0..n few-shot exemplars, :func:`zhunt.prompts.render_prompts`), answered by
+greedy generation (:func:`zhunt.generation.generate`) and scored:
+
+* ``extracted`` — :func:`zhunt.text.extract_answer` with the prompt's language;
+* ``correct`` — ``extracted == answer``;
+* ``output_lang`` — :func:`zhunt.text.classify_language` of the continuation
+  (``en`` = Latin script, ``zh``, ``mixed``, ``other``) and its
+  :func:`zhunt.text.cjk_fraction`.
+
+Per language: accuracy with a percentile bootstrap 95% CI over problems
+(:func:`zhunt.stats.rate_ci`). Paired comparison of each language with
+English on the same problems: the correct-count difference
+``diff = n_correct(lang) - n_correct(en)``, the discordant pairs and an exact
+McNemar test (:func:`zhunt.stats.mcnemar_exact`), and the seed's Phase 0
+contingency (seed 001) as a *band* of ``diff`` — every integer falls in
+exactly one band:
+
+=====================  =================  =====================================================
+band                   condition          seed's action
+=====================  =================  =====================================================
+``zh advantage``       ``diff >= 3``      proceed: behavioural evidence for the hypothesis
+``small zh edge``      ``diff == 2``      proceed; the edge is within noise (between the bands)
+``equal``              ``|diff| <= 1``    proceed anyway; flag the missing asymmetry as a limitation
+``en advantage``       ``diff <= -2``     investigate prompt formatting (retry without few-shot)
+=====================  =================  =====================================================
+
+(for a language other than ``zh`` the labels carry its code.)
+
+Per-step trajectories (optional, the GARCH input): with ``out_steps`` the
+output of decoder layer ``step_layer`` is recorded at every generated step
+(:mod:`zhunt.generation`: the state at the position that emitted generated
+token ``t``) for the zh and the en generation of each problem, and
+
+``y_t = || h_zh^(t) - h_en^(t) ||_2^2``   for ``t = 0 .. min(T_zh, T_en) - 1``
+
+is written per problem (``T_lang`` = number of generated tokens, eos
+included), one row per ``(problem, step)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ZhuntError
+from .io import write_table, write_text
+from .stats import mcnemar_exact, rate_ci
+from .text import classify_language, cjk_fraction, extract_answer
+
+__all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "step_distances",
+           "plot_accuracy", "run_behaviour"]
+
+log = logging.getLogger("zhunt.behaviour")
+
+#: Bands of ``diff = n_correct(lang) - n_correct(en)`` (seed 001 Phase 0 contingency):
+#: (label template, rule text, action).
+BANDS = (
+    ("{lang} advantage", "diff >= 3", "proceed: behavioural evidence for the hypothesis"),
+    ("small {lang} edge", "diff == 2", "proceed; the edge is within noise"),
+    ("equal", "|diff| <= 1", "proceed anyway; flag the missing asymmetry as a limitation"),
+    ("en advantage", "diff <= -2", "investigate prompt formatting (retry without few-shot)"),
+)
+
+
+def contingency_band(diff: int, lang: str = "zh") -> str:
+    """Seed 001's Phase 0 band of the paired correct-count difference ``diff = lang - en``.
+
+    ``diff >= 3`` -> ``"zh advantage"``; ``diff == 2`` -> ``"small zh edge"``;
+    ``|diff| <= 1`` -> ``"equal"``; ``diff <= -2`` -> ``"en advantage"``.
+    """
+    diff = int(diff)
+    if diff >= 3:
+        return f"{lang} advantage"
+    if diff == 2:
+        return f"small {lang} edge"
+    if abs(diff) <= 1:
+        return "equal"
+    return "en advantage"
+
+
+def score_generations(long: pd.DataFrame, gens: Sequence[dict]) -> pd.DataFrame:
+    """One record per (problem, language) generation.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        From :func:`zhunt.prompts.to_long` plus a ``prompt`` column (the rendered text).
+    gens : sequence of dict
+        :func:`zhunt.generation.generate` results aligned with ``long``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id, category, lang, answer, prompt, output, extracted (Int64), correct,
+        output_lang, cjk_fraction, n_new_tokens``.
+    """
+    rows = []
+    for (_, r), g in zip(long.iterrows(), gens):
+        ans = extract_answer(g["text"], r["lang"])
+        rows.append({
+            "id": r["id"], "category": r["category"], "lang": r["lang"], "answer": int(r["answer"]),
+            "prompt": r["prompt"], "output": g["text"], "extracted": ans,
+            "correct": ans is not None and ans == int(r["answer"]),
+            "output_lang": classify_language(g["text"]), "cjk_fraction": cjk_fraction(g["text"]),
+            "n_new_tokens": g["n_new_tokens"],
+        })
+    df = pd.DataFrame(rows)
+    df["extracted"] = df["extracted"].astype("Int64")
+    return df
+
+
+def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed: int = 0,
+                        n_resamples: int = 2000) -> pd.DataFrame:
+    """Per-language accuracy (bootstrap 95% CI) and the paired comparison with English.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per language: ``lang, n, n_correct, accuracy, ci_lo, ci_hi,
+        n_no_answer, on_language_rate`` (output script matches the prompt's:
+        ``zh`` for zh, Latin ``en`` for the others), ``mean_cjk_fraction``; for
+        languages other than en, paired with en on the problems both have:
+        ``n_paired, n_only_lang, n_only_en, diff_vs_en, mcnemar_p, band``.
+    """
+    out = []
+    by = {lg: records[records["lang"] == lg].set_index("id") for lg in languages}
+    for lg in languages:
+        r = by[lg]
+        acc = rate_ci(r["correct"].to_numpy(bool), seed=seed, n_resamples=n_resamples)
+        script = "zh" if lg == "zh" else "en"
+        row = {"lang": lg, "n": acc["n"], "n_correct": int(acc["k"]), "accuracy": acc["rate"],
+               "ci_lo": acc["lo"], "ci_hi": acc["hi"], "n_no_answer": int(r["extracted"].isna().sum()),
+               "on_language_rate": float((r["output_lang"] == script).mean()) if len(r) else np.nan,
+               "mean_cjk_fraction": float(r["cjk_fraction"].mean()) if len(r) else np.nan}
+        if lg != "en" and "en" in by:
+            common = r.index.intersection(by["en"].index)
+            a = r.loc[common, "correct"].to_numpy(bool)
+            b = by["en"].loc[common, "correct"].to_numpy(bool)
+            mc = mcnemar_exact(a, b)
+            diff = int(a.sum()) - int(b.sum())
+            row.update(n_paired=len(common), n_only_lang=mc["n01"], n_only_en=mc["n10"], diff_vs_en=diff,
+                       mcnemar_p=mc["p"], band=contingency_band(diff, lg))
+        out.append(row)
+    df = pd.DataFrame(out)
+    for col in ("n_paired", "n_only_lang", "n_only_en", "diff_vs_en"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
+    return df
+
+
+def step_distances(long: pd.DataFrame, gens: Sequence[dict], layer, a: str = "zh", b: str = "en") -> pd.DataFrame:
+    """Per-step squared distance between the ``a`` and ``b`` generation trajectories.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        Rows aligned with ``gens`` (columns ``id``, ``lang``).
+    gens : sequence of dict
+        :func:`zhunt.generation.generate` results with ``states[layer]`` of
+        shape ``(T, d)``.
+    layer : hashable
+        Key of the recorded layer in ``states``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``problem, step, y, T_zh, T_en`` (named after ``a``/``b``) with
+        ``y = ||h_a^(t) - h_b^(t)||^2`` for ``t < min(T_a, T_b)``; problems in
+        table order, steps ascending.
+    """
+    idx = {(i, lg): k for k, (i, lg) in enumerate(zip(long["id"], long["lang"]))}
+    rows = []
+    for pid in dict.fromkeys(long["id"]):
+        if (pid, a) not in idx or (pid, b) not in idx:
+            continue
+        ha = np.asarray(gens[idx[(pid, a)]]["states"][layer], dtype=np.float64)
+        hb = np.asarray(gens[idx[(pid, b)]]["states"][layer], dtype=np.float64)
+        n = min(len(ha), len(hb))
+        y = ((ha[:n] - hb[:n]) ** 2).sum(axis=1)
+        for t in range(n):
+            rows.append({"problem": pid, "step": t, "y": float(y[t]), f"T_{a}": len(ha), f"T_{b}": len(hb)})
+    return pd.DataFrame(rows, columns=["problem", "step", "y", f"T_{a}", f"T_{b}"])
+
+
+def plot_accuracy(summary: pd.DataFrame, stem, title: str = "") -> None:
+    """Bar chart of accuracy per language with bootstrap 95% CIs (``{stem}.pdf/.png``)."""
+    from .figures import SERIES_COLORS, new_figure, save_figure
+
+    fig, ax = new_figure(width=max(3.0, 1.0 + 0.7 * len(summary)), height=3.0)
+    x = np.arange(len(summary))
+    acc = summary["accuracy"].to_numpy(float)
+    err = np.vstack([acc - summary["ci_lo"].to_numpy(float), summary["ci_hi"].to_numpy(float) - acc])
+    ax.bar(x, acc, color=SERIES_COLORS["attention"], width=0.6)
+    ax.errorbar(x, acc, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.set_xticks(x, summary["lang"])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_title(title)
+    save_figure(fig, stem)
+
+
+def _summary_markdown(summary: pd.DataFrame, model_name: str, n_shots: int) -> str:
+    lines = [f"# Phase 0 behaviour: {model_name}", "",
+             f"Greedy generation, {n_shots}-shot; accuracy = extracted answer equals the key; "
+             "95% percentile bootstrap CI over problems (2000 resamples, seed 0).", "",
+             "| lang | n | correct | accuracy [95% CI] | no answer | on-language | mean CJK |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['lang']} | {r['n']} | {r['n_correct']} | {r['accuracy']:.3f} "
+                     f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | {r['n_no_answer']} | "
+                     f"{r['on_language_rate']:.3f} | {r['mean_cjk_fraction']:.3f} |")
+    if "band" in summary:
+        lines += ["", "## Paired comparison with English (same problems)", "",
+                  "| lang | paired | only lang correct | only en correct | diff (lang - en) | "
+                  "exact McNemar p | band |", "|---|---|---|---|---|---|---|"]
+        for _, r in summary[summary["lang"] != "en"].iterrows():
+            if pd.isna(r.get("band")):
+                continue
+            lines.append(f"| {r['lang']} | {r['n_paired']} | {r['n_only_lang']} | {r['n_only_en']} | "
+                         f"{r['diff_vs_en']:+d} | {r['mcnemar_p']:.3g} | {r['band']} |")
+        lines += ["", "Bands of diff = n_correct(lang) - n_correct(en) (seed 001 contingency; every "
+                  "integer falls in exactly one):", ""]
+        for label, rule, action in BANDS:
+            lines.append(f"- **{label.format(lang='zh')}**: {rule} — {action}")
+        zh = summary[summary["lang"] == "zh"]
+        if len(zh) and not pd.isna(zh.iloc[0].get("band")):
+            band = zh.iloc[0]["band"]
+            action = next(a for lab, _, a in BANDS if lab.format(lang="zh") == band)
+            lines += ["", f"**zh vs en: {band}** (diff {zh.iloc[0]['diff_vs_en']:+d}) — {action}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[str], templates_path,
+                  family: str, fewshot_path, n_shots: int, max_new_tokens: int, batch_size: int,
+                  out_records, out_summary_tsv, out_summary_md, fig_stem, out_steps=None,
+                  step_layer: int | None = None, threads: int | None = None) -> dict:
+    """Phase 0 stage: generate, score and summarise every problem in every language.
+
+    Parameters
+    ----------
+    model_dir : path
+        Prepared model folder (:func:`zhunt.models.load_model`).
+    model_name : str
+        Registry name (titles, error messages).
+    prompts_path, templates_path : path
+        Paired prompt table and templates file.
+    languages : sequence of str
+        Languages to pose (``en`` should be among them for the paired comparison).
+    family : str
+        Template family (``templates["families"][family]``).
+    fewshot_path : path or None
+        Few-shot table; its first ``n_shots`` rows are the exemplars.
+    n_shots, max_new_tokens, batch_size : int
+    out_records, out_summary_tsv, out_summary_md : path
+        Records TSV (one row per problem x language), summary TSV/Markdown.
+    fig_stem : path
+        Accuracy figure (``.pdf`` + ``.png``).
+    out_steps : path, optional
+        Per-step distance table (module docstring); needs ``step_layer`` and
+        both ``zh`` and ``en`` in ``languages``.
+    step_layer : int, optional
+        Decoder layer (0-based) whose output is recorded.
+    threads : int, optional
+        ``torch.set_num_threads`` for the run (tiny models on a shared CPU run
+        much faster with 1 thread than with an oversubscribed pool).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` per language, ``band``, ``mcnemar_p`` (zh vs en), ``n_problems``,
+        ``runtime_s``.
+    """
+    from .generation import generate
+    from .models import get_adapter, load_model
+    from .pipeline import check_layer
+    from .prompts import load_prompt_table, load_templates, render_prompts, to_long
+
+    t0 = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    languages = list(languages)
+    if out_steps is not None:
+        if step_layer is None:
+            raise ZhuntError("behaviour.step_layer", "per-step states requested (out_steps) without a layer")
+        if not {"zh", "en"} <= set(languages):
+            raise ZhuntError("behaviour.languages", "per-step zh-en distances need both zh and en")
+    table = load_prompt_table(prompts_path, languages=languages)
+    long = to_long(table, languages)
+    templates = load_templates(templates_path)
+    fewshot = load_prompt_table(fewshot_path, languages=languages) if (fewshot_path and n_shots) else None
+    model, tok = load_model(model_dir)
+    long = long.assign(prompt=render_prompts(long, family, templates, fewshot=fewshot, n_shots=int(n_shots),
+                                             tokenizer=tok))
+    chat = templates["families"][family]["kind"] == "chat"
+    record = None
+    if out_steps is not None:
+        check_layer(int(step_layer), get_adapter(model).num_layers, model_name, key="behaviour.step_layer")
+        record = [int(step_layer)]
+    gens = generate(model, tok, list(long["prompt"]), max_new_tokens=int(max_new_tokens),
+                    batch_size=int(batch_size), add_special_tokens=not chat, record_layers=record)
+    records = score_generations(long, gens)
+    summary = summarize_behaviour(records, languages)
+    write_table(records, out_records)
+    write_table(summary, out_summary_tsv)
+    write_text(out_summary_md, _summary_markdown(summary, model_name, int(n_shots)))
+    plot_accuracy(summary, fig_stem, title=f"{model_name}: Phase 0 accuracy ({n_shots}-shot)")
+    if out_steps is not None:
+        steps = step_distances(long, gens, int(step_layer))
+        steps.insert(0, "layer", int(step_layer))
+        write_table(steps, out_steps)
+    zh = summary[summary["lang"] == "zh"]
+    res = {
+        "accuracy": dict(zip(summary["lang"], summary["accuracy"].astype(float))),
+        "ci": {r["lang"]: (float(r["ci_lo"]), float(r["ci_hi"])) for _, r in summary.iterrows()},
+        "band": (zh.iloc[0]["band"] if len(zh) and "band" in zh else None),
+        "mcnemar_p": (float(zh.iloc[0]["mcnemar_p"]) if len(zh) and "mcnemar_p" in zh else None),
+        "n_problems": int(len(table)),
+        "runtime_s": time.perf_counter() - t0,
+    }
+    log.info("behaviour %s: accuracy %s, zh vs en %s in %.1fs", model_name, res["accuracy"], res["band"],
+             res["runtime_s"])
+    return res

@@ -1,0 +1,323 @@
+"""Experiment B: what does each layer write — Z-content, Z⊥-content, or both? (seed 000)
+
+Definitions
+-----------
+For decoder layer ``l`` (the transition between hidden-state indices ``l`` and
+``l + 1``, :mod:`zhunt.store`) and prompt ``i`` the mean-pooled update is
+
+``Δh̄_l^i = (1/T_i) Σ_t (h_{l+1}^i[t] - h_l^i[t])``   (d,)
+
+over the prompt's non-special tokens
+(:meth:`zhunt.store.ActivationStore.pooled_update`). With the PRIMARY
+layer's mask ``V_Z`` (k, d) held fixed for every ``l`` (the seed's "Rosetta
+Stone"), ``P_Z = V_Z^T V_Z``:
+
+``n_Z = ||P_Z Δh̄|| = ||V_Z Δh̄||``,  ``n_⊥ = ||P_Z⊥ Δh̄|| = sqrt(||Δh̄||² - n_Z²)``
+
+and, over a set of prompts ``I`` (one language, or all prompts pooled),
+
+* ``R = mean_{i∈I} n_Z^i / n_⊥^i`` — the **average of per-prompt ratios** (the
+  headline column ``R``; the seed averages over prompts);
+* ``R_of_means = mean_i n_Z^i / mean_i n_⊥^i`` — the ratio of averaged norms
+  (a second, outlier-robust reading).
+
+Random baseline: for isotropic updates ``n_Z² / n_⊥²`` concentrates at
+``k / (d - k)``, so ``iso_expected = sqrt(k / (d - k))``. The empirical
+baseline applies the *same* statistic ``R`` to the *same* updates with
+``n_random`` Haar-random k-dim subspaces instead of Z
+(:func:`zhunt.subspace.random_subspace`; one set of subspaces, seeded, for
+every layer): ``rand_mean``, ``rand_q025``, ``rand_q975`` (2.5/97.5 %
+quantiles).
+
+Labels (per layer and language set):
+
+* ``Z-dominated``: ``R > rand_q975`` and ``R >= Z_DOMINATED_ENRICHMENT x rand_mean``
+  (above the random band *and* by a margin: at least 1.5 times the random mean);
+* ``Z⊥-dominated``: ``R < rand_q025``;
+* ``mixed`` otherwise.
+
+``enrichment = R / rand_mean``; ``R_gt_1`` records the seed's literal reading
+(``R > 1``: the update is larger in Z than in Z⊥, which for ``k << d`` needs
+strong concentration).
+
+Language difference: ``R_zh - R_en`` per layer (rows ``lang = "zh-en"``) with
+its random band (the same difference under each random subspace); labelled
+``zh higher`` / ``en higher`` outside the 2.5-97.5 % band, else ``no difference``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import write_table, write_text
+from .subspace import random_subspace
+
+__all__ = ["Z_DOMINATED_ENRICHMENT", "iso_expected", "norms_in_subspace", "ratio_stats", "random_ratio_stats",
+           "label_layer", "decompose", "plot_decomposition", "run_decomposition"]
+
+log = logging.getLogger("zhunt.decomposition")
+
+#: ``Z-dominated`` needs ``R >= Z_DOMINATED_ENRICHMENT * rand_mean`` besides ``R > rand_q975``.
+Z_DOMINATED_ENRICHMENT = 1.5
+
+
+def iso_expected(k: int, d: int) -> float:
+    """``sqrt(k / (d - k))``: the ratio ``||P_Z x|| / ||P_Z⊥ x||`` of an isotropic ``x`` (large-d limit)."""
+    return float(np.sqrt(k / (d - k)))
+
+
+def norms_in_subspace(U: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Norms of the rows of ``U`` inside and outside span(V).
+
+    Parameters
+    ----------
+    U : ndarray of shape (N, d)
+        Pooled updates ``Δh̄``.
+    V : ndarray of shape (k, d) or (r, k, d)
+        Orthonormal rows (or ``r`` such bases).
+
+    Returns
+    -------
+    n_z, n_perp : ndarray of shape (N,) or (r, N), float64
+        ``||V u||`` and ``sqrt(max(||u||² - ||V u||², 0))``.
+    """
+    U = np.asarray(U, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    tot = (U ** 2).sum(axis=-1)
+    C = U @ V.T if V.ndim == 2 else np.einsum("nd,rkd->rnk", U, V, optimize=True)
+    nz2 = (C ** 2).sum(axis=-1)
+    return np.sqrt(nz2), np.sqrt(np.clip(tot - nz2, 0.0, None))
+
+
+def _safe_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def ratio_stats(n_z: np.ndarray, n_perp: np.ndarray) -> dict:
+    """``R`` (mean of per-prompt ratios) and ``R_of_means`` of a set of prompts (NaN-safe)."""
+    r = _safe_ratio(n_z, n_perp)
+    return {"R": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+            "R_sem": float(np.nanstd(r, ddof=1) / np.sqrt(np.isfinite(r).sum())) if np.isfinite(r).sum() > 1
+            else float("nan"),
+            "R_of_means": float(n_z.mean() / n_perp.mean()) if n_perp.mean() > 0 else float("nan"),
+            "mean_norm_z": float(n_z.mean()), "mean_norm_perp": float(n_perp.mean())}
+
+
+def random_ratio_stats(n_z: np.ndarray, n_perp: np.ndarray) -> np.ndarray:
+    """``R`` under each random subspace: ``(r, N)`` norms -> ``(r,)`` means of per-prompt ratios."""
+    return np.nanmean(_safe_ratio(n_z, n_perp), axis=1)
+
+
+def label_layer(R: float, rand: np.ndarray) -> tuple[str, dict]:
+    """Label ``R`` against its random distribution (rule in the module docstring)."""
+    mean, lo, hi = float(np.mean(rand)), float(np.quantile(rand, 0.025)), float(np.quantile(rand, 0.975))
+    info = {"rand_mean": mean, "rand_q025": lo, "rand_q975": hi,
+            "enrichment": R / mean if mean > 0 else float("nan")}
+    if R > hi and R >= Z_DOMINATED_ENRICHMENT * mean:
+        return "Z-dominated", info
+    if R < lo:
+        return "Z⊥-dominated", info
+    return "mixed", info
+
+
+def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarray, *, n_random: int = 100,
+              seed: int = 0) -> pd.DataFrame:
+    """R per layer for each language, pooled, and the zh-en difference.
+
+    Parameters
+    ----------
+    updates : sequence of ndarray of shape (N, d)
+        ``updates[l]`` = pooled update of decoder layer ``l`` for all ``N`` prompts.
+    langs : sequence of str
+        Language of each of the ``N`` rows.
+    V_Z : ndarray of shape (k, d)
+        The fixed Z-basis.
+    n_random : int
+        Random subspaces of the baseline (>= 2).
+    seed : int
+        Subspace ``r`` is drawn with the generator seeded ``(seed, k, r)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (layer, lang) with ``lang`` in the store's languages, ``all``
+        and (when both are present) ``zh-en``; columns in the module docstring.
+    """
+    V_Z = np.asarray(V_Z, dtype=np.float64)
+    k = int(V_Z.shape[0])
+    d = int(V_Z.shape[1])
+    if n_random < 2:
+        raise ValueError("n_random must be >= 2")
+    rand_V = np.stack([random_subspace(k, d, np.random.default_rng([int(seed), k, r])) for r in range(n_random)])
+    langs = np.asarray(list(langs))
+    groups = {lg: langs == lg for lg in dict.fromkeys(langs)}
+    groups["all"] = np.ones(len(langs), dtype=bool)
+    iso = iso_expected(k, d)
+    rows = []
+    for l, U in enumerate(updates):
+        nz, npp = norms_in_subspace(U, V_Z)
+        rz, rp = norms_in_subspace(U, rand_V)
+        rand_by = {}
+        R_by = {}
+        for g, sel in groups.items():
+            st = ratio_stats(nz[sel], npp[sel])
+            rand = random_ratio_stats(rz[:, sel], rp[:, sel])
+            rand_by[g], R_by[g] = rand, st["R"]
+            label, info = label_layer(st["R"], rand)
+            rows.append({"k": k, "layer": l, "transition": f"{l}->{l + 1}", "lang": g, "n_prompts": int(sel.sum()),
+                         **st, "iso_expected": iso, **info, "label": label, "R_gt_1": bool(st["R"] > 1)})
+        if "zh" in groups and "en" in groups:
+            D = R_by["zh"] - R_by["en"]
+            rand = rand_by["zh"] - rand_by["en"]
+            lo, hi = float(np.quantile(rand, 0.025)), float(np.quantile(rand, 0.975))
+            rows.append({"k": k, "layer": l, "transition": f"{l}->{l + 1}", "lang": "zh-en",
+                         "n_prompts": int(groups["zh"].sum() + groups["en"].sum()), "R": D,
+                         "iso_expected": 0.0, "rand_mean": float(rand.mean()), "rand_q025": lo, "rand_q975": hi,
+                         "label": "zh higher" if D > hi else "en higher" if D < lo else "no difference"})
+    return pd.DataFrame(rows)
+
+
+def plot_decomposition(df: pd.DataFrame, stem, title: str = "") -> None:
+    """R vs layer (languages as lines, random 95% band of the pooled R, isotropic line) and R_zh - R_en."""
+    from .figures import SERIES_COLORS, new_figure, save_figure
+
+    ks = sorted(df["k"].unique())
+    has_diff = (df["lang"] == "zh-en").any()
+    nrows = 2 if has_diff else 1
+    fig, axes = new_figure(nrows, len(ks), width=4.2 * len(ks), height=3.0 * nrows, squeeze=False, sharex=True)
+    palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
+    for c, k in enumerate(ks):
+        sub = df[df["k"] == k]
+        ax = axes[0, c]
+        pooled = sub[sub["lang"] == "all"]
+        ax.fill_between(pooled["layer"], pooled["rand_q025"], pooled["rand_q975"], color="0.85",
+                        label="random 95% (all)")
+        ax.axhline(float(pooled["iso_expected"].iloc[0]), color=SERIES_COLORS["chance"], ls=":", lw=1,
+                   label=r"isotropic $\sqrt{k/(d-k)}$")
+        langs = [g for g in dict.fromkeys(sub["lang"]) if g not in ("all", "zh-en")] + ["all"]
+        for i, g in enumerate(langs):
+            s = sub[sub["lang"] == g]
+            ax.plot(s["layer"], s["R"], marker="o", color="black" if g == "all" else palette[i % len(palette)],
+                    ls="--" if g == "all" else "-", label=g)
+        zd = pooled[pooled["label"] == "Z-dominated"]
+        ax.scatter(zd["layer"], zd["R"], s=60, facecolors="none", edgecolors=SERIES_COLORS["marker"],
+                   label="Z-dominated (all)", zorder=5)
+        ax.set_yscale("log")
+        if c == 0:
+            ax.set_ylabel(r"$R = \|P_Z \Delta\bar h\| / \|P_{Z^\perp} \Delta\bar h\|$")
+        ax.set_title(f"k = {k}")
+        if c == 0:
+            ax.legend(loc="best")
+        if has_diff:
+            ax2 = axes[1, c]
+            s = sub[sub["lang"] == "zh-en"]
+            ax2.fill_between(s["layer"], s["rand_q025"], s["rand_q975"], color="0.85", label="random 95%")
+            ax2.axhline(0, color=SERIES_COLORS["chance"], lw=0.8)
+            ax2.plot(s["layer"], s["R"], marker="o", color=SERIES_COLORS["attention"], label=r"$R_{zh} - R_{en}$")
+            if c == 0:
+                ax2.set_ylabel(r"$R_{zh} - R_{en}$")
+            ax2.set_xlabel("decoder layer l (update l -> l+1)")
+            if c == 0:
+                ax2.legend(loc="best")
+        else:
+            ax.set_xlabel("decoder layer l (update l -> l+1)")
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, stem)
+
+
+def _markdown(df: pd.DataFrame, model_name: str, mask_layer, n_random: int) -> str:
+    lines = [f"# Experiment B: update decomposition R(l), {model_name}", "",
+             f"Basis: Z of decoder layer {mask_layer} (fixed for every layer). R = mean over prompts of "
+             "||P_Z Δh̄|| / ||P_Z⊥ Δh̄|| (mean-pooled update of decoder layer l, special tokens excluded); "
+             f"R_of_means = ratio of the prompt-averaged norms. Random: {n_random} Haar subspaces of the same k "
+             f"on the same updates. Z-dominated: R above the random 97.5% quantile and >= "
+             f"{Z_DOMINATED_ENRICHMENT}x the random mean; Z⊥-dominated: below the 2.5% quantile.", ""]
+    for k in sorted(df["k"].unique()):
+        sub = df[(df["k"] == k) & (df["lang"] == "all")]
+        zd = sub[sub["label"] == "Z-dominated"]["layer"].tolist()
+        zp = sub[sub["label"] == "Z⊥-dominated"]["layer"].tolist()
+        top = sub.loc[sub["R"].idxmax()]
+        lines += [f"## k = {k}", "",
+                  f"Pooled: Z-dominated layers {zd or 'none'}; Z⊥-dominated layers {zp or 'none'}; "
+                  f"max R = {top['R']:.3g} at layer {int(top['layer'])} ({top['enrichment']:.2f}x random); "
+                  f"layers with R > 1: {int(sub['R_gt_1'].sum())}/{len(sub)}.", "",
+                  "| layer | lang | R | R_of_means | random mean [2.5%, 97.5%] | enrichment | label |",
+                  "|---|---|---|---|---|---|---|"]
+        for _, r in df[df["k"] == k].iterrows():
+            enr = "" if pd.isna(r.get("enrichment")) else f"{r['enrichment']:.2f}"
+            rom = "" if pd.isna(r.get("R_of_means")) else f"{r['R_of_means']:.3g}"
+            lines.append(f"| {r['layer']} | {r['lang']} | {r['R']:.3g} | {rom} | {r['rand_mean']:.3g} "
+                         f"[{r['rand_q025']:.3g}, {r['rand_q975']:.3g}] | {enr} | {r['label']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int], kind: str = "multihead",
+                      n_random: int = 100, seed: int = 0, *, out_tsv, out_md, fig_stem) -> dict:
+    """Experiment B stage: R(l) for every decoder layer, each language and pooled, every k.
+
+    Parameters
+    ----------
+    store_path : path
+        Activation store (every hidden state of every prompt).
+    mask_path : path
+        Mask file of the PRIMARY layer (its ``V_Z`` is the fixed basis).
+    model_name : str
+    ks : sequence of int
+        Subspace dimensions (each must be in the mask file).
+    kind : str
+        Mask kind.
+    n_random : int
+        Random subspaces of the baseline (>= 100 recommended).
+    seed : int
+    out_tsv, out_md, fig_stem : path
+
+    Returns
+    -------
+    dict
+        ``{"by_k": {k: {"labels": {layer: label (pooled)}, "R": {lang: [R per layer]}}},
+        "runtime_s": float}``.
+    """
+    import h5py
+
+    from .masks import read_mask
+    from .store import ActivationStore
+
+    t0 = time.perf_counter()
+    with h5py.File(mask_path, "r") as f:
+        mask_layer = f.attrs.get("layer", "?")
+    with ActivationStore(store_path) as store:
+        langs = store.prompts["lang"].tolist()
+        updates = [store.pooled_update(l) for l in store.layers]
+        d = store.hidden_size
+    frames = []
+    for k in ks:
+        V = read_mask(mask_path, kind, int(k))
+        if V.shape[1] != d:
+            from .errors import ZhuntError
+
+            raise ZhuntError(str(mask_path), f"mask has d={V.shape[1]}, store has d={d}")
+        frames.append(decompose(updates, langs, V, n_random=int(n_random), seed=seed))
+    df = pd.concat(frames, ignore_index=True)
+    write_table(df, out_tsv)
+    write_text(out_md, _markdown(df, model_name, mask_layer, int(n_random)))
+    plot_decomposition(df, fig_stem, title=f"{model_name}: R(l) with Z of layer {mask_layer}")
+    out = {"by_k": {}, "runtime_s": time.perf_counter() - t0}
+    for k in ks:
+        sub = df[df["k"] == int(k)]
+        pooled = sub[sub["lang"] == "all"]
+        out["by_k"][int(k)] = {
+            "labels": dict(zip(pooled["layer"].astype(int), pooled["label"])),
+            "R": {g: sub[sub["lang"] == g]["R"].tolist() for g in dict.fromkeys(sub["lang"])},
+            "enrichment": dict(zip(pooled["layer"].astype(int), pooled["enrichment"])),
+        }
+    log.info("decomposition %s: %s in %.1fs", model_name,
+             {k: v["labels"] for k, v in out["by_k"].items()}, out["runtime_s"])
+    return out

@@ -1,0 +1,127 @@
+"""Small statistics shared by the behavioural and patching stages.
+
+* :func:`bootstrap_ci` — percentile bootstrap confidence interval of a
+  statistic of paired observations (rows are resampled together), with a
+  fixed seed so every number is reproducible.
+* :func:`rate_ci` — a rate (mean of a boolean / 0-1 vector) with its bootstrap
+  CI, as a dict ready for a table row.
+* :func:`mcnemar_exact` — exact McNemar test of two paired binary outcomes:
+  with ``n01`` pairs where only the first is True and ``n10`` where only the
+  second is, ``p = binomtest(n01, n01 + n10, 0.5)`` two-sided
+  (:func:`scipy.stats.binomtest`; equal to statsmodels'
+  ``mcnemar(table, exact=True)``). ``p = 1`` when no pair is discordant.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["N_RESAMPLES", "CONFIDENCE", "SEED", "bootstrap_ci", "rate_ci", "mcnemar_exact"]
+
+#: Default number of bootstrap resamples.
+N_RESAMPLES = 2000
+#: Default confidence level of every interval.
+CONFIDENCE = 0.95
+#: Default seed of the bootstrap generator.
+SEED = 0
+
+
+def bootstrap_ci(data, statistic: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                 n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
+                 seed: int = SEED) -> tuple[float, float, float]:
+    """Percentile bootstrap CI of a statistic of ``n`` paired observations.
+
+    Parameters
+    ----------
+    data : array_like of shape (n,) or (n, m)
+        Observations; with two dimensions each row is one unit (e.g. one
+        problem) and rows are resampled as a whole (paired bootstrap).
+    statistic : callable, optional
+        ``statistic(x)`` for ``x`` of shape ``(B, n)`` or ``(B, n, m)`` (a batch
+        of ``B`` resamples) returning ``(B,)``. Default: the mean over axis 1
+        (only for 1-d ``data``).
+    n_resamples : int
+        ``B``, the number of resamples (>= 1).
+    confidence : float
+        Two-sided level; the interval is the ``(1 - c)/2`` and ``(1 + c)/2``
+        quantiles (linear interpolation) of the resampled statistics.
+    seed : int
+        Seed of :func:`numpy.random.default_rng`; the same inputs and seed
+        always give the same interval.
+
+    Returns
+    -------
+    (estimate, low, high) : tuple of float
+        ``statistic`` on the data itself and the interval. All NaN for empty
+        data.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"data must be (n,) or (n, m), got shape {x.shape}")
+    if statistic is None:
+        if x.ndim != 1:
+            raise ValueError("the default statistic (mean) needs 1-d data")
+        statistic = lambda a: a.mean(axis=1)  # noqa: E731
+    n = x.shape[0]
+    if n == 0:
+        return (float("nan"),) * 3
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    est = float(np.asarray(statistic(x[None]))[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(int(n_resamples), n))
+    stats = np.asarray(statistic(x[idx]), dtype=np.float64)
+    lo, hi = np.quantile(stats, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return est, float(lo), float(hi)
+
+
+def rate_ci(flags, *, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
+            seed: int = SEED) -> dict:
+    """A rate with its percentile bootstrap CI.
+
+    Parameters
+    ----------
+    flags : array_like of shape (n,)
+        Booleans or values in [0, 1] (a per-unit fraction, e.g. over random
+        subspaces), one per unit.
+
+    Returns
+    -------
+    dict
+        ``rate``, ``lo``, ``hi`` (floats; NaN when ``n = 0``), ``n``, and
+        ``k`` (the sum of ``flags``; the count for booleans).
+    """
+    x = np.asarray(flags, dtype=np.float64).ravel()
+    est, lo, hi = bootstrap_ci(x, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return {"rate": est, "lo": lo, "hi": hi, "n": int(x.size), "k": float(x.sum())}
+
+
+def mcnemar_exact(a, b) -> dict:
+    """Exact McNemar test of two paired binary outcomes.
+
+    Parameters
+    ----------
+    a, b : array_like of bool, shape (n,)
+        Outcome of condition A and of condition B on the same ``n`` units.
+
+    Returns
+    -------
+    dict
+        ``n01`` (A True, B False), ``n10`` (A False, B True), ``n11``, ``n00``,
+        and ``p``: two-sided exact binomial p-value of ``n01`` out of
+        ``n01 + n10`` discordant pairs under ``p = 1/2`` (1.0 without
+        discordant pairs).
+    """
+    from scipy.stats import binomtest
+
+    a = np.asarray(a, dtype=bool).ravel()
+    b = np.asarray(b, dtype=bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.size} vs {b.size}")
+    n01 = int((a & ~b).sum())
+    n10 = int((~a & b).sum())
+    m = n01 + n10
+    p = 1.0 if m == 0 else float(binomtest(n01, m, 0.5, alternative="two-sided").pvalue)
+    return {"n01": n01, "n10": n10, "n11": int((a & b).sum()), "n00": int((~a & ~b).sum()), "p": min(1.0, p)}

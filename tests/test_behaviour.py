@@ -1,0 +1,110 @@
+"""Tests for zhunt.behaviour (Phase 0): scoring, contingency bands, paired test, per-step distances, stage."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zhunt import behaviour as B
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "resources" / "prompts" / "templates.yaml"
+FEWSHOT = ROOT / "resources" / "prompts" / "fewshot.tsv"
+
+
+@pytest.mark.parametrize("diff,band", [(5, "zh advantage"), (3, "zh advantage"), (2, "small zh edge"),
+                                       (1, "equal"), (0, "equal"), (-1, "equal"), (-2, "en advantage"),
+                                       (-7, "en advantage")])
+def test_contingency_bands(diff, band):
+    assert B.contingency_band(diff) == band
+    assert B.contingency_band(diff, "es").replace("es", "zh") == band
+
+
+def records(correct_en, correct_zh):
+    rows = []
+    for i, (ce, cz) in enumerate(zip(correct_en, correct_zh)):
+        for lang, c, out in (("en", ce, " seven"), ("zh", cz, "七")):
+            rows.append({"id": f"p{i}", "lang": lang, "correct": bool(c), "extracted": 7 if c else pd.NA,
+                         "output_lang": "zh" if lang == "zh" else "en", "cjk_fraction": 1.0 if lang == "zh" else 0.0,
+                         "output": out})
+    df = pd.DataFrame(rows)
+    df["extracted"] = df["extracted"].astype("Int64")
+    return df
+
+
+def test_summary_paired_comparison():
+    en = [1] * 10 + [0] * 10
+    zh = [1] * 10 + [1] * 5 + [0] * 5  # zh solves 5 more, never fewer
+    s = B.summarize_behaviour(records(en, zh), ["en", "zh"]).set_index("lang")
+    assert s.loc["en", "accuracy"] == 0.5 and s.loc["zh", "accuracy"] == 0.75
+    assert s.loc["en", "ci_lo"] <= 0.5 <= s.loc["en", "ci_hi"]
+    assert s.loc["zh", "diff_vs_en"] == 5 and s.loc["zh", "band"] == "zh advantage"
+    assert s.loc["zh", "n_only_lang"] == 5 and s.loc["zh", "n_only_en"] == 0
+    assert s.loc["zh", "mcnemar_p"] == pytest.approx(0.0625)  # 2 * 0.5**5
+    assert s.loc["en", "n_no_answer"] == 10
+    assert s.loc["zh", "on_language_rate"] == 1.0
+    assert pd.isna(s.loc["en", "band"])
+
+
+def test_step_distances():
+    long = pd.DataFrame({"id": ["a", "a", "b", "b"], "lang": ["en", "zh", "en", "zh"]})
+    rng = np.random.default_rng(0)
+    gens = [{"states": {3: rng.normal(size=(n, 4))}} for n in (3, 5, 2, 2)]
+    df = B.step_distances(long, gens, 3)
+    assert list(df["problem"]) == ["a"] * 3 + ["b"] * 2
+    assert list(df["step"]) == [0, 1, 2, 0, 1]
+    y = ((gens[1]["states"][3][:3] - gens[0]["states"][3]) ** 2).sum(1)
+    np.testing.assert_allclose(df["y"][:3], y)
+    assert list(df.columns) == ["problem", "step", "y", "T_zh", "T_en"]
+    assert df["T_zh"].iloc[0] == 5 and df["T_en"].iloc[0] == 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from zhunt import organism
+
+    root = tmp_path_factory.mktemp("behav")
+    organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
+                            intermediate_size=64, steps=12, batch_size=16, warmup_steps=2, eval_n=4,
+                            log_every=4, seed=7, threads=1)
+    organism.make_organism_prompt_table(root / "prompts.tsv", n=5, seed=2)
+    return root
+
+
+def test_run_behaviour_stage(tiny, tmp_path):
+    out = tmp_path / "o"
+    res = B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism",
+                          None, 0, 5, 4, out / "records.tsv", out / "summary.tsv", out / "summary.md", out / "acc",
+                          out_steps=out / "steps.tsv", step_layer=1)
+    rec = pd.read_csv(out / "records.tsv", sep="\t")
+    assert len(rec) == 10 and set(rec["lang"]) == {"en", "zh"}
+    assert {"output", "extracted", "correct", "output_lang", "cjk_fraction"} <= set(rec.columns)
+    summ = pd.read_csv(out / "summary.tsv", sep="\t")
+    assert list(summ["lang"]) == ["en", "zh"]
+    assert res["band"] in {"zh advantage", "small zh edge", "equal", "en advantage"}
+    assert (out / "acc.pdf").is_file() and (out / "acc.png").is_file()
+    md = (out / "summary.md").read_text()
+    assert "diff >= 3" in md and "|diff| <= 1" in md and "diff <= -2" in md and "diff == 2" in md
+    steps = pd.read_csv(out / "steps.tsv", sep="\t")
+    assert set(steps["problem"]) <= set(rec["id"]) and (steps["y"] >= 0).all()
+    assert (steps.groupby("problem")["step"].max() < steps.groupby("problem")[["T_zh", "T_en"]].min().min(axis=1)).all()
+
+
+def test_fewshot_prompts_hold_exemplars(tiny, tmp_path):
+    B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "completion",
+                    FEWSHOT, 2, 2, 8, tmp_path / "r.tsv", tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "f")
+    rec = pd.read_csv(tmp_path / "r.tsv", sep="\t")
+    en = rec[rec["lang"] == "en"]["prompt"].iloc[0]
+    zh = rec[rec["lang"] == "zh"]["prompt"].iloc[0]
+    assert "oranges" in en and en.count("Question:") == 3
+    assert "橙子" in zh
+
+
+def test_steps_need_layer(tiny, tmp_path):
+    from zhunt.errors import ZhuntError
+
+    with pytest.raises(ZhuntError):
+        B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism",
+                        None, 0, 2, 4, tmp_path / "r.tsv", tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "f",
+                        out_steps=tmp_path / "x.tsv")

@@ -1,0 +1,95 @@
+"""Tests for zhunt.decomposition (Exp. B): R(l) = ||P_Z Δh̄|| / ||P_Z⊥ Δh̄|| against random subspaces."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zhunt import decomposition as D
+from zhunt.subspace import project, project_complement, random_subspace
+
+d, k = 64, 8
+
+
+def test_norms_in_subspace_match_projectors():
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(10, d))
+    V = random_subspace(k, d, 1)
+    nz, npp = D.norms_in_subspace(U, V)
+    np.testing.assert_allclose(nz, np.linalg.norm(project(U, V), axis=1), atol=1e-10)
+    np.testing.assert_allclose(npp, np.linalg.norm(project_complement(U, V), axis=1), atol=1e-10)
+    stack = np.stack([V, random_subspace(k, d, 2)])
+    nz2, np2 = D.norms_in_subspace(U, stack)
+    assert nz2.shape == (2, 10)
+    np.testing.assert_allclose(nz2[0], nz)
+    np.testing.assert_allclose(np2[0], npp)
+
+
+def test_isotropic_updates_match_random_expectation():
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(400, d))
+    V = random_subspace(k, d, 11)
+    df = D.decompose([U], ["en"] * 200 + ["zh"] * 200, V, n_random=100, seed=0)
+    row = df[df["lang"] == "all"].iloc[0]
+    iso = D.iso_expected(k, d)
+    assert row["iso_expected"] == pytest.approx(np.sqrt(k / (d - k)))
+    assert row["rand_mean"] == pytest.approx(iso, rel=0.1)
+    assert row["R"] == pytest.approx(iso, rel=0.1)
+    assert row["rand_q025"] < row["rand_mean"] < row["rand_q975"]
+    assert row["label"] == "mixed"
+    assert row["R_of_means"] == pytest.approx(row["mean_norm_z"] / row["mean_norm_perp"])
+
+
+def test_labels_and_language_difference():
+    rng = np.random.default_rng(4)
+    V = random_subspace(k, d, 5)
+    inside = rng.normal(size=(30, k)) @ V * 3.0 + 0.1 * rng.normal(size=(30, d))  # mostly in Z
+    outside = project_complement(rng.normal(size=(30, d)), V)                     # no Z at all
+    iso = rng.normal(size=(30, d))
+    langs = ["zh"] * 30 + ["en"] * 30
+    df = D.decompose([np.vstack([inside, iso]), np.vstack([outside, outside]), np.vstack([iso, iso])],
+                     langs, V, n_random=100, seed=1)
+    lab = {(r["layer"], r["lang"]): r["label"] for _, r in df.iterrows()}
+    assert lab[(0, "zh")] == "Z-dominated"
+    assert lab[(0, "en")] == "mixed"
+    assert lab[(1, "all")] == "Z⊥-dominated"
+    assert lab[(0, "zh-en")] == "zh higher"
+    assert lab[(1, "zh-en")] == "no difference"
+    assert set(df["lang"]) == {"zh", "en", "all", "zh-en"}
+    assert list(df[df["lang"] == "all"]["transition"]) == ["0->1", "1->2", "2->3"]
+    # same seed, same numbers
+    again = D.decompose([np.vstack([inside, iso])], langs, V, n_random=100, seed=1)
+    pd.testing.assert_frame_equal(again, df[df["layer"] == 0].reset_index(drop=True))
+
+
+def test_run_decomposition_stage(tmp_path):
+    from zhunt.masks import write_masks
+    from zhunt.store import StoreWriter
+
+    rng = np.random.default_rng(0)
+    L, n_prompts, T = 3, 6, 4
+    hidden = [rng.normal(size=(n_prompts * T, d)).astype(np.float32) for _ in range(L + 1)]
+    meta = pd.DataFrame({"prompt_id": [f"p{i // 2}" for i in range(n_prompts)],
+                         "lang": ["en", "zh"] * (n_prompts // 2), "length": [T] * n_prompts})
+    tok = np.arange(n_prompts * T) % 50
+    special = np.zeros(n_prompts * T, bool)
+    special[::T] = True  # a BOS per prompt: excluded from pooling
+    with StoreWriter(tmp_path / "s.h5", num_layers=L, hidden_size=d, n_rows_total=n_prompts * T) as w:
+        w.append(meta, hidden, tok, special)
+    Vs = {4: random_subspace(4, d, 0), 8: random_subspace(8, d, 0)}
+    write_masks(tmp_path / "m.h5", {"multihead": {"sigma": np.ones(d), "V": Vs}}, {"layer": 2})
+    res = D.run_decomposition(tmp_path / "s.h5", tmp_path / "m.h5", "toy", [4, 8], n_random=20,
+                              out_tsv=tmp_path / "r.tsv", out_md=tmp_path / "r.md", fig_stem=tmp_path / "fig")
+    df = pd.read_csv(tmp_path / "r.tsv", sep="\t")
+    assert len(df) == 2 * L * 4  # k x layers x (en, zh, all, zh-en)
+    assert set(res["by_k"]) == {4, 8} and len(res["by_k"][4]["labels"]) == L
+    assert (tmp_path / "fig.pdf").is_file() and (tmp_path / "fig.png").is_file()
+    assert "Z of decoder layer 2" in (tmp_path / "r.md").read_text()
+    # the stage's R equals a direct computation on the pooled (special-excluded) updates
+    keep = ~special
+    upd = []
+    for i in range(n_prompts):
+        sl = slice(i * T, (i + 1) * T)
+        upd.append(hidden[2][sl][keep[sl]].mean(0) - hidden[1][sl][keep[sl]].mean(0))
+    nz, npp = D.norms_in_subspace(np.array(upd), Vs[8])
+    got = df[(df["k"] == 8) & (df["layer"] == 1) & (df["lang"] == "all")]["R"].iloc[0]
+    assert got == pytest.approx(np.mean(nz / npp), rel=1e-5)

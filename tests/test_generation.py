@@ -1,0 +1,199 @@
+"""Tests for zhunt.generation: batched greedy generation with per-prompt edits and step recording."""
+
+import numpy as np
+import pytest
+import torch
+
+from zhunt.generation import SubspaceEdit, generate
+from zhunt.hooks import capture
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+PROMPTS = ["what is 23 plus 14? a:", "hi", "abc def", "q: 7 times 8?", "x", "zz top 99"]
+LAYER = 1
+D = 32
+
+
+def make_tokenizer():
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789 ?:.,":
+        vocab[c] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    tk.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>", padding_side="left")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=64, hidden_size=D, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2)
+    torch.manual_seed(0)
+    m = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():  # make eos unlikely so rows run for a while
+        m.lm_head.weight[2] *= 0.0
+    return m
+
+
+def basis(k=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(D, k, generator=g))
+    return q.T.contiguous()
+
+
+def tokens(res):
+    return [r["token_ids"] for r in res]
+
+
+def test_identity_edit_matches_plain_generate(model, tok):
+    base = generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=4)
+    ident = generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=4, layer_module=LAYER,
+                     edits=[lambda h: h] * len(PROMPTS))
+    assert tokens(base) == tokens(ident)
+    for p, r in zip(PROMPTS, base):
+        enc = tok([p], return_tensors="pt")
+        out = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=2)
+        ref = out[0, enc["input_ids"].shape[1]:].tolist()
+        if 2 in ref:
+            ref = ref[:ref.index(2) + 1]
+        assert r["token_ids"] == ref
+        assert r["n_new_tokens"] == len(ref)
+        assert r["text"] == tok.decode(ref, skip_special_tokens=True)
+        assert r["n_prompt_tokens"] == enc["input_ids"].shape[1]
+
+
+def test_batched_equals_one_at_a_time_and_keeps_order(model, tok):
+    edits = [SubspaceEdit(basis(), torch.randn(D, generator=torch.Generator().manual_seed(i)), m)
+             for i, m in enumerate(["span", "complement", "full", "span", "full", "complement"])]
+    edits[1] = None
+    a = generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=4, layer_module=LAYER, edits=edits)
+    b = generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=1, layer_module=LAYER, edits=edits)
+    assert tokens(a) == tokens(b)
+    single = generate(model, tok, [PROMPTS[3]], max_new_tokens=6, layer_module=LAYER, edits=[edits[3]])
+    assert single[0]["token_ids"] == a[3]["token_ids"]
+    # deterministic
+    assert tokens(generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=4, layer_module=LAYER,
+                           edits=edits)) == tokens(a)
+
+
+def test_vectorised_subspace_edit_equals_per_row_callable(model, tok):
+    g = torch.Generator().manual_seed(3)
+    V4, V2 = basis(4, 1), basis(2, 2)  # different k in one batch (zero-padded bases)
+    edits = []
+    for i, p in enumerate(PROMPTS):
+        n = len(p)  # one char per token, BOS excluded (special)
+        src = torch.randn(n, D, generator=g) if i % 2 else torch.randn(D, generator=g)
+        edits.append(SubspaceEdit([V4, V2, None][i % 3], src, ["span", "complement", "full"][i % 3]))
+    wrapped = [lambda h, e=e: e(h) for e in edits]
+    for positions in ("prompt", "all"):
+        a = generate(model, tok, PROMPTS, max_new_tokens=5, batch_size=6, layer_module=LAYER, edits=edits,
+                     positions=positions, record_layers=[2])
+        b = generate(model, tok, PROMPTS, max_new_tokens=5, batch_size=6, layer_module=LAYER, edits=wrapped,
+                     positions=positions, record_layers=[2])
+        assert tokens(a) == tokens(b)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x["states"][2], y["states"][2], atol=1e-5)
+
+
+def test_pads_and_special_tokens_never_touched(model, tok):
+    layer = model.model.layers[LAYER]
+    seen = []
+
+    def f(h):
+        seen.append(h.shape)
+        return h + 100.0
+
+    with capture([layer]) as plain:
+        generate(model, tok, PROMPTS, max_new_tokens=2, batch_size=6)
+    with capture([layer]) as edited:
+        generate(model, tok, PROMPTS, max_new_tokens=2, batch_size=6, layer_module=layer, edits=[f] * 6)
+    h0, h1 = plain[0][0], edited[0][0]  # prefill (B, T, d), length-sorted rows
+    enc = tok(sorted(PROMPTS, key=lambda p: -len(p)), return_tensors="pt", padding=True)
+    real = enc["attention_mask"].bool()
+    special = torch.isin(enc["input_ids"], torch.tensor(tok.all_special_ids))
+    keep = ~real | special
+    assert keep.any() and (~real).any()
+    assert torch.equal(h0[keep], h1[keep])  # pads and BOS bitwise unchanged
+    assert torch.allclose(h1[~keep], h0[~keep] + 100.0, atol=1e-4)
+    assert sorted(s[0] for s in seen) == sorted(len(p) for p in PROMPTS)  # (T_i, d) real non-special rows
+    # patch_special=True also edits BOS but still never a pad
+    with capture([layer]) as sp:
+        generate(model, tok, PROMPTS, max_new_tokens=2, batch_size=6, layer_module=layer, edits=[f] * 6,
+                 patch_special=True)
+    h2 = sp[0][0]
+    assert torch.equal(h2[~real], h0[~real])
+    assert torch.allclose(h2[real], h0[real] + 100.0, atol=1e-4)
+
+
+def test_real_edit_changes_outputs(model, tok):
+    base = generate(model, tok, PROMPTS, max_new_tokens=6)
+    src = torch.randn(D, generator=torch.Generator().manual_seed(9)) * 10
+    edited = generate(model, tok, PROMPTS, max_new_tokens=6, layer_module=LAYER,
+                      edits=[SubspaceEdit(None, src, "full")] * len(PROMPTS))
+    assert sum(a != b for a, b in zip(tokens(base), tokens(edited))) >= len(PROMPTS) // 2
+
+
+def test_generated_positions_get_one_row(model, tok):
+    shapes = []
+
+    def f(h):
+        shapes.append(tuple(h.shape))
+        return h
+
+    generate(model, tok, ["abc"], max_new_tokens=4, layer_module=LAYER, edits=[f], positions="all")
+    assert shapes[0] == (3, D)
+    assert all(s == (1, D) for s in shapes[1:]) and len(shapes) >= 2
+
+
+def test_recorded_states_equal_teacher_forced_pass(model, tok):
+    res = generate(model, tok, PROMPTS, max_new_tokens=7, batch_size=4, record_layers=[0, 2])
+    for p, r in zip(PROMPTS, res):
+        ids = tok([p])["input_ids"][0] + r["token_ids"]
+        n_p, n = r["n_prompt_tokens"], r["n_new_tokens"]
+        with torch.no_grad(), capture(model.model.layers, [0, 2]) as cap:
+            model(input_ids=torch.tensor([ids]))
+        for l in (0, 2):
+            assert r["states"][l].shape == (n, D)
+            ref = cap[l][0][0, n_p - 1:n_p - 1 + n].numpy()
+            np.testing.assert_allclose(r["states"][l], ref, atol=1e-5)
+
+
+def test_subspace_edit_formulas():
+    V = basis(5, 4)
+    P = V.T @ V
+    g = torch.Generator().manual_seed(0)
+    h, s = torch.randn(7, D, generator=g), torch.randn(7, D, generator=g)
+    I = torch.eye(D)
+    torch.testing.assert_close(SubspaceEdit(V, s, "span")(h), h @ (I - P) + s @ P, atol=1e-5, rtol=0)
+    torch.testing.assert_close(SubspaceEdit(V, s, "complement")(h), h @ P + s @ (I - P), atol=1e-5, rtol=0)
+    torch.testing.assert_close(SubspaceEdit(None, s, "full")(h), s)
+    # a per-token source at a generated position contributes its mean
+    torch.testing.assert_close(SubspaceEdit(None, s, "full")(h[:1]), s.mean(0, keepdim=True))
+
+
+def test_bad_inputs(model, tok):
+    with pytest.raises(ValueError):
+        generate(model, tok, PROMPTS, edits=[None] * 2, layer_module=LAYER)
+    with pytest.raises(ValueError):
+        generate(model, tok, PROMPTS, edits=[lambda h: h] * len(PROMPTS))  # no layer
+    with pytest.raises(ValueError):
+        generate(model, tok, PROMPTS, positions="gen")
+    with pytest.raises(ValueError):  # per-token source of the wrong length
+        generate(model, tok, ["abc"], max_new_tokens=2, layer_module=LAYER,
+                 edits=[SubspaceEdit(None, torch.zeros(5, D), "full")])
+    with pytest.raises(ValueError):
+        SubspaceEdit(None, torch.zeros(D), "span")
+    assert generate(model, tok, []) == []

@@ -1,0 +1,313 @@
+"""Tests for zhunt.patching (Exp. A): patch algebra, OT alignment, metrics, verdict, the stage."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from zhunt import patching as P
+from zhunt.generation import SubspaceEdit, generate
+from zhunt.subspace import project, project_complement, random_subspace
+
+pytest.importorskip("ot")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "resources" / "prompts" / "templates.yaml"
+ORGANISM = Path("/tmp/zhunt-organism")
+
+
+# ------------------------------------------------------------------------------- patch algebra
+def _h_s_V(d=48, k=6, T=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(T, d)).astype(np.float32), rng.normal(size=(T, d)).astype(np.float32),
+            random_subspace(k, d, seed).astype(np.float32))
+
+
+def test_projectors_sum_to_identity():
+    h, _, V = _h_s_V()
+    np.testing.assert_allclose(project(h, V) + project_complement(h, V), h, atol=1e-6)
+    Vt = torch.as_tensor(V)
+    ht = torch.as_tensor(h)
+    # each patch with the target's own content is the identity
+    for mode in ("span", "complement", "full"):
+        torch.testing.assert_close(SubspaceEdit(Vt, ht, mode)(ht), ht, atol=1e-5, rtol=0)
+    # Z-patch then Z⊥-patch, both with the own content: the input again
+    both = SubspaceEdit(Vt, ht, "complement")(SubspaceEdit(Vt, ht, "span")(ht))
+    torch.testing.assert_close(both, ht, atol=1e-5, rtol=0)
+
+
+def test_patches_compose_and_restore():
+    h, s, V = _h_s_V(seed=1)
+    Vt, ht, st = torch.as_tensor(V), torch.as_tensor(h), torch.as_tensor(s)
+    z = SubspaceEdit(Vt, st, "span")(ht)  # P_Z⊥ h + P_Z s
+    torch.testing.assert_close(z, torch.as_tensor(project_complement(h, V) + project(s, V)), atol=1e-5, rtol=0)
+    # Z-patch, then Z-patch back with the own content: the input again
+    torch.testing.assert_close(SubspaceEdit(Vt, ht, "span")(z), ht, atol=1e-5, rtol=0)
+    # Z-patch then Z⊥-patch with the same source = the full patch
+    torch.testing.assert_close(SubspaceEdit(Vt, st, "complement")(z), st, atol=1e-5, rtol=0)
+    zp = SubspaceEdit(Vt, st, "complement")(ht)
+    # Z⊥-patch undone by a Z⊥-patch with the own content
+    torch.testing.assert_close(SubspaceEdit(Vt, ht, "complement")(zp), ht, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------- OT
+def test_ot_plan_marginals_and_sources():
+    rng = np.random.default_rng(0)
+    Xs, Xt = rng.normal(size=(7, 16)), rng.normal(size=(5, 16))
+    pi = P.ot_plan(Xs, Xt)
+    assert pi.shape == (7, 5)
+    np.testing.assert_allclose(pi.sum(axis=1), np.full(7, 1 / 7), atol=1e-9)
+    np.testing.assert_allclose(pi.sum(axis=0), np.full(5, 1 / 5), atol=1e-9)
+    assert (pi >= 0).all()
+    Z = P.ot_sources(Xs, Xt)
+    assert Z.shape == (5, 16)
+    np.testing.assert_allclose(Z.mean(axis=0), P.mean_source(Xs), atol=1e-9)  # averages to the mean
+    # identical clouds (permuted): the exact plan is the matching permutation
+    perm = rng.permutation(5)
+    np.testing.assert_allclose(P.ot_sources(Xt[perm], Xt), Xt, atol=1e-9)
+    # Sinkhorn on the max-normalised cost: finite, marginals close
+    big = P.ot_plan(Xs * 1e3, Xt * 1e3, sinkhorn=True)
+    assert np.isfinite(big).all()
+    np.testing.assert_allclose(big.sum(axis=1), np.full(7, 1 / 7), atol=1e-6)
+    np.testing.assert_allclose(big.sum(axis=0), np.full(5, 1 / 5), atol=1e-6)
+    Zs = P.ot_sources(Xs, Xt, sinkhorn=True)
+    assert Zs.shape == (5, 16)
+
+
+def test_directions_and_random_bases():
+    assert P.parse_direction("en<-zh") == ("en", "zh")
+    assert P.direction_slug("zh<-en") == "zh-from-en"
+    with pytest.raises(Exception):
+        P.parse_direction("en<-en")
+    a, b = P.random_bases(4, 32, 3, seed=0), P.random_bases(4, 32, 3, seed=0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.allclose(a[0], a[1])
+    np.testing.assert_allclose(a[0] @ a[0].T, np.eye(4), atol=1e-10)
+
+
+def test_patch_rows_structure():
+    V = random_subspace(3, 8, 0)
+    rows, edits = P.patch_rows(["p1", "p2"], {"p1": np.zeros(8), "p2": np.ones((4, 8))}, V,
+                               P.random_bases(3, 8, 2))
+    assert [r["condition"] for r in rows[:6]] == ["none", "z", "zperp", "full", "random", "random"]
+    assert [r["subspace"] for r in rows[:6]] == [-1, -1, -1, -1, 0, 1]
+    assert edits[0] is None
+    assert [e.mode for e in edits[1:6]] == ["span", "complement", "full", "span", "span"]
+    assert edits[1].basis is edits[7].basis is edits[8].basis  # one shared tensor for every Z edit
+    assert len(rows) == 12
+
+
+# ------------------------------------------------------------------------------- metrics and verdict
+def synthetic(n=30, z_change=1.0, zp_change=0.0, z_keep=1.0, zp_keep=0.0, rand_change=0.0, n_random=5):
+    """Records of one config: fractions of problems (the first ones) showing each effect."""
+    rows = []
+    for i in range(n):
+        pid = f"p{i:02d}"
+        base = 100 + i
+
+        def rec(cond, changed, kept, r=-1):
+            rows.append({"problem": pid, "condition": cond, "subspace": r,
+                         "extracted": base + 1 if changed else base, "language_preserved": kept,
+                         "text": f"out {cond} {i}", "answer": base})
+
+        rec("none", False, True)
+        rec("z", i < z_change * n, i < z_keep * n)
+        rec("zperp", i < zp_change * n, i < zp_keep * n)
+        rec("full", i < z_change * n, i < zp_keep * n)
+        for r in range(n_random):
+            rec("random", i < rand_change * n, True, r)
+    df = pd.DataFrame(rows)
+    df["extracted"] = df["extracted"].astype("Int64")
+    return df
+
+
+def test_metrics_values():
+    m = P.config_metrics(synthetic(n=20, z_change=0.5, zp_change=0.1, z_keep=0.9, zp_keep=0.3, rand_change=0.2))
+    assert m["n_problems"] == 20 and m["n_random"] == 5
+    assert m["z_answer_change"] == 0.5 and m["zperp_answer_change"] == pytest.approx(0.1)
+    assert m["z_language_preservation"] == pytest.approx(0.9)
+    assert m["zperp_language_disruption"] == pytest.approx(0.7)
+    assert m["random_answer_change"] == pytest.approx(0.2)
+    assert m["z_minus_random_answer_change"] == pytest.approx(0.3)
+    assert m["full_agree_z"] == 1.0 and m["full_like"] == "Z"
+    assert m["mcnemar_answer_n01"] == 8 and m["mcnemar_answer_n10"] == 0
+    for name in ("z_answer_change", "zperp_language_disruption", "random_answer_change"):
+        assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"]
+    assert P.config_metrics(synthetic(n=20)) == P.config_metrics(synthetic(n=20))  # fixed seed
+
+
+def test_missing_answer_counts_as_change():
+    df = synthetic(n=4, z_change=0.0)
+    df.loc[(df["condition"] == "z") & (df["problem"] == "p00"), "extracted"] = pd.NA
+    df.loc[df["problem"] == "p01", "extracted"] = pd.NA  # NA everywhere: no change
+    m = P.config_metrics(df)
+    assert m["z_answer_change"] == 0.25
+
+
+@pytest.mark.parametrize("kw,expected", [
+    (dict(z_change=1.0, zp_change=0.0, z_keep=1.0, zp_keep=0.0), "double dissociation"),
+    (dict(z_change=0.9, zp_change=0.1, z_keep=0.9, zp_keep=0.1), "double dissociation"),
+    (dict(z_change=1.0, zp_change=0.0, z_keep=0.3, zp_keep=1.0), "partial success"),   # no language effect
+    (dict(z_change=0.8, zp_change=0.4, z_keep=1.0, zp_keep=0.0), "partial success"),   # Z⊥ changes answers too
+    (dict(z_change=0.5, zp_change=0.5, z_keep=1.0, zp_keep=0.0), "null"),
+    (dict(z_change=0.0, zp_change=0.0, z_keep=1.0, zp_keep=1.0), "null"),
+    (dict(z_change=1.0, zp_change=0.0, z_keep=1.0, zp_keep=0.0, rand_change=1.0), "null"),  # random does it too
+    (dict(z_change=0.1, zp_change=0.9, z_keep=1.0, zp_keep=1.0), "reverse"),
+])
+def test_verdict_cases(kw, expected):
+    verdict, crit = P.config_verdict(P.config_metrics(synthetic(**kw)))
+    assert verdict == expected, crit
+
+
+def test_overall_and_caption():
+    assert P.overall_verdict(["null", "partial success", "reverse"]) == "partial success"
+    assert P.overall_verdict(["null", "reverse"]) == "reverse"
+    assert P.overall_verdict(["null", "double dissociation"]) == "double dissociation"
+    assert P.overall_verdict(["null"]) == "null"
+    cap = P.verdict_caption()
+    assert str(P.ALPHA) in cap and "80%" in cap and "20%" in cap
+
+
+def test_patch_table_format():
+    df = synthetic(n=3)
+    df.loc[(df["condition"] == "z") & (df["problem"] == "p00"), "text"] = "a|b\nc" + "x" * 100
+    tab, md = P.patch_table(df, "en<-zh")
+    assert list(tab.columns[:5]) == ["Problem", "Original output (en)", "Z-patched (en←zh)",
+                                     "Z⊥-patched (en←zh)", "Full-patched"]
+    assert tab.loc[0, "Z-patched (en←zh)"] == "a|b\nc" + "x" * 100  # whole text in the TSV frame
+    line = md.splitlines()[2]
+    assert "a\\|b\\nc" in line and "…" in line and "\n" not in line
+    assert len(md.splitlines()) == 2 + 3
+
+
+# ------------------------------------------------------------------------------- on a (tiny) organism
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 12-step organism, 6 problems, its activation store and masks (about 10 s)."""
+    from zhunt import organism
+    from zhunt.pipeline import build_layer_masks, extract_prompt_set
+
+    root = tmp_path_factory.mktemp("tinyorg")
+    organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
+                            intermediate_size=64, steps=12, batch_size=16, warmup_steps=2, eval_n=4,
+                            log_every=4, seed=7, threads=1)
+    organism.make_organism_prompt_table(root / "prompts.tsv", n=6, seed=1)
+    extract_prompt_set(root / "model", "organism", {"dtype": "float32", "template": "organism"},
+                       root / "prompts.tsv", ["en", "zh"], TEMPLATES, root / "store.h5")
+    for l in (0, 1):
+        build_layer_masks(root / "model", "organism", l, [4], ["multihead"], root / f"L{l}.h5")
+    return root
+
+
+def test_identity_patch_with_own_states_reproduces_baseline(tiny):
+    from zhunt.masks import read_mask
+    from zhunt.models import load_model
+    from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from zhunt.store import ActivationStore
+
+    model, tok = load_model(tiny / "model", device="cpu")
+    long = to_long(load_prompt_table(tiny / "prompts.tsv", ["en"]), ["en"])
+    texts = render_prompts(long, "organism", load_templates(TEMPLATES))
+    base = generate(model, tok, texts, max_new_tokens=6)
+    V = read_mask(tiny / "L1.h5", "multihead", 4)
+    with ActivationStore(tiny / "store.h5") as st:
+        own = [st.tokens(p, "en", 2)[~st.token_mask(p, "en")] for p in long["id"]]
+    for mode in ("full", "span", "complement"):
+        edits = [SubspaceEdit(None if mode == "full" else V, o, mode) for o in own]
+        out = generate(model, tok, texts, max_new_tokens=6, layer_module=1, edits=edits, batch_size=4)
+        assert [r["token_ids"] for r in out] == [r["token_ids"] for r in base], mode
+
+
+def test_run_patching_stage(tiny, tmp_path):
+    out = tmp_path / "out"
+    res = P.run_patching(
+        tiny / "model", "organism", tiny / "store.h5", {0: tiny / "L0.h5", 1: tiny / "L1.h5"},
+        tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism", layers=[1, 0], ks=[4],
+        alignments=("mean", "ot"), directions=("en<-zh", "zh<-en"), n_random=2, max_new_tokens=4,
+        batch_size=8, out_records=out / "records.tsv", out_metrics_tsv=out / "metrics.tsv",
+        out_metrics_md=out / "metrics.md", out_tables_dir=out / "tables", out_verdict_md=out / "verdict.md")
+    assert len(res["configs"]) == 2 * 1 * 2 * 2
+    assert res["overall"] in P.VERDICTS
+    assert (res["primary"]["layer"], res["primary"]["k"], res["primary"]["alignment"],
+            res["primary"]["direction"]) == (1, 4, "mean", "en<-zh")
+    rec = pd.read_csv(out / "records.tsv", sep="\t")
+    assert len(rec) == 8 * 6 * (4 + 2)
+    assert set(rec["condition"]) == {"none", "z", "zperp", "full", "random"}
+    # the baseline rows are the same in every config of a target language
+    none = rec[(rec["condition"] == "none") & (rec["direction"] == "en<-zh")]
+    assert none.groupby("problem")["text"].nunique().max() == 1
+    names = sorted(p.name for p in (out / "tables").iterdir())
+    assert "table_L1_k4_ot_zh-from-en.md" in names and "table_L0_k4_mean_en-from-zh.tsv" in names
+    assert len(names) == 16
+    met = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert {"z_answer_change_lo", "mcnemar_answer_p", "verdict", "random_answer_change"} <= set(met.columns)
+    text = (out / "verdict.md").read_text()
+    assert "Overall" in text and "double dissociation =" in text
+
+
+def test_run_patching_rejects_foreign_store(tiny, tmp_path):
+    from zhunt.errors import ZhuntError
+    from zhunt.organism import make_organism_prompt_table
+
+    make_organism_prompt_table(tmp_path / "other.tsv", n=6, seed=99)
+    with pytest.raises(ZhuntError, match="tokenizes differently|lacks prompt"):
+        P.run_patching(tiny / "model", "organism", tiny / "store.h5", {1: tiny / "L1.h5"}, tmp_path / "other.tsv",
+                       ["en", "zh"], TEMPLATES, "organism", layers=[1], ks=[4], alignments=("mean",),
+                       directions=("en<-zh",), n_random=1, max_new_tokens=2, out_records=tmp_path / "r.tsv",
+                       out_metrics_tsv=tmp_path / "m.tsv", out_metrics_md=tmp_path / "m.md",
+                       out_tables_dir=tmp_path / "t", out_verdict_md=tmp_path / "v.md")
+
+
+# ------------------------------------------------------------------------------- a real effect is found
+def _full_patch_effect(model_dir, tmp_path, layer, n=16):
+    """Full-patch each English prompt with ANOTHER problem's Chinese mean at ``layer``."""
+    from zhunt.hooks import capture
+    from zhunt.models import get_adapter, load_model
+    from zhunt.organism import make_organism_prompt_table
+    from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from zhunt.text import extract_answer
+
+    make_organism_prompt_table(tmp_path / "p.tsv", n=n, seed=5)
+    table = load_prompt_table(tmp_path / "p.tsv", ["en", "zh"])
+    tpl = load_templates(TEMPLATES)
+    en = render_prompts(to_long(table, ["en"]), "organism", tpl)
+    zh = render_prompts(to_long(table, ["zh"]), "organism", tpl)
+    model, tok = load_model(model_dir, device="cpu")
+    layers = get_adapter(model).layers
+    means = []
+    with torch.no_grad():
+        for text in zh:
+            with capture(layers, [layer]) as cap:
+                model(**tok([text], return_tensors="pt"))
+            means.append(cap[layer][0][0].mean(0))
+    answers = table["answer"].tolist()
+    donor = [next(j for j in list(range(i + 1, n)) + list(range(i)) if answers[j] != answers[i]) for i in range(n)]
+    base = generate(model, tok, en, max_new_tokens=8)
+    patched = generate(model, tok, en, max_new_tokens=8, layer_module=layer,
+                       edits=[SubspaceEdit(None, means[donor[i]], "full") for i in range(n)])
+    a0 = [extract_answer(r["text"], "en") for r in base]
+    a1 = [extract_answer(r["text"], None) for r in patched]
+    accuracy = np.mean([a == b for a, b in zip(a0, answers)])
+    changed = np.mean([a != b for a, b in zip(a0, a1)])
+    return accuracy, changed
+
+
+@pytest.mark.skipif(not (ORGANISM / "model.safetensors").is_file(), reason="no trained organism at /tmp")
+def test_full_patch_with_other_problem_changes_answer_on_organism(tmp_path):
+    accuracy, changed = _full_patch_effect(ORGANISM, tmp_path, layer=3)
+    assert accuracy >= 0.9
+    assert changed >= 0.75
+
+
+@pytest.mark.slow
+def test_full_patch_with_other_problem_changes_answer_on_fresh_organism(tmp_path):
+    from zhunt import organism
+
+    organism.train_organism(tmp_path / "m", n_layers=3, hidden_size=64, n_heads=4, n_kv_heads=2,
+                            intermediate_size=256, steps=300, batch_size=64, warmup_steps=20, eval_n=20,
+                            log_every=100, seed=0, threads=1)
+    _, changed = _full_patch_effect(tmp_path / "m", tmp_path, layer=1)
+    assert changed >= 0.6

@@ -1,0 +1,65 @@
+"""Tests for zhunt.stats: percentile bootstrap CIs and the exact McNemar test."""
+
+import numpy as np
+import pytest
+
+from zhunt.stats import bootstrap_ci, mcnemar_exact, rate_ci
+
+
+def test_bootstrap_matches_scipy_percentile():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(1)
+    x = (rng.random(40) < 0.35).astype(float)
+    est, lo, hi = bootstrap_ci(x, n_resamples=20000, seed=3)
+    ref = bootstrap((x,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
+                    random_state=np.random.default_rng(5)).confidence_interval
+    assert est == pytest.approx(x.mean())
+    # two Monte Carlo estimates of the same quantiles
+    assert lo == pytest.approx(ref.low, abs=0.03)
+    assert hi == pytest.approx(ref.high, abs=0.03)
+    assert lo <= est <= hi
+
+
+def test_bootstrap_deterministic_and_degenerate():
+    x = np.r_[np.ones(7), np.zeros(13)]
+    assert bootstrap_ci(x, seed=0) == bootstrap_ci(x, seed=0)
+    y = np.random.default_rng(2).normal(size=30)
+    assert bootstrap_ci(y, seed=0) != bootstrap_ci(y, seed=1)
+    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0, 1.0)
+    assert bootstrap_ci(np.zeros(10)) == (0.0, 0.0, 0.0)
+    assert all(np.isnan(bootstrap_ci(np.array([]))))
+
+
+def test_bootstrap_paired_statistic():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    X = np.c_[a + 1.0, a]  # paired: the difference is exactly 1 in every row
+    est, lo, hi = bootstrap_ci(X, lambda s: (s[..., 0] - s[..., 1]).mean(axis=1))
+    assert est == pytest.approx(1.0) and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        bootstrap_ci(X)  # no default statistic for 2-d data
+
+
+def test_rate_ci():
+    r = rate_ci([True, False, True, True])
+    assert r["rate"] == 0.75 and r["n"] == 4 and r["k"] == 3
+    assert 0 <= r["lo"] <= r["rate"] <= r["hi"] <= 1
+
+
+@pytest.mark.parametrize("n01,n10,n11,n00", [(5, 0, 3, 2), (7, 2, 0, 1), (0, 0, 4, 4), (10, 10, 1, 1),
+                                              (1, 12, 5, 5)])
+def test_mcnemar_matches_statsmodels(n01, n10, n11, n00):
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    a = np.r_[np.ones(n01), np.zeros(n10), np.ones(n11), np.zeros(n00)].astype(bool)
+    b = np.r_[np.zeros(n01), np.ones(n10), np.ones(n11), np.zeros(n00)].astype(bool)
+    res = mcnemar_exact(a, b)
+    assert (res["n01"], res["n10"], res["n11"], res["n00"]) == (n01, n10, n11, n00)
+    ref = mcnemar([[n11, n01], [n10, n00]], exact=True).pvalue
+    assert res["p"] == pytest.approx(min(1.0, ref), rel=1e-9, abs=1e-12)
+
+
+def test_mcnemar_length_mismatch():
+    with pytest.raises(ValueError):
+        mcnemar_exact([True], [True, False])

@@ -1,0 +1,347 @@
+"""Tests for zhunt.theory: seed-003 quantities on planted synthetic activations."""
+
+import itertools
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from zhunt import theory
+from zhunt.errors import ZhuntError
+from zhunt.store import StoreWriter
+
+L, D, N, K_SHARED = 4, 24, 16, 6
+CATS = ["add", "sub", "mul", "div"]
+
+
+def planted_states(langs=("en", "zh"), seed=0, same=False):
+    """Pooled-state-like array (K, L+1, N, D) with a planted structure.
+
+    Problem identity lives in a shared K_SHARED-dim subspace (its coordinates
+    grow with depth); each language adds a fixed offset plus small noise in the
+    complement, shrinking with depth.  ``same=True`` makes every language identical.
+    """
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    S, C = Q[:, :K_SHARED].T, Q[:, K_SHARED:].T  # (k, D), (D-k, D)
+    ident = rng.standard_normal((N, K_SHARED)) * 3.0
+    H = np.empty((len(langs), L + 1, N, D))
+    offsets = {l: rng.standard_normal(D - K_SHARED) * 2.0 for l in langs}
+    for k, l in enumerate(langs):
+        for j in range(L + 1):
+            lang_part = offsets[l] + 0.5 * rng.standard_normal((N, D - K_SHARED))
+            if same:
+                lang_part = offsets[langs[0]] + 0 * lang_part
+            H[k, j] = (1 + j) * ident @ S + (1.0 / (1 + j)) * lang_part @ C
+    if same:
+        H[:] = H[0]
+    return H
+
+
+def write_store(path, H, langs=("en", "zh"), drop=None, tokens=3):
+    """Write H (K, L+1, N, D) as a store in which every token of a prompt equals its pooled state.
+
+    Row 0 of each prompt is a special token holding garbage (excluded from pooling).
+    ``drop`` = (problem index, lang) leaves that prompt out.
+    """
+    rng = np.random.default_rng(1)
+    meta, hid = [], [[] for _ in range(L + 1)]
+    tok, spec = [], []
+    for i in range(N):
+        for k, l in enumerate(langs):
+            if drop == (i, l):
+                continue
+            meta.append({"prompt_id": f"p{i:02d}", "lang": l, "length": tokens + 1, "answer": str(i),
+                         "category": CATS[i % len(CATS)]})
+            for j in range(L + 1):
+                hid[j].append(np.vstack([1e3 * rng.standard_normal((1, D)), np.repeat(H[k, j, i][None], tokens, 0)]))
+            tok.extend([1] + [5] * tokens)
+            spec.extend([True] + [False] * tokens)
+    n = len(tok)
+    with StoreWriter(path, num_layers=L, hidden_size=D, n_rows_total=n) as w:
+        w.append(pd.DataFrame(meta), [np.vstack(h) for h in hid], np.array(tok), np.array(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    langs = ("en", "zh", "es")
+    H = planted_states(langs)
+    path = write_store(tmp_path_factory.mktemp("store") / "s.h5", H, langs)
+    return path, H, langs
+
+
+# --------------------------------------------------------------------------- loading / errors
+def test_load_paired_matches_planted(planted):
+    path, H, langs = planted
+    P = theory.load_paired(path)
+    assert P.langs == list(langs) and P.problems == [f"p{i:02d}" for i in range(N)]
+    assert P.H.shape == (3, L + 1, N, D)
+    np.testing.assert_allclose(P.H, H, rtol=1e-5, atol=1e-4)  # special row excluded from the mean
+    assert list(P.category[:4]) == CATS
+    np.testing.assert_allclose(P.updates("zh"), H[1, 1:] - H[1, :-1], rtol=1e-4, atol=1e-3)
+
+
+def test_missing_language_is_one_line_error(tmp_path):
+    path = write_store(tmp_path / "m.h5", planted_states(), drop=(3, "zh"))
+    with pytest.raises(ZhuntError) as e:
+        theory.load_paired(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "p03" in msg and "zh" in msg
+
+
+def test_empty_store_is_one_line_error(tmp_path):
+    path = tmp_path / "empty.h5"
+    s = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "zhunt-activations", "format_version": 1, "num_layers": L,
+                        "hidden_size": D, "dtype": "float32", "n_rows": 0, "n_prompts": 0})
+        for j in range(L + 1):
+            f.create_dataset(f"hidden/{j:03d}", shape=(0, D), dtype=np.float32)
+        ix = f.create_group("index")
+        ix.create_dataset("prompt_id", shape=(0,), dtype=s)
+        ix.create_dataset("lang", shape=(0,), dtype=s)
+        for name in ("offset", "length"):
+            ix.create_dataset(name, shape=(0,), dtype=np.int64)
+        ix.create_dataset("token_ids", shape=(0,), dtype=np.int32)
+        ix.create_dataset("special", shape=(0,), dtype=bool)
+    with pytest.raises(ZhuntError) as e:
+        theory.load_paired(path)
+    assert "\n" not in str(e.value) and "no prompts" in str(e.value)
+    with pytest.raises(ZhuntError):
+        theory.run_theory(tmp_path / "missing.h5", "m", tmp_path / "o", tmp_path / "f")
+
+
+def test_single_language_is_error(tmp_path):
+    path = write_store(tmp_path / "one.h5", planted_states(("en",)), langs=("en",))
+    with pytest.raises(ZhuntError, match="at least 2 languages"):
+        theory.load_paired(path)
+
+
+# --------------------------------------------------------------------------- SNR / Theorem 2
+def test_snr_against_brute_force():
+    H = planted_states(seed=3)
+    A, B = H[0], H[1]
+    df = theory.snr_profile(A, B)
+    for j in range(L + 1):
+        same = np.mean([np.sum((A[j, i] - B[j, i]) ** 2) for i in range(N)])
+        diff = []
+        for X in (A[j], B[j]):
+            diff.append(np.mean([np.sum((X[i] - X[k]) ** 2)
+                                 for i, k in itertools.product(range(N), repeat=2) if i != k]))
+        assert df["D_same"][j] == pytest.approx(same, rel=1e-10)
+        assert df["D_diff"][j] == pytest.approx(np.mean(diff), rel=1e-10)
+        assert df["SNR"][j] == pytest.approx(same / np.mean(diff), rel=1e-10)
+    # planted: languages converge through depth
+    assert theory.monotonicity(df["SNR"])["monotone"]
+    assert theory.monotonicity(df["SNR"])["spearman"] == pytest.approx(-1.0)
+
+
+def test_theorem2_exact_decomposition_and_condition():
+    H = planted_states(seed=4)
+    df = theory.snr_profile(H[0], H[1])
+    for j in range(L):
+        # D(j+1) = D(j) + increment + cross term, exactly
+        assert df["D_same"][j + 1] == pytest.approx(df["D_same"][j] + df["E_delta2"][j] + df["cross_same"][j], rel=1e-9)
+        assert df["D_diff"][j + 1] == pytest.approx(df["D_diff"][j] + df["sigma2"][j] + df["cross_diff"][j], rel=1e-9)
+        assert bool(df["condition_holds"][j]) == bool(df["delta_ratio"][j] < df["SNR"][j])
+    assert pd.isna(df["condition_holds"].iloc[-1]) and pd.isna(df["snr_decreases_next"].iloc[-1])
+    # with orthogonal increments (cross terms zero) the condition is exactly the SNR change
+    rng = np.random.default_rng(0)
+    Nq, Dq = 40, 30
+    A0, B0 = rng.standard_normal((Nq, Dq)), rng.standard_normal((Nq, Dq))
+    A1 = np.zeros((2, Nq, Dq + 30)); B1 = np.zeros_like(A1)
+    A1[0, :, :Dq], B1[0, :, :Dq] = A0, B0
+    A1[1], B1[1] = A1[0], B1[0]
+    A1[1, :, Dq:] = rng.standard_normal((Nq, 30))  # increment in an orthogonal block, centred-free
+    B1[1, :, Dq:] = A1[1, :, Dq:] + 0.1 * rng.standard_normal((Nq, 30))
+    A1[1, :, Dq:] -= A1[1, :, Dq:].mean(0); B1[1, :, Dq:] -= B1[1, :, Dq:].mean(0)
+    d2 = theory.snr_profile(A1, B1)
+    assert abs(d2["cross_same"][0]) < 1e-9 and abs(d2["cross_diff"][0]) < 1e-9
+    assert bool(d2["agree"][0])
+
+
+def test_monotonicity_counts_violations():
+    m = theory.monotonicity([3, 2, 2.5, 1, 1])
+    assert m["violations"] == 2 and not m["monotone"]
+
+
+# --------------------------------------------------------------------------- contributions
+def test_gram_and_cross_terms_vs_explicit():
+    rng = np.random.default_rng(5)
+    Lq, M, Dq = 5, 7, 9
+    F = rng.standard_normal((Lq, M, Dq))
+    G = theory.contribution_gram(F)
+    Ge = np.zeros((Lq, Lq))
+    for m in range(M):
+        for j in range(Lq):
+            for k in range(Lq):
+                Ge[j, k] += abs(F[j, m] @ F[k, m] / np.linalg.norm(F[j, m]) / np.linalg.norm(F[k, m])) / M
+    np.testing.assert_allclose(G, Ge, rtol=1e-12)
+    off = Ge[~np.eye(Lq, dtype=bool)]
+    assert theory.offdiag_stats(G) == pytest.approx((off.mean(), off.max()))
+    delta = rng.standard_normal((Lq, M, Dq))
+    cross = sum(2 * delta[j, i] @ delta[k, i] for i in range(M) for j in range(Lq) for k in range(j + 1, Lq))
+    total = sum(np.sum(delta[:, i].sum(0) ** 2) for i in range(M))
+    assert theory.cross_term_fraction(delta) == pytest.approx(cross / total, rel=1e-10)
+    # orthogonal per-layer differences: no cross terms
+    E = np.zeros((3, 2, 3))
+    for j in range(3):
+        E[j, :, j] = [1.0, 2.0]
+    assert theory.cross_term_fraction(E) == pytest.approx(0.0, abs=1e-15)
+    assert theory.offdiag_stats(theory.contribution_gram(E)) == pytest.approx((0.0, 0.0))
+
+
+def test_disagreement_ratio_definition():
+    H = planted_states(seed=6)
+    df = theory.snr_profile(H[0], H[1])
+    Fa, Fb = H[0, 1:] - H[0, :-1], H[1, 1:] - H[1, :-1]
+    for j in range(L):
+        num = np.mean(np.sum((Fa[j] - Fb[j]) ** 2, 1))
+        den = 0.5 * (np.mean(np.sum(Fa[j] ** 2, 1)) + np.mean(np.sum(Fb[j] ** 2, 1)))
+        assert df["disagreement_ratio"][j] == pytest.approx(np.sqrt(num / den))
+
+
+# --------------------------------------------------------------------------- retrieval
+def test_nn_identical_languages_is_perfect(tmp_path):
+    H = planted_states(("en", "zh"), same=True)
+    P = theory.PairedStates(H=H, langs=["en", "zh"], problems=[f"p{i}" for i in range(N)],
+                            category=np.array(["c"] * N, dtype=object), prompt_length=np.ones((2, N)))
+    nn = theory.nn_retrieval_table(P)
+    assert (nn["accuracy"] == 1.0).all()
+    assert set(nn["space"]) == {"h", "update"} and nn[nn.space == "update"]["j"].min() == 1
+    ld = theory.alignment_depth_languages(nn, P.langs, threshold=0.9)
+    assert (ld["L_star"] == 0).sum() == 2  # both languages, space h
+    assert theory.nn_accuracy(H[0, 2], np.roll(H[1, 2], 1, axis=0)) == 0.0
+
+
+def test_alignment_depth_problems():
+    c = np.array([[1, 0, 0, 1],
+                  [0, 1, 0, 1],
+                  [1, 1, 0, 0],
+                  [1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(theory.alignment_depth_problems(c), [2, 1, 3, 3])
+    c[-1, 2] = False
+    assert theory.alignment_depth_problems(c)[2] == 4  # wrong at the last index: never (= J)
+
+
+def test_depth_vs_category_and_length():
+    tab, H, p = theory.depth_vs_category([1, 1, 2, 5, 6, 5], ["a", "a", "a", "b", "b", "b"])
+    assert list(tab["category"]) == ["a", "b"] and tab["mean_L_star"][1] == pytest.approx(16 / 3)
+    assert 0 < p < 0.1
+    assert np.isnan(theory.depth_vs_category([2, 2, 2], ["a", "b", "b"])[2])
+    rho, p, n = theory.depth_vs_length([1, 2, 3, 4, np.nan], [10, 20, 30, 40, 50])
+    assert rho == pytest.approx(1.0) and n == 4
+
+
+# --------------------------------------------------------------------------- cross-lingual maps
+def test_procrustes_recovers_rotated_copy():
+    rng = np.random.default_rng(7)
+    Nq, Dq = 40, 24
+    X = rng.standard_normal((Nq, Dq)) * np.linspace(5, 0.2, Dq) + 3.0
+    Q, _ = np.linalg.qr(rng.standard_normal((Dq, Dq)))
+    Y = X @ Q.T + 1.0
+    res = theory.crossmap_heldout(X, Y, pca_dim=8, n_folds=5, seed=0)
+    assert res["r"] == 8
+    assert res["procrustes_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
+    assert res["affine_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
+    assert res["affine_kappa"] == pytest.approx(1.0, abs=1e-6)
+    # a scaled, sheared copy: affine still exact, Procrustes is not
+    A = np.diag(np.linspace(0.3, 3, Dq))
+    res2 = theory.crossmap_heldout(X, X @ A, pca_dim=Dq, n_folds=5)
+    assert res2["affine_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
+    assert res2["procrustes_r2_heldout"] < 0.99 and res2["affine_kappa"] > 5
+    # unrelated target: nothing generalises
+    res3 = theory.crossmap_heldout(X, rng.standard_normal((Nq, Dq)), pca_dim=8, n_folds=5)
+    assert res3["affine_r2_heldout"] < 0.2
+
+
+def test_crossmap_table_matches_single_calls(planted):
+    path, H, langs = planted
+    P = theory.load_paired(path)
+    cm = theory.crossmap_table(P, pca_dim=5, n_folds=4, seed=1)
+    assert len(cm) == (L + 1) * 6
+    one = theory.crossmap_heldout(P.states("zh")[2], P.states("en")[2], pca_dim=5, n_folds=4, seed=1)
+    got = cm[(cm.j == 2) & (cm.src == "zh") & (cm.tgt == "en")].iloc[0]
+    for k in ("procrustes_r2_heldout", "affine_r2_heldout", "affine_kappa"):
+        assert got[k] == pytest.approx(one[k], rel=1e-9)
+
+
+# --------------------------------------------------------------------------- cointegration
+def test_johansen_finds_planted_cointegration():
+    rng = np.random.default_rng(8)
+    T = 300
+    x = np.cumsum(rng.standard_normal(T))
+    y = 2.0 * x + rng.standard_normal(T)
+    res = theory.johansen_rank(np.c_[x, y])
+    assert res["rank"] >= 1 and res["error"] == ""
+    # two independent random walks: no cointegration
+    assert theory.johansen_rank(np.c_[x, np.cumsum(rng.standard_normal(T))])["rank"] == 0
+
+
+# --------------------------------------------------------------------------- GARCH
+def test_garch_recovers_beta():
+    y = theory.simulate_garch(3000, omega=0.1, alpha=0.1, beta=0.85, mu=1.0, seed=0)
+    res = theory.garch_beta(y)
+    assert res["status"] == "ok" and res["converged"]
+    assert res["beta"] == pytest.approx(0.85, abs=0.05)
+    assert res["alpha"] == pytest.approx(0.10, abs=0.05)
+    assert res["beta_pvalue"] < 0.05 and res["alpha_pvalue"] < 0.05
+    assert theory.garch_beta(y[:10])["status"].startswith("too short")
+
+
+def test_step_delta_norms_and_run_garch(tmp_path):
+    rng = np.random.default_rng(9)
+    a = {"p1": rng.standard_normal((5, 3)), "p2": rng.standard_normal((4, 3))}
+    b = {"p1": rng.standard_normal((6, 3)), "p3": rng.standard_normal((4, 3))}
+    df = theory.step_delta_norms(a, b)
+    assert list(df["problem"].unique()) == ["p1"] and len(df) == 5
+    assert df["y"][2] == pytest.approx(np.sum((a["p1"][2] - b["p1"][2]) ** 2))
+    rows = []
+    for i, beta in enumerate([0.85, 0.8]):
+        y = theory.simulate_garch(800, beta=beta, seed=i)
+        rows.append(pd.DataFrame({"problem": f"q{i}", "step": np.arange(len(y))[::-1], "y": y[::-1]}))
+    rows.append(pd.DataFrame({"problem": "short", "step": range(5), "y": np.ones(5)}))
+    tsv = tmp_path / "steps.tsv"
+    pd.concat(rows).to_csv(tsv, sep="\t", index=False)
+    out = theory.run_garch(tsv, tmp_path / "g.tsv", tmp_path / "g.md", tmp_path / "fig" / "garch")
+    assert out["n_series"] == 3 and out["n_fitted"] == 2
+    assert (tmp_path / "fig" / "garch.png").exists() and (tmp_path / "g.md").exists()
+    t = pd.read_csv(tmp_path / "g.tsv", sep="\t")
+    assert t.loc[t.problem == "short", "status"].iloc[0].startswith("too short")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ZhuntError, match="needs columns"):
+        theory.run_garch(bad, tmp_path / "x.tsv", tmp_path / "x.md", tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- stage
+def test_run_theory_writes_everything(planted, tmp_path):
+    path, H, langs = planted
+    gl = pd.Series(np.arange(N, dtype=float), index=[f"p{i:02d}" for i in range(N)])
+    res = theory.run_theory(path, "planted", tmp_path / "out", tmp_path / "fig", pca_dim=5,
+                            generation_lengths=gl, n_folds=4)
+    out, fig = tmp_path / "out", tmp_path / "fig"
+    for name in ("snr", "theory_summary", "nn_retrieval", "alignment_depth", "crossmap"):
+        assert (out / f"{name}.tsv").exists() and (out / f"{name}.md").exists()
+    assert (out / "contrib_gram.tsv").exists() and (out / "cointegration.tsv").exists()
+    for stem in ("snr", "nn_accuracy", "contrib_gram", "crossmap"):
+        assert (fig / f"{stem}.pdf").exists() and (fig / f"{stem}.png").exists()
+    assert not list(out.glob(".*")) and not list(fig.glob(".*"))  # no temp files left behind
+    s = res["summary"]
+    assert res["pair"] == ("zh", "en")
+    assert s["snr_monotone"] == 1.0 and s["snr_violations"] == 0
+    assert "generation_length" in pd.read_csv(out / "theory_summary.tsv", sep="\t").set_index(
+        "statistic").loc["L_star_length_spearman", "note"]
+    snr = pd.read_csv(out / "snr.tsv", sep="\t")
+    assert set(snr["pair"]) == {"zh-en", "en-es", "zh-es"}
+    gram = pd.read_csv(out / "contrib_gram.tsv", sep="\t")
+    assert len(gram) == L * L
+    ad = pd.read_csv(out / "alignment_depth.tsv", sep="\t")
+    assert set(ad["kind"]) == {"language", "problem", "category"}
+    co = pd.read_csv(out / "cointegration.tsv", sep="\t")
+    assert len(co) == N
+    assert "depth is not time" in res["cointegration_caption"] or "not time" in res["cointegration_caption"]
+    with pytest.raises(ZhuntError):
+        theory.run_theory(path, "planted", tmp_path / "o2", tmp_path / "f2", nn_threshold=1.5)

@@ -1,0 +1,18 @@
+"""Glue: GARCH(1,1) on per-step delta norms (see zhunt.theory.run_garch)."""
+
+from pathlib import Path
+
+from zhunt.io import snakemake_main
+from zhunt.theory import run_garch
+
+
+def main(smk):
+    run_garch(
+        smk.input.steps,
+        smk.output.table[0],
+        smk.output.table[1],
+        Path(smk.output.fig[0]).with_suffix(""),
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821

@@ -1,0 +1,22 @@
+"""Glue: seed-003 tests on one activation store (see zhunt.theory.run_theory)."""
+
+from pathlib import Path
+
+from zhunt.io import snakemake_main
+from zhunt.theory import run_theory
+
+
+def main(smk):
+    run_theory(
+        smk.input.store,
+        smk.wildcards.model,
+        out_dir=Path(smk.output.coint).parent,
+        fig_dir=Path(smk.output.fig_snr[0]).parent,
+        nn_threshold=smk.params.nn_threshold,
+        pca_dim=smk.params.pca_dim,
+        coint_components=smk.params.coint_components,
+        generation_lengths=smk.input.generations,
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821
