@@ -183,6 +183,136 @@ def test_patch_table_format():
     assert len(md.splitlines()) == 2 + 3
 
 
+# ------------------------------------------------------------------------------- donor design
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_donor_map_is_a_derangement_to_other_answers(seed):
+    rng = np.random.default_rng(seed)
+    problems = [f"p{i}" for i in range(25)]
+    answers = {p: int(a) for p, a in zip(problems, rng.integers(0, 4, size=25))}  # many ties
+    d = P.donor_map(problems, answers, seed=seed)
+    assert list(d) == problems
+    assert all(d[p] != p and answers[d[p]] != answers[p] for p in problems)
+    assert d == P.donor_map(problems, [answers[p] for p in problems], seed=seed)  # fixed, sequence form too
+    assert any(P.donor_map(problems, answers, seed=s) != d for s in range(seed + 1, seed + 4))
+
+
+def test_donor_map_edge_cases():
+    assert P.donor_map(["a", "b"], [1, 2]) == {"a": "b", "b": "a"}
+    d = P.donor_map(["a", "b", "c"], [1, 1, 2])
+    assert d["a"] == d["b"] == "c" and d["c"] in ("a", "b")
+    from zhunt.errors import ZhuntError
+    with pytest.raises(ZhuntError, match="no donor"):
+        P.donor_map(["a", "b", "c"], [5, 5, 5])
+
+
+def synthetic_donor(n=30, z_tr=1.0, zp_tr=0.0, full_tr=1.0, z_keep=1.0, zp_keep=0.0, rand_tr=0.0, n_random=5):
+    """Donor records of one config: the first fractions of the problems show each effect."""
+    rows = []
+    for i in range(n):
+        pid, own, donor = f"p{i:02d}", 100 + i, 200 + i
+
+        def rec(cond, transferred, kept, r=-1):
+            rows.append({"problem": pid, "condition": cond, "subspace": r, "donor": f"p{(i + 1) % n:02d}",
+                         "donor_answer": donor, "answer": own, "extracted": donor if transferred else own,
+                         "language_preserved": kept, "text": f"out {cond} {i}"})
+
+        rec("none", False, True)
+        rec("z", i < z_tr * n, i < z_keep * n)
+        rec("zperp", i < zp_tr * n, i < zp_keep * n)
+        rec("full", i < full_tr * n, i < zp_keep * n)
+        for r in range(n_random):
+            rec("random", i < rand_tr * n, True, r)
+    df = pd.DataFrame(rows)
+    df["extracted"] = df["extracted"].astype("Int64")
+    return df
+
+
+def test_donor_metrics_values():
+    m = P.donor_metrics(synthetic_donor(n=20, z_tr=0.6, zp_tr=0.1, z_keep=0.9, zp_keep=0.3, rand_tr=0.2))
+    assert m["n_problems"] == 20 and m["n_random"] == 5
+    assert m["z_transfer"] == pytest.approx(0.6) and m["zperp_transfer"] == pytest.approx(0.1)
+    assert m["z_kept"] == pytest.approx(0.4) and m["zperp_kept"] == pytest.approx(0.9)
+    assert m["random_transfer"] == pytest.approx(0.2) and m["random_kept"] == pytest.approx(0.8)
+    assert m["none_transfer"] == 0.0
+    assert m["z_language_preservation"] == pytest.approx(0.9)
+    assert m["zperp_language_disruption"] == pytest.approx(0.7)
+    assert m["z_minus_random_transfer"] == pytest.approx(0.4)
+    assert m["mcnemar_transfer_n01"] == 10 and m["mcnemar_transfer_n10"] == 0 and m["mcnemar_transfer_p"] < 0.01
+    for name in ("z_transfer", "zperp_transfer", "random_transfer", "z_kept"):
+        assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"]
+    # a missing answer never transfers, and NA == NA counts as kept
+    df = synthetic_donor(n=4, z_tr=1.0)
+    df.loc[df["condition"] == "z", "extracted"] = pd.NA
+    df.loc[(df["condition"] == "none") & (df["problem"] == "p00"), "extracted"] = pd.NA
+    m = P.donor_metrics(df)
+    assert m["z_transfer"] == 0.0 and m["z_kept"] == 0.25
+
+
+@pytest.mark.parametrize("kw,expected", [
+    (dict(z_tr=1.0, zp_tr=0.0, z_keep=1.0, zp_keep=0.0), "double dissociation"),
+    (dict(z_tr=0.8, zp_tr=0.1, z_keep=0.9, zp_keep=0.2), "double dissociation"),
+    (dict(z_tr=0.9, zp_tr=0.0, z_keep=1.0, zp_keep=1.0), "partial success"),     # no language effect
+    (dict(z_tr=0.9, zp_tr=0.0, z_keep=0.5, zp_keep=0.0), "null"),                # Z breaks the language
+    (dict(z_tr=0.9, zp_tr=0.0, z_keep=1.0, zp_keep=0.0, rand_tr=0.9), "null"),   # random transfers as well
+    (dict(z_tr=0.5, zp_tr=0.5, z_keep=1.0, zp_keep=0.0), "null"),
+    (dict(z_tr=0.0, zp_tr=0.0, z_keep=1.0, zp_keep=1.0), "null"),               # pure disruption / nothing
+    (dict(z_tr=0.0, zp_tr=0.9, z_keep=1.0, zp_keep=1.0), "reverse"),
+])
+def test_donor_verdict_cases(kw, expected):
+    verdict, crit = P.donor_verdict(P.donor_metrics(synthetic_donor(**kw)))
+    assert verdict == expected, crit
+
+
+def test_donor_caption_states_thresholds():
+    cap = P.donor_verdict_caption()
+    assert "80%" in cap and str(P.N_BOOTSTRAP) in cap and "Z carries the problem" in cap
+
+
+def test_donor_verdict_detects_planted_z_on_toy_model():
+    """A linear toy 'model': the answer is read from Z, the language from Z⊥. Donor-patching
+    Z must transfer the donor's answer and keep the language; Z⊥ must flip the language only."""
+    rng = np.random.default_rng(0)
+    d, k, n, T = 64, 4, 30, 6
+    V = random_subspace(k, d, rng)                    # Z basis (k, d)
+    u = V[0]                                          # answer direction, inside Z
+    w = random_subspace(1, d, rng)[0]
+    w = w - V.T @ (V @ w)
+    w /= np.linalg.norm(w)                            # language direction, inside Z⊥
+    answers = [int(a) for a in rng.integers(1, 40, size=n)]
+    problems = [f"p{i:02d}" for i in range(n)]
+
+    def states(i, lang):  # T tokens: answer on u, language sign on w, noise elsewhere
+        noise = rng.normal(scale=0.05, size=(T, d))
+        return answers[i] * u + (3.0 if lang == "en" else -3.0) * w + noise
+
+    def read(h):  # the toy model's output: (answer, language) from the mean state
+        hm = np.asarray(h, dtype=np.float64).mean(axis=0)
+        return int(round(float(hm @ u))), "en" if hm @ w > 0 else "zh"
+
+    donors = P.donor_map(problems, answers, seed=0)
+    idx = {p: i for i, p in enumerate(problems)}
+    Vt = torch.as_tensor(V, dtype=torch.float32)
+    rand = [torch.as_tensor(R, dtype=torch.float32) for R in P.random_bases(k, d, 5, seed=0)]
+    rows = []
+    for i, p in enumerate(problems):
+        h_en = torch.as_tensor(states(i, "en"), dtype=torch.float32)
+        src = torch.as_tensor(P.mean_source(states(idx[donors[p]], "zh")), dtype=torch.float32)
+        conds = [("none", -1, h_en), ("z", -1, SubspaceEdit(Vt, src, "span")(h_en)),
+                 ("zperp", -1, SubspaceEdit(Vt, src, "complement")(h_en)),
+                 ("full", -1, SubspaceEdit(None, src, "full")(h_en))]
+        conds += [("random", r, SubspaceEdit(R, src, "span")(h_en)) for r, R in enumerate(rand)]
+        for cond, r, h in conds:
+            ans, lang = read(h.numpy())
+            rows.append({"problem": p, "condition": cond, "subspace": r, "extracted": ans,
+                         "language_preserved": lang == "en", "donor_answer": answers[idx[donors[p]]]})
+    m = P.donor_metrics(pd.DataFrame(rows))
+    verdict, crit = P.donor_verdict(m)
+    assert m["z_transfer"] == 1.0 and m["zperp_transfer"] == 0.0 and m["full_transfer"] == 1.0
+    assert m["zperp_language_disruption"] == 1.0 and m["z_language_preservation"] == 1.0
+    assert m["random_transfer"] < 0.5
+    assert verdict == "double dissociation", crit
+
+
 # ------------------------------------------------------------------------------- on a (tiny) organism
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -229,23 +359,47 @@ def test_run_patching_stage(tiny, tmp_path):
         alignments=("mean", "ot"), directions=("en<-zh", "zh<-en"), n_random=2, max_new_tokens=4,
         batch_size=8, out_records=out / "records.tsv", out_metrics_tsv=out / "metrics.tsv",
         out_metrics_md=out / "metrics.md", out_tables_dir=out / "tables", out_verdict_md=out / "verdict.md")
-    assert len(res["configs"]) == 2 * 1 * 2 * 2
-    assert res["overall"] in P.VERDICTS
+    assert len(res["configs"]) == 2 * 1 * 2 * 2 * 2  # layers x k x alignments x directions x sources
+    assert res["overall"] in P.VERDICTS and res["by_source"]["donor"]["overall"] in P.VERDICTS
     assert (res["primary"]["layer"], res["primary"]["k"], res["primary"]["alignment"],
-            res["primary"]["direction"]) == (1, 4, "mean", "en<-zh")
+            res["primary"]["direction"], res["primary"]["source"]) == (1, 4, "mean", "en<-zh", "same")
     rec = pd.read_csv(out / "records.tsv", sep="\t")
-    assert len(rec) == 8 * 6 * (4 + 2)
+    assert len(rec) == 2 * 8 * 6 * (4 + 2)
     assert set(rec["condition"]) == {"none", "z", "zperp", "full", "random"}
+    assert set(rec["source"]) == {"same", "donor"}
+    same, don = rec[rec["source"] == "same"], rec[rec["source"] == "donor"]
+    assert (same["donor"] == same["problem"]).all()
+    assert (don["donor"] != don["problem"]).all() and (don["donor_answer"] != don["answer"]).all()
+    assert don.groupby("problem")["donor"].nunique().max() == 1  # one fixed donor per problem
     # the baseline rows are the same in every config of a target language
     none = rec[(rec["condition"] == "none") & (rec["direction"] == "en<-zh")]
     assert none.groupby("problem")["text"].nunique().max() == 1
     names = sorted(p.name for p in (out / "tables").iterdir())
     assert "table_L1_k4_ot_zh-from-en.md" in names and "table_L0_k4_mean_en-from-zh.tsv" in names
-    assert len(names) == 16
+    assert "table_L1_k4_ot_zh-from-en_donor.md" in names and "table_L0_k4_mean_en-from-zh_donor.tsv" in names
+    assert len(names) == 32
+    assert "Donor (answer)" in (out / "tables" / "table_L1_k4_mean_en-from-zh_donor.md").read_text()
     met = pd.read_csv(out / "metrics.tsv", sep="\t")
-    assert {"z_answer_change_lo", "mcnemar_answer_p", "verdict", "random_answer_change"} <= set(met.columns)
+    assert {"z_answer_change_lo", "mcnemar_answer_p", "verdict", "random_answer_change", "source",
+            "z_transfer_lo", "random_transfer_hi", "mcnemar_transfer_p"} <= set(met.columns)
+    assert met[met["source"] == "donor"]["z_transfer"].notna().all()
     text = (out / "verdict.md").read_text()
     assert "Overall" in text and "double dissociation =" in text
+    assert "Corrected design" in text and "Z carries the problem" in text and "80%" in text
+    assert "Donor design" in (out / "metrics.md").read_text()
+
+
+def test_run_patching_single_source(tiny, tmp_path):
+    out = tmp_path / "out"
+    res = P.run_patching(
+        tiny / "model", "organism", tiny / "store.h5", {1: tiny / "L1.h5"}, tiny / "prompts.tsv", ["en", "zh"],
+        TEMPLATES, "organism", layers=[1], ks=[4], alignments=("mean",), directions=("en<-zh",), n_random=1,
+        max_new_tokens=3, sources="donor", out_records=out / "r.tsv", out_metrics_tsv=out / "m.tsv",
+        out_metrics_md=out / "m.md", out_tables_dir=out / "t", out_verdict_md=out / "v.md")
+    assert [c["source"] for c in res["configs"]] == ["donor"]
+    assert sorted(p.name for p in (out / "t").iterdir()) == ["table_L1_k4_mean_en-from-zh_donor.md",
+                                                            "table_L1_k4_mean_en-from-zh_donor.tsv"]
+    assert "Corrected design" in (out / "v.md").read_text()
 
 
 def test_run_patching_rejects_foreign_store(tiny, tmp_path):

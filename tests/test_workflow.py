@@ -106,7 +106,7 @@ def test_outputs_open_with_right_shapes(workdir):
     assert len(phase2) == 2 * 2 * 2 * 2  # layers x k x kinds x poolings
     patch = pd.read_csv(res / "patching/records.tsv", sep="\t")
     assert {"text", "extracted", "correct", "output_lang", "cjk_fraction", "condition"} <= set(patch.columns)
-    assert len(list((res / "patching/tables").glob("*.md"))) == 2 * 2 * 2  # layers x k x alignments
+    assert len(list((res / "patching/tables").glob("*.md"))) == 2 * 2 * 2 * 2  # layers x k x alignments x sources
     assert "Verdict" in (res / "patching/verdict.md").read_text() or "verdict" in (
         res / "patching/verdict.md").read_text()
     R = pd.read_csv(res / "decomposition/R.tsv", sep="\t")

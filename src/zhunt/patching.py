@@ -46,6 +46,20 @@ so the key answer does not change; an answer change therefore measures how much
 a patch disrupts (or re-routes) the computation, not a transfer to a different
 ground truth.
 
+Source problem (``source``, see ``docs/patching.md``)
+    ``"same"`` (the seed's design): ``z̄_src`` / the OT cloud of problem ``i``
+    itself in the source language. ``"donor"`` (the corrected design): the
+    source-language states of a DIFFERENT problem ``d(i)``
+    (:func:`donor_map`: the next problem, in a permutation seeded with
+    ``seed``, whose key answer differs from ``answer(i)``; so ``d(i) != i``
+    and ``answer(d(i)) != answer(i)``), with the same formulas (mean-broadcast
+    of the donor's mean; OT between the donor's cloud and the target's). If Z
+    carries the problem, the Z-patch should make the model answer the
+    *donor's* question: :func:`donor_metrics` measures the answer *transfer*
+    rate (patched answer == the donor's key answer) and the *kept* rate
+    (== the own unpatched answer) per condition, and :func:`donor_verdict`
+    judges them (:func:`donor_verdict_caption`).
+
 Scoring of each generation: :func:`zhunt.text.extract_answer` (language of the
 output script: ``zh`` for Chinese output, the target language for Latin
 output, all languages for mixed output), ``correct`` against the key,
@@ -105,6 +119,8 @@ __all__ = [
     "parse_direction", "direction_slug", "ot_plan", "ot_sources", "mean_source", "patch_rows",
     "random_bases", "score_text", "config_metrics", "config_verdict", "overall_verdict",
     "verdict_caption", "patch_table", "run_patching",
+    "SOURCES", "MIN_DONOR_Z_LANGUAGE_PRESERVATION", "donor_map", "donor_metrics", "donor_verdict",
+    "donor_verdict_caption",
 ]
 
 log = logging.getLogger("zhunt.patching")
@@ -129,6 +145,11 @@ SINKHORN_REG = 0.05
 
 #: Verdict labels, strongest first (``reverse`` is the opposite effect).
 VERDICTS = ("double dissociation", "partial success", "null", "reverse")
+#: Source problems: ``same`` = the seed's design (the same problem in the source language),
+#: ``donor`` = the corrected design (a different problem with a different answer).
+SOURCES = ("same", "donor")
+#: Donor verdict: least Z-patch language-preservation rate for "Z carries the problem".
+MIN_DONOR_Z_LANGUAGE_PRESERVATION = 0.8
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -433,6 +454,204 @@ def verdict_caption() -> str:
         f"Overall = strongest verdict over the configurations of the primary direction.")
 
 
+# ------------------------------------------------------------------------------------ donor design
+def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int], seed: int = 0) -> dict:
+    """Fixed donor of every problem for the ``donor`` source.
+
+    The problems are put in a permutation seeded with ``seed``; the donor of
+    problem ``i`` is the next problem after it (cyclically) in that order whose
+    answer differs from ``answer(i)``. Hence ``d(i) != i`` and
+    ``answer(d(i)) != answer(i)`` always (a problem may donate to several).
+
+    Parameters
+    ----------
+    problems : sequence of str
+    answers : mapping ``problem -> answer`` or sequence aligned with ``problems``
+
+    Returns
+    -------
+    dict
+        ``problem -> donor problem``.
+
+    Raises
+    ------
+    ZhuntError
+        When some problem has no other problem with a different answer.
+    """
+    problems = list(problems)
+    ans = dict(answers) if isinstance(answers, Mapping) else dict(zip(problems, answers))
+    if len(set(problems)) != len(problems):
+        raise ValueError("duplicate problem ids")
+    order = [problems[i] for i in np.random.default_rng([int(seed), 0xD0]).permutation(len(problems))]
+    n = len(order)
+    out = {}
+    for pos, p in enumerate(order):
+        for step in range(1, n):
+            q = order[(pos + step) % n]
+            if int(ans[q]) != int(ans[p]):
+                out[p] = q
+                break
+        else:
+            raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
+                             f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
+    return {p: out[p] for p in problems}
+
+
+def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
+    """Derived metrics of one ``donor``-source configuration from its records.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        The rows of ONE configuration: ``problem, condition, subspace,
+        extracted, language_preserved, donor_answer`` (the donor's key answer;
+        one ``none``, ``z``, ``zperp``, ``full`` row per problem and
+        ``n_random >= 0`` ``random`` rows).
+
+    Returns
+    -------
+    dict
+        For each rate ``name``: ``name``, ``name_lo``, ``name_hi`` (95%
+        bootstrap CI). ``{c}_transfer`` (patched answer == donor's answer) and
+        ``{c}_kept`` (== own unpatched answer, NA == NA) for ``c`` in ``z,
+        zperp, full, random`` (random: per problem the fraction over the
+        subspaces), ``none_transfer`` (the unpatched answer already equals the
+        donor's: the chance floor), ``z_language_preservation``,
+        ``{z,zperp,full}_language_disruption``,
+        ``random_language_preservation``; paired bootstrap
+        ``z_minus_random_transfer`` and ``z_minus_zperp_transfer``; exact
+        McNemar ``mcnemar_transfer_p/_n01/_n10`` (n01 = only Z transferred)
+        and ``mcnemar_language_p/_n01/_n10`` (n01 = only Z⊥ disrupted);
+        ``n_problems``, ``n_random``.
+    """
+    kw = dict(seed=seed, n_resamples=n_resamples)
+    base = records[records["condition"] == "none"].set_index("problem")
+    problems = list(base.index)
+    if not problems:
+        raise ValueError("no baseline ('none') records")
+    if "donor_answer" not in records.columns:
+        raise ValueError("donor records need a 'donor_answer' column")
+
+    def cond(name):
+        c = records[records["condition"] == name].set_index("problem")
+        missing = set(problems) - set(c.index)
+        if missing:
+            raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
+        return c.loc[problems]
+
+    donor_ans = pd.Series(base["donor_answer"].to_numpy(), index=problems)
+    b_ans = base["extracted"]
+    out: dict = {"n_problems": len(problems)}
+
+    def put(name, flags):
+        r = rate_ci(flags, **kw)
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = r["rate"], r["lo"], r["hi"]
+
+    def transfer(ex, pids):
+        d = pd.Series([donor_ans[p] for p in pids], dtype="Int64")
+        return (pd.Series(ex, dtype="Int64").reset_index(drop=True) == d).fillna(False).to_numpy(bool)
+
+    tr, kept, pres = {}, {}, {}
+    for name in ("z", "zperp", "full"):
+        c = cond(name)
+        tr[name] = transfer(c["extracted"], problems)
+        kept[name] = _same(c["extracted"], b_ans)
+        pres[name] = c["language_preserved"].to_numpy(bool)
+    put("none_transfer", transfer(b_ans, problems))
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_transfer", tr[name])
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_kept", kept[name])
+    put("z_language_preservation", pres["z"])
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_language_disruption", ~pres[name])
+    est, lo, hi = bootstrap_ci(tr["z"].astype(float) - tr["zperp"].astype(float), **kw)
+    out["z_minus_zperp_transfer"], out["z_minus_zperp_transfer_lo"], out["z_minus_zperp_transfer_hi"] = est, lo, hi
+
+    rnd = records[records["condition"] == "random"]
+    n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
+    out["n_random"] = n_random
+    if n_random:
+        rnd = rnd.assign(_tr=transfer(rnd["extracted"], rnd["problem"]),
+                         _kept=_same(rnd["extracted"], [b_ans[p] for p in rnd["problem"]]))
+        g = rnd.groupby("problem")
+        frac_tr = g["_tr"].mean().reindex(problems).to_numpy(float)
+        put("random_transfer", frac_tr)
+        put("random_kept", g["_kept"].mean().reindex(problems).to_numpy(float))
+        put("random_language_preservation", g["language_preserved"].mean().reindex(problems).to_numpy(float))
+        est, lo, hi = bootstrap_ci(tr["z"].astype(float) - frac_tr, **kw)
+        out["z_minus_random_transfer"], out["z_minus_random_transfer_lo"], out["z_minus_random_transfer_hi"] = \
+            est, lo, hi
+    else:
+        for name in ("random_transfer", "random_kept", "random_language_preservation", "z_minus_random_transfer"):
+            out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+    mt = mcnemar_exact(tr["z"], tr["zperp"])
+    out.update(mcnemar_transfer_p=mt["p"], mcnemar_transfer_n01=mt["n01"], mcnemar_transfer_n10=mt["n10"])
+    ml = mcnemar_exact(~pres["zperp"], ~pres["z"])
+    out.update(mcnemar_language_p=ml["p"], mcnemar_language_n01=ml["n01"], mcnemar_language_n10=ml["n10"])
+    return out
+
+
+def donor_verdict(m: Mapping) -> tuple[str, dict]:
+    """Verdict of one ``donor`` configuration from :func:`donor_metrics`.
+
+    Criteria (CIs are the 95% bootstrap intervals of the rates):
+
+    * **T** "Z carries the problem": ``CI_lo(transfer_Z) > CI_hi(transfer_Z⊥)``
+      and ``> CI_hi(transfer_random)`` (when there is a random control), and
+      Z-patch language preservation ``>= MIN_DONOR_Z_LANGUAGE_PRESERVATION``;
+    * **L** "Z⊥ carries the language": ``CI_lo(disruption_Z⊥) > CI_hi(disruption_Z)``;
+    * **rev** "Z⊥ transfers more than Z": ``CI_lo(transfer_Z⊥) > CI_hi(transfer_Z)``.
+
+    ``double dissociation`` = T and L; ``partial success`` = T only;
+    ``reverse`` = rev (then T is impossible); ``null`` otherwise (also L
+    without T: a language effect alone says nothing about where the problem is).
+
+    Returns
+    -------
+    verdict : str
+        One of :data:`VERDICTS`.
+    criteria : dict
+        ``T``, ``L``, ``rev`` (bools).
+    """
+    zlo = m["z_transfer_lo"]
+    rhi = m.get("random_transfer_hi", float("nan"))
+    beats_random = (not np.isfinite(rhi)) or zlo > rhi
+    T = bool(zlo > m["zperp_transfer_hi"] and beats_random
+             and m["z_language_preservation"] >= MIN_DONOR_Z_LANGUAGE_PRESERVATION)
+    L = bool(m["zperp_language_disruption_lo"] > m["z_language_disruption_hi"])
+    rev = bool(m["zperp_transfer_lo"] > m["z_transfer_hi"])
+    crit = {"T": T, "L": L, "rev": rev}
+    if T and L:
+        return "double dissociation", crit
+    if T:
+        return "partial success", crit
+    if rev:
+        return "reverse", crit
+    return "null", crit
+
+
+def _donor_criteria_note(crit: Mapping) -> str:
+    names = {"T": "Z carries the problem", "L": "Z⊥ carries the language", "rev": "Z⊥ transfers more than Z"}
+    return "; ".join(f"{'✓' if crit[c] else '✗'} {names[c]}" for c in ("T", "L", "rev"))
+
+
+def donor_verdict_caption() -> str:
+    """One paragraph stating the donor verdict rule and its thresholds."""
+    return (
+        f"Donor design: each target prompt is patched with the source-language states of a DIFFERENT problem "
+        f"whose key answer differs (fixed seeded derangement). Transfer = the patched answer equals the "
+        f"donor's answer; kept = it equals the own unpatched answer. Rates over problems with 95% percentile "
+        f"bootstrap CIs ({N_BOOTSTRAP} resamples); the random control is the per-problem fraction over the "
+        f"random k-subspaces. \"Z carries the problem\" iff the lower CI bound of the Z-patch transfer rate "
+        f"exceeds the upper CI bounds of both the Z⊥-patch and the random-control transfer rates, and the "
+        f"Z-patch preserves the target language in >= {MIN_DONOR_Z_LANGUAGE_PRESERVATION:.0%} of problems. "
+        f"\"Z⊥ carries the language\" iff the lower CI bound of the Z⊥-patch language disruption exceeds "
+        f"the upper CI bound of the Z-patch's. double dissociation = both; partial success = the first only; "
+        f"reverse = the Z⊥-patch transfer CI lies above the Z-patch's; null otherwise. Exact McNemar p-values "
+        f"(Z vs Z⊥ transfer and language disruption) are reported alongside.")
+
+
 # ------------------------------------------------------------------------------------ tables
 def _short(text, n: int = 60) -> str:
     s = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
@@ -468,11 +687,18 @@ def patch_table(records: pd.DataFrame, direction: str, width: int = 60) -> tuple
         data[f"answer: {cond}"] = pd.array(c["extracted"].tolist(), dtype="Int64")
     key = base.set_index("problem").reindex(problems)
     data["key"] = key["answer"].tolist()
+    donor = "donor" in key.columns and (key["donor"].astype(str) != pd.Series(problems, index=key.index)).any()
+    if donor:  # the donor design: which problem (and answer) was patched in
+        data["donor"] = key["donor"].tolist()
+        data["donor answer"] = key["donor_answer"].tolist()
     table = pd.DataFrame(data)
-    lines = ["| " + " | ".join(["Problem", *cols.values()]) + " |", "|" + "---|" * (1 + len(cols))]
+    head = ["Problem", *(["Donor (answer)"] if donor else []), *cols.values()]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join([_short(r["Problem"], width)] + [_short(r[c], width) for c in cols.values()])
-                     + " |")
+        first = [_short(r["Problem"], width)]
+        if donor:
+            first.append(_short(f"{r['donor']} ({r['donor answer']})", width))
+        lines.append("| " + " | ".join(first + [_short(r[c], width) for c in cols.values()]) + " |")
     return table, "\n".join(lines) + "\n"
 
 
@@ -481,6 +707,24 @@ def _fmt_rate(m: Mapping, name: str) -> str:
     if v is None or not np.isfinite(v):
         return "—"
     return f"{v:.2f} [{m[name + '_lo']:.2f}, {m[name + '_hi']:.2f}]"
+
+
+def _donor_metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
+    cols = [("Z transfer", "z_transfer"), ("Z⊥ transfer", "zperp_transfer"), ("full transfer", "full_transfer"),
+            ("random transfer", "random_transfer"), ("Z kept", "z_kept"), ("Z⊥ kept", "zperp_kept"),
+            ("Z lang. preserved", "z_language_preservation"), ("Z⊥ lang. disrupted", "zperp_language_disruption"),
+            ("Z lang. disrupted", "z_language_disruption")]
+    lines = [f"# {title}", "", "Donor design (source = a different problem with a different answer). "
+             "Rates with 95% bootstrap CIs over problems.", "",
+             "| layer | k | alignment | direction | N | " + " | ".join(c for c, _ in cols)
+             + " | McNemar p (transfer) | verdict |",
+             "|" + "---|" * (7 + len(cols))]
+    for _, r in metrics.iterrows():
+        m = r.to_dict()
+        lines.append(f"| {m['layer']} | {m['k']} | {m['alignment']} | {m['direction']} | {m['n_problems']} | "
+                     + " | ".join(_fmt_rate(m, n) for _, n in cols)
+                     + f" | {m['mcnemar_transfer_p']:.3g} | {m['verdict']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
@@ -501,6 +745,13 @@ def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ stage
+def _transferred(rec: pd.DataFrame) -> np.ndarray:
+    """Per row: the extracted answer equals the donor's answer (NA never transfers)."""
+    a = pd.Series(rec["extracted"], dtype="Int64").reset_index(drop=True)
+    d = pd.Series(rec["donor_answer"], dtype="Int64").reset_index(drop=True)
+    return (a == d).fillna(False).to_numpy(bool)
+
+
 def _clouds(store, pid: str, lang: str, j: int) -> np.ndarray:
     X = store.tokens(pid, lang, j)
     keep = ~store.token_mask(pid, lang)
@@ -515,7 +766,8 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
                  directions: Sequence[str] = DIRECTIONS, n_random: int = 5, max_new_tokens: int = 100,
                  batch_size: int = 16, kind: str = "multihead", patch_generated: bool = False,
                  sinkhorn: bool = False, seed: int = 0, *, out_records, out_metrics_tsv, out_metrics_md,
-                 out_tables_dir, out_verdict_md, threads: int | None = None) -> dict:
+                 out_tables_dir, out_verdict_md, threads: int | None = None,
+                 sources: str | Sequence[str] = SOURCES) -> dict:
     """Experiment A stage: the patching grid, its records, tables, metrics and verdict.
 
     Parameters
@@ -552,19 +804,25 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     sinkhorn : bool
         Entropic instead of exact OT.
     seed : int
-        Seed of the random subspaces and of every bootstrap.
+        Seed of the random subspaces, of the donor permutation and of every bootstrap.
     out_records, out_metrics_tsv, out_metrics_md, out_verdict_md : path
     out_tables_dir : path
-        Gets ``table_L{l}_k{k}_{alignment}_{en-from-zh|zh-from-en}.{tsv,md}`` per configuration.
+        Gets ``table_L{l}_k{k}_{alignment}_{en-from-zh|zh-from-en}.{tsv,md}`` per configuration
+        of the ``same`` source and ``..._{direction}_donor.{tsv,md}`` of the ``donor`` source.
     threads : int, optional
         ``torch.set_num_threads`` for the run.
+    sources : str or sequence of {"same", "donor"}
+        Source problems (module docstring): the seed's same-problem design,
+        the corrected different-problem design, or both (default); the first
+        is the primary source.
 
     Returns
     -------
     dict
-        ``configs`` (list of per-config metric dicts with ``verdict``),
-        ``overall``, ``primary`` (the primary config's metrics), ``runtime_s``,
-        ``generation_s``.
+        ``configs`` (list of per-config metric dicts with ``source`` and
+        ``verdict``), ``overall``, ``primary`` (of the primary source),
+        ``by_source`` (``source -> {"overall", "primary"}``), ``donors``
+        (``problem -> donor``), ``runtime_s``, ``generation_s``.
     """
     from .extraction import tokenize_prompts
     from .generation import generate
@@ -582,6 +840,9 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     layers = [int(x) for x in layers]
     ks = [int(x) for x in ks]
     alignments = list(alignments)
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if not sources or len(set(sources)) != len(sources) or not set(sources) <= set(SOURCES):
+        raise ZhuntError("patching.sources", f"sources must be distinct values of {SOURCES}, got {sources}")
     for a in alignments:
         if a not in ALIGNMENTS:
             raise ZhuntError("patching.alignments", f"unknown alignment {a!r} (expected one of {ALIGNMENTS})")
@@ -608,6 +869,7 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     prompt_of = {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])}
     answer_of = dict(zip(table["id"], table["answer"].astype(int)))
     problems = list(table["id"])
+    donors = donor_map(problems, answer_of, seed) if "donor" in sources else {}
 
     store = ActivationStore(store_path)
     try:
@@ -651,56 +913,75 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
                     raise ZhuntError(str(mpath), f"mask {kind}/k{k} has shape {V_Z.shape}, expected "
                                      f"{(k, ad.hidden_size)}")
                 R = random_bases(k, ad.hidden_size, int(n_random), seed)
-                for alignment in alignments:
-                    for direction, tgt, src in dirs:
-                        sources = {}
-                        for p in problems:
-                            Xs = _clouds(store, p, src, j)
-                            if alignment == "mean":
-                                sources[p] = mean_source(Xs)
-                            else:
-                                sources[p] = ot_sources(Xs, _clouds(store, p, tgt, j), sinkhorn=sinkhorn)
-                        rows, edits = patch_rows(problems, sources, V_Z, R)
-                        keep = [i for i, r in enumerate(rows) if r["condition"] != "none"]
-                        t0 = time.perf_counter()
-                        g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in keep],
-                                     layer_module=ad.layers[layer], edits=[edits[i] for i in keep], **gen_kw)
-                        t_gen += time.perf_counter() - t0
-                        rec = pd.DataFrame([{**rows[i], "text": x["text"], "n_new_tokens": x["n_new_tokens"]}
-                                            for i, x in zip(keep, g)])
-                        rec = pd.concat([baselines[tgt], rec], ignore_index=True)
-                        scored = pd.DataFrame([score_text(t, answer_of[p], tgt)
-                                               for t, p in zip(rec["text"], rec["problem"])])
-                        rec = pd.concat([rec, scored], axis=1)
-                        rec["extracted"] = rec["extracted"].astype("Int64")
-                        bmap = rec[rec["condition"] == "none"].set_index("problem")["extracted"].to_dict()
-                        rec["answer_changed"] = ~_same(rec["extracted"], [bmap[p] for p in rec["problem"]])
-                        rec.insert(0, "direction", direction)
-                        rec.insert(0, "alignment", alignment)
-                        rec.insert(0, "k", k)
-                        rec.insert(0, "layer", layer)
-                        rec.insert(5, "answer", [answer_of[p] for p in rec["problem"]])
-                        rec.insert(5, "source_lang", src)
-                        rec.insert(5, "target_lang", tgt)
-                        cond_order = {c: i for i, c in enumerate(CONDITIONS)}
-                        rec = rec.assign(_o=rec["condition"].map(cond_order),
-                                         _p=rec["problem"].map({p: i for i, p in enumerate(problems)}))
-                        rec = rec.sort_values(["_p", "_o", "subspace"], kind="stable").drop(columns=["_o", "_p"])
-                        rec = rec.reset_index(drop=True)
+                for alignment, (direction, tgt, src), source in (
+                        (a, d, s) for a in alignments for d in dirs for s in sources):
+                    src_of = donors if source == "donor" else {p: p for p in problems}
+                    zsrc = {}
+                    for p in problems:
+                        Xs = _clouds(store, src_of[p], src, j)
+                        if alignment == "mean":
+                            zsrc[p] = mean_source(Xs)
+                        else:
+                            zsrc[p] = ot_sources(Xs, _clouds(store, p, tgt, j), sinkhorn=sinkhorn)
+                    rows, edits = patch_rows(problems, zsrc, V_Z, R)
+                    keep = [i for i, r in enumerate(rows) if r["condition"] != "none"]
+                    t0 = time.perf_counter()
+                    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in keep],
+                                 layer_module=ad.layers[layer], edits=[edits[i] for i in keep], **gen_kw)
+                    t_gen += time.perf_counter() - t0
+                    rec = pd.DataFrame([{**rows[i], "text": x["text"], "n_new_tokens": x["n_new_tokens"]}
+                                        for i, x in zip(keep, g)])
+                    rec = pd.concat([baselines[tgt], rec], ignore_index=True)
+                    scored = pd.DataFrame([score_text(t, answer_of[p], tgt)
+                                           for t, p in zip(rec["text"], rec["problem"])])
+                    rec = pd.concat([rec, scored], axis=1)
+                    rec["extracted"] = rec["extracted"].astype("Int64")
+                    bmap = rec[rec["condition"] == "none"].set_index("problem")["extracted"].to_dict()
+                    rec["answer_changed"] = ~_same(rec["extracted"], [bmap[p] for p in rec["problem"]])
+                    rec.insert(0, "source", source)
+                    rec.insert(0, "direction", direction)
+                    rec.insert(0, "alignment", alignment)
+                    rec.insert(0, "k", k)
+                    rec.insert(0, "layer", layer)
+                    rec.insert(6, "donor_answer", [answer_of[src_of[p]] for p in rec["problem"]])
+                    rec.insert(6, "donor", [src_of[p] for p in rec["problem"]])
+                    rec.insert(6, "answer", [answer_of[p] for p in rec["problem"]])
+                    rec.insert(6, "source_lang", src)
+                    rec.insert(6, "target_lang", tgt)
+                    rec.insert(len(rec.columns), "answer_transferred", _transferred(rec))
+                    cond_order = {c: i for i, c in enumerate(CONDITIONS)}
+                    rec = rec.assign(_o=rec["condition"].map(cond_order),
+                                     _p=rec["problem"].map({p: i for i, p in enumerate(problems)}))
+                    rec = rec.sort_values(["_p", "_o", "subspace"], kind="stable").drop(columns=["_o", "_p"])
+                    rec = rec.reset_index(drop=True)
+                    if source == "donor":
+                        m = donor_metrics(rec, seed=seed)
+                        verdict, crit = donor_verdict(m)
+                        note = _donor_criteria_note(crit)
+                    else:
                         m = config_metrics(rec, seed=seed)
                         verdict, crit = config_verdict(m)
-                        m = {"layer": layer, "k": k, "alignment": alignment, "direction": direction, **m,
-                             "verdict": verdict, **{f"crit_{c}": v for c, v in crit.items()},
-                             "criteria": _criteria_note(crit)}
-                        all_metrics.append(m)
-                        all_records.append(rec)
-                        tab, md = patch_table(rec, direction)
-                        stem = tables_dir / f"table_L{layer}_k{k}_{alignment}_{direction_slug(direction)}"
-                        write_table(tab, f"{stem}.tsv")
-                        write_text(f"{stem}.md", f"# Patching table: {model_name} L{layer} k={k} {alignment} "
-                                   f"{_arrow(direction)}\n\n{md}\nVerdict: **{verdict}** ({_criteria_note(crit)})\n")
-                        log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k, alignment, direction,
-                                 m["z_answer_change"], m["zperp_answer_change"], m["random_answer_change"], verdict)
+                        note = _criteria_note(crit)
+                    m = {"layer": layer, "k": k, "alignment": alignment, "direction": direction,
+                         "source": source, **m, "verdict": verdict,
+                         **{f"crit_{c}": v for c, v in crit.items()}, "criteria": note}
+                    all_metrics.append(m)
+                    all_records.append(rec)
+                    tab, md = patch_table(rec, direction)
+                    suffix = "" if source == "same" else f"_{source}"
+                    stem = tables_dir / f"table_L{layer}_k{k}_{alignment}_{direction_slug(direction)}{suffix}"
+                    write_table(tab, f"{stem}.tsv")
+                    write_text(f"{stem}.md", f"# Patching table: {model_name} L{layer} k={k} {alignment} "
+                               f"{_arrow(direction)}{' (' + source + ' source)' if suffix else ''}\n\n{md}\n"
+                               f"Verdict: **{verdict}** ({note})\n")
+                    if source == "donor":
+                        log.info("L%d k=%d %s %s donor: transfer Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k,
+                                 alignment, direction, m["z_transfer"], m["zperp_transfer"],
+                                 m["random_transfer"], verdict)
+                    else:
+                        log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k, alignment,
+                                 direction, m["z_answer_change"], m["zperp_answer_change"],
+                                 m["random_answer_change"], verdict)
     finally:
         store.close()
 
@@ -708,41 +989,74 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     metrics = pd.DataFrame(all_metrics)
     write_table(records, out_records)
     write_table(metrics, out_metrics_tsv)
-    write_text(out_metrics_md, _metrics_markdown(metrics, f"Patching metrics: {model_name}"))
+    md_parts = []
+    for source in sources:
+        ms = metrics[metrics["source"] == source].dropna(axis=1, how="all")
+        if source == "same":
+            md_parts.append(_metrics_markdown(ms, f"Patching metrics: {model_name}"))
+        else:
+            md_parts.append(_donor_metrics_markdown(ms, f"Patching metrics ({source} source): {model_name}"))
+    write_text(out_metrics_md, "\n".join(md_parts))
 
     primary_dir = dirs[0][0]
-    prim = metrics[metrics["direction"] == primary_dir]
-    overall = overall_verdict(prim["verdict"])
     pk = max(ks)
-    sel = metrics[(metrics["layer"] == layers[0]) & (metrics["k"] == pk) & (metrics["alignment"] == alignments[0])
-                  & (metrics["direction"] == primary_dir)]
-    primary = sel.iloc[0].to_dict()
-    counts = prim["verdict"].value_counts().to_dict()
-    lines = [f"# Experiment A verdict: {model_name}", "",
-             f"**Overall ({_arrow(primary_dir)}): {overall}** — "
-             + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
-             + f" over {len(prim)} configurations.", "",
-             f"Primary configuration (L{layers[0]}, k={pk}, {alignments[0]}, {_arrow(primary_dir)}): "
-             f"**{primary['verdict']}** ({primary['criteria']}).", "",
-             f"Z-patching changes answers {_fmt_rate(primary, 'z_answer_change')} of the time while preserving "
-             f"language {_fmt_rate(primary, 'z_language_preservation')}, vs Z⊥-patching which changes answers "
-             f"{_fmt_rate(primary, 'zperp_answer_change')} and disrupts language "
-             f"{_fmt_rate(primary, 'zperp_language_disruption')}; random k-subspaces change answers "
-             f"{_fmt_rate(primary, 'random_answer_change')}; the full patch agrees with Z "
-             f"{_fmt_rate(primary, 'full_agree_z')} and with Z⊥ {_fmt_rate(primary, 'full_agree_zperp')}.", "",
-             "| layer | k | alignment | direction | verdict | criteria |", "|---|---|---|---|---|---|"]
-    for _, r in metrics.iterrows():
-        lines.append(f"| {r['layer']} | {r['k']} | {r['alignment']} | {r['direction']} | {r['verdict']} | "
-                     f"{r['criteria']} |")
-    if len(layers) > 1:
-        by_layer = {lay: overall_verdict(prim[prim["layer"] == lay]["verdict"]) for lay in layers}
-        lines += ["", "Per layer (primary direction): "
-                  + ", ".join(f"L{lay}: {v}" for lay, v in by_layer.items())
-                  + (" — holds at every layer." if len(set(by_layer.values())) == 1 else " — layers differ.")]
-    lines += ["", verdict_caption()]
-    write_text(out_verdict_md, "\n".join(lines) + "\n")
+    lines = [f"# Experiment A verdict: {model_name}", ""]
+    by_source = {}
+    for source in sources:
+        ms = metrics[metrics["source"] == source]
+        prim = ms[ms["direction"] == primary_dir]
+        overall = overall_verdict(prim["verdict"])
+        sel = ms[(ms["layer"] == layers[0]) & (ms["k"] == pk) & (ms["alignment"] == alignments[0])
+                 & (ms["direction"] == primary_dir)]
+        primary = sel.iloc[0].to_dict()
+        by_source[source] = {"overall": overall, "primary": primary}
+        counts = prim["verdict"].value_counts().to_dict()
+        where = (f"L{layers[0]}, k={pk}, {alignments[0]}, {_arrow(primary_dir)}")
+        if source == "same":
+            if len(sources) > 1:
+                lines += ["## Seed design (source = the same problem)", ""]
+            lines += [f"**Overall ({_arrow(primary_dir)}): {overall}** — "
+                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
+                      + f" over {len(prim)} configurations.", "",
+                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
+                      f"Z-patching changes answers {_fmt_rate(primary, 'z_answer_change')} of the time while "
+                      f"preserving language {_fmt_rate(primary, 'z_language_preservation')}, vs Z⊥-patching which "
+                      f"changes answers {_fmt_rate(primary, 'zperp_answer_change')} and disrupts language "
+                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; random k-subspaces change answers "
+                      f"{_fmt_rate(primary, 'random_answer_change')}; the full patch agrees with Z "
+                      f"{_fmt_rate(primary, 'full_agree_z')} and with Z⊥ {_fmt_rate(primary, 'full_agree_zperp')}."]
+            if len(sources) > 1:
+                lines += ["", "Caveat: the source is the same problem, so an answer change measures disruption, "
+                          "not a transfer of the problem; see the donor design below (docs/patching.md)."]
+        else:
+            lines += [f"## Corrected design (source = a different problem, {source})", "",
+                      f"**Overall donor verdict ({_arrow(primary_dir)}): {overall}** — "
+                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
+                      + f" over {len(prim)} configurations.", "",
+                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
+                      f"The answer moves to the donor's answer under Z-patching {_fmt_rate(primary, 'z_transfer')}, "
+                      f"Z⊥-patching {_fmt_rate(primary, 'zperp_transfer')}, full patching "
+                      f"{_fmt_rate(primary, 'full_transfer')} and random k-subspaces "
+                      f"{_fmt_rate(primary, 'random_transfer')} (unpatched: {_fmt_rate(primary, 'none_transfer')}); "
+                      f"the own answer is kept {_fmt_rate(primary, 'z_kept')} (Z), {_fmt_rate(primary, 'zperp_kept')} "
+                      f"(Z⊥), {_fmt_rate(primary, 'random_kept')} (random); Z preserves language "
+                      f"{_fmt_rate(primary, 'z_language_preservation')}, Z⊥ disrupts it "
+                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; McNemar p (Z vs Z⊥ transfer) = "
+                      f"{primary['mcnemar_transfer_p']:.3g}."]
+        lines += ["", "| layer | k | alignment | direction | verdict | criteria |", "|---|---|---|---|---|---|"]
+        for _, r in ms.iterrows():
+            lines.append(f"| {r['layer']} | {r['k']} | {r['alignment']} | {r['direction']} | {r['verdict']} | "
+                         f"{r['criteria']} |")
+        if len(layers) > 1:
+            by_layer = {lay: overall_verdict(prim[prim["layer"] == lay]["verdict"]) for lay in layers}
+            lines += ["", "Per layer (primary direction): "
+                      + ", ".join(f"L{lay}: {v}" for lay, v in by_layer.items())
+                      + (" — holds at every layer." if len(set(by_layer.values())) == 1 else " — layers differ.")]
+        lines += ["", verdict_caption() if source == "same" else donor_verdict_caption(), ""]
+    write_text(out_verdict_md, "\n".join(lines))
     runtime = time.perf_counter() - t_start
-    log.info("patching %s: overall %s (%d configs) in %.1fs (generation %.1fs)", model_name, overall,
-             len(metrics), runtime, t_gen)
-    return {"configs": all_metrics, "overall": overall, "primary": primary, "runtime_s": runtime,
-            "generation_s": t_gen}
+    first = by_source[sources[0]]
+    log.info("patching %s: overall %s (%d configs) in %.1fs (generation %.1fs)", model_name,
+             ", ".join(f"{s}: {v['overall']}" for s, v in by_source.items()), len(metrics), runtime, t_gen)
+    return {"configs": all_metrics, "overall": first["overall"], "primary": first["primary"],
+            "by_source": by_source, "donors": donors, "runtime_s": runtime, "generation_s": t_gen}

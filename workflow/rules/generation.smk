@@ -65,7 +65,8 @@ rule patching:
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
         patching=lambda wc: study(wc.model)["patching"],
-        max_new_tokens=lambda wc: study(wc.model)["generation"]["max_new_tokens"],
+        max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
+        or study(wc.model)["generation"]["max_new_tokens"],
         batch_size=config["generation"]["batch_size"],
     script:
         "../scripts/patching.py"

@@ -25,6 +25,7 @@ def main(smk):
         batch_size=smk.params.batch_size,
         patch_generated=opts["patch_generated"],
         sinkhorn=opts["sinkhorn"],
+        sources=tuple(opts.get("sources", ("same", "donor"))),
         out_records=smk.output.records,
         out_metrics_tsv=smk.output.metrics[0],
         out_metrics_md=smk.output.metrics[1],
