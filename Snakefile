@@ -17,6 +17,7 @@ include: "workflow/rules/structure.smk"
 include: "workflow/rules/zspace.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/generation.smk"
+include: "workflow/rules/ard.smk"
 
 
 rule all:

@@ -422,3 +422,10 @@ def test_stop_words_disjoint_after_normalisation():
         for b in langs[i + 1:]:
             overlap = {norm(w) for w in STOP_WORDS[a]} & {norm(w) for w in STOP_WORDS[b]}
             assert not overlap, (a, b, overlap)
+
+
+def test_extract_answer_rejects_numbers_beyond_int64():
+    from zhunt.text import extract_answer
+
+    assert extract_answer("The answer is " + "9" * 30, "en") is None
+    assert extract_answer("The answer is 9223372036854775807", "en") == 2**63 - 1

@@ -113,10 +113,18 @@ def test_outputs_open_with_right_shapes(workdir):
     assert len(R) > 0
     assert (res / "theory/snr.tsv").exists() and (res / "theory/garch.tsv").exists()
     assert (workdir / "results/theory/toy_theorem.tsv").exists()
+    ard = pd.read_csv(res / "ard/L2.tsv", sep="\t")
+    assert len(ard) == 2 * 2 * 2 * 2  # lambdas x inits x objectives x bases
+    with h5py.File(res / "ard/L2.h5") as f:
+        assert f["wellposed/coord/warm/lambda0.01/lengthscale"].shape == (train["hidden_size"],)
+    assert len(pd.read_csv(res / "ard/heldout.tsv", sep="\t")) > 0
+    bridge = pd.read_csv(res / "bridge/bridge.tsv", sep="\t")
+    assert len(bridge) > 0
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",
                 "families_by_phase", "qk_cos_heatmap", "phase2_heatmap", "datadriven_angles", "snr",
                 "nn_accuracy", "contrib_gram", "crossmap", "behaviour_accuracy", "decomposition_R",
-                "garch_beta"):
+                "garch_beta", "ard_z_size", "ard_spectrum", "ard_trajectories", "bridge_spectra",
+                "bridge_loo_r2", "bridge_null"):
         for ext in ("pdf", "png"):
             assert (workdir / f"results/organism-tiny/figures/{fig}.{ext}").stat().st_size > 0
 

@@ -954,8 +954,13 @@ def _scan(text: str, lang: str | None, whole: bool = False) -> list[_Cand]:
     return chosen
 
 
+#: Largest magnitude :func:`extract_answer` returns; longer digit strings (a model
+#: repeating "1111..." for 100 tokens) are not answers and would overflow int64 columns.
+MAX_ANSWER = 2**63 - 1
+
+
 def _as_int(value: Fraction | None) -> int | None:
-    if value is None or value.denominator != 1:
+    if value is None or value.denominator != 1 or abs(value) > MAX_ANSWER:
         return None
     return int(value)
 

@@ -110,6 +110,16 @@ def patch_layers(model):
     ]
 
 
+def ard_layers(model):
+    return sorted({resolve_layer(model, l) for l in study(model)["ard"]["layers"]})
+
+
+def ard_primary(model):
+    """The primary layer if ARD runs there, else the ARD layer closest to it."""
+    primary = resolve_layer(model, study(model)["primary_layer"])
+    return min(ard_layers(model), key=lambda l: (abs(l - primary), l))
+
+
 def mask_files(model, layers):
     return [f"results/{model}/masks/L{l}.h5" for l in layers]
 
@@ -147,6 +157,9 @@ def theory_targets(model):
 
 def experiment_targets(model):
     return [
+        f"results/{model}/ard/summary.tsv",
+        f"results/{model}/ard/heldout.tsv",
+        f"results/{model}/bridge/bridge.tsv",
         f"results/{model}/behaviour/summary.tsv",
         f"results/{model}/patching/verdict.md",
         f"results/{model}/decomposition/R.tsv",

@@ -1,0 +1,160 @@
+"""Benchmark: one ARD-MMD optimisation step against the FLOP floor of its kernel computations.
+
+Usage::
+
+    python bench/ard.py [--d 2048 --problems 20 --tokens 40 --n-neg 16] [--steps 10] [--threads 1]
+                        [--device cuda]
+    python bench/ard.py --store results/gemma3-270m/activations/math.h5 \\
+                        --mask-dir results/gemma3-270m/masks --layers 15 --max-steps 50
+
+Synthetic part (always): random token clouds of the given shape (lengths drawn
+uniformly in ``[tokens/2, 3 tokens/2]``, fixed seed) in one
+:class:`zhunt.ard.ArdProblem`; for each objective (``seed``: self + language
+blocks; ``wellposed``: + ``n_neg`` contrast pairs per problem) the time of one
+step (forward + backward + Adam, best of ``--steps``) is compared with
+
+* the FLOP floor: ``2 x sum over blocks 2 n_a n_b d`` — the two Gram products
+  every exact kernel block needs (forward ``(X_a w) X_b^T``, backward
+  ``dG X_b``), without padding;
+* the device's matmul rate, measured on a square product of size ``d``
+  (``peak``), and the rate of a batched product of one bucket's shape
+  (``bmm``), which is what small token clouds can reach.
+
+Printed: ms per step, achieved GFLOP/s, and ``ratio = t_step / (floor /
+peak)`` (1 = at the matmul roofline; the elementwise ``expm1`` on
+``T x T`` blocks and the ``X w`` products are memory-bound extra work).
+
+Real part (``--store``): the full λ × init × objective × basis grid of
+:func:`zhunt.ard.run_ard_layer` for every ``--layers`` (masks at
+``{mask-dir}/L{layer}.h5``), with ``--max-steps`` per run; prints the wall
+time per layer and the total, and the projection to ``--budget-steps``
+(1000, the seed's budget) by linear scaling of the step count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zhunt.ard import ArdProblem, run_ard_layer
+from zhunt.mmd import resolve_device
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(n, dev, repeats=5):
+    a = torch.randn(n, n, device=dev)
+    a @ a
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    sync(dev)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t)
+
+
+def bmm_rate(P, T, d, dev, repeats=5):
+    a, b = torch.randn(P, T, d, device=dev), torch.randn(P, d, T, device=dev)
+    torch.bmm(a, b)
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.bmm(a, b)
+    sync(dev)
+    return 2 * P * T * T * d * repeats / (time.perf_counter() - t)
+
+
+def synthetic(args, dev):
+    rng = np.random.default_rng(0)
+    lo, hi = max(2, args.tokens // 2), max(3, 3 * args.tokens // 2)
+    zh = [rng.standard_normal((int(rng.integers(lo, hi + 1)), args.d)).astype(np.float32) / np.sqrt(args.d)
+          for _ in range(args.problems)]
+    en = [rng.standard_normal((int(rng.integers(lo, hi + 1)), args.d)).astype(np.float32) / np.sqrt(args.d)
+          for _ in range(args.problems)]
+    prob = ArdProblem(zh, en, device=dev, n_neg=args.n_neg)
+    peak = matmul_rate(min(args.d, 4096), dev)
+    bmm = bmm_rate(max(1, 2 ** 23 // (2 * args.tokens * args.d)), args.tokens, args.d, dev)
+    print(f"synthetic: d={args.d}, N={args.problems} problems, ~{args.tokens} tokens/prompt, n_neg={args.n_neg}, "
+          f"device={dev}, torch threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
+    print(f"  matmul peak {peak / 1e9:.1f} GFLOP/s (square d), bmm {bmm / 1e9:.1f} GFLOP/s (one bucket's shape)")
+    for obj in ("seed", "wellposed"):
+        p = torch.zeros(args.d, device=dev, requires_grad=True)
+        opt = torch.optim.Adam([p], lr=0.01)
+        times = []
+        for _ in range(args.steps + 1):
+            sync(dev)
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            prob.terms(p, obj, 0.01)["total"].backward()
+            opt.step()
+            sync(dev)
+            times.append(time.perf_counter() - t)
+        ts = min(times[1:])
+        floor = prob.flops_per_step(obj)
+        plans = [prob.clouds.self_plan, prob.lang_plan] + ([prob.contrast_plan] if obj != "seed" else [])
+        pad_ratio = sum(p.padded_flops_forward for p in plans) / sum(p.flops_forward for p in plans)
+        print(f"  {obj:<9s} {ts * 1e3:9.2f} ms/step  floor {floor / 1e9:7.3f} GFLOP  "
+              f"achieved {floor / ts / 1e9:7.1f} GFLOP/s  ratio to peak floor {ts / (floor / peak):6.1f}x  "
+              f"to bmm floor {ts / (floor / bmm):6.1f}x  (padding x{pad_ratio:.2f})")
+
+
+def real_grid(args, dev):
+    lams = [float(x) for x in args.lambdas.split(",")]
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for layer in args.layers:
+            mask = Path(args.mask_dir) / f"L{layer}.h5"
+            t = time.perf_counter()
+            res = run_ard_layer(args.store, mask, "bench", layer, lams, min_steps=args.max_steps,
+                                max_steps=args.max_steps, k_warm=args.k_warm, out_h5=Path(tmp) / f"L{layer}.h5",
+                                out_tsv=Path(tmp) / f"L{layer}.tsv", device=dev, n_neg=args.n_neg)
+            dt = time.perf_counter() - t
+            total += dt
+            tab = res["table"]
+            per = tab.groupby("objective")["seconds"].sum() / tab.groupby("objective")["steps"].sum()
+            print(f"  L{layer}: {len(tab)} runs x {args.max_steps} steps in {dt:.1f} s "
+                  f"(s/step: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + ")")
+    scale = args.budget_steps / args.max_steps
+    print(f"real grid: {len(args.layers)} layer(s) x {len(lams)} λ x 2 init x 2 objectives x 2 bases: "
+          f"{total:.1f} s at {args.max_steps} steps; projected {total * scale / 60:.1f} min at "
+          f"{args.budget_steps} steps (no plateau stop)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d", type=int, default=2048)
+    ap.add_argument("--problems", type=int, default=20)
+    ap.add_argument("--tokens", type=int, default=40)
+    ap.add_argument("--n-neg", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--store", default=None)
+    ap.add_argument("--mask-dir", default=None)
+    ap.add_argument("--layers", type=int, nargs="+", default=[15])
+    ap.add_argument("--lambdas", default="0.001,0.01,0.1")
+    ap.add_argument("--max-steps", type=int, default=50)
+    ap.add_argument("--budget-steps", type=int, default=1000)
+    ap.add_argument("--k-warm", type=int, default=50)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    synthetic(args, dev)
+    if args.store and Path(args.store).exists():
+        real_grid(args, dev)
+    elif args.store:
+        print(f"no store at {args.store}: real grid skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Tests for zhunt.ard (Exp. C): planted structure, the seed objective's collapse, stages end to end."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from zhunt.ard import (TSV_COLUMNS, ArdProblem, Standardiser, cold_start, fit_ard, gmm_bimodality, growth_rate,
+                       rotation_basis, run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start,
+                       z_energy)
+from zhunt.masks import write_masks
+from zhunt.store import StoreWriter
+
+SHARED, LANG = [0, 1, 2], [3, 4, 5]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems: intra-op threads only add overhead (and contention on shared machines)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def planted_clouds(N=12, d=12, seed=0):
+    """Axes 0-2: shared across languages, vary across problems; 3-5: language offset; the rest noise."""
+    rng = np.random.default_rng(seed)
+    zh, en = [], []
+    for _ in range(N):
+        c = rng.normal(0, 1.5, 3)
+        for out, off in ((zh, 1.5), (en, -1.5)):
+            X = rng.normal(0, 1, (int(rng.integers(8, 14)), d))
+            X[:, SHARED] = c + 0.4 * rng.normal(size=(len(X), 3))
+            X[:, LANG] += off
+            out.append(X)
+    return zh, en
+
+
+@pytest.fixture(scope="module")
+def planted():
+    zh, en = planted_clouds()
+    std = Standardiser.fit(np.concatenate(zh + en))
+    return [std.transform(x) for x in zh], [std.transform(x) for x in en], std
+
+
+def test_wellposed_keeps_exactly_the_shared_axes(planted):
+    zh, en, _ = planted
+    prob = ArdProblem(zh, en, device="cpu", n_neg=None)
+    for lam in (0.001, 0.1):
+        fit = fit_ard(prob, "wellposed", lam, cold_start(12), min_steps=300, max_steps=1000)
+        x = fit.log_ell / np.log(10)
+        others = np.setdiff1d(np.arange(12), SHARED)
+        assert x[SHARED].max() + 1.0 < x[others].min(), np.round(x, 2)  # a full decade between the groups
+        assert fit.converged
+        # the kept axes make matched pairs indistinguishable but problems distinguishable
+        assert fit.terms["mmd_lang"] < 0.05 < 1.0 < fit.terms["mmd_problem"]
+        gm = gmm_bimodality(x)
+        assert gm["bic_gain"] > 0 and set(np.flatnonzero(gm["low"])) == set(SHARED)
+
+
+def test_seed_objective_collapses(planted):
+    """The seed's objective has no finite optimum: ell keeps growing as long as steps are given."""
+    zh, en, _ = planted
+    prob = ArdProblem(zh, en, device="cpu", n_neg=4)
+    for lam in (0.01, 0.1):
+        fit = fit_ard(prob, "seed", lam, cold_start(12), min_steps=1500, max_steps=1500, log_every=100)
+        med = np.median(fit.trajectory, axis=1) / np.log(10)
+        assert np.all(np.diff(med[3:]) > 0), med                 # after a transient the median rises steadily
+        assert med[-1] - med[0] > 0.5                            # by > half a decade in 1500 steps
+        assert growth_rate(fit.trajectory, fit.trajectory_steps) > 0.02   # still rising at the end ...
+        assert growth_rate(fit.trajectory, fit.trajectory_steps, q=10) > 0.02   # ... even the most-used axes
+        # ... and the shared axes are not singled out: they end among the largest lengthscales
+        assert np.median(fit.log_ell[SHARED]) > np.median(fit.log_ell)
+    # with the plateau stop, the seed objective does not converge within the seed's budget
+    fit = fit_ard(prob, "seed", 0.1, cold_start(12), min_steps=500, max_steps=1000)
+    assert not fit.converged and fit.steps == 1000
+
+
+def test_warm_start_profile_and_scale(planted):
+    _, _, std = planted
+    V = np.eye(12)[:3]
+    z = z_energy(V)
+    np.testing.assert_allclose(z, np.r_[np.ones(3), np.zeros(9)])
+    le = warm_start(z, std.sample)
+    # seed profile up to a constant: -log(z + eps)
+    np.testing.assert_allclose(le - le[0], -np.log(z + 1e-3) + np.log(1 + 1e-3), atol=1e-12)
+    # the constant gives the median token pair D = 1
+    W = std.sample * np.exp(-le)
+    iu = np.triu_indices(len(W), 1)
+    D = (((W[:, None, :] - W[None, :, :]) ** 2).sum(-1))[iu]
+    assert np.median(D) == pytest.approx(1.0, rel=1e-6)
+    # cold start: the median heuristic
+    D0 = (((std.sample[:, None, :] - std.sample[None, :, :]) ** 2).sum(-1))[iu]
+    assert np.median(D0) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_rotated_basis_and_energy():
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.normal(size=(10, 3)))[0].T
+    B = rotation_basis(V)
+    np.testing.assert_allclose(B @ B.T, np.eye(10), atol=1e-12)
+    np.testing.assert_allclose(B[:3], V)
+    np.testing.assert_allclose(z_energy(V, B), np.r_[np.ones(3), np.zeros(7)], atol=1e-12)
+    assert z_energy(V).sum() == pytest.approx(3.0)
+
+
+def test_gmm_and_overlap():
+    rng = np.random.default_rng(1)
+    uni = rng.normal(size=400)
+    bi = np.r_[rng.normal(-2, 0.3, 100), rng.normal(2, 0.3, 300)]
+    g_bi, g_uni = gmm_bimodality(bi), gmm_bimodality(uni)
+    assert g_bi["bic_gain"] > 100 and g_bi["ashman_d"] > 5 and g_bi["n_low"] == 100
+    assert g_uni["bic_gain"] < 10 and g_uni["ashman_d"] < 2
+    z = np.r_[np.linspace(1, 0.5, 5), np.full(15, 0.01)]
+    ov = svd_overlap(np.r_[np.ones(5, bool), np.zeros(15, bool)], z)
+    assert ov["overlap"] == 1.0 and ov["chance"] == 0.25 and ov["p"] < 1e-3
+    assert np.isnan(svd_overlap(np.zeros(20, bool), z)["overlap"])
+
+
+# ---------------------------------------------------------------- stages on a synthetic store
+def write_planted_store(path, N=16, d=12, L=2, seed=0):
+    """Planted structure at every layer (scaled per layer), plus 'es' prompts and BOS outliers."""
+    zh, en = planted_clouds(N=N, d=d, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    meta, hid, spec = [], [[] for _ in range(L + 1)], []
+    for i in range(N):
+        for lang, X in (("zh", zh[i]), ("en", en[i]), ("es", rng.normal(size=(5, d)))):
+            X = np.vstack([np.full((1, d), 50.0), X])
+            meta.append({"prompt_id": f"q{i:02d}", "lang": lang, "length": len(X)})
+            for j in range(L + 1):
+                hid[j].append((X * (1 + j)).astype(np.float32))
+            spec.append(np.r_[True, np.zeros(len(X) - 1, bool)])
+    n = sum(m["length"] for m in meta)
+    with StoreWriter(path, num_layers=L, hidden_size=d, n_rows_total=n, attrs={"model": "planted"}) as w:
+        w.append(meta, [np.concatenate(h) for h in hid], np.zeros(n, np.int64), np.concatenate(spec))
+
+
+def write_planted_mask(path, d=12, ks=(3,)):
+    V = np.eye(d)[:max(ks)]  # the SVD mask knows the shared axes
+    write_masks(path, {"multihead": {"sigma": np.arange(d, 0, -1.0), "V": {k: V[:k] for k in ks}}}, {"layer": 0})
+
+
+@pytest.fixture(scope="module")
+def stage_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ard")
+    write_planted_store(tmp / "acts.h5")
+    write_planted_mask(tmp / "mask.h5")
+    out = {}
+    for layer in (0, 1):
+        out[layer] = run_ard_layer(tmp / "acts.h5", tmp / "mask.h5", "planted", layer, [0.01, 0.1], lr=0.01,
+                                   min_steps=100, max_steps=200, k_warm=3, out_h5=tmp / f"L{layer}.h5",
+                                   out_tsv=tmp / f"L{layer}.tsv", seed=0, device="cpu", n_neg=4)
+    return tmp, out
+
+
+def test_run_ard_layer_files(stage_files):
+    tmp, out = stage_files
+    t = pd.read_csv(tmp / "L0.tsv", sep="\t")
+    assert list(t.columns) == TSV_COLUMNS
+    assert len(t) == 2 * 2 * 2 * 2  # lambda x init x objective x basis
+    assert set(t["n_problems"]) == {16}
+    with h5py.File(tmp / "L0.h5", "r") as f:
+        for obj in ("seed", "wellposed"):
+            for basis in ("coord", "rotated"):
+                for init in ("warm", "cold"):
+                    for lam in ("lambda0.01", "lambda0.1"):
+                        g = f[f"{obj}/{basis}/{init}/{lam}"]
+                        assert g["lengthscale"].shape == (12,)
+                        assert g["trajectory"].shape[1] == 12 and g["trajectory"].shape[0] >= 2
+                        assert {"mmd_lang", "mmd_problem", "penalty", "steps", "converged"} <= set(g.attrs)
+        assert f.attrs["layer"] == 0 and f.attrs["hidden_index"] == 1
+    # the well-posed objective keeps the shared axes in both bases (the mask = the shared axes, so the
+    # rotated basis's first 3 coordinates are the same axes); overlap with the SVD-Z is complete
+    wp = t[(t["objective"] == "wellposed")]
+    with h5py.File(tmp / "L0.h5", "r") as f:
+        for _, r in wp.iterrows():
+            le = f[f"wellposed/{r['basis']}/{r['init']}/lambda{r['lambda']:g}/log_lengthscale"][()]
+            assert set(np.argsort(le)[:3]) == set(SHARED), (r["basis"], r["init"], r["lambda"], le)
+    # every SVD-Z axis is among the surviving axes: hits = overlap * |active| = 3 (= |T|)
+    assert np.allclose(wp["overlap_svd"] * wp["n_active_median"], 3)
+    assert (wp["overlap_chance"] == 3 / 12).all()
+    sd = t[t["objective"] == "seed"]
+    assert (sd["growth_per_100_steps"] > 0).all() and not sd["converged"].any()
+
+
+def test_summarise_ard(stage_files, tmp_path):
+    tmp, _ = stage_files
+    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
+                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", tmp_path / "fig")
+    t = pd.read_csv(tmp_path / "ard_summary.tsv", sep="\t")
+    assert len(t) == 32 and {"z_size_median", "threshold_pooled_log10", "overlap_pooled"} <= set(t.columns)
+    md = (tmp_path / "ard_summary.md").read_text()
+    assert "Collapse of the seed objective" in md and "|Z| vs layer" in md
+    for stem in ("ard_z_size", "ard_spectrum", "ard_trajectories"):
+        assert (tmp_path / "fig" / f"{stem}.pdf").exists() and (tmp_path / "fig" / f"{stem}.png").exists()
+    c = res["collapse"]
+    assert c["n_runs"] == 16 and c["n_converged"] == 0 and c["median_growth_per_100_steps"] > 0
+
+
+def test_heldout_test(tmp_path):
+    write_planted_store(tmp_path / "acts.h5", N=16)
+    write_planted_mask(tmp_path / "mask.h5")
+    res = run_heldout_test(tmp_path / "acts.h5", tmp_path / "mask.h5", 1, 0.01, out_tsv=tmp_path / "held.tsv",
+                           model_name="planted", k_warm=3, min_steps=100, max_steps=300, n_permutations=100,
+                           seed=0, device="cpu", n_neg=4)
+    t = pd.read_csv(tmp_path / "held.tsv", sep="\t").set_index(["kernel", "test"])
+    assert len(t) == 4 and set(t["n_test"]) == {8}
+    # the learned kernel no longer tells the languages apart but still tells problems apart ...
+    assert t.loc[("learned", "language"), "p_value"] > 0.05
+    assert t.loc[("learned", "problem"), "p_value"] < 0.05
+    # ... whereas the median-heuristic kernel sees the language axes
+    assert t.loc[("median_heuristic", "language"), "p_value"] < 0.05
+    assert res["fit"].steps <= 300

@@ -1,0 +1,108 @@
+# Exp. C ARD-MMD lengthscales and Exp. D cross-language bridge.
+
+
+rule ard_layer:
+    """ARD-MMD lengthscales of one layer: lambda x init x objective x basis grid."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        mask=lambda wc: mask_files(wc.model, [int(wc.layer)])[0],
+    output:
+        h5="results/{model}/ard/L{layer}.h5",
+        tsv="results/{model}/ard/L{layer}.tsv",
+    log:
+        "logs/{model}/ard_L{layer}.log",
+    benchmark:
+        "benchmarks/{model}/ard_L{layer}.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        ard=lambda wc: study(wc.model)["ard"],
+        k_warm=lambda wc: max(study(wc.model)["patch_k"]),
+    script:
+        "../scripts/ard_layer.py"
+
+
+rule ard_summary:
+    """|Z| vs layer, lengthscale spectrum and bimodality, SVD-ARD overlap, the seed objective's collapse."""
+    input:
+        h5=lambda wc: expand(
+            "results/{{model}}/ard/L{layer}.h5", layer=ard_layers(wc.model)
+        ),
+        tsv=lambda wc: expand(
+            "results/{{model}}/ard/L{layer}.tsv", layer=ard_layers(wc.model)
+        ),
+    output:
+        table=multiext("results/{model}/ard/summary", ".tsv", ".md"),
+        fig_size=multiext("results/{model}/figures/ard_z_size", ".pdf", ".png"),
+        fig_spectrum=multiext("results/{model}/figures/ard_spectrum", ".pdf", ".png"),
+        fig_traj=multiext("results/{model}/figures/ard_trajectories", ".pdf", ".png"),
+    log:
+        "logs/{model}/ard_summary.log",
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    params:
+        primary=lambda wc: ard_primary(wc.model),
+    script:
+        "../scripts/ard_summary.py"
+
+
+rule ard_heldout:
+    """Liu et al. (2020) practice: fit lengthscales on half the problems, permutation MMD test on the rest."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        mask=lambda wc: mask_files(wc.model, [ard_primary(wc.model)])[0],
+    output:
+        "results/{model}/ard/heldout.tsv",
+    log:
+        "logs/{model}/ard_heldout.log",
+    benchmark:
+        "benchmarks/{model}/ard_heldout.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        layer=lambda wc: ard_primary(wc.model),
+        ard=lambda wc: study(wc.model)["ard"],
+        k_warm=lambda wc: max(study(wc.model)["patch_k"]),
+        n_permutations=config["ard_test"]["n_permutations"],
+    script:
+        "../scripts/ard_heldout.py"
+
+
+rule bridge:
+    """Exp. D: linear maps between languages inside Z (lstsq, ridge, Procrustes, affine; LOO R^2, null)."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        masks=lambda wc: mask_files(wc.model, patch_layers(wc.model)),
+    output:
+        table=multiext("results/{model}/bridge/bridge", ".tsv", ".md"),
+        extra=multiext("results/{model}/bridge/bridge", ".spectra.tsv", ".null.tsv"),
+        fig_spectra=multiext("results/{model}/figures/bridge_spectra", ".pdf", ".png"),
+        fig_loo=multiext("results/{model}/figures/bridge_loo_r2", ".pdf", ".png"),
+        fig_null=multiext("results/{model}/figures/bridge_null", ".pdf", ".png"),
+    log:
+        "logs/{model}/bridge.log",
+    benchmark:
+        "benchmarks/{model}/bridge.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        layers=lambda wc: patch_layers(wc.model),
+        ks=lambda wc: study(wc.model)["patch_k"],
+        n_permutations=config["ard_test"]["n_permutations"],
+    script:
+        "../scripts/bridge.py"

@@ -1,0 +1,21 @@
+"""Glue: ARD-MMD summaries across layers (see zhunt.ard.summarise_ard)."""
+
+from pathlib import Path
+
+from zhunt.ard import summarise_ard
+from zhunt.io import snakemake_main
+
+
+def main(smk):
+    summarise_ard(
+        list(smk.input.tsv),
+        list(smk.input.h5),
+        smk.params.primary,
+        smk.wildcards.model,
+        smk.output.table[0],
+        smk.output.table[1],
+        Path(smk.output.fig_size[0]).parent,
+    )
+
+
+snakemake_main(snakemake, main)  # noqa: F821
