@@ -18,23 +18,6 @@ pytest.importorskip("tokenizers")
 L, D = 3, 64
 
 
-def make_tokenizer():
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
-    for c in "abcdefghijklmnopqrstuvwxyz0123456789 ?:.,":
-        vocab[c] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    tk.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>", padding_side="left")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
 
 
 @pytest.fixture(scope="module")

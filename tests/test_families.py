@@ -15,21 +15,10 @@ from zhunt.families import (FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers
                             phase_means, phase_of, raw_cos, run_families, seed_jsons)
 
 
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(["What is 2 plus 3? five", "二加三等于五"] * 10, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen2(tmp_path_factory):
+def tiny_qwen2(tmp_path_factory, make_bpe_tokenizer):
     """A random-init 8-layer Qwen2 saved as a prepared zhunt folder (config + safetensors + tokenizer +
     zhunt_model.json), so that :func:`zhunt.models.load_model` accepts it."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -37,7 +26,7 @@ def tiny_qwen2(tmp_path_factory):
     from zhunt.io import write_json
     from zhunt.models import PROVENANCE_FILE
 
-    tok = _tiny_tokenizer()
+    tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=8,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)

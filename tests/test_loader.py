@@ -18,26 +18,15 @@ HUB_SPEC = {"source": {"kind": "hub", "repo": "Qwen/Qwen2.5-3B", "revision": Non
             "architecture": "qwen2", "dtype": "bfloat16", "template": "completion"}
 
 
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(["Q: What is 23 plus 14? A: thirty-seven", "The capital of France is Paris."] * 20,
-                           trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")  # no pad token on purpose
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
+def tiny_folder(tmp_path_factory, make_bpe_tokenizer):
     """A tiny random Llama saved as a plain HF folder (a `folder` source), with its reference logits."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = _tiny_tokenizer()
+    corpus = ["Q: What is 23 plus 14? A: thirty-seven", "The capital of France is Paris."] * 20
+    tok = make_bpe_tokenizer(corpus)  # no pad token on purpose
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
                       eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)

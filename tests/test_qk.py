@@ -15,28 +15,17 @@ from zhunt.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operato
                       write_qk_exports)
 
 
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(["What is 2 plus 3? five", "二加三等于五"] * 10, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen2(tmp_path_factory):
+def tiny_qwen2(tmp_path_factory, make_bpe_tokenizer):
     """A random-init 6-layer Qwen2 (GQA 4/2, d_head 8, d 32) saved as a prepared zhunt folder."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from zhunt.io import write_json
     from zhunt.models import PROVENANCE_FILE
 
-    tok = _tiny_tokenizer()
+    tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=6,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)

@@ -269,17 +269,6 @@ def test_planted_low_rank_layer_is_bottleneck():
     assert x["bottleneck"]["predicted_layer"] == 2
 
 
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(["Q: What is 23 plus 14? A: thirty-seven"] * 5, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>")
 
 
 EXPECTED_FILES = {
@@ -291,10 +280,11 @@ EXPECTED_FIGURES = {f"{n}.{e}" for n in ("effective_rank", "grassmann_heatmap", 
                     for e in ("pdf", "png")}
 
 
-def test_run_structure_tiny_qwen2(tmp_path):
+def test_run_structure_tiny_qwen2(tmp_path, make_bpe_tokenizer):
     folder = tmp_path / "tiny-qwen2"
     _tiny_qwen2(seed=2).save_pretrained(folder)
-    _tiny_tokenizer().save_pretrained(folder)
+    corpus = ["Q: What is 23 plus 14? A: thirty-seven"] * 5
+    make_bpe_tokenizer(corpus, eos="<|endoftext|>").save_pretrained(folder)
     (folder / "zhunt_model.json").write_text(json.dumps({"name": "tiny", "dtype": "float32"}))
     out, figs = tmp_path / "structure", tmp_path / "figures"
     k = 4
