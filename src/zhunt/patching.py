@@ -297,6 +297,13 @@ def _same(a, b) -> np.ndarray:
     return eq | (a.isna() & b.isna()).to_numpy(bool)
 
 
+
+def _put_mcnemar(out: dict, name: str, a, b) -> None:
+    """Store the exact McNemar test of paired booleans ``a`` vs ``b`` as ``mcnemar_{name}_{p,n01,n10}``."""
+    m = mcnemar_exact(a, b)
+    out.update({f"mcnemar_{name}_p": m["p"], f"mcnemar_{name}_n01": m["n01"], f"mcnemar_{name}_n10": m["n10"]})
+
+
 def config_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
     """Derived metrics of one configuration from its records.
 
@@ -375,10 +382,8 @@ def config_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N
     else:
         for name in ("random_answer_change", "random_language_preservation", "z_minus_random_answer_change"):
             out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
-    ma = mcnemar_exact(ch["z"], ch["zperp"])
-    out.update(mcnemar_answer_p=ma["p"], mcnemar_answer_n01=ma["n01"], mcnemar_answer_n10=ma["n10"])
-    ml = mcnemar_exact(~pres["zperp"], ~pres["z"])
-    out.update(mcnemar_language_p=ml["p"], mcnemar_language_n01=ml["n01"], mcnemar_language_n10=ml["n10"])
+    _put_mcnemar(out, "answer", ch["z"], ch["zperp"])
+    _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
     return out
 
 
@@ -585,10 +590,8 @@ def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_
     else:
         for name in ("random_transfer", "random_kept", "random_language_preservation", "z_minus_random_transfer"):
             out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
-    mt = mcnemar_exact(tr["z"], tr["zperp"])
-    out.update(mcnemar_transfer_p=mt["p"], mcnemar_transfer_n01=mt["n01"], mcnemar_transfer_n10=mt["n10"])
-    ml = mcnemar_exact(~pres["zperp"], ~pres["z"])
-    out.update(mcnemar_language_p=ml["p"], mcnemar_language_n01=ml["n01"], mcnemar_language_n10=ml["n10"])
+    _put_mcnemar(out, "transfer", tr["z"], tr["zperp"])
+    _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
     return out
 
 
