@@ -1,4 +1,13 @@
-"""Shared test fixtures: small offline tokenizers for tiny random-init models."""
+"""Shared test fixtures: small offline tokenizers for tiny random-init models, and the tiny
+workflow run shared by the end-to-end tests (run once per session)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +45,87 @@ def tok():
     tk.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>",
                                    eos_token="<eos>", unk_token="<unk>", padding_side="left")
+
+
+# --------------------------------------------------------------------------- workflow runs
+# The tiny DAG (tests/tiny/config.yaml) is run once per session in `tiny_workdir` and shared by
+# every end-to-end test. It is read-only by contract: a test that reruns, edits or corrupts
+# anything works on its own `clone_tiny(...)` copy.
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = "tests/tiny/config.yaml"
+WORKFLOW_ITEMS = ("Snakefile", "config.yaml", "workflow", "profiles", "resources", "envs", "tests/tiny")
+
+
+def copy_workflow_to(dst) -> Path:
+    """Copy the workflow sources (no models, results, logs or Snakemake metadata) into ``dst``."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in WORKFLOW_ITEMS:
+        src, out = ROOT / item, dst / item
+        if src.is_dir():
+            shutil.copytree(src, out, ignore=shutil.ignore_patterns("models", "__pycache__"))
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, out)
+    return dst
+
+
+def run_snakemake(workdir, *args, configfiles=(TINY_CONFIG,), cores=2, timeout=900, env=None):
+    """``snakemake --cores N ARGS --configfile CONFIGFILES`` in ``workdir`` (captured, text)."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), *map(str, args),
+           "--configfile", *map(str, configfiles)]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
+
+
+@pytest.fixture(scope="session")
+def copy_workflow():
+    """Factory ``copy_workflow(dst) -> dst``: a fresh copy of the workflow sources."""
+    return copy_workflow_to
+
+
+@pytest.fixture(scope="session")
+def snakemake_cli():
+    """``run_snakemake(workdir, *args, configfiles=..., cores=2, timeout=900, env=None)``."""
+    return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+    """A workflow copy on which the whole tiny DAG has run once (read-only: see clone_tiny).
+
+    ``tiny_run_seconds`` (a file in it) holds the wall time of that run.
+    """
+    wd = copy_workflow_to(tmp_path_factory.mktemp("tiny") / "wd")
+    t0 = time.perf_counter()
+    res = run_snakemake(wd)
+    assert res.returncode == 0, res.stderr[-4000:]
+    (wd / "tiny_run_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return wd
+
+
+@pytest.fixture(scope="session")
+def clone_tiny(tiny_workdir):
+    """Factory ``clone_tiny(dst) -> dst``: a full copy of ``tiny_workdir`` (outputs, model,
+    logs and Snakemake metadata, mtimes kept), so Snakemake sees it as up to date."""
+
+    def clone(dst):
+        return Path(shutil.copytree(tiny_workdir, dst, symlinks=True))
+
+    return clone
+
+
+def scheduled_jobs(stdout: str) -> dict:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    jobs = {}
+    block = stdout.split("Job stats:", 1)
+    if len(block) < 2:
+        return jobs
+    for line in block[1].splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs

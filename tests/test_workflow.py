@@ -5,8 +5,6 @@ nothing to do, and that changing one mask parameter reruns the masks and only
 what depends on them.
 """
 
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import scheduled_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -28,35 +27,11 @@ def snakemake(workdir, *args, timeout=900):
     )
 
 
-def scheduled_jobs(stdout: str) -> dict:
-    """Parse the 'Job stats' table of a dry run into {rule: count}."""
-    jobs = {}
-    block = stdout.split("Job stats:", 1)
-    if len(block) < 2:
-        return jobs
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("tiny")
-    for item in ["Snakefile", "config.yaml", "workflow", "profiles", "resources", "envs", "tests/tiny"]:
-        src = ROOT / item
-        dst = wd / item
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("models"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
-    res = snakemake(wd)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return wd
+def workdir(tmp_path_factory, clone_tiny):
+    """A private copy of the session's tiny run (conftest `tiny_workdir`): the tests below
+    rerun jobs and change outputs, which other modules must not see."""
+    return clone_tiny(tmp_path_factory.mktemp("tiny-workflow") / "wd")
 
 
 def test_outputs_open_with_right_shapes(workdir):

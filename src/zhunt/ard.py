@@ -821,23 +821,32 @@ def _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm) -> list[dict
 # =========================================================================== stage: summary
 def _read_runs(h5_paths) -> dict:
     """``{(layer, objective, basis, init, lam): {"log_ell", "trajectory", "steps", "z"}}`` from run files."""
+    out = {}
+    for path in h5_paths:
+        try:
+            out.update(_read_run(path))
+        except (OSError, KeyError) as exc:  # truncated, not HDF5, or missing datasets
+            raise ZhuntError(str(path), f"not a complete ARD run file ({' '.join(str(exc).split())})") from None
+    return out
+
+
+def _read_run(path) -> dict:
     import h5py
 
     out = {}
-    for path in h5_paths:
-        with h5py.File(path, "r") as f:
-            layer = int(f.attrs["layer"])
-            z = {b: f[f"basis/{b}/z_energy"][()] for b in f["basis"]} if "basis" in f else {}
-            for obj in OBJECTIVES:
-                if obj not in f:
-                    continue
-                for basis in f[obj]:
-                    for init in f[obj][basis]:
-                        for lk in f[obj][basis][init]:
-                            g = f[obj][basis][init][lk]
-                            out[(layer, obj, basis, init, _lam_id(g.attrs["lambda"]))] = dict(
-                                log_ell=g["log_lengthscale"][()], trajectory=g["trajectory"][()],
-                                steps=g["trajectory_steps"][()], z=z.get(basis), loss=g["loss"][()])
+    with h5py.File(path, "r") as f:
+        layer = int(f.attrs["layer"])
+        z = {b: f[f"basis/{b}/z_energy"][()] for b in f["basis"]} if "basis" in f else {}
+        for obj in OBJECTIVES:
+            if obj not in f:
+                continue
+            for basis in f[obj]:
+                for init in f[obj][basis]:
+                    for lk in f[obj][basis][init]:
+                        g = f[obj][basis][init][lk]
+                        out[(layer, obj, basis, init, _lam_id(g.attrs["lambda"]))] = dict(
+                            log_ell=g["log_lengthscale"][()], trajectory=g["trajectory"][()],
+                            steps=g["trajectory_steps"][()], z=z.get(basis), loss=g["loss"][()])
     return out
 
 

@@ -73,3 +73,79 @@ def check_semantics(config: dict) -> None:
             raise ZhuntError(f"models.{name}.study.ard.lambdas", "needs at least one lambda > 0")
         if st["ard"]["min_steps"] > st["ard"]["max_steps"]:
             raise ZhuntError(f"models.{name}.study.ard.min_steps", "must be <= max_steps")
+
+
+def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
+    """(decoder layers, hidden size, head dim) of a model if known before running anything.
+
+    An organism's shape is its training spec (defaults of :func:`zhunt.organism.train_organism`);
+    any other model's is the ``config.json`` of its prepared folder, when that exists.
+    """
+    import json
+
+    src = spec["source"]
+    if src["kind"] == "organism":
+        train = src.get("train") or {}
+        d = int(train.get("hidden_size", 128))
+        return int(train.get("n_layers", 6)), d, d // int(train.get("n_heads", 4))
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = cfg.get("text_config", cfg)
+        d = int(cfg["hidden_size"])
+        return int(cfg["num_hidden_layers"]), d, int(cfg.get("head_dim") or d // int(cfg["num_attention_heads"]))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None  # unreadable: the rules that load the model report it
+
+
+def check_model_shapes(config: dict, models_root="resources/models") -> None:
+    """Layers and k of every analysed model against its shape, when the shape is known.
+
+    Raises :class:`ZhuntError` naming the exact key (``models.<m>.study.phase2_k[1]``, or
+    ``study.ard.layers[0]`` when the value is inherited from the global study) before any
+    job runs; ``auto`` layers and models of unknown shape are checked later by the rules.
+    """
+    for name in config["analyze"]:
+        spec = config["models"][name]
+        shape = _known_shape(spec, Path(models_root) / name)
+        if shape is None:
+            continue
+        n_layers, d, head_dim = shape
+        own = spec.get("study") or {}
+        st = study_for(config, name)
+
+        def key(*parts):
+            node = own
+            for p in parts:
+                if not isinstance(node, dict) or p not in node:
+                    return _key_path(["study", *parts])
+                node = node[p]
+            return _key_path(["models", name, "study", *parts])
+
+        layers = [(key("primary_layer"), st["primary_layer"]),
+                  (key("secondary_layer"), st["secondary_layer"])]
+        layers += [(f"{key('phase2_layers')}[{i}]", v) for i, v in enumerate(st["phase2_layers"])]
+        layers += [(f"{key('ard', 'layers')}[{i}]", v) for i, v in enumerate(st["ard"]["layers"])]
+        for where, layer in layers:
+            if layer != "auto" and not 0 <= layer < n_layers:
+                raise ZhuntError(where, f"layer {layer} out of range for {name} "
+                                        f"({n_layers} decoder layers: 0..{n_layers - 1})")
+        for kkey in ("patch_k", "phase2_k"):
+            for i, k in enumerate(st[kkey]):
+                where = f"{key(kkey)}[{i}]"
+                if k >= d:
+                    raise ZhuntError(where, f"k={k} must be < d={d} (the hidden size of {name})")
+                if "head0" in st["mask_kinds"] and k > head_dim:
+                    raise ZhuntError(where, f"k={k} exceeds head_dim={head_dim}: a head-0 kernel has rank "
+                                            f"<= head_dim (drop 'head0' from study.mask_kinds or lower k)")
+
+
+def check_prompt_tables(config: dict) -> None:
+    """Load and validate every hand-written prompt set (one line naming ``path:line``)."""
+    from .prompts import load_prompt_table
+
+    for spec in config["prompts"].values():
+        if not spec.get("generated"):
+            load_prompt_table(spec["path"], languages=spec.get("languages"))

@@ -54,6 +54,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import ZhuntError
 from .io import write_table, write_text
 from .subspace import random_subspace
 
@@ -291,8 +292,11 @@ def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int],
     from .store import ActivationStore
 
     t0 = time.perf_counter()
-    with h5py.File(mask_path, "r") as f:
-        mask_layer = f.attrs.get("layer", "?")
+    try:
+        with h5py.File(mask_path, "r") as f:
+            mask_layer = f.attrs.get("layer", "?")
+    except OSError as exc:
+        raise ZhuntError(str(mask_path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
     with ActivationStore(store_path) as store:
         langs = store.prompts["lang"].tolist()
         updates = [store.pooled_update(l) for l in store.layers]
@@ -301,8 +305,6 @@ def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int],
     for k in ks:
         V = read_mask(mask_path, kind, int(k))
         if V.shape[1] != d:
-            from .errors import ZhuntError
-
             raise ZhuntError(str(mask_path), f"mask has d={V.shape[1]}, store has d={d}")
         frames.append(decompose(updates, langs, V, n_random=int(n_random), seed=seed))
     df = pd.concat(frames, ignore_index=True)

@@ -8,8 +8,10 @@ to a temporary name in the destination directory and renames it into place
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -24,16 +26,33 @@ def _umask() -> int:
     return mask
 
 
+def _remove_stale_temporaries(path: Path, suffix: str) -> None:
+    """Delete temporaries of ``path`` that a killed writer left behind (``kill -9`` skips cleanup).
+
+    Only names :func:`atomic_path` itself makes for this very ``path`` are matched
+    (``.{name}.`` + tempfile's 8 random characters + ``suffix``); a workflow runs one job per
+    output, so such a file is never another live writer's.
+    """
+    stale = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if stale.fullmatch(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file (or directory) is removed and ``path``
-    is left untouched.
+    is left untouched. Temporaries of ``path`` left by a killed earlier writer are
+    removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    suffix = suffix or ".tmp"
+    _remove_stale_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions

@@ -180,5 +180,7 @@ def read_mask(path, kind: str = "multihead", k: int = 50) -> np.ndarray:
     try:
         with h5py.File(path, "r") as f:
             return f[kind][f"k{k}"][()]
-    except (OSError, KeyError) as exc:
+    except KeyError as exc:
         raise ZhuntError(str(path), f"no mask {kind}/k{k} in this file ({exc})") from None
+    except OSError as exc:  # missing, truncated or not HDF5
+        raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None

@@ -8,7 +8,14 @@ rule ard_layer:
         mask=lambda wc: mask_files(wc.model, [int(wc.layer)])[0],
     output:
         h5="results/{model}/ard/L{layer}.h5",
-        tsv="results/{model}/ard/L{layer}.tsv",
+        tsv=report_item(
+            "results/{model}/ard/L{layer}.tsv",
+            "ard",
+            "ard_layer",
+            "ard_layer",
+            "lengthscales L{layer}",
+            layer="{layer}",
+        ),
     log:
         "logs/{model}/ard_L{layer}.log",
     benchmark:
@@ -37,10 +44,34 @@ rule ard_summary:
             "results/{{model}}/ard/L{layer}.tsv", layer=ard_layers(wc.model)
         ),
     output:
-        table=multiext("results/{model}/ard/summary", ".tsv", ".md"),
-        fig_size=multiext("results/{model}/figures/ard_z_size", ".pdf", ".png"),
-        fig_spectrum=multiext("results/{model}/figures/ard_spectrum", ".pdf", ".png"),
-        fig_traj=multiext("results/{model}/figures/ard_trajectories", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/ard/summary",
+            "ard",
+            "ard_summary",
+            "ard_size",
+            "ARD summary",
+        ),
+        fig_size=report_figure(
+            "results/{model}/figures/ard_z_size",
+            "ard",
+            "ard_z_size",
+            "ard_size",
+            "size of Z vs layer (figure)",
+        ),
+        fig_spectrum=report_figure(
+            "results/{model}/figures/ard_spectrum",
+            "ard",
+            "ard_spectrum",
+            "ard_spectrum",
+            "lengthscale spectrum (figure)",
+        ),
+        fig_traj=report_figure(
+            "results/{model}/figures/ard_trajectories",
+            "ard",
+            "ard_trajectories",
+            "ard_collapse",
+            "lengthscale trajectories (figure)",
+        ),
     log:
         "logs/{model}/ard_summary.log",
     conda:
@@ -58,7 +89,13 @@ rule ard_heldout:
         store=lambda wc: activations_path(wc.model),
         mask=lambda wc: mask_files(wc.model, [ard_primary(wc.model)])[0],
     output:
-        "results/{model}/ard/heldout.tsv",
+        report_item(
+            "results/{model}/ard/heldout.tsv",
+            "ard",
+            "ard_heldout",
+            "ard_heldout",
+            "held-out MMD tests",
+        ),
     log:
         "logs/{model}/ard_heldout.log",
     benchmark:
@@ -85,11 +122,50 @@ rule bridge:
         store=lambda wc: activations_path(wc.model),
         masks=lambda wc: mask_files(wc.model, patch_layers(wc.model)),
     output:
-        table=multiext("results/{model}/bridge/bridge", ".tsv", ".md"),
-        extra=multiext("results/{model}/bridge/bridge", ".spectra.tsv", ".null.tsv"),
-        fig_spectra=multiext("results/{model}/figures/bridge_spectra", ".pdf", ".png"),
-        fig_loo=multiext("results/{model}/figures/bridge_loo_r2", ".pdf", ".png"),
-        fig_null=multiext("results/{model}/figures/bridge_null", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/bridge/bridge",
+            "bridge",
+            "bridge",
+            "bridge",
+            "bridge fits",
+        ),
+        extra=[
+            report_item(
+                "results/{model}/bridge/bridge.spectra.tsv",
+                "bridge",
+                "bridge_spectra",
+                "bridge_spectra",
+                "singular values of the maps",
+            ),
+            report_item(
+                "results/{model}/bridge/bridge.null.tsv",
+                "bridge",
+                "bridge_null",
+                "bridge",
+                "permutation null",
+            ),
+        ],
+        fig_spectra=report_figure(
+            "results/{model}/figures/bridge_spectra",
+            "bridge",
+            "bridge_spectra",
+            "bridge_spectra",
+            "singular values (figure)",
+        ),
+        fig_loo=report_figure(
+            "results/{model}/figures/bridge_loo_r2",
+            "bridge",
+            "bridge",
+            "bridge",
+            "leave-one-out R² (figure)",
+        ),
+        fig_null=report_figure(
+            "results/{model}/figures/bridge_null",
+            "bridge",
+            "bridge_null",
+            "bridge",
+            "permutation null (figure)",
+        ),
     log:
         "logs/{model}/bridge.log",
     benchmark:

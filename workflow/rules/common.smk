@@ -6,7 +6,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from zhunt.config import check_schema, check_semantics, study_for
+from zhunt.config import (
+    check_model_shapes,
+    check_prompt_tables,
+    check_schema,
+    check_semantics,
+    study_for,
+)
 from zhunt.errors import ZhuntError
 
 _SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -14,8 +20,14 @@ try:
     check_schema(config, _SCHEMA)  # one-line message naming the key
     validate(config, _SCHEMA)  # fills in defaults
     check_semantics(config)
+    check_model_shapes(config, "resources/models")  # layers, k vs a known model shape
 except ZhuntError as exc:
     sys.stderr.write(f"zhunt config error: {exc}\n")
+    raise SystemExit(1)
+try:
+    check_prompt_tables(config)  # hand-written prompt sets, one line naming file:line
+except ZhuntError as exc:
+    sys.stderr.write(f"zhunt error: {exc}\n")
     raise SystemExit(1)
 
 
@@ -178,9 +190,71 @@ def model_targets(model):
     ]
 
 
+def summary_targets(model):
+    return [f"results/{model}/summary/summary.html"]
+
+
 def all_targets(wildcards):
     """Targets of the default job; a function so that `auto` layers can wait for a checkpoint."""
-    return [t for m in config["analyze"] for t in model_targets(m)]
+    targets = [
+        t for m in config["analyze"] for t in model_targets(m) + summary_targets(m)
+    ]
+    return targets + ["results/summary/models.html"]
+
+
+# --- report items (`snakemake --report results/report.zip`) --------------------------
+# Categories of the report, numbered so that the menu follows the study's order.
+REPORT_CATEGORIES = {
+    "summary": "0 Summary",
+    "structure": "1 Structure (weights)",
+    "behaviour": "2 Phase 0 behaviour",
+    "zspace": "3 Phase 2 projection",
+    "theory": "4 Theory (seed 003)",
+    "patching": "5 Exp. A patching",
+    "decomposition": "6 Exp. B R(k)",
+    "ard": "7 Exp. C ARD-MMD",
+    "bridge": "8 Exp. D bridge",
+    "organism": "9 Organism training",
+}
+
+
+def report_labels(measure, item, **extra):
+    """`labels` of a report item: a function Snakemake calls only while it builds the
+    report (never while it plans a run, so no rerun trigger). `result` is the measured
+    value, read from the TSVs by zhunt.summary.measured; the captions print it."""
+
+    def labels(wildcards):
+        from zhunt.summary import measured
+
+        model = getattr(wildcards, "model", None)
+        fixed = {"item": item, "model": model or "all models", **extra}
+        return {**fixed, "result": measured(measure, model, "results", wildcards)}
+
+    return labels
+
+
+def report_item(path, stage, caption, measure, item, **extra):
+    """`report()` flag of one file: caption in workflow/report/, category by stage,
+    subcategory = model, labels = item (+ layer/k) and the measured result."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=REPORT_CATEGORIES[stage],
+        subcategory="{model}" if "{model}" in path else "all models",
+        labels=report_labels(measure, item, **extra),
+    )
+
+
+def report_figure(stem, stage, caption, measure, item, **extra):
+    """A figure's PDF + PNG (as multiext gives them); only the PNG goes into the report."""
+    pdf, png = multiext(stem, ".pdf", ".png")
+    return [pdf, report_item(png, stage, caption, measure, item, **extra)]
+
+
+def report_table(stem, stage, caption, measure, item, **extra):
+    """A table's TSV + Markdown (as multiext gives them); the TSV goes into the report."""
+    tsv, md = multiext(stem, ".tsv", ".md")
+    return [report_item(tsv, stage, caption, measure, item, **extra), md]
 
 
 wildcard_constraints:

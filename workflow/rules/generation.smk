@@ -10,10 +10,28 @@ rule behaviour:
         templates=config["templates"],
         fewshot=config["fewshot"],
     output:
-        records="results/{model}/behaviour/records.tsv",
-        summary=multiext("results/{model}/behaviour/summary", ".tsv", ".md"),
+        records=report_item(
+            "results/{model}/behaviour/records.tsv",
+            "behaviour",
+            "behaviour",
+            "behaviour",
+            "generations, scored",
+        ),
+        summary=report_table(
+            "results/{model}/behaviour/summary",
+            "behaviour",
+            "behaviour",
+            "behaviour",
+            "accuracy per language",
+        ),
         steps="results/{model}/behaviour/steps.tsv",
-        fig=multiext("results/{model}/figures/behaviour_accuracy", ".pdf", ".png"),
+        fig=report_figure(
+            "results/{model}/figures/behaviour_accuracy",
+            "behaviour",
+            "behaviour",
+            "behaviour",
+            "accuracy (figure)",
+        ),
     log:
         "logs/{model}/behaviour.log",
     benchmark:
@@ -44,10 +62,35 @@ rule patching:
         prompts=lambda wc: promptset_path(wc.model),
         templates=config["templates"],
     output:
-        records="results/{model}/patching/records.tsv",
-        metrics=multiext("results/{model}/patching/metrics", ".tsv", ".md"),
-        verdict="results/{model}/patching/verdict.md",
-        tables=directory("results/{model}/patching/tables"),
+        records=report_item(
+            "results/{model}/patching/records.tsv",
+            "patching",
+            "patching",
+            "patching",
+            "records",
+        ),
+        metrics=report_table(
+            "results/{model}/patching/metrics",
+            "patching",
+            "patching",
+            "patching",
+            "metrics per configuration",
+        ),
+        verdict=report_item(
+            "results/{model}/patching/verdict.md",
+            "patching",
+            "patching",
+            "patching",
+            "verdict",
+        ),
+        tables=report(
+            directory("results/{model}/patching/tables"),
+            patterns=["table_{config}.tsv"],
+            caption="../report/patching_table.rst",
+            category=REPORT_CATEGORIES["patching"],
+            subcategory="{model}",
+            labels=report_labels("patching_table", "table {config}"),
+        ),
     log:
         "logs/{model}/patching.log",
     benchmark:
@@ -78,8 +121,20 @@ rule decomposition:
         store=lambda wc: activations_path(wc.model),
         mask=lambda wc: mask_files(wc.model, patch_layers(wc.model)[:1])[0],
     output:
-        table=multiext("results/{model}/decomposition/R", ".tsv", ".md"),
-        fig=multiext("results/{model}/figures/decomposition_R", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/decomposition/R",
+            "decomposition",
+            "decomposition",
+            "decomposition",
+            "R(k) per layer",
+        ),
+        fig=report_figure(
+            "results/{model}/figures/decomposition_R",
+            "decomposition",
+            "decomposition",
+            "decomposition",
+            "R(k) vs layer (figure)",
+        ),
     log:
         "logs/{model}/decomposition.log",
     benchmark:
@@ -102,8 +157,20 @@ rule garch:
     input:
         steps="results/{model}/behaviour/steps.tsv",
     output:
-        table=multiext("results/{model}/theory/garch", ".tsv", ".md"),
-        fig=multiext("results/{model}/figures/garch_beta", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/theory/garch",
+            "theory",
+            "garch",
+            "garch",
+            "GARCH(1,1) per problem",
+        ),
+        fig=report_figure(
+            "results/{model}/figures/garch_beta",
+            "theory",
+            "garch",
+            "garch",
+            "GARCH beta (figure)",
+        ),
     log:
         "logs/{model}/garch.log",
     conda:

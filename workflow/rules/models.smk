@@ -5,9 +5,27 @@ rule train_organism:
     """Train the bilingual arithmetic model organism (Qwen2 architecture)."""
     output:
         model=directory("resources/models/{model}"),
-        loss="results/{model}/organism/training_loss.tsv",
-        report="results/{model}/organism/training_report.md",
-        figure="results/{model}/organism/training_loss.png",
+        loss=report_item(
+            "results/{model}/organism/training_loss.tsv",
+            "organism",
+            "training",
+            "training",
+            "training loss",
+        ),
+        report=report_item(
+            "results/{model}/organism/training_report.md",
+            "organism",
+            "training",
+            "training",
+            "training report",
+        ),
+        figure=report_item(
+            "results/{model}/organism/training_loss.png",
+            "organism",
+            "training",
+            "training",
+            "training loss (figure)",
+        ),
     log:
         "logs/{model}/train_organism.log",
     benchmark:

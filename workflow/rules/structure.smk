@@ -6,14 +6,38 @@ rule weight_families:
     input:
         model=lambda wc: model_dir(wc.model),
     output:
-        table="results/{model}/structure/families.tsv",
+        table=report_item(
+            "results/{model}/structure/families.tsv",
+            "structure",
+            "families",
+            "families",
+            "weight families, adjacent pairs",
+        ),
         table_md="results/{model}/structure/families.md",
-        by_phase="results/{model}/structure/families_by_phase.tsv",
+        by_phase=report_item(
+            "results/{model}/structure/families_by_phase.tsv",
+            "structure",
+            "families",
+            "families",
+            "weight families by phase",
+        ),
         by_phase_md="results/{model}/structure/families_by_phase.md",
-        verdict="results/{model}/structure/families_verdict.md",
+        verdict=report_item(
+            "results/{model}/structure/families_verdict.md",
+            "structure",
+            "families",
+            "families",
+            "weight families verdict",
+        ),
         null_json="results/{model}/structure/{model}-null.json",
         aligned_json="results/{model}/structure/{model}-aligned.json",
-        fig=multiext("results/{model}/figures/families_by_phase", ".pdf", ".png"),
+        fig=report_figure(
+            "results/{model}/figures/families_by_phase",
+            "structure",
+            "families",
+            "families",
+            "weight families by phase (figure)",
+        ),
     log:
         "logs/{model}/weight_families.log",
     benchmark:
@@ -35,15 +59,45 @@ rule qk_operators:
     input:
         model=lambda wc: model_dir(wc.model),
     output:
-        cos="results/{model}/structure/qk_operator_cos.tsv",
-        anchor="results/{model}/structure/qk_anchor.tsv",
+        cos=report_item(
+            "results/{model}/structure/qk_operator_cos.tsv",
+            "structure",
+            "qk",
+            "qk",
+            "QK operator cosines",
+        ),
+        anchor=report_item(
+            "results/{model}/structure/qk_anchor.tsv",
+            "structure",
+            "qk",
+            "qk",
+            "QK operators vs anchor",
+        ),
         anchor_md="results/{model}/structure/qk_anchor.md",
-        signs="results/{model}/structure/qk_sign_agreement.tsv",
+        signs=report_item(
+            "results/{model}/structure/qk_sign_agreement.tsv",
+            "structure",
+            "qk",
+            "qk",
+            "QK curvature-sign agreement",
+        ),
         signs_md="results/{model}/structure/qk_sign_agreement.md",
-        verdict="results/{model}/structure/qk_verdict.md",
+        verdict=report_item(
+            "results/{model}/structure/qk_verdict.md",
+            "structure",
+            "qk",
+            "qk",
+            "QK verdict",
+        ),
         grams="results/{model}/structure/{model}-grams.json",
         eigdirs="results/{model}/structure/{model}-grams-eigdirs.pt",
-        fig=multiext("results/{model}/figures/qk_cos_heatmap", ".pdf", ".png"),
+        fig=report_figure(
+            "results/{model}/figures/qk_cos_heatmap",
+            "structure",
+            "qk",
+            "qk",
+            "QK operator cosines (figure)",
+        ),
     log:
         "logs/{model}/qk_operators.log",
     benchmark:
@@ -67,22 +121,84 @@ checkpoint structure:
     input:
         model=lambda wc: model_dir(wc.model),
     output:
-        heads="results/{model}/structure/effective_rank_heads.tsv",
-        erank=multiext("results/{model}/structure/effective_rank", ".tsv", ".md"),
-        summary=multiext(
-            "results/{model}/structure/effective_rank_summary", ".tsv", ".md"
+        heads=report_item(
+            "results/{model}/structure/effective_rank_heads.tsv",
+            "structure",
+            "effective_rank",
+            "effective_rank",
+            "effective rank per head",
+        ),
+        erank=report_table(
+            "results/{model}/structure/effective_rank",
+            "structure",
+            "effective_rank",
+            "effective_rank",
+            "effective rank per layer",
+        ),
+        summary=report_table(
+            "results/{model}/structure/effective_rank_summary",
+            "structure",
+            "effective_rank",
+            "effective_rank",
+            "effective rank depth trends",
         ),
         grassmann="results/{model}/structure/grassmann.h5",
-        adjacent=multiext("results/{model}/structure/grassmann_adjacent", ".tsv", ".md"),
-        ffn=multiext("results/{model}/structure/ffn_alignment", ".tsv", ".md"),
-        phases=multiext("results/{model}/structure/phases", ".tsv", ".md"),
-        bottleneck="results/{model}/structure/bottleneck.tsv",
-        fig_erank=multiext("results/{model}/figures/effective_rank", ".pdf", ".png"),
-        fig_grassmann=multiext(
-            "results/{model}/figures/grassmann_heatmap", ".pdf", ".png"
+        adjacent=report_table(
+            "results/{model}/structure/grassmann_adjacent",
+            "structure",
+            "grassmann",
+            "grassmann",
+            "adjacent-layer similarity",
         ),
-        fig_ffn=multiext("results/{model}/figures/ffn_alignment", ".pdf", ".png"),
-        fig_phases=multiext("results/{model}/figures/phases", ".pdf", ".png"),
+        ffn=report_table(
+            "results/{model}/structure/ffn_alignment",
+            "structure",
+            "ffn_alignment",
+            "ffn",
+            "FFN alignment",
+        ),
+        phases=report_table(
+            "results/{model}/structure/phases",
+            "structure",
+            "phases",
+            "phases",
+            "phases",
+        ),
+        bottleneck=report_item(
+            "results/{model}/structure/bottleneck.tsv",
+            "structure",
+            "phases",
+            "phases",
+            "predicted bottleneck",
+        ),
+        fig_erank=report_figure(
+            "results/{model}/figures/effective_rank",
+            "structure",
+            "effective_rank",
+            "effective_rank",
+            "effective rank (figure)",
+        ),
+        fig_grassmann=report_figure(
+            "results/{model}/figures/grassmann_heatmap",
+            "structure",
+            "grassmann",
+            "grassmann",
+            "layer similarity (figure)",
+        ),
+        fig_ffn=report_figure(
+            "results/{model}/figures/ffn_alignment",
+            "structure",
+            "ffn_alignment",
+            "ffn",
+            "FFN alignment (figure)",
+        ),
+        fig_phases=report_figure(
+            "results/{model}/figures/phases",
+            "structure",
+            "phases",
+            "phases",
+            "phases (figure)",
+        ),
     log:
         "logs/{model}/structure.log",
     benchmark:

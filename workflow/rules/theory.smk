@@ -8,17 +8,83 @@ rule theory:
         store=lambda wc: activations_path(wc.model),
         generations="results/{model}/behaviour/records.tsv",
     output:
-        snr=multiext("results/{model}/theory/snr", ".tsv", ".md"),
-        summary=multiext("results/{model}/theory/theory_summary", ".tsv", ".md"),
-        gram="results/{model}/theory/contrib_gram.tsv",
-        nn=multiext("results/{model}/theory/nn_retrieval", ".tsv", ".md"),
-        depth=multiext("results/{model}/theory/alignment_depth", ".tsv", ".md"),
-        crossmap=multiext("results/{model}/theory/crossmap", ".tsv", ".md"),
-        coint="results/{model}/theory/cointegration.tsv",
-        fig_snr=multiext("results/{model}/figures/snr", ".pdf", ".png"),
-        fig_nn=multiext("results/{model}/figures/nn_accuracy", ".pdf", ".png"),
-        fig_gram=multiext("results/{model}/figures/contrib_gram", ".pdf", ".png"),
-        fig_crossmap=multiext("results/{model}/figures/crossmap", ".pdf", ".png"),
+        snr=report_table(
+            "results/{model}/theory/snr",
+            "theory",
+            "snr",
+            "snr",
+            "SNR per layer",
+        ),
+        summary=report_table(
+            "results/{model}/theory/theory_summary",
+            "theory",
+            "theory_summary",
+            "snr",
+            "theory summary",
+        ),
+        gram=report_item(
+            "results/{model}/theory/contrib_gram.tsv",
+            "theory",
+            "contrib_gram",
+            "gram",
+            "layer-contribution Gram",
+        ),
+        nn=report_table(
+            "results/{model}/theory/nn_retrieval",
+            "theory",
+            "nn_accuracy",
+            "nn",
+            "NN retrieval",
+        ),
+        depth=report_table(
+            "results/{model}/theory/alignment_depth",
+            "theory",
+            "nn_accuracy",
+            "nn",
+            "alignment depth",
+        ),
+        crossmap=report_table(
+            "results/{model}/theory/crossmap",
+            "theory",
+            "crossmap",
+            "crossmap",
+            "cross-lingual maps",
+        ),
+        coint=report_item(
+            "results/{model}/theory/cointegration.tsv",
+            "theory",
+            "cointegration",
+            "cointegration",
+            "cointegration",
+        ),
+        fig_snr=report_figure(
+            "results/{model}/figures/snr",
+            "theory",
+            "snr",
+            "snr",
+            "SNR (figure)",
+        ),
+        fig_nn=report_figure(
+            "results/{model}/figures/nn_accuracy",
+            "theory",
+            "nn_accuracy",
+            "nn",
+            "NN retrieval (figure)",
+        ),
+        fig_gram=report_figure(
+            "results/{model}/figures/contrib_gram",
+            "theory",
+            "contrib_gram",
+            "gram",
+            "layer-contribution Gram (figure)",
+        ),
+        fig_crossmap=report_figure(
+            "results/{model}/figures/crossmap",
+            "theory",
+            "crossmap",
+            "crossmap",
+            "cross-lingual maps (figure)",
+        ),
     log:
         "logs/{model}/theory.log",
     benchmark:
@@ -40,8 +106,20 @@ rule theory:
 rule toy_theorem:
     """Seed 003 Theorem 1: a shared bilingual linear map's singular values vs sqrt(rho)."""
     output:
-        table=multiext("results/theory/toy_theorem", ".tsv", ".md"),
-        fig=multiext("results/theory/toy_theorem", ".pdf", ".png"),
+        table=report_table(
+            "results/theory/toy_theorem",
+            "theory",
+            "toy_theorem",
+            "toy",
+            "toy theorem",
+        ),
+        fig=report_figure(
+            "results/theory/toy_theorem",
+            "theory",
+            "toy_theorem",
+            "toy",
+            "toy theorem (figure)",
+        ),
     log:
         "logs/toy_theorem.log",
     conda:

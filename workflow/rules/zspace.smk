@@ -7,9 +7,27 @@ rule phase2:
         store=lambda wc: activations_path(wc.model),
         masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
     output:
-        table=multiext("results/{model}/zspace/phase2", ".tsv", ".md"),
-        summary=multiext("results/{model}/zspace/phase2_summary", ".tsv", ".md"),
-        fig=multiext("results/{model}/figures/phase2_heatmap", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/zspace/phase2",
+            "zspace",
+            "phase2",
+            "phase2",
+            "Phase 2 per configuration",
+        ),
+        summary=report_table(
+            "results/{model}/zspace/phase2_summary",
+            "zspace",
+            "phase2",
+            "phase2",
+            "Phase 2 summary",
+        ),
+        fig=report_figure(
+            "results/{model}/figures/phase2_heatmap",
+            "zspace",
+            "phase2",
+            "phase2",
+            "Phase 2 ratios (figure)",
+        ),
     log:
         "logs/{model}/phase2.log",
     benchmark:
@@ -35,8 +53,20 @@ rule datadriven_z:
         store=lambda wc: activations_path(wc.model),
         masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
     output:
-        table=multiext("results/{model}/zspace/datadriven", ".tsv", ".md"),
-        fig=multiext("results/{model}/figures/datadriven_angles", ".pdf", ".png"),
+        table=report_table(
+            "results/{model}/zspace/datadriven",
+            "zspace",
+            "datadriven",
+            "datadriven",
+            "data-driven language subspace",
+        ),
+        fig=report_figure(
+            "results/{model}/figures/datadriven_angles",
+            "zspace",
+            "datadriven",
+            "datadriven",
+            "data-driven subspace vs Z (figure)",
+        ),
     log:
         "logs/{model}/datadriven_z.log",
     benchmark:

@@ -1,0 +1,139 @@
+"""The report: the seed-000 checklist logic on synthetic TSVs, partial rebuilds of one figure,
+and `snakemake --report` on the tiny run (captions carry the measured values)."""
+
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from conftest import scheduled_jobs
+
+from zhunt.summary import checklist, headline, measured, model_page
+
+MODEL = "m"
+
+
+# --------------------------------------------------------------------------- synthetic TSVs
+
+
+def _metrics(n_problems=20, layers=(3, 4), alignments=("mean", "ot"), verdicts=None):
+    rows = []
+    for layer in layers:
+        for k in (8, 16):
+            for alignment in alignments:
+                for source in ("same", "donor"):
+                    rows.append(dict(
+                        source=source, layer=layer, k=k, alignment=alignment, direction="en<-zh",
+                        n_problems=n_problems, z_answer_change=0.4, zperp_answer_change=0.1,
+                        z_language_preservation=0.9, zperp_language_disruption=0.6, random_answer_change=0.05,
+                        verdict=(verdicts or {}).get(layer, "partial success")))
+    return pd.DataFrame(rows)
+
+
+def _tree(root: Path, *, metrics=None, R_labels=("mixed", "Z-dominated", "mixed"), orth_err=0.05):
+    base = root / MODEL
+    for sub in ("patching/tables", "decomposition", "ard", "bridge", "figures", "structure", "behaviour"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    m = _metrics() if metrics is None else metrics
+    m.to_csv(base / "patching/metrics.tsv", sep="\t", index=False)
+    first = m.iloc[0]
+    n = int(first["n_problems"])
+    pd.DataFrame({"Problem": [f"p{i}" for i in range(n)], "answer: none": 1, "answer: z": 2}).to_csv(
+        base / f"patching/tables/table_L{first['layer']}_k16_{first['alignment']}_en-from-zh.tsv", sep="\t",
+        index=False)
+    pd.DataFrame([dict(k=16, layer=i, lang="all", R=0.5 + i, enrichment=2.0, label=lab, R_gt_1=i > 0)
+                  for i, lab in enumerate(R_labels)]).to_csv(base / "decomposition/R.tsv", sep="\t", index=False)
+    pd.DataFrame([dict(layer=3, objective="wellposed", init="warm", basis="coord", **{"lambda": 0.01},
+                       n_active_median=30, z_size_median=30, d=128, ashman_d=3.0, bic_gain=10.0,
+                       overlap_svd=0.7, overlap_chance=0.2, overlap_p=0.001, growth_per_100_steps=0.0,
+                       frac_grown=0.1)]).to_csv(base / "ard/summary.tsv", sep="\t", index=False)
+    (base / "ard/summary.md").write_text("## Lengthscale spectrum at layer 3: bimodality\n")
+    pd.DataFrame([dict(layer=3, k=16, direction="zh->en", level="pooled", estimator=est, r2_in=0.95, r2_loo=0.9,
+                       orth_err=orth_err, r2_loo_null_q95=0.1, p_loo=0.01, kappa=2.0)
+                  for est in ("lstsq", "procrustes")]).to_csv(base / "bridge/bridge.tsv", sep="\t", index=False)
+    for fig in ("decomposition_R", "ard_spectrum", "bridge_spectra"):
+        (base / f"figures/{fig}.png").write_bytes(b"png")
+    return root
+
+
+def _ok(checks):
+    return {c.item: c.ok for c in checks}
+
+
+def test_checklist_all_met_on_synthetic_tsvs(tmp_path):
+    root = _tree(tmp_path / "results")
+    checks = checklist(root, MODEL)
+    assert [c.tier for c in checks].count("minimum") == 3
+    assert all(_ok(checks).values()), [(c.item, c.evidence) for c in checks if not c.ok]
+    sentence = measured("patching", MODEL, root)
+    assert "Z-patching changes answers 40% of the time while preserving language 90% of the time" in sentence
+    assert "Z⊥-patching which changes answers 10% and disrupts language 60%" in sentence
+    assert "overall partial success" in sentence
+    page = model_page(root, MODEL, checks, headline(root, MODEL), href=lambda p: f"#{p}")
+    assert page.count("✅") == len(checks) and "❌" not in page
+    assert f'href="#results/{MODEL}/figures/decomposition_R.png"' in page
+
+
+@pytest.mark.parametrize("case, failing", [
+    (dict(metrics=_metrics(n_problems=10)), "Patching table filled in for ≥ 15 problems"),
+    (dict(metrics=_metrics(verdicts={4: "null"})), "Results hold at both patching layers"),
+    (dict(metrics=_metrics(alignments=("mean",))), "OT-aligned patching tried"),
+    (dict(R_labels=("mixed", "mixed", "Z-dominated")), "R(k) reveals encode / reason / decode phases"),
+    (dict(orth_err=0.5), "Bridge approximately orthogonal"),
+])
+def test_checklist_flags_the_one_unmet_item(tmp_path, case, failing):
+    ok = _ok(checklist(_tree(tmp_path / "results", **case), MODEL))
+    assert [item for item, v in ok.items() if not v] == [failing]
+
+
+def test_missing_inputs_read_not_available(tmp_path):
+    root = _tree(tmp_path / "results")
+    (root / MODEL / "bridge/bridge.tsv").unlink()
+    assert measured("bridge", MODEL, root).startswith("not available: ")
+    assert not _ok(checklist(root, MODEL))["Bridge R² exists"]
+    assert measured("ard_layer", MODEL, root, SimpleNamespace(layer=9)).startswith("not available: ")
+
+
+# --------------------------------------------------------------------------- the workflow
+
+FIGURE = "results/organism-tiny/figures/decomposition_R.pdf"
+
+
+@pytest.mark.slow
+def test_one_figure_from_scratch_schedules_only_its_inputs(tmp_path, copy_workflow, snakemake_cli):
+    wd = copy_workflow(tmp_path / "wd")
+    res = snakemake_cli(wd, "-n", FIGURE)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert scheduled_jobs(res.stdout) == {"train_organism": 1, "organism_prompts": 1, "extract_activations": 1,
+                                          "build_masks": 1, "decomposition": 1}, res.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, clone_tiny):
+    return clone_tiny(tmp_path_factory.mktemp("tiny-report") / "wd")
+
+
+@pytest.mark.slow
+def test_forced_figure_reruns_only_its_rule(built, snakemake_cli):
+    res = snakemake_cli(built, "-n", "--force", FIGURE)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert scheduled_jobs(res.stdout) == {"decomposition": 1}, res.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_report_builds_with_measured_captions(built, snakemake_cli):
+    summary = (built / "results/organism-tiny/summary/summary.html").read_text()
+    assert "✅" in summary and "Z-patching changes answers" in summary
+    res = snakemake_cli(built, "--report", "report.zip", cores=1)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with zipfile.ZipFile(built / "report.zip") as z:
+        names = z.namelist()
+        html = z.read(next(n for n in names if n.endswith("/report.html"))).decode()
+    assert any(n.endswith("/summary.html") for n in names) and any(n.endswith("/models.html") for n in names)
+    assert any(n.endswith("/decomposition_R.png") for n in names)
+    assert not any(n.endswith("/decomposition_R.pdf") for n in names)  # PNGs only
+    assert "Measured (organism-tiny).</strong> k=" in html  # R(k) caption, value from R.tsv
+    assert "not measured" not in html and "System Message" not in html
+    res = snakemake_cli(built, "-n")
+    assert "Nothing to be done" in res.stdout + res.stderr

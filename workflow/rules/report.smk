@@ -1,0 +1,85 @@
+# The report: per-model summary pages, the cross-model page and the report's front page.
+# After a run: `snakemake --report results/report.zip` (README, "The report").
+
+
+report: "../report/workflow.rst"
+
+
+rule summary:
+    """Seed-000 checklist evaluated by code and the headline numbers of one model, from its TSVs."""
+    input:
+        metrics="results/{model}/patching/metrics.tsv",
+        verdict="results/{model}/patching/verdict.md",
+        tables="results/{model}/patching/tables",
+        decomposition="results/{model}/decomposition/R.tsv",
+        ard=multiext("results/{model}/ard/summary", ".tsv", ".md"),
+        bridge="results/{model}/bridge/bridge.tsv",
+        bottleneck="results/{model}/structure/bottleneck.tsv",
+        behaviour="results/{model}/behaviour/summary.tsv",
+        phase2="results/{model}/zspace/phase2_summary.tsv",
+        figures=expand(
+            "results/{{model}}/figures/{name}.png",
+            name=[
+                "decomposition_R",
+                "ard_z_size",
+                "ard_spectrum",
+                "bridge_loo_r2",
+                "bridge_spectra",
+                "behaviour_accuracy",
+                "phase2_heatmap",
+                "phases",
+            ],
+        ),
+    output:
+        html=report(
+            "results/{model}/summary/summary.html",
+            caption="../report/summary.rst",
+            category=REPORT_CATEGORIES["summary"],
+            subcategory="{model}",
+            labels=report_labels("summary", "checklist and headline numbers"),
+        ),
+        json="results/{model}/summary/summary.json",
+        checklist=report_item(
+            "results/{model}/summary/checklist.tsv",
+            "summary",
+            "summary",
+            "summary",
+            "checklist (table)",
+        ),
+    log:
+        "logs/{model}/summary.log",
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    script:
+        "../scripts/summary.py"
+
+
+rule models_summary:
+    """Headline numbers of every analysed model side by side."""
+    input:
+        lambda wc: expand(
+            "results/{model}/summary/summary.json", model=config["analyze"]
+        ),
+    output:
+        html=report(
+            "results/summary/models.html",
+            caption="../report/models.rst",
+            category=REPORT_CATEGORIES["summary"],
+            subcategory="all models",
+            labels=report_labels("models", "models side by side"),
+        ),
+        table=report_item(
+            "results/summary/models.tsv",
+            "summary",
+            "models",
+            "models",
+            "models side by side (table)",
+        ),
+    log:
+        "logs/models_summary.log",
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    script:
+        "../scripts/summary_models.py"
