@@ -1282,7 +1282,10 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         row("L_star_problem_never", int(np.sum(pdf["max"] > L)), "problems not retrieved in some language "
                                                                  "at the last index"),
         row("L_star_category_kruskal_p", kw_p, f"H={kw_H:.3g}, {len(cat_tab)} categories"),
-        row("L_star_length_spearman", sp_rho, f"vs {length_kind}, p={sp_p:.3g}, n={sp_n}"),
+        row("L_star_length_spearman", sp_rho, f"vs {length_kind}, p={sp_p:.3g}, n={sp_n}"
+                                              + ("; undefined: every length is the same (all generations hit "
+                                                 "max_new_tokens?)" if np.nanstd(np.asarray(length, float)) == 0
+                                                 else "")),
         row("crossmap_procrustes_r2_mid", float(mid["procrustes_r2_heldout"].mean()),
             f"j={j_mid}, mean over {len(mid)} ordered pairs, {n_folds}-fold"),
         row("crossmap_affine_r2_mid", float(mid["affine_r2_heldout"].mean()), f"j={j_mid}"),

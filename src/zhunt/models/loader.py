@@ -173,7 +173,8 @@ def _prepare_hub(name: str, spec: dict, out_dir: Path, dtype: torch.dtype, t0: f
     kw = dict(revision=revision, trust_remote_code=bool(source.get("trust_remote_code", False)))
     try:
         config = AutoConfig.from_pretrained(repo, **kw)
-        model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, **kw)
+        # safetensors only: a repo that ships only pickled .bin weights is refused, never unpickled
+        model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, use_safetensors=True, **kw)
         tokenizer = AutoTokenizer.from_pretrained(repo, **kw)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, repo, revision, exc) from None
