@@ -2,6 +2,7 @@
 
 Usage::
 
+    python bench/ard.py --quick
     python bench/ard.py [--d 2048 --problems 20 --tokens 40 --n-neg 16] [--steps 10] [--threads 1]
                         [--device cuda]
     python bench/ard.py --store results/gemma3-270m/activations/math.h5 \\
@@ -11,7 +12,9 @@ Synthetic part (always): random token clouds of the given shape (lengths drawn
 uniformly in ``[tokens/2, 3 tokens/2]``, fixed seed) in one
 :class:`zhunt.ard.ArdProblem`; for each objective (``seed``: self + language
 blocks; ``wellposed``: + ``n_neg`` contrast pairs per problem) the time of one
-step (forward + backward + Adam, best of ``--steps``) is compared with
+step (forward + backward + Adam, median of ``--steps`` after one warm-up;
+process CPU time on the CPU so other processes on the cores do not count, wall
+time on a GPU) is compared with
 
 * the FLOP floor: ``2 x sum over blocks 2 n_a n_b d`` — the two Gram products
   every exact kernel block needs (forward ``(X_a w) X_b^T``, backward
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -51,26 +55,32 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+def clock(dev):
+    """Process CPU time on the CPU (insensitive to other processes sharing the cores; with
+    --threads 1 it is the time an idle core would take), wall time on an accelerator."""
+    return time.process_time if dev.type == "cpu" else time.perf_counter
+
+
 def matmul_rate(n, dev, repeats=5):
     a = torch.randn(n, n, device=dev)
     a @ a
     sync(dev)
-    t = time.perf_counter()
+    t = clock(dev)()
     for _ in range(repeats):
         a @ a
     sync(dev)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t)
+    return 2 * n ** 3 * repeats / (clock(dev)() - t)
 
 
 def bmm_rate(P, T, d, dev, repeats=5):
     a, b = torch.randn(P, T, d, device=dev), torch.randn(P, d, T, device=dev)
     torch.bmm(a, b)
     sync(dev)
-    t = time.perf_counter()
+    t = clock(dev)()
     for _ in range(repeats):
         torch.bmm(a, b)
     sync(dev)
-    return 2 * P * T * T * d * repeats / (time.perf_counter() - t)
+    return 2 * P * T * T * d * repeats / (clock(dev)() - t)
 
 
 def synthetic(args, dev):
@@ -86,48 +96,61 @@ def synthetic(args, dev):
     print(f"synthetic: d={args.d}, N={args.problems} problems, ~{args.tokens} tokens/prompt, n_neg={args.n_neg}, "
           f"device={dev}, torch threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print(f"  matmul peak {peak / 1e9:.1f} GFLOP/s (square d), bmm {bmm / 1e9:.1f} GFLOP/s (one bucket's shape)")
+    print(f"  matmul peak {peak / 1e9:.1f} GFLOP/s (square d), bmm {bmm / 1e9:.1f} GFLOP/s (one bucket's shape); "
+          f"{'process CPU time' if dev.type == 'cpu' else 'wall time'}, step = median of --steps after one warm-up")
     for obj in ("seed", "wellposed"):
         p = torch.zeros(args.d, device=dev, requires_grad=True)
         opt = torch.optim.Adam([p], lr=0.01)
-        times = []
+        times, walls = [], []
         for _ in range(args.steps + 1):
             sync(dev)
-            t = time.perf_counter()
+            t, w = clock(dev)(), time.perf_counter()
             opt.zero_grad(set_to_none=True)
             prob.terms(p, obj, 0.01)["total"].backward()
             opt.step()
             sync(dev)
-            times.append(time.perf_counter() - t)
-        ts = min(times[1:])
+            times.append(clock(dev)() - t)
+            walls.append(time.perf_counter() - w)
+        ts = statistics.median(times[1:])
         floor = prob.flops_per_step(obj)
         plans = [prob.clouds.self_plan, prob.lang_plan] + ([prob.contrast_plan] if obj != "seed" else [])
         pad_ratio = sum(p.padded_flops_forward for p in plans) / sum(p.flops_forward for p in plans)
-        print(f"  {obj:<9s} {ts * 1e3:9.2f} ms/step  floor {floor / 1e9:7.3f} GFLOP  "
+        print(f"  {obj:<9s} {ts * 1e3:9.2f} ms/step (wall {statistics.median(walls[1:]) * 1e3:.0f})  "
+              f"floor {floor / 1e9:7.3f} GFLOP  "
               f"achieved {floor / ts / 1e9:7.1f} GFLOP/s  ratio to peak floor {ts / (floor / peak):6.1f}x  "
               f"to bmm floor {ts / (floor / bmm):6.1f}x  (padding x{pad_ratio:.2f})")
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                opt.zero_grad(set_to_none=True)
+                prob.terms(p, obj, 0.01)["total"].backward()
+                opt.step()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def real_grid(args, dev):
     lams = [float(x) for x in args.lambdas.split(",")]
-    total = 0.0
+    total = total_cpu = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for layer in args.layers:
             mask = Path(args.mask_dir) / f"L{layer}.h5"
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             res = run_ard_layer(args.store, mask, "bench", layer, lams, min_steps=args.max_steps,
                                 max_steps=args.max_steps, k_warm=args.k_warm, out_h5=Path(tmp) / f"L{layer}.h5",
                                 out_tsv=Path(tmp) / f"L{layer}.tsv", device=dev, n_neg=args.n_neg)
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             total += dt
+            total_cpu += dc
             tab = res["table"]
             per = tab.groupby("objective")["seconds"].sum() / tab.groupby("objective")["steps"].sum()
-            print(f"  L{layer}: {len(tab)} runs x {args.max_steps} steps in {dt:.1f} s "
+            print(f"  L{layer}: {len(tab)} runs x {args.max_steps} steps in {dt:.1f} s wall, {dc:.1f} s CPU "
                   f"(s/step: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + ")")
     scale = args.budget_steps / args.max_steps
     print(f"real grid: {len(args.layers)} layer(s) x {len(lams)} λ x 2 init x 2 objectives x 2 bases: "
-          f"{total:.1f} s at {args.max_steps} steps; projected {total * scale / 60:.1f} min at "
-          f"{args.budget_steps} steps (no plateau stop)")
+          f"{total:.1f} s wall, {total_cpu:.1f} s CPU at {args.max_steps} steps; projected "
+          f"{total * scale / 60:.1f} min wall as measured, {total_cpu * scale / 60 / torch.get_num_threads():.1f} min "
+          f"on idle cores (from CPU time) at {args.budget_steps} steps (no plateau stop)")
 
 
 def main():
@@ -146,7 +169,12 @@ def main():
     ap.add_argument("--max-steps", type=int, default=50)
     ap.add_argument("--budget-steps", type=int, default=1000)
     ap.add_argument("--k-warm", type=int, default=50)
+    ap.add_argument("--quick", action="store_true", help="d=640, 3 steps; real grid at 3 steps")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step per objective")
     args = ap.parse_args()
+    if args.quick:
+        args.d, args.steps, args.max_steps = 640, 3, 3
+    torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     synthetic(args, dev)

@@ -186,6 +186,7 @@ def extract_to_store(
     for col in ("answer", "category"):
         if col in prompts.columns:
             meta[col] = prompts[col].tolist()
+    records = meta.to_dict("records")  # once, not a DataFrame slice + to_dict per batch
 
     order = np.argsort(-lengths, kind="stable")  # longest first; ties keep prompt order
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -234,7 +235,7 @@ def extract_to_store(
                 tok = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
                 spec = np.isin(tok, np.fromiter(special_ids, dtype=np.int64, count=len(special_ids)))
                 cap.clear()
-                writer.append(meta.iloc[batch], hidden, tok, spec, offsets=offsets[batch])
+                writer.append([records[i] for i in batch], hidden, tok, spec, offsets=offsets[batch])
                 del hs, hidden
         assert writer is not None
         writer.close()
