@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import shutil
 import statistics
@@ -46,6 +45,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import machine  # noqa: E402
+
+from zhunt.dryrun import scheduled_jobs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["Snakefile", "config.yaml", "workflow", "profiles", "resources", "envs", "tests/tiny"]
@@ -69,21 +70,6 @@ def snakemake(wd, *args, configfile=TINY, timeout=1800, cpu=None):
     if cpu is not None:
         cpu.append(children_cpu() - c0)
     return res, time.perf_counter() - t0
-
-
-def scheduled_jobs(stdout: str) -> dict:
-    """The 'Job stats' table of a dry run as {rule: count}."""
-    jobs = {}
-    block = stdout.split("Job stats:", 1)
-    if len(block) < 2:
-        return jobs
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
 
 
 def make_copy(wd: Path) -> None:

@@ -2,7 +2,6 @@
 workflow run shared by the end-to-end tests (run once per session)."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 
 
 @pytest.fixture(scope="session")
@@ -116,16 +116,3 @@ def clone_tiny(tiny_workdir):
     return clone
 
 
-def scheduled_jobs(stdout: str) -> dict:
-    """Parse the 'Job stats' table of a dry run into {rule: count}."""
-    jobs = {}
-    block = stdout.split("Job stats:", 1)
-    if len(block) < 2:
-        return jobs
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs

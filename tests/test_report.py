@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import scheduled_jobs
+from zhunt.dryrun import scheduled_jobs
 
 from zhunt.summary import checklist, headline, measured, model_page
 

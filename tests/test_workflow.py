@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import scheduled_jobs
+from zhunt.dryrun import scheduled_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
