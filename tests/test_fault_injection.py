@@ -4,8 +4,9 @@ The extraction job of a copy of the session's tiny run (conftest ``clone_tiny``,
 deleted) is started through the Snakemake CLI in its own process group. The copy's glue script
 ``workflow/scripts/extract_activations.py`` gets a few lines that, only when
 ``ZHUNT_TEST_PAUSE_MARKER`` is set, make :class:`zhunt.store.StoreWriter` stop right after its
-first batch is written and flushed to the temporary HDF5 file (they write the marker file and
-sleep), so the kill lands mid-write deterministically instead of racing a sub-second job. Then
+first batch is written and flushed to the temporary HDF5 file (the writer buffers rows, so the
+hook calls ``StoreWriter.flush``; then it writes the marker file and
+sleeps), so the kill lands mid-write deterministically instead of racing a sub-second job. Then
 the whole process group (Snakemake and the job) gets SIGKILL. Asserted:
 
 * at the kill: the temporary ``.organism.h5.*.h5.tmp`` of :func:`zhunt.io.atomic_path` holds
@@ -43,7 +44,7 @@ if _os.environ.get("ZHUNT_TEST_PAUSE_MARKER"):
 
     def _append_then_pause(self, *args, **kwargs):
         _append(self, *args, **kwargs)
-        self._f.flush()
+        self.flush()  # the writer buffers rows: write them and flush HDF5 to the temporary file
         marker = _os.environ["ZHUNT_TEST_PAUSE_MARKER"]
         with open(marker + ".part", "w") as fh:
             fh.write(f"{self.tmp_path}\n{_os.getpid()}\n")

@@ -243,3 +243,94 @@ def test_missing_corrupt_truncated(tmp_path):
         del f[hidden_name(2)]
     with pytest.raises(ZhuntError, match="missing dataset hidden/002"):
         ActivationStore(missing_layer)
+
+
+def _write_batches(path, meta, hidden, tok, special, offs, batches, **kw):
+    """Write prompts in the given batches (out of file order) and return the max rows ever buffered."""
+    lens = meta["length"].to_numpy()
+    peak = 0
+    with StoreWriter(path, num_layers=L, hidden_size=D, n_rows_total=len(tok),
+                     attrs={"model": "tiny", "model_revision": None}, **kw) as w:
+        for batch in batches:
+            rows = np.concatenate([np.arange(offs[i], offs[i] + lens[i]) for i in batch]).astype(np.int64)
+            w.append(meta.iloc[batch], [h[rows] for h in hidden], tok[rows], special[rows], offsets=offs[batch])
+            peak = max(peak, w.rows_buffered)
+            assert w.rows_written == sum(int(lens[i]) for b in batches[:batches.index(batch) + 1] for i in b)
+    return peak
+
+
+@pytest.mark.parametrize("buffer_bytes", [0, 200, 10 ** 9])
+def test_buffered_writes_same_datasets(tmp_path, buffer_bytes):
+    """Whatever the flush threshold, the datasets equal those of in-order writes; the buffer stays bounded."""
+    meta, hidden, tok, special, offs = fake_data()
+    ref = tmp_path / "ref.h5"
+    write(ref)
+    got = tmp_path / "got.h5"
+    batches = [[3, 1], [2], [0]]
+    peak = _write_batches(got, meta, hidden, tok, special, offs, batches, buffer_bytes=buffer_bytes)
+    assert dataset_digest(ref) == dataset_digest(got)
+    row_bytes = (L + 1) * D * 4 + 5
+    largest = max(int(meta["length"].iloc[b].sum()) for b in batches)
+    assert peak * row_bytes <= max(buffer_bytes, largest * row_bytes)
+    if buffer_bytes == 0:
+        assert peak == 0  # every append written at once
+    if buffer_bytes == 10 ** 9:
+        assert peak == len(tok)  # everything held until close
+
+
+def test_buffered_random_batches(tmp_path):
+    """Many prompts (one of length 0) in shuffled batches, small and large buffers: same datasets."""
+    rng = np.random.default_rng(3)
+    n_p = 40
+    lens = rng.integers(1, 7, n_p)
+    lens[5] = 0
+    meta = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n_p)], "lang": ["en"] * n_p, "length": lens})
+    n = int(lens.sum())
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    hidden = [rng.standard_normal((n, D)).astype(np.float32) for _ in range(L + 1)]
+    tok = rng.integers(0, 50, n)
+    special = rng.random(n) < 0.2
+    ref = tmp_path / "ref.h5"
+    _write_batches(ref, meta, hidden, tok, special, offs, [list(range(n_p))], buffer_bytes=0)
+    order = rng.permutation(n_p)
+    batches = [list(order[i:i + 6]) for i in range(0, n_p, 6)]
+    for buf in (0, 1500, 4000, 10 ** 9):
+        got = tmp_path / f"got{buf}.h5"
+        _write_batches(got, meta, hidden, tok, special, offs, batches, buffer_bytes=buf)
+        assert dataset_digest(ref) == dataset_digest(got), buf
+        with ActivationStore(got) as st:
+            np.testing.assert_array_equal(st.hidden(L), hidden[L])
+            np.testing.assert_array_equal(st.special, special)
+
+
+def test_append_copies_unless_told(tmp_path):
+    meta, hidden, tok, special, offs = fake_data()
+    path = tmp_path / "s.h5"
+    mine = [h.copy() for h in hidden]
+    with StoreWriter(path, num_layers=L, hidden_size=D, n_rows_total=len(tok)) as w:
+        w.append(meta, mine, tok, special)
+        assert w.rows_buffered == len(tok)
+        for h in mine:
+            h[:] = 0  # the default copy=True keeps the buffered rows safe from the caller
+    with ActivationStore(path) as st:
+        for j in range(L + 1):
+            np.testing.assert_array_equal(st.hidden(j), hidden[j])
+
+
+def test_flush_and_overlapping_rows(tmp_path):
+    meta, hidden, tok, special, offs = fake_data()
+    path = tmp_path / "s.h5"
+    with StoreWriter(path, num_layers=L, hidden_size=D, n_rows_total=len(tok)) as w:
+        w.append(meta.iloc[:2], [h[:5] for h in hidden], tok[:5], special[:5])
+        w.flush()  # written to the temporary file, nothing at the final path yet
+        assert w.rows_buffered == 0 and w.rows_written == 5 and not path.exists()
+        w.append(meta.iloc[2:], [h[5:] for h in hidden], tok[5:], special[5:])
+    with ActivationStore(path) as st:
+        np.testing.assert_array_equal(st.hidden(1), hidden[1])
+    path.unlink()
+    with pytest.raises(ValueError, match="written more than once"):
+        with StoreWriter(path, num_layers=L, hidden_size=D, n_rows_total=len(tok)) as w:
+            w.append(meta.iloc[[0]], [h[:3] for h in hidden], tok[:3], special[:3], offsets=[0])
+            w.append(meta.iloc[[1]], [h[3:5] for h in hidden], tok[3:5], special[3:5], offsets=[2])
+            w.flush()
+    assert list(tmp_path.iterdir()) == []

@@ -111,9 +111,13 @@ def extract_to_store(
     Prompts are tokenized up front (so the store is pre-sized), grouped into
     length-sorted batches (longest first, to minimise padding), left-padded
     with explicit ``position_ids``, and run under ``torch.inference_mode()``.
-    Each batch's rows are written straight to the file at their place in the
-    *original* prompt order, so memory depends on the batch, not on the
-    number of prompts. The file appears at ``out_path`` only when complete.
+    Each batch's non-pad rows are gathered in prompt order (one
+    ``index_select`` per hidden state, before the copy to the host) and handed
+    to the store writer with their offsets in the *original* prompt order; the
+    writer buffers at most ``max(32 MiB, one batch)`` of rows and writes them
+    in file order (see :class:`zhunt.store.StoreWriter`), so memory depends
+    on the batch, not on the number of prompts. The file appears at
+    ``out_path`` only when complete.
 
     Parameters
     ----------
@@ -178,6 +182,7 @@ def extract_to_store(
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     n_rows = int(lengths.sum())
     special_ids = set(int(t) for t in (getattr(tokenizer, "all_special_ids", None) or []))
+    special_arr = np.array(sorted(special_ids), dtype=np.int64)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -227,15 +232,22 @@ def extract_to_store(
                     d = int(hs[0].shape[-1])
                     writer = StoreWriter(out_path, num_layers=L, hidden_size=d, n_rows_total=n_rows,
                                          dtype=dtype, attrs=all_attrs)
-                # drop pads: with left padding prompt b's tokens are the last n_b columns
-                hidden = []
-                for h in hs:
-                    h = h.float().cpu().numpy()
-                    hidden.append(np.concatenate([h[b, T - len(s):] for b, s in enumerate(seqs)], axis=0))
-                tok = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
-                spec = np.isin(tok, np.fromiter(special_ids, dtype=np.int64, count=len(special_ids)))
+                # drop pads and put the batch's prompts in prompt (= file) order: with left
+                # padding, the prompt in batch row b has its tokens in the last n_b columns
+                rank = np.argsort(batch, kind="stable")  # batch rows in prompt order
+                in_order = batch[rank]
+                n_b = lengths[in_order]
+                first = rank * T + T - n_b  # flat (b * T + t) index of each prompt's first token
+                rows = np.arange(int(n_b.sum())) + np.repeat(first - (np.cumsum(n_b) - n_b), n_b)
+                rows_t = torch.from_numpy(rows).to(hs[0].device)
+                # one gather per hidden state, before the host copy; fresh float32 arrays, so
+                # the writer may keep them (copy=False)
+                hidden = [h.reshape(-1, h.shape[-1]).index_select(0, rows_t).float().cpu().numpy() for h in hs]
+                tok = input_ids.reshape(-1).numpy()[rows]
+                spec = np.isin(tok, special_arr)
                 cap.clear()
-                writer.append([records[i] for i in batch], hidden, tok, spec, offsets=offsets[batch])
+                writer.append([records[i] for i in in_order], hidden, tok, spec, offsets=offsets[in_order],
+                              copy=False)
                 del hs, hidden
         assert writer is not None
         writer.close()

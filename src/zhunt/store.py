@@ -30,7 +30,13 @@ Root attributes
 
 The writer streams batches into pre-sized datasets under a temporary name and
 renames the file into place only when every row has been written; a file at
-the final path is therefore always complete.
+the final path is therefore always complete. Appended rows are held in a
+bounded in-memory buffer (``buffer_bytes``, 32 MiB by default) and written in
+file order, one HDF5 write per dataset per run of adjacent rows in the buffer,
+so that small prompts arriving out of file order (length-sorted batches) do
+not cost one write per prompt per dataset when the buffer holds their
+neighbours; the buffer never holds more than ``max(buffer_bytes, one
+append)`` bytes of rows, whatever the number of prompts.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ HIDDEN_STATE_CONVENTION = (
 )
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 _CHUNK_BYTES = 2 ** 20
+_BUFFER_BYTES = 32 * 2 ** 20
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -107,10 +114,24 @@ class StoreWriter:
     attrs : mapping, optional
         Extra root attributes (model name, source, revision, prompt SHA256, ...).
         ``None`` values are stored as "".
+    buffer_bytes : int
+        Flush threshold of the row buffer, in bytes of stored rows (hidden
+        states in the storage dtype plus token ids and flags). Appended rows
+        are kept in memory until the next append would take the buffer past
+        this size, a single append reaches it, :meth:`flush` or :meth:`close`;
+        a flush sorts the buffered prompts by file offset and writes each
+        maximal run of adjacent rows with one HDF5 call per dataset, so
+        prompts that are neighbours in the file but arrived in different
+        appends share one write. ``0`` writes every append at once. The
+        buffer is bounded by ``max(buffer_bytes, the largest single
+        append)``, plus, during a flush, one dataset's share of it (a run
+        gathered from several appends); it changes neither the file's layout
+        nor its contents.
     """
 
     def __init__(self, path, *, num_layers: int, hidden_size: int, n_rows_total: int,
-                 dtype: str = "float32", attrs: Mapping | None = None):
+                 dtype: str = "float32", attrs: Mapping | None = None,
+                 buffer_bytes: int = _BUFFER_BYTES):
         if dtype not in _DTYPES:
             raise ZhuntError("dtype", f"activation dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
         if n_rows_total < 1:
@@ -123,6 +144,11 @@ class StoreWriter:
         self._np_dtype = np.dtype(_DTYPES[dtype])
         self._cursor = 0
         self._meta: list[dict] = []
+        self.buffer_bytes = max(0, int(buffer_bytes))
+        # appended but not yet written: (offsets, lengths, hidden arrays, token ids, flags) per append
+        self._pending: list[tuple] = []
+        self._pending_bytes = 0
+        self._row_bytes = (self.num_layers + 1) * self.hidden_size * self._np_dtype.itemsize + 5
         self._closed = False
         self._atomic = atomic_path(self.path, suffix=".h5.tmp")
         self.tmp_path: Path = self._atomic.__enter__()
@@ -170,12 +196,18 @@ class StoreWriter:
 
     @property
     def rows_written(self) -> int:
-        """Number of token rows written so far."""
+        """Number of token rows appended so far (in the file or still in the buffer)."""
         return sum(m["length"] for m in self._meta)
 
+    @property
+    def rows_buffered(self) -> int:
+        """Number of appended token rows not yet written to the file."""
+        return sum(int(p[1].sum()) for p in self._pending)
+
     def append(self, meta, hidden: Sequence[np.ndarray], token_ids: np.ndarray,
-               special: np.ndarray, *, offsets: Sequence[int] | None = None) -> None:
-        """Write the tokens of a batch of prompts.
+               special: np.ndarray, *, offsets: Sequence[int] | None = None,
+               copy: bool = True) -> None:
+        """Add the tokens of a batch of prompts (buffered; see ``buffer_bytes``).
 
         Parameters
         ----------
@@ -195,6 +227,19 @@ class StoreWriter:
             offsets to write prompts out of file order (e.g. length-sorted
             batches written into the original prompt order); every row must
             end up written exactly once.
+        copy : bool
+            Copy the arrays into the buffer (default). ``False`` lets the
+            writer keep references to ``hidden`` arrays that already have the
+            storage dtype until they are written (at the next flush): the
+            caller must then not modify them afterwards. Saves one copy of
+            every row when the caller hands over freshly made arrays.
+
+        Raises
+        ------
+        ValueError
+            Shapes that do not match ``meta``, rows beyond the pre-sized
+            store, or (when the buffer is flushed) buffered prompts whose rows
+            overlap.
         """
         if self._closed:
             raise RuntimeError("StoreWriter is closed")
@@ -222,26 +267,15 @@ class StoreWriter:
                     raise ValueError("offsets must have one entry per prompt")
             if len(offs) and (offs.min() < 0 or (offs + lengths).max() > self.n_rows_total):
                 raise ValueError(f"rows beyond the pre-sized store of {self.n_rows_total} rows")
-            src = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            # write maximal runs of prompts that are contiguous both in the batch and in the file
-            runs = []
-            i = 0
-            while i < len(records):
-                k = i
-                while k + 1 < len(records) and offs[k + 1] == offs[k] + lengths[k]:
-                    k += 1
-                runs.append((int(src[i]), int(src[k + 1]), int(offs[i])))
-                i = k + 1
-            for j, h in enumerate(hidden):
-                h = np.asarray(h)
-                d = self._dsets[j]
-                for a, b, o in runs:
-                    if b > a:
-                        d[o:o + (b - a)] = h[a:b].astype(self._np_dtype, copy=False)
-            for a, b, o in runs:
-                if b > a:
-                    self._tok[o:o + (b - a)] = token_ids[a:b].astype(np.int32)
-                    self._special[o:o + (b - a)] = special[a:b]
+            nbytes = n * self._row_bytes
+            if self._pending and self._pending_bytes + nbytes > self.buffer_bytes:
+                self._flush_pending()
+            rows = [np.asarray(h).astype(self._np_dtype, order="C", copy=copy) for h in hidden]
+            self._pending.append((offs.copy(), lengths, rows, token_ids.astype(np.int32),
+                                  np.array(special, dtype=bool)))
+            self._pending_bytes += nbytes
+            if self._pending_bytes >= self.buffer_bytes:
+                self._flush_pending()
             for r, o in zip(records, offs):
                 r["offset"] = int(o)
                 self._meta.append(r)
@@ -251,8 +285,97 @@ class StoreWriter:
             self._abort(exc)
             raise
 
+    def flush(self) -> None:
+        """Write the buffered rows and flush HDF5's buffers to the temporary file.
+
+        The file stays under its temporary name (it only moves into place in
+        :meth:`close`). Not needed in normal use: appends flush the buffer
+        when it is full and :meth:`close` flushes what is left.
+        """
+        if self._closed:
+            raise RuntimeError("StoreWriter is closed")
+        try:
+            self._flush_pending()
+            self._f.flush()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def _flush_pending(self) -> None:
+        """Write every buffered row, one HDF5 write per contiguous run of rows per dataset.
+
+        The buffered prompts are sorted by file offset and merged into maximal
+        runs of adjacent rows; each run is written to every dataset with one
+        simple (rectangular) selection through h5py's low-level API. A run
+        made of several appends' rows is first gathered into one array (a
+        copy of that run only, one dataset at a time). Unions of row ranges
+        in one HDF5 call are deliberately not used: on chunked datasets HDF5
+        writes such irregular selections 6-15x slower than the same rows as
+        separate rectangular writes (16 prompts of Gemma-3-270M's shape: 9.9
+        ms as one union, 0.64 ms as 16 low-level writes, 1.5 ms as 16 h5py
+        ``Dataset.__setitem__`` calls).
+
+        Raises
+        ------
+        ValueError
+            If two buffered prompts share rows.
+        """
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if not pending:
+            return
+        offs = np.concatenate([p[0] for p in pending])
+        lens = np.concatenate([p[1] for p in pending])
+        which = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(pending)])
+        src = np.concatenate([np.concatenate([[0], np.cumsum(p[1])[:-1]]) for p in pending]).astype(np.int64)
+        keep = lens > 0
+        offs, lens, which, src = offs[keep], lens[keep], which[keep], src[keep]
+        if not len(offs):
+            return
+        order = np.argsort(offs, kind="stable")
+        offs, lens, which, src = offs[order], lens[order], which[order], src[order]
+        ends = offs + lens
+        clash = np.flatnonzero(ends[:-1] > offs[1:])
+        if len(clash):
+            i = int(clash[0])
+            raise ValueError(f"rows {int(offs[i + 1])}..{int(min(ends[i], ends[i + 1])) - 1} written more than "
+                             f"once (prompts must tile 0..{self.n_rows_total} exactly once)")
+        # pieces: maximal spans adjacent both in the file and in one appended array;
+        # runs: maximal spans adjacent in the file (one or more pieces)
+        gap = offs[1:] != ends[:-1]
+        cut = np.flatnonzero(gap | (which[1:] != which[:-1]) | (src[1:] != src[:-1] + lens[:-1])) + 1
+        first = np.concatenate([[0], cut])
+        piece_len = np.add.reduceat(lens, first)
+        pieces = list(zip(offs[first].tolist(), piece_len.tolist(), which[first].tolist(), src[first].tolist()))
+        runs: list[list[tuple]] = []
+        for piece in pieces:
+            if runs and runs[-1][-1][0] + runs[-1][-1][1] == piece[0]:
+                runs[-1].append(piece)
+            else:
+                runs.append([piece])
+
+        def rows_of(run, get):
+            if len(run) == 1:
+                _, m, k, a = run[0]
+                return np.ascontiguousarray(get(pending[k])[a:a + m])
+            return np.concatenate([get(pending[k])[a:a + m] for _, m, k, a in run], axis=0)
+
+        d = self.hidden_size
+        fsel2 = self._dsets[0].id.get_space()  # every hidden dataset has this shape
+        fsel1 = self._tok.id.get_space()
+        for run in runs:
+            o = run[0][0]
+            m = sum(p[1] for p in run)
+            fsel2.select_hyperslab((o, 0), (m, d))
+            fsel1.select_hyperslab((o,), (m,))
+            msel2 = h5py.h5s.create_simple((m, d))
+            msel1 = h5py.h5s.create_simple((m,))
+            for j, ds in enumerate(self._dsets):
+                ds.id.write(msel2, fsel2, rows_of(run, lambda p: p[2][j]))
+            self._tok.id.write(msel1, fsel1, rows_of(run, lambda p: p[3]))
+            self._special.id.write(msel1, fsel1, rows_of(run, lambda p: p[4]))
+
     def close(self) -> None:
-        """Write the index, check completeness and rename the file into place.
+        """Write the buffered rows and the index, check completeness and rename the file into place.
 
         Raises
         ------
@@ -277,6 +400,7 @@ class StoreWriter:
             if len(set(keys)) != len(keys):
                 dup = next(k for k in keys if keys.count(k) > 1)
                 raise ValueError(f"duplicate (prompt_id, lang) in activation store: {dup}")
+            self._flush_pending()
             ix = self._f["index"]
             ix.create_dataset("prompt_id", data=np.array([r["prompt_id"] for r in meta], dtype=object), dtype=_STR)
             ix.create_dataset("lang", data=np.array([r["lang"] for r in meta], dtype=object), dtype=_STR)
@@ -302,6 +426,7 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
+        self._pending, self._pending_bytes = [], 0
         try:
             f = getattr(self, "_f", None)
             if f is not None and f.id.valid:
