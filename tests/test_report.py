@@ -44,7 +44,7 @@ def _tree(root: Path, *, metrics=None, R_labels=("mixed", "Z-dominated", "mixed"
         index=False)
     pd.DataFrame([dict(k=16, layer=i, lang="all", R=0.5 + i, enrichment=2.0, label=lab, R_gt_1=i > 0)
                   for i, lab in enumerate(R_labels)]).to_csv(base / "decomposition/R.tsv", sep="\t", index=False)
-    pd.DataFrame([dict(layer=3, objective="wellposed", init="warm", basis="coord", **{"lambda": 0.01},
+    pd.DataFrame([dict(layer=3, objective="wellposed", init="cold", basis="coord", **{"lambda": 0.01},
                        n_active_median=30, z_size_median=30, d=128, ashman_d=3.0, bic_gain=10.0,
                        overlap_svd=0.7, overlap_chance=0.2, overlap_p=0.001, growth_per_100_steps=0.0,
                        frac_grown=0.1)]).to_csv(base / "ard/summary.tsv", sep="\t", index=False)

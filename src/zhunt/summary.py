@@ -193,8 +193,10 @@ def _ard_primary(root, model) -> int | None:
 
 
 def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
+    # Cold start (log ell = 0): the warm start is seeded from the SVD mask's z-energy, so its
+    # overlap with SVD-Z is partly there by construction.
     s = _tsv(root / model / "ard/summary.tsv")
-    sel = s[(s["objective"] == objective) & (s["init"] == "warm") & (s["basis"] == "coord")]
+    sel = s[(s["objective"] == objective) & (s["init"] == "cold") & (s["basis"] == "coord")]
     if not len(sel):
         sel = s[s["objective"] == objective]
     lambdas = sorted(sel["lambda"].unique())
@@ -205,7 +207,7 @@ def _m_ard_size(root, model, wc):
     sel = _ard_rows(root, model).sort_values("layer")
     col = "z_size_median" if "z_size_median" in sel.columns else "n_active_median"
     lam = sel["lambda"].iloc[0]
-    return (f"well-posed objective, warm start, λ={_f(lam)}: size of Z = "
+    return (f"well-posed objective, cold start, λ={_f(lam)}: size of Z = "
             + ", ".join(f"L{int(r['layer'])}: {int(r[col])}/{int(r['d'])}" for _, r in sel.iterrows()))
 
 
@@ -214,7 +216,7 @@ def _m_ard_spectrum(root, model, wc):
     layer = _ard_primary(root, model)
     row = sel[sel["layer"] == layer].iloc[0] if layer is not None and (sel["layer"] == layer).any() else sel.iloc[0]
     bimodal = row["ashman_d"] > 2 and row["bic_gain"] > 0
-    return (f"layer {int(row['layer'])} (well-posed, λ={_f(row['lambda'])}): "
+    return (f"layer {int(row['layer'])} (well-posed, cold start, λ={_f(row['lambda'])}): "
             f"{'bimodal' if bimodal else 'not clearly bimodal'} (Ashman D = {_f(row['ashman_d'])}, "
             f"BIC gain {_f(row['bic_gain'])}); SVD–ARD overlap {_pct(row['overlap_svd'])} vs chance "
             f"{_pct(row['overlap_chance'])} (p = {_f(row['overlap_p'], 2)})")
@@ -232,9 +234,9 @@ def _m_ard_collapse(root, model, wc):
 def _m_ard_layer(root, model, wc):
     layer = int(getattr(wc, "layer"))
     t = _tsv(root / model / f"ard/L{layer}.tsv")
-    sel = t[(t["objective"] == "wellposed") & (t["init"] == "warm") & (t["basis"] == "coord")]
+    sel = t[(t["objective"] == "wellposed") & (t["init"] == "cold") & (t["basis"] == "coord")]
     sel = sel if len(sel) else t
-    return f"layer {layer}, well-posed warm: size of Z " + ", ".join(
+    return f"layer {layer}, well-posed cold start: size of Z " + ", ".join(
         f"λ={_f(r['lambda'])}: {int(r['n_active_median'])}/{int(r['d'])}" for _, r in sel.iterrows())
 
 
