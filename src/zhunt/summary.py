@@ -125,8 +125,11 @@ def _patching(root: Path, model: str) -> tuple[pd.DataFrame, dict]:
 
 
 def _overall(verdicts: Sequence[str]) -> str:
+    """The overall verdict exactly as Exp. A states it (zhunt.patching.overall_verdict)."""
+    from zhunt.patching import overall_verdict
+
     v = [x for x in verdicts if isinstance(x, str)]
-    return max(v, key=lambda x: _VERDICT_RANK.get(x, -1)) if v else "n/a"
+    return overall_verdict(v) if v else "n/a"
 
 
 def patching_sentence(p: Mapping) -> str:
