@@ -72,6 +72,8 @@ CASES = [
                 HEADER, ROW1, "add-01\tadd\t6\tWhat is 3 plus 3?\t三加三等于几？"),
     prompt_case("prompt-empty-text", "bad.tsv:3: column 'zh': empty text",
                 HEADER, ROW1, "sub-01\tsub\t4\tWhat is 7 minus 3?\t"),
+    prompt_case("prompt-set-empty", "bad.tsv:1: empty table: the header is not followed by any problem",
+                HEADER),
     prompt_case("prompt-non-integer-answer", "bad.tsv:2: column 'answer': 'five' is not an integer",
                 HEADER, ROW1.replace("\t5\t", "\tfive\t"), ROW2),
     prompt_case("prompt-unknown-language-column", "bad.tsv:1: unknown language column 'xx'",
