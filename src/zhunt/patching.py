@@ -712,22 +712,28 @@ def _fmt_rate(m: Mapping, name: str) -> str:
     return f"{v:.2f} [{m[name + '_lo']:.2f}, {m[name + '_hi']:.2f}]"
 
 
-def _donor_metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
-    cols = [("Z transfer", "z_transfer"), ("Z⊥ transfer", "zperp_transfer"), ("full transfer", "full_transfer"),
-            ("random transfer", "random_transfer"), ("Z kept", "z_kept"), ("Z⊥ kept", "zperp_kept"),
-            ("Z lang. preserved", "z_language_preservation"), ("Z⊥ lang. disrupted", "zperp_language_disruption"),
-            ("Z lang. disrupted", "z_language_disruption")]
-    lines = [f"# {title}", "", "Donor design (source = a different problem with a different answer). "
-             "Rates with 95% bootstrap CIs over problems.", "",
+def _rates_markdown(metrics: pd.DataFrame, title: str, intro: str, cols, p_col: str, p_label: str) -> str:
+    """One row per configuration: the rates ``cols`` ([(header, column)]) with CIs, a McNemar p, the verdict."""
+    lines = [f"# {title}", "", intro, "",
              "| layer | k | alignment | direction | N | " + " | ".join(c for c, _ in cols)
-             + " | McNemar p (transfer) | verdict |",
+             + f" | {p_label} | verdict |",
              "|" + "---|" * (7 + len(cols))]
     for _, r in metrics.iterrows():
         m = r.to_dict()
         lines.append(f"| {m['layer']} | {m['k']} | {m['alignment']} | {m['direction']} | {m['n_problems']} | "
                      + " | ".join(_fmt_rate(m, n) for _, n in cols)
-                     + f" | {m['mcnemar_transfer_p']:.3g} | {m['verdict']} |")
+                     + f" | {m[p_col]:.3g} | {m['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def _donor_metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
+    cols = [("Z transfer", "z_transfer"), ("Z⊥ transfer", "zperp_transfer"), ("full transfer", "full_transfer"),
+            ("random transfer", "random_transfer"), ("Z kept", "z_kept"), ("Z⊥ kept", "zperp_kept"),
+            ("Z lang. preserved", "z_language_preservation"), ("Z⊥ lang. disrupted", "zperp_language_disruption"),
+            ("Z lang. disrupted", "z_language_disruption")]
+    return _rates_markdown(metrics, title, "Donor design (source = a different problem with a different answer). "
+                           "Rates with 95% bootstrap CIs over problems.", cols,
+                           "mcnemar_transfer_p", "McNemar p (transfer)")
 
 
 def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
@@ -735,16 +741,8 @@ def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
             ("random ans. change", "random_answer_change"), ("Z lang. preserved", "z_language_preservation"),
             ("Z⊥ lang. disrupted", "zperp_language_disruption"), ("full agrees Z", "full_agree_z"),
             ("full agrees Z⊥", "full_agree_zperp")]
-    lines = [f"# {title}", "", "Rates with 95% bootstrap CIs over problems.", "",
-             "| layer | k | alignment | direction | N | " + " | ".join(c for c, _ in cols)
-             + " | McNemar p (ans.) | verdict |",
-             "|" + "---|" * (7 + len(cols))]
-    for _, r in metrics.iterrows():
-        m = r.to_dict()
-        lines.append(f"| {m['layer']} | {m['k']} | {m['alignment']} | {m['direction']} | {m['n_problems']} | "
-                     + " | ".join(_fmt_rate(m, n) for _, n in cols)
-                     + f" | {m['mcnemar_answer_p']:.3g} | {m['verdict']} |")
-    return "\n".join(lines) + "\n"
+    return _rates_markdown(metrics, title, "Rates with 95% bootstrap CIs over problems.", cols,
+                           "mcnemar_answer_p", "McNemar p (ans.)")
 
 
 # ------------------------------------------------------------------------------------ stage

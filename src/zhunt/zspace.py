@@ -592,6 +592,16 @@ def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:
     return save_figure(fig, stem)
 
 
+def _check_sweep(kinds, poolings, n_random, where):
+    """Validated (kinds, poolings) of a Phase 2 / data-driven sweep; n_random must give a 95% interval."""
+    kinds = _check_choice(kinds, MASK_KINDS, "kinds", where)
+    poolings = _check_choice(poolings, POOLINGS, "poolings", where)
+    if int(n_random) < 20:
+        raise ZhuntError(_where(where, "n_random", "n_random"),
+                         f"n_random={n_random}: need at least 20 random subspaces for a 95% interval")
+    return kinds, poolings
+
+
 def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
                n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
@@ -657,11 +667,7 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     from .store import ActivationStore
 
     t0 = time.perf_counter()
-    kinds = _check_choice(kinds, MASK_KINDS, "kinds", where)
-    poolings = _check_choice(poolings, POOLINGS, "poolings", where)
-    if int(n_random) < 20:
-        raise ZhuntError(_where(where, "n_random", "n_random"),
-                         f"n_random={n_random}: need at least 20 random subspaces for a 95% interval")
+    kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     with ActivationStore(store_path) as store:
         layers = _check_layers(store, layers, where)
         d = store.hidden_size
@@ -887,11 +893,7 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     from .store import ActivationStore
 
     t0 = time.perf_counter()
-    kinds = _check_choice(kinds, MASK_KINDS, "kinds", where)
-    poolings = _check_choice(poolings, POOLINGS, "poolings", where)
-    if int(n_random) < 20:
-        raise ZhuntError(_where(where, "n_random", "n_random"),
-                         f"n_random={n_random}: need at least 20 random subspaces for a 95% interval")
+    kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     rows = []
     with ActivationStore(store_path) as store:
         layers = _check_layers(store, layers, where)
