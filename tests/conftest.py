@@ -31,6 +31,34 @@ def make_bpe_tokenizer():
     return build
 
 
+@pytest.fixture(scope="session")
+def make_tiny_qwen2_folder(tmp_path_factory, make_bpe_tokenizer):
+    """Factory ``(n_layers, seed) -> (folder, model)``: a random-init Qwen2 (d 32, GQA 4/2, d_head 8)
+    saved as a prepared zhunt folder (config + safetensors + tokenizer + zhunt_model.json), so that
+    :func:`zhunt.models.load_model` accepts it."""
+
+    def build(n_layers, seed):
+        import torch
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        from zhunt.io import write_json
+        from zhunt.models import PROVENANCE_FILE
+
+        tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
+        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=n_layers,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                          eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(cfg).eval()
+        folder = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        write_json(folder / PROVENANCE_FILE, {"name": "tiny-qwen2", "architecture": "qwen2"})
+        return folder, model
+
+    return build
+
+
 @pytest.fixture(scope="module")
 def tok():
     """Character-level tokenizer with <pad>/<bos>/<eos>, BOS prepended, left padding."""

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from numpy.testing import assert_allclose
 from scipy.stats import ortho_group
 
@@ -18,25 +17,9 @@ from zhunt.families import (FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen2(tmp_path_factory, make_bpe_tokenizer):
-    """A random-init 8-layer Qwen2 saved as a prepared zhunt folder (config + safetensors + tokenizer +
-    zhunt_model.json), so that :func:`zhunt.models.load_model` accepts it."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from zhunt.io import write_json
-    from zhunt.models import PROVENANCE_FILE
-
-    tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=8,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg).eval()
-    folder = tmp_path_factory.mktemp("models") / "tiny-qwen2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    write_json(folder / PROVENANCE_FILE, {"name": "tiny-qwen2", "architecture": "qwen2"})
-    return folder, model
+def tiny_qwen2(make_tiny_qwen2_folder):
+    """A random-init 8-layer Qwen2 saved as a prepared zhunt folder."""
+    return make_tiny_qwen2_folder(8, seed=0)
 
 
 # -- phases ----------------------------------------------------------------------------------------

@@ -18,24 +18,9 @@ from zhunt.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operato
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen2(tmp_path_factory, make_bpe_tokenizer):
+def tiny_qwen2(make_tiny_qwen2_folder):
     """A random-init 6-layer Qwen2 (GQA 4/2, d_head 8, d 32) saved as a prepared zhunt folder."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from zhunt.io import write_json
-    from zhunt.models import PROVENANCE_FILE
-
-    tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=6,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(cfg).eval()
-    folder = tmp_path_factory.mktemp("models") / "tiny-qwen2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    write_json(folder / PROVENANCE_FILE, {"name": "tiny-qwen2", "architecture": "qwen2"})
-    return folder, model
+    return make_tiny_qwen2_folder(6, seed=1)
 
 
 def _random_factors(n_layers=4, H=4, H_kv=2, dh=5, d=16, seed=0):
