@@ -63,3 +63,26 @@ def test_mcnemar_matches_statsmodels(n01, n10, n11, n00):
 def test_mcnemar_length_mismatch():
     with pytest.raises(ValueError):
         mcnemar_exact([True], [True, False])
+
+
+def test_binomial_ci_matches_scipy_and_is_never_zero_width():
+    from scipy.stats import binomtest
+    from zhunt.stats import binomial_ci
+
+    for k, n in [(0, 1), (0, 20), (4, 20), (20, 20), (7, 70)]:
+        r, lo, hi = binomial_ci(k, n, method="exact")
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        np.testing.assert_allclose([lo, hi], [ci.low, ci.high], atol=1e-10)
+        r, wlo, whi = binomial_ci(k, n)
+        wci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        np.testing.assert_allclose([wlo, whi], [wci.low, wci.high], atol=1e-10)
+        assert r == k / n and hi > lo and whi > wlo
+    assert all(np.isnan(binomial_ci(0, 0)))
+
+
+def test_holm_by_hand():
+    from zhunt.stats import holm
+
+    p = [0.01, 0.04, 0.03, np.nan, 0.5]
+    # sorted: 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> monotone 0.09, 0.5*1=0.5
+    np.testing.assert_allclose(holm(p), [0.04, 0.09, 0.09, np.nan, 0.5], atol=1e-12)

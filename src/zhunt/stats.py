@@ -5,6 +5,11 @@
   fixed seed so every number is reproducible.
 * :func:`rate_ci` — a rate (mean of a boolean / 0-1 vector) with its bootstrap
   CI, as a dict ready for a table row.
+* :func:`binomial_ci` — Wilson score or exact Clopper–Pearson interval of a
+  binomial rate (never zero-width for ``n >= 1``; statsmodels'
+  ``proportion_confint``).
+* :func:`holm` — Holm step-down adjusted p-values across a grid of tests
+  (statsmodels' ``multipletests(method="holm")``).
 * :func:`mcnemar_exact` — exact McNemar test of two paired binary outcomes:
   with ``n01`` pairs where only the first is True and ``n10`` where only the
   second is, ``p = binomtest(n01, n01 + n10, 0.5)`` two-sided
@@ -18,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["N_RESAMPLES", "CONFIDENCE", "SEED", "bootstrap_ci", "rate_ci", "mcnemar_exact"]
+__all__ = ["N_RESAMPLES", "CONFIDENCE", "SEED", "bootstrap_ci", "rate_ci", "binomial_ci", "holm",
+           "mcnemar_exact"]
 
 #: Default number of bootstrap resamples.
 N_RESAMPLES = 2000
@@ -125,3 +131,62 @@ def mcnemar_exact(a, b) -> dict:
     m = n01 + n10
     p = 1.0 if m == 0 else float(binomtest(n01, m, 0.5, alternative="two-sided").pvalue)
     return {"n01": n01, "n10": n10, "n11": int((a & b).sum()), "n00": int((~a & ~b).sum()), "p": min(1.0, p)}
+
+
+def binomial_ci(k, n, *, confidence: float = CONFIDENCE, method: str = "wilson") -> tuple[float, float, float]:
+    """A binomial rate ``k / n`` with a Wilson or exact (Clopper–Pearson) interval.
+
+    Parameters
+    ----------
+    k : int
+        Successes, ``0 <= k <= n``.
+    n : int
+        Trials.
+    confidence : float
+        Two-sided level.
+    method : {"wilson", "exact"}
+        ``wilson``: Wilson score interval; ``exact``: Clopper–Pearson
+        (statsmodels ``method="beta"``).
+
+    Returns
+    -------
+    (rate, low, high) : tuple of float
+        All NaN when ``n = 0``. For ``n >= 1`` the interval always has positive
+        width (``[0, hi]`` with ``hi > 0`` at ``k = 0``).
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if method not in ("wilson", "exact"):
+        raise ValueError(f"method must be 'wilson' or 'exact', not {method!r}")
+    if n == 0:
+        return (float("nan"),) * 3
+    lo, hi = proportion_confint(k, n, alpha=1 - confidence, method="wilson" if method == "wilson" else "beta")
+    return k / n, float(max(0.0, lo)), float(min(1.0, hi))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control across a grid).
+
+    Parameters
+    ----------
+    pvalues : array_like of shape (m,)
+        Raw p-values; NaN entries (tests that could not be run) are left NaN
+        and do not count towards ``m``.
+
+    Returns
+    -------
+    ndarray of shape (m,)
+        Adjusted p-values, ``min(1, max_{j<=i} (m - j + 1) p_(j))`` in sorted
+        order, mapped back to the input order.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
