@@ -50,14 +50,19 @@ def test_summary_paired_comparison():
 def test_step_distances():
     long = pd.DataFrame({"id": ["a", "a", "b", "b"], "lang": ["en", "zh", "en", "zh"]})
     rng = np.random.default_rng(0)
-    gens = [{"states": {3: rng.normal(size=(n, 4))}} for n in (3, 5, 2, 2)]
-    df = B.step_distances(long, gens, 3)
+    gens = [{"states": {B.STEP_INPUT: rng.normal(size=(n, 4)), B.STEP_OUTPUT: rng.normal(size=(n, 4))}}
+            for n in (3, 5, 2, 2)]
+    df = B.step_distances(long, gens)
     assert list(df["problem"]) == ["a"] * 3 + ["b"] * 2
     assert list(df["step"]) == [0, 1, 2, 0, 1]
-    y = ((gens[1]["states"][3][:3] - gens[0]["states"][3]) ** 2).sum(1)
-    np.testing.assert_allclose(df["y"][:3], y)
-    assert list(df.columns) == ["problem", "step", "y", "T_zh", "T_en"]
+    zh, en = gens[1]["states"], gens[0]["states"]
+    upd = lambda s: s[B.STEP_OUTPUT][:3] - s[B.STEP_INPUT][:3]  # noqa: E731
+    np.testing.assert_allclose(df["y"][:3], ((upd(zh) - upd(en)) ** 2).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(df["y_output"][:3], ((zh[B.STEP_OUTPUT][:3] - en[B.STEP_OUTPUT]) ** 2).sum(1),
+                               rtol=1e-12)
+    assert list(df.columns) == ["problem", "step", "y", "y_output", "T_zh", "T_en"]
     assert df["T_zh"].iloc[0] == 5 and df["T_en"].iloc[0] == 3
+    assert list(B.step_distances(long.iloc[:1], gens[:1]).columns) == list(df.columns)  # no pair: empty
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +94,8 @@ def test_run_behaviour_stage(tiny, tmp_path):
     steps = pd.read_csv(out / "steps.tsv", sep="\t")
     assert set(steps["problem"]) <= set(rec["id"]) and (steps["y"] >= 0).all()
     assert (steps.groupby("problem")["step"].max() < steps.groupby("problem")[["T_zh", "T_en"]].min().min(axis=1)).all()
+    assert list(steps.columns) == ["layer", "problem", "step", "y", "y_output", "T_zh", "T_en"]
+    assert (steps["layer"] == 1).all() and (steps["y_output"] >= 0).all()
 
 
 def test_fewshot_prompts_hold_exemplars(tiny, tmp_path):
@@ -108,3 +115,37 @@ def test_steps_need_layer(tiny, tmp_path):
         B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism",
                         None, 0, 2, 4, tmp_path / "r.tsv", tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "f",
                         out_steps=tmp_path / "x.tsv")
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_update_difference_from_the_right_layers(tiny, layer):
+    """y_t = ||f_l(zh) - f_l(en)||^2 with f_l = h_{l+1} - h_l, checked against a teacher-forced
+    forward pass over prompt + generated tokens (all hidden states captured with hooks)."""
+    import torch
+
+    from zhunt.generation import generate
+    from zhunt.hooks import capture_hidden_states
+    from zhunt.models import get_adapter, load_model
+
+    model, tok = load_model(tiny / "model")
+    texts = ["Q: What is 12 plus 7? A:", "问：12加7等于多少？答："]
+    gens = generate(model, tok, texts, max_new_tokens=6, batch_size=2,
+                    record_layers=B.step_record_modules(model, layer))
+    hid = []  # per text: (L + 1, T_new, d) teacher-forced states at the positions that emitted each token
+    for text, g in zip(texts, gens):
+        ids = tok(text)["input_ids"] + g["token_ids"]
+        with torch.inference_mode(), capture_hidden_states(get_adapter(model).layers) as cap:
+            model(input_ids=torch.tensor([ids]))
+        n0 = g["n_prompt_tokens"]
+        pos = np.arange(n0 - 1, n0 - 1 + g["n_new_tokens"])
+        hid.append(np.stack([cap.hidden[j][0][0, pos].double().numpy() for j in range(len(cap.hidden))]))
+        np.testing.assert_allclose(g["states"][B.STEP_INPUT], hid[-1][layer], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(g["states"][B.STEP_OUTPUT], hid[-1][layer + 1], rtol=1e-4, atol=1e-4)
+    long = pd.DataFrame({"id": ["p", "p"], "lang": ["en", "zh"]})
+    df = B.step_distances(long, gens)
+    n = min(g["n_new_tokens"] for g in gens)
+    f_en, f_zh = (h[layer + 1, :n] - h[layer, :n] for h in hid)
+    np.testing.assert_allclose(df["y"], ((f_zh - f_en) ** 2).sum(1), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(df["y_output"], ((hid[1][layer + 1, :n] - hid[0][layer + 1, :n]) ** 2).sum(1),
+                               rtol=1e-3, atol=1e-4)
+    assert not np.allclose(df["y"], df["y_output"])  # the update difference is not the output difference

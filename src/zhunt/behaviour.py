@@ -29,15 +29,24 @@ band                   condition          seed's action
 
 (for a language other than ``zh`` the labels carry its code.)
 
-Per-step trajectories (optional, the GARCH input): with ``out_steps`` the
-output of decoder layer ``step_layer`` is recorded at every generated step
-(:mod:`zhunt.generation`: the state at the position that emitted generated
-token ``t``) for the zh and the en generation of each problem, and
+Per-step trajectories (optional, the GARCH input of seed 003): with
+``out_steps`` the generator records, at every generated step ``t`` (the state
+at the position that emitted generated token ``t``, :mod:`zhunt.generation`),
+the input and the output of decoder layer ``l = step_layer`` for the zh and the
+en generation of each problem. The input of layer ``l`` is the output of layer
+``l - 1`` (hidden index ``l``; for ``l = 0`` the embedding output, recorded
+from ``model.get_input_embeddings()``), its output is hidden index ``l + 1``.
+Seed 003's layer update and cross-lingual update difference are
 
-``y_t = || h_zh^(t) - h_en^(t) ||_2^2``   for ``t = 0 .. min(T_zh, T_en) - 1``
+``f_l^(t)(lang) = h_{l+1}^(t)(lang) - h_l^(t)(lang)``   (what layer ``l`` adds to the residual stream)
 
-is written per problem (``T_lang`` = number of generated tokens, eos
-included), one row per ``(problem, step)``.
+``delta_l^(t) = f_l^(t)(zh) - f_l^(t)(en)``,   ``y_t = || delta_l^(t) ||_2^2``
+
+for ``t = 0 .. min(T_zh, T_en) - 1`` (``T_lang`` = number of generated
+tokens, eos included). The output difference ``y_output_t = || h_{l+1}^(t)(zh)
+- h_{l+1}^(t)(en) ||_2^2`` (the series fitted before, which accumulates the
+updates of every layer up to ``l``) is kept as a secondary column. One row per
+``(problem, step)``.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ from .io import write_table, write_text
 from .stats import mcnemar_exact, rate_ci
 from .text import classify_language, cjk_fraction, extract_answer
 
-__all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "step_distances",
+__all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
+           "step_record_modules", "step_distances",
            "plot_accuracy", "run_behaviour"]
 
 log = logging.getLogger("zhunt.behaviour")
@@ -155,38 +165,70 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
     return df
 
 
-def step_distances(long: pd.DataFrame, gens: Sequence[dict], layer, a: str = "zh", b: str = "en") -> pd.DataFrame:
-    """Per-step squared distance between the ``a`` and ``b`` generation trajectories.
+#: Keys of the two recorded states of :func:`run_behaviour`'s per-step trajectories.
+STEP_INPUT, STEP_OUTPUT = "input", "output"
+
+
+def step_record_modules(model, layer: int) -> dict:
+    """The modules whose per-step outputs give the input and output of decoder layer ``layer``.
+
+    Returns
+    -------
+    dict
+        ``{STEP_INPUT: module, STEP_OUTPUT: module}`` for
+        :func:`zhunt.generation.generate`'s ``record_layers``: the output of
+        ``layers[layer - 1]`` (hidden index ``layer``; for ``layer = 0`` the
+        embedding module ``model.get_input_embeddings()``, whose output is what
+        ``layers[0]`` receives) and of ``layers[layer]`` (hidden index ``layer + 1``).
+    """
+    from .models import get_adapter
+
+    layers = get_adapter(model).layers
+    layer = int(layer)
+    inp = layers[layer - 1] if layer > 0 else model.get_input_embeddings()
+    return {STEP_INPUT: inp, STEP_OUTPUT: layers[layer]}
+
+
+def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: str = "en") -> pd.DataFrame:
+    """Per-step squared norms of the cross-lingual update difference and output difference.
 
     Parameters
     ----------
     long : pandas.DataFrame
         Rows aligned with ``gens`` (columns ``id``, ``lang``).
     gens : sequence of dict
-        :func:`zhunt.generation.generate` results with ``states[layer]`` of
-        shape ``(T, d)``.
-    layer : hashable
-        Key of the recorded layer in ``states``.
+        :func:`zhunt.generation.generate` results whose ``states`` hold
+        ``STEP_INPUT`` and ``STEP_OUTPUT``, each of shape ``(T, d)``: the
+        input ``h_l^(t)`` and output ``h_{l+1}^(t)`` of the recorded layer ``l``.
+    a, b : str
+        The pair (seed 003: zh and en).
 
     Returns
     -------
     pandas.DataFrame
-        ``problem, step, y, T_zh, T_en`` (named after ``a``/``b``) with
-        ``y = ||h_a^(t) - h_b^(t)||^2`` for ``t < min(T_a, T_b)``; problems in
-        table order, steps ascending.
+        ``problem, step, y, y_output, T_zh, T_en`` (named after ``a``/``b``),
+        problems in table order, steps ascending, ``t < min(T_a, T_b)``:
+        ``y = ||f^(t)(a) - f^(t)(b)||^2`` with ``f^(t) = h_{l+1}^(t) - h_l^(t)``
+        (seed 003's ``||delta_l^(t)||^2``) and
+        ``y_output = ||h_{l+1}^(t)(a) - h_{l+1}^(t)(b)||^2``.
     """
     idx = {(i, lg): k for k, (i, lg) in enumerate(zip(long["id"], long["lang"]))}
-    rows = []
+    cols = ["problem", "step", "y", "y_output", f"T_{a}", f"T_{b}"]
+    parts = []
     for pid in dict.fromkeys(long["id"]):
         if (pid, a) not in idx or (pid, b) not in idx:
             continue
-        ha = np.asarray(gens[idx[(pid, a)]]["states"][layer], dtype=np.float64)
-        hb = np.asarray(gens[idx[(pid, b)]]["states"][layer], dtype=np.float64)
-        n = min(len(ha), len(hb))
-        y = ((ha[:n] - hb[:n]) ** 2).sum(axis=1)
-        for t in range(n):
-            rows.append({"problem": pid, "step": t, "y": float(y[t]), f"T_{a}": len(ha), f"T_{b}": len(hb)})
-    return pd.DataFrame(rows, columns=["problem", "step", "y", f"T_{a}", f"T_{b}"])
+        sa, sb = gens[idx[(pid, a)]]["states"], gens[idx[(pid, b)]]["states"]
+        oa = np.asarray(sa[STEP_OUTPUT], dtype=np.float64)
+        ob = np.asarray(sb[STEP_OUTPUT], dtype=np.float64)
+        fa = oa - np.asarray(sa[STEP_INPUT], dtype=np.float64)
+        fb = ob - np.asarray(sb[STEP_INPUT], dtype=np.float64)
+        n = min(len(oa), len(ob))
+        parts.append(pd.DataFrame({"problem": pid, "step": np.arange(n),
+                                   "y": ((fa[:n] - fb[:n]) ** 2).sum(axis=1),
+                                   "y_output": ((oa[:n] - ob[:n]) ** 2).sum(axis=1),
+                                   f"T_{a}": len(oa), f"T_{b}": len(ob)}))
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 def plot_accuracy(summary: pd.DataFrame, stem, title: str = "") -> None:
@@ -263,10 +305,10 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     fig_stem : path
         Accuracy figure (``.pdf`` + ``.png``).
     out_steps : path, optional
-        Per-step distance table (module docstring); needs ``step_layer`` and
-        both ``zh`` and ``en`` in ``languages``.
+        Per-step table of ``||delta_l^(t)||^2`` (module docstring); needs
+        ``step_layer`` and both ``zh`` and ``en`` in ``languages``.
     step_layer : int, optional
-        Decoder layer (0-based) whose output is recorded.
+        Decoder layer ``l`` (0-based) whose input and output are recorded.
     threads : int, optional
         ``torch.set_num_threads`` for the run (tiny models on a shared CPU run
         much faster with 1 thread than with an oversubscribed pool).
@@ -304,7 +346,7 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     record = None
     if out_steps is not None:
         check_layer(int(step_layer), get_adapter(model).num_layers, model_name, key="behaviour.step_layer")
-        record = [int(step_layer)]
+        record = step_record_modules(model, int(step_layer))
     gens = generate(model, tok, list(long["prompt"]), max_new_tokens=int(max_new_tokens),
                     batch_size=int(batch_size), add_special_tokens=not chat, record_layers=record)
     records = score_generations(long, gens)
@@ -314,7 +356,7 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     write_text(out_summary_md, _summary_markdown(summary, model_name, int(n_shots)))
     plot_accuracy(summary, fig_stem, title=f"{model_name}: Phase 0 accuracy ({n_shots}-shot)")
     if out_steps is not None:
-        steps = step_distances(long, gens, int(step_layer))
+        steps = step_distances(long, gens)
         steps.insert(0, "layer", int(step_layer))
         write_table(steps, out_steps)
     zh = summary[summary["lang"] == "zh"]
