@@ -281,14 +281,48 @@ def test_johansen_finds_planted_cointegration():
 
 
 # --------------------------------------------------------------------------- GARCH
-def test_garch_recovers_beta():
-    y = theory.simulate_garch(3000, omega=0.1, alpha=0.1, beta=0.85, mu=1.0, seed=0)
+def test_garch_recovers_known_parameters():
+    """A GARCH(1,1) series simulated by arch with known (omega, alpha, beta) is recovered within
+    +-0.05 (alpha, beta) and +-50 % (omega), and called clustered."""
+    omega, alpha, beta = 0.1, 0.1, 0.85
+    y = theory.simulate_garch(3000, omega=omega, alpha=alpha, beta=beta, mu=1.0, seed=0)
+    np.testing.assert_allclose(np.var(y), omega / (1 - alpha - beta), rtol=0.25)  # unconditional variance
     res = theory.garch_beta(y)
     assert res["status"] == "ok" and res["converged"]
-    assert res["beta"] == pytest.approx(0.85, abs=0.05)
-    assert res["alpha"] == pytest.approx(0.10, abs=0.05)
-    assert res["beta_pvalue"] < 0.05 and res["alpha_pvalue"] < 0.05
+    np.testing.assert_allclose([res["alpha"], res["beta"]], [alpha, beta], atol=0.05)
+    np.testing.assert_allclose(res["omega"], omega, rtol=0.5)
+    assert res["arch_lm_pvalue"] < 1e-6
+    assert theory.garch_verdict(res) == "clustered"
     assert theory.garch_beta(y[:10])["status"].startswith("too short")
+    assert theory.garch_verdict(theory.garch_beta(y[:10])) == "not fitted"
+
+
+@pytest.fixture(scope="module")
+def garch_null_labels():
+    """Verdicts of 200 i.i.d. series of 100 steps (the default generation budget): 20 seeds x 10
+    series, half Gaussian, half chi-square(4) (positive and skewed like squared norms)."""
+    labels = np.empty((20, 10), dtype=object)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        for i in range(10):
+            y = rng.standard_normal(100) if i % 2 else rng.chisquare(4, 100)
+            labels[seed, i] = theory.garch_verdict(theory.garch_beta(y))
+    return labels
+
+
+def test_garch_iid_null_is_not_clustered(garch_null_labels):
+    rate_null = np.mean(garch_null_labels == "not clustered")
+    assert rate_null >= 0.95, rate_null
+    model = [theory.garch_model_verdict(row)["verdict"] for row in garch_null_labels]
+    assert np.mean([m == "not clustered" for m in model]) >= 0.95
+
+
+def test_garch_planted_model_is_clustered():
+    labels = [theory.garch_verdict(theory.garch_beta(theory.simulate_garch(300, 0.1, 0.2, 0.75, seed=s)))
+              for s in range(20)]
+    m = theory.garch_model_verdict(labels)
+    assert m["verdict"] == "clustered" and m["n_fitted"] == 20 and m["lo"] < m["rate"] <= m["hi"]
+    assert theory.garch_model_verdict(["not fitted"])["verdict"] == "not measured"
 
 
 def test_step_delta_norms_and_run_garch(tmp_path):
@@ -300,16 +334,20 @@ def test_step_delta_norms_and_run_garch(tmp_path):
     assert df["y"][2] == pytest.approx(np.sum((a["p1"][2] - b["p1"][2]) ** 2))
     rows = []
     for i, beta in enumerate([0.85, 0.8]):
-        y = theory.simulate_garch(800, beta=beta, seed=i)
-        rows.append(pd.DataFrame({"problem": f"q{i}", "step": np.arange(len(y))[::-1], "y": y[::-1]}))
-    rows.append(pd.DataFrame({"problem": "short", "step": range(5), "y": np.ones(5)}))
+        y = theory.simulate_garch(800, alpha=0.1, beta=beta, seed=i)
+        rows.append(pd.DataFrame({"problem": f"q{i}", "step": np.arange(len(y))[::-1], "y": y[::-1],
+                                  "y_output": rng.standard_normal(len(y))}))
+    rows.append(pd.DataFrame({"problem": "short", "step": range(5), "y": np.ones(5), "y_output": np.ones(5)}))
     tsv = tmp_path / "steps.tsv"
     pd.concat(rows).to_csv(tsv, sep="\t", index=False)
     out = theory.run_garch(tsv, tmp_path / "g.tsv", tmp_path / "g.md", tmp_path / "fig" / "garch")
     assert out["n_series"] == 3 and out["n_fitted"] == 2
-    assert (tmp_path / "fig" / "garch.png").exists() and (tmp_path / "g.md").exists()
-    t = pd.read_csv(tmp_path / "g.tsv", sep="\t")
-    assert t.loc[t.problem == "short", "status"].iloc[0].startswith("too short")
+    assert out["model"]["n_clustered"] == 2 and out["model_output"]["n_clustered"] == 0
+    assert (tmp_path / "fig" / "garch.png").exists() and "Rule: clustered" in (tmp_path / "g.md").read_text()
+    t = pd.read_csv(tmp_path / "g.tsv", sep="\t").set_index("problem")
+    assert t.loc["short", "status"].startswith("too short") and t.loc["short", "verdict"] == "not fitted"
+    assert list(t.loc[["q0", "q1"], "verdict"]) == ["clustered"] * 2
+    assert list(t.loc[["q0", "q1"], "output_verdict"]) == ["not clustered"] * 2
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n1\t2\n")
     with pytest.raises(ZhuntError, match="needs columns"):

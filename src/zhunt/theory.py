@@ -123,8 +123,14 @@ __all__ = [
     "johansen_rank",
     "cointegration_table",
     "COINTEGRATION_CAPTION",
+    "GARCH_LEVEL",
+    "GARCH_ARCH_LM_LAGS",
+    "GARCH_MIN_STEPS",
+    "GARCH_RULE",
     "simulate_garch",
     "garch_beta",
+    "garch_verdict",
+    "garch_model_verdict",
     "step_delta_norms",
     "run_garch",
     "run_theory",
@@ -818,39 +824,48 @@ def cointegration_table(P: PairedStates, pair: tuple[str, str], components: int 
 
 
 # =============================================================================== GARCH
+#: Significance level of every test in the GARCH verdict (per series and across series).
+GARCH_LEVEL = 0.05
+#: Lags of Engle's ARCH-LM test that a series must pass before its GARCH fit counts.
+GARCH_ARCH_LM_LAGS = 5
+#: Shorter series are listed but not fitted.
+GARCH_MIN_STEPS = 30
+#: The per-series rule, as printed in tables and report captions.
+GARCH_RULE = (f"clustered = Engle ARCH-LM ({GARCH_ARCH_LM_LAGS} lags) p < {GARCH_LEVEL} and GARCH(1,1) alpha and "
+              f"beta both significant (p < {GARCH_LEVEL}, robust SE); series of >= {GARCH_MIN_STEPS} steps. "
+              f"Model: 'clustered' when the count of clustered series exceeds a {GARCH_LEVEL:g} false-positive "
+              f"rate (one-sided exact binomial p < {GARCH_LEVEL})")
+
+
 def simulate_garch(n: int, omega: float = 0.1, alpha: float = 0.1, beta: float = 0.85,
                    mu: float = 0.0, seed: int = 0, burn: int = 500) -> np.ndarray:
-    """Simulate a GARCH(1,1) series.
+    """Simulate a GARCH(1,1) series with ``arch`` (constant mean, normal innovations).
 
     ``y_t = mu + eps_t``, ``eps_t = sigma_t z_t``,
-    ``sigma_t^2 = omega + alpha eps_{t-1}^2 + beta sigma_{t-1}^2``.
-
-    ``z_t`` i.i.d. standard normal from ``numpy.random.default_rng(seed)``;
-    the first ``burn`` draws are discarded. Needs ``alpha + beta < 1``.
+    ``sigma_t^2 = omega + alpha eps_{t-1}^2 + beta sigma_{t-1}^2``, ``z_t`` i.i.d. N(0, 1)
+    drawn from ``numpy.random.default_rng(seed)``; the first ``burn`` values are discarded.
 
     Returns
     -------
     ndarray of shape (n,)
     """
+    from arch.univariate import GARCH, ConstantMean, Normal
+
     if alpha + beta >= 1:
         raise ValueError("need alpha + beta < 1 (covariance stationarity)")
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal(n + burn)
-    s2 = omega / (1 - alpha - beta)
-    eps = np.empty(n + burn)
-    for t in range(n + burn):
-        eps[t] = math.sqrt(s2) * z[t]
-        s2 = omega + alpha * eps[t] ** 2 + beta * s2
-    return mu + eps[burn:]
+    model = ConstantMean(None, volatility=GARCH(1, 0, 1), distribution=Normal(seed=np.random.default_rng(seed)))
+    return model.simulate([mu, omega, alpha, beta], int(n), burn=int(burn))["data"].to_numpy(np.float64)
 
 
-def garch_beta(series, min_length: int = 30) -> dict:
-    """Fit a constant-mean GARCH(1,1) with normal errors (package ``arch``) and return its parameters.
+def garch_beta(series, min_length: int = GARCH_MIN_STEPS) -> dict:
+    """Fit a constant-mean GARCH(1,1) with normal errors (package ``arch``) and test for ARCH effects.
 
     The series is divided by its standard deviation ``s`` before fitting
     (``arch`` optimises poorly on badly scaled data); ``alpha`` and ``beta``
     are scale-free, ``omega`` is reported in the original units
-    (``omega_fit * s^2``).
+    (``omega_fit * s^2``). Engle's ARCH-LM test
+    (:func:`statsmodels.stats.diagnostic.het_arch`, ``GARCH_ARCH_LM_LAGS``
+    lags) is run on the demeaned series.
 
     Parameters
     ----------
@@ -862,37 +877,102 @@ def garch_beta(series, min_length: int = 30) -> dict:
     -------
     dict
         ``beta``, ``beta_pvalue``, ``alpha``, ``alpha_pvalue``, ``omega``,
-        ``converged`` (optimizer flag 0), ``n`` and ``status`` ("ok" or why not).
+        ``arch_lm_pvalue``, ``converged`` (optimizer flag 0), ``n`` and
+        ``status`` ("ok" or why not).
 
     Notes
     -----
     When ``alpha = 0`` the GARCH recursion never sees the data and ``beta`` is
     not identified: on white noise the optimizer often returns ``alpha ≈ 0``
     with a large and "significant" ``beta``. A significant ``beta`` alone is
-    therefore not evidence of volatility clustering; read it with ``alpha``.
+    therefore not evidence of volatility clustering; :func:`garch_verdict`
+    also asks for ``alpha`` and for the ARCH-LM test.
     """
+    import warnings
+
     from arch import arch_model
+    from statsmodels.stats.diagnostic import het_arch
 
     y = np.asarray(series, np.float64)
     y = y[np.isfinite(y)]
     nan = {"beta": math.nan, "beta_pvalue": math.nan, "alpha": math.nan, "alpha_pvalue": math.nan,
-           "omega": math.nan, "converged": False, "n": int(len(y))}
+           "omega": math.nan, "arch_lm_pvalue": math.nan, "converged": False, "n": int(len(y))}
     if len(y) < min_length:
         return {**nan, "status": f"too short ({len(y)} < {min_length})"}
     s = float(np.std(y))
     if not s > 0:
         return {**nan, "status": "constant series"}
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = arch_model(y / s, mean="Constant", vol="GARCH", p=1, q=1, dist="normal",
                          rescale=False).fit(disp="off")
+        lm_p = float(het_arch((y - y.mean()) / s, nlags=GARCH_ARCH_LM_LAGS)[1])
     pr, pv = res.params, res.pvalues
     return {"beta": float(pr["beta[1]"]), "beta_pvalue": float(pv["beta[1]"]),
             "alpha": float(pr["alpha[1]"]), "alpha_pvalue": float(pv["alpha[1]"]),
-            "omega": float(pr["omega"]) * s**2, "converged": int(res.convergence_flag) == 0,
-            "n": int(len(y)), "status": "ok"}
+            "omega": float(pr["omega"]) * s**2, "arch_lm_pvalue": lm_p,
+            "converged": int(res.convergence_flag) == 0, "n": int(len(y)), "status": "ok"}
+
+
+def garch_verdict(fit: Mapping, level: float = GARCH_LEVEL) -> str:
+    """Per-series verdict of seed 003's prediction "volatility clustering (significant beta)".
+
+    Parameters
+    ----------
+    fit : mapping
+        :func:`garch_beta`'s result.
+    level : float
+
+    Returns
+    -------
+    str
+        ``"clustered"`` when the fit is ``ok`` and converged, Engle's ARCH-LM
+        test rejects homoscedasticity (``arch_lm_pvalue < level``) and both
+        ``alpha`` and ``beta`` are significant (``p < level``) — the null
+        (constant conditional variance) must be rejected by a test that is
+        valid under it before the identified-only-if-``alpha > 0`` ``beta`` is
+        read; ``"not clustered"`` otherwise; ``"not fitted"`` for a series that
+        was too short or constant (:data:`GARCH_RULE`).
+    """
+    if fit.get("status") != "ok":
+        return "not fitted"
+    ok = (bool(fit.get("converged")) and fit["arch_lm_pvalue"] < level and fit["alpha_pvalue"] < level
+          and fit["beta_pvalue"] < level)
+    return "clustered" if ok else "not clustered"
+
+
+def garch_model_verdict(verdicts, level: float = GARCH_LEVEL) -> dict:
+    """Verdict over every fitted series of a model: more clustered series than chance?
+
+    Parameters
+    ----------
+    verdicts : sequence of str
+        :func:`garch_verdict` labels (``"not fitted"`` ones are ignored).
+    level : float
+        Per-series false-positive rate bound (the level of each test) and the
+        level of the one-sided exact binomial test ``k ~ Bin(n, level)``.
+
+    Returns
+    -------
+    dict
+        ``n_fitted``, ``n_clustered``, ``rate`` with its Wilson 95% interval
+        ``lo``, ``hi``, ``binom_p`` and ``verdict``: ``"clustered"`` when
+        ``binom_p < level``, ``"not clustered"`` otherwise, ``"not measured"``
+        when nothing was fitted.
+    """
+    from scipy.stats import binomtest
+
+    from .stats import binomial_ci
+
+    v = [str(x) for x in verdicts if str(x) != "not fitted"]
+    n, k = len(v), sum(x == "clustered" for x in v)
+    if n == 0:
+        return {"n_fitted": 0, "n_clustered": 0, "rate": math.nan, "lo": math.nan, "hi": math.nan,
+                "binom_p": math.nan, "verdict": "not measured"}
+    rate, lo, hi = binomial_ci(k, n)
+    p = float(binomtest(k, n, level, alternative="greater").pvalue)
+    return {"n_fitted": n, "n_clustered": int(k), "rate": float(rate), "lo": float(lo), "hi": float(hi),
+            "binom_p": p, "verdict": "clustered" if p < level else "not clustered"}
 
 
 def step_delta_norms(states_a: Mapping, states_b: Mapping) -> pd.DataFrame:
@@ -907,6 +987,8 @@ def step_delta_norms(states_a: Mapping, states_b: Mapping) -> pd.DataFrame:
     ``y_t = ||u_a^(t) - u_b^(t)||^2`` for ``t = 0..min(T_a, T_b) - 1``.
     Step ``t`` of the two runs need not express the same content (the
     languages tokenise differently), which is a limit of this pairing.
+    (The Phase 0 stage computes both series with
+    :func:`zhunt.behaviour.step_distances`.)
 
     Parameters
     ----------
@@ -928,17 +1010,28 @@ def step_delta_norms(states_a: Mapping, states_b: Mapping) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["problem", "step", "y"])
 
 
-def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = 30, level: float = 0.05) -> dict:
-    """GARCH(1,1) on per-step cross-lingual delta norms, one fit per problem (and layer).
+#: Fields of one fit that go into the GARCH table (per series; the secondary series prefixed ``output_``).
+_GARCH_FIELDS = ("beta", "beta_pvalue", "alpha", "alpha_pvalue", "omega", "arch_lm_pvalue", "converged",
+                 "status", "verdict")
+
+
+def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = GARCH_MIN_STEPS,
+              level: float = GARCH_LEVEL) -> dict:
+    """GARCH(1,1) on per-step cross-lingual update-difference norms, one fit per problem (and layer).
 
     Parameters
     ----------
     step_table_tsv : path
-        TSV with columns ``problem``, ``step``, ``y`` (see :func:`step_delta_norms`)
-        and optionally ``layer`` (one fit per (layer, problem)).
+        TSV with columns ``problem``, ``step``, ``y`` (seed 003's
+        ``||delta_l^(t)||^2``, :func:`zhunt.behaviour.step_distances`), optionally
+        ``y_output`` (the output-difference series, fitted as a secondary
+        series) and ``layer`` (one fit per (layer, problem)).
     out_tsv, out_md : path
-        Per-fit table: the keys, ``n`` and :func:`garch_beta`'s fields, plus
-        ``clustering`` (both ``alpha`` and ``beta`` significant at ``level``).
+        Per-fit table: the keys, ``n`` and :func:`garch_beta`'s fields,
+        ``beta_significant``, ``verdict`` (:func:`garch_verdict`) and
+        ``clustering`` (``verdict == "clustered"``); with ``y_output`` the
+        same fields prefixed ``output_``. The Markdown adds the rule and the
+        model verdict (:func:`garch_model_verdict`) of each series.
     fig_stem : path
         Histogram of the fitted ``beta`` (significant ones highlighted).
     min_steps : int
@@ -949,14 +1042,16 @@ def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = 30,
     -------
     dict
         ``n_series``, ``n_fitted``, ``frac_beta_significant`` (the seed's
-        criterion), ``frac_clustering``, ``median_beta``, ``files``.
+        criterion), ``frac_clustering``, ``median_beta``, ``model`` (the
+        update series' :func:`garch_model_verdict`), ``model_output`` (the
+        output series', or None), ``files``.
 
     Raises
     ------
     ZhuntError
         Unreadable table or missing columns.
     """
-    from .io import write_table
+    from .io import write_table, write_text
 
     path = Path(step_table_tsv)
     try:
@@ -967,23 +1062,41 @@ def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = 30,
     if not need <= set(df.columns):
         raise ZhuntError(str(path), f"step table needs columns {sorted(need)}, has {list(df.columns)}")
     keys = ["layer", "problem"] if "layer" in df.columns else ["problem"]
+    series = [("y", "")] + ([("y_output", "output_")] if "y_output" in df.columns else [])
     rows = []
     for key, g in df.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        res = garch_beta(g.sort_values("step")["y"].to_numpy(), min_length=min_steps)
-        rows.append({**dict(zip(keys, key)), **res})
-    cols = keys + ["n", "beta", "beta_pvalue", "alpha", "alpha_pvalue", "omega", "converged", "status"]
+        g = g.sort_values("step")
+        row = dict(zip(keys, key))
+        for col, prefix in series:
+            res = garch_beta(g[col].to_numpy(), min_length=min_steps)
+            res["verdict"] = garch_verdict(res, level)
+            if not prefix:
+                row["n"] = res["n"]
+            row.update({prefix + f: res[f] for f in _GARCH_FIELDS})
+            row[prefix + "beta_significant"] = bool(res["beta_pvalue"] < level)
+            row[prefix + "clustering"] = res["verdict"] == "clustered"
+        rows.append(row)
+    cols = keys + ["n"] + [p + f for _, p in series for f in _GARCH_FIELDS + ("beta_significant", "clustering")]
     out = pd.DataFrame(rows, columns=cols)
     fitted = out[out["status"] == "ok"]
-    out["beta_significant"] = out["beta_pvalue"] < level
-    out["clustering"] = out["beta_significant"] & (out["alpha_pvalue"] < level)
-    write_table(out, out_tsv, markdown=out_md)
+    model = garch_model_verdict(out["verdict"], level)
+    model_out = garch_model_verdict(out["output_verdict"], level) if len(series) > 1 else None
+    write_table(out, out_tsv)
+    lines = [out.to_markdown(index=False, floatfmt=".4g"), "", f"Rule: {GARCH_RULE}.", ""]
+    for name, m in (("update difference ||delta_l||^2 (primary)", model), ("output difference", model_out)):
+        if m is not None:
+            lines.append(f"- {name}: {m['n_clustered']}/{m['n_fitted']} series clustered "
+                         f"(rate {m['rate']:.3g}, Wilson 95% [{m['lo']:.3g}, {m['hi']:.3g}], binomial p vs "
+                         f"{level:g} = {m['binom_p']:.3g}): **{m['verdict']}**")
+    write_text(out_md, "\n".join(lines) + "\n")
     files = [str(out_tsv), str(out_md)] + [str(f) for f in plot_garch(out, fig_stem, level)]
     nf = len(fitted)
     return {"n_series": int(len(out)), "n_fitted": int(nf),
             "frac_beta_significant": float(out.loc[fitted.index, "beta_significant"].mean()) if nf else math.nan,
             "frac_clustering": float(out.loc[fitted.index, "clustering"].mean()) if nf else math.nan,
-            "median_beta": float(fitted["beta"].median()) if nf else math.nan, "files": files}
+            "median_beta": float(fitted["beta"].median()) if nf else math.nan, "model": model,
+            "model_output": model_out, "files": files}
 
 
 # =============================================================================== figures
