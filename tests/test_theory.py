@@ -269,15 +269,87 @@ def test_crossmap_table_matches_single_calls(planted):
 
 
 # --------------------------------------------------------------------------- cointegration
+def adjusting_pair(T=500, speed=0.4, seed=0):
+    """x: a random walk that never adjusts; y error-corrects towards x: dy_t = -speed (y - x)_{t-1} + e_t."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((T, 2))
+    x = np.cumsum(e[:, 0])
+    y = np.zeros(T)
+    for t in range(1, T):
+        y[t] = y[t - 1] - speed * (y[t - 1] - x[t - 1]) + e[t, 1]
+    return np.c_[x, y]
+
+
 def test_johansen_finds_planted_cointegration():
     rng = np.random.default_rng(8)
     T = 300
     x = np.cumsum(rng.standard_normal(T))
     y = 2.0 * x + rng.standard_normal(T)
     res = theory.johansen_rank(np.c_[x, y])
-    assert res["rank"] >= 1 and res["error"] == ""
-    # two independent random walks: no cointegration
-    assert theory.johansen_rank(np.c_[x, np.cumsum(rng.standard_normal(T))])["rank"] == 0
+    assert res["rank"] == 1 and res["error"] == "" and res["crit_sim"].shape == (2,)
+
+
+def test_vecm_alpha_one_language_adjusts():
+    """Planted: only y (language b) error-corrects. Pi from statsmodels' rank-1 VECM matches an
+    unrestricted OLS fit of the VECM equations (independent computation) within 0.05, the |alpha|
+    ratio is small and the label names b."""
+    Y = adjusting_pair()
+    res = theory.johansen_rank(Y)
+    assert res["rank"] == 1
+    fit = theory.vecm_alpha(Y, 1, n_a=1)
+    # OLS: dY_t on [Y_{t-1}, dY_{t-1}, 1]
+    dY = np.diff(Y, axis=0)
+    X = np.c_[Y[1:-1], dY[:-1], np.ones(len(dY) - 1)]
+    coef = np.linalg.lstsq(X, dY[1:], rcond=None)[0]
+    np.testing.assert_allclose(fit["Pi"], coef[:2].T, atol=0.05)
+    np.testing.assert_allclose(fit["Pi"], [[0.0, 0.0], [0.4, -0.4]], atol=0.08)  # planted Pi
+    assert fit["alpha_ratio"] < 1 / theory.ALPHA_RATIO_THRESHOLD
+    np.testing.assert_allclose(fit["alpha_ratio"], np.linalg.norm(fit["alpha"][:1]) / np.linalg.norm(fit["alpha"][1:]),
+                               rtol=1e-10)  # rank 1: ratio of Pi rows = ratio of alpha blocks
+    assert theory.cointegration_verdict(res["rank"], fit["alpha_ratio"], 2, "zh", "en") == "en adjusts"
+    # swap the columns: the other language adjusts
+    fit2 = theory.vecm_alpha(Y[:, ::-1], 1, n_a=1)
+    np.testing.assert_allclose(fit2["alpha_ratio"], 1 / fit["alpha_ratio"], rtol=1e-6)
+    assert theory.cointegration_verdict(1, fit2["alpha_ratio"], 2, "zh", "en") == "zh adjusts"
+    assert theory.cointegration_verdict(1, 1.2, 2, "zh", "en") == "both adjust"
+    assert theory.cointegration_verdict(2, 1.2, 2) == "stationary"
+    assert theory.cointegration_verdict(np.nan, 1.2, 2) == "not measured"
+
+
+def test_random_walks_are_not_cointegrated():
+    """Null: independent random walks over 40 seeds give rank 0 in >= 95 % (the tabulated
+    statsmodels values, the rule before, are shown to over-reject)."""
+    ranks, tab = [], []
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        res = theory.johansen_rank(np.cumsum(rng.standard_normal((200, 2)), axis=0))
+        ranks.append(res["rank"])
+        tab.append(res["rank_tabulated"])
+    labels = [theory.cointegration_verdict(r, np.nan, 2) for r in ranks]
+    assert np.mean([l == "not cointegrated" for l in labels]) >= 0.95
+    m = theory.cointegration_model_verdict(ranks)
+    assert m["verdict"] == "not cointegrated" and m["n"] == 40
+
+
+def test_cointegration_model_verdict_null_and_planted():
+    # null: 20 model runs of 10 problems each (random walks of length 19, 4 dims: Gemma's depth)
+    verdicts = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        ranks = [theory.johansen_rank(np.cumsum(rng.standard_normal((19, 4)), axis=0), n_sim=300)["rank"]
+                 for _ in range(10)]
+        verdicts.append(theory.cointegration_model_verdict(ranks)["verdict"])
+    assert np.mean([v == "not cointegrated" for v in verdicts]) >= 0.95
+    # planted: every problem an adjusting pair
+    ranks, ratios = [], []
+    for seed in range(10):
+        Y = adjusting_pair(T=300, seed=seed)
+        r = theory.johansen_rank(Y)["rank"]
+        ranks.append(r)
+        ratios.append(theory.vecm_alpha(Y, int(r), n_a=1)["alpha_ratio"] if r >= 1 else np.nan)
+    m = theory.cointegration_model_verdict(ranks, ratios, "zh", "en")
+    assert m["verdict"] == "cointegrated" and m["adjusts"] == "en adjusts"
+    assert m["lo"] < m["rate"]
 
 
 # --------------------------------------------------------------------------- GARCH
