@@ -455,3 +455,75 @@ def test_run_theory_writes_everything(planted, tmp_path):
     assert "depth is not time" in res["cointegration_caption"] or "not time" in res["cointegration_caption"]
     with pytest.raises(ZhuntError):
         theory.run_theory(path, "planted", tmp_path / "o2", tmp_path / "f2", nn_threshold=1.5)
+
+
+# --------------------------------------------------------------------------- verdict calibration
+def unaligned_states(seed, L_=6, N_=16, D_=24):
+    """Null for the depth verdicts: each (language, problem) an independent random walk through depth
+    (no shared problem identity, no convergence). Shape (2, L_+1, N_, D_)."""
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.standard_normal((2, L_ + 1, N_, D_)), axis=1)
+
+
+def converging_states(seed, L_=6, N_=16, D_=24):
+    """Planted for the depth verdicts (Theorem 2's setting): unrelated language states at j = 0, then
+    every layer adds a fresh per-problem update shared by both languages plus a small language-specific
+    one (update differences tiny against the spread of the shared updates). Shape (2, L_+1, N_, D_)."""
+    rng = np.random.default_rng(seed)
+    H = np.empty((2, L_ + 1, N_, D_))
+    H[:, 0] = rng.standard_normal((2, N_, D_))
+    for j in range(L_):
+        H[:, j + 1] = H[:, j] + rng.standard_normal((N_, D_)) + 0.1 * rng.standard_normal((2, N_, D_))
+    return H
+
+
+def _paired(H):
+    N_ = H.shape[2]
+    return theory.PairedStates(H=H, langs=["zh", "en"], problems=[f"p{i}" for i in range(N_)],
+                               category=np.array(["c"] * N_, dtype=object), prompt_length=np.ones((2, N_)))
+
+
+def test_snr_and_theorem2_verdicts_calibrated():
+    snr_null, t2_null = [], []
+    for seed in range(20):
+        H = unaligned_states(seed)
+        prof = theory.snr_profile(H[0], H[1])
+        snr_null.append(theory.snr_verdict(prof["SNR"]))
+        t2_null.append(theory.theorem2_verdict(prof))
+    assert np.mean([v == "not monotone" for v in snr_null]) >= 0.95
+    assert np.mean([v == "fails at some layer" for v in t2_null]) >= 0.95
+    for seed in range(3):
+        H = converging_states(seed)
+        prof = theory.snr_profile(H[0], H[1])
+        assert theory.snr_verdict(prof["SNR"]) == "monotone decreasing"
+        assert theory.theorem2_verdict(prof) == "holds at every layer"
+
+
+def test_alignment_verdict_calibrated():
+    null = []
+    for seed in range(20):
+        P = _paired(unaligned_states(seed))
+        ld = theory.alignment_depth_languages(theory.nn_retrieval_table(P), P.langs, threshold=0.9)
+        null += [theory.alignment_verdict(x) for x in ld.loc[ld["space"] == "h", "L_star"]]
+    assert np.mean([v == "never aligned" for v in null]) >= 0.95
+    P = _paired(converging_states(0))
+    ld = theory.alignment_depth_languages(theory.nn_retrieval_table(P), P.langs, threshold=0.9)
+    assert all(theory.alignment_verdict(x).startswith("aligned at j=") for x in ld.loc[ld["space"] == "h", "L_star"])
+
+
+def test_crossmap_verdict_calibrated():
+    rot, unrelated = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
+        Q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+        r = theory.crossmap_heldout(X, X @ Q + 0.3 * rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
+        rot.append(theory.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]))
+        u = theory.crossmap_heldout(X, rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
+        unrelated.append(theory.crossmap_verdict(u["procrustes_r2_heldout"], u["affine_r2_heldout"]))
+    assert np.mean([v == "Procrustes sufficient" for v in rot]) >= 0.95  # null for "affine needed"
+    assert np.mean([v == "no shared geometry" for v in unrelated]) >= 0.95
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
+    r = theory.crossmap_heldout(X, X @ np.diag(np.linspace(0.3, 3, 16)), pca_dim=16, n_folds=5)
+    assert theory.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]) == "affine needed"

@@ -129,6 +129,16 @@ __all__ = [
     "COINT_N_SIM",
     "ALPHA_RATIO_THRESHOLD",
     "COINT_RULE",
+    "SNR_RULE",
+    "THEOREM2_RULE",
+    "ALIGNMENT_RULE",
+    "CROSSMAP_GAP",
+    "CROSSMAP_MIN_R2",
+    "CROSSMAP_RULE",
+    "snr_verdict",
+    "theorem2_verdict",
+    "alignment_verdict",
+    "crossmap_verdict",
     "johansen_null_crit",
     "johansen_rank",
     "vecm_alpha",
@@ -763,6 +773,79 @@ def crossmap_table(P: PairedStates, pca_dim: int = 32, n_folds: int = 10, seed: 
             rows.append({"j": j, "layer": j - 1, "src": a, "tgt": b, "procrustes_r2_heldout": rp,
                          "affine_r2_heldout": ra, "affine_kappa": _kappa(full[a], full[b], r_all), "r": r})
     return pd.DataFrame(rows)
+
+
+# =============================================================================== verdicts
+# The seed-003 verdicts on depth profiles, with their thresholds (GARCH and cointegration keep theirs
+# next to their own rules below). Each is calibrated in tests/test_theory.py: null inputs over >= 20
+# seeds give the null label in >= 95 %, a planted input the positive label.
+
+#: SNR verdict: "monotone decreasing" needs SNR(j+1) < SNR(j) at every step j = 0..L-1 (the seed's claim).
+SNR_RULE = "SNR strictly decreasing at every step j -> j+1 (seed 003): 'monotone decreasing', else 'not monotone'"
+#: Theorem-2 verdict: "holds at every layer" needs E||delta_j||^2 / sigma_j^2 < SNR(j) at every layer j.
+THEOREM2_RULE = ("E||delta_j||^2/sigma_j^2 < SNR(j) at every layer (seed 003: 'every layer satisfies the "
+                 "condition'): 'holds at every layer', else 'fails at some layer'")
+#: Alignment depth: the NN-retrieval accuracy that defines L*(l) is the config's theory.nn_threshold.
+ALIGNMENT_RULE = "L*(l) = first hidden index with NN accuracy >= theory.nn_threshold: 'aligned at j', else 'never aligned'"
+#: Cross-lingual maps: held-out affine R^2 minus Procrustes R^2 at or above this -> "affine needed".
+CROSSMAP_GAP = 0.05
+#: ... and neither map reaching this held-out R^2 -> "no shared geometry".
+CROSSMAP_MIN_R2 = 0.5
+CROSSMAP_RULE = (f"held-out R^2: max(affine, Procrustes) < {CROSSMAP_MIN_R2:g}: 'no shared geometry'; else affine - "
+                 f"Procrustes >= {CROSSMAP_GAP:g}: 'affine needed', else 'Procrustes sufficient'")
+
+
+def snr_verdict(snr) -> str:
+    """``"monotone decreasing"`` if ``SNR(j+1) < SNR(j)`` at every step (:func:`monotonicity`), else ``"not monotone"``.
+
+    Parameters
+    ----------
+    snr : array_like of shape (L + 1,)
+        SNR through depth (:func:`snr_profile`'s ``SNR``).
+    """
+    return "monotone decreasing" if monotonicity(snr)["monotone"] else "not monotone"
+
+
+def theorem2_verdict(profile: pd.DataFrame) -> str:
+    """``"holds at every layer"`` if Theorem 2's condition ``delta_ratio(j) < SNR(j)`` holds for every layer update.
+
+    Parameters
+    ----------
+    profile : DataFrame
+        :func:`snr_profile` of one pair (its ``condition_holds`` column; the
+        last row, with no update, is ignored).
+
+    Returns
+    -------
+    str
+        ``"holds at every layer"`` / ``"fails at some layer"``.
+    """
+    cond = profile["condition_holds"].dropna().astype(bool)
+    return "holds at every layer" if len(cond) and bool(cond.all()) else "fails at some layer"
+
+
+def alignment_verdict(L_star) -> str:
+    """``"aligned at j=..."`` for a finite ``L*(l)`` (:func:`alignment_depth_languages`), ``"never aligned"`` for NaN."""
+    return f"aligned at j={int(L_star)}" if L_star is not None and np.isfinite(L_star) else "never aligned"
+
+
+def crossmap_verdict(procrustes_r2: float, affine_r2: float, gap: float = CROSSMAP_GAP,
+                     min_r2: float = CROSSMAP_MIN_R2) -> str:
+    """Which cross-lingual map the held-out fit asks for (seed 003: low kappa -> Procrustes suffices).
+
+    Returns
+    -------
+    str
+        ``"no shared geometry"`` when neither held-out ``R^2`` reaches
+        ``min_r2`` (or both are NaN); ``"affine needed"`` when
+        ``affine_r2 - procrustes_r2 >= gap``; ``"Procrustes sufficient"`` otherwise.
+    """
+    best = np.nanmax([procrustes_r2, affine_r2]) if np.isfinite([procrustes_r2, affine_r2]).any() else math.nan
+    if not best >= min_r2:
+        return "no shared geometry"
+    if np.isfinite(affine_r2) and (not np.isfinite(procrustes_r2) or affine_r2 - procrustes_r2 >= gap):
+        return "affine needed"
+    return "Procrustes sufficient"
 
 
 # =============================================================================== cointegration
@@ -1671,6 +1754,23 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         row("cointegration_alpha_ratio_median", cmv["alpha_ratio_median"],
             f"|alpha_{pair[0]}|/|alpha_{pair[1]}| (geometric median over cointegrated problems); "
             f"{cmv['adjusts'] or 'no verdict (not cointegrated)'}; threshold {ALPHA_RATIO_THRESHOLD:g}"),
+    ]
+    # ---- verdicts (value 1 = the positive label), thresholds in the note
+    v_snr = snr_verdict(main["SNR"])
+    v_t2 = theorem2_verdict(main)
+    v_map = crossmap_verdict(float(mid["procrustes_r2_heldout"].mean()), float(mid["affine_r2_heldout"].mean()))
+    rows += [
+        row("verdict:snr", float(v_snr == "monotone decreasing"), f"{pname}: {v_snr}; rule: {SNR_RULE}"),
+        row("verdict:theorem2", float(v_t2 == "holds at every layer"), f"{pname}: {v_t2}; rule: {THEOREM2_RULE}"),
+    ]
+    for r in ldf[ldf["space"] == "h"].itertuples():
+        v = alignment_verdict(r.L_star)
+        rows.append(row(f"verdict:alignment:{r.lang}", float(v != "never aligned"),
+                        f"{r.lang}->{r.ref}: {v}; rule: {ALIGNMENT_RULE} = {nn_threshold:g}"))
+    rows += [
+        row("verdict:crossmap", float(v_map == "affine needed"), f"j={j_mid}: {v_map}; rule: {CROSSMAP_RULE}"),
+        row("verdict:cointegration", float(cmv["verdict"] == "cointegrated"),
+            f"{pname}: {cmv['verdict']}" + (f", {cmv['adjusts']}" if cmv["adjusts"] else "") + f"; rule: {COINT_RULE}"),
     ]
     summary = pd.DataFrame(rows)
 
