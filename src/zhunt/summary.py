@@ -365,7 +365,8 @@ def _m_snr(root, model, wc):
     return (f"SNR {_f(_stat(s, 'snr_first'))} → {_f(_stat(s, 'snr_last'))}; falls at "
             f"{'every' if _stat(s, 'snr_monotone') == 1 else 'not every'} layer "
             f"({_f(_stat(s, 'snr_violations'))} violations); Theorem-2 condition holds at "
-            f"{_f(_stat(s, 'theorem2_condition_holds'))} layers")
+            f"{_f(_stat(s, 'theorem2_condition_holds'))} layers; verdicts {_verdict_note(s, 'verdict:snr')} | "
+            f"{_verdict_note(s, 'verdict:theorem2')}")
 
 
 def _m_gram(root, model, wc):
@@ -386,20 +387,35 @@ def _m_crossmap(root, model, wc):
     s = _tsv(root / model / "theory/theory_summary.tsv")
     return (f"mid-depth held-out R²: Procrustes {_f(_stat(s, 'crossmap_procrustes_r2_mid'))}, affine "
             f"{_f(_stat(s, 'crossmap_affine_r2_mid'))} (median condition number "
-            f"{_f(_stat(s, 'crossmap_affine_kappa_mid'))})")
+            f"{_f(_stat(s, 'crossmap_affine_kappa_mid'))}); verdict {_verdict_note(s, 'verdict:crossmap')}")
+
+
+def _verdict_note(summary: pd.DataFrame, name: str) -> str:
+    """The note of a ``verdict:*`` row of theory_summary.tsv: "label; rule: ..." (or "n/a")."""
+    row = summary[summary["statistic"] == name]
+    return str(row["note"].iloc[0]) if len(row) else "n/a"
 
 
 def _m_coint(root, model, wc):
     s = _tsv(root / model / "theory/theory_summary.tsv")
-    return f"median cointegration rank {_f(_stat(s, 'cointegration_rank_median'))}"
+    return (f"median cointegration rank {_f(_stat(s, 'cointegration_rank_median'))} (tabulated critical values: "
+            f"{_f(_stat(s, 'cointegration_rank_tabulated_median'))}); median |α| ratio "
+            f"{_f(_stat(s, 'cointegration_alpha_ratio_median'))}; verdict {_verdict_note(s, 'verdict:cointegration')}")
 
 
 def _m_garch(root, model, wc):
+    from .theory import GARCH_RULE, garch_model_verdict
+
     g = _tsv(root / model / "theory/garch.tsv")
     conv = g[g["converged"].astype(str) == "True"]
     sig = conv["beta_significant"].astype(str).eq("True").sum()
-    return (f"GARCH(1,1) fitted on {len(conv)}/{len(g)} series; β significant in {int(sig)}"
-            + (f" (median β {_f(conv['beta'].median())})" if len(conv) else ""))
+    parts = [f"GARCH(1,1) on ||δ_l||² fitted on {len(conv)}/{len(g)} series; β significant in {int(sig)}"
+             + (f" (median β {_f(conv['beta'].median())})" if len(conv) else "")]
+    for col, name in (("verdict", "update difference"), ("output_verdict", "output difference (before)")):
+        if col in g:
+            m = garch_model_verdict(g[col].astype(str))
+            parts.append(f"{name}: {m['n_clustered']}/{m['n_fitted']} clustered, verdict {m['verdict']}")
+    return "; ".join(parts) + f". Rule: {GARCH_RULE}"
 
 
 def _m_toy(root, model, wc):

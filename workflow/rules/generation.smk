@@ -3,7 +3,8 @@
 
 
 rule behaviour:
-    """Phase 0: greedy generation for every problem in every language, scored."""
+    """Phase 0: greedy generation for every problem in every language, scored; records the input and
+    output of the primary layer at every generated step (steps.tsv: the GARCH input)."""
     input:
         model=lambda wc: model_dir(wc.model),
         prompts=lambda wc: promptset_path(wc.model),
@@ -153,7 +154,7 @@ rule decomposition:
 
 
 rule garch:
-    """Seed 003: GARCH(1,1) on per-step cross-lingual update norms at the primary layer."""
+    """Seed 003: GARCH(1,1) on ||delta_l^(t)||^2, the per-step zh-en update difference of the primary layer."""
     input:
         steps="results/{model}/behaviour/steps.tsv",
     output:
@@ -173,6 +174,8 @@ rule garch:
         ),
     log:
         "logs/{model}/garch.log",
+    benchmark:
+        "benchmarks/{model}/garch.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
