@@ -85,7 +85,15 @@ Notation and definitions (fixed here once)
   error-correction coefficients and ``|alpha_a| / |alpha_b|``
   (:func:`vecm_alpha`); labels by :func:`cointegration_verdict` and
   :func:`cointegration_model_verdict` (:data:`COINT_RULE`).
-* GARCH: see :func:`garch_beta`, :func:`step_delta_norms`, :func:`run_garch`.
+* GARCH: on seed 003's ``y_t = ||delta_l^(t)||^2``, ``delta_l^(t) = f_l^(t)(zh) -
+  f_l^(t)(en)`` with ``f_l^(t) = h_{l+1}^(t) - h_l^(t)`` the update of layer
+  ``l`` at generation step ``t`` (:func:`zhunt.behaviour.step_distances`); see
+  :func:`garch_beta`, :func:`garch_verdict`, :func:`garch_model_verdict`, :func:`run_garch`.
+* Verdicts: every label comes from one function with its thresholds as named
+  module constants (``*_RULE`` strings print them): :func:`snr_verdict`,
+  :func:`theorem2_verdict`, :func:`alignment_verdict`, :func:`crossmap_verdict`,
+  :func:`cointegration_verdict` / :func:`cointegration_model_verdict`,
+  :func:`garch_verdict` / :func:`garch_model_verdict`.
 """
 
 from __future__ import annotations
