@@ -1434,7 +1434,9 @@ def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = GAR
     write_table(out, out_tsv)
     lines = [out.to_markdown(index=False, floatfmt=".4g"), "", f"Rule: {GARCH_RULE}.", ""]
     for name, m in (("update difference ||delta_l||^2 (primary)", model), ("output difference", model_out)):
-        if m is not None:
+        if m is not None and m["n_fitted"] == 0:
+            lines.append(f"- {name}: no series of >= {min_steps} steps to fit: **not measured**")
+        elif m is not None:
             lines.append(f"- {name}: {m['n_clustered']}/{m['n_fitted']} series clustered "
                          f"(rate {m['rate']:.3g}, Wilson 95% [{m['lo']:.3g}, {m['hi']:.3g}], binomial p vs "
                          f"{level:g} = {m['binom_p']:.3g}): **{m['verdict']}**")
@@ -1762,9 +1764,10 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
     rows += [
         row("cointegration_rank_tabulated_median", float(co["rank_tabulated"].median()),
             "statsmodels' tabulated critical values (the rule before: over-rejects)"),
-        row("cointegration_rate", cmv["rate"], f"{cmv['n_cointegrated']}/{cmv['n']} problems rank >= 1, Wilson 95% "
-                                               f"[{cmv['lo']:.3g}, {cmv['hi']:.3g}], binomial p vs {COINT_LEVEL:g} = "
-                                               f"{cmv['binom_p']:.3g}; verdict: {cmv['verdict']}"),
+        row("cointegration_rate", cmv["rate"], (f"{cmv['n_cointegrated']}/{cmv['n']} problems rank >= 1, Wilson 95% "
+                                                f"[{cmv['lo']:.3g}, {cmv['hi']:.3g}], binomial p vs {COINT_LEVEL:g} = "
+                                                f"{cmv['binom_p']:.3g}" if cmv["n"] else "no problem measured")
+            + f"; verdict: {cmv['verdict']}"),
         row("cointegration_alpha_ratio_median", cmv["alpha_ratio_median"],
             f"|alpha_{pair[0]}|/|alpha_{pair[1]}| (geometric median over cointegrated problems); "
             f"{cmv['adjusts'] or 'no verdict (not cointegrated)'}; threshold {ALPHA_RATIO_THRESHOLD:g}"),
