@@ -314,6 +314,8 @@ def test_vecm_alpha_one_language_adjusts():
     assert theory.cointegration_verdict(1, 1.2, 2, "zh", "en") == "both adjust"
     assert theory.cointegration_verdict(2, 1.2, 2) == "stationary"
     assert theory.cointegration_verdict(np.nan, 1.2, 2) == "not measured"
+    assert theory.cointegration_verdict(1, np.inf, 2, "zh", "en") == "zh adjusts"
+    assert theory.cointegration_verdict(1, np.nan, 2) == "cointegrated, alpha not measured"
 
 
 def test_random_walks_are_not_cointegrated():

@@ -886,15 +886,16 @@ COINT_RULE = (f"rank = sequential Johansen trace test at {COINT_LEVEL:g} against
 
 
 def _johansen(Y: np.ndarray, det_order: int, k_ar_diff: int):
-    """``statsmodels``' Johansen statistics, or None when the small-sample algebra fails."""
+    """``(result, "")`` of statsmodels' ``coint_johansen``, or ``(None, reason)`` when the small-sample algebra fails."""
     from statsmodels.tsa.vector_ar.vecm import coint_johansen
 
     try:
         res = coint_johansen(Y, det_order, k_ar_diff)
-    except (np.linalg.LinAlgError, ValueError):
-        return None
-    tr = np.asarray(res.trace_stat, np.float64)
-    return res if np.all(np.isfinite(tr)) else None
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        return None, " ".join(str(exc).split())[:120] or type(exc).__name__
+    if not np.all(np.isfinite(np.asarray(res.trace_stat, np.float64))):
+        return None, "non-finite trace statistics"
+    return res, ""
 
 
 _CRIT_CACHE: dict = {}
@@ -932,7 +933,7 @@ def johansen_null_crit(T: int, m: int, det_order: int = 0, k_ar_diff: int = 1, l
             for _ in range(n_sim):
                 E = rng.standard_normal((T, m))
                 E[:, r:] = np.cumsum(E[:, r:], axis=0)
-                res = _johansen(E, det_order, k_ar_diff)
+                res, _ = _johansen(E, det_order, k_ar_diff)
                 if res is not None:
                     stats.append(float(res.trace_stat[r]))
             if len(stats) >= n_sim / 2:
@@ -968,18 +969,12 @@ def johansen_rank(Y: np.ndarray, det_order: int = 0, k_ar_diff: int = 1, level: 
     Y = np.asarray(Y, np.float64)
     col = {0.10: 0, 0.05: 1, 0.01: 2}[level]
     T, m = Y.shape
-    try:
-        from statsmodels.tsa.vector_ar.vecm import coint_johansen
-
-        res = coint_johansen(Y, det_order, k_ar_diff)
-        tr = np.asarray(res.trace_stat, np.float64)
-        cv = np.asarray(res.trace_stat_crit_vals, np.float64)[:, col]
-        if not np.all(np.isfinite(tr)):
-            raise np.linalg.LinAlgError("non-finite trace statistics")
-    except (np.linalg.LinAlgError, ValueError) as exc:
+    res, err = _johansen(Y, det_order, k_ar_diff)
+    if res is None:
         return {"rank": math.nan, "rank_tabulated": math.nan, "trace": np.full(m, math.nan),
-                "crit": np.full(m, math.nan), "crit_sim": np.full(m, math.nan),
-                "error": " ".join(str(exc).split())[:120] or type(exc).__name__}
+                "crit": np.full(m, math.nan), "crit_sim": np.full(m, math.nan), "error": err}
+    tr = np.asarray(res.trace_stat, np.float64)
+    cv = np.asarray(res.trace_stat_crit_vals, np.float64)[:, col]
     cs = johansen_null_crit(T, m, det_order, k_ar_diff, level, n_sim)
 
     def first_not_rejected(c):
@@ -1058,8 +1053,9 @@ def cointegration_verdict(rank, alpha_ratio, m: int, a: str = "a", b: str = "b",
         ``"not measured"`` (rank NaN), ``"not cointegrated"`` (rank 0),
         ``"stationary"`` (rank ``m``: no common trend), else
         ``"{a} adjusts"`` when ``alpha_ratio >= threshold``, ``"{b} adjusts"``
-        when ``alpha_ratio <= 1 / threshold``, ``"both adjust"`` otherwise
-        (or when the ratio is undefined).
+        when ``alpha_ratio <= 1 / threshold`` (``inf`` counts as large),
+        ``"both adjust"`` otherwise, ``"cointegrated, alpha not measured"``
+        when the VECM fit failed (ratio NaN).
     """
     if rank is None or not np.isfinite(rank):
         return "not measured"
@@ -1068,11 +1064,12 @@ def cointegration_verdict(rank, alpha_ratio, m: int, a: str = "a", b: str = "b",
         return "not cointegrated"
     if rank >= m:
         return "stationary"
-    if np.isfinite(alpha_ratio) or alpha_ratio == math.inf:
-        if alpha_ratio >= threshold:
-            return f"{a} adjusts"
-        if alpha_ratio <= 1.0 / threshold:
-            return f"{b} adjusts"
+    if alpha_ratio is None or np.isnan(alpha_ratio):
+        return "cointegrated, alpha not measured"
+    if alpha_ratio >= threshold:
+        return f"{a} adjusts"
+    if alpha_ratio <= 1.0 / threshold:
+        return f"{b} adjusts"
     return "both adjust"
 
 
