@@ -88,6 +88,11 @@ def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
         train = src.get("train") or {}
         d = int(train.get("hidden_size", 128))
         return int(train.get("n_layers", 6)), d, d // int(train.get("n_heads", 4))
+    if src["kind"] == "random" and {"num_hidden_layers", "hidden_size"} <= set(src.get("shape") or {}):
+        shape = src["shape"]
+        d = int(shape["hidden_size"])
+        return (int(shape["num_hidden_layers"]), d,
+                int(shape.get("head_dim") or d // int(shape.get("num_attention_heads", 1))))
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         return None

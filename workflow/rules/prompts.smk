@@ -8,7 +8,7 @@ rule organism_prompts:
     log:
         "logs/{model}/organism_prompts.log",
     wildcard_constraints:
-        model=models_of_kind("organism"),
+        model=models_of_kind("organism", "random"),  # random: the organism's tokenizer
     conda:
         "../../envs/zhunt.yaml"
     params:
