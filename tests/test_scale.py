@@ -8,7 +8,7 @@ import torch
 
 from zhunt.errors import ZhuntError
 from zhunt.extraction import batch_plan, extract_to_store, shard_batches
-from zhunt.site import store_hidden_indices
+from zhunt.site import store_hidden_indices, study_layers
 from zhunt.store import ActivationStore, gather_shards, hidden_name
 
 transformers = pytest.importorskip("transformers")
@@ -144,14 +144,14 @@ def test_sharded_layer_subset(model, tok, prompts, tmp_path):
 def test_study_hidden_indices():
     study = {"primary_layer": 32, "secondary_layer": 33, "phase2_layers": [32, 33],
              "ard": {"layers": [10, 15, 20, 25, 28, 30, 32, 33, 34, 35]}}
-    got = store_hidden_indices("study", study, 36)
+    got = store_hidden_indices("study", study_layers(study), 36)
     assert got == [0, 10, 11, 15, 16, 20, 21, 25, 26, 28, 29, 30, 31, 32, 33, 34, 35, 36]
-    assert store_hidden_indices("all", study, 36) is None
-    assert store_hidden_indices([5, 3], study, 36) == [0, 3, 5]
+    assert store_hidden_indices("all", [], 36) is None
+    assert store_hidden_indices([5, 3], [], 36) == [0, 3, 5]
     with pytest.raises(ZhuntError, match=r"^extraction\.layers: hidden index 37 outside 0\.\.36"):
-        store_hidden_indices([37], study, 36)
+        store_hidden_indices([37], [], 36)
     with pytest.raises(ZhuntError, match=r"^extraction\.layers: .*auto"):
-        store_hidden_indices("study", {**study, "primary_layer": "auto"}, 36)
+        store_hidden_indices("study", study_layers({**study, "primary_layer": "auto"}), 36)
 
 
 # ------------------------------------------------------------------ OOM backoff

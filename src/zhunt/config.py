@@ -148,9 +148,13 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
 
 
 def check_prompt_tables(config: dict) -> None:
-    """Load and validate every hand-written prompt set (one line naming ``path:line``)."""
-    from .prompts import load_prompt_table
+    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``)."""
+    from .prompts import load_mgsm, load_prompt_table
 
     for spec in config["prompts"].values():
-        if not spec.get("generated"):
+        if spec.get("generated"):
+            continue
+        if spec.get("format", "table") == "mgsm":
+            load_mgsm(spec["path"], spec.get("languages") or ["en", "zh"], limit=spec.get("limit"))
+        else:
             load_prompt_table(spec["path"], languages=spec.get("languages"))

@@ -63,7 +63,7 @@ def study_layers(study: dict) -> list:
     return [study["primary_layer"], study["secondary_layer"], *study["phase2_layers"], *study["ard"]["layers"]]
 
 
-def store_hidden_indices(setting, study: dict, num_layers: int) -> list[int] | None:
+def store_hidden_indices(setting, layers: list, num_layers: int) -> list[int] | None:
     """Hidden indices whose token rows the activation store keeps (config ``extraction.layers``).
 
     Parameters
@@ -77,8 +77,9 @@ def store_hidden_indices(setting, study: dict, num_layers: int) -> list[int] | N
         A list: those hidden indices (``0..L``), plus 0. The all-layer stages
         (Exp. B, seed-003 tests) read only pooled vectors, which the store
         keeps for every index (:mod:`zhunt.store`).
-    study : dict
-        The model's study parameters (``study_for``).
+    layers : list
+        The configured decoder layers, :func:`study_layers` of the model's
+        study parameters (used by ``study`` only).
     num_layers : int
         ``L`` (hidden indices run over ``0..L``).
 
@@ -99,7 +100,6 @@ def store_hidden_indices(setting, study: dict, num_layers: int) -> list[int] | N
     if setting == "all":
         return None
     if setting == "study":
-        layers = study_layers(study)
         if any(l == "auto" for l in layers):
             raise ZhuntError("extraction.layers", "`study` needs integer layers, but a study layer is `auto` "
                              "(known only after the structure stage); list the hidden indices or use `all`")
