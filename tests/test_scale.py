@@ -83,7 +83,7 @@ def test_sharded_reads_equal_unsharded_bit_for_bit(model, tok, prompts, full, tm
             np.testing.assert_array_equal(a.tokens("p4", "en", j), b.tokens("p4", "en", j))
     # the gathered store needs its shards: a missing one is an error, never silent fill values
     paths[1].unlink()
-    with pytest.raises(ZhuntError, match=r"shard file .*shard1of.* is missing"):
+    with pytest.raises(ZhuntError, match=r"shard file .*shard1of.* is missing; delete s.h5 and re-run"):
         ActivationStore(out)
 
 

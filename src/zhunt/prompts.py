@@ -324,6 +324,9 @@ def _read_mgsm_file(path: Path) -> tuple[list[str], list[int]]:
     answers: list[int] = []
     for i, line in enumerate(_read_lines(path)):
         where = f"{path}:{i + 1}"
+        if line.strip() == "":
+            raise ZhuntError(where, "blank line (every line is one problem: line i is problem i in every "
+                             "language file)")
         fields = line.split("\t")
         if len(fields) != 2:
             raise ZhuntError(where, f"malformed MGSM line: expected 'question<TAB>integer answer' "
@@ -376,7 +379,7 @@ def load_mgsm(path: str | os.PathLike, languages: Sequence[str], limit: int | No
         tab-separated fields, an empty question, a non-integer answer, files
         with different numbers of problems (ragged), or an answer that differs
         from the first language's on the same line (files not parallel);
-        ``prompts.<name>.limit`` style ``limit`` below 1.
+        ``limit`` for a limit below 1.
     """
     folder = Path(path)
     langs = _check_languages(languages, where="languages")

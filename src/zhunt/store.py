@@ -681,8 +681,8 @@ class ActivationStore:
         for name in np.atleast_1d(shards):
             src = self.path.parent / (name.decode() if isinstance(name, bytes) else str(name))
             if not src.is_file():
-                raise self._error(f"shard file {src} is missing (rebuild it: snakemake --forcerun "
-                                  f"gather_activations {self.path})")
+                raise self._error(f"shard file {src} is missing; delete {self.path.name} and re-run: "
+                                  "only the missing shard and the gather job run again")
 
     def _missing(self, j: int) -> ZhuntError:
         return ZhuntError("extraction.layers",
