@@ -111,6 +111,16 @@ def extraction_shards():
     return int(config["extraction"]["shards"])
 
 
+def unsharded_promptsets():
+    """Prompt-set wildcard of extract_activations: any name, or none when sharded."""
+    return r"[A-Za-z0-9_-]+" if extraction_shards() == 1 else "(?!x)x"
+
+
+def sharded_promptsets():
+    """Prompt-set wildcard of gather_activations: any name when sharded, else none."""
+    return r"[A-Za-z0-9_-]+" if extraction_shards() > 1 else "(?!x)x"
+
+
 def shard_files(wildcards):
     """The shard stores a gathered activation store joins (extraction.shards > 1)."""
     n = extraction_shards()
