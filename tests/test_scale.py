@@ -207,3 +207,13 @@ def test_generation_oom_backoff(model, tok, prompts, monkeypatch, caplog):
     assert fake.sizes[:3] == [4, 2, 1]
     assert "generation: out of memory on a batch of 4 prompts" in caplog.text
     assert [r["token_ids"] for r in got] == [r["token_ids"] for r in ref]
+
+
+def test_float16_store_refuses_overflow(tmp_path):
+    from zhunt.store import StoreWriter
+
+    w = StoreWriter(tmp_path / "s.h5", num_layers=1, hidden_size=2, n_rows_total=2, dtype="float16")
+    h = [np.zeros((2, 2), np.float32), np.array([[1.0, -7e4], [0.0, 0.0]], np.float32)]
+    with pytest.raises(ZhuntError, match=r"^extraction\.dtype: hidden index 1 holds \|h\| up to 7e\+04"):
+        w.append([{"prompt_id": "a", "lang": "en", "length": 2}], h, np.zeros(2, int), np.zeros(2, bool))
+    assert not list(tmp_path.iterdir())

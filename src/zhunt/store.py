@@ -335,6 +335,8 @@ class StoreWriter:
                     raise ValueError("offsets must have one entry per prompt")
             if len(offs) and (offs.min() < 0 or (offs + lengths).max() > self.n_rows_total):
                 raise ValueError(f"rows beyond the pre-sized store of {self.n_rows_total} rows")
+            if self._np_dtype == np.float16:
+                self._check_float16(hidden)
             nbytes = n * self._row_bytes
             if self._pending and self._pending_bytes + nbytes > self.buffer_bytes:
                 self._flush_pending()
@@ -360,6 +362,15 @@ class StoreWriter:
         except BaseException as exc:
             self._abort(exc)
             raise
+
+    def _check_float16(self, hidden) -> None:
+        """Refuse values a float16 store would turn into inf (|x| > 65504)."""
+        limit = float(np.finfo(np.float16).max)
+        for j, h in enumerate(hidden):
+            peak = float(np.max(np.abs(h))) if np.size(h) else 0.0
+            if not peak <= limit:
+                raise ZhuntError("extraction.dtype", f"hidden index {j} holds |h| up to {peak:.4g}, beyond the "
+                                 f"float16 maximum {limit:.0f}: store this model in float32")
 
     def flush(self) -> None:
         """Write the buffered rows and flush HDF5's buffers to the temporary file.
