@@ -103,7 +103,9 @@ def shard_batches(n_batches: int, shard: int, n_shards: int) -> list[int]:
     Round robin over the length-sorted plan gives every shard a similar share
     of long and short prompts; because a shard runs exactly the batches the
     unsharded run would (same prompts, same padding), its rows are bit for bit
-    those of the unsharded run.
+    those of the unsharded run (a batch split by an out-of-memory retry is the
+    exception: its halves are padded differently, so its rows agree to float
+    tolerance only).
     """
     if not 0 <= shard < n_shards:
         raise ZhuntError("extraction.shards", f"shard {shard} outside 0..{n_shards - 1}")
