@@ -65,6 +65,8 @@ def main():
     ap.add_argument("--batch-sizes", default="16,64", help="comma-separated batch sizes of the batched arms")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (generate() returns host results, so each "
+                    "timed call ends synchronised)")
     ap.add_argument("--quick", action="store_true", help="batch size 16 only, 3 repeats")
     args = ap.parse_args()
     if args.quick:
@@ -76,7 +78,7 @@ def main():
     if args.n:
         table = table.head(args.n)
     long = to_long(table, ["en"])
-    model, tok = load_model(args.model_dir, device="cpu")
+    model, tok = load_model(args.model_dir, device=args.device)
     texts = render_prompts(long, args.template, load_templates(args.templates), tokenizer=tok)
     V = torch.as_tensor(read_mask(args.mask, "multihead", args.k).astype(np.float32))
     R = torch.as_tensor(random_bases(args.k, V.shape[1], 1, 0)[0].astype(np.float32))

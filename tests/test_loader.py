@@ -247,3 +247,42 @@ def test_convert_smollm2(tmp_path):
     gen = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(gen[0, ids.input_ids.shape[1]:])
     assert tok.chat_template  # the instruct model's template survives the conversion
+
+
+def _random_spec(seed=0, **shape):
+    base = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=96)
+    return {"source": {"kind": "random", "seed": seed, "shape": {**base, **shape}},
+            "architecture": "qwen2", "dtype": "float16"}
+
+
+def test_random_source_shape_seed_and_tokenizer(tmp_path):
+    from zhunt.organism import build_tokenizer
+
+    meta = prepare_model_folder("rnd", _random_spec(seed=3), tmp_path / "a")
+    prepare_model_folder("rnd", _random_spec(seed=3), tmp_path / "b")
+    prepare_model_folder("rnd", _random_spec(seed=4), tmp_path / "c")
+    assert meta["seed"] == 3 and meta["dtype"] == "float16"
+    ma, tok = load_model(tmp_path / "a", device="cpu")
+    mb, _ = load_model(tmp_path / "b", device="cpu")
+    mc, _ = load_model(tmp_path / "c", device="cpu")
+    ad = get_adapter(ma)
+    assert (ad.num_layers, ad.hidden_size, ad.num_heads, ad.num_kv_heads, ad.head_dim) == (3, 64, 4, 2, 16)
+    assert ma.config.intermediate_size == 96 and next(ma.parameters()).dtype == torch.float16
+    sa, sb, sc = ma.state_dict(), mb.state_dict(), mc.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed -> same weights
+    assert not torch.equal(sa["model.layers.0.self_attn.q_proj.weight"], sc["model.layers.0.self_attn.q_proj.weight"])
+    text = "Q: What is 23 plus 14? A: 问：23加14等于多少？答："
+    assert tok(text)["input_ids"] == build_tokenizer()(text)["input_ids"]
+    assert ma.config.vocab_size == len(tok)
+
+
+def test_random_source_bad_shape_key(tmp_path):
+    spec = _random_spec()
+    spec["source"]["shape"]["n_layers"] = 3
+    with pytest.raises(ZhuntError, match=r"models\.rnd\.source\.shape\.n_layers: unknown shape key"):
+        prepare_model_folder("rnd", spec, tmp_path / "a")
+    spec = _random_spec()
+    spec["architecture"] = "gpt2"
+    with pytest.raises(ZhuntError, match=r"models\.rnd\.architecture"):
+        prepare_model_folder("rnd", spec, tmp_path / "b")

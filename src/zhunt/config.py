@@ -88,6 +88,11 @@ def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
         train = src.get("train") or {}
         d = int(train.get("hidden_size", 128))
         return int(train.get("n_layers", 6)), d, d // int(train.get("n_heads", 4))
+    if src["kind"] == "random" and {"num_hidden_layers", "hidden_size"} <= set(src.get("shape") or {}):
+        shape = src["shape"]
+        d = int(shape["hidden_size"])
+        return (int(shape["num_hidden_layers"]), d,
+                int(shape.get("head_dim") or d // int(shape.get("num_attention_heads", 1))))
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         return None
@@ -143,9 +148,13 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
 
 
 def check_prompt_tables(config: dict) -> None:
-    """Load and validate every hand-written prompt set (one line naming ``path:line``)."""
-    from .prompts import load_prompt_table
+    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``)."""
+    from .prompts import load_mgsm, load_prompt_table
 
     for spec in config["prompts"].values():
-        if not spec.get("generated"):
+        if spec.get("generated"):
+            continue
+        if spec.get("format", "table") == "mgsm":
+            load_mgsm(spec["path"], spec.get("languages") or ["en", "zh"], limit=spec.get("limit"))
+        else:
             load_prompt_table(spec["path"], languages=spec.get("languages"))

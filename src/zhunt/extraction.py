@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import os
 from typing import Mapping, Sequence
 
@@ -29,7 +30,86 @@ from .errors import ZhuntError
 from .hooks import capture_hidden_states
 from .store import StoreWriter
 
-__all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256"]
+__all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256", "is_oom", "halve_on_oom",
+           "batch_plan", "shard_batches"]
+
+log = logging.getLogger("zhunt.extraction")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (``torch.cuda.OutOfMemoryError`` or its RuntimeError text)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def halve_on_oom(exc: BaseException, batch, what: str) -> list:
+    """The two halves of ``batch`` to retry after an out-of-memory error, or re-raise.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error a batch's forward pass raised.
+    batch : sequence
+        The batch's prompt indices (``B`` of them).
+    what : str
+        Name of the stage, for the log line.
+
+    Returns
+    -------
+    list
+        ``[batch[:ceil(B/2)], batch[ceil(B/2):]]``, in order; the caller runs
+        them before any later batch (so a half that still does not fit is
+        halved again, down to one prompt).
+
+    Raises
+    ------
+    BaseException
+        ``exc`` itself when it is not an out-of-memory error or the batch is
+        a single prompt.
+    """
+    if not is_oom(exc) or len(batch) <= 1:
+        raise exc
+    half = (len(batch) + 1) // 2
+    log.warning("%s: out of memory on a batch of %d prompts; retrying it as %d + %d", what, len(batch),
+                half, len(batch) - half)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return [batch[:half], batch[half:]]
+
+
+def batch_plan(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Length-sorted batches: prompt indices, longest first (ties in prompt order), ``batch_size`` each.
+
+    Parameters
+    ----------
+    lengths : np.ndarray
+        ``(N,)`` token counts.
+    batch_size : int
+
+    Returns
+    -------
+    list of np.ndarray
+        ``ceil(N / batch_size)`` int64 index arrays.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batches(n_batches: int, shard: int, n_shards: int) -> list[int]:
+    """Batches of shard ``shard`` of ``n_shards``: every ``n_shards``-th batch of the global plan.
+
+    Round robin over the length-sorted plan gives every shard a similar share
+    of long and short prompts; because a shard runs exactly the batches the
+    unsharded run would (same prompts, same padding), its rows are bit for bit
+    those of the unsharded run (a batch split by an out-of-memory retry is the
+    exception: its halves are padded differently, so its rows agree to float
+    tolerance only).
+    """
+    if not 0 <= shard < n_shards:
+        raise ZhuntError("extraction.shards", f"shard {shard} outside 0..{n_shards - 1}")
+    return list(range(shard, n_batches, n_shards))
 
 
 def prompt_table_sha256(prompts: pd.DataFrame) -> str:
@@ -105,11 +185,14 @@ def extract_to_store(
     dtype: str = "float32",
     attrs: Mapping | None = None,
     add_special_tokens: bool = True,
+    hidden_indices: Sequence[int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Run every prompt through the model and store all hidden states of all tokens.
 
     Prompts are tokenized up front (so the store is pre-sized), grouped into
-    length-sorted batches (longest first, to minimise padding), left-padded
+    length-sorted batches (:func:`batch_plan`: longest first, to minimise
+    padding), left-padded
     with explicit ``position_ids``, and run under ``torch.inference_mode()``.
     Each batch's non-pad rows are gathered in prompt order (one
     ``index_select`` per hidden state, before the copy to the host) and handed
@@ -117,7 +200,9 @@ def extract_to_store(
     writer buffers at most ``max(32 MiB, one batch)`` of rows and writes them
     in file order (see :class:`zhunt.store.StoreWriter`), so memory depends
     on the batch, not on the number of prompts. The file appears at
-    ``out_path`` only when complete.
+    ``out_path`` only when complete. A batch that raises a CUDA out-of-memory
+    error is retried as two halves (logged), down to one prompt
+    (:func:`halve_on_oom`).
 
     Parameters
     ----------
@@ -145,6 +230,16 @@ def extract_to_store(
         SHA256, ...).
     add_special_tokens : bool
         Passed to the tokenizer (BOS for Gemma/Llama; Qwen adds none).
+    hidden_indices : sequence of int, optional
+        Hidden indices whose token rows are stored (default all ``0..L``);
+        the others keep only pooled vectors (see :class:`zhunt.store.StoreWriter`).
+    shard : (int, int), optional
+        ``(i, N)``: run only shard ``i`` of ``N`` (:func:`shard_batches` of
+        the global batch plan) and write a shard file: a complete store of
+        those prompts, in prompt order, whose attributes ``shard``,
+        ``n_shards``, ``prompt_positions`` (each prompt's position in the full
+        table), ``n_prompts_total`` let :func:`zhunt.store.gather_shards` join
+        the shards into one store.
 
     Returns
     -------
@@ -187,14 +282,33 @@ def extract_to_store(
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
+    batches = batch_plan(lengths, batch_size)
+    n_total = len(prompts)
+    table_sha = prompt_table_sha256(prompts)
+    positions = np.arange(n_total)
+    if shard is not None:
+        i_shard, n_shards = int(shard[0]), int(shard[1])
+        batches = [batches[b] for b in shard_batches(len(batches), i_shard, n_shards)]
+        if not batches:
+            raise ZhuntError("extraction.shards", f"{n_shards} shards for {len(lengths)} prompts in batches of "
+                             f"{batch_size}: shard {i_shard} has no batch (use at most "
+                             f"{-(-len(lengths) // batch_size)} shards)")
+        positions = np.sort(np.concatenate(batches))  # this shard's prompts, in prompt order
+        local = np.full(n_total, -1, dtype=np.int64)
+        local[positions] = np.arange(len(positions))
+        batches = [local[b] for b in batches]
+        prompts = prompts.iloc[positions].reset_index(drop=True)
+        keys = [keys[p] for p in positions]
+        ids = [ids[p] for p in positions]
+        lengths = lengths[positions]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        n_rows = int(lengths.sum())
     meta = pd.DataFrame({"prompt_id": [k[0] for k in keys], "lang": [k[1] for k in keys], "length": lengths})
     for col in ("answer", "category"):
         if col in prompts.columns:
             meta[col] = prompts[col].tolist()
     records = meta.to_dict("records")  # once, not a DataFrame slice + to_dict per batch
 
-    order = np.argsort(-lengths, kind="stable")  # longest first; ties keep prompt order
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     L = len(layers)
     try:
         device = next(model.parameters()).device
@@ -202,7 +316,7 @@ def extract_to_store(
         device = torch.device("cpu")
     fkw = _forward_kwargs(model)
     all_attrs = {
-        "prompt_table_sha256": prompt_table_sha256(prompts),
+        "prompt_table_sha256": table_sha,
         "add_special_tokens": bool(add_special_tokens),
         "batch_size": int(batch_size),
         "padding": "left, position_ids = cumsum(attention_mask) - 1",
@@ -210,6 +324,9 @@ def extract_to_store(
         "model_class": type(model).__name__,
     }
     all_attrs.update(dict(attrs or {}))
+    if shard is not None:
+        all_attrs.update(shard=i_shard, n_shards=n_shards, n_prompts_total=n_total,
+                         prompt_positions=positions.astype(np.int64))
 
     writer: StoreWriter | None = None
     padded = 0
@@ -217,21 +334,28 @@ def extract_to_store(
     model.eval()
     try:
         with torch.inference_mode(), capture_hidden_states(layers) as cap:
-            for batch in batches:
+            queue = list(batches)
+            while queue:
+                batch = queue.pop(0)
                 seqs = [ids[i] for i in batch]
                 input_ids, attn, pos = left_pad(seqs, pad_id)
                 T = input_ids.shape[1]
-                padded += int(T * len(batch) - attn.sum())
                 cap.clear()
-                model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                      position_ids=pos.to(device), use_cache=False, **fkw)
+                try:
+                    model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                          position_ids=pos.to(device), use_cache=False, **fkw)
+                except Exception as exc:  # CUDA OOM: retry this batch as two halves
+                    cap.clear()
+                    queue[:0] = halve_on_oom(exc, batch, "extraction")
+                    continue
+                padded += int(T * len(batch) - attn.sum())
                 if any(len(h) != 1 for h in cap.hidden):
                     raise RuntimeError("expected exactly one forward call per decoder layer per batch")
                 hs = [h[0] for h in cap.hidden]
                 if writer is None:
                     d = int(hs[0].shape[-1])
                     writer = StoreWriter(out_path, num_layers=L, hidden_size=d, n_rows_total=n_rows,
-                                         dtype=dtype, attrs=all_attrs)
+                                         dtype=dtype, attrs=all_attrs, hidden_indices=hidden_indices)
                 # drop pads and put the batch's prompts in prompt (= file) order: with left
                 # padding, the prompt in batch row b has its tokens in the last n_b columns
                 rank = np.argsort(batch, kind="stable")  # batch rows in prompt order
@@ -259,6 +383,7 @@ def extract_to_store(
         model.train(was_training)
     return {
         "n_prompts": int(len(prompts)),
+        "hidden_indices": list(writer.hidden_indices),
         "n_rows": n_rows,
         "num_layers": L,
         "hidden_size": int(writer.hidden_size),

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .extraction import left_pad, tokenize_prompts
+from .extraction import halve_on_oom, left_pad, tokenize_prompts
 from .hooks import capture, patch
 
 __all__ = ["SubspaceEdit", "generate", "EDIT_MODES"]
@@ -273,7 +273,9 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     batch_size : int
         Prompts per ``model.generate`` call. Prompts are sorted by token length
         (longest first, ties in input order) before batching to limit padding;
-        results come back in input order.
+        results come back in input order. A batch that runs out of CUDA
+        memory is retried as two halves (logged), down to one prompt
+        (:func:`zhunt.extraction.halve_on_oom`).
     add_special_tokens : bool
         Passed to the tokenizer (False for chat-rendered prompts, which already
         hold BOS).
@@ -349,8 +351,9 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     results: list[dict | None] = [None] * n
 
     with torch.inference_mode():
-        for s0 in range(0, n, batch_size):
-            batch = order[s0:s0 + batch_size]
+        queue = [order[s0:s0 + batch_size] for s0 in range(0, n, batch_size)]
+        while queue:  # a batch that runs out of CUDA memory is retried as two halves, first
+            batch = queue.pop(0)
             seqs = [ids[i] for i in batch]
             input_ids, attn, _ = left_pad(seqs, pad)
             T = input_ids.shape[1]
@@ -365,8 +368,12 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
                         stack.enter_context(patch(layer, editor, positions=positions,
                                                   prompt_mask=patchable & has[:, None]))
                 cap = stack.enter_context(capture(rec_mods, range(len(rec_mods)))) if rec_mods else None
-                out = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                                     generation_config=gc)
+                try:
+                    out = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                                         generation_config=gc)
+                except Exception as exc:
+                    queue[:0] = halve_on_oom(exc, batch, "generation")
+                    continue
             new = out[:, T:].cpu()
             states = None
             if cap is not None:

@@ -63,13 +63,21 @@ def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_pat
 
 def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, languages,
                        templates_path, out_path, *, batch_size: int = 16,
-                       dtype: str = "float32", threads: int | None = None) -> None:
-    """Render a prompt set with the model's template and store every layer's hidden states."""
+                       dtype: str = "float32", threads: int | None = None, layers="all",
+                       study_layers=(), shard=None) -> None:
+    """Render a prompt set with the model's template and store every layer's hidden states.
+
+    ``layers`` (config ``extraction.layers``: all, study or a list of hidden
+    indices) and ``study_layers`` (the configured layers ``study`` keeps) pick
+    the hidden indices with token rows (:func:`zhunt.site.store_hidden_indices`);
+    ``shard`` = ``(i, N)`` writes shard ``i`` of ``N`` (``extraction.shards``).
+    """
     import torch
 
     from .extraction import extract_to_store
     from .models import get_adapter, load_model, read_provenance
     from .prompts import file_sha256, load_prompt_table, load_templates, render_prompts, to_long
+    from .site import store_hidden_indices
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -83,10 +91,11 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
     # a chat template already writes BOS and the turn markers itself
     chat = templates["families"][family]["kind"] == "chat"
     ad = get_adapter(model)
+    keep = store_hidden_indices(layers, list(study_layers), ad.num_layers)
     t0 = time.perf_counter()
-    extract_to_store(
+    info = extract_to_store(
         model, tok, ad.layers, long, out_path, batch_size=batch_size, dtype=dtype,
-        add_special_tokens=not chat,
+        add_special_tokens=not chat, hidden_indices=keep, shard=tuple(shard) if shard else None,
         attrs={
             "model": model_name,
             "model_source": str(provenance.get("source", "")),
@@ -99,8 +108,29 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
             "zhunt_version": __version__,
         },
     )
-    log.info("extracted %d prompts x %d layers in %.1fs", len(long), ad.num_layers,
-             time.perf_counter() - t0)
+    log.info("extracted %d prompts x %d layers (token rows kept at %s%s) in %.1fs", info["n_prompts"],
+             ad.num_layers, "all indices" if keep is None else keep,
+             f", shard {shard[0]} of {shard[1]}" if shard else "", time.perf_counter() - t0)
+
+
+def gather_activation_shards(shard_paths, out_path) -> dict:
+    """Join the shard stores of a sharded extraction into one store (:func:`zhunt.store.gather_shards`)."""
+    from .store import gather_shards
+
+    t0 = time.perf_counter()
+    info = gather_shards(shard_paths, out_path)
+    log.info("gathered %d shards (%d prompts, %d rows, %d virtual mappings per layer) in %.2fs",
+             info["n_shards"], info["n_prompts"], info["n_rows"], info["n_mappings"], time.perf_counter() - t0)
+    return info
+
+
+def mgsm_prompt_set(folder, languages, limit, out_path) -> None:
+    """Read MGSM's own files (:func:`zhunt.prompts.load_mgsm`) and write them as a wide prompt table."""
+    from .prompts import load_mgsm, write_prompt_table
+
+    df = load_mgsm(folder, languages, limit=limit)
+    write_prompt_table(df, out_path)
+    log.info("MGSM %s: %d problems x %s", folder, len(df), list(languages))
 
 
 def train_organism_stage(model_name: str, train: dict, out_dir, loss_tsv, report_md, figure_png,

@@ -11,6 +11,12 @@ every language, and every other column holds the problem posed in one language
 :class:`~zhunt.errors.ZhuntError` naming ``path:line`` (1-based file lines, the
 header is line 1) and the column.
 
+An *MGSM folder* holds the benchmark's own files (``mgsm_<lang>.tsv``, no
+header, ``question<TAB>integer answer``, line ``i`` = problem ``i`` in every
+language); :func:`load_mgsm` reads it into the same wide layout (ids
+``mgsm-<i>``, 0-based) and the workflow writes that table once
+(``results/prompts/<name>.tsv``), so every stage reads one format.
+
 A *templates file* (``resources/prompts/templates.yaml``) says, per model
 family, how a question becomes the text fed to a model: plain completion
 markers (``"Question: {question}\\nAnswer:"``) or the tokenizer's chat
@@ -297,6 +303,139 @@ def to_long(df: pd.DataFrame, languages: Sequence[str] | None = None) -> pd.Data
     })
     out.attrs.update(df.attrs)
     return out
+
+
+# --------------------------------------------------------------------------- MGSM
+
+
+#: Category written for every MGSM problem (the benchmark has none).
+MGSM_CATEGORY = "mgsm"
+#: File name of one MGSM language file inside the benchmark folder.
+MGSM_FILE = "mgsm_{lang}.tsv"
+_MGSM_ANSWER_RE = re.compile(r"[0-9]+")
+
+
+def _read_mgsm_file(path: Path) -> tuple[list[str], list[int]]:
+    """Questions and integer answers of one ``mgsm_<lang>.tsv`` (one problem a line)."""
+    if not path.is_file():
+        raise ZhuntError(str(path), "missing MGSM language file (expected mgsm_<lang>.tsv for every "
+                         "requested language)")
+    questions: list[str] = []
+    answers: list[int] = []
+    for i, line in enumerate(_read_lines(path)):
+        where = f"{path}:{i + 1}"
+        if line.strip() == "":
+            raise ZhuntError(where, "blank line (every line is one problem: line i is problem i in every "
+                             "language file)")
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ZhuntError(where, f"malformed MGSM line: expected 'question<TAB>integer answer' "
+                             f"(2 tab-separated fields), found {len(fields)}")
+        question, answer = fields
+        if question.strip() == "":
+            raise ZhuntError(where, "empty question")
+        if not _MGSM_ANSWER_RE.fullmatch(answer):
+            raise ZhuntError(where, f"answer {answer!r} is not a non-negative integer (digits only: "
+                             "no sign, thousands separator or decimals)")
+        questions.append(question.strip())
+        answers.append(int(answer))
+    if not questions:
+        raise ZhuntError(f"{path}:1", "empty MGSM file: expected one 'question<TAB>answer' line per problem")
+    return questions, answers
+
+
+def load_mgsm(path: str | os.PathLike, languages: Sequence[str], limit: int | None = None) -> pd.DataFrame:
+    """Read MGSM from the benchmark's own files into a wide prompt table.
+
+    The folder holds one ``mgsm_<lang>.tsv`` per language: UTF-8, no header, one
+    problem a line, ``question<TAB>answer`` with a non-negative integer answer
+    (the published files write plain digits: no thousands separators, no
+    decimals). Line ``i`` is the same problem in every language.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder (config ``prompts.<name>.path``).
+    languages : sequence of str
+        Languages to read (codes of :data:`KNOWN_LANGUAGES`), in output column order.
+    limit : int, optional
+        Keep the first ``limit`` problems (all when None).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The layout of :func:`load_prompt_table`: ``id`` = ``mgsm-<i>`` with ``i``
+        the **0-based** line index (the benchmark's own problem index: ``mgsm-0``
+        is line 1 of every file), ``category`` = :data:`MGSM_CATEGORY`, ``answer``
+        (int64) and one column per language; one row per problem in file order.
+        A question's leading/trailing whitespace is stripped. ``df.attrs`` holds
+        ``path``, ``sha256`` (of the language files' hashes, in language order)
+        and ``lines`` (the 1-based file line of each row).
+
+    Raises
+    ------
+    ZhuntError
+        ``<file>:<line>`` for a missing language file, a line that is not two
+        tab-separated fields, an empty question, a non-integer answer, files
+        with different numbers of problems (ragged), or an answer that differs
+        from the first language's on the same line (files not parallel);
+        ``limit`` for a limit below 1.
+    """
+    folder = Path(path)
+    langs = _check_languages(languages, where="languages")
+    if limit is not None and int(limit) < 1:
+        raise ZhuntError("limit", f"must be >= 1, got {limit}")
+    if not folder.is_dir():
+        raise ZhuntError(str(folder), "MGSM folder not found (expected a folder of mgsm_<lang>.tsv files)")
+    files = {lang: folder / MGSM_FILE.format(lang=lang) for lang in langs}
+    data = {lang: _read_mgsm_file(f) for lang, f in files.items()}
+    first = langs[0]
+    n = len(data[first][0])
+    for lang in langs[1:]:
+        m = len(data[lang][0])
+        if m != n:
+            raise ZhuntError(f"{files[lang]}:{min(m, n) + 1}",
+                             f"ragged MGSM files: {m} problems here but {n} in {files[first].name} "
+                             "(line i must be problem i in every language)")
+        for i, (a, b) in enumerate(zip(data[first][1], data[lang][1])):
+            if a != b:
+                raise ZhuntError(f"{files[lang]}:{i + 1}",
+                                 f"answer {b} differs from {files[first].name}:{i + 1} ({a}): "
+                                 "the language files are not parallel")
+    keep = n if limit is None else min(n, int(limit))
+    df = pd.DataFrame({
+        "id": [f"mgsm-{i}" for i in range(keep)],
+        "category": [MGSM_CATEGORY] * keep,
+        "answer": pd.array(data[first][1][:keep], dtype="int64"),
+        **{lang: data[lang][0][:keep] for lang in langs},
+    })
+    digest = hashlib.sha256("".join(file_sha256(files[lang]) for lang in langs).encode()).hexdigest()
+    df.attrs.update(path=str(folder), sha256=digest, lines=list(range(1, keep + 1)))
+    return df
+
+
+def write_prompt_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a wide prompt table (``id, category, answer, <languages>``) that
+    :func:`load_prompt_table` reads back unchanged.
+
+    Cells are written verbatim (no quoting: a double quote in a question stays
+    a double quote), so a cell may hold neither a tab nor a newline.
+
+    Raises
+    ------
+    ZhuntError
+        If a cell holds a tab or a line break.
+    """
+    from .io import write_text
+
+    cols = [*REQUIRED_COLUMNS, *[c for c in df.columns if c in KNOWN_LANGUAGES]]
+    rows = ["\t".join(cols)]
+    for r, values in enumerate(df[cols].astype(str).itertuples(index=False)):
+        for col, v in zip(cols, values):
+            if "\t" in v or "\n" in v or "\r" in v:
+                raise ZhuntError(f"{path}", f"row {r + 1} column '{col}' holds a tab or line break")
+        rows.append("\t".join(values))
+    write_text(path, "\n".join(rows) + "\n")
 
 
 # --------------------------------------------------------------------------- templates

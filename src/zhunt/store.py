@@ -17,6 +17,14 @@ Layout
     ``(prompt_id, lang)`` is unique.
 ``index/answer``, ``index/category`` (vlen str, optional)
     Copied from the prompt table when present ("" for missing values).
+``pooled/mean/{j:03d}``, ``pooled/last/{j:03d}`` (float32, optional)
+    Only for the hidden indices whose token rows are *not* kept (see
+    ``hidden_indices`` below): one row per prompt, in index order, the mean /
+    last of the prompt's non-special tokens (all of them when it has only
+    special ones) computed by the writer from the rows as stored — exactly
+    what :meth:`ActivationStore.pooled` computes from token rows, so a stage
+    that reads only pooled vectors (Exp. B, the seed-003 tests) gives the same
+    numbers on a store that keeps a few layers' rows.
 ``index/token_ids`` (int32), ``index/special`` (bool)
     One entry per row: the token id and whether it is a special token
     (BOS/EOS/any id in the tokenizer's ``all_special_ids``).
@@ -26,7 +34,9 @@ Root attributes
     ``hidden_state_convention``, ``created`` (UTC ISO time; the only
     non-deterministic value — compare dataset checksums, not file bytes), and
     whatever the caller passes (model name, source, revision, prompt-file
-    SHA256, ...).
+    SHA256, ...). ``hidden_indices`` lists the hidden indices whose token rows
+    are stored (``hidden/{j:03d}`` exists only for these; config
+    ``extraction.layers``); a store without it keeps all of ``0..L``.
 
 The writer streams batches into pre-sized datasets under a temporary name and
 renames the file into place only when every row has been written; a file at
@@ -54,7 +64,8 @@ from . import __version__
 from .errors import ZhuntError
 from .io import atomic_path
 
-__all__ = ["StoreWriter", "ActivationStore", "HIDDEN_STATE_CONVENTION", "hidden_name", "chunk_rows"]
+__all__ = ["StoreWriter", "ActivationStore", "HIDDEN_STATE_CONVENTION", "hidden_name", "pooled_name",
+           "chunk_rows", "pool_segments", "POOLINGS", "gather_shards"]
 
 FORMAT = "zhunt-activations"
 FORMAT_VERSION = 1
@@ -68,9 +79,52 @@ _BUFFER_BYTES = 32 * 2 ** 20
 _STR = h5py.string_dtype("utf-8")
 
 
+#: Poolings the writer stores for hidden indices without token rows.
+POOLINGS = ("mean", "last")
+
+
 def hidden_name(j: int) -> str:
     """Dataset name of hidden-state index ``j`` (``hidden/007``)."""
     return f"hidden/{j:03d}"
+
+
+def pooled_name(pooling: str, j: int) -> str:
+    """Dataset name of the stored pooled vectors of hidden index ``j`` (``pooled/mean/007``)."""
+    return f"pooled/{pooling}/{j:03d}"
+
+
+def pool_segments(H: np.ndarray, offs, lens, keep: np.ndarray, pooling: str) -> np.ndarray:
+    """Pool each prompt's rows of ``H``: the one definition the writer and the reader share.
+
+    Parameters
+    ----------
+    H : np.ndarray
+        ``(n_rows, d)`` rows (float32).
+    offs, lens : sequence of int
+        Each prompt's first row in ``H`` and its number of rows.
+    keep : np.ndarray
+        ``(n_rows,)`` bool, the rows that count (non-special tokens); a prompt
+        without any kept row falls back to all of its rows.
+    pooling : {"mean", "last"}
+        Mean of the kept rows (accumulated in float64), or the last kept row.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_prompts, d)`` float32.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
+    out = np.empty((len(offs), H.shape[1]), dtype=np.float32)
+    for i, (o, n) in enumerate(zip(offs, lens)):
+        k = keep[o:o + n]
+        if not k.any():  # only special tokens: fall back to all of them
+            k = np.ones(n, dtype=bool)
+        if pooling == "mean":
+            out[i] = H[o:o + n][k].astype(np.float64).mean(axis=0)
+        else:
+            out[i] = H[o + int(np.flatnonzero(k)[-1])]
+    return out
 
 
 def chunk_rows(n_rows: int, hidden_size: int, itemsize: int) -> int:
@@ -114,6 +168,11 @@ class StoreWriter:
     attrs : mapping, optional
         Extra root attributes (model name, source, revision, prompt SHA256, ...).
         ``None`` values are stored as "".
+    hidden_indices : sequence of int, optional
+        Hidden indices whose token rows are stored (default: all of
+        ``0..L``). For every other index only the pooled vectors
+        (:data:`POOLINGS`, non-special tokens) are kept; they are held in
+        memory until :meth:`close` (``2 * n_prompts * d`` float32 per index).
     buffer_bytes : int
         Flush threshold of the row buffer, in bytes of stored rows (hidden
         states in the storage dtype plus token ids and flags). Appended rows
@@ -131,7 +190,7 @@ class StoreWriter:
 
     def __init__(self, path, *, num_layers: int, hidden_size: int, n_rows_total: int,
                  dtype: str = "float32", attrs: Mapping | None = None,
-                 buffer_bytes: int = _BUFFER_BYTES):
+                 hidden_indices: Sequence[int] | None = None, buffer_bytes: int = _BUFFER_BYTES):
         if dtype not in _DTYPES:
             raise ZhuntError("dtype", f"activation dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
         if n_rows_total < 1:
@@ -142,13 +201,21 @@ class StoreWriter:
         self.n_rows_total = int(n_rows_total)
         self.dtype = dtype
         self._np_dtype = np.dtype(_DTYPES[dtype])
+        every = range(self.num_layers + 1)
+        stored = sorted({int(j) for j in (every if hidden_indices is None else hidden_indices)})
+        if not stored or stored[0] < 0 or stored[-1] > self.num_layers:
+            raise ZhuntError("extraction.layers", f"hidden indices must be a non-empty subset of 0..{self.num_layers}, "
+                             f"got {list(hidden_indices or [])}")
+        self.hidden_indices = stored
+        self._pooled_only = [j for j in every if j not in set(stored)]
+        self._pooled: list[tuple[int, list[np.ndarray]]] = []  # (first offset, per pooling (n, |missing|, d))
         self._cursor = 0
         self._meta: list[dict] = []
         self.buffer_bytes = max(0, int(buffer_bytes))
         # appended but not yet written: (offsets, lengths, hidden arrays, token ids, flags) per append
         self._pending: list[tuple] = []
         self._pending_bytes = 0
-        self._row_bytes = (self.num_layers + 1) * self.hidden_size * self._np_dtype.itemsize + 5
+        self._row_bytes = len(self.hidden_indices) * self.hidden_size * self._np_dtype.itemsize + 5
         self._closed = False
         self._atomic = atomic_path(self.path, suffix=".h5.tmp")
         self.tmp_path: Path = self._atomic.__enter__()
@@ -162,7 +229,7 @@ class StoreWriter:
             self._dsets = [
                 g.create_dataset(f"{j:03d}", shape=(self.n_rows_total, self.hidden_size),
                                  dtype=self._np_dtype, chunks=(rows, self.hidden_size))
-                for j in range(self.num_layers + 1)
+                for j in self.hidden_indices
             ]
             ix = self._f.create_group("index")
             self._tok = ix.create_dataset("token_ids", shape=(self.n_rows_total,), dtype=np.int32)
@@ -178,6 +245,7 @@ class StoreWriter:
             a["n_rows"] = self.n_rows_total
             a["zhunt_version"] = __version__
             a["hidden_state_convention"] = HIDDEN_STATE_CONVENTION
+            a["hidden_indices"] = np.array(self.hidden_indices, dtype=np.int64)
             a["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         except BaseException as exc:
             self._abort(exc)
@@ -267,10 +335,20 @@ class StoreWriter:
                     raise ValueError("offsets must have one entry per prompt")
             if len(offs) and (offs.min() < 0 or (offs + lengths).max() > self.n_rows_total):
                 raise ValueError(f"rows beyond the pre-sized store of {self.n_rows_total} rows")
+            if self._np_dtype == np.float16:
+                self._check_float16(hidden)
             nbytes = n * self._row_bytes
             if self._pending and self._pending_bytes + nbytes > self.buffer_bytes:
                 self._flush_pending()
-            rows = [np.asarray(h).astype(self._np_dtype, order="C", copy=copy) for h in hidden]
+            if self._pooled_only:
+                seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+                # pooled from the rows as they would be stored (float16 rounding included)
+                as_stored = [np.asarray(hidden[j]).astype(self._np_dtype).astype(np.float32, copy=False)
+                             for j in self._pooled_only]
+                pooled = [np.stack([pool_segments(H, seg, lengths, ~special, p) for H in as_stored], axis=1)
+                          for p in POOLINGS]  # per pooling: (n_prompts, |missing|, d)
+                self._pooled.append((offs.copy(), pooled))
+            rows = [np.asarray(hidden[j]).astype(self._np_dtype, order="C", copy=copy) for j in self.hidden_indices]
             self._pending.append((offs.copy(), lengths, rows, token_ids.astype(np.int32),
                                   np.array(special, dtype=bool)))
             self._pending_bytes += nbytes
@@ -284,6 +362,15 @@ class StoreWriter:
         except BaseException as exc:
             self._abort(exc)
             raise
+
+    def _check_float16(self, hidden) -> None:
+        """Refuse values a float16 store would turn into inf (|x| > 65504)."""
+        limit = float(np.finfo(np.float16).max)
+        for j, h in enumerate(hidden):
+            peak = float(np.max(np.abs(h))) if np.size(h) else 0.0
+            if not peak <= limit:
+                raise ZhuntError("extraction.dtype", f"hidden index {j} holds |h| up to {peak:.4g}, beyond the "
+                                 f"float16 maximum {limit:.0f}: store this model in float32")
 
     def flush(self) -> None:
         """Write the buffered rows and flush HDF5's buffers to the temporary file.
@@ -410,6 +497,15 @@ class StoreWriter:
                 if any(col in r for r in meta):
                     ix.create_dataset(col, data=np.array([r.get(col, "") for r in meta], dtype=object),
                                       dtype=_STR)
+            if self._pooled_only:
+                all_offs = np.concatenate([o for o, _ in self._pooled])
+                rank = np.searchsorted(offs, all_offs)  # file position of each appended prompt
+                for p, pooling in enumerate(POOLINGS):
+                    P = np.empty((len(meta), len(self._pooled_only), self.hidden_size), dtype=np.float32)
+                    P[rank] = np.concatenate([arrs[p] for _, arrs in self._pooled], axis=0)
+                    for c, j in enumerate(self._pooled_only):
+                        self._f.create_dataset(pooled_name(pooling, j), data=np.ascontiguousarray(P[:, c]))
+                self._pooled = []
             self._f.attrs["n_prompts"] = len(meta)
             self._f.close()
             self._closed = True
@@ -552,9 +648,16 @@ class ActivationStore:
         for name in ("prompt_id", "lang", "offset", "length", "token_ids", "special"):
             if f"index/{name}" not in f:
                 raise self._error(f"missing dataset index/{name}")
-        for j in range(self.num_layers + 1):
-            if hidden_name(j) not in f:
-                raise self._error(f"missing dataset {hidden_name(j)}")
+        every = range(self.num_layers + 1)
+        stored = a.get("hidden_indices")
+        self.stored_indices = sorted(int(j) for j in stored) if stored is not None else list(every)
+        self._stored = set(self.stored_indices)
+        for j in every:
+            names = [hidden_name(j)] if j in self._stored else [pooled_name(p, j) for p in POOLINGS]
+            for name in names:
+                if name not in f:
+                    raise self._error(f"missing dataset {name}")
+        self._check_sources()
         ix = f["index"]
         cols = {
             "prompt_id": ix["prompt_id"].asstr()[()],
@@ -574,11 +677,28 @@ class ActivationStore:
             raise self._error("index offsets beyond the stored rows")
         if self.special.shape != (self.n_rows,):
             raise self._error("index/special does not match index/token_ids")
-        for j in range(self.num_layers + 1):
+        for j in self.stored_indices:
             shape = f[hidden_name(j)].shape
             if shape != (self.n_rows, self.hidden_size):
                 raise self._error(f"{hidden_name(j)} has shape {shape}, expected {(self.n_rows, self.hidden_size)}")
         self._row_of = {(p, l): i for i, (p, l) in enumerate(zip(self.prompts["prompt_id"], self.prompts["lang"]))}
+
+    def _check_sources(self) -> None:
+        """A gathered (sharded) store's rows live in its shard files: every one must be there
+        (HDF5 would silently read a missing source as fill values)."""
+        shards = self.attrs.get("shards")
+        if shards is None:
+            return
+        for name in np.atleast_1d(shards):
+            src = self.path.parent / (name.decode() if isinstance(name, bytes) else str(name))
+            if not src.is_file():
+                raise self._error(f"shard file {src} is missing; delete {self.path.name} and re-run: "
+                                  "only the missing shard and the gather job run again")
+
+    def _missing(self, j: int) -> ZhuntError:
+        return ZhuntError("extraction.layers",
+                          f"{self.path} keeps token rows only at hidden indices {self.stored_indices}, not at {j}; "
+                          f"add {j} to extraction.layers (or set it to all) and re-run extraction")
 
     # ------------------------------------------------------------------ basics
     def __enter__(self) -> "ActivationStore":
@@ -636,6 +756,8 @@ class ActivationStore:
         return sel
 
     def _read(self, j: int, sl=slice(None)) -> np.ndarray:
+        if j not in self._stored:
+            raise self._missing(j)
         try:
             return self._f[hidden_name(j)][sl].astype(np.float32, copy=False)
         except OSError as exc:
@@ -721,21 +843,8 @@ class ActivationStore:
         return self.special[o:o + n]
 
     def _pool(self, H: np.ndarray, sel: pd.DataFrame, pooling: str, exclude_special: bool) -> np.ndarray:
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
-        offs = sel["offset"].to_numpy()
-        lens = sel["length"].to_numpy()
-        out = np.empty((len(sel), H.shape[1]), dtype=np.float32)
         keep = ~self.special if exclude_special else np.ones(self.n_rows, dtype=bool)
-        for i, (o, n) in enumerate(zip(offs, lens)):
-            k = keep[o:o + n]
-            if not k.any():  # only special tokens: fall back to all of them
-                k = np.ones(n, dtype=bool)
-            if pooling == "mean":
-                out[i] = H[o:o + n][k].astype(np.float64).mean(axis=0)
-            else:
-                out[i] = H[o + int(np.flatnonzero(k)[-1])]
-        return out
+        return pool_segments(H, sel["offset"].to_numpy(), sel["length"].to_numpy(), keep, pooling)
 
     def pooled(self, j: int, lang: str | None = None, pooling: str = "mean",
                exclude_special: bool = True) -> np.ndarray:
@@ -758,6 +867,18 @@ class ActivationStore:
         np.ndarray
             ``(N_prompts, d)`` float32, rows in file order (see :meth:`prompt_ids`).
         """
+        j = self._check_j(j, self.num_layers)
+        if j not in self._stored:
+            if pooling not in POOLINGS:
+                raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
+            if not exclude_special:
+                raise self._missing(j)  # only the non-special pooling is kept without rows
+            sel = self._select(lang)
+            try:
+                P = self._f[pooled_name(pooling, j)][()]
+            except OSError as exc:
+                raise self._error(f"reading {pooled_name(pooling, j)}: {_short(exc)}") from None
+            return P[sel.index.to_numpy()]
         return self._pool(self.hidden(j), self._select(lang), pooling, exclude_special)
 
     def pooled_update(self, l: int, lang: str | None = None, pooling: str = "mean",
@@ -777,3 +898,150 @@ class ActivationStore:
 
 def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+# =========================================================================== shards
+def gather_shards(shard_paths: Sequence, out_path) -> dict:
+    """Join the shard files of a sharded extraction into one store (HDF5 virtual datasets).
+
+    Each shard is a complete store of the prompts its job ran (written by
+    :func:`zhunt.extraction.extract_to_store` with ``shard=(i, N)``). The
+    gathered file holds the full index (prompts in the prompt table's order,
+    their offsets, token ids, special flags, and any pooled vectors) and, for
+    every stored hidden index, a *virtual* dataset ``hidden/{j:03d}`` of shape
+    ``(N_rows, d)`` whose rows map, prompt run by prompt run, onto the shards'
+    rows. Readers (:class:`ActivationStore`, plain h5py) see one store whose
+    reads equal the unsharded store's bit for bit; no row is copied. Why
+    virtual datasets and not a reader over a shard list: every existing reader
+    (and any HDF5 tool) works unchanged, a whole-layer read stays one call
+    (HDF5 reads each shard's part; measured as fast as a plain dataset for
+    1,250 prompts x 4 shards), and the only cost is that the shard files must
+    stay beside the gathered file: their names (relative, same folder) are in
+    the root attribute ``shards`` and the reader refuses to open a gathered
+    store with a shard missing (HDF5 would fill its rows silently).
+
+    Parameters
+    ----------
+    shard_paths : sequence of path
+        All ``N`` shard files, in the same folder as ``out_path``.
+    out_path : path
+        The gathered store (written atomically).
+
+    Returns
+    -------
+    dict
+        ``n_prompts``, ``n_rows``, ``n_shards``, ``n_mappings`` (virtual
+        mappings per hidden dataset).
+
+    Raises
+    ------
+    ZhuntError
+        Naming a shard file that is not a shard store, comes from another
+        prompt table, model shape, dtype or layer selection, or repeats or
+        misses shards or prompts.
+    """
+    out_path = Path(out_path)
+    paths = [Path(p) for p in shard_paths]
+    stores = [ActivationStore(p, cache_layers=0) for p in paths]
+    try:
+        first = stores[0]
+        n_shards = len(stores)
+        same = ("n_shards", "n_prompts_total", "prompt_table_sha256", "num_layers", "hidden_size", "dtype")
+        seen = {}
+        for p, st in zip(paths, stores):
+            if "shard" not in st.attrs:
+                raise ZhuntError(str(p), "not a shard store (no `shard` attribute)")
+            if p.parent.resolve() != out_path.parent.resolve():
+                raise ZhuntError(str(p), f"shard files must sit beside the gathered store {out_path}")
+            for key in same:
+                if str(st.attrs.get(key)) != str(first.attrs.get(key)):
+                    raise ZhuntError(str(p), f"shard attribute {key}={st.attrs.get(key)!r} differs from "
+                                     f"{paths[0].name}'s {first.attrs.get(key)!r}")
+            if st.stored_indices != first.stored_indices:
+                raise ZhuntError(str(p), f"shard keeps hidden indices {st.stored_indices}, "
+                                 f"{paths[0].name} keeps {first.stored_indices}")
+            i = int(st.attrs["shard"])
+            if i in seen:
+                raise ZhuntError(str(p), f"shard {i} given twice (also {seen[i]})")
+            seen[i] = p
+        if int(first.attrs["n_shards"]) != n_shards:
+            raise ZhuntError(str(paths[0]), f"written as one of {first.attrs['n_shards']} shards, "
+                             f"but {n_shards} were given")
+        n_total = int(first.attrs["n_prompts_total"])
+        owner = np.full(n_total, -1, dtype=np.int64)  # shard of each global prompt
+        local = np.full(n_total, -1, dtype=np.int64)  # its index inside that shard
+        for s, st in enumerate(stores):
+            pos = np.asarray(st.attrs["prompt_positions"], dtype=np.int64).reshape(-1)
+            if len(pos) != len(st.prompts) or (owner[pos] != -1).any():
+                raise ZhuntError(str(paths[s]), "shard prompt positions overlap another shard's")
+            owner[pos] = s
+            local[pos] = np.arange(len(pos))
+        if (owner == -1).any():
+            raise ZhuntError(str(paths[0]), f"{int((owner == -1).sum())} prompts are in no shard")
+
+        parts = [stores[s].prompts.iloc[i] for s, i in zip(owner, local)]
+        index = pd.DataFrame(parts).reset_index(drop=True)
+        lengths = index["length"].to_numpy(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        n_rows = int(lengths.sum())
+        src_off = index["offset"].to_numpy(np.int64)  # row offset inside the owning shard
+        tok = np.empty(n_rows, dtype=np.int32)
+        spec = np.empty(n_rows, dtype=bool)
+        for g in range(n_total):
+            st, o, n = stores[owner[g]], src_off[g], lengths[g]
+            tok[offsets[g]:offsets[g] + n] = st.token_ids[o:o + n]
+            spec[offsets[g]:offsets[g] + n] = st.special[o:o + n]
+        # runs: consecutive global prompts that are consecutive rows of one shard
+        runs: list[list[int]] = []  # [shard, global row, shard row, n rows]
+        for g in range(n_total):
+            s = int(owner[g])
+            if runs and runs[-1][0] == s and runs[-1][2] + runs[-1][3] == src_off[g]:
+                runs[-1][3] += int(lengths[g])
+            else:
+                runs.append([s, int(offsets[g]), int(src_off[g]), int(lengths[g])])
+
+        d = first.hidden_size
+        np_dtype = np.dtype(_DTYPES[first.dtype])
+        with atomic_path(out_path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+            vspace = h5py.h5s.create_simple((n_rows, d))
+            sel = []
+            for s, g0, l0, m in runs:
+                vs = vspace.copy()
+                vs.select_hyperslab((g0, 0), (m, d))
+                ss = h5py.h5s.create_simple((stores[s].n_rows, d))
+                ss.select_hyperslab((l0, 0), (m, d))
+                sel.append((vs, paths[s].name.encode(), ss))
+            grp = f.create_group("hidden")
+            for j in first.stored_indices:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_fill_value(np.array(np.nan, dtype=np_dtype))
+                name = hidden_name(j).encode()
+                for vs, fname, ss in sel:
+                    dcpl.set_virtual(vs, fname, name, ss)
+                h5py.h5d.create(grp.id, f"{j:03d}".encode(), h5py.h5t.py_create(np_dtype), vspace, dcpl=dcpl)
+            ix = f.create_group("index")
+            ix.create_dataset("prompt_id", data=index["prompt_id"].to_numpy(dtype=object), dtype=_STR)
+            ix.create_dataset("lang", data=index["lang"].to_numpy(dtype=object), dtype=_STR)
+            ix.create_dataset("offset", data=offsets)
+            ix.create_dataset("length", data=lengths)
+            for col in ("answer", "category"):
+                if col in index:
+                    ix.create_dataset(col, data=index[col].to_numpy(dtype=object), dtype=_STR)
+            ix.create_dataset("token_ids", data=tok)
+            ix.create_dataset("special", data=spec)
+            for j in (j for j in range(first.num_layers + 1) if j not in first._stored):
+                for pooling in POOLINGS:
+                    P = [st._f[pooled_name(pooling, j)][()] for st in stores]
+                    f.create_dataset(pooled_name(pooling, j),
+                                     data=np.stack([P[s][i] for s, i in zip(owner, local)]))
+            for k, v in first.attrs.items():
+                if k not in ("shard", "prompt_positions", "created"):
+                    f.attrs[k] = v
+            f.attrs["n_rows"] = n_rows
+            f.attrs["n_prompts"] = n_total
+            f.attrs.create("shards", [p.name for p in paths], dtype=_STR)
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    finally:
+        for st in stores:
+            st.close()
+    return {"n_prompts": n_total, "n_rows": n_rows, "n_shards": n_shards, "n_mappings": len(runs)}

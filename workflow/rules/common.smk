@@ -14,6 +14,7 @@ from zhunt.config import (
     study_for,
 )
 from zhunt.errors import ZhuntError
+from zhunt.site import study_layers
 
 _SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
@@ -81,7 +82,50 @@ def promptset_path(model):
     ps = promptset(model)
     if config["prompts"][ps].get("generated"):
         return f"results/{model}/prompts/{ps}.tsv"
+    if config["prompts"][ps].get("format") == "mgsm":
+        return f"results/prompts/{ps}.tsv"  # rule mgsm_prompts
     return config["prompts"][ps]["path"]
+
+
+def mgsm_promptsets():
+    """A regex matching exactly the prompt sets read from MGSM files (or nothing)."""
+    names = [ps for ps, s in config["prompts"].items() if s.get("format") == "mgsm"]
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+def mgsm_files(promptset):
+    """The benchmark's language files a MGSM prompt set reads."""
+    spec = config["prompts"][promptset]
+    return [str(Path(spec["path"]) / f"mgsm_{lang}.tsv") for lang in spec["languages"]]
+
+
+def store_study_layers(model):
+    """The configured layers `extraction.layers: study` keeps (only then; else [], so that
+    other study changes never re-trigger extraction)."""
+    if config["extraction"]["layers"] != "study":
+        return []
+    return study_layers(study(model))
+
+
+def extraction_shards():
+    return int(config["extraction"]["shards"])
+
+
+def unsharded_promptsets():
+    """Prompt-set wildcard of extract_activations: any name, or none when sharded."""
+    return r"[A-Za-z0-9_-]+" if extraction_shards() == 1 else "(?!x)x"
+
+
+def sharded_promptsets():
+    """Prompt-set wildcard of gather_activations: any name when sharded, else none."""
+    return r"[A-Za-z0-9_-]+" if extraction_shards() > 1 else "(?!x)x"
+
+
+def shard_files(wildcards):
+    """The shard stores a gathered activation store joins (extraction.shards > 1)."""
+    n = extraction_shards()
+    stem = f"results/{wildcards.model}/activations/{wildcards.promptset}"
+    return [f"{stem}.shard{i}of{n}.h5" for i in range(n)]
 
 
 def predicted_bottleneck(model):

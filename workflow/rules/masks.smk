@@ -9,6 +9,8 @@ rule build_masks:
         "results/{model}/masks/L{layer}.h5",
     log:
         "logs/{model}/masks_L{layer}.log",
+    benchmark:
+        "benchmarks/{model}/masks_L{layer}.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1

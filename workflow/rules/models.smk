@@ -54,7 +54,7 @@ rule prepare_model:
     benchmark:
         "benchmarks/{model}/prepare_model.tsv"
     wildcard_constraints:
-        model=models_of_kind("gguf_package", "gguf", "folder", "hub"),
+        model=models_of_kind("gguf_package", "gguf", "folder", "hub", "random"),
     conda:
         "../../envs/zhunt.yaml"
     threads: 2

@@ -16,6 +16,9 @@ def main(smk):
         batch_size=smk.params.batch_size,
         dtype=smk.params.dtype,
         threads=smk.threads,
+        layers=smk.params.layers,
+        study_layers=list(smk.params.study_layers),
+        shard=smk.params.shard,
     )
 
 

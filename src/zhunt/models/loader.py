@@ -10,6 +10,7 @@ registry entry (``config.yaml: models.<name>``)::
     source: {kind: gguf, path: /x/model.gguf [, sha256: H]}             # GGUF file on disk
     source: {kind: hub, repo: Org/Name, revision: R, trust_remote_code: false}
     source: {kind: folder, path: some/hf/folder}                        # local HF folder (e.g. the organism)
+    source: {kind: random, shape: {num_hidden_layers: 36, ...}, seed: 0}  # random init of a registered architecture
     architecture: qwen2 | qwen3 | llama | gemma3   # checked against the loaded model
     dtype: float32 | bfloat16 | float16            # weights are stored in this dtype
 
@@ -36,13 +37,16 @@ __all__ = ["PROVENANCE_FILE", "pick_device", "resolve_dtype", "prepare_model_fol
            "read_provenance"]
 
 PROVENANCE_FILE = "zhunt_model.json"
-SOURCE_KINDS = ("gguf_package", "gguf", "hub", "folder")
+SOURCE_KINDS = ("gguf_package", "gguf", "hub", "folder", "random")
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
+#: Shape keys a ``kind: random`` source may set (transformers config names).
+RANDOM_SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                     "head_dim", "intermediate_size")
 # registry architecture name -> transformers model_type(s) it accepts
 _ARCH_MODEL_TYPES = {
     "qwen2": ("qwen2",), "qwen3": ("qwen3",), "llama": ("llama",), "gemma3": ("gemma3_text", "gemma3"),
@@ -218,6 +222,52 @@ def _prepare_folder(name: str, spec: dict, out_dir: Path, dtype: torch.dtype, t0
     return _save_folder(out_dir, model, tokenizer, meta, t0)
 
 
+def _prepare_random(name: str, spec: dict, out_dir: Path, dtype: torch.dtype, t0: float) -> dict:
+    """A randomly initialised model of a registered architecture and a given shape.
+
+    The weights are the architecture's own ``_init_weights`` under
+    ``torch.manual_seed(source.seed)`` (same seed -> same weights); the
+    tokenizer is the organism's offline byte-level BPE
+    (:func:`zhunt.organism.build_tokenizer`: any text encodes, via bytes), so
+    the vocabulary is that tokenizer's, not the real model's. Used to run every
+    rule at a real model's *shape* (``tests/qwen-shape``) without its weights.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from ..organism import build_tokenizer
+
+    source = spec["source"]
+    arch = spec.get("architecture")
+    if arch not in _ARCH_MODEL_TYPES:
+        raise ZhuntError(f"models.{name}.architecture",
+                         f"a random source needs a registered architecture ({', '.join(sorted(_ARCH_MODEL_TYPES))}), "
+                         f"got {arch!r}")
+    shape = dict(source.get("shape") or {})
+    for key in shape:
+        if key not in RANDOM_SHAPE_KEYS:
+            raise ZhuntError(f"models.{name}.source.shape.{key}",
+                             f"unknown shape key (expected some of {', '.join(RANDOM_SHAPE_KEYS)})")
+    tokenizer = build_tokenizer()
+    model_type = _ARCH_MODEL_TYPES[arch][0]
+    config = AutoConfig.for_model(model_type, **shape, vocab_size=len(tokenizer),
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                  bos_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(int(source.get("seed", 0)))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    _check_architecture(name, spec, model)
+    meta = _provenance(name, spec, model, revision=None, gguf_sha256=None, seed=int(source.get("seed", 0)))
+    meta = _save_folder(out_dir, model, tokenizer, meta, t0)
+    # the folder must reload the same tokenizer (AutoTokenizer picks the class from model_type)
+    probe = "Q: What is 23 plus 14? A: \u95ee\uff1a23\u52a014\u7b49\u4e8e\u591a\u5c11\uff1f"
+    again = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    if again(probe)["input_ids"] != tokenizer(probe)["input_ids"]:
+        raise ZhuntError(f"models.{name}.architecture",
+                         f"the organism tokenizer does not survive a reload as a {model_type!r} folder")
+    return meta
+
+
 def prepare_model_folder(name: str, spec: dict, out_dir) -> dict:
     """Materialise registry entry ``models.<name>`` as a self-contained HF folder at ``out_dir``.
 
@@ -230,7 +280,9 @@ def prepare_model_folder(name: str, spec: dict, out_dir) -> dict:
       ``models.<name>.source.repo``), then save as above;
     * ``folder``: re-save a local folder (safetensors only) in ``spec['dtype']``;
       when the folder *is* ``out_dir`` (the trained organism) nothing is
-      converted and only a missing ``zhunt_model.json`` is added.
+      converted and only a missing ``zhunt_model.json`` is added;
+    * ``random``: random weights of ``spec['architecture']`` at ``source.shape``
+      from ``source.seed``, with the organism's tokenizer (:func:`_prepare_random`).
 
     The folder is written atomically and carries ``zhunt_model.json``: name,
     source spec, GGUF sha256, revision, transformers/torch versions, dtype,
@@ -249,6 +301,8 @@ def prepare_model_folder(name: str, spec: dict, out_dir) -> dict:
         return _prepare_gguf(name, spec, out_dir, dtype, t0)
     if kind == "hub":
         return _prepare_hub(name, spec, out_dir, dtype, t0)
+    if kind == "random":
+        return _prepare_random(name, spec, out_dir, dtype, t0)
     return _prepare_folder(name, spec, out_dir, dtype, t0)
 
 

@@ -1,0 +1,219 @@
+"""A store that scales: layer subsets (extraction.layers), shards + gather, OOM backoff."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from zhunt.errors import ZhuntError
+from zhunt.extraction import batch_plan, extract_to_store, shard_batches
+from zhunt.site import store_hidden_indices, study_layers
+from zhunt.store import ActivationStore, gather_shards, hidden_name
+
+transformers = pytest.importorskip("transformers")
+
+L, D = 4, 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=100, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2)
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    rng = np.random.default_rng(0)
+    alphabet = list("abcdefghij 0123456789?")
+    rows = []
+    for i in range(11):
+        for lang in ("en", "zh"):
+            n = int(rng.integers(3, 25))
+            rows.append({"id": f"p{i}", "lang": lang, "text": "".join(rng.choice(alphabet, n)),
+                         "answer": str(i), "category": "c"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def full(model, tok, prompts, tmp_path_factory):
+    path = tmp_path_factory.mktemp("full") / "full.h5"
+    extract_to_store(model, tok, model.model.layers, prompts, path, batch_size=3)
+    return path
+
+
+def _same_store(a, b, indices):
+    pd.testing.assert_frame_equal(a.prompts, b.prompts)
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    np.testing.assert_array_equal(a.special, b.special)
+    for j in indices:
+        np.testing.assert_array_equal(a.hidden(j), b.hidden(j))  # bit for bit
+
+
+# ------------------------------------------------------------------ batches and shards
+def test_batches_are_length_sorted(tok, prompts):
+    lengths = np.array([len(s) for s in tok(list(prompts["text"]))["input_ids"]])
+    plan = batch_plan(lengths, 3)
+    flat = np.concatenate(plan)
+    assert sorted(flat.tolist()) == list(range(len(prompts)))
+    assert (np.diff(lengths[flat]) <= 0).all()  # longest first
+    assert [len(b) for b in plan] == [3] * 7 + [1]
+    assert shard_batches(8, 1, 3) == [1, 4, 7]
+
+
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_sharded_reads_equal_unsharded_bit_for_bit(model, tok, prompts, full, tmp_path, n_shards):
+    paths = [tmp_path / f"s.shard{i}of{n_shards}.h5" for i in range(n_shards)]
+    for i, p in enumerate(paths):
+        extract_to_store(model, tok, model.model.layers, prompts, p, batch_size=3, shard=(i, n_shards))
+    out = tmp_path / "s.h5"
+    info = gather_shards(paths[::-1], out)  # any order
+    assert info["n_shards"] == n_shards and info["n_prompts"] == len(prompts)
+    with h5py.File(out) as f:
+        assert f[hidden_name(2)].is_virtual
+    with ActivationStore(full) as a, ActivationStore(out) as b:
+        _same_store(a, b, range(L + 1))
+        for j in (0, 3):
+            np.testing.assert_array_equal(a.pooled(j, "zh"), b.pooled(j, "zh"))
+            np.testing.assert_array_equal(a.tokens("p4", "en", j), b.tokens("p4", "en", j))
+    # the gathered store needs its shards: a missing one is an error, never silent fill values
+    paths[1].unlink()
+    with pytest.raises(ZhuntError, match=r"shard file .*shard1of.* is missing; delete s.h5 and re-run"):
+        ActivationStore(out)
+
+
+def test_gather_refuses_incomplete_or_foreign_shards(model, tok, prompts, tmp_path):
+    paths = [tmp_path / f"s.shard{i}of2.h5" for i in range(2)]
+    for i, p in enumerate(paths):
+        extract_to_store(model, tok, model.model.layers, prompts, p, batch_size=3, shard=(i, 2))
+    with pytest.raises(ZhuntError, match="written as one of 2 shards, but 1 were given"):
+        gather_shards(paths[:1], tmp_path / "s.h5")
+    with pytest.raises(ZhuntError, match="shard 0 given twice"):
+        gather_shards([paths[0], paths[0]], tmp_path / "s.h5")
+    other = tmp_path / "o.shard1of2.h5"
+    extract_to_store(model, tok, model.model.layers, prompts.iloc[:-2], other, batch_size=3, shard=(1, 2))
+    with pytest.raises(ZhuntError, match="differs from"):
+        gather_shards([paths[0], other], tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
+    with pytest.raises(ZhuntError, match="extraction.shards: .*shard 8 has no batch .*at most 8 shards"):
+        extract_to_store(model, tok, model.model.layers, prompts, tmp_path / "x.h5", batch_size=3, shard=(8, 9))
+
+
+# ------------------------------------------------------------------ layer subsets
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_layer_subset_store(model, tok, prompts, tmp_path, dtype):
+    ref = tmp_path / "all.h5"
+    sub = tmp_path / "sub.h5"
+    extract_to_store(model, tok, model.model.layers, prompts, ref, batch_size=3, dtype=dtype)
+    extract_to_store(model, tok, model.model.layers, prompts, sub, batch_size=3, dtype=dtype,
+                     hidden_indices=[0, 2])
+    with ActivationStore(ref) as a, ActivationStore(sub) as b:
+        assert b.stored_indices == [0, 2] and a.stored_indices == list(range(L + 1))
+        _same_store(a, b, [0, 2])
+        # pooled vectors of every index (what Exp. B and the seed-003 tests read) are exact
+        for j in range(L + 1):
+            for pooling in ("mean", "last"):
+                np.testing.assert_array_equal(a.pooled(j, "en", pooling), b.pooled(j, "en", pooling))
+        np.testing.assert_array_equal(a.pooled_update(3), b.pooled_update(3))
+        for read in (lambda: b.hidden(3), lambda: b.tokens("p0", "en", 4), lambda: b.updates(1),
+                     lambda: b.pooled(3, exclude_special=False)):
+            with pytest.raises(ZhuntError, match=r"^extraction\.layers: .*not at \d; add \d to extraction\.layers"):
+                read()
+    assert sub.stat().st_size < ref.stat().st_size
+
+
+def test_sharded_layer_subset(model, tok, prompts, tmp_path):
+    ref = tmp_path / "all.h5"
+    extract_to_store(model, tok, model.model.layers, prompts, ref, batch_size=4, hidden_indices=[0, 3])
+    paths = [tmp_path / f"s.shard{i}of2.h5" for i in range(2)]
+    for i, p in enumerate(paths):
+        extract_to_store(model, tok, model.model.layers, prompts, p, batch_size=4, shard=(i, 2),
+                         hidden_indices=[0, 3])
+    gather_shards(paths, tmp_path / "s.h5")
+    with ActivationStore(ref) as a, ActivationStore(tmp_path / "s.h5") as b:
+        _same_store(a, b, [0, 3])
+        for j in range(L + 1):
+            np.testing.assert_array_equal(a.pooled(j), b.pooled(j))
+
+
+def test_study_hidden_indices():
+    study = {"primary_layer": 32, "secondary_layer": 33, "phase2_layers": [32, 33],
+             "ard": {"layers": [10, 15, 20, 25, 28, 30, 32, 33, 34, 35]}}
+    got = store_hidden_indices("study", study_layers(study), 36)
+    assert got == [0, 10, 11, 15, 16, 20, 21, 25, 26, 28, 29, 30, 31, 32, 33, 34, 35, 36]
+    assert store_hidden_indices("all", [], 36) is None
+    assert store_hidden_indices([5, 3], [], 36) == [0, 3, 5]
+    with pytest.raises(ZhuntError, match=r"^extraction\.layers: hidden index 37 outside 0\.\.36"):
+        store_hidden_indices([37], [], 36)
+    with pytest.raises(ZhuntError, match=r"^extraction\.layers: .*auto"):
+        store_hidden_indices("study", study_layers({**study, "primary_layer": "auto"}), 36)
+
+
+# ------------------------------------------------------------------ OOM backoff
+class _OOMOnBig:
+    """Wrap a forward: raise a CUDA-style OOM whenever the batch has more than `limit` rows."""
+
+    def __init__(self, fn, limit, exc):
+        self.fn, self.limit, self.exc, self.sizes = fn, limit, exc, []
+
+    def __call__(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.sizes.append(int(ids.shape[0]))
+        if ids.shape[0] > self.limit:
+            raise self.exc
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("exc", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                                 RuntimeError("CUDA error: out of memory")])
+def test_extraction_oom_backoff(model, tok, prompts, full, tmp_path, monkeypatch, caplog, exc):
+    fake = _OOMOnBig(model.forward, 1, exc)
+    monkeypatch.setattr(model, "forward", fake)
+    out = tmp_path / "oom.h5"
+    with caplog.at_level("WARNING", logger="zhunt.extraction"):
+        extract_to_store(model, tok, model.model.layers, prompts, out, batch_size=3)
+    assert fake.sizes[:4] == [3, 2, 1, 1]  # 3 -> 2 + 1 -> (1 + 1) + 1
+    assert "out of memory on a batch of 3 prompts; retrying it as 2 + 1" in caplog.text
+    with ActivationStore(full) as a, ActivationStore(out) as b:
+        pd.testing.assert_frame_equal(a.prompts, b.prompts)
+        for j in range(L + 1):
+            np.testing.assert_allclose(a.hidden(j), b.hidden(j), atol=1e-5, rtol=0)
+
+
+def test_extraction_oom_at_batch_one_and_other_errors_reraise(model, tok, prompts, tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "forward", _OOMOnBig(model.forward, 0, torch.cuda.OutOfMemoryError("oom")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        extract_to_store(model, tok, model.model.layers, prompts, tmp_path / "a.h5", batch_size=4)
+    monkeypatch.setattr(model, "forward", _OOMOnBig(model.forward, 0, RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        extract_to_store(model, tok, model.model.layers, prompts, tmp_path / "b.h5", batch_size=4)
+    assert not list(tmp_path.iterdir())
+
+
+def test_generation_oom_backoff(model, tok, prompts, monkeypatch, caplog):
+    from zhunt.generation import generate
+
+    texts = list(prompts["text"][:5])
+    ref = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
+    fake = _OOMOnBig(model.generate, 1, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    monkeypatch.setattr(model, "generate", fake)
+    with caplog.at_level("WARNING", logger="zhunt.extraction"):
+        got = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
+    assert fake.sizes[:3] == [4, 2, 1]
+    assert "generation: out of memory on a batch of 4 prompts" in caplog.text
+    assert [r["token_ids"] for r in got] == [r["token_ids"] for r in ref]
+
+
+def test_float16_store_refuses_overflow(tmp_path):
+    from zhunt.store import StoreWriter
+
+    w = StoreWriter(tmp_path / "s.h5", num_layers=1, hidden_size=2, n_rows_total=2, dtype="float16")
+    h = [np.zeros((2, 2), np.float32), np.array([[1.0, -7e4], [0.0, 0.0]], np.float32)]
+    with pytest.raises(ZhuntError, match=r"^extraction\.dtype: hidden index 1 holds \|h\| up to 7e\+04"):
+        w.append([{"prompt_id": "a", "lang": "en", "length": 2}], h, np.zeros(2, int), np.zeros(2, bool))
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,65 @@
+"""Sharded extraction in the DAG: N shard jobs + a gather job; a lost shard is the only
+extraction job that reruns; the gathered store is what every reader sees."""
+
+import re
+
+import numpy as np
+import pytest
+
+from zhunt.store import ActivationStore
+
+pytest.importorskip("snakemake")
+
+SCALE_CONFIG = "tests/scale/config.yaml"
+STORE = "results/organism-tiny/activations/organism.h5"
+
+
+def _jobs(stdout: str) -> dict:
+    """``rule -> count`` from Snakemake's dry-run job table."""
+    table = stdout.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, copy_workflow, snakemake_cli):
+    wd = copy_workflow(tmp_path_factory.mktemp("scale") / "wd")
+    (wd / "tests" / "scale").mkdir(parents=True, exist_ok=True)
+    (wd / SCALE_CONFIG).write_text((__import__("pathlib").Path(__file__).parent / "scale" / "config.yaml").read_text())
+    cfgs = ("tests/tiny/config.yaml", SCALE_CONFIG)
+    res = snakemake_cli(wd, STORE, configfiles=cfgs, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return wd, cfgs
+
+
+def test_shards_gathered_into_one_store(sharded):
+    wd, _ = sharded
+    shards = sorted((wd / "results/organism-tiny/activations").glob("organism.shard*of2.h5"))
+    assert [p.name for p in shards] == ["organism.shard0of2.h5", "organism.shard1of2.h5"]
+    with ActivationStore(wd / STORE) as st:
+        assert st.attrs["n_shards"] == 2 and st.dtype == "float16"
+        # tiny study: layers 2, 3 (primary/secondary/phase2/ARD) -> indices 0 and 2, 3, 4
+        assert st.stored_indices == [0, 2, 3, 4]
+        parts = [ActivationStore(p) for p in shards]
+        assert sum(len(p.prompts) for p in parts) == len(st.prompts)
+        for p in parts:  # every shard prompt reads the same through the gathered store
+            for pid, lang in zip(p.prompts["prompt_id"], p.prompts["lang"]):
+                np.testing.assert_array_equal(p.tokens(pid, lang, 3), st.tokens(pid, lang, 3))
+            p.close()
+        assert np.isfinite(st.pooled(1)).all()  # pooled vectors of an index without rows
+
+
+def test_killed_shard_is_the_only_extraction_job_that_reruns(sharded, snakemake_cli):
+    wd, cfgs = sharded
+    res = snakemake_cli(wd, "-n", STORE, configfiles=cfgs)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    # a shard job killed mid-run leaves no shard file (atomic write) and no gathered store
+    act = wd / "results/organism-tiny/activations"
+    (act / "organism.shard1of2.h5").unlink()
+    (act / "organism.h5").unlink()
+    res = snakemake_cli(wd, "-n", STORE, configfiles=cfgs)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert _jobs(out) == {"extract_activations_shard": 1, "gather_activations": 1}
+    outputs = re.findall(r"^\s+output: (\S+)", out, re.M)
+    assert sorted(outputs) == [f"{STORE}", "results/organism-tiny/activations/organism.shard1of2.h5"]
