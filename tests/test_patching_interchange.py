@@ -1,0 +1,163 @@
+"""Exp. A interchange design: cells, donors, sources, energy matching, metrics and the calibrated verdict."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from zhunt.errors import ZhuntError
+from zhunt.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, matched_source,
+                                   pair_bases, pair_edits, parse_cell, patch_norm)
+from zhunt.patching_metrics import add_holm, npe, subspace_metrics, wilcoxon_p
+from zhunt.patching_verdict import ALPHA, interchange_verdict, positive_control
+from zhunt.subspace import random_subspace
+
+
+# ----------------------------------------------------------------------------- design
+def test_cell_name_round_trip_and_bad_names():
+    c = Cell("input", 3, 16, "aligned", "en<-en")
+    assert c.name == "input_L3_k16_aligned_en-from-en_donor"
+    assert parse_cell(c.name) == c and c.hidden_index == 3
+    assert Cell("output", 3, 16, "mean", "en<-zh").hidden_index == 4
+    with pytest.raises(ZhuntError, match="cell"):
+        parse_cell("input_L3_k16_aligned_en-from-zh_donor")  # aligned needs one language
+    with pytest.raises(ZhuntError, match="expected"):
+        parse_cell("L3_k16_mean")
+
+
+def test_donor_pairs_differ_in_answer_and_share_the_group():
+    problems = [f"p{i}" for i in range(30)]
+    answers = {p: i % 7 for i, p in enumerate(problems)}
+    group = {p: i % 3 for i, p in enumerate(problems)}
+    pairs, unmatched = donor_pairs(problems, answers, seed=1, n_donors=2, group=group.get)
+    assert not unmatched and len(pairs) == 60
+    for b, d in pairs:
+        assert b != d and answers[b] != answers[d] and group[b] == group[d]
+    assert pairs == donor_pairs(problems, answers, seed=1, n_donors=2, group=group.get)[0]
+    lonely = {**group, "p0": "alone"}
+    pairs, unmatched = donor_pairs(problems, answers, seed=1, group=lonely.get)
+    assert unmatched == ["p0"] and all(b != "p0" for b, _ in pairs)
+
+
+def test_heldout_split_is_seeded_and_balanced():
+    s = heldout_split([f"p{i}" for i in range(20)], seed=3)
+    assert sum(v == "heldout" for v in s.values()) == 10
+    assert s == heldout_split([f"p{i}" for i in range(20)], seed=3)
+
+
+def test_sources_mean_ot_aligned():
+    rng = np.random.default_rng(0)
+    X, H = rng.normal(size=(5, 6)), rng.normal(size=(4, 6))
+    assert_allclose(interchange_source("mean", X, H), np.tile(X.mean(0), (4, 1)))
+    assert_allclose(interchange_source("ot", X, H).mean(0), X.mean(0), atol=1e-12)
+    X4 = rng.normal(size=(4, 6))
+    assert_allclose(interchange_source("aligned", X4, H), X4)
+    with pytest.raises(ValueError):
+        interchange_source("aligned", X, H)
+
+
+def test_energy_matched_patch_moves_the_state_as_far_as_the_z_patch():
+    """Brute force: apply each edit to H with dense projectors and measure ||Δh||_F (tolerance 1e-4)."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    d, k, T = 32, 4, 7
+    H, S = rng.normal(size=(T, d)), rng.normal(size=(T, d)) * 3
+    V_Z = random_subspace(k, d, 5)
+    V_R = pair_bases(k, d, pair_index=2, seed=0)
+    assert_allclose(V_R, pair_bases(k, d, pair_index=2, seed=0))
+    edits = pair_edits(S, H, V_Z, V_R)
+    Pz, Pr = V_Z.T @ V_Z, V_R.T @ V_R
+    _, alpha = matched_source(S, H, V_Z, V_R)
+    expect = {"z": H + (S - H) @ Pz, "zperp": H + (S - H) @ (np.eye(d) - Pz), "full": S,
+              "random": H + (S - H) @ Pr, "random_matched": H + alpha * (S - H) @ Pr,
+              "self_mean": H + (H.mean(0) - H) @ Pz}
+    for name, (edit, norm) in edits.items():
+        got = edit(torch.as_tensor(H, dtype=torch.float32)).numpy()
+        assert_allclose(got, expect[name], atol=1e-4, err_msg=name)
+        assert_allclose(norm, np.linalg.norm(expect[name] - H), rtol=1e-5, err_msg=name)
+    ratio = edits["random_matched"][1] / edits["z"][1]
+    assert abs(ratio - 1) < 1e-6 and edits["random"][1] < edits["z"][1] * 2
+    assert_allclose(patch_norm(S, H, None) ** 2, edits["z"][1] ** 2 + edits["zperp"][1] ** 2, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- metrics
+def _records(rng, n, p_z, p_r, npe_z, npe_r, *, n_hits_z=None, n_hits_r=None):
+    rows = []
+    hz = rng.random(n) < p_z if n_hits_z is None else np.arange(n) < n_hits_z
+    hr = rng.random(n) < p_r if n_hits_r is None else np.arange(n) < n_hits_r
+    ez = rng.normal(npe_z, 0.3, n) if np.ndim(npe_z) == 0 else npe_z
+    er = rng.normal(npe_r, 0.3, n) if np.ndim(npe_r) == 0 else npe_r
+    for name, hits, e in (("z", hz, ez), ("random_matched", hr, er)):
+        for i in range(n):
+            rows.append({"pair": i, "subspace": name, "first_differs": True, "iia_hit": bool(hits[i]),
+                         "value_differs": True, "value_hit": bool(hits[i]), "true_hit": False, "npe": e[i],
+                         "ld_seq": 0.0, "lang_effect": 0.0, "answer_lang": "en", "base_answer_lang": "en",
+                         "dh_norm": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _verdict(rec):
+    m = subspace_metrics(rec).set_index("subspace")
+    return interchange_verdict(m.loc["z"].to_dict(), m.loc["random_matched"].to_dict())[0]
+
+
+def test_metrics_against_hand_computation():
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(0)
+    rec = _records(rng, 40, 0.6, 0.3, 0.5, 0.2)
+    rec.loc[(rec.subspace == "z") & (rec.pair < 5), "answer_lang"] = "neutral"
+    m = subspace_metrics(rec).set_index("subspace")
+    z, r = rec[rec.subspace == "z"], rec[rec.subspace == "random_matched"]
+    k = int(z.iia_hit.sum())
+    lo, hi = proportion_confint(k, 40, method="wilson")
+    assert_allclose([m.loc["z", "iia"], m.loc["z", "iia_lo"], m.loc["z", "iia_hi"]], [k / 40, lo, hi])
+    table = pd.crosstab(z.iia_hit.to_numpy(), r.iia_hit.to_numpy()).reindex(index=[True, False],
+                                                                          columns=[True, False], fill_value=0)
+    assert_allclose(m.loc["z", "p_vs_random_matched"], mcnemar(table.to_numpy(), exact=True).pvalue, rtol=1e-9)
+    assert_allclose(m.loc["z", "npe"], z.npe.mean())
+    assert m.loc["z", "npe_lo"] < m.loc["z", "npe"] < m.loc["z", "npe_hi"]
+    assert m.loc["z", "n_neutral"] == 5 and m.loc["z", "n_lang"] == 35 and m.loc["z", "lang_keep"] == 1.0
+    assert m.loc["z", "lang_keep_lo"] < 1.0  # never zero-width
+    assert np.isnan(m.loc["random_matched", "p_vs_random_matched"])
+    h = add_holm(m.reset_index())
+    assert (h["p_holm"].dropna() >= h["p_vs_random_matched"].dropna()).all()
+
+
+def test_npe_definition_and_wilcoxon():
+    assert_allclose(npe([-1.0, 2.0, -3.0], [-3.0, -3.0, -3.0], [1.0, 2.0, 1.0]), [0.5, 1.0, 0.0])
+    assert np.isnan(npe([0.0], [1.0], [1.0])[0])
+    assert wilcoxon_p([1, 2, 3], [1, 2, 3]) == 1.0
+
+
+# ----------------------------------------------------------------------------- verdict calibration
+def test_verdict_null_calibration():
+    """Z no better than the matched random subspace: null in >= 95% of 40 seeds."""
+    labels = [_verdict(_records(np.random.default_rng(s), 60, 0.4, 0.4, 0.2, 0.2)) for s in range(40)]
+    assert np.mean([v == "null" for v in labels]) >= 0.95, labels
+
+
+def test_verdict_planted_effect_is_causal():
+    labels = [_verdict(_records(np.random.default_rng(s), 60, 0.8, 0.3, 0.8, 0.1)) for s in range(20)]
+    assert all(v == "causal" for v in labels), labels
+    rev = [_verdict(_records(np.random.default_rng(s), 60, 0.2, 0.8, 0.1, 0.8)) for s in range(5)]
+    assert all(v == "reverse" for v in rev)
+
+
+def test_verdict_borderline_four_of_twenty_is_not_a_success():
+    e = np.zeros(20)
+    rec = _records(np.random.default_rng(0), 20, 0, 0, e, e, n_hits_z=4, n_hits_r=0)
+    m = subspace_metrics(rec).set_index("subspace")
+    assert_allclose(m.loc["z", "p_vs_random_matched"], 0.125)
+    assert m.loc["random_matched", "iia_lo"] == 0 and m.loc["random_matched", "iia_hi"] > 0
+    assert _verdict(rec) == "null"
+
+
+def test_positive_control_rule():
+    t = pd.DataFrame([{"alignment": "aligned", "subspace": "full", "site": "input", "layer": l, "iia": v}
+                      for l, v in ((1, 1.0), (3, 1.0))])
+    assert positive_control(t)["holds"]
+    t.loc[1, "iia"] = 0.5
+    assert not positive_control(t)["holds"] and ALPHA == 0.05
