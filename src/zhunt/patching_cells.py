@@ -1,0 +1,236 @@
+"""Exp. A, cells: run one interchange cell and write its per-(pair, subspace) records.
+
+One cell (:class:`zhunt.patching_design.Cell`) = one Snakemake job. For every
+base–donor pair (:func:`zhunt.patching_design.donor_pairs`) and every subspace
+(:func:`zhunt.patching_design.pair_edits`) at hidden index
+``j = hidden_index(layer, site)``:
+
+1. the clean target-language runs of every base and donor problem are generated
+   once (greedy, :func:`zhunt.generation.generate`): the base's own output and
+   the *donor run* (the counterfactual target: the model's own output on the
+   donor's prompt in the target language);
+2. every patched base run is generated with its edit at the site (extracted
+   answer and its script: :func:`zhunt.text.answer_span`,
+   :func:`zhunt.text.answer_language`);
+3. one teacher-forced pass (:func:`zhunt.generation.score`) over every clean and
+   patched row gives, at the first answer position, the log-probabilities of
+   the base's and the donor run's first answer tokens, the probability mass of
+   target-script and other-script tokens, and the teacher-forced log p of the
+   base's and the donor run's whole continuations.
+
+The records carry the cell's key columns (``site, hidden_index, layer, k,
+alignment, direction, source``) and the per-row quantities of
+:mod:`zhunt.patching_metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ZhuntError
+from .io import write_table
+from .patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
+
+__all__ = ["script_groups", "answer_of", "run_cell"]
+
+log = logging.getLogger("zhunt.patching")
+
+
+def script_groups(tokenizer, langs: Sequence[str]) -> np.ndarray:
+    """``(G, V)`` vocabulary masks: tokens whose text holds the script of each language.
+
+    ``zh``: a CJK ideograph; any other language: a Latin letter
+    (:func:`zhunt.text.classify_language` of the decoded token is ``zh`` /
+    ``en``, or ``mixed``).
+    """
+    from .text import classify_language
+
+    V = len(tokenizer)
+    tags = [classify_language(t) for t in tokenizer.batch_decode([[i] for i in range(V)])]
+    out = np.zeros((len(langs), V), dtype=bool)
+    for g, lg in enumerate(langs):
+        want = "zh" if lg == "zh" else "en"
+        out[g] = [t in (want, "mixed") for t in tags]
+    return out
+
+
+def answer_of(text: str, target: str) -> tuple[int | None, str]:
+    """``(extracted answer, script of its span)`` of a continuation (number words of its own script)."""
+    from .text import answer_language, classify_language, cut_at_next_question, extract_answer
+
+    out_lang = classify_language(cut_at_next_question(text))
+    lang = "zh" if out_lang == "zh" else (target if target != "zh" else "en") if out_lang == "en" else None
+    return extract_answer(text, lang), answer_language(text, lang)
+
+
+def _other_language(target: str, languages: Sequence[str]) -> str:
+    others = [lg for lg in languages if lg != target]
+    return "zh" if target != "zh" and "zh" in others else others[0]
+
+
+def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
+             family: str, cell: Cell, *, kind: str = "multihead", n_donors: int = 1, seed: int = 0,
+             max_new_tokens: int = 16, batch_size: int = 16, das_path=None, out_records,
+             threads: int | None = None) -> pd.DataFrame:
+    """Run one cell and write its records (TSV).
+
+    Parameters
+    ----------
+    model_dir, store_path : path
+        Prepared model folder and its activation store of the same prompt set.
+    mask_path : path
+        Z-mask file of ``cell.layer`` (:func:`zhunt.masks.read_mask`, ``kind``, ``cell.k``).
+    prompts_path, templates_path, languages, family
+        Prompt table, templates, loaded languages, template family.
+    cell : Cell
+    n_donors : int
+        Donors per base problem.
+    seed : int
+        Seed of the donor permutation, of the random bases and of the DAS split.
+    max_new_tokens, batch_size : int
+        Greedy generation budget and prompts per batch.
+    das_path : path, optional
+        HDF5 with a learned basis ``basis`` (k, d) for this (site, layer, k);
+        its rows are scored on the ``heldout`` pairs only.
+    out_records : path
+
+    Returns
+    -------
+    pandas.DataFrame
+        The records written.
+    """
+    from .generation import generate, score
+    from .masks import read_mask
+    from .models import get_adapter, load_model
+    from .patching import _clouds
+    from .prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from .store import ActivationStore
+
+    t0 = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    tgt, src = cell.languages
+    if not {tgt, src} <= set(languages):
+        raise ZhuntError("patching.directions", f"cell {cell.name} needs languages {tgt}, {src}; have {languages}")
+    table = load_prompt_table(prompts_path, languages=list(languages))
+    long = to_long(table, list(languages))
+    templates = load_templates(templates_path)
+    model, tok = load_model(model_dir)
+    ad = get_adapter(model)
+    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
+    add_special = templates["families"][family]["kind"] != "chat"
+    prompt_of = {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])}
+    key_answer = dict(zip(table["id"], table["answer"].astype(int)))
+    category = dict(zip(table["id"], table["category"]))
+    problems = list(table["id"])
+    V_Z = read_mask(mask_path, kind, cell.k)
+    if V_Z.shape != (cell.k, ad.hidden_size):
+        raise ZhuntError(str(mask_path), f"mask {kind}/k{cell.k} has shape {V_Z.shape}, expected "
+                         f"{(cell.k, ad.hidden_size)}")
+    V_das = None
+    if das_path is not None:
+        import h5py
+
+        with h5py.File(das_path, "r") as f:
+            V_das = np.asarray(f["basis"], dtype=np.float64)
+    split = heldout_split(problems, seed=seed)
+    j = cell.hidden_index
+    store = ActivationStore(store_path)
+    try:
+        if cell.alignment == "aligned":
+            group = lambda p: (category[p], len(store.prompt_token_ids(p, tgt)))  # noqa: E731
+        else:
+            group = None
+        pairs, unmatched = donor_pairs(problems, key_answer, seed=seed, n_donors=n_donors, group=group)
+        if not pairs:
+            raise ZhuntError(str(prompts_path), f"cell {cell.name}: no base-donor pair (need problems with "
+                             "different answers" + (", the same template and token length)" if group else ")"))
+        rows, edits = [], []
+        for pi, (b, d) in enumerate(pairs):
+            H = _clouds(store, b, tgt, j).astype(np.float64)
+            X = _clouds(store, d, src, j)
+            S = interchange_source(cell.alignment, X, H)
+            V_R = pair_bases(cell.k, ad.hidden_size, pi, seed)
+            ed = pair_edits(S, H, V_Z, V_R, V_das if split[b] == "heldout" else None)
+            rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": "none",
+                         "dh_norm": 0.0})
+            edits.append(None)
+            for name, (e, norm) in ed.items():
+                rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": name,
+                             "dh_norm": norm})
+                edits.append(e)
+    finally:
+        store.close()
+
+    gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=add_special)
+    clean_ids = sorted({p for pr in pairs for p in pr}, key=problems.index)
+    g = generate(model, tok, [prompt_of[(p, tgt)] for p in clean_ids], **gen_kw)
+    clean = {p: x for p, x in zip(clean_ids, g)}
+    patched = [i for i, e in enumerate(edits) if e is not None]
+    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in patched],
+                 layer_module=ad.layers[cell.layer], edits=[edits[i] for i in patched], site=cell.site, **gen_kw)
+    text = {i: x["text"] for i, x in zip(patched, g)}
+
+    # one teacher-forced pass: per pair the clean base, the donor run, then every patched row
+    other = _other_language(tgt, languages)
+    groups = script_groups(tok, [tgt, other])
+    s_rows = [("base", pi) for pi in range(len(pairs))] + [("donor", pi) for pi in range(len(pairs))] \
+        + [("patched", i) for i in patched]
+
+    def prob_of(kind_, x):
+        return pairs[x][0] if kind_ == "base" else pairs[x][1] if kind_ == "donor" else rows[x]["problem"]
+
+    def pair_of(kind_, x):
+        return x if kind_ != "patched" else rows[x]["pair"]
+
+    cands, conts = [], []
+    for kind_, x in s_rows:
+        b, d = pairs[pair_of(kind_, x)]
+        cands.append([clean[b]["token_ids"][0], clean[d]["token_ids"][0]])
+        conts.append([clean[b]["token_ids"], clean[d]["token_ids"]])
+    sc = score(model, tok, [prompt_of[(prob_of(k_, x), tgt)] for k_, x in s_rows], candidates=cands,
+               continuations=conts, token_groups=groups, layer_module=ad.layers[cell.layer], site=cell.site,
+               edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched], batch_size=int(batch_size),
+               add_special_tokens=add_special)
+    ld = sc["lp_candidates"][:, 1] - sc["lp_candidates"][:, 0]
+    ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
+    lang = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
+    n_p = len(pairs)
+    pos = {i: 2 * n_p + q for q, i in enumerate(patched)}
+
+    out = []
+    for i, r in enumerate(rows):
+        pi, b, d = r["pair"], r["problem"], r["donor"]
+        base_ans, base_lang = answer_of(clean[b]["text"], tgt)
+        donor_ans, _ = answer_of(clean[d]["text"], tgt)
+        q = pos.get(i, pi)  # the none row is the clean base row
+        ans, ans_lang = (base_ans, base_lang) if i not in pos else answer_of(text[i], tgt)
+        base_tok, donor_tok = clean[b]["token_ids"][0], clean[d]["token_ids"][0]
+        differs = base_tok != donor_tok
+        den = ld[n_p + pi] - ld[pi]
+        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r,
+                    "base_token": base_tok, "donor_token": donor_tok, "first_token": int(sc["first_argmax"][q]),
+                    "first_differs": differs, "iia_hit": int(sc["first_argmax"][q]) == donor_tok,
+                    "base_answer": base_ans, "donor_answer": donor_ans, "answer": ans,
+                    "key_answer": key_answer[d],
+                    "value_differs": base_ans is not None and donor_ans is not None and base_ans != donor_ans,
+                    "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and
+                    ans == key_answer[d], "ld_clean": ld[pi], "ld_donor_run": ld[n_p + pi], "ld": ld[q],
+                    "npe": (ld[q] - ld[pi]) / den if differs and den != 0 else np.nan,
+                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi],
+                    "answer_lang": ans_lang, "base_answer_lang": base_lang,
+                    "text": clean[b]["text"] if i not in pos else text[i]})
+    rec = pd.DataFrame(out)
+    for c in ("base_answer", "donor_answer", "answer"):
+        rec[c] = rec[c].astype("Int64")
+    write_table(rec, out_records)
+    log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs", cell.name, n_p, len(unmatched),
+             len(rec), time.perf_counter() - t0)
+    return rec
