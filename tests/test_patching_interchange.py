@@ -161,3 +161,62 @@ def test_positive_control_rule():
     assert positive_control(t)["holds"]
     t.loc[1, "iia"] = 0.5
     assert not positive_control(t)["holds"] and ALPHA == 0.05
+
+
+# ----------------------------------------------------------------------------- a cell on a tiny organism
+@pytest.fixture(scope="module")
+def near_random_organism(tmp_path_factory):
+    """A 3-layer organism after one step at lr 1e-9 (random init: its first answer tokens vary), 16 problems,
+    its store and masks (about 30 s)."""
+    from pathlib import Path
+
+    from zhunt import organism
+    from zhunt.pipeline import build_layer_masks, extract_prompt_set
+
+    templates = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "templates.yaml"
+    root = tmp_path_factory.mktemp("nearrandom")
+    organism.train_organism(root / "model", n_layers=3, hidden_size=32, n_heads=4, n_kv_heads=2,
+                            intermediate_size=64, steps=1, lr=1e-9, batch_size=16, warmup_steps=1, eval_n=4,
+                            log_every=4, seed=7, threads=1)
+    organism.make_organism_prompt_table(root / "prompts.tsv", n=16, seed=1)
+    extract_prompt_set(root / "model", "organism", {"dtype": "float32", "template": "organism"},
+                       root / "prompts.tsv", ["en", "zh"], templates, root / "store.h5")
+    for layer in (0, 1, 2):
+        build_layer_masks(root / "model", "organism", layer, [4], ["multihead"], root / f"L{layer}.h5")
+    return root, templates
+
+
+def _cell(org, name, tmp_path):
+    from zhunt.patching_cells import run_cell
+
+    root, templates = org
+    c = parse_cell(name)
+    return run_cell(root / "model", root / "store.h5", root / f"L{c.layer}.h5", root / "prompts.tsv", ["en", "zh"],
+                    templates, "organism", c, n_donors=2, max_new_tokens=4, batch_size=16,
+                    out_records=tmp_path / f"{name}.tsv")
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+def test_positive_control_full_aligned_interchange_gives_iia_one_at_every_layer(near_random_organism, tmp_path, site):
+    """The hook, the site, the store index and the scoring at once: the donor's own states at every
+    position make the base run the donor run (IIA = 1, NPE = 1 to 5e-3: LD margins are ~1e-2 here)."""
+    for layer in (0, 1, 2):
+        rec = _cell(near_random_organism, f"{site}_L{layer}_k4_aligned_en-from-en_donor", tmp_path)
+        full = rec[(rec.subspace == "full") & rec.first_differs]
+        none = rec[(rec.subspace == "none") & rec.first_differs]
+        assert len(full) >= 3, layer
+        assert full.iia_hit.all() and not none.iia_hit.any(), layer
+        assert_allclose(full.npe, 1.0, atol=5e-3)
+        assert_allclose(none.npe, 0.0, atol=1e-12)
+        assert (rec.hidden_index == (layer if site == "input" else layer + 1)).all()
+
+
+def test_cross_language_cell_records(near_random_organism, tmp_path):
+    rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path)
+    assert set(rec.subspace) == {"none", "z", "zperp", "full", "random", "random_matched", "self_mean"}
+    assert (rec.donor != rec.problem).all() and rec.groupby("pair").size().eq(7).all()
+    z = rec[rec.subspace == "z"].set_index("pair").dh_norm
+    rm = rec[rec.subspace == "random_matched"].set_index("pair").dh_norm
+    assert_allclose(rm / z, 1.0, rtol=1e-6)  # energy-matched within 1e-6 (tolerance 10%)
+    m = subspace_metrics(rec).set_index("subspace")
+    assert {"iia", "iia_lo", "npe_hi", "lang_keep", "p_vs_random_matched"} <= set(m.columns)
