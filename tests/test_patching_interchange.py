@@ -220,3 +220,29 @@ def test_cross_language_cell_records(near_random_organism, tmp_path):
     assert_allclose(rm / z, 1.0, rtol=1e-6)  # energy-matched within 1e-6 (tolerance 10%)
     m = subspace_metrics(rec).set_index("subspace")
     assert {"iia", "iia_lo", "npe_hi", "lang_keep", "p_vs_random_matched"} <= set(m.columns)
+
+
+def test_gather_writes_table_verdict_and_figure(tmp_path):
+    from zhunt.patching_render import TABLE_COLUMNS, gather_interchange
+
+    paths = []
+    for i, name in enumerate(["input_L1_k4_mean_en-from-zh_donor", "input_L2_k4_mean_en-from-zh_donor",
+                              "input_L1_k4_aligned_en-from-en_donor", "input_L2_k4_aligned_en-from-en_donor"]):
+        rec = _records(np.random.default_rng(i), 30, 0.8, 0.3, 0.8, 0.1)
+        full = rec[rec.subspace == "z"].assign(subspace="full", iia_hit=True, npe=1.0)
+        rec = pd.concat([rec, full], ignore_index=True)
+        rec.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
+        paths.append(tmp_path / f"{name}.tsv")
+    res = gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "s.tsv",
+                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig")
+    t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
+    assert list(t.columns[:len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
+    assert len(t) == 4 * 3 and t["primary"].sum() == 3
+    assert (t["p_holm"].dropna() >= t["p_vs_random_matched"].dropna()).all()
+    assert res["verdict"] == "causal" and res["positive_control"]["holds"]
+    text = (tmp_path / "v.md").read_text()
+    assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
+    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    with pytest.raises(ZhuntError, match="primary"):
+        gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
+                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
