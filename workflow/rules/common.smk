@@ -123,7 +123,9 @@ def patch_layers(model):
 
 
 #: Name pattern of an Exp. A cell (zhunt.patching_design.Cell.name).
-PATCHING_CELL_RE = r"(input|output)_L\d+_k\d+_(mean|ot|aligned)_[a-z]{2}-from-[a-z]{2}_donor"
+PATCHING_CELL_RE = (
+    r"(input|output)_L\d+_k\d+_(mean|ot|aligned)_[a-z]{2}-from-[a-z]{2}_donor"
+)
 
 
 def _cell_name(site, layer, k, alignment, direction):
@@ -160,7 +162,9 @@ def patching_primary(model):
     """The pre-registered primary cell (study.patching.primary; null = primary_layer / largest k)."""
     st = study(model)
     pr = st["patching"]["primary"]
-    layer = resolve_layer(model, pr["layer"] if pr["layer"] is not None else st["primary_layer"])
+    layer = resolve_layer(
+        model, pr["layer"] if pr["layer"] is not None else st["primary_layer"]
+    )
     k = pr["k"] if pr["k"] is not None else max(st["patch_k"])
     return _cell_name(st["site"], layer, k, pr["alignment"], pr["direction"])
 
