@@ -36,7 +36,7 @@ from .errors import ZhuntError
 from .io import write_table
 from .patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
 
-__all__ = ["script_groups", "answer_of", "run_cell"]
+__all__ = ["script_groups", "answer_of", "cell_context", "cell_pairs", "run_cell"]
 
 log = logging.getLogger("zhunt.patching")
 
@@ -73,6 +73,71 @@ def _other_language(target: str, languages: Sequence[str]) -> str:
     return "zh" if target != "zh" and "zh" in others else others[0]
 
 
+def cell_context(model_dir, store_path, prompts_path, languages: Sequence[str], templates_path, family: str,
+                 *, threads: int | None = None) -> dict:
+    """Model, tokenizer, rendered prompts and the store path shared by a cell's stages.
+
+    Returns
+    -------
+    dict
+        ``model, tokenizer, adapter, prompt_of`` (``(problem, lang) -> prompt``),
+        ``key_answer``, ``category``, ``problems``, ``add_special``,
+        ``languages``, ``store_path``.
+    """
+    from .models import get_adapter, load_model
+    from .prompts import load_prompt_table, load_templates, render_prompts, to_long
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    table = load_prompt_table(prompts_path, languages=list(languages))
+    long = to_long(table, list(languages))
+    templates = load_templates(templates_path)
+    model, tok = load_model(model_dir)
+    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
+    return {"model": model, "tokenizer": tok, "adapter": get_adapter(model),
+            "prompt_of": {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])},
+            "key_answer": dict(zip(table["id"], table["answer"].astype(int))),
+            "category": dict(zip(table["id"], table["category"])), "problems": list(table["id"]),
+            "add_special": templates["families"][family]["kind"] != "chat", "languages": list(languages),
+            "store_path": store_path}
+
+
+def cell_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int = 0):
+    """The cell's base–donor pairs and, per pair, the base's clean states ``H`` and the source ``S``.
+
+    Returns
+    -------
+    pairs : list of (base, donor)
+    unmatched : list of str
+        Bases without enough donors (:func:`zhunt.patching_design.donor_pairs`).
+    states : list of (H, S)
+        ``(T, d)`` float64 arrays at ``cell.hidden_index`` (special tokens dropped).
+    """
+    from .patching import _clouds
+    from .store import ActivationStore
+
+    tgt, src = cell.languages
+    if not {tgt, src} <= set(ctx["languages"]):
+        raise ZhuntError("patching.directions", f"cell {cell.name} needs languages {tgt}, {src}; "
+                         f"have {ctx['languages']}")
+    j = cell.hidden_index
+    with ActivationStore(ctx["store_path"]) as store:
+        group = None
+        if cell.alignment == "aligned":
+            group = lambda p: (ctx["category"][p], len(store.prompt_token_ids(p, tgt)))  # noqa: E731
+        pairs, unmatched = donor_pairs(ctx["problems"], ctx["key_answer"], seed=seed, n_donors=n_donors, group=group)
+        if not pairs:
+            raise ZhuntError(f"cell {cell.name}", "no base-donor pair (need problems with different answers"
+                             + (", the same template and token length)" if group else ")"))
+        states = []
+        for b, d in pairs:
+            H = _clouds(store, b, tgt, j).astype(np.float64)
+            states.append((H, interchange_source(cell.alignment, _clouds(store, d, src, j), H)))
+    return pairs, unmatched, states
+
+
 def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
              family: str, cell: Cell, *, kind: str = "multihead", n_donors: int = 1, seed: int = 0,
              max_new_tokens: int = 16, batch_size: int = 16, das_path=None, out_records,
@@ -106,30 +171,12 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
     """
     from .generation import generate, score
     from .masks import read_mask
-    from .models import get_adapter, load_model
-    from .patching import _clouds
-    from .prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from .store import ActivationStore
 
     t0 = time.perf_counter()
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    ctx = cell_context(model_dir, store_path, prompts_path, languages, templates_path, family, threads=threads)
+    model, tok, ad = ctx["model"], ctx["tokenizer"], ctx["adapter"]
     tgt, src = cell.languages
-    if not {tgt, src} <= set(languages):
-        raise ZhuntError("patching.directions", f"cell {cell.name} needs languages {tgt}, {src}; have {languages}")
-    table = load_prompt_table(prompts_path, languages=list(languages))
-    long = to_long(table, list(languages))
-    templates = load_templates(templates_path)
-    model, tok = load_model(model_dir)
-    ad = get_adapter(model)
-    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
-    add_special = templates["families"][family]["kind"] != "chat"
-    prompt_of = {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])}
-    key_answer = dict(zip(table["id"], table["answer"].astype(int)))
-    category = dict(zip(table["id"], table["category"]))
-    problems = list(table["id"])
+    prompt_of, key_answer, problems = ctx["prompt_of"], ctx["key_answer"], ctx["problems"]
     V_Z = read_mask(mask_path, kind, cell.k)
     if V_Z.shape != (cell.k, ad.hidden_size):
         raise ZhuntError(str(mask_path), f"mask {kind}/k{cell.k} has shape {V_Z.shape}, expected "
@@ -141,33 +188,18 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
         with h5py.File(das_path, "r") as f:
             V_das = np.asarray(f["basis"], dtype=np.float64)
     split = heldout_split(problems, seed=seed)
-    j = cell.hidden_index
-    store = ActivationStore(store_path)
-    try:
-        if cell.alignment == "aligned":
-            group = lambda p: (category[p], len(store.prompt_token_ids(p, tgt)))  # noqa: E731
-        else:
-            group = None
-        pairs, unmatched = donor_pairs(problems, key_answer, seed=seed, n_donors=n_donors, group=group)
-        if not pairs:
-            raise ZhuntError(str(prompts_path), f"cell {cell.name}: no base-donor pair (need problems with "
-                             "different answers" + (", the same template and token length)" if group else ")"))
-        rows, edits = [], []
-        for pi, (b, d) in enumerate(pairs):
-            H = _clouds(store, b, tgt, j).astype(np.float64)
-            X = _clouds(store, d, src, j)
-            S = interchange_source(cell.alignment, X, H)
-            V_R = pair_bases(cell.k, ad.hidden_size, pi, seed)
-            ed = pair_edits(S, H, V_Z, V_R, V_das if split[b] == "heldout" else None)
-            rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": "none",
-                         "dh_norm": 0.0})
-            edits.append(None)
-            for name, (e, norm) in ed.items():
-                rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": name,
-                             "dh_norm": norm})
-                edits.append(e)
-    finally:
-        store.close()
+    pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
+    rows, edits = [], []
+    for pi, ((b, d), (H, S)) in enumerate(zip(pairs, states)):
+        V_R = pair_bases(cell.k, ad.hidden_size, pi, seed)
+        ed = pair_edits(S, H, V_Z, V_R, V_das if split[b] == "heldout" else None)
+        rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": "none", "dh_norm": 0.0})
+        edits.append(None)
+        for name, (e, norm) in ed.items():
+            rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": name,
+                         "dh_norm": norm})
+            edits.append(e)
+    add_special = ctx["add_special"]
 
     gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=add_special)
     clean_ids = sorted({p for pr in pairs for p in pr}, key=problems.index)
