@@ -187,6 +187,7 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
 
         with h5py.File(das_path, "r") as f:
             V_das = np.asarray(f["basis"], dtype=np.float64)
+            das_overlap = float(f.attrs["overlap_z"])
     split = heldout_split(problems, seed=seed)
     pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
     rows, edits = [], []
@@ -260,9 +261,74 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
                     "answer_lang": ans_lang, "base_answer_lang": base_lang,
                     "text": clean[b]["text"] if i not in pos else text[i]})
     rec = pd.DataFrame(out)
+    if V_das is not None:  # the learned subspace's overlap with Z (Grassmann similarity), on its rows
+        rec["overlap_z"] = np.where(rec["subspace"] == "das", das_overlap, np.nan)
     for c in ("base_answer", "donor_answer", "answer"):
         rec[c] = rec[c].astype("Int64")
     write_table(rec, out_records)
     log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs", cell.name, n_p, len(unmatched),
              len(rec), time.perf_counter() - t0)
     return rec
+
+
+def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
+                 family: str, *, site: str, layer: int, k: int, target_lang: str, kind: str = "multihead",
+                 n_donors: int = 1, seed: int = 0, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
+                 out_h5, threads: int | None = None) -> dict:
+    """Fit the DAS subspace of one (site, layer, k) on the train split and save it.
+
+    Training data: the template-aligned same-language pairs of ``target_lang``
+    (:func:`cell_pairs` of the ``aligned`` cell) whose base *and* donor are in
+    the ``train`` split (:func:`zhunt.patching_design.heldout_split`); target =
+    the donor run's own first answer token (greedy, :func:`zhunt.generation.score`
+    without edits). :func:`zhunt.das.fit_das` learns the basis; every cell then
+    scores it on its ``heldout`` pairs like any other subspace.
+
+    Writes ``out_h5`` with dataset ``basis`` (k, d) and attributes ``site``,
+    ``layer``, ``k``, ``hidden_index``, ``n_train``, ``steps``, ``lr``,
+    ``seconds``, ``final_loss``, ``overlap_z`` (Grassmann similarity with V_Z)
+    and ``cos_angles_z`` (cosines of the principal angles).
+
+    Returns
+    -------
+    dict
+        The attributes written.
+    """
+    from .das import fit_das
+    from .generation import score
+    from .io import atomic_path
+    from .masks import read_mask
+    from .subspace import grassmann_similarity, principal_angles
+
+    import h5py
+
+    ctx = cell_context(model_dir, store_path, prompts_path, languages, templates_path, family, threads=threads)
+    cell = Cell(site, int(layer), int(k), "aligned", f"{target_lang}<-{target_lang}")
+    pairs, _, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
+    split = heldout_split(ctx["problems"], seed=seed)
+    train = [i for i, (b, d) in enumerate(pairs) if split[b] == "train" and split[d] == "train"]
+    if not train:
+        raise ZhuntError(f"cell {cell.name}", "no template-aligned pair in the DAS train split")
+    prompt = lambda p: ctx["prompt_of"][(p, target_lang)]  # noqa: E731
+    donors = sorted({pairs[i][1] for i in train})
+    first = score(ctx["model"], ctx["tokenizer"], [prompt(d) for d in donors], batch_size=int(batch_size),
+                  add_special_tokens=ctx["add_special"])["first_argmax"]
+    target = dict(zip(donors, first.tolist()))
+    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
+                  [states[i][1].astype(np.float32) for i in train], [target[pairs[i][1]] for i in train],
+                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
+                  random_state=int(seed), add_special_tokens=ctx["add_special"])
+    V_Z = read_mask(mask_path, kind, int(k))
+    attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index,
+             "n_train": len(train), "steps": int(steps), "lr": float(lr), "seconds": float(fit.seconds),
+             "final_loss": float(np.mean(fit.losses[-10:])), "overlap_z": float(grassmann_similarity(fit.basis, V_Z))}
+    with atomic_path(out_h5, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f["basis"] = np.asarray(fit.basis, dtype=np.float32)
+            f["losses"] = np.asarray(fit.losses, dtype=np.float64)
+            f["cos_angles_z"] = np.cos(principal_angles(fit.basis, V_Z))
+            for key, v in attrs.items():
+                f.attrs[key] = v
+    log.info("DAS %s L%d k=%d: %d train pairs, loss %.3f -> %.3f, overlap with Z %.3f, %.1fs", site, layer, k,
+             len(train), fit.losses[0], attrs["final_loss"], attrs["overlap_z"], fit.seconds)
+    return attrs

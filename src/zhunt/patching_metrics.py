@@ -138,6 +138,8 @@ def subspace_metrics(records: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
         r = rate(keep)
         row.update(n_lang=r[3], n_neutral=len(g) - r[3], lang_keep=r[0], lang_keep_lo=r[1], lang_keep_hi=r[2])
         row["dh_norm"] = float(g["dh_norm"].mean())
+        if "overlap_z" in g.columns and g["overlap_z"].notna().any():  # das rows: Grassmann similarity with Z
+            row["overlap_z"] = float(g["overlap_z"].mean())
         if z is not None:
             common = g.index.intersection(z.index)
             zn = z.loc[common, "dh_norm"].to_numpy(float)

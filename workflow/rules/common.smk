@@ -158,6 +158,15 @@ def patching_cell_layer(cell):
     return int(re.search(r"_L(\d+)_", cell).group(1))
 
 
+def patching_das_input(model, cell):
+    """The DAS basis a cell scores (empty when study.patching.das.enabled is false)."""
+    if not study(model)["patching"]["das"]["enabled"]:
+        return []
+    m = re.match(r"(input|output)_L(\d+)_k(\d+)_[a-z]+_([a-z]{2})-from-", cell)
+    site, layer, k, lang = m.groups()
+    return [f"results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5"]
+
+
 def patching_primary(model):
     """The pre-registered primary cell (study.patching.primary; null = primary_layer / largest k)."""
     st = study(model)

@@ -123,6 +123,7 @@ rule patching_cell:
         mask=lambda wc: mask_files(wc.model, [patching_cell_layer(wc.cell)])[0],
         prompts=lambda wc: promptset_path(wc.model),
         templates=config["templates"],
+        das=lambda wc: patching_das_input(wc.model, wc.cell),
     output:
         records="results/{model}/patching/cells/{cell}.tsv",
     log:
@@ -147,6 +148,40 @@ rule patching_cell:
         batch_size=config["generation"]["batch_size"],
     script:
         "../scripts/patching_cell.py"
+
+
+rule patching_das:
+    """Exp. A: the learned k-dim DAS subspace of one site x layer x k (train split, aligned pairs)."""
+    input:
+        model=lambda wc: model_dir(wc.model),
+        store=lambda wc: activations_path(wc.model),
+        mask=lambda wc: mask_files(wc.model, [int(wc.layer)])[0],
+        prompts=lambda wc: promptset_path(wc.model),
+        templates=config["templates"],
+    output:
+        basis="results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5",
+    log:
+        "logs/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.log",
+    benchmark:
+        "benchmarks/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.tsv"
+    wildcard_constraints:
+        site="input|output",
+        k=r"\d+",
+        lang="[a-z]{2}",
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        runtime=lambda wc: model_runtime(wc.model),
+        languages=lambda wc: promptset_languages(wc.model),
+        patching=lambda wc: study(wc.model)["patching"],
+        batch_size=config["generation"]["batch_size"],
+    script:
+        "../scripts/patching_das.py"
 
 
 rule patching_interchange:

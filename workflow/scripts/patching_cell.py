@@ -19,6 +19,7 @@ def main(smk):
         n_donors=opts["n_donors"],
         max_new_tokens=smk.params.max_new_tokens,
         batch_size=smk.params.batch_size,
+        das_path=smk.input.das[0] if smk.input.das else None,
         out_records=smk.output.records,
         threads=smk.threads,
     )
