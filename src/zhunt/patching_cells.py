@@ -202,6 +202,7 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
             edits.append(e)
     add_special = ctx["add_special"]
 
+    t_setup = time.perf_counter() - t0
     gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=add_special)
     clean_ids = sorted({p for pr in pairs for p in pr}, key=problems.index)
     g = generate(model, tok, [prompt_of[(p, tgt)] for p in clean_ids], **gen_kw)
@@ -210,6 +211,7 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
     g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in patched],
                  layer_module=ad.layers[cell.layer], edits=[edits[i] for i in patched], site=cell.site, **gen_kw)
     text = {i: x["text"] for i, x in zip(patched, g)}
+    t_gen = time.perf_counter() - t0 - t_setup
 
     # one teacher-forced pass: per pair the clean base, the donor run, then every patched row
     other = _other_language(tgt, languages)
@@ -232,6 +234,7 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
                continuations=conts, token_groups=groups, layer_module=ad.layers[cell.layer], site=cell.site,
                edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched], batch_size=int(batch_size),
                add_special_tokens=add_special)
+    t_score = time.perf_counter() - t0 - t_setup - t_gen
     ld = sc["lp_candidates"][:, 1] - sc["lp_candidates"][:, 0]
     ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
     lang = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
@@ -266,8 +269,9 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
     for c in ("base_answer", "donor_answer", "answer"):
         rec[c] = rec[c].astype("Int64")
     write_table(rec, out_records)
-    log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs", cell.name, n_p, len(unmatched),
-             len(rec), time.perf_counter() - t0)
+    log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs (setup %.1fs, generation %.1fs, "
+             "scoring %.1fs)", cell.name, n_p, len(unmatched), len(rec), time.perf_counter() - t0, t_setup, t_gen,
+             t_score)
     return rec
 
 

@@ -146,13 +146,17 @@ def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, o
         md += [f"## site {key[0]}, {key[1]}, {key[2]}, L{key[3]}, k = {key[4]}{tag}", "", *_rows_markdown(g), ""]
     write_text(out_md, "\n".join(md))
     pcl = ", ".join(f"{s} L{l}: {v:.2f}" for (s, l), v in sorted(pc["layers"].items()))
+    pc_word = "holds" if pc["holds"] else "FAILS" if pc["testable"] else \
+        "not testable (no aligned pair whose own first answer tokens differ)"
+    gain = lambda x: "n/a" if not np.isfinite(x) else f"{x:+.2f}"  # noqa: E731
     lines = [f"# Exp. A verdict (interchange design): {model_name}", "",
              f"**Primary cell `{primary}`: {verdict}** — IIA gain over the energy-matched random subspace "
-             f"{crit['iia_gain']:+.2f} (Holm p = {crit['p_iia']:.3g}), NPE gain {crit['npe_gain']:+.2f} "
-             f"(Holm p = {crit['p_npe']:.3g}).", "",
+             f"{gain(crit['iia_gain'])} (Holm p = {crit['p_iia']:.3g}), NPE gain {gain(crit['npe_gain'])} "
+             f"(Holm p = {crit['p_npe']:.3g}); {int(prim.loc['z', 'n_iia'])} pairs whose first answer tokens differ.",
+             "",
              *_rows_markdown(prim.reset_index()), "",
-             f"Positive control (template-aligned full interchange, IIA at every layer): "
-             f"{'holds' if pc['holds'] else 'FAILS'} ({pcl or 'no aligned cells'}).", "",
+             f"Positive control (template-aligned full interchange, IIA at every layer): {pc_word} "
+             f"({pcl or 'no aligned cells'}).", "",
              f"{int((~t['primary']).sum())} exploratory rows in subspaces.tsv (p-values Holm-adjusted across "
              f"the grid).", "", verdict_caption(), ""]
     write_text(out_verdict, "\n".join(lines))

@@ -101,12 +101,15 @@ def positive_control(table: pd.DataFrame) -> dict:
     Returns
     -------
     dict
-        ``layers`` (``{(site, layer): iia}``), ``holds`` (bool; False without rows).
+        ``layers`` (``{(site, layer): iia}``, NaN where no pair's first tokens differ),
+        ``holds`` (every testable layer reaches the threshold; False when none is testable),
+        ``testable`` (some layer has pairs).
     """
     t = table[(table["alignment"] == "aligned") & (table["subspace"] == "full")]
     vals = {(r.site, int(r.layer)): float(r.iia) for r in t.itertuples()}
-    ok = bool(vals) and all(np.isfinite(v) and v >= POSITIVE_CONTROL_MIN_IIA for v in vals.values())
-    return {"layers": vals, "holds": ok}
+    tested = {key: v for key, v in vals.items() if np.isfinite(v)}
+    ok = bool(tested) and all(v >= POSITIVE_CONTROL_MIN_IIA for v in tested.values())
+    return {"layers": vals, "holds": ok, "testable": bool(tested)}
 
 
 def verdict_caption() -> str:

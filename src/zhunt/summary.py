@@ -181,7 +181,7 @@ def _m_patching_interchange(root, model, wc):
     return (f"primary (site {r['site']}, L{int(r['layer'])}, k={int(r['k'])}, {r['alignment']}, {r['direction']}): "
             f"{verdict}; IIA Z {ci('z', 'iia')} vs energy-matched random {ci('random_matched', 'iia')} "
             f"(n = {int(prim.loc['z', 'n_iia'])}); NPE Z {ci('z', 'npe')} vs {ci('random_matched', 'npe')}; "
-            f"positive control {'holds' if pc['holds'] else 'fails'}")
+            f"positive control {'holds' if pc['holds'] else 'fails' if pc['testable'] else 'not testable'}")
 
 
 def _m_patching_table(root, model, wc):
