@@ -246,3 +246,25 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     with pytest.raises(ZhuntError, match="primary"):
         gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
                            out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
+
+
+def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):
+    import h5py
+
+    from zhunt.patching_cells import fit_cell_das, run_cell
+
+    root, templates = near_random_organism
+    args = (root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
+            "organism")
+    attrs = fit_cell_das(*args, site="input", layer=1, k=4, target_lang="en", n_donors=2, steps=5,
+                         out_h5=tmp_path / "das.h5")
+    with h5py.File(tmp_path / "das.h5") as f:
+        V = f["basis"][()]
+    assert_allclose(V @ V.T, np.eye(4), atol=1e-5)
+    assert attrs["n_train"] >= 1 and 0 <= attrs["overlap_z"] <= 1 and attrs["hidden_index"] == 1
+    rec = run_cell(*args, parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=2, max_new_tokens=3,
+                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
+    das = rec[rec.subspace == "das"]
+    assert len(das) and (das.split == "heldout").all()
+    assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
+    assert_allclose(das.overlap_z, attrs["overlap_z"])
