@@ -243,6 +243,12 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     text = (tmp_path / "v.md").read_text()
     assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    from zhunt.summary import measured
+
+    (tmp_path / "toy/patching").mkdir(parents=True)
+    t.to_csv(tmp_path / "toy/patching/subspaces.tsv", sep="\t", index=False)
+    line = measured("patching_interchange", "toy", tmp_path)
+    assert line.startswith("primary (site input, L1, k=4, mean, en<-zh): causal") and "positive control holds" in line
     with pytest.raises(ZhuntError, match="primary"):
         gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
                            out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
