@@ -274,3 +274,13 @@ def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_rando
     assert len(das) and (das.split == "heldout").all()
     assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
     assert_allclose(das.overlap_z, attrs["overlap_z"])
+
+
+def test_answer_language_reads_the_answer_span_only():
+    from zhunt.text import answer_language, answer_span, extract_answer
+
+    assert answer_language(" thirty-seven") == "en" and answer_language("三十七") == "zh"
+    assert answer_language(" 37") == "neutral" and answer_language("") == "neutral"
+    assert answer_language(" The answer is 37. 问：下一个问题") == "neutral"  # digits; the rest is not the span
+    text = " thirty-seven\n问：23加14等于多少？答：三十七"
+    assert answer_span(text)[0] == extract_answer(text) == 37 and answer_language(text) == "en"
