@@ -57,7 +57,8 @@ def _ci(r, name: str, fmt: str = "{:.2f}") -> str:
 
 
 def _rows_markdown(t: pd.DataFrame) -> list[str]:
-    lines = ["| subspace | n | IIA (n) | IIA value (n) | NPE | lang. kept (n) | ‖Δh‖ / Z's | p vs matched | Holm p |",
+    lines = ["| subspace | n | IIA (n) | IIA value (n) | NPE | lang. kept (n) | ‖Δh‖ / Z's | p vs matched "
+             "| Holm p |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in t.iterrows():
         p = "—" if not np.isfinite(r["p_vs_random_matched"]) else f"{r['p_vs_random_matched']:.3g}"

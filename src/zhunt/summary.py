@@ -450,7 +450,8 @@ def _m_models(root, model, wc):
 
 #: Measured-result functions of the report items: ``name -> f(root, model, wildcards) -> str``.
 MEASURES: dict[str, Callable] = {
-    "patching": _m_patching, "patching_table": _m_patching_table, "patching_interchange": _m_patching_interchange, "decomposition": _m_decomposition,
+    "patching": _m_patching, "patching_table": _m_patching_table, "decomposition": _m_decomposition,
+    "patching_interchange": _m_patching_interchange,
     "ard_size": _m_ard_size, "ard_spectrum": _m_ard_spectrum, "ard_collapse": _m_ard_collapse,
     "ard_layer": _m_ard_layer, "ard_heldout": _m_ard_heldout, "bridge": _m_bridge,
     "bridge_spectra": _m_bridge_spectra, "behaviour": _m_behaviour, "phase2": _m_phase2,
