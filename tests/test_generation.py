@@ -180,3 +180,111 @@ def test_bad_inputs(model, tok):
     with pytest.raises(ValueError):
         SubspaceEdit(None, torch.zeros(D), "span")
     assert generate(model, tok, []) == []
+
+
+# ----------------------------------------------------------------------------- score
+# Tolerance of the scorer against a plain unpadded forward: float32 over 3 layers with different
+# padding (batched SDPA over masked keys), measured ~1e-6; stated bound 1e-4 on log-probabilities.
+SCORE_ATOL = 1e-4
+
+
+def plain_logprobs(model, tok, text, cont=()):
+    """Unbatched, unpadded forward over prompt + cont: (len(cont) + 1, V) log-probs from the last
+    prompt position on."""
+    ids = tok([text])["input_ids"][0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids + list(cont)])).logits[0].float()
+    return torch.log_softmax(logits[len(ids) - 1:], dim=-1)
+
+
+def test_score_matches_unbatched_plain_forward(model, tok):
+    from zhunt.generation import score
+
+    g = torch.Generator().manual_seed(0)
+    conts = [[torch.randint(3, 64, (int(m),), generator=g).tolist() for m in ms]
+             for ms in ([3, 1], [2], [4, 0, 2], [], [1, 5], [2, 2])]
+    cands = [[5, 7], [9], [11, 12, 13], [4], [6, 6], [3]]
+    groups = np.zeros((3, 64), dtype=bool)
+    groups[0, 10:30] = True
+    groups[1, ::3] = True  # groups[2] empty -> -inf
+    for bs in (1, 4, 6):
+        res = score(model, tok, PROMPTS, continuations=conts, candidates=cands, token_groups=groups,
+                    batch_size=bs)
+        assert res["lp_continuations"].shape == (6, 3) and res["lp_candidates"].shape == (6, 3)
+        for i, p in enumerate(PROMPTS):
+            lp = plain_logprobs(model, tok, p)[0]
+            assert res["first_argmax"][i] == int(lp.argmax())
+            np.testing.assert_allclose(res["lp_first"][i], float(lp.max()), atol=SCORE_ATOL)
+            np.testing.assert_allclose(res["lp_candidates"][i, :len(cands[i])], lp[cands[i]].numpy(),
+                                       atol=SCORE_ATOL)
+            assert np.isnan(res["lp_candidates"][i, len(cands[i]):]).all()
+            ref_g = [torch.logsumexp(lp[torch.from_numpy(m)], 0).item() for m in groups]
+            np.testing.assert_allclose(res["lp_groups"][i], ref_g, atol=SCORE_ATOL)
+            assert res["n_prompt_tokens"][i] == len(tok([p])["input_ids"][0])
+            for j, c in enumerate(conts[i]):
+                lpc = plain_logprobs(model, tok, p, c)
+                ref = float(sum(lpc[t, c[t]] for t in range(len(c))))
+                np.testing.assert_allclose(res["lp_continuations"][i, j], ref, atol=SCORE_ATOL)
+            assert np.isnan(res["lp_continuations"][i, len(conts[i]):]).all()
+    assert res["lp_groups"][:, 2].tolist() == [-np.inf] * 6
+
+
+def first_step_logits(model, tok, texts, **kw):
+    """generate's step-0 logits (the lm_head call of the prefill), in input order, and its tokens."""
+    calls = []
+    hd = model.lm_head.register_forward_hook(lambda m, a, o: calls.append(o.detach().clone()))
+    try:
+        res = generate(model, tok, texts, max_new_tokens=2, **kw)
+    finally:
+        hd.remove()
+    # one prefill call per batch: rows are length-sorted within the batch
+    bs = kw.get("batch_size", 16)
+    ids = [tok([t])["input_ids"][0] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: (-len(ids[i]), i))
+    prefills = calls[::2]  # max_new_tokens=2: prefill, one decode step per batch
+    out = [None] * len(texts)
+    for b, s0 in enumerate(range(0, len(texts), bs)):
+        for r, i in enumerate(order[s0:s0 + bs]):
+            out[i] = prefills[b][r, -1].float()
+    return torch.stack(out), res
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+def test_score_with_edits_equals_first_step_of_generate(model, tok, site):
+    from zhunt.generation import score
+
+    g = torch.Generator().manual_seed(4)
+    edits = []
+    for i, p in enumerate(PROMPTS):
+        src = torch.randn(len(p), D, generator=g) * 3 if i % 2 else torch.randn(D, generator=g) * 3
+        edits.append(SubspaceEdit([basis(4, 1), basis(6, 2), None][i % 3], src, ["span", "complement", "full"][i % 3]))
+    edits[4] = lambda h: h * 0.5  # a plain callable rides along
+    edits[5] = None
+    ref_logits, gen = first_step_logits(model, tok, PROMPTS, batch_size=4, layer_module=LAYER, edits=edits,
+                                        site=site)
+    ref_lp = torch.log_softmax(ref_logits, dim=-1)
+    cands = [[r["token_ids"][0], 7] for r in gen]
+    for conts in (None, [[r["token_ids"]] for r in gen]):  # with continuations rows are replicated
+        res = score(model, tok, PROMPTS, candidates=cands, continuations=conts, batch_size=4,
+                    layer_module=LAYER, edits=edits, site=site)
+        assert res["first_argmax"].tolist() == [r["token_ids"][0] for r in gen]
+        np.testing.assert_allclose(res["lp_candidates"],
+                                   np.stack([ref_lp[i, c].numpy() for i, c in enumerate(cands)]), atol=SCORE_ATOL)
+    # the edits do something, and the two sites differ
+    plain = score(model, tok, PROMPTS, candidates=cands)
+    assert not np.allclose(plain["lp_candidates"][:5], res["lp_candidates"][:5], atol=1e-3)
+    np.testing.assert_allclose(plain["lp_candidates"][5], res["lp_candidates"][5], atol=SCORE_ATOL)
+
+
+def test_score_bad_inputs(model, tok):
+    from zhunt.generation import score
+
+    with pytest.raises(ValueError):
+        score(model, tok, PROMPTS, candidates=[[1]])
+    with pytest.raises(ValueError):
+        score(model, tok, PROMPTS, token_groups=np.zeros((2, 65), dtype=bool))
+    with pytest.raises(ValueError):
+        score(model, tok, PROMPTS, edits=[lambda h: h] * len(PROMPTS))
+    with pytest.raises(ValueError):
+        score(model, tok, PROMPTS, site="middle")
+    assert score(model, tok, [])["first_argmax"].shape == (0,)

@@ -246,3 +246,127 @@ def test_patch_rejects_bad_arguments():
     with pytest.raises(IndexError):
         with capture([layer], [1]):
             pass
+
+
+# ----------------------------------------------------------------------------- sites
+def test_sites_see_store_hidden_index(model, tok, tmp_path):
+    """Pre-hook at layers[l] (site input) sees store index l; the forward hook (output) sees l + 1."""
+    import pandas as pd
+
+    from zhunt.extraction import extract_to_store
+    from zhunt.site import hidden_index
+    from zhunt.store import ActivationStore
+
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(len(PROMPTS))], "lang": ["en"] * len(PROMPTS),
+                            "text": PROMPTS})
+    path = tmp_path / "s.h5"
+    extract_to_store(model, tok, model.model.layers, prompts, path, batch_size=2)
+    enc, pm = batch(tok)
+    real = enc["attention_mask"].bool()
+    with ActivationStore(path) as store:
+        for l in range(len(model.model.layers)):
+            for site in ("input", "output"):
+                seen = []
+                with torch.inference_mode(), patch(model.model.layers[l], lambda h, ctx: seen.append(h) or h,
+                                                   prompt_mask=real, site=site):
+                    pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                    model(**enc, position_ids=pos)
+                j = hidden_index(l, site)
+                assert j == (l if site == "input" else l + 1)
+                for b in range(len(PROMPTS)):
+                    ref = store.tokens(f"p{b}", "en", j)
+                    torch.testing.assert_close(seen[0][b][real[b]], torch.from_numpy(ref), atol=1e-5, rtol=0)
+            # the two sites differ (layer l changes the stream)
+            assert not torch.allclose(torch.from_numpy(store.tokens("p0", "en", l)),
+                                      torch.from_numpy(store.tokens("p0", "en", l + 1)), atol=1e-3)
+
+
+def test_input_site_edit_flows_into_the_layer(model, tok):
+    """An edit at the input of layers[l] changes that layer's output; at its output it does not."""
+    enc, pm = batch(tok)
+    v = torch.randn(64, generator=torch.Generator().manual_seed(5)) * 5
+    layer = model.model.layers[1]
+    outs = {}
+    for site in ("input", "output"):
+        with torch.inference_mode(), capture(model.model.layers, [0, 1]) as cap, \
+                patch(layer, lambda h, ctx: h + v, prompt_mask=pm, site=site):
+            model(**enc)
+        outs[site] = (cap[0][0], cap[1][0])
+    with torch.inference_mode(), capture(model.model.layers, [0, 1]) as cap:
+        model(**enc)
+    plain0, plain1 = cap[0][0], cap[1][0]
+    # site input: layers[0]'s output is untouched (the pre-hook rewrites layer 1's argument only)
+    assert torch.equal(outs["input"][0], plain0)
+    assert not torch.allclose(outs["input"][1][pm], plain1[pm] + v, atol=1e-3)  # went through the layer
+    # site output: layer 1's output is exactly the plain output plus v at patched rows
+    torch.testing.assert_close(outs["output"][1][pm], plain1[pm] + v, atol=1e-5, rtol=0)
+    assert torch.equal(outs["output"][1][~pm], plain1[~pm])
+
+
+def test_input_site_in_generate_prompt_and_all(model, tok):
+    """Site input inside generate: prefill (B, T, d) then (B, 1, d) decode steps; identity is a no-op."""
+    enc, pm = batch(tok)
+    ref = generate(model, enc)
+    calls = []
+
+    def fn(h, ctx):
+        calls.append((h.shape[1], ctx.start, ctx.is_prefill))
+        return h.clone()
+
+    for positions in ("prompt", "all"):
+        calls.clear()
+        with patch(model.model.layers[2], fn, positions=positions, prompt_mask=pm, site="input"):
+            got = generate(model, enc)
+        assert torch.equal(got, ref)
+        T = enc["input_ids"].shape[1]
+        assert calls[0] == (T, 0, True)
+        assert calls[1:] == ([(1, T + i, False) for i in range(5)] if positions == "all" else [])
+    v = torch.randn(64, generator=torch.Generator().manual_seed(2)) * 50
+    with patch(model.model.layers[0], lambda h, ctx: h + v, prompt_mask=pm, site="input"):
+        a = generate(model, enc)
+    with patch(model.model.layers[0], lambda h, ctx: h + v, prompt_mask=pm, site="input"):
+        b = generate(model, enc, n=6, use_cache=False)
+    assert not torch.equal(a, ref) and torch.equal(a, b)
+
+
+def test_exact_interchange_at_input_site_reproduces_donor(model, tok):
+    """Replacing every position of the stream entering layers[l] by the donor's own index-l states
+    gives the donor's logits (prompts of the same length): the exact interchange property."""
+    base, donor = "abc def", "xyz 123"
+    eb, ed = tok([base], return_tensors="pt"), tok([donor], return_tensors="pt")
+    assert eb["input_ids"].shape == ed["input_ids"].shape
+    with torch.inference_mode(), capture_hidden_states(model.model.layers) as hc:
+        donor_logits = model(**ed).logits
+        base_logits = model(**eb).logits
+    for l in range(len(model.model.layers)):
+        s = hc.hidden[l][0]  # donor, hidden index l = input of layers[l]
+        with torch.inference_mode(), patch(model.model.layers[l], lambda h, ctx: s, site="input"):
+            got = model(**eb).logits
+        torch.testing.assert_close(got, donor_logits, atol=1e-5, rtol=0)
+        assert not torch.allclose(base_logits, donor_logits, atol=1e-3)
+
+
+class KwargLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, hidden_states, scale=1.0):
+        return self.lin(hidden_states) * scale
+
+
+def test_input_site_positional_and_keyword_hidden_states():
+    torch.manual_seed(0)
+    layer = KwargLayer()
+    x = torch.randn(2, 3, 4)
+    pm = torch.tensor([[False, True, True], [True, True, False]])
+    expect = layer(torch.where(pm[..., None], torch.zeros_like(x), x), scale=2.0)
+    for call in (lambda: layer(x, scale=2.0), lambda: layer(hidden_states=x, scale=2.0)):
+        with patch(layer, lambda h, ctx: torch.zeros_like(h), prompt_mask=pm, site="input"):
+            torch.testing.assert_close(call(), expect)
+    with pytest.raises(ValueError):
+        with patch(layer, lambda h, c: h, site="middle"):
+            pass
+    with pytest.raises(TypeError, match="hidden_states"):
+        with patch(layer, lambda h, c: h, site="input"):
+            layer(None, scale=1.0)  # no tensor to edit

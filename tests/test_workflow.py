@@ -84,6 +84,13 @@ def test_outputs_open_with_right_shapes(workdir):
     assert len(list((res / "patching/tables").glob("*.md"))) == 2 * 2 * 2 * 2  # layers x k x alignments x sources
     assert "Verdict" in (res / "patching/verdict.md").read_text() or "verdict" in (
         res / "patching/verdict.md").read_text()
+    cells = sorted((res / "patching/cells").glob("*.tsv"))
+    assert len(cells) == 2 * 2 * 3  # layers x k x (mean, ot, aligned), site input, en<-zh
+    sub = pd.read_csv(res / "patching/subspaces.tsv", sep="\t")
+    assert {"site", "hidden_index", "n", "iia", "iia_lo", "iia_hi", "iia_value", "npe", "npe_lo", "npe_hi",
+            "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm"} <= set(sub.columns)
+    assert sub["primary"].sum() == sub["subspace"].nunique() and (sub["hidden_index"] == sub["layer"]).all()
+    assert "Primary cell" in (res / "patching/interchange_verdict.md").read_text()
     R = pd.read_csv(res / "decomposition/R.tsv", sep="\t")
     assert len(R) > 0
     assert (res / "theory/snr.tsv").exists() and (res / "theory/garch.tsv").exists()
@@ -99,7 +106,7 @@ def test_outputs_open_with_right_shapes(workdir):
                 "families_by_phase", "qk_cos_heatmap", "phase2_heatmap", "datadriven_angles", "snr",
                 "nn_accuracy", "contrib_gram", "crossmap", "behaviour_accuracy", "decomposition_R",
                 "garch_beta", "ard_z_size", "ard_spectrum", "ard_trajectories", "bridge_spectra",
-                "bridge_loo_r2", "bridge_null"):
+                "bridge_loo_r2", "bridge_null", "patching_interchange"):
         for ext in ("pdf", "png"):
             assert (workdir / f"results/organism-tiny/figures/{fig}.{ext}").stat().st_size > 0
 

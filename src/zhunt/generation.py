@@ -5,7 +5,8 @@ left-padded batches and hands results back in input order. Two optional
 extras ride on forward hooks (:mod:`zhunt.hooks`):
 
 * **edits** — per prompt, a function that rewrites that prompt's hidden states
-  at the output of one decoder layer during the prefill (the KV cache carries
+  at one decoder layer's site (:mod:`zhunt.site`: the stream entering it,
+  ``site="input"``, or its output, ``site="output"``) during the prefill (the KV cache carries
   the change to every later token), optionally also at every generated
   position. Rows of one batch may carry different edits; a
   :class:`SubspaceEdit` (the patching formulas of Exp. A) is applied to all
@@ -14,6 +15,11 @@ extras ride on forward hooks (:mod:`zhunt.hooks`):
 * **record_layers** — per generated token, the output of chosen decoder layers
   at the position that emitted it (input to the GARCH analysis of the
   zh-vs-en generation trajectories).
+
+:func:`score` is the teacher-forced twin of :func:`generate`: the same
+batches, padding and edits, one forward pass per batch and no generation. It
+reads the next-token distribution at the first answer position (the last
+prompt position) and the teacher-forced log-likelihood of given continuations.
 
 Conventions
 -----------
@@ -45,8 +51,9 @@ from torch import nn
 
 from .extraction import halve_on_oom, left_pad, tokenize_prompts
 from .hooks import capture, patch
+from .site import check_site
 
-__all__ = ["SubspaceEdit", "generate", "EDIT_MODES"]
+__all__ = ["SubspaceEdit", "generate", "score", "EDIT_MODES"]
 
 #: Modes of :class:`SubspaceEdit`: which part of ``h`` is replaced by the source.
 EDIT_MODES = ("span", "complement", "full")
@@ -254,10 +261,69 @@ def _generation_config(model, tokenizer, max_new_tokens: int):
                             pad_token_id=pad, eos_token_id=eos, use_cache=True), eos, pad
 
 
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _check_edits(model, edits, n: int, layer_module):
+    """Validate ``edits`` against ``n`` texts; return ``(edits or None, layer module or None)``."""
+    if edits is None:
+        return None, None
+    edits = list(edits)
+    if len(edits) != n:
+        raise ValueError(f"{len(edits)} edits for {n} texts")
+    if not _callable_all(edits):
+        raise TypeError("every edit must be None, a SubspaceEdit or a callable f(h) -> h")
+    if all(e is None for e in edits):
+        return None, None
+    if layer_module is None:
+        raise ValueError("edits need layer_module (the decoder layer whose input or output is edited)")
+    return edits, _resolve_layer(model, layer_module)
+
+
+def _prompt_batches(tokenizer, texts, *, add_special_tokens: bool, batch_size: int):
+    """Tokenise ``texts`` and cut them into length-sorted batches.
+
+    Returns ``(ids, batches, special)``: the token ids of every text, the
+    batches as lists of input indices (longest prompt first, ties in input
+    order, so every caller pads a prompt the same way), and the special-token
+    ids as a tensor.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids = tokenize_prompts(tokenizer, texts, add_special_tokens=add_special_tokens)
+    if any(len(s) == 0 for s in ids):
+        raise ValueError(f"prompt {next(i for i, s in enumerate(ids) if not s)} tokenizes to no tokens")
+    special = torch.tensor(sorted(set(int(t) for t in (tokenizer.all_special_ids or []))), dtype=torch.long)
+    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+    return ids, [order[s:s + batch_size] for s in range(0, len(order), batch_size)], special
+
+
+def _patchable(input_ids: torch.Tensor, attn: torch.Tensor, special: torch.Tensor,
+               patch_special: bool) -> torch.Tensor:
+    """``(B, T)`` bool: real tokens, special tokens excluded unless ``patch_special``."""
+    real = attn.bool()
+    return real if patch_special else real & ~torch.isin(input_ids, special)
+
+
+def _enter_edits(stack: contextlib.ExitStack, layer, row_edits: Sequence, patchable: torch.Tensor, *,
+                 positions: str, site: str) -> None:
+    """Install one batch's edits (a :class:`_BatchEditor`) on ``layer`` at ``site``, if any."""
+    if layer is None or not any(e is not None for e in row_edits):
+        return
+    has = torch.tensor([e is not None for e in row_edits])
+    editor = _BatchEditor(row_edits, patchable)
+    stack.enter_context(patch(layer, editor, positions=positions, prompt_mask=patchable & has[:, None],
+                              site=site))
+
+
 def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 100, batch_size: int = 16,
              add_special_tokens: bool = True, layer_module=None, edits: Sequence | None = None,
              positions: str = "prompt", record_layers: Sequence | Mapping | None = None,
-             patch_special: bool = False) -> list[dict]:
+             patch_special: bool = False, site: str = "output") -> list[dict]:
     """Greedy, batched, deterministic generation with optional per-prompt hidden-state edits.
 
     Parameters
@@ -280,8 +346,8 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
         Passed to the tokenizer (False for chat-rendered prompts, which already
         hold BOS).
     layer_module : nn.Module or int, optional
-        The decoder layer whose output is edited (or its 0-based index). Its
-        output is hidden-state index ``l + 1``. Required when ``edits`` is given.
+        The decoder layer ``l`` at whose ``site`` the edits act (or its
+        0-based index). Required when ``edits`` is given.
     edits : sequence, optional
         ``N`` entries aligned with ``texts``: ``None`` (leave the prompt alone), a
         :class:`SubspaceEdit` (vectorised over the batch), or any callable
@@ -298,6 +364,12 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
         step ``t`` is).
     patch_special : bool
         Also edit special-token positions (BOS...). Pads are never edited.
+    site : {"output", "input"}
+        Where at ``layer_module`` the edits act (:mod:`zhunt.site`):
+        ``"input"`` the stream entering layer ``l`` (hidden index ``l``, a
+        forward pre-hook), ``"output"`` its output (hidden index ``l + 1``).
+        The default stays ``"output"`` for backward compatibility; callers
+        pass the configured site explicitly.
 
     Returns
     -------
@@ -312,21 +384,10 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     n = len(texts)
     if positions not in ("prompt", "all"):
         raise ValueError(f"positions must be 'prompt' or 'all', not {positions!r}")
+    check_site(site)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if edits is not None:
-        edits = list(edits)
-        if len(edits) != n:
-            raise ValueError(f"{len(edits)} edits for {n} texts")
-        if not _callable_all(edits):
-            raise TypeError("every edit must be None, a SubspaceEdit or a callable f(h) -> h")
-        if all(e is None for e in edits):
-            edits = None
-    layer = None
-    if edits is not None:
-        if layer_module is None:
-            raise ValueError("edits need layer_module (the decoder layer whose output is edited)")
-        layer = _resolve_layer(model, layer_module)
+    edits, layer = _check_edits(model, edits, n, layer_module)
     rec_keys, rec_mods = [], []
     if record_layers is not None:
         items = record_layers.items() if isinstance(record_layers, Mapping) else \
@@ -339,34 +400,23 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
 
     gc, eos, pad = _generation_config(model, tokenizer, max_new_tokens)
     eos_set = set() if eos is None else set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
-    ids = tokenize_prompts(tokenizer, texts, add_special_tokens=add_special_tokens)
-    if any(len(s) == 0 for s in ids):
-        raise ValueError(f"prompt {next(i for i, s in enumerate(ids) if not s)} tokenizes to no tokens")
-    special = torch.tensor(sorted(set(int(t) for t in (tokenizer.all_special_ids or []))), dtype=torch.long)
-    order = sorted(range(n), key=lambda i: (-len(ids[i]), i))
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
+                                            batch_size=batch_size)
+    device = _model_device(model)
     results: list[dict | None] = [None] * n
 
     with torch.inference_mode():
-        queue = [order[s0:s0 + batch_size] for s0 in range(0, n, batch_size)]
+        queue = list(batches)
         while queue:  # a batch that runs out of CUDA memory is retried as two halves, first
             batch = queue.pop(0)
             seqs = [ids[i] for i in batch]
             input_ids, attn, _ = left_pad(seqs, pad)
             T = input_ids.shape[1]
-            real = attn.bool()
-            patchable = real if patch_special else real & ~torch.isin(input_ids, special)
+            patchable = _patchable(input_ids, attn, special, patch_special)
             with contextlib.ExitStack() as stack:
                 if edits is not None:
-                    row_edits = [edits[i] for i in batch]
-                    if any(e is not None for e in row_edits):
-                        has = torch.tensor([e is not None for e in row_edits])
-                        editor = _BatchEditor(row_edits, patchable)
-                        stack.enter_context(patch(layer, editor, positions=positions,
-                                                  prompt_mask=patchable & has[:, None]))
+                    _enter_edits(stack, layer, [edits[i] for i in batch], patchable,
+                                 positions=positions, site=site)
                 cap = stack.enter_context(capture(rec_mods, range(len(rec_mods)))) if rec_mods else None
                 try:
                     out = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
@@ -397,3 +447,186 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
                     res["states"] = {key: states[li][r, :len(toks)].copy() for li, key in enumerate(rec_keys)}
                 results[i] = res
     return results  # type: ignore[return-value]
+
+
+def _ragged(rows, n: int, what: str) -> list[list] | None:
+    """``rows`` as ``n`` lists (of token ids or of token-id lists), or None."""
+    if rows is None:
+        return None
+    rows = [list(r) for r in rows]
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} {what} for {n} texts")
+    return rows
+
+
+def _group_masks(token_groups, vocab: int) -> torch.Tensor | None:
+    """Token groups as a ``(G, vocab)`` bool tensor (shorter masks padded with False)."""
+    if token_groups is None:
+        return None
+    g = torch.as_tensor(np.asarray(token_groups, dtype=bool))
+    if g.ndim == 1:
+        g = g[None]
+    if g.ndim != 2 or g.shape[1] > vocab:
+        raise ValueError(f"token_groups must be (G, V) bool masks with V <= {vocab} (the model's "
+                         f"vocabulary), got shape {tuple(g.shape)}")
+    if g.shape[1] < vocab:
+        g = torch.cat([g, torch.zeros((g.shape[0], vocab - g.shape[1]), dtype=torch.bool)], dim=1)
+    return g
+
+
+def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | None = None,
+          candidates: Sequence | None = None, token_groups=None, layer_module=None, site: str = "output",
+          edits: Sequence | None = None, batch_size: int = 16, add_special_tokens: bool = True,
+          patch_special: bool = False) -> dict:
+    """Teacher-forced scoring of prompts under the same per-prompt edits as :func:`generate`.
+
+    For prompt ``i`` with tokens ``x_1..x_n`` and the (edited) model's
+    next-token distribution ``p_i(. | x)`` at the first answer position ``n``
+    (the last prompt position, whose logits produce generated token 0):
+
+    * ``first_argmax[i] = argmax_v p_i(v | x)`` — generated token 0 of greedy
+      :func:`generate` with the same edits;
+    * ``lp_candidates[i, j] = log p_i(c_ij | x)`` for candidate tokens ``c_ij``;
+    * ``lp_groups[i, g] = log sum_{v in G_g} p_i(v | x)`` for token groups
+      ``G_g`` (vocabulary masks, e.g. one script's tokens);
+    * ``lp_continuations[i, j] = sum_t log p(y_t | x, y_<t)`` for continuation
+      ``y = y_1..y_m`` (teacher forced; edits act on the prompt positions
+      only, exactly as in generation's prefill, and reach the continuation
+      through the keys/values of the edited positions).
+
+    Parameters
+    ----------
+    model, tokenizer
+        As for :func:`generate`.
+    texts : sequence of str
+        ``N`` prompts.
+    continuations : sequence, optional
+        ``N`` entries, each a list of ``J_i`` continuations (lists of token
+        ids, possibly empty); ragged ``J_i`` are padded with NaN.
+    candidates : sequence, optional
+        ``N`` entries, each a list of ``C_i`` token ids (ragged: NaN padded).
+    token_groups : array-like of bool, optional
+        ``(G, V)`` vocabulary masks (``V`` <= the model's vocabulary; missing
+        columns count as False). An empty group gives ``-inf``.
+    layer_module, site, edits, patch_special
+        As for :func:`generate` (``positions="prompt"``: the continuation is
+        never edited).
+    batch_size : int
+        Prompts per forward pass, batched exactly as :func:`generate` does
+        (length-sorted, left-padded; results in input order). A prompt with
+        ``J_i`` continuations occupies ``J_i`` rows of its pass (the
+        continuations are appended after the prompt and right-padded).
+    add_special_tokens : bool
+        Passed to the tokenizer.
+
+    Returns
+    -------
+    dict
+        ``first_argmax`` (N,) int64; ``lp_first`` (N,) float64, the log
+        probability of that argmax token; ``n_prompt_tokens`` (N,) int64; and
+        when asked for, ``lp_candidates`` (N, max C_i), ``lp_groups`` (N, G),
+        ``lp_continuations`` (N, max J_i) float64 with NaN padding.
+
+    Notes
+    -----
+    Positions are ``cumsum(attention_mask) - 1`` as in ``generate``'s prefill,
+    so left padding does not shift RoPE. Logits are computed only for the
+    last prompt position and the continuation positions (``logits_to_keep``),
+    in float32 for the log-softmax.
+    """
+    texts = list(texts)
+    n = len(texts)
+    check_site(site)
+    edits, layer = _check_edits(model, edits, n, layer_module)
+    conts = _ragged(continuations, n, "continuation lists")
+    cands = _ragged(candidates, n, "candidate lists")
+    if conts is not None:
+        conts = [[[int(t) for t in c] for c in row] for row in conts]
+    out: dict = {"first_argmax": np.zeros(n, dtype=np.int64), "lp_first": np.zeros(n),
+                 "n_prompt_tokens": np.zeros(n, dtype=np.int64)}
+    if cands is not None:
+        out["lp_candidates"] = np.full((n, max((len(c) for c in cands), default=0)), np.nan)
+    if conts is not None:
+        out["lp_continuations"] = np.full((n, max((len(c) for c in conts), default=0)), np.nan)
+    if n == 0:
+        if token_groups is not None:
+            out["lp_groups"] = np.zeros((0, np.atleast_2d(np.asarray(token_groups, dtype=bool)).shape[0]))
+        return out
+    _, _, pad = _generation_config(model, tokenizer, 1)
+    ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
+                                            batch_size=batch_size)
+    device = _model_device(model)
+    groups = None
+    keep_kw = "logits_to_keep" in _forward_params(model)
+
+    with torch.inference_mode():
+        for batch in batches:
+            seqs = [ids[i] for i in batch]
+            prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
+            T_p = prompt_ids.shape[1]
+            # rows: (prompt r, continuation j); a prompt without continuations gets one row
+            rows = [(r, j) for r, i in enumerate(batch)
+                    for j in (range(len(conts[i])) if conts is not None and conts[i] else [None])]
+            row_cont = [conts[batch[r]][j] if j is not None else [] for r, j in rows]
+            C = max(len(c) for c in row_cont)
+            src = torch.tensor([r for r, _ in rows])
+            input_ids = torch.full((len(rows), T_p + C), int(pad), dtype=torch.long)
+            attn = torch.zeros((len(rows), T_p + C), dtype=torch.long)
+            input_ids[:, :T_p], attn[:, :T_p] = prompt_ids[src], prompt_attn[src]
+            for q, c in enumerate(row_cont):
+                if c:
+                    input_ids[q, T_p:T_p + len(c)] = torch.tensor(c)
+                    attn[q, T_p:T_p + len(c)] = 1
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            patchable = torch.zeros_like(attn, dtype=torch.bool)
+            patchable[:, :T_p] = _patchable(prompt_ids, prompt_attn, special, patch_special)[src]
+            kw = {"logits_to_keep": C + 1} if keep_kw else {}
+            with contextlib.ExitStack() as stack:
+                if edits is not None:
+                    _enter_edits(stack, layer, [edits[batch[r]] for r, _ in rows], patchable,
+                                 positions="prompt", site=site)
+                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                               position_ids=pos.to(device), use_cache=False, **kw).logits
+            logits = logits[:, -(C + 1):].float()  # column 0 = last prompt position
+            logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, C + 1, V)
+            first = torch.tensor([q for q, (_, j) in enumerate(rows) if j is None or j == 0])
+            lp0 = logp[first.to(logp.device), 0]  # (B, V), one row per prompt
+            if token_groups is not None and groups is None:
+                groups = _group_masks(token_groups, lp0.shape[-1]).to(lp0.device)
+                out["lp_groups"] = np.zeros((n, groups.shape[0]))
+            top = lp0.argmax(dim=-1)
+            lp_g = None
+            if groups is not None:  # (B, G): log of each group's probability mass
+                lp_g = torch.stack([torch.logsumexp(lp0.masked_fill(~gm, -torch.inf), dim=-1) for gm in groups],
+                                   dim=1).double().cpu().numpy()
+            for r, i in enumerate(batch):
+                out["first_argmax"][i] = int(top[r])
+                out["lp_first"][i] = float(lp0[r, top[r]])
+                out["n_prompt_tokens"][i] = len(seqs[r])
+                if cands is not None and cands[i]:
+                    out["lp_candidates"][i, :len(cands[i])] = \
+                        lp0[r, torch.tensor(cands[i], device=lp0.device)].double().cpu().numpy()
+                if lp_g is not None:
+                    out["lp_groups"][i] = lp_g[r]
+            if conts is not None:
+                for q, (r, j) in enumerate(rows):
+                    if j is None:
+                        continue
+                    c = row_cont[q]
+                    if c:
+                        tok_lp = logp[q, torch.arange(len(c), device=logp.device),
+                                      torch.tensor(c, device=logp.device)]
+                        val = float(tok_lp.double().sum())
+                    else:
+                        val = 0.0
+                    out["lp_continuations"][batch[r], j] = val
+    return out
+
+
+def _forward_params(model) -> set:
+    import inspect
+
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()

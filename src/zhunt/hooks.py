@@ -1,4 +1,4 @@
-"""Read and replace the output of decoder layers with PyTorch forward hooks.
+"""Read and replace the residual stream at a decoder layer with PyTorch hooks.
 
 Conventions (see ``docs/dev-contracts.md``):
 
@@ -13,6 +13,11 @@ Conventions (see ``docs/dev-contracts.md``):
   transformers' own output-capture hooks (installed lazily on the first call
   with ``output_hidden_states=True``): hidden states reported by the model then
   show the patched values, like everything downstream.
+* Sites (:mod:`zhunt.site`): :func:`patch` edits either the stream *entering*
+  ``layers[l]`` (``site="input"``, hidden index ``l``: a forward **pre**-hook
+  rewriting the layer's ``hidden_states`` argument, positional or keyword) or
+  the layer's output (``site="output"``, hidden index ``l + 1``: a forward
+  hook). Both are registered with ``prepend=True``.
 * Inside ``model.generate`` with the KV cache, a layer hook sees the whole
   prompt once at prefill, ``(B, T_prompt, d)``, then ``(B, 1, d)`` per decode
   step. Without the cache every step is a full pass ``(B, T_prompt + n, d)``;
@@ -28,6 +33,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .site import check_site
+
 __all__ = [
     "PatchContext",
     "Capture",
@@ -38,6 +45,7 @@ __all__ = [
     "replace_rows",
     "layer_hidden",
     "with_layer_hidden",
+    "layer_input",
 ]
 
 
@@ -78,6 +86,33 @@ def with_layer_hidden(output, hidden: torch.Tensor):
     if isinstance(output, list):
         return [hidden, *rest]
     return (hidden, *rest)
+
+
+def layer_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple]]:
+    """Find a decoder layer's ``hidden_states`` input among its call arguments.
+
+    Parameters
+    ----------
+    args, kwargs : tuple, dict
+        What a forward pre-hook registered with ``with_kwargs=True`` receives.
+        ``hidden_states`` is ``args[0]`` (how transformers calls its decoder
+        layers) or ``kwargs["hidden_states"]``.
+
+    Returns
+    -------
+    h : torch.Tensor
+        ``(B, T, d)``, the stream entering the layer.
+    rebuild : callable
+        ``rebuild(new) -> (args, kwargs)`` with ``hidden_states`` replaced by
+        ``new`` and everything else unchanged: the value a pre-hook returns.
+    """
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0], lambda new: ((new, *args[1:]), kwargs)
+    h = kwargs.get("hidden_states")
+    if isinstance(h, torch.Tensor):
+        return h, lambda new: (args, {**kwargs, "hidden_states": new})
+    raise TypeError("could not find the hidden_states input of the decoder layer "
+                    "(neither a positional tensor nor a hidden_states keyword)")
 
 
 def replace_rows(h: torch.Tensor, new: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -205,10 +240,7 @@ def capture_hidden_states(layers: Sequence[nn.Module]) -> Iterator[HiddenCapture
     handles = []
 
     def pre_hook(_mod, args, kwargs):
-        h = args[0] if args else kwargs.get("hidden_states")
-        if not isinstance(h, torch.Tensor):
-            raise TypeError("could not find the hidden_states input of the first decoder layer")
-        cap.hidden[0].append(h.detach())
+        cap.hidden[0].append(layer_input(args, kwargs)[0].detach())
 
     try:
         handles.append(layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
@@ -283,16 +315,17 @@ def patch(
     *,
     positions: str = "prompt",
     prompt_mask: torch.Tensor | None = None,
+    site: str = "output",
 ) -> Iterator[PatchHandle]:
-    """Replace a decoder layer's output ``h`` by ``fn(h, ctx)`` at chosen positions.
+    """Replace the residual stream ``h`` at a decoder layer by ``fn(h, ctx)`` at chosen positions.
 
     The hook is registered with ``prepend=True`` so it runs before any other
-    forward hook on ``layer`` (transformers' hidden-state capture included).
+    hook of its kind on ``layer`` (transformers' hidden-state capture included).
 
     Parameters
     ----------
     layer : nn.Module
-        One decoder layer (``layers[l]``; its output is hidden index ``l + 1``).
+        One decoder layer ``layers[l]``.
     fn : callable
         ``fn(h, ctx) -> new`` with ``h`` and ``new`` of shape ``(B, T, d)``.
         Only rows where ``ctx.mask`` is True are taken from ``new``; ``fn`` is
@@ -307,6 +340,17 @@ def patch(
         real, non-special tokens; pads must be False and are then never
         changed). Without it every position of the first call counts as a
         prompt position that may change — only right for unpadded inputs.
+    site : {"output", "input"}
+        ``"output"`` (default, kept for backward compatibility): edit the
+        layer's output, hidden index ``l + 1`` (forward hook). ``"input"``:
+        edit the stream entering the layer, hidden index ``l`` (forward
+        pre-hook rewriting its ``hidden_states`` argument), so the layer's own
+        attention — and the keys/values it caches — read the edited stream.
+        Callers should pass the site explicitly (:mod:`zhunt.site`). At
+        ``"input"``, a capture of hidden index ``l`` that records the output
+        of ``layers[l-1]`` (``output_hidden_states``, :func:`capture_hidden_states`
+        for ``l >= 1``) shows the *unedited* stream; a forward pre-hook on
+        ``layers[l]`` registered later sees the edited one.
 
     Yields
     ------
@@ -323,6 +367,7 @@ def patch(
     """
     if positions not in ("prompt", "all"):
         raise ValueError(f"positions must be 'prompt' or 'all', not {positions!r}")
+    check_site(site)
     handle = PatchHandle()
     pm_cache: dict[torch.device, torch.Tensor] = {}
     if prompt_mask is not None:
@@ -330,8 +375,8 @@ def patch(
             raise ValueError(f"prompt_mask must be (B, T_prompt), got shape {tuple(prompt_mask.shape)}")
         prompt_mask = prompt_mask.to(torch.bool)
 
-    def hook(_mod, _args, output):
-        h = layer_hidden(output)
+    def edit(h: torch.Tensor) -> torch.Tensor | None:
+        """The edited ``h`` of this call, or None to leave it alone."""
         B, T = h.shape[0], h.shape[1]
         call = handle.calls
         full = call == 0 or T > 1
@@ -365,11 +410,22 @@ def patch(
                            prompt_mask=prompt_mask, mask=mask)
         handle.contexts.append(ctx)
         if not bool(mask.any()):
-            return None  # keep the output as is
-        new = fn(h, ctx)
-        return with_layer_hidden(output, replace_rows(h, new, mask))
+            return None
+        return replace_rows(h, fn(h, ctx), mask)
 
-    hd = layer.register_forward_hook(hook, prepend=True)
+    def hook(_mod, _args, output):
+        new = edit(layer_hidden(output))
+        return None if new is None else with_layer_hidden(output, new)  # None keeps the output
+
+    def pre_hook(_mod, args, kwargs):
+        h, rebuild = layer_input(args, kwargs)
+        new = edit(h)
+        return None if new is None else rebuild(new)
+
+    if site == "output":
+        hd = layer.register_forward_hook(hook, prepend=True)
+    else:
+        hd = layer.register_forward_pre_hook(pre_hook, prepend=True, with_kwargs=True)
     try:
         yield handle
     finally:

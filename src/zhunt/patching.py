@@ -1001,7 +1001,9 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
 
     primary_dir = dirs[0][0]
     pk = max(ks)
-    lines = [f"# Experiment A verdict: {model_name}", ""]
+    lines = [f"# Experiment A verdict: {model_name}", "",
+             "Exploratory: the seed's designs as written. The causal test is the interchange design "
+             "(`interchange_verdict.md`, `subspaces.tsv`; docs/patching.md).", ""]
     by_source = {}
     for source in sources:
         ms = metrics[metrics["source"] == source]

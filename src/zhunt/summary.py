@@ -159,6 +159,31 @@ def _m_patching(root, model, wc):
     return out
 
 
+def _interchange(root: Path, model: str) -> tuple[pd.DataFrame, str, dict]:
+    """The interchange table (``patching/subspaces.tsv``), its primary verdict and criteria."""
+    from zhunt.patching_verdict import interchange_verdict
+
+    t = _tsv(root / model / "patching/subspaces.tsv")
+    prim = t[t["primary"].astype(str) == "True"].set_index("subspace")
+    if not len(prim):
+        raise ZhuntError(str(root / model / "patching/subspaces.tsv"), "no primary cell")
+    verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
+    return prim, verdict, crit
+
+
+def _m_patching_interchange(root, model, wc):
+    from zhunt.patching_verdict import positive_control
+
+    prim, verdict, crit = _interchange(root, model)
+    r = prim.iloc[0]
+    ci = lambda s, m: f"{prim.loc[s, m]:.2f} [{prim.loc[s, m + '_lo']:.2f}, {prim.loc[s, m + '_hi']:.2f}]"  # noqa
+    pc = positive_control(_tsv(root / model / "patching/subspaces.tsv"))
+    return (f"primary (site {r['site']}, L{int(r['layer'])}, k={int(r['k'])}, {r['alignment']}, {r['direction']}): "
+            f"{verdict}; IIA Z {ci('z', 'iia')} vs energy-matched random {ci('random_matched', 'iia')} "
+            f"(n = {int(prim.loc['z', 'n_iia'])}); NPE Z {ci('z', 'npe')} vs {ci('random_matched', 'npe')}; "
+            f"positive control {'holds' if pc['holds'] else 'fails' if pc['testable'] else 'not testable'}")
+
+
 def _m_patching_table(root, model, wc):
     cfg = getattr(wc, "config", None)
     tables = root / model / "patching/tables"
@@ -442,6 +467,7 @@ def _m_models(root, model, wc):
 #: Measured-result functions of the report items: ``name -> f(root, model, wildcards) -> str``.
 MEASURES: dict[str, Callable] = {
     "patching": _m_patching, "patching_table": _m_patching_table, "decomposition": _m_decomposition,
+    "patching_interchange": _m_patching_interchange,
     "ard_size": _m_ard_size, "ard_spectrum": _m_ard_spectrum, "ard_collapse": _m_ard_collapse,
     "ard_layer": _m_ard_layer, "ard_heldout": _m_ard_heldout, "bridge": _m_bridge,
     "bridge_spectra": _m_bridge_spectra, "behaviour": _m_behaviour, "phase2": _m_phase2,
@@ -701,7 +727,12 @@ def headline(root: str | Path, model: str) -> dict:
         s = _tsv(root / model / "behaviour/summary.tsv")
         return {f"accuracy_{r['lang']}": float(r["accuracy"]) for _, r in s.iterrows() if r["lang"] in ("en", "zh")}
 
-    for fn in (bottleneck, patch, rk, ard, bridge, behaviour):
+    def interchange():
+        prim, verdict, _ = _interchange(root, model)
+        return {"interchange_verdict": verdict, "iia_z": float(prim.loc["z", "iia"]),
+                "iia_random_matched": float(prim.loc["random_matched", "iia"]), "npe_z": float(prim.loc["z", "npe"])}
+
+    for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange):
         put(fn)
     out["tiers"] = _tiers(checklist(root, model))
     return out
@@ -758,6 +789,7 @@ def model_page(root: str | Path, model: str, checks: Sequence[Check], head: Mapp
     except (ZhuntError, KeyError, IndexError, ValueError):
         sentence = "<p class=\"sentence\">Patching metrics not available.</p>"
     items = [("Exp. A patching", "patching", "patching/verdict.md"),
+             ("Exp. A interchange (causal test)", "patching_interchange", "patching/subspaces.tsv"),
              ("Exp. B R(k)", "decomposition", "figures/decomposition_R.png"),
              ("Exp. C ARD size of Z", "ard_size", "figures/ard_z_size.png"),
              ("Exp. C spectrum and overlap", "ard_spectrum", "figures/ard_spectrum.png"),
@@ -785,6 +817,8 @@ _MODEL_COLUMNS = [
     ("bottleneck_layer", "bottleneck layer", str), ("phases", "phases", str),
     ("patching_verdict", "Exp. A verdict (seed design)", str), ("donor_verdict", "donor design", str),
     ("patching_primary", "primary config", str), ("n_problems", "problems", str),
+    ("interchange_verdict", "Exp. A interchange verdict", str), ("iia_z", "IIA of Z", _pct),
+    ("iia_random_matched", "IIA of matched random", _pct), ("npe_z", "NPE of Z", _f),
     ("z_answer_change", "Z changes answer", _pct), ("zperp_answer_change", "Z⊥ changes answer", _pct),
     ("z_language_preservation", "Z keeps language", _pct),
     ("zperp_language_disruption", "Z⊥ disrupts language", _pct),

@@ -1109,6 +1109,17 @@ def extract_answer(text: str, lang: str | None = None) -> int | None:
     When the chosen number is a non-integer decimal (``3.5``) the result is
     ``None`` rather than some other number.
     """
+    span = answer_span(text, lang)
+    return None if span is None else span[0]
+
+
+def answer_span(text: str, lang: str | None = None) -> tuple[int | None, int, int] | None:
+    """Where :func:`extract_answer` finds the answer: ``(value, start, end)`` or ``None``.
+
+    ``text[start:end]`` is the chosen number (the same choice as
+    :func:`extract_answer`; ``value`` is ``None`` for a non-integer decimal);
+    ``None`` when the cut text holds no number.
+    """
     _check_lang(lang, allow_none=True)
     cut = cut_at_next_question(text)
     cands = _scan(cut, lang)
@@ -1117,8 +1128,9 @@ def extract_answer(text: str, lang: str | None = None) -> int | None:
     for marker in reversed(list(_ANSWER_RE.finditer(cut))):
         for c in cands:
             if c.start >= marker.end():
-                return _as_int(c.value)
-    return _as_int(cands[-1].value)
+                return _as_int(c.value), c.start, c.end
+    c = cands[-1]
+    return _as_int(c.value), c.start, c.end
 
 
 # ---------------------------------------------------------------------------
@@ -1195,6 +1207,35 @@ def classify_language(text: str) -> str:
     if frac <= LATIN_MAX_CJK_FRACTION:
         return "en"
     return "mixed"
+
+
+#: Label of an answer span without letters or ideographs (digits only) or of no answer.
+NEUTRAL = "neutral"
+
+
+def answer_language(text: str, lang: str | None = None) -> str:
+    """Script of the extracted answer span only (not of the whole continuation).
+
+    Parameters
+    ----------
+    text : str
+        Generated continuation.
+    lang : str or None
+        Number words considered by :func:`answer_span`.
+
+    Returns
+    -------
+    str
+        :func:`classify_language` of the span (``"zh"``, ``"en"`` = Latin
+        script, ``"mixed"``), or :data:`NEUTRAL` when there is no answer or the
+        span has neither ideographs nor Latin letters (``"37"``): such answers
+        say nothing about the language.
+    """
+    span = answer_span(text, lang)
+    if span is None:
+        return NEUTRAL
+    tag = classify_language(cut_at_next_question(text)[span[1]:span[2]])
+    return NEUTRAL if tag == "other" else tag
 
 
 _STOP_NORMALISED = {lg: frozenset(_strip_accents(w) for w in ws) for lg, ws in STOP_WORDS.items()}

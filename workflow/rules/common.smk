@@ -166,6 +166,62 @@ def patch_layers(model):
     ]
 
 
+#: Name pattern of an Exp. A cell (zhunt.patching_design.Cell.name).
+PATCHING_CELL_RE = (
+    r"(input|output)_L\d+_k\d+_(mean|ot|aligned)_[a-z]{2}-from-[a-z]{2}_donor"
+)
+
+
+def _cell_name(site, layer, k, alignment, direction):
+    t, s = direction.split("<-")
+    return f"{site}_L{layer}_k{k}_{alignment}_{t}-from-{s if alignment != 'aligned' else t}_donor"
+
+
+def patching_cells(model):
+    """Exp. A interchange cells: sites x layers x k x alignments (+ aligned) x directions."""
+    st = study(model)
+    pt = st["patching"]
+    sites = [st["site"], *[s for s in st["site_variants"] if s != st["site"]]]
+    aligns = [*pt["alignments"], *(["aligned"] if pt["aligned"] else [])]
+    names = [
+        _cell_name(site, l, k, a, d)
+        for site in sites
+        for l in patch_layers(model)
+        for k in st["patch_k"]
+        for a in aligns
+        for d in pt["directions"]
+    ]
+    return list(dict.fromkeys(names))
+
+
+def patching_cell_files(model):
+    return [f"results/{model}/patching/cells/{c}.tsv" for c in patching_cells(model)]
+
+
+def patching_cell_layer(cell):
+    return int(re.search(r"_L(\d+)_", cell).group(1))
+
+
+def patching_das_input(model, cell):
+    """The DAS basis a cell scores (empty when study.patching.das.enabled is false)."""
+    if not study(model)["patching"]["das"]["enabled"]:
+        return []
+    m = re.match(r"(input|output)_L(\d+)_k(\d+)_[a-z]+_([a-z]{2})-from-", cell)
+    site, layer, k, lang = m.groups()
+    return [f"results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5"]
+
+
+def patching_primary(model):
+    """The pre-registered primary cell (study.patching.primary; null = primary_layer / largest k)."""
+    st = study(model)
+    pr = st["patching"]["primary"]
+    layer = resolve_layer(
+        model, pr["layer"] if pr["layer"] is not None else st["primary_layer"]
+    )
+    k = pr["k"] if pr["k"] is not None else max(st["patch_k"])
+    return _cell_name(st["site"], layer, k, pr["alignment"], pr["direction"])
+
+
 def ard_layers(model):
     return sorted({resolve_layer(model, l) for l in study(model)["ard"]["layers"]})
 
@@ -218,6 +274,7 @@ def experiment_targets(model):
         f"results/{model}/bridge/bridge.tsv",
         f"results/{model}/behaviour/summary.tsv",
         f"results/{model}/patching/verdict.md",
+        f"results/{model}/patching/subspaces.tsv",
         f"results/{model}/decomposition/R.tsv",
     ]
 

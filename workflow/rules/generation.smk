@@ -116,6 +116,108 @@ rule patching:
         "../scripts/patching.py"
 
 
+rule patching_cell:
+    """Exp. A interchange: one cell (site x layer x k x alignment x direction x source), its records."""
+    input:
+        model=lambda wc: model_dir(wc.model),
+        store=lambda wc: activations_path(wc.model),
+        mask=lambda wc: mask_files(wc.model, [patching_cell_layer(wc.cell)])[0],
+        prompts=lambda wc: promptset_path(wc.model),
+        templates=config["templates"],
+        das=lambda wc: patching_das_input(wc.model, wc.cell),
+    output:
+        records="results/{model}/patching/cells/{cell}.tsv",
+    log:
+        "logs/{model}/patching/cells/{cell}.log",
+    benchmark:
+        "benchmarks/{model}/patching/cells/{cell}.tsv"
+    wildcard_constraints:
+        cell=PATCHING_CELL_RE,
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        runtime=lambda wc: model_runtime(wc.model),
+        languages=lambda wc: promptset_languages(wc.model),
+        patching=lambda wc: study(wc.model)["patching"],
+        max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
+        or study(wc.model)["generation"]["max_new_tokens"],
+        batch_size=config["generation"]["batch_size"],
+    script:
+        "../scripts/patching_cell.py"
+
+
+rule patching_das:
+    """Exp. A: the learned k-dim DAS subspace of one site x layer x k (train split, aligned pairs)."""
+    input:
+        model=lambda wc: model_dir(wc.model),
+        store=lambda wc: activations_path(wc.model),
+        mask=lambda wc: mask_files(wc.model, [int(wc.layer)])[0],
+        prompts=lambda wc: promptset_path(wc.model),
+        templates=config["templates"],
+    output:
+        basis="results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5",
+    log:
+        "logs/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.log",
+    benchmark:
+        "benchmarks/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.tsv"
+    wildcard_constraints:
+        site="input|output",
+        k=r"\d+",
+        lang="[a-z]{2}",
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        runtime=lambda wc: model_runtime(wc.model),
+        languages=lambda wc: promptset_languages(wc.model),
+        patching=lambda wc: study(wc.model)["patching"],
+        batch_size=config["generation"]["batch_size"],
+    script:
+        "../scripts/patching_das.py"
+
+
+rule patching_interchange:
+    """Exp. A interchange: gather the cells into subspaces.tsv, the primary verdict and the figure."""
+    input:
+        cells=lambda wc: patching_cell_files(wc.model),
+    output:
+        table=report_table(
+            "results/{model}/patching/subspaces",
+            "patching",
+            "patching_interchange",
+            "patching_interchange",
+            "IIA and NPE per subspace",
+        ),
+        verdict="results/{model}/patching/interchange_verdict.md",
+        fig=report_figure(
+            "results/{model}/figures/patching_interchange",
+            "patching",
+            "patching_interchange",
+            "patching_interchange",
+            "IIA and NPE (figure)",
+        ),
+    log:
+        "logs/{model}/patching_interchange.log",
+    benchmark:
+        "benchmarks/{model}/patching_interchange.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    params:
+        primary=lambda wc: patching_primary(wc.model),
+    script:
+        "../scripts/patching_interchange.py"
+
+
 rule decomposition:
     """Exp. B: R(k) = |P_Z dh| / |P_Z-perp dh| per layer update, primary layer's Z as basis."""
     input:

@@ -11,6 +11,7 @@ rule summary:
         metrics="results/{model}/patching/metrics.tsv",
         verdict="results/{model}/patching/verdict.md",
         tables="results/{model}/patching/tables",
+        subspaces="results/{model}/patching/subspaces.tsv",
         decomposition="results/{model}/decomposition/R.tsv",
         ard=multiext("results/{model}/ard/summary", ".tsv", ".md"),
         bridge="results/{model}/bridge/bridge.tsv",

@@ -1,0 +1,286 @@
+"""Exp. A interchange design: cells, donors, sources, energy matching, metrics and the calibrated verdict."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from zhunt.errors import ZhuntError
+from zhunt.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, matched_source,
+                                   pair_bases, pair_edits, parse_cell, patch_norm)
+from zhunt.patching_metrics import add_holm, npe, subspace_metrics, wilcoxon_p
+from zhunt.patching_verdict import ALPHA, interchange_verdict, positive_control
+from zhunt.subspace import random_subspace
+
+
+# ----------------------------------------------------------------------------- design
+def test_cell_name_round_trip_and_bad_names():
+    c = Cell("input", 3, 16, "aligned", "en<-en")
+    assert c.name == "input_L3_k16_aligned_en-from-en_donor"
+    assert parse_cell(c.name) == c and c.hidden_index == 3
+    assert Cell("output", 3, 16, "mean", "en<-zh").hidden_index == 4
+    with pytest.raises(ZhuntError, match="cell"):
+        parse_cell("input_L3_k16_aligned_en-from-zh_donor")  # aligned needs one language
+    with pytest.raises(ZhuntError, match="expected"):
+        parse_cell("L3_k16_mean")
+
+
+def test_donor_pairs_differ_in_answer_and_share_the_group():
+    problems = [f"p{i}" for i in range(30)]
+    answers = {p: i % 7 for i, p in enumerate(problems)}
+    group = {p: i % 3 for i, p in enumerate(problems)}
+    pairs, unmatched = donor_pairs(problems, answers, seed=1, n_donors=2, group=group.get)
+    assert not unmatched and len(pairs) == 60
+    for b, d in pairs:
+        assert b != d and answers[b] != answers[d] and group[b] == group[d]
+    assert pairs == donor_pairs(problems, answers, seed=1, n_donors=2, group=group.get)[0]
+    lonely = {**group, "p0": "alone"}
+    pairs, unmatched = donor_pairs(problems, answers, seed=1, group=lonely.get)
+    assert unmatched == ["p0"] and all(b != "p0" for b, _ in pairs)
+
+
+def test_heldout_split_is_seeded_and_balanced():
+    s = heldout_split([f"p{i}" for i in range(20)], seed=3)
+    assert sum(v == "heldout" for v in s.values()) == 10
+    assert s == heldout_split([f"p{i}" for i in range(20)], seed=3)
+
+
+def test_sources_mean_ot_aligned():
+    rng = np.random.default_rng(0)
+    X, H = rng.normal(size=(5, 6)), rng.normal(size=(4, 6))
+    assert_allclose(interchange_source("mean", X, H), np.tile(X.mean(0), (4, 1)))
+    assert_allclose(interchange_source("ot", X, H).mean(0), X.mean(0), atol=1e-12)
+    X4 = rng.normal(size=(4, 6))
+    assert_allclose(interchange_source("aligned", X4, H), X4)
+    with pytest.raises(ValueError):
+        interchange_source("aligned", X, H)
+
+
+def test_energy_matched_patch_moves_the_state_as_far_as_the_z_patch():
+    """Brute force: apply each edit to H with dense projectors and measure ||Δh||_F (tolerance 1e-4)."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    d, k, T = 32, 4, 7
+    H, S = rng.normal(size=(T, d)), rng.normal(size=(T, d)) * 3
+    V_Z = random_subspace(k, d, 5)
+    V_R = pair_bases(k, d, pair_index=2, seed=0)
+    assert_allclose(V_R, pair_bases(k, d, pair_index=2, seed=0))
+    edits = pair_edits(S, H, V_Z, V_R)
+    Pz, Pr = V_Z.T @ V_Z, V_R.T @ V_R
+    _, alpha = matched_source(S, H, V_Z, V_R)
+    expect = {"z": H + (S - H) @ Pz, "zperp": H + (S - H) @ (np.eye(d) - Pz), "full": S,
+              "random": H + (S - H) @ Pr, "random_matched": H + alpha * (S - H) @ Pr,
+              "self_mean": H + (H.mean(0) - H) @ Pz}
+    for name, (edit, norm) in edits.items():
+        got = edit(torch.as_tensor(H, dtype=torch.float32)).numpy()
+        assert_allclose(got, expect[name], atol=1e-4, err_msg=name)
+        assert_allclose(norm, np.linalg.norm(expect[name] - H), rtol=1e-5, err_msg=name)
+    ratio = edits["random_matched"][1] / edits["z"][1]
+    assert abs(ratio - 1) < 1e-6 and edits["random"][1] < edits["z"][1] * 2
+    assert_allclose(patch_norm(S, H, None) ** 2, edits["z"][1] ** 2 + edits["zperp"][1] ** 2, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- metrics
+def _records(rng, n, p_z, p_r, npe_z, npe_r, *, n_hits_z=None, n_hits_r=None):
+    rows = []
+    hz = rng.random(n) < p_z if n_hits_z is None else np.arange(n) < n_hits_z
+    hr = rng.random(n) < p_r if n_hits_r is None else np.arange(n) < n_hits_r
+    ez = rng.normal(npe_z, 0.3, n) if np.ndim(npe_z) == 0 else npe_z
+    er = rng.normal(npe_r, 0.3, n) if np.ndim(npe_r) == 0 else npe_r
+    for name, hits, e in (("z", hz, ez), ("random_matched", hr, er)):
+        for i in range(n):
+            rows.append({"pair": i, "subspace": name, "first_differs": True, "iia_hit": bool(hits[i]),
+                         "value_differs": True, "value_hit": bool(hits[i]), "true_hit": False, "npe": e[i],
+                         "ld_seq": 0.0, "lang_effect": 0.0, "answer_lang": "en", "base_answer_lang": "en",
+                         "dh_norm": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _verdict(rec):
+    m = subspace_metrics(rec).set_index("subspace")
+    return interchange_verdict(m.loc["z"].to_dict(), m.loc["random_matched"].to_dict())[0]
+
+
+def test_metrics_against_hand_computation():
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(0)
+    rec = _records(rng, 40, 0.6, 0.3, 0.5, 0.2)
+    rec.loc[(rec.subspace == "z") & (rec.pair < 5), "answer_lang"] = "neutral"
+    m = subspace_metrics(rec).set_index("subspace")
+    z, r = rec[rec.subspace == "z"], rec[rec.subspace == "random_matched"]
+    k = int(z.iia_hit.sum())
+    lo, hi = proportion_confint(k, 40, method="wilson")
+    assert_allclose([m.loc["z", "iia"], m.loc["z", "iia_lo"], m.loc["z", "iia_hi"]], [k / 40, lo, hi])
+    table = pd.crosstab(z.iia_hit.to_numpy(), r.iia_hit.to_numpy()).reindex(index=[True, False],
+                                                                          columns=[True, False], fill_value=0)
+    assert_allclose(m.loc["z", "p_vs_random_matched"], mcnemar(table.to_numpy(), exact=True).pvalue, rtol=1e-9)
+    assert_allclose(m.loc["z", "npe"], z.npe.mean())
+    assert m.loc["z", "npe_lo"] < m.loc["z", "npe"] < m.loc["z", "npe_hi"]
+    assert m.loc["z", "n_neutral"] == 5 and m.loc["z", "n_lang"] == 35 and m.loc["z", "lang_keep"] == 1.0
+    assert m.loc["z", "lang_keep_lo"] < 1.0  # never zero-width
+    assert np.isnan(m.loc["random_matched", "p_vs_random_matched"])
+    h = add_holm(m.reset_index())
+    assert (h["p_holm"].dropna() >= h["p_vs_random_matched"].dropna()).all()
+
+
+def test_npe_definition_and_wilcoxon():
+    assert_allclose(npe([-1.0, 2.0, -3.0], [-3.0, -3.0, -3.0], [1.0, 2.0, 1.0]), [0.5, 1.0, 0.0])
+    assert np.isnan(npe([0.0], [1.0], [1.0])[0])
+    assert wilcoxon_p([1, 2, 3], [1, 2, 3]) == 1.0
+
+
+# ----------------------------------------------------------------------------- verdict calibration
+def test_verdict_null_calibration():
+    """Z no better than the matched random subspace: null in >= 95% of 40 seeds."""
+    labels = [_verdict(_records(np.random.default_rng(s), 60, 0.4, 0.4, 0.2, 0.2)) for s in range(40)]
+    assert np.mean([v == "null" for v in labels]) >= 0.95, labels
+
+
+def test_verdict_planted_effect_is_causal():
+    labels = [_verdict(_records(np.random.default_rng(s), 60, 0.8, 0.3, 0.8, 0.1)) for s in range(20)]
+    assert all(v == "causal" for v in labels), labels
+    rev = [_verdict(_records(np.random.default_rng(s), 60, 0.2, 0.8, 0.1, 0.8)) for s in range(5)]
+    assert all(v == "reverse" for v in rev)
+
+
+def test_verdict_borderline_four_of_twenty_is_not_a_success():
+    e = np.zeros(20)
+    rec = _records(np.random.default_rng(0), 20, 0, 0, e, e, n_hits_z=4, n_hits_r=0)
+    m = subspace_metrics(rec).set_index("subspace")
+    assert_allclose(m.loc["z", "p_vs_random_matched"], 0.125)
+    assert m.loc["random_matched", "iia_lo"] == 0 and m.loc["random_matched", "iia_hi"] > 0
+    assert _verdict(rec) == "null"
+
+
+def test_positive_control_rule():
+    t = pd.DataFrame([{"alignment": "aligned", "subspace": "full", "site": "input", "layer": l, "iia": v}
+                      for l, v in ((1, 1.0), (3, 1.0))])
+    assert positive_control(t)["holds"]
+    t.loc[1, "iia"] = 0.5
+    assert not positive_control(t)["holds"] and ALPHA == 0.05
+
+
+# ----------------------------------------------------------------------------- a cell on a tiny organism
+@pytest.fixture(scope="module")
+def near_random_organism(tmp_path_factory):
+    """A 3-layer organism after one step at lr 1e-9 (random init: its first answer tokens vary), 16 problems,
+    its store and masks (about 30 s)."""
+    from pathlib import Path
+
+    from zhunt import organism
+    from zhunt.pipeline import build_layer_masks, extract_prompt_set
+
+    templates = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "templates.yaml"
+    root = tmp_path_factory.mktemp("nearrandom")
+    organism.train_organism(root / "model", n_layers=3, hidden_size=32, n_heads=4, n_kv_heads=2,
+                            intermediate_size=64, steps=1, lr=1e-9, batch_size=16, warmup_steps=1, eval_n=4,
+                            log_every=4, seed=7, threads=1)
+    organism.make_organism_prompt_table(root / "prompts.tsv", n=16, seed=1)
+    extract_prompt_set(root / "model", "organism", {"dtype": "float32", "template": "organism"},
+                       root / "prompts.tsv", ["en", "zh"], templates, root / "store.h5")
+    for layer in (0, 1, 2):
+        build_layer_masks(root / "model", "organism", layer, [4], ["multihead"], root / f"L{layer}.h5")
+    return root, templates
+
+
+def _cell(org, name, tmp_path):
+    from zhunt.patching_cells import run_cell
+
+    root, templates = org
+    c = parse_cell(name)
+    return run_cell(root / "model", root / "store.h5", root / f"L{c.layer}.h5", root / "prompts.tsv", ["en", "zh"],
+                    templates, "organism", c, n_donors=2, max_new_tokens=4, batch_size=16,
+                    out_records=tmp_path / f"{name}.tsv")
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+def test_positive_control_full_aligned_interchange_gives_iia_one_at_every_layer(near_random_organism, tmp_path, site):
+    """The hook, the site, the store index and the scoring at once: the donor's own states at every
+    position make the base run the donor run (IIA = 1, NPE = 1 to 5e-3: LD margins are ~1e-2 here)."""
+    for layer in (0, 1, 2):
+        rec = _cell(near_random_organism, f"{site}_L{layer}_k4_aligned_en-from-en_donor", tmp_path)
+        full = rec[(rec.subspace == "full") & rec.first_differs]
+        none = rec[(rec.subspace == "none") & rec.first_differs]
+        assert len(full) >= 3, layer
+        assert full.iia_hit.all() and not none.iia_hit.any(), layer
+        assert_allclose(full.npe, 1.0, atol=5e-3)
+        assert_allclose(none.npe, 0.0, atol=1e-12)
+        assert (rec.hidden_index == (layer if site == "input" else layer + 1)).all()
+
+
+def test_cross_language_cell_records(near_random_organism, tmp_path):
+    rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path)
+    assert set(rec.subspace) == {"none", "z", "zperp", "full", "random", "random_matched", "self_mean"}
+    assert (rec.donor != rec.problem).all() and rec.groupby("pair").size().eq(7).all()
+    z = rec[rec.subspace == "z"].set_index("pair").dh_norm
+    rm = rec[rec.subspace == "random_matched"].set_index("pair").dh_norm
+    assert_allclose(rm / z, 1.0, rtol=1e-6)  # energy-matched within 1e-6 (tolerance 10%)
+    m = subspace_metrics(rec).set_index("subspace")
+    assert {"iia", "iia_lo", "npe_hi", "lang_keep", "p_vs_random_matched"} <= set(m.columns)
+
+
+def test_gather_writes_table_verdict_and_figure(tmp_path):
+    from zhunt.patching_render import TABLE_COLUMNS, gather_interchange
+
+    paths = []
+    for i, name in enumerate(["input_L1_k4_mean_en-from-zh_donor", "input_L2_k4_mean_en-from-zh_donor",
+                              "input_L1_k4_aligned_en-from-en_donor", "input_L2_k4_aligned_en-from-en_donor"]):
+        rec = _records(np.random.default_rng(i), 30, 0.8, 0.3, 0.8, 0.1)
+        full = rec[rec.subspace == "z"].assign(subspace="full", iia_hit=True, npe=1.0)
+        rec = pd.concat([rec, full], ignore_index=True)
+        rec.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
+        paths.append(tmp_path / f"{name}.tsv")
+    res = gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "s.tsv",
+                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig")
+    t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
+    assert list(t.columns[:len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
+    assert len(t) == 4 * 3 and t["primary"].sum() == 3
+    assert (t["p_holm"].dropna() >= t["p_vs_random_matched"].dropna()).all()
+    assert res["verdict"] == "causal" and res["positive_control"]["holds"]
+    text = (tmp_path / "v.md").read_text()
+    assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
+    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    from zhunt.summary import measured
+
+    (tmp_path / "toy/patching").mkdir(parents=True)
+    t.to_csv(tmp_path / "toy/patching/subspaces.tsv", sep="\t", index=False)
+    line = measured("patching_interchange", "toy", tmp_path)
+    assert line.startswith("primary (site input, L1, k=4, mean, en<-zh): causal") and "positive control holds" in line
+    with pytest.raises(ZhuntError, match="primary"):
+        gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
+                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
+
+
+def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):
+    import h5py
+
+    from zhunt.patching_cells import fit_cell_das, run_cell
+
+    root, templates = near_random_organism
+    args = (root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
+            "organism")
+    attrs = fit_cell_das(*args, site="input", layer=1, k=4, target_lang="en", n_donors=2, steps=5,
+                         out_h5=tmp_path / "das.h5")
+    with h5py.File(tmp_path / "das.h5") as f:
+        V = f["basis"][()]
+    assert_allclose(V @ V.T, np.eye(4), atol=1e-5)
+    assert attrs["n_train"] >= 1 and 0 <= attrs["overlap_z"] <= 1 and attrs["hidden_index"] == 1
+    rec = run_cell(*args, parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=2, max_new_tokens=3,
+                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
+    das = rec[rec.subspace == "das"]
+    assert len(das) and (das.split == "heldout").all()
+    assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
+    assert_allclose(das.overlap_z, attrs["overlap_z"])
+
+
+def test_answer_language_reads_the_answer_span_only():
+    from zhunt.text import answer_language, answer_span, extract_answer
+
+    assert answer_language(" thirty-seven") == "en" and answer_language("三十七") == "zh"
+    assert answer_language(" 37") == "neutral" and answer_language("") == "neutral"
+    assert answer_language(" The answer is 37. 问：下一个问题") == "neutral"  # digits; the rest is not the span
+    text = " thirty-seven\n问：23加14等于多少？答：三十七"
+    assert answer_span(text)[0] == extract_answer(text) == 37 and answer_language(text) == "en"
