@@ -355,9 +355,9 @@ def _m_families(root, model, wc):
 
 def _m_qk(root, model, wc):
     text = _text(root / model / "structure/qk_verdict.md")
-    cos = re.search(r"anchor \(all layers[^)]*\): \*\*([-+0-9.]+)\*\*", text)
+    cos = re.search(r"anchor \(anchor excluded[^)]*\): \*\*([-+0-9.]+)\*\*", text)
     return (f"verdict: {_md_verdict(root / model / 'structure/qk_verdict.md')}"
-            + (f"; mean operator cosine to the anchor {cos.group(1)}" if cos else ""))
+            + (f"; mean operator cosine to the anchor (anchor excluded) {cos.group(1)}" if cos else ""))
 
 
 def _m_snr(root, model, wc):

@@ -89,6 +89,13 @@ rule qk_operators:
             "qk",
             "QK verdict",
         ),
+        verdict_tsv=report_item(
+            "results/{model}/structure/qk_verdict.tsv",
+            "structure",
+            "qk",
+            "qk",
+            "QK verdict table",
+        ),
         grams="results/{model}/structure/{model}-grams.json",
         eigdirs="results/{model}/structure/{model}-grams-eigdirs.pt",
         fig=report_figure(
