@@ -181,9 +181,15 @@ def _m_decomposition(root, model, wc):
     top = pooled.loc[pooled["R"].idxmax()]
     zd = pooled[pooled["label"] == "Z-dominated"]["layer"].astype(int).tolist()
     zp = pooled[pooled["label"] == "Z⊥-dominated"]["layer"].astype(int).tolist()
+    diff = R[(R["k"] == k) & (R["lang"] == "zh-en")]
+    zh_en = ""
+    if "p_holm" in R.columns and len(diff):
+        zh_en = "; zh − en (permutation test, Holm): " + (", ".join(
+            f"L{int(r['layer'])} {r['label']} (p = {_f(r['p_holm'], 2)})" for _, r in diff.iterrows()
+            if r["label"] != "no difference") or "no layer differs")
     return (f"k={int(k)}: max pooled R = {_f(top['R'])} at layer {int(top['layer'])} "
             f"({_f(top['enrichment'], 2)}x random); R > 1 at {int(pooled['R_gt_1'].astype(bool).sum())}/"
-            f"{len(pooled)} layers; Z-dominated layers {zd or 'none'}, Z⊥-dominated {zp or 'none'}")
+            f"{len(pooled)} layers; Z-dominated layers {zd or 'none'}, Z⊥-dominated {zp or 'none'}" + zh_en)
 
 
 def _ard_primary(root, model) -> int | None:
