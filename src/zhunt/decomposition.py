@@ -286,7 +286,8 @@ def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarr
 
 
 def plot_decomposition(df: pd.DataFrame, stem, title: str = "") -> None:
-    """R vs layer (languages as lines, random 95% band of the pooled R, isotropic line) and R_zh - R_en."""
+    """R vs layer (languages as lines, random 95% band of the pooled R, isotropic line) and R_zh - R_en
+    (random band, layers significant in the permutation test circled)."""
     from .figures import SERIES_COLORS, new_figure, save_figure
 
     ks = sorted(df["k"].unique())
@@ -322,6 +323,9 @@ def plot_decomposition(df: pd.DataFrame, stem, title: str = "") -> None:
             ax2.fill_between(s["layer"], s["rand_q025"], s["rand_q975"], color="0.85", label="random 95%")
             ax2.axhline(0, color=SERIES_COLORS["chance"], lw=0.8)
             ax2.plot(s["layer"], s["R"], marker="o", color=SERIES_COLORS["attention"], label=r"$R_{zh} - R_{en}$")
+            sig = s[s["label"] != "no difference"]
+            ax2.scatter(sig["layer"], sig["R"], s=60, facecolors="none", edgecolors=SERIES_COLORS["marker"],
+                        label=f"Holm p < {ALPHA:g} (permutation)", zorder=5)
             if c == 0:
                 ax2.set_ylabel(r"$R_{zh} - R_{en}$")
             ax2.set_xlabel("decoder layer l (update l -> l+1)")

@@ -109,7 +109,6 @@ __all__ = [
     "phase_means",
     "gaussian_baseline",
     "hypothesis_verdict",
-    "excess_over_null",
     "null_table",
     "verdict_criteria",
     "shuffled_delta",
@@ -475,17 +474,6 @@ def hypothesis_verdict(nulls, by_phase=None, families=FAMILIES, zero: float = DE
             "max_excess": max(excess.values()) if excess else float("nan"),
             "late_over_middle": late, "e_minus_c": e_minus_c, "n_e_over_c": int(n_over),
             "delta_zero": zero, "e_over_c_margin": margin, "criteria": verdict_criteria(zero, margin)}
-
-
-def excess_over_null(df, baseline: dict) -> dict[str, float]:
-    """Mean aligned cosine per family minus its Gaussian-null aligned cosine.
-
-    ``baseline`` from ``gaussian_baseline(..., quantity="aligned")``. Positive:
-    the rotation finds more agreement between adjacent layers than it finds
-    between two structureless matrices of the same shape.
-    """
-    means = df.groupby("family")["aligned_cos"].mean()
-    return {f: float(means[f] - baseline[f]) for f in FAMILIES if f in means.index and f in baseline}
 
 
 def seed_jsons(df, num_layers: int, model: str | None = None, side: str = "residual") -> tuple[dict, dict]:
