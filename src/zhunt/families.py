@@ -82,7 +82,7 @@ seed's secondary prediction, ``mean delta(phase E) - mean delta(phase C) >
 E_OVER_C_MARGIN`` (late layers hide more behind the gauge); it is reported
 (``late_over_middle``), not part of the label, and untestable when phase C or
 E has no pair. Thresholds: :data:`DELTA_ZERO`, :data:`E_OVER_C_MARGIN`,
-:data:`NULL_DRAWS`.
+:data:`NULL_DRAWS`, :data:`SHUFFLE_DRAWS`.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ __all__ = [
     "DELTA_ZERO",
     "E_OVER_C_MARGIN",
     "NULL_DRAWS",
+    "SHUFFLE_DRAWS",
     "phase_of",
     "family_matrices",
     "raw_cos",
@@ -132,6 +133,9 @@ DELTA_ZERO = 0.05
 E_OVER_C_MARGIN = 0.02
 #: Seeded draws of the Gaussian null per family shape.
 NULL_DRAWS = 8
+#: Seeded shuffles per (pair, family) of the shuffled null (averaged: the null's own noise
+#: then adds 1/SHUFFLE_DRAWS of the observed delta's variance to the excess, not all of it).
+SHUFFLE_DRAWS = 4
 
 # Phase boundaries: last layer index of each phase for the two depths the seed
 # measured (Qwen3-32B: 64 layers, Qwen3-4B: 36 layers; the 36-layer table has no
@@ -262,7 +266,7 @@ def compare_pair(mats_L: dict, mats_next: dict, side: str = "residual",
             for fam in families}
 
 
-def shuffled_delta(A: np.ndarray, B: np.ndarray, axis: int, rng: np.random.Generator) -> float:
+def shuffled_delta(A: np.ndarray, B: np.ndarray, axis: int, rng: np.random.Generator, n_draws: int = 1) -> float:
     """``aligned - raw`` cosine of ``A`` and ``B`` with the non-aligned index of ``B`` randomly permuted.
 
     Parameters
@@ -271,17 +275,22 @@ def shuffled_delta(A: np.ndarray, B: np.ndarray, axis: int, rng: np.random.Gener
     axis : {0, 1}
         The aligned index (as in :func:`aligned_cos`); the other one is shuffled.
     rng : numpy.random.Generator
+    n_draws : int
+        Independent permutations, averaged.
 
     Returns
     -------
     float
-        The delta of the pair ``(A, P B)`` (``axis=1``, ``P`` an ``n x n``
+        The mean delta of the pairs ``(A, P B)`` (``axis=1``, ``P`` an ``n x n``
         permutation) or ``(A, B P)`` (``axis=0``). ``P`` is orthogonal, so
         ``B``'s singular values are kept: the null of "same matrices, no
         correspondence between the layers".
     """
-    Bs = B[rng.permutation(B.shape[0])] if axis == 1 else B[:, rng.permutation(B.shape[1])]
-    return aligned_cos(A, Bs, axis=axis) - raw_cos(A, Bs)
+    vals = []
+    for _ in range(int(n_draws)):
+        Bs = B[rng.permutation(B.shape[0])] if axis == 1 else B[:, rng.permutation(B.shape[1])]
+        vals.append(aligned_cos(A, Bs, axis=axis) - raw_cos(A, Bs))
+    return float(np.mean(vals))
 
 
 def compare_layers(layer_mats, num_layers: int | None = None, side: str = "residual", families=FAMILIES,
@@ -305,7 +314,8 @@ def compare_layers(layer_mats, num_layers: int | None = None, side: str = "resid
     -------
     pandas.DataFrame
         Columns ``L, L_next, phase, family, raw_cos, aligned_cos, delta,
-        null_delta`` (:func:`shuffled_delta`); one row per (pair, family).
+        null_delta`` (:func:`shuffled_delta`, mean of :data:`SHUFFLE_DRAWS`
+        shuffles); one row per (pair, family).
     """
     import pandas as pd
 
@@ -315,7 +325,7 @@ def compare_layers(layer_mats, num_layers: int | None = None, side: str = "resid
         if prev is not None:
             for fam, (r, a) in compare_pair(prev, mats, side, families).items():
                 rng = np.random.default_rng([int(seed), L - 1, FAMILIES.index(fam)])
-                nd = shuffled_delta(prev[fam], mats[fam], _align_axis(fam, side), rng)
+                nd = shuffled_delta(prev[fam], mats[fam], _align_axis(fam, side), rng, SHUFFLE_DRAWS)
                 rows.append({"L": L - 1, "L_next": L, "family": fam, "raw_cos": r, "aligned_cos": a,
                              "delta": a - r, "null_delta": nd})
         prev = mats
