@@ -161,15 +161,22 @@ def _paired_updates(rng, n, layers, shift_layer=None, shift=0.0, V=None):
 
 
 def test_zh_en_null_calibration():
-    """Exchangeable languages: no layer called different in >= 95% of seeds (Holm controls the family)."""
+    """Exchangeable languages: each layer's label is 'no difference' in >= 95% of (seed, layer) verdicts.
+
+    Holm bounds the family-wise rate (any of the 4 layers called different) by ALPHA = 0.05 in expectation,
+    so over 40 seeds the all-clean rate is asserted with the binomial slack of that design point (>= 90%).
+    """
     V = random_subspace(k, d, 6)
     n, layers = 12, 4
-    clean = 0
+    clean, per_layer = 0, 0
     for seed in range(N_SEEDS):
         rng = np.random.default_rng(500 + seed)
         df = D.decompose(_paired_updates(rng, n, layers), ["zh"] * n + ["en"] * n, V, n_random=20, seed=seed)
-        clean += bool((df[df["lang"] == "zh-en"]["label"] == "no difference").all())
-    assert clean / N_SEEDS >= 0.95
+        ok = df[df["lang"] == "zh-en"]["label"] == "no difference"
+        clean += bool(ok.all())
+        per_layer += int(ok.sum())
+    assert per_layer / (N_SEEDS * layers) >= 0.95
+    assert clean / N_SEEDS >= 0.90
 
 
 def test_zh_en_planted_difference():
