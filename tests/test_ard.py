@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from zhunt.ard import (TSV_COLUMNS, ArdProblem, Standardiser, cold_start, fit_ard, gmm_bimodality, growth_rate,
-                       rotation_basis, run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start,
-                       z_energy)
+from zhunt.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem, Standardiser,
+                       ard_headline, cold_start, fit_ard, growth_rate, heldout_verdict, rotation_basis,
+                       run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start, z_energy, z_size)
+from zhunt.stats import gmm_bimodality
 from zhunt.masks import write_masks
 from zhunt.store import StoreWriter
 
@@ -106,6 +107,71 @@ def test_rotated_basis_and_energy():
     assert z_energy(V).sum() == pytest.approx(3.0)
 
 
+def test_gmm_loglik_beats_truth_and_recovers_parameters():
+    """EM's optimum: its log-likelihood is >= that of the true parameters, which it recovers."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(2)
+    x = np.r_[rng.normal(-1.0, 0.4, 300), rng.normal(1.5, 0.6, 700)]
+    g = gmm_bimodality(x)
+    assert g["mu_low"] == pytest.approx(-1.0, abs=0.1) and g["mu_high"] == pytest.approx(1.5, abs=0.1)
+    assert g["sd_low"] == pytest.approx(0.4, abs=0.06) and g["w_low"] == pytest.approx(0.3, abs=0.04)
+
+    def loglik(w, m1, s1, m2, s2):
+        return np.log(w * norm.pdf(x, m1, s1) + (1 - w) * norm.pdf(x, m2, s2)).sum()
+
+    ll_fit = loglik(g["w_low"], g["mu_low"], g["sd_low"], g["mu_high"], g["sd_high"])
+    assert ll_fit >= loglik(0.3, -1.0, 0.4, 1.5, 0.6) - 1e-6
+    ll1 = norm.logpdf(x, x.mean(), x.std()).sum()
+    assert g["bic_gain"] == pytest.approx((-2 * ll1 + 2 * np.log(len(x))) - (-2 * ll_fit + 5 * np.log(len(x))),
+                                          rel=1e-6)
+
+
+# -- |Z| rule: planted counts recovered exactly, unimodal -> 0 or d -----------------------------------
+N_SEEDS = 20
+
+
+def test_z_size_planted_counts_exact():
+    """7 of 40 axes short (log10 ell ~ -0.5), the rest long (~1.5): |Z| = 7 in every seed; the seed's
+    pooled-median rule cannot give 7 (it gives d/2 for one run)."""
+    for seed in range(N_SEEDS):
+        rng = np.random.default_rng(300 + seed)
+        x = np.r_[rng.normal(-0.5, 0.15, 7), rng.normal(1.5, 0.15, 33)]
+        perm = rng.permutation(40)
+        log_ell = x[perm] * np.log(10)
+        z = z_size(log_ell)
+        assert z["z_size"] == 7 and z["z_rule"] == "bimodal"
+        assert set(np.flatnonzero(z["active"])) == set(np.flatnonzero(perm < 7))
+        assert (log_ell < np.median(log_ell)).sum() == 20
+    for n_short in (1, 20, 39):  # any count in 1..d-1
+        rng = np.random.default_rng(n_short)
+        x = np.r_[rng.normal(-0.5, 0.1, n_short), rng.normal(1.5, 0.1, 40 - n_short)]
+        assert z_size(x * np.log(10))["z_size"] == n_short
+
+
+@pytest.mark.parametrize("level, expected, rule", [(0.0, 40, "unimodal-used"), (2.0, 0, "unimodal-off")])
+def test_z_size_unimodal_is_all_or_nothing(level, expected, rule):
+    """One scale for every axis (null: no separated group) -> d (axes in use) or 0 (switched off), >= 95%."""
+    hits = 0
+    for seed in range(N_SEEDS):
+        x = np.random.default_rng(400 + seed).normal(level, 0.3, 40)
+        z = z_size(x * np.log(10))
+        hits += z["z_size"] == expected and z["z_rule"] == rule
+    assert hits / N_SEEDS >= 0.95
+    # both modes switched off -> 0
+    x = np.r_[np.full(10, 1.2), np.full(30, 3.0)] + np.random.default_rng(0).normal(0, 0.05, 40)
+    assert z_size(x * np.log(10))["z_size"] == 0
+    assert BIMODAL_BIC_GAIN == 10.0 and BIMODAL_ASHMAN_D == 2.0 and LOG10_ELL_OFF == 1.0
+
+
+def test_heldout_verdict_labels():
+    assert heldout_verdict(0.5, 0.01) == "problems, not languages"
+    assert heldout_verdict(0.01, 0.01) == "languages and problems"
+    assert heldout_verdict(0.01, 0.5) == "languages only"
+    assert heldout_verdict(0.5, 0.5) == "neither"
+    assert heldout_verdict(float("nan"), 0.01) == "untestable"
+
+
 def test_gmm_and_overlap():
     rng = np.random.default_rng(1)
     uni = rng.normal(size=400)
@@ -190,7 +256,9 @@ def test_summarise_ard(stage_files, tmp_path):
     res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
                         tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", tmp_path / "fig")
     t = pd.read_csv(tmp_path / "ard_summary.tsv", sep="\t")
-    assert len(t) == 32 and {"z_size_median", "threshold_pooled_log10", "overlap_pooled"} <= set(t.columns)
+    assert len(t) == 32 and {"z_size", "z_rule", "z_size_median", "threshold_pooled_log10",
+                             "overlap_pooled"} <= set(t.columns)
+    assert res["headline"] is None
     md = (tmp_path / "ard_summary.md").read_text()
     assert "Collapse of the seed objective" in md and "|Z| vs layer" in md
     for stem in ("ard_z_size", "ard_spectrum", "ard_trajectories"):
@@ -213,3 +281,29 @@ def test_heldout_test(tmp_path):
     # ... whereas the median-heuristic kernel sees the language axes
     assert t.loc[("median_heuristic", "language"), "p_value"] < 0.05
     assert res["fit"].steps <= 300
+    # the refit keeps the three shared axes: the mixture-model count says |Z| = 3
+    assert set(t["z_size_fit"]) == {3} and set(t["d"]) == {12}
+
+
+def test_headline_from_grid_and_heldout(stage_files, tmp_path):
+    """The headline |Z| is the mixture-model count of the held-out run, with that test's verdict."""
+    tmp, _ = stage_files
+    held = pd.DataFrame([dict(model="planted", layer=1, **{"lambda": 0.01}, objective="wellposed", init="warm",
+                              basis="coord", kernel=k, test=te, p_value=p, z_size_fit=3, z_rule_fit="bimodal",
+                              d=12)
+                         for k, te, p in (("learned", "language", 0.6), ("learned", "problem", 0.01),
+                                          ("median_heuristic", "language", 0.01),
+                                          ("median_heuristic", "problem", 0.01))])
+    held.to_csv(tmp_path / "held.tsv", sep="\t", index=False)
+    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
+                        tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "fig", heldout_tsv=tmp_path / "held.tsv",
+                        out_headline=tmp_path / "head.tsv")
+    h = pd.read_csv(tmp_path / "head.tsv", sep="\t").iloc[0]
+    row = res["table"].query("layer == 1 and objective == 'wellposed' and init == 'warm' and basis == 'coord' "
+                             "and `lambda` == 0.01").iloc[0]
+    assert h["z_size"] == row["z_size"] == 3 and h["z_rule"] == "bimodal"
+    assert h["heldout_verdict"] == "problems, not languages" and "BIC gain > 10" in h["criteria"]
+    assert "Headline |Z|" in (tmp_path / "s.md").read_text()
+    bad = held.assign(objective="seed", init="cold", **{"lambda": 0.5})
+    with pytest.raises(Exception):
+        ard_headline(res["table"], bad, 1, "planted")

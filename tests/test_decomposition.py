@@ -57,8 +57,13 @@ def test_labels_and_language_difference():
     assert set(df["lang"]) == {"zh", "en", "all", "zh-en"}
     assert list(df[df["lang"] == "all"]["transition"]) == ["0->1", "1->2", "2->3"]
     # same seed, same numbers
-    again = D.decompose([np.vstack([inside, iso])], langs, V, n_random=100, seed=1)
-    pd.testing.assert_frame_equal(again, df[df["layer"] == 0].reset_index(drop=True))
+    again = D.decompose([np.vstack([inside, iso]), np.vstack([outside, outside]), np.vstack([iso, iso])],
+                        langs, V, n_random=100, seed=1)
+    pd.testing.assert_frame_equal(again, df)
+    # one layer alone: same R and raw p, Holm over one test only
+    one = D.decompose([np.vstack([inside, iso])], langs, V, n_random=100, seed=1)
+    pd.testing.assert_frame_equal(one.drop(columns=["p_holm"]),
+                                  df[df["layer"] == 0].reset_index(drop=True).drop(columns=["p_holm"]))
 
 
 def test_run_decomposition_stage(tmp_path):
@@ -93,3 +98,96 @@ def test_run_decomposition_stage(tmp_path):
     nz, npp = D.norms_in_subspace(np.array(upd), Vs[8])
     got = df[(df["k"] == 8) & (df["layer"] == 1) & (df["lang"] == "all")]["R"].iloc[0]
     assert got == pytest.approx(np.mean(nz / npp), rel=1e-5)
+
+
+# -- pooled row, zh - en permutation test (brute force), calibration --------------------------------------
+def test_all_row_pools_zh_and_en_only():
+    rng = np.random.default_rng(7)
+    V = random_subspace(k, d, 3)
+    U = rng.normal(size=(15, d))
+    langs = ["en"] * 5 + ["zh"] * 5 + ["es"] * 5
+    U[10:] = rng.normal(size=(5, k)) @ V * 10.0  # es prompts entirely in Z: must not move the pooled row
+    df = D.decompose([U], langs, V, n_random=20, seed=0)
+    row = df[df["lang"] == "all"].iloc[0]
+    nz, npp = D.norms_in_subspace(U[:10], V)
+    assert row["pooled"] == "zh+en" and row["n_prompts"] == 10
+    assert row["R"] == pytest.approx(np.mean(nz / npp))
+    assert set(df["lang"]) == {"en", "zh", "es", "all", "zh-en"}
+    # without zh and en every language is pooled
+    other = D.decompose([U[10:]], ["es"] * 3 + ["fr"] * 2, V, n_random=20, seed=0)
+    assert other[other["lang"] == "all"]["pooled"].iloc[0] == "es+fr"
+
+
+def test_zh_en_permutation_p_matches_brute_force():
+    import itertools
+
+    rng = np.random.default_rng(8)
+    V = random_subspace(k, d, 4)
+    n = 9
+    U = rng.normal(size=(2 * n, d))
+    U[:n] += 0.6 * rng.normal(size=(n, k)) @ V
+    langs = ["zh"] * n + ["en"] * n
+    ids = [f"p{i}" for i in range(n)] + [f"p{i}" for i in reversed(range(n))]  # en rows in another order
+    df = D.decompose([U, U[::-1]], langs, V, n_random=20, seed=0, problem_ids=ids)
+    nz, npp = D.norms_in_subspace(U, V)
+    r = nz / npp
+    diff = r[:n] - r[n:][::-1]  # zh_i - en_i, en rows re-ordered by problem
+    T = diff.mean()
+    null = np.array([np.mean(np.array(sg) * diff) for sg in itertools.product([1, -1], repeat=n)])
+    p = np.mean(np.abs(null) >= abs(T) - 1e-12)
+    row = df[(df["lang"] == "zh-en") & (df["layer"] == 0)].iloc[0]
+    assert row["R"] == pytest.approx(T) and row["n_pairs"] == n
+    assert row["p_perm"] == pytest.approx(p, abs=1e-12)
+    from statsmodels.stats.multitest import multipletests
+
+    ps = df[df["lang"] == "zh-en"]["p_perm"].to_numpy()
+    np.testing.assert_allclose(df[df["lang"] == "zh-en"]["p_holm"], multipletests(ps, method="holm")[1])
+
+
+N_SEEDS = 40
+
+
+def _paired_updates(rng, n, layers, shift_layer=None, shift=0.0, V=None):
+    """Per problem a shared update plus independent language noise; optionally extra Z-content for zh."""
+    out = []
+    for l in range(layers):
+        base = rng.normal(size=(n, d))
+        zh = base + 0.5 * rng.normal(size=(n, d))
+        en = base + 0.5 * rng.normal(size=(n, d))
+        if l == shift_layer:
+            zh = zh + shift * rng.normal(size=(n, k)) @ V
+        out.append(np.vstack([zh, en]))
+    return out
+
+
+def test_zh_en_null_calibration():
+    """Exchangeable languages: each layer's label is 'no difference' in >= 95% of (seed, layer) verdicts.
+
+    Holm bounds the family-wise rate (any of the 4 layers called different) by ALPHA = 0.05 in expectation,
+    so over 40 seeds the all-clean rate is asserted with the binomial slack of that design point (>= 90%).
+    """
+    V = random_subspace(k, d, 6)
+    n, layers = 12, 4
+    clean, per_layer = 0, 0
+    for seed in range(N_SEEDS):
+        rng = np.random.default_rng(500 + seed)
+        df = D.decompose(_paired_updates(rng, n, layers), ["zh"] * n + ["en"] * n, V, n_random=20, seed=seed)
+        ok = df[df["lang"] == "zh-en"]["label"] == "no difference"
+        clean += bool(ok.all())
+        per_layer += int(ok.sum())
+    assert per_layer / (N_SEEDS * layers) >= 0.95
+    assert clean / N_SEEDS >= 0.90
+
+
+def test_zh_en_planted_difference():
+    """zh updates carry extra Z-content at layer 2: that layer is 'zh higher' after Holm in >= 95% of seeds."""
+    V = random_subspace(k, d, 6)
+    n, layers = 12, 4
+    hits = 0
+    for seed in range(N_SEEDS):
+        rng = np.random.default_rng(900 + seed)
+        df = D.decompose(_paired_updates(rng, n, layers, shift_layer=2, shift=3.0, V=V),
+                         ["zh"] * n + ["en"] * n, V, n_random=20, seed=seed)
+        lab = df[df["lang"] == "zh-en"].set_index("layer")["label"]
+        hits += lab[2] == "zh higher"
+    assert hits / N_SEEDS >= 0.95

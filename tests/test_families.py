@@ -9,9 +9,10 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.stats import ortho_group
 
-from zhunt.families import (FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
-                            excess_over_null, family_matrices, gaussian_baseline, hypothesis_verdict,
-                            phase_means, phase_of, raw_cos, run_families, seed_jsons)
+from zhunt.families import (DELTA_ZERO, FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
+                            family_matrices, gaussian_baseline, hypothesis_verdict,
+                            null_table, phase_means, phase_of, raw_cos, run_families, seed_jsons,
+                            shuffled_delta)
 
 
 
@@ -123,18 +124,26 @@ def _fake_by_phase(delta_c, delta_e, other=0.0):
     return pd.DataFrame(rows)
 
 
+def _fake_nulls(excess):
+    return pd.DataFrame([{"family": f, "excess": e} for f, e in zip(FAMILIES, excess)],
+                        columns=["family", "excess"])
+
+
 def test_hypothesis_verdict():
-    v = hypothesis_verdict(_fake_by_phase(0.01, 0.02))
+    v = hypothesis_verdict(_fake_nulls([0.01] * 7), _fake_by_phase(0.01, 0.02))
     assert v["real_specialization"] is True and v["training_artifact"] is False
-    assert v["label"] == "real-specialization"
-    v = hypothesis_verdict(_fake_by_phase(0.10, 0.30))
+    assert v["label"] == "real-specialization" and v["late_over_middle"] is False
+    v = hypothesis_verdict(_fake_nulls([0.3] * 4 + [0.0] * 3), _fake_by_phase(0.10, 0.30))
     assert v["training_artifact"] is True and v["real_specialization"] is False
-    assert v["label"] == "training-artifact" and v["n_e_over_c"] == 7
+    assert v["label"] == "training-artifact" and v["n_lifted"] == 4
+    assert v["late_over_middle"] is True and v["n_e_over_c"] == 7
     assert v["e_minus_c"]["q_proj"] == pytest.approx(0.2)
-    v = hypothesis_verdict(_fake_by_phase(0.30, 0.10))
-    assert v["label"] == "neither"
+    assert hypothesis_verdict(_fake_nulls([0.3] * 3 + [0.0] * 4))["label"] == "neither"
+    assert hypothesis_verdict(_fake_nulls([DELTA_ZERO] * 7))["label"] == "real-specialization"  # strict >
     no_e = _fake_by_phase(0.3, 0.3).query("phase != 'E'")
-    assert hypothesis_verdict(no_e)["training_artifact"] is None
+    assert hypothesis_verdict(_fake_nulls([0.0] * 7), no_e)["late_over_middle"] is None
+    assert hypothesis_verdict(_fake_nulls([]))["label"] == "untestable"
+    assert str(DELTA_ZERO) in hypothesis_verdict(_fake_nulls([0.0] * 7))["criteria"]
 
 
 def _seed_style_reader(null_path, aligned_path):
@@ -185,14 +194,98 @@ def test_seed_jsons_parse_with_independent_reader(tmp_path):
 
 def test_gaussian_baseline_is_seeded_and_sane():
     shapes = {"q_proj": (64, 16), "o_proj": (16, 64)}
-    a, b = gaussian_baseline(shapes), gaussian_baseline(shapes)
+    a, b = gaussian_baseline(shapes, quantity="aligned"), gaussian_baseline(shapes, quantity="aligned")
     assert a == b
     # tall matrix aligned on the short side: of order sqrt(m / n) = 0.5
     assert 0.25 < a["q_proj"] < 0.75 and 0.25 < a["o_proj"] < 0.75
+    # delta = aligned - raw, and the raw cosine of independent matrices is ~0
+    dl = gaussian_baseline(shapes)
+    assert all(abs(dl[f] - a[f]) < 0.05 for f in shapes)
+    # brute force: the mean over explicit draws with the documented seeds
+    rng = [np.random.default_rng([0, FAMILIES.index("q_proj"), r]) for r in range(3)]
+    pairs = [(g.standard_normal((64, 16)), g.standard_normal((64, 16))) for g in rng]
+    want = np.mean([aligned_cos(A, B, axis=1) - raw_cos(A, B) for A, B in pairs])
+    assert gaussian_baseline({"q_proj": (64, 16)}, n_draws=3)["q_proj"] == pytest.approx(want, abs=1e-12)
     # planted shared structure beats the structureless null
     planted = compare_layers(_planted_layers(n_layers=2, seed=4))
-    ex = excess_over_null(planted, gaussian_baseline({f: m.shape for f, m in _planted_layers(1)[0].items()}))
-    assert all(v > 0.1 for v in ex.values())
+    nulls = null_table(planted, gaussian_baseline({f: m.shape for f, m in _planted_layers(1)[0].items()}))
+    # (k/v are 12 x 16 here: wider than tall, so even unrelated matrices align to ~0.95 and the room is small)
+    tall = nulls.set_index("family").drop(["k_proj", "v_proj"])
+    assert (nulls["excess"] > 0.03).all() and (tall["excess_gaussian"] > 0.1).all() and (tall["excess"] > 0.1).all()
+
+
+def test_shuffled_null_keeps_spectra():
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((12, 5)), rng.standard_normal((12, 5))
+    for axis in (0, 1):
+        g1, g2 = np.random.default_rng(3), np.random.default_rng(3)
+        d = shuffled_delta(A, B, axis, g1)
+        Bs = B[g2.permutation(12)] if axis == 1 else B[:, g2.permutation(5)]
+        assert_allclose(np.linalg.svd(Bs, compute_uv=False), np.linalg.svd(B, compute_uv=False))
+        assert d == pytest.approx(aligned_cos(A, Bs, axis=axis) - raw_cos(A, Bs), abs=1e-12)
+    # a pair that is one matrix up to a rotation loses its agreement once rows are shuffled
+    R = ortho_group.rvs(5, random_state=1)
+    assert aligned_cos(A, A @ R) == pytest.approx(1.0)
+    assert shuffled_delta(A, A @ R, 1, np.random.default_rng(5)) < 0.9
+
+
+# -- calibration: structureless weights -> real-specialization, planted rotations -> training-artifact ----
+N_SEEDS = 20
+_CAL_SHAPES = {"q_proj": (48, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 48),
+               "gate_proj": (96, 32), "up_proj": (96, 32), "down_proj": (32, 96)}
+
+
+def _flat(rng, shape):
+    """A matrix with all singular values 1 (orthonormal rows or columns), random singular vectors."""
+    n, m = shape
+    r = min(n, m)
+    U, _ = np.linalg.qr(rng.standard_normal((n, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((m, r)))
+    return U @ V.T
+
+
+def _calibration_layers(kind, seed, n_layers=8):
+    rng = np.random.default_rng(1000 + seed)
+    if kind == "gaussian":
+        return [{f: rng.standard_normal(s) for f, s in _CAL_SHAPES.items()} for _ in range(n_layers)]
+    if kind == "flat":
+        return [{f: _flat(rng, s) for f, s in _CAL_SHAPES.items()} for _ in range(n_layers)]
+    # planted: one shared matrix per family, each layer = it under a fresh residual-side rotation + noise
+    base = {f: rng.standard_normal(s) for f, s in _CAL_SHAPES.items()}
+    layers = []
+    for _ in range(n_layers):
+        mats = {}
+        for f, W in base.items():
+            ax = RESIDUAL_AXIS[f]
+            R = ortho_group.rvs(W.shape[ax], random_state=rng)
+            X = W @ R if ax == 1 else R @ W
+            mats[f] = X + 0.5 * rng.standard_normal(X.shape)
+        layers.append(mats)
+    return layers
+
+
+def _verdict_of(layers):
+    df = compare_layers(layers, num_layers=len(layers))
+    nulls = null_table(df, gaussian_baseline(_CAL_SHAPES))
+    return hypothesis_verdict(nulls, phase_means(df)), nulls
+
+
+@pytest.mark.parametrize("kind, expected", [("gaussian", "real-specialization"), ("flat", "real-specialization"),
+                                            ("planted", "training-artifact")])
+def test_verdict_calibration(kind, expected):
+    """Null (independent layers, Gaussian or flat spectra) -> real-specialization, planted -> training-artifact.
+
+    The flat-spectrum case is why the verdict uses the shuffled null: against the Gaussian null the same
+    structureless layers look lifted in every family.
+    """
+    hits, over_gaussian = 0, 0
+    for seed in range(N_SEEDS):
+        v, nulls = _verdict_of(_calibration_layers(kind, seed))
+        hits += v["label"] == expected
+        over_gaussian += bool((nulls["excess_gaussian"] > DELTA_ZERO).sum() > len(nulls) / 2)
+    assert hits / N_SEEDS >= 0.95
+    if kind == "flat":
+        assert over_gaussian == N_SEEDS
 
 
 # -- end to end on a tiny model folder ---------------------------------------------------------
@@ -207,11 +300,16 @@ def test_run_families_tiny(tiny_qwen2, tmp_path):
     assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"families_by_phase.pdf",
                                                                    "families_by_phase.png"}
     df = pd.read_csv(tmp_path / "structure/families.tsv", sep="\t")
-    assert list(df.columns) == ["L", "L_next", "phase", "family", "raw_cos", "aligned_cos", "delta"]
+    assert list(df.columns) == ["L", "L_next", "phase", "family", "raw_cos", "aligned_cos", "delta",
+                                "null_delta"]
     assert len(df) == 7 * len(FAMILIES)
     assert (df["delta"] >= -1e-6).all()
-    assert res["verdict"]["label"] in {"training-artifact", "real-specialization", "both", "neither",
-                                       "untestable"}
+    # a random-init model has no shared structure between layers: the null label
+    assert res["verdict"]["label"] == "real-specialization"
+    vt = pd.read_csv(tmp_path / "structure/families_verdict.tsv", sep="\t")
+    assert list(vt["family"]) == list(FAMILIES) and set(vt["verdict"]) == {"real-specialization"}
+    assert str(DELTA_ZERO) in vt.loc[0, "criteria"]
+    assert_allclose(vt["excess"], vt["mean_delta"] - vt["null_delta_shuffled"], atol=1e-5)  # TSV: 6 digits
     n_layers, pairs, _ = _seed_style_reader(tmp_path / "structure/tiny-null.json",
                                             tmp_path / "structure/tiny-aligned.json")
     assert n_layers == 8 and len(pairs["down_proj"]) == 7

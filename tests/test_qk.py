@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose
 
 from zhunt.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operator_cos, operator_gram,
                       qk_factors, qk_verdict, random_pa_baseline, run_qk, sign_agreement, sym_eig,
-                      write_qk_exports)
+                      VERDICT_BANDS, write_qk_exports)
 
 
 
@@ -123,6 +123,45 @@ def test_random_pa_baseline():
 def test_verdict_bands():
     assert [qk_verdict(x)[0] for x in (0.95, 0.9, 0.6, 0.5, 0.2, 0.1, -0.3)] == \
         ["STRONG", "MEDIUM", "MEDIUM", "WEAK", "WEAK", "REJECTED", "REJECTED"]
+    assert qk_verdict(float("nan"))[0] == "untestable"
+    assert analyse_qk(_random_factors(n_layers=1))["verdict"] == "untestable"
+
+
+# -- calibration: null layers -> REJECTED, planted shared operator -> the positive label ------------------
+N_SEEDS = 40
+
+
+def test_verdict_null_independent_layers_rejected():
+    """Six independent random layers: REJECTED in >= 95% of seeds once the anchor's self-term is left out.
+
+    With the self-cosine of 1 averaged in (the seed as written) the same layers read about 1/6 = 0.17: WEAK.
+    """
+    labels, incl = [], []
+    for seed in range(N_SEEDS):
+        res = analyse_qk(_random_factors(n_layers=6, H=4, H_kv=2, dh=8, d=32, seed=100 + seed), topk=4)
+        labels.append(res["verdict"])
+        incl.append(qk_verdict(res["mean_cos_to_anchor"])[0])
+        assert res["mean_cos_to_anchor"] == pytest.approx((1 + 5 * res["mean_cos_to_anchor_excl"]) / 6)
+    assert np.mean([lab == "REJECTED" for lab in labels]) >= 0.95
+    assert np.mean([lab == "WEAK" for lab in incl]) >= 0.95  # the bias the exclusion removes
+
+
+@pytest.mark.parametrize("noise, expected", [(0.05, "STRONG"), (0.5, "MEDIUM")])
+def test_verdict_planted_shared_operator(noise, expected):
+    """Every layer = a positive multiple of one shared operator plus independent noise of relative size ``noise``.
+
+    Expected cosine to the anchor ~ 1 / (1 + noise^2)^2 (independent isotropic noise on both Q and K), so
+    the band follows from ``noise``: 0.05 -> 0.995 (STRONG), 0.5 -> 0.64 (MEDIUM).
+    """
+    hits = 0
+    for seed in range(N_SEEDS):
+        rng = np.random.default_rng(200 + seed)
+        Q0, K0 = rng.standard_normal((4, 8, 32)), rng.standard_normal((2, 8, 32))
+        kv = np.arange(4) // 2
+        facs = [(s * (Q0 + noise * rng.standard_normal(Q0.shape)), K0 + noise * rng.standard_normal(K0.shape), kv)
+                for s in rng.uniform(0.5, 2.0, size=6)]
+        hits += analyse_qk(facs, topk=4)["verdict"] == expected
+    assert hits / N_SEEDS >= 0.95
 
 
 def test_norm_folded_factors_match_masks_kernel():
@@ -182,5 +221,9 @@ def test_run_qk_tiny(tiny_qwen2, tmp_path):
     assert res["anchor"] == 5 and res["topk"] == 16 and res["head_dim"] == 8
     pt = torch.load(out / "tiny-grams-eigdirs.pt", weights_only=True)
     assert tuple(pt["eig_dirs"].shape) == (6, 4, 16, 32)
-    assert res["verdict"] in {"STRONG", "MEDIUM", "WEAK", "REJECTED"}
+    assert res["verdict"] == "REJECTED"  # six random-init layers: the null case
     assert res["verdict"] in (out / "qk_verdict.md").read_text()
+    vt = pd.read_csv(out / "qk_verdict.tsv", sep="\t")
+    assert vt.loc[0, "verdict"] == "REJECTED" and "REJECTED" in vt.loc[0, "criteria"]
+    assert vt.loc[0, "mean_cos_to_anchor_excl"] == pytest.approx(res["mean_cos_to_anchor_excl"])
+    assert all(f"> {lo:g}" in vt.loc[0, "criteria"] for lo, _, _ in VERDICT_BANDS[:-1])

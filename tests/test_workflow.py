@@ -73,6 +73,9 @@ def test_outputs_open_with_right_shapes(workdir):
     fam = pd.read_csv(structure / "families.tsv", sep="\t")
     assert len(fam) == 7 * (train["n_layers"] - 1)
     assert (structure / "organism-tiny-grams.json").exists()
+    for verdict in ("families_verdict.tsv", "qk_verdict.tsv"):
+        v = pd.read_csv(structure / verdict, sep="\t")
+        assert v["criteria"].notna().all() and v["verdict"].notna().all(), verdict
 
     res = workdir / "results/organism-tiny"
     records = pd.read_csv(res / "behaviour/records.tsv", sep="\t")
@@ -93,6 +96,7 @@ def test_outputs_open_with_right_shapes(workdir):
     assert "Primary cell" in (res / "patching/interchange_verdict.md").read_text()
     R = pd.read_csv(res / "decomposition/R.tsv", sep="\t")
     assert len(R) > 0
+    assert set(R[R["lang"] == "all"]["pooled"]) == {"zh+en"} and R[R["lang"] == "zh-en"]["p_holm"].notna().all()
     assert (res / "theory/snr.tsv").exists() and (res / "theory/garch.tsv").exists()
     assert (workdir / "results/theory/toy_theorem.tsv").exists()
     ard = pd.read_csv(res / "ard/L2.tsv", sep="\t")
@@ -100,6 +104,8 @@ def test_outputs_open_with_right_shapes(workdir):
     with h5py.File(res / "ard/L2.h5") as f:
         assert f["wellposed/coord/warm/lambda0.01/lengthscale"].shape == (train["hidden_size"],)
     assert len(pd.read_csv(res / "ard/heldout.tsv", sep="\t")) > 0
+    head = pd.read_csv(res / "ard/headline.tsv", sep="\t")
+    assert len(head) == 1 and 0 <= head["z_size"].iloc[0] <= train["hidden_size"]
     bridge = pd.read_csv(res / "bridge/bridge.tsv", sep="\t")
     assert len(bridge) > 0
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",

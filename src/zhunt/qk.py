@@ -45,9 +45,18 @@ Quantities
   eigenvector spans of layer L and of the anchor, per head; mean and min
   cosine, and the top-1 overlap ``<a_0, b_0>^2``; chance level is the same
   mean cosine for Haar-random subspaces (:func:`random_pa_baseline`).
-* verdict (seed bands on the mean over all layers, anchor included, of the
-  head-mean operator cosine to the anchor): STRONG > 0.9, MEDIUM > 0.5,
-  WEAK > 0.1, else REJECTED.
+* verdict: the seed's bands (:data:`VERDICT_BANDS`: STRONG > 0.9, MEDIUM >
+  0.5, WEAK > 0.1, else REJECTED) applied to the mean, over the layers
+  ``L != a``, of the head-mean operator cosine to the anchor,
+
+      c_excl = (1 / (n_L - 1)) sum_{L != a} cos(L, a).
+
+  The seed averages over *all* layers, the anchor's self-cosine of exactly 1
+  included; that adds ``(1 - c_excl) / n_L`` to the mean, so six independent
+  random layers (``c_excl ~ 0``) read 1/6 = 0.17, "WEAK", whatever the
+  weights. The seed's number is kept as ``mean_cos_to_anchor`` (a secondary
+  column), the verdict uses ``mean_cos_to_anchor_excl``. With a single layer
+  there is nothing to compare: ``untestable``.
 """
 
 from __future__ import annotations
@@ -71,8 +80,10 @@ __all__ = [
     "eigenspace_alignment",
     "random_pa_baseline",
     "qk_verdict",
+    "verdict_criteria",
     "layer_groups",
     "analyse_qk",
+    "verdict_table",
     "write_qk_exports",
     "load_qk_exports",
     "run_qk",
@@ -82,6 +93,8 @@ log = logging.getLogger(__name__)
 
 FACTORS = ("raw", "norm_folded")
 SIGN_KS = (2, 4, 8, 16, 32, 64, 128, 256)
+#: Seed-004 bands ``(lower bound, label, meaning)`` of the mean operator cosine to the anchor
+#: (anchor excluded); a value must exceed the bound.
 VERDICT_BANDS = ((0.9, "STRONG", "same operator up to a scalar across all layers"),
                  (0.5, "MEDIUM", "substantial shared operator with layer-specific drift"),
                  (0.1, "WEAK", "some alignment, far from a single-operator picture"),
@@ -273,8 +286,20 @@ def random_pa_baseline(k: int, d: int, draws: int = 20, seed: int = 0) -> float:
     return float(np.mean(vals))
 
 
+def verdict_criteria() -> str:
+    """The bands of :data:`VERDICT_BANDS` as one line (the ``criteria`` column and the captions)."""
+    parts = [f"{label} > {lo:g}" for lo, label, _ in VERDICT_BANDS if np.isfinite(lo)]
+    return (", ".join(parts) + f", else {VERDICT_BANDS[-1][1]}; on the mean head-mean operator cosine "
+            "to the anchor over the other layers (anchor's self-cosine excluded)")
+
+
 def qk_verdict(mean_cos_to_anchor: float) -> tuple[str, str]:
-    """Seed band of the mean operator cosine to the anchor: (label, sentence)."""
+    """Seed band of the mean operator cosine to the anchor: (label, sentence).
+
+    ``NaN`` (no layer besides the anchor) gives ``("untestable", ...)``.
+    """
+    if not np.isfinite(mean_cos_to_anchor):
+        return "untestable", "a single layer has no other layer to compare with"
     for lo, label, text in VERDICT_BANDS:
         if mean_cos_to_anchor > lo:
             return label, text
@@ -313,8 +338,9 @@ def analyse_qk(layer_factors, anchor: int = -1, topk: int | None = None) -> dict
         ``residual_of_mean`` (L,), ``sym_eigs`` (L, H, 2 d_head),
         ``eig_dirs`` (L, H, topk, d), ``frac_positive`` (L,), ``sign`` {k: (L, H)},
         ``alignment`` (:func:`eigenspace_alignment`), ``mean_cos_to_anchor``
-        (all layers, anchor included, as the seed), ``mean_cos_to_anchor_excl``,
-        ``adjacent_mean``, ``verdict``, ``verdict_text``, ``pa_mean_cos_excl``
+        (all layers, anchor included, as the seed writes it), ``mean_cos_to_anchor_excl``
+        (anchor excluded: the verdict's statistic), ``adjacent_mean``, ``verdict``,
+        ``verdict_text`` (:func:`qk_verdict` of the anchor-excluded mean), ``pa_mean_cos_excl``
         (mean principal-angle cosine to the anchor, anchor excluded) and
         ``pa_random_baseline`` (:func:`random_pa_baseline` for topk, d).
     """
@@ -346,7 +372,8 @@ def analyse_qk(layer_factors, anchor: int = -1, topk: int | None = None) -> dict
     align = eigenspace_alignment(eig_dirs, a)
     mean_to_anchor = float(to_anchor.mean())
     others = np.delete(to_anchor, a)
-    label, text = qk_verdict(mean_to_anchor)
+    mean_excl = float(others.mean()) if others.size else float("nan")
+    label, text = qk_verdict(mean_excl)
     adj = np.array([cos[L, L + 1] for L in range(nL - 1)])
     pa_excl = np.delete(align["mean_cos"].mean(axis=1), a)
     return {
@@ -357,7 +384,7 @@ def analyse_qk(layer_factors, anchor: int = -1, topk: int | None = None) -> dict
         "residual_of_mean": np.sqrt(np.clip(1 - to_anchor**2, 0, 1)),
         "sym_eigs": sym_eigs, "eig_dirs": eig_dirs, "frac_positive": frac_pos, "sign": sign,
         "alignment": align, "mean_cos_to_anchor": mean_to_anchor,
-        "mean_cos_to_anchor_excl": float(others.mean()) if others.size else float("nan"),
+        "mean_cos_to_anchor_excl": mean_excl,
         "verdict": label, "verdict_text": text,
         "pa_mean_cos_excl": float(pa_excl.mean()) if pa_excl.size else float("nan"),
         "pa_random_baseline": random_pa_baseline(topk, d) if topk < d else 1.0,
@@ -430,13 +457,27 @@ def _plot_heatmap(res: dict, stem: Path, model_name: str, factors: str) -> None:
     ax.set_xlabel("layer L'")
     ax.set_ylabel("layer L")
     ax.set_title(f"{model_name}: cos(g_L, g_L') of QK operators ({factors})\n"
-                 f"mean to anchor L={res['anchor']}: {res['mean_cos_to_anchor']:+.3f} -> {res['verdict']}",
+                 f"mean to anchor L={res['anchor']} (anchor excluded): "
+                 f"{res['mean_cos_to_anchor_excl']:+.3f} -> {res['verdict']}",
                  fontsize=9)
     save_figure(fig, stem)
 
 
+def verdict_table(res: dict, model_name: str, factors: str):
+    """One-row verdict table: the statistic, the seed's anchor-included number, label and criteria."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "model": model_name, "factors": factors, "num_layers": res["num_layers"], "anchor": res["anchor"],
+        "mean_cos_to_anchor_excl": res["mean_cos_to_anchor_excl"],
+        "mean_cos_to_anchor_incl": res["mean_cos_to_anchor"],
+        "band_if_anchor_included": qk_verdict(res["mean_cos_to_anchor"])[0],
+        "adjacent_mean": res["adjacent_mean"], "verdict": res["verdict"], "criteria": verdict_criteria(),
+    }])
+
+
 def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, topk: int | None = None,
-           factors: str = "raw", device: str = "cpu") -> dict:
+           factors: str = "raw", device: str = "cpu", verdict_tsv=None) -> dict:
     """Seed-004 QK-operator analysis of a prepared model folder.
 
     Parameters
@@ -447,6 +488,7 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
     anchor : int -- anchor layer, negative from the end (default last)
     topk : int, optional -- eigenvectors kept per head (default ``min(32, 2 d_head)``)
     factors : {"raw", "norm_folded"} -- see :func:`qk_factors`
+    verdict_tsv : path, optional -- the verdict table (default ``out_dir/qk_verdict.tsv``)
 
     Files written
     -------------
@@ -454,7 +496,8 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
     ``out_dir/qk_anchor.tsv`` + ``.md`` (per layer: cos_to_anchor, T_opt,
     residual, residual_of_mean, frac_positive, pa_mean_cos, pa_min_cos,
     top1_overlap), ``out_dir/qk_sign_agreement.tsv`` + ``.md`` (k,
-    mean_agree, early, mid, late), ``out_dir/qk_verdict.md``,
+    mean_agree, early, mid, late), ``out_dir/qk_verdict.md``, ``verdict_tsv``
+    (:func:`verdict_table`),
     ``out_dir/{model_name}-grams.json``, ``out_dir/{model_name}-grams-eigdirs.pt``,
     ``figures_dir/qk_cos_heatmap.pdf`` + ``.png``.
 
@@ -486,6 +529,7 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
         "sign": out_dir / "qk_sign_agreement.tsv",
         "sign_md": out_dir / "qk_sign_agreement.md",
         "verdict": out_dir / "qk_verdict.md",
+        "verdict_tsv": Path(verdict_tsv) if verdict_tsv is not None else out_dir / "qk_verdict.tsv",
         "figure_pdf": figures_dir / "qk_cos_heatmap.pdf",
         "figure_png": figures_dir / "qk_cos_heatmap.png",
     }
@@ -522,10 +566,11 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
         f"{nL} layers, {res['num_heads']} heads, d_head = {res['head_dim']}, d = {res['hidden_size']}; "
         f"factors = {factors}; anchor layer {a}.",
         "",
-        f"- mean operator cosine to the anchor (all layers, anchor included, as seed 004): "
-        f"**{res['mean_cos_to_anchor']:+.4f}**",
-        f"- same, anchor excluded: {res['mean_cos_to_anchor_excl']:+.4f} "
-        f"(band: {qk_verdict(res['mean_cos_to_anchor_excl'])[0]})",
+        f"- mean operator cosine to the anchor (anchor excluded; the verdict's statistic): "
+        f"**{res['mean_cos_to_anchor_excl']:+.4f}**",
+        f"- same with the anchor's self-cosine of 1 included, as seed 004 writes it: "
+        f"{res['mean_cos_to_anchor']:+.4f} (band: {qk_verdict(res['mean_cos_to_anchor'])[0]}; biased upwards "
+        f"by (1 − mean) / {nL})",
         f"- mean operator cosine of adjacent layers: {res['adjacent_mean']:+.4f}",
         f"- mean principal-angle cosine of top-{res['topk']} eigen-subspaces to the anchor (anchor excluded): "
         f"{res['pa_mean_cos_excl']:.4f} (Haar-random subspaces: {res['pa_random_baseline']:.4f})",
@@ -535,12 +580,13 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
         f"{res['frac_positive'].max():.3f} (0.5 is forced by Sylvester's law of inertia whenever "
         "[W_Q; W_K] has full rank 2 d_head ≤ d)",
         "",
-        "Bands: STRONG > 0.9, MEDIUM > 0.5, WEAK > 0.1, else REJECTED.",
+        f"Bands: {verdict_criteria()}.",
         "",
         f"**Verdict: {res['verdict']}** — {res['verdict_text']}.",
         "",
     ])
     write_text(files["verdict"], verdict_md)
+    write_table(verdict_table(res, model_name, factors), files["verdict_tsv"])
     json_path, pt_path = write_qk_exports(res, out_dir, model_name, factors)
     files["grams_json"], files["eigdirs_pt"] = json_path, pt_path
     _plot_heatmap(res, figures_dir / "qk_cos_heatmap", model_name, factors)

@@ -10,6 +10,9 @@
   ``proportion_confint``).
 * :func:`holm` — Holm step-down adjusted p-values across a grid of tests
   (statsmodels' ``multipletests(method="holm")``).
+* :func:`gmm_bimodality` — 2-component Gaussian mixture vs one Gaussian on a
+  1-D sample (EM, BIC gain, Ashman's D, the points of the lower component);
+  the one implementation, used by the ARD |Z| rule (:func:`zhunt.ard.z_size`).
 * :func:`mcnemar_exact` — exact McNemar test of two paired binary outcomes:
   with ``n01`` pairs where only the first is True and ``n10`` where only the
   second is, ``p = binomtest(n01, n01 + n10, 0.5)`` two-sided
@@ -19,12 +22,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
 __all__ = ["N_RESAMPLES", "CONFIDENCE", "SEED", "bootstrap_ci", "rate_ci", "binomial_ci", "holm",
-           "mcnemar_exact"]
+           "mcnemar_exact", "gmm_bimodality"]
 
 #: Default number of bootstrap resamples.
 N_RESAMPLES = 2000
@@ -190,3 +194,79 @@ def holm(pvalues) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out
+
+
+def _gauss_logpdf(x, mu, var):
+    return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
+
+
+def gmm_bimodality(x, n_iter: int = 500, tol: float = 1e-10) -> dict:
+    """Bimodality of a 1-D sample: 2-component Gaussian mixture vs one Gaussian (EM in numpy).
+
+    EM from three deterministic starts (means at the 10/90, 25/75 and 40/60
+    percentiles) keeps the best log-likelihood; variances are floored at
+    ``1e-6 var(x)``. ``BIC = -2 logL + p log n`` (p = 2 and 5).
+
+    Parameters
+    ----------
+    x : array-like of shape (n,)
+        E.g. ``log10 ell``.
+
+    Returns
+    -------
+    dict
+        ``bic_gain`` = BIC_1 - BIC_2 (> 0 favours two components),
+        ``ashman_d`` = sqrt(2) |mu_1 - mu_2| / sqrt(var_1 + var_2),
+        ``mu_low``, ``mu_high``, ``sd_low``, ``sd_high``, ``w_low``,
+        ``n_low`` (points with posterior > 1/2 for the lower-mean component),
+        ``low`` (bool mask of those points).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    n = len(x)
+    v = x.var()
+    nan = dict(bic_gain=0.0, ashman_d=0.0, mu_low=float(x.mean()) if n else math.nan, mu_high=math.nan,
+               sd_low=math.sqrt(v) if n else math.nan, sd_high=math.nan, w_low=1.0, n_low=0,
+               low=np.zeros(n, dtype=bool))
+    if n < 5 or v <= 1e-300:
+        return nan
+    floor = 1e-6 * v
+    ll1 = _gauss_logpdf(x, x.mean(), v).sum()
+    best = None
+    for qa, qb in ((10, 90), (25, 75), (40, 60)):
+        mu = np.percentile(x, [qa, qb]).astype(np.float64)
+        if mu[0] == mu[1]:
+            mu = mu + np.array([-1e-3, 1e-3]) * math.sqrt(v)
+        var = np.full(2, v / 4)
+        w = np.full(2, 0.5)
+        prev = -np.inf
+        for _ in range(n_iter):
+            lp = np.log(w)[None, :] + _gauss_logpdf(x[:, None], mu[None, :], var[None, :])
+            mx = lp.max(1, keepdims=True)
+            ll = float((mx[:, 0] + np.log(np.exp(lp - mx).sum(1))).sum())
+            r = np.exp(lp - mx)
+            r /= r.sum(1, keepdims=True)
+            nk = r.sum(0) + 1e-300
+            w = np.clip(nk / n, 1e-12, None)
+            mu = (r * x[:, None]).sum(0) / nk
+            var = np.maximum((r * (x[:, None] - mu[None, :]) ** 2).sum(0) / nk, floor)
+            if ll - prev < tol * max(1.0, abs(ll)):
+                break
+            prev = ll
+        lp = np.log(w)[None, :] + _gauss_logpdf(x[:, None], mu[None, :], var[None, :])
+        mx = lp.max(1, keepdims=True)
+        ll = float((mx[:, 0] + np.log(np.exp(lp - mx).sum(1))).sum())
+        if best is None or ll > best[0]:
+            post = np.exp(lp - mx)
+            post /= post.sum(1, keepdims=True)
+            best = (ll, mu.copy(), var.copy(), w.copy(), post)
+    ll2, mu, var, w, post = best
+    lo, hi = int(np.argmin(mu)), int(np.argmax(mu))
+    if lo == hi:
+        hi = 1 - lo
+    bic1 = -2 * ll1 + 2 * math.log(n)
+    bic2 = -2 * ll2 + 5 * math.log(n)
+    low = post[:, lo] > 0.5
+    return dict(bic_gain=float(bic1 - bic2),
+                ashman_d=float(math.sqrt(2) * abs(mu[hi] - mu[lo]) / math.sqrt(var[lo] + var[hi])),
+                mu_low=float(mu[lo]), mu_high=float(mu[hi]), sd_low=float(math.sqrt(var[lo])),
+                sd_high=float(math.sqrt(var[hi])), w_low=float(w[lo]), n_low=int(low.sum()), low=low)

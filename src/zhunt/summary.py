@@ -206,9 +206,15 @@ def _m_decomposition(root, model, wc):
     top = pooled.loc[pooled["R"].idxmax()]
     zd = pooled[pooled["label"] == "Z-dominated"]["layer"].astype(int).tolist()
     zp = pooled[pooled["label"] == "Z⊥-dominated"]["layer"].astype(int).tolist()
+    diff = R[(R["k"] == k) & (R["lang"] == "zh-en")]
+    zh_en = ""
+    if "p_holm" in R.columns and len(diff):
+        zh_en = "; zh − en (permutation test, Holm): " + (", ".join(
+            f"L{int(r['layer'])} {r['label']} (p = {_f(r['p_holm'], 2)})" for _, r in diff.iterrows()
+            if r["label"] != "no difference") or "no layer differs")
     return (f"k={int(k)}: max pooled R = {_f(top['R'])} at layer {int(top['layer'])} "
             f"({_f(top['enrichment'], 2)}x random); R > 1 at {int(pooled['R_gt_1'].astype(bool).sum())}/"
-            f"{len(pooled)} layers; Z-dominated layers {zd or 'none'}, Z⊥-dominated {zp or 'none'}")
+            f"{len(pooled)} layers; Z-dominated layers {zd or 'none'}, Z⊥-dominated {zp or 'none'}" + zh_en)
 
 
 def _ard_primary(root, model) -> int | None:
@@ -233,10 +239,18 @@ def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
 
 def _m_ard_size(root, model, wc):
     sel = _ard_rows(root, model).sort_values("layer")
-    col = "z_size_median" if "z_size_median" in sel.columns else "n_active_median"
+    col = "z_size" if "z_size" in sel.columns else "z_size_median"
     lam = sel["lambda"].iloc[0]
     return (f"well-posed objective, cold start, λ={_f(lam)}: size of Z = "
             + ", ".join(f"L{int(r['layer'])}: {int(r[col])}/{int(r['d'])}" for _, r in sel.iterrows()))
+
+
+def _m_ard_headline(root, model, wc):
+    h = _tsv(root / model / "ard/headline.tsv").iloc[0]
+    return (f"layer {int(h['layer'])} ({h['objective']}, {h['basis']}, {h['init']} start, λ={_f(h['lambda'])}): "
+            f"size of Z = {int(h['z_size'])}/{int(h['d'])} ({h['z_rule']}; half-data refit {int(h['z_size_fit'])}); "
+            f"held-out kernel separates {h['heldout_verdict']} (language p = {_f(h['p_language'], 2)}, "
+            f"problem p = {_f(h['p_problem'], 2)})")
 
 
 def _m_ard_spectrum(root, model, wc):
@@ -264,8 +278,9 @@ def _m_ard_layer(root, model, wc):
     t = _tsv(root / model / f"ard/L{layer}.tsv")
     sel = t[(t["objective"] == "wellposed") & (t["init"] == "cold") & (t["basis"] == "coord")]
     sel = sel if len(sel) else t
+    col = "z_size" if "z_size" in sel.columns else "n_active_median"
     return f"layer {layer}, well-posed cold start: size of Z " + ", ".join(
-        f"λ={_f(r['lambda'])}: {int(r['n_active_median'])}/{int(r['d'])}" for _, r in sel.iterrows())
+        f"λ={_f(r['lambda'])}: {int(r[col])}/{int(r['d'])}" for _, r in sel.iterrows())
 
 
 def _m_ard_heldout(root, model, wc):
@@ -380,9 +395,9 @@ def _m_families(root, model, wc):
 
 def _m_qk(root, model, wc):
     text = _text(root / model / "structure/qk_verdict.md")
-    cos = re.search(r"anchor \(all layers[^)]*\): \*\*([-+0-9.]+)\*\*", text)
+    cos = re.search(r"anchor \(anchor excluded[^)]*\): \*\*([-+0-9.]+)\*\*", text)
     return (f"verdict: {_md_verdict(root / model / 'structure/qk_verdict.md')}"
-            + (f"; mean operator cosine to the anchor {cos.group(1)}" if cos else ""))
+            + (f"; mean operator cosine to the anchor (anchor excluded) {cos.group(1)}" if cos else ""))
 
 
 def _m_snr(root, model, wc):
@@ -476,6 +491,7 @@ MEASURES: dict[str, Callable] = {
     "gram": _m_gram, "nn": _m_nn, "crossmap": _m_crossmap, "cointegration": _m_coint, "garch": _m_garch,
     "toy": _m_toy, "training": _m_training, "summary": _m_summary, "models": _m_models,
 }
+MEASURES["ard_headline"] = _m_ard_headline
 
 
 def measured(item: str, model: str | None = None, root: str | Path = "results", wildcards=None) -> str:
@@ -715,8 +731,13 @@ def headline(root: str | Path, model: str) -> dict:
         layer = _ard_primary(root, model)
         row = sel[sel["layer"] == layer].iloc[0] if layer is not None and (sel["layer"] == layer).any() \
             else sel.iloc[0]
-        col = "z_size_median" if "z_size_median" in sel.columns else "n_active_median"
-        return {"ard_layer": int(row["layer"]), "z_size": int(row[col]), "svd_ard_overlap": float(row["overlap_svd"])}
+        col = "z_size" if "z_size" in sel.columns else "z_size_median"
+        out = {"ard_layer": int(row["layer"]), "z_size": int(row[col]), "svd_ard_overlap": float(row["overlap_svd"])}
+        head = root / model / "ard/headline.tsv"
+        if head.exists():
+            h = _tsv(head).iloc[0]
+            out.update(ard_layer=int(h["layer"]), z_size=int(h["z_size"]))
+        return out
 
     def bridge():
         sel = _bridge_primary(root, model)

@@ -43,6 +43,7 @@ rule ard_summary:
         tsv=lambda wc: expand(
             "results/{{model}}/ard/L{layer}.tsv", layer=ard_layers(wc.model)
         ),
+        heldout="results/{model}/ard/heldout.tsv",
     output:
         table=report_table(
             "results/{model}/ard/summary",
@@ -50,6 +51,13 @@ rule ard_summary:
             "ard_summary",
             "ard_size",
             "ARD summary",
+        ),
+        headline=report_item(
+            "results/{model}/ard/headline.tsv",
+            "ard",
+            "ard_headline",
+            "ard_headline",
+            "headline size of Z",
         ),
         fig_size=report_figure(
             "results/{model}/figures/ard_z_size",
@@ -74,6 +82,8 @@ rule ard_summary:
         ),
     log:
         "logs/{model}/ard_summary.log",
+    benchmark:
+        "benchmarks/{model}/ard_summary.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1

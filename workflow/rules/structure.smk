@@ -29,6 +29,13 @@ rule weight_families:
             "families",
             "weight families verdict",
         ),
+        verdict_tsv=report_item(
+            "results/{model}/structure/families_verdict.tsv",
+            "structure",
+            "families",
+            "families",
+            "weight families against their null",
+        ),
         null_json="results/{model}/structure/{model}-null.json",
         aligned_json="results/{model}/structure/{model}-aligned.json",
         fig=report_figure(
@@ -88,6 +95,13 @@ rule qk_operators:
             "qk",
             "qk",
             "QK verdict",
+        ),
+        verdict_tsv=report_item(
+            "results/{model}/structure/qk_verdict.tsv",
+            "structure",
+            "qk",
+            "qk",
+            "QK verdict table",
         ),
         grams="results/{model}/structure/{model}-grams.json",
         eigdirs="results/{model}/structure/{model}-grams-eigdirs.pt",

@@ -15,6 +15,8 @@ def main(smk):
         smk.output.table[0],
         smk.output.table[1],
         Path(smk.output.fig_size[0]).parent,
+        heldout_tsv=smk.input.heldout,
+        out_headline=smk.output.headline,
     )
 
 

@@ -14,6 +14,7 @@ def main(smk):
         figures_dir=Path(smk.output.fig[0]).parent,
         anchor=smk.params.anchor,
         factors=smk.params.factors,
+        verdict_tsv=smk.output.verdict_tsv,
     )
 
 

@@ -13,6 +13,7 @@ def main(smk):
         out_dir=Path(smk.output.table).parent,
         figures_dir=Path(smk.output.fig[0]).parent,
         side=smk.params.side,
+        verdict_tsv=smk.output.verdict_tsv,
     )
 
 
