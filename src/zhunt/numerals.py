@@ -24,12 +24,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import math
+
 import numpy as np
 
-__all__ = ["TOKEN_SETS", "is_numeral_text", "numeral_token_ids", "store_numeral_ids"]
+__all__ = ["TOKEN_SETS", "DIGIT_CONFOUND_COLUMNS", "is_numeral_text", "numeral_token_ids",
+           "store_numeral_ids", "digit_confound_fractions"]
 
 #: Token sets a pooled analysis can run on: every non-special token, or the numeral-free set.
 TOKEN_SETS = ("all", "no_numerals")
+#: Value columns of a digit-confound table (Phase 2 and NN retrieval write the same shape).
+DIGIT_CONFOUND_COLUMNS = ("value", "value_embedding", "value_no_numerals", "value_embedding_no_numerals",
+                          "frac_beyond_embedding", "frac_without_numerals", "frac_both")
 
 
 def is_numeral_text(text: str) -> bool:
@@ -83,3 +89,30 @@ def store_numeral_ids(model_dir, store_path) -> np.ndarray:
         raise ZhuntError(str(folder), f"cannot load the tokenizer ({' '.join(str(exc).split())[:200]})") from None
     with ActivationStore(store_path) as store:
         return numeral_token_ids(tok, store.token_ids)
+
+
+def digit_confound_fractions(v: float, v_emb: float, v_nonum: float, v_emb_nonum: float) -> dict:
+    """How much of a signal survives the two digit-confound controls.
+
+    Parameters
+    ----------
+    v : float
+        The signal at the analysed site (every non-special token pooled), above its chance level.
+    v_emb : float
+        The same at hidden index 0 (embedding output: shared numerals, no computation).
+    v_nonum, v_emb_nonum : float
+        The same two with numeral tokens left out of the pooling.
+
+    Returns
+    -------
+    dict
+        ``frac_beyond_embedding = (v - v_emb) / v``, ``frac_without_numerals =
+        v_nonum / v`` and ``frac_both = (v_nonum - v_emb_nonum) / v`` (what is
+        left after both controls, as a fraction of the signal); NaN when ``v <= 0``
+        (no signal to explain). Values above 1 or below 0 are kept (a control can
+        raise the signal or reverse it).
+    """
+    if not np.isfinite(v) or v <= 0:
+        return {"frac_beyond_embedding": math.nan, "frac_without_numerals": math.nan, "frac_both": math.nan}
+    return {"frac_beyond_embedding": (v - v_emb) / v, "frac_without_numerals": v_nonum / v,
+            "frac_both": (v_nonum - v_emb_nonum) / v}

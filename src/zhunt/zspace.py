@@ -115,7 +115,7 @@ import pandas as pd
 
 from .errors import ZhuntError
 from .masks import MASK_KINDS, read_mask
-from .numerals import TOKEN_SETS
+from .numerals import TOKEN_SETS, digit_confound_fractions
 from .site import DEFAULT_SITE, check_site, hidden_index
 from .structure import energy_fraction
 from .subspace import canonical_signs, grassmann_similarity, project, project_complement, random_subspace
@@ -137,7 +137,6 @@ __all__ = [
     "phase2_sites",
     "phase2_streams",
     "digit_confound_phase2",
-    "digit_confound_fractions",
     "plot_phase2_heatmaps",
     "plot_datadriven",
     "run_phase2",
@@ -659,33 +658,6 @@ def phase2_streams(layer: int, sites: Sequence[str]) -> list[tuple[str, int]]:
 
 def _sep(ratio) -> float:
     return 1.0 - float(ratio)
-
-
-def digit_confound_fractions(v: float, v_emb: float, v_nonum: float, v_emb_nonum: float) -> dict:
-    """How much of a signal survives the two digit-confound controls.
-
-    Parameters
-    ----------
-    v : float
-        The signal at the analysed site (every non-special token pooled), above its chance level.
-    v_emb : float
-        The same at hidden index 0 (embedding output: shared numerals, no computation).
-    v_nonum, v_emb_nonum : float
-        The same two with numeral tokens left out of the pooling.
-
-    Returns
-    -------
-    dict
-        ``frac_beyond_embedding = (v - v_emb) / v``, ``frac_without_numerals =
-        v_nonum / v`` and ``frac_both = (v_nonum - v_emb_nonum) / v`` (what is
-        left after both controls, as a fraction of the signal); NaN when ``v <= 0``
-        (no signal to explain). Values above 1 or below 0 are kept (a control can
-        raise the signal or reverse it).
-    """
-    if not np.isfinite(v) or v <= 0:
-        return {"frac_beyond_embedding": math.nan, "frac_without_numerals": math.nan, "frac_both": math.nan}
-    return {"frac_beyond_embedding": (v - v_emb) / v, "frac_without_numerals": v_nonum / v,
-            "frac_both": (v_nonum - v_emb_nonum) / v}
 
 
 def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
