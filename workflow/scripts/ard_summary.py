@@ -15,6 +15,7 @@ def main(smk):
         smk.output.table[0],
         smk.output.table[1],
         Path(smk.output.fig_size[0]).parent,
+        site=smk.params.site,
     )
 
 
