@@ -1264,6 +1264,8 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         raise ZhuntError("theory.nn_threshold", f"must be in (0, 1], got {nn_threshold}")
     if pca_dim < 1:
         raise ZhuntError("theory.pca_dim", f"must be >= 1, got {pca_dim}")
+    if digit_tsv is not None and (numeral_ids is None or not len(layers)):
+        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids and layers")
     P = load_paired(store_path, pooling=pooling)
     L = P.num_layers
     if L < 2:
@@ -1405,8 +1407,6 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
     table(_with_site(cm, site, L), "crossmap")
     table(co, "cointegration", md=False)
     if digit_tsv is not None:
-        if digit.empty:
-            raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids and layers")
         write_table(digit, digit_tsv)
         files.append(Path(digit_tsv))
     files += plot_snr(snr, pair, model_name, fig_dir / "snr")

@@ -773,6 +773,8 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     t0 = time.perf_counter()
     kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     sites = phase2_sites(site, site_variants)
+    if digit_tsv is not None and numeral_ids is None:
+        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
     token_sets = list(TOKEN_SETS) if numeral_ids is not None else ["all"]
     with ActivationStore(store_path) as store:
         layers = _check_layers(store, layers, where)
@@ -848,8 +850,6 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
     files += [Path(summary_tsv), Path(summary_md)]
     if digit_tsv is not None:
-        if digit.empty:
-            raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
         write_table(digit, digit_tsv)
         files.append(Path(digit_tsv))
     primary = table[(table["site"] == sites[0]) & (table["tokens"] == "all")]
