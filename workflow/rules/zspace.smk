@@ -3,7 +3,8 @@
 
 rule phase2:
     """Seed 001 Phase 2: ratio_Z vs ratio_Z-perp, language/problem energy in Z vs random subspaces,
-    at every site, with the digit-confound references (embedding output, numeral-free pooling)."""
+    at every site, with the digit-confound references (embedding output, numeral-free pooling).
+    """
     input:
         store=lambda wc: activations_path(wc.model),
         masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
