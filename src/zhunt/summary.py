@@ -21,7 +21,9 @@ Conventions read from the producers: the first row of ``patching/metrics.tsv``
 is the primary layer, alignment and direction (rows are written layer-major
 in config order) and the primary k is the largest k; the ``same`` source is
 the seed's design. The ARD primary layer is the one named in
-``ard/summary.md`` ("Lengthscale spectrum at layer N").
+``ard/summary.md`` ("Lengthscale spectrum at layer N"). Tables with a ``site`` column
+list the primary site (``study.site``) first; headlines read those rows. The digit confound
+(``zspace/digit_confound.tsv``, ``theory/digit_confound.tsv``) is read at the first layer.
 
 Missing or malformed inputs never raise from :func:`measured` (a report must
 still build while a stage is missing): the item then reads
