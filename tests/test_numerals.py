@@ -57,22 +57,19 @@ LANG_WORDS = {"en": np.arange(100, 130), "zh": np.arange(200, 230)}  # language-
 NUMERALS = np.arange(10, 40)                                         # shared numeral ids
 
 
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    """Every token's state (at every hidden index) is a fixed vector of its token id plus noise.
-    A problem = four numerals (shared by its en and zh prompts) and 3 words drawn at random from its
-    language's vocabulary (independently per prompt): problem identity is carried by numerals only."""
-    tmp = tmp_path_factory.mktemp("digits")
+def _write_planted(tmp, template=False):
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((300, D))
     meta, rows, toks, special = [], [[] for _ in range(L + 1)], [], []
     for i in range(N):
         nums = rng.choice(NUMERALS, 4, replace=False)
         for lang in ("en", "zh"):
-            ids = np.concatenate([[0], rng.choice(LANG_WORDS[lang], 3), nums])
+            words = LANG_WORDS[lang][:3] if template else rng.choice(LANG_WORDS[lang], 3)
+            ids = np.concatenate([[0], words, nums])
             meta.append({"prompt_id": f"p{i:02d}", "lang": lang, "length": len(ids)})
             for j in range(L + 1):
-                rows[j].append(emb[ids] + 0.05 * rng.standard_normal((len(ids), D)))
+                noise = 0.0 if template else 0.05
+                rows[j].append(emb[ids] + noise * rng.standard_normal((len(ids), D)))
             toks += ids.tolist()
             special += [True] + [False] * (len(ids) - 1)
     with StoreWriter(tmp / "acts.h5", num_layers=L, hidden_size=D, n_rows_total=len(toks)) as w:
@@ -80,6 +77,14 @@ def planted(tmp_path_factory):
     write_masks(tmp / "L1.h5", {"multihead": {"sigma": np.linspace(2, 1, D), "V": {4: random_subspace(4, D, 0)}}},
                 {"layer": 1})
     return tmp
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Every token's state (at every hidden index) is a fixed vector of its token id plus noise.
+    A problem = four numerals (shared by its en and zh prompts) and 3 words drawn at random from its
+    language's vocabulary (independently per prompt): problem identity is carried by numerals only."""
+    return _write_planted(tmp_path_factory.mktemp("digits"))
 
 
 def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
@@ -132,3 +137,19 @@ def test_digit_tables_need_numeral_ids(planted, tmp_path):
                    n_random=20, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
                    summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
                    digit_tsv=tmp_path / "d.tsv")
+
+
+def test_one_template_without_numerals_is_no_signal(tmp_path):
+    """A one-template prompt set without noise: numeral-free, every problem pools to the same vector
+    (ratio 0/0 or inf); the stage still runs and reads that as no signal."""
+    from zhunt.zspace import run_phase2
+
+    _write_planted(tmp_path, template=True)
+    res = run_phase2(tmp_path / "acts.h5", {1: tmp_path / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
+                     n_random=20, numeral_ids=NUMERALS, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
+                     summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
+                     digit_tsv=tmp_path / "d.tsv")
+    d = pd.read_csv(tmp_path / "d.tsv", sep="\t")
+    mean = d[(d["pooling"] == "mean") & (d["measure"] == "separation_full")].iloc[0]
+    assert mean["value"] > 0.2 and mean["value_no_numerals"] == 0 and mean["frac_both"] == 0
+    assert len(res["summary"]) > 0

@@ -1154,8 +1154,8 @@ def digit_confound_nn(nn: pd.DataFrame, pair, hidden_indices, n_problems: int, s
                       model: str = "") -> pd.DataFrame:
     """Digit-confound rows of the NN-retrieval table (both directions of ``pair``, space ``h``).
 
-    The signal is the retrieval accuracy above chance, ``accuracy - 1 / N``
-    (``N`` problems). Per hidden index ``j`` of ``hidden_indices``: the value
+    The signal is the retrieval accuracy above chance, ``max(accuracy - 1 / N, 0)``
+    (``N`` problems; below chance is no signal). Per hidden index ``j`` of ``hidden_indices``: the value
     with every token (``value``), at ``j = 0`` (``value_embedding``), both
     numeral-free (``tokens = no_numerals`` rows of ``nn``) and
     :func:`zhunt.numerals.digit_confound_fractions`.
@@ -1167,7 +1167,7 @@ def digit_confound_nn(nn: pd.DataFrame, pair, hidden_indices, n_problems: int, s
     rows = []
     for j in sorted({int(x) for x in hidden_indices}):
         for a, b in (tuple(pair), tuple(pair)[::-1]):
-            vals = [float(acc[(tok, a, b, jj)]) - chance
+            vals = [max(float(acc[(tok, a, b, jj)]) - chance, 0.0)
                     for tok, jj in (("all", j), ("all", 0), ("no_numerals", j), ("no_numerals", 0))]
             rows.append({"model": model, "stage": "nn_retrieval", "site": site, "hidden_index": j,
                          "layer": site_layer([j], site, num_layers)[0], "src_lang": a, "tgt_lang": b,

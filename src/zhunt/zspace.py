@@ -340,7 +340,7 @@ class PairDeltas:
     @property
     def ratio_full(self) -> float:
         """Phase 2 ratio in the whole space, ``mean ||δ_i|| / mean ||ω||``."""
-        return float(np.sqrt(self.cross_sq).mean() / np.sqrt(self.within_sq).mean())
+        return _safe_div(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
 
     def sq_norms_in(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared norms of the deltas' projections onto the span of orthonormal rows ``W`` (k, d).
@@ -526,7 +526,9 @@ def phase2_summary(table: pd.DataFrame) -> pd.DataFrame:
         groups += [("all", kind, g) for kind, g in tp.groupby("kind", sort=False)]
         groups += [(int(l), kind, g) for (l, kind), g in tp.groupby(["layer", "kind"], sort=True)]
         for layer, kind, g in groups:
-            best = g.loc[g["rel"].idxmin()]
+            # no finite ratio at all (e.g. numeral-free pooling at the embedding of a one-template prompt
+            # set: every problem pools to the same vector): the first row stands in, its ratios NaN / inf
+            best = g.loc[g["rel"].idxmin()] if g["rel"].notna().any() else g.iloc[0]
             vanish = _vanish_k(g, "E_lang_Z", "E_lang_rand")
             vanish_spec = _vanish_k(g, "E_lang_over_prob_Z", "E_lang_over_prob_rand")
             rows.append({
@@ -603,7 +605,7 @@ def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:
             sel = table[(table["kind"] == kind) & (table["pooling"] == pooling)]
             for _, r in sel.iterrows():
                 i, jj = layers.index(r["layer"]), ks.index(r["k"])
-                M[i, jj] = r["ratio_Z"] / r["ratio_Zperp"]
+                M[i, jj] = _safe_div(r["ratio_Z"], r["ratio_Zperp"])
                 star[i, jj] = r["ratio_Z"] < r["ratio_rand_lo"]
             im = ax.imshow(M, cmap="RdBu_r", norm=norm, origin="lower", aspect="auto", interpolation="nearest")
             for i in range(len(layers)):
@@ -657,15 +659,18 @@ def phase2_streams(layer: int, sites: Sequence[str]) -> list[tuple[str, int]]:
 
 
 def _sep(ratio) -> float:
-    return 1.0 - float(ratio)
+    """Separation above chance, ``max(1 - ratio, 0)`` (a ratio above 1 is no same-problem closeness)."""
+    r = float(ratio)
+    return max(1.0 - r, SEPARATION_CHANCE) if np.isfinite(r) else (SEPARATION_CHANCE if r > 0 else math.nan)
 
 
 def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
     """Digit-confound rows of a Phase 2 table (one per real site, layer, k, kind, pooling and measure).
 
-    The signal is the separation ``1 - ratio`` (chance :data:`SEPARATION_CHANCE`:
-    same-problem pairs across languages no closer than two problems within a
-    language), of the whole space (``measure = separation_full``) and of Z
+    The signal is the separation ``max(1 - ratio, 0)`` (chance
+    :data:`SEPARATION_CHANCE`: same-problem pairs across languages no closer
+    than two problems within a language; a ratio above 1, or an infinite one
+    where every problem pools to the same vector, is no signal), of the whole space (``measure = separation_full``) and of Z
     (``separation_Z``). Each row gives the value at the site with every token
     (``value``), at hidden index 0 (``value_embedding``), both numeral-free
     (``value_no_numerals``, ``value_embedding_no_numerals``) and
