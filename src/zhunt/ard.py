@@ -1147,6 +1147,7 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
     dict
         ``files``, ``table``, ``fit`` (the :class:`ArdFit`).
     """
+    from .site import hidden_index
     from .store import ActivationStore
 
     V_Z = read_mask(mask_path, kind, int(k_warm))
@@ -1180,7 +1181,7 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
             obs, null = permutation_mmd2(a, b, le, n_permutations=n_permutations, seed=seed + 1 + ti, device=dev)
             T, Tb = obs.mean(), null.mean(axis=1)
             p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
-            rows.append(dict(site=site, hidden_index=int(layer) if site == "input" else int(layer) + 1,
+            rows.append(dict(site=site, hidden_index=hidden_index(int(layer), site),
                              model=model_name, layer=int(layer), **{"lambda": float(lam)}, objective=objective,
                              init=init, basis=basis, kernel=kernel, test=name, statistic=float(T),
                              null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
