@@ -153,3 +153,30 @@ def test_one_template_without_numerals_is_no_signal(tmp_path):
     mean = d[(d["pooling"] == "mean") & (d["measure"] == "separation_full")].iloc[0]
     assert mean["value"] > 0.2 and mean["value_no_numerals"] == 0 and mean["frac_both"] == 0
     assert len(res["summary"]) > 0
+
+
+def test_summary_reads_the_digit_tables(planted, tmp_path):
+    """The summary states the surviving fraction per stage from the two digit-confound TSVs."""
+    import shutil
+
+    from zhunt.summary import headline, measured
+    from zhunt.theory import run_theory
+    from zhunt.zspace import run_phase2
+
+    base = tmp_path / "results" / "m"
+    (base / "zspace").mkdir(parents=True)
+    run_phase2(planted / "acts.h5", {1: planted / "L1.h5"}, "m", [1], [4], kinds=("multihead",), n_random=20,
+               numeral_ids=NUMERALS, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
+               summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
+               digit_tsv=base / "zspace/digit_confound.tsv")
+    run_theory(planted / "acts.h5", "m", tmp_path / "th", tmp_path / "fig", pca_dim=4, n_folds=2, layers=[1],
+               numeral_ids=NUMERALS, digit_tsv=tmp_path / "th/digit_confound.tsv")
+    (base / "theory").mkdir()
+    shutil.copy(tmp_path / "th/digit_confound.tsv", base / "theory/digit_confound.tsv")
+    text = measured("digit_confound", "m", tmp_path / "results")
+    assert "Phase 2 separation" in text and "NN retrieval zh→en" in text and "surviving both controls" in text
+    h = headline(tmp_path / "results", "m")
+    p2 = pd.read_csv(base / "zspace/digit_confound.tsv", sep="\t")
+    row = p2[(p2["measure"] == "separation_Z") & (p2["pooling"] == "mean")].iloc[0]
+    assert h["digit_phase2_frac_both"] == pytest.approx(row["frac_both"], nan_ok=True)
+    assert h["digit_nn_frac_both"] < 0.25
