@@ -174,9 +174,9 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
     (base / "theory").mkdir()
     shutil.copy(tmp_path / "th/digit_confound.tsv", base / "theory/digit_confound.tsv")
     text = measured("digit_confound", "m", tmp_path / "results")
-    assert "Phase 2 separation" in text and "NN retrieval zh→en" in text and "surviving both controls" in text
+    assert "Phase 2 advantage of Z" in text and "NN retrieval zh→en" in text and "surviving both controls" in text
     h = headline(tmp_path / "results", "m")
     p2 = pd.read_csv(base / "zspace/digit_confound.tsv", sep="\t")
-    row = p2[(p2["measure"] == "separation_Z") & (p2["pooling"] == "mean")].iloc[0]
+    row = p2[(p2["measure"] == "z_advantage") & (p2["pooling"] == "mean")].iloc[0]
     assert h["digit_phase2_frac_both"] == pytest.approx(row["frac_both"], nan_ok=True)
     assert h["digit_nn_frac_both"] < 0.25

@@ -320,11 +320,11 @@ def _m_datadriven(root, model, wc):
 
 
 def _digit_rows(root, model) -> dict:
-    """The digit-confound row shown per stage: primary site, first layer, mean pooling, Z at the
-    largest k (Phase 2) / the zh->en (first) direction (NN retrieval)."""
+    """The digit-confound row shown per stage: primary site, first layer, mean pooling, Z's advantage
+    over Z⊥ at the largest k (Phase 2) / the zh->en (first) direction (NN retrieval)."""
     out = {}
     p2 = _primary_site(_tsv(root / model / "zspace/digit_confound.tsv"))
-    sel = p2[(p2["measure"] == "separation_Z") & (p2["pooling"] == "mean") & (p2["kind"] == "multihead")]
+    sel = p2[(p2["measure"] == "z_advantage") & (p2["pooling"] == "mean") & (p2["kind"] == "multihead")]
     sel = sel[(sel["layer"] == sel["layer"].iloc[0]) & (sel["k"] == sel["k"].max())]
     out["phase2"] = sel.iloc[0]
     nn = _tsv(root / model / "theory/digit_confound.tsv")
@@ -335,7 +335,8 @@ def _digit_rows(root, model) -> dict:
 def _m_digit_confound(root, model, wc):
     parts = []
     for stage, r in _digit_rows(root, model).items():
-        what = (f"Phase 2 separation 1 − ratio_Z (L{int(r['layer'])}, k={int(r['k'])})" if stage == "phase2"
+        what = (f"Phase 2 advantage of Z over Z⊥, max(1 − ratio_Z/ratio_Z⊥, 0) (L{int(r['layer'])}, "
+                f"k={int(r['k'])})" if stage == "phase2"
                 else f"NN retrieval {r['src_lang']}→{r['tgt_lang']} accuracy above chance (hidden index "
                      f"{int(r['hidden_index'])})")
         parts.append(f"{what}: {_f(r['value'])} at site {r['site']}, {_f(r['value_embedding'])} at the embedding, "

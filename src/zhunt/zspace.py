@@ -664,14 +664,24 @@ def _sep(ratio) -> float:
     return max(1.0 - r, SEPARATION_CHANCE) if np.isfinite(r) else (SEPARATION_CHANCE if r > 0 else math.nan)
 
 
+#: The Phase 2 signals of the digit-confound table: measure -> the ratio whose ``max(1 - ratio, 0)`` it is.
+_DIGIT_MEASURES = {
+    "separation_full": lambda r: r["ratio_full"],
+    "separation_Z": lambda r: r["ratio_Z"],
+    "z_advantage": lambda r: _safe_div(r["ratio_Z"], r["ratio_Zperp"]),
+}
+
+
 def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
     """Digit-confound rows of a Phase 2 table (one per real site, layer, k, kind, pooling and measure).
 
     The signal is the separation ``max(1 - ratio, 0)`` (chance
     :data:`SEPARATION_CHANCE`: same-problem pairs across languages no closer
     than two problems within a language; a ratio above 1, or an infinite one
-    where every problem pools to the same vector, is no signal), of the whole space (``measure = separation_full``) and of Z
-    (``separation_Z``). Each row gives the value at the site with every token
+    where every problem pools to the same vector, is no signal), of the whole
+    space (``measure = separation_full``) and of Z (``separation_Z``), and the
+    seed's contrast, the advantage of Z over Z⊥ ``z_advantage = max(1 - ratio_Z
+    / ratio_Zperp, 0)`` (0: Z separates no better than Z⊥). Each row gives the value at the site with every token
     (``value``), at hidden index 0 (``value_embedding``), both numeral-free
     (``value_no_numerals``, ``value_embedding_no_numerals``) and
     :func:`digit_confound_fractions`. Empty when the table has no
@@ -684,8 +694,8 @@ def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
     rows = []
     for _, r in table[(table["site"] != EMBEDDING) & (table["tokens"] == "all")].iterrows():
         kk = tuple(r[c] for c in key)
-        for measure, col in (("separation_full", "ratio_full"), ("separation_Z", "ratio_Z")):
-            vals = [_sep(idx.loc[(site, tok, *kk), col]) for site, tok in
+        for measure, ratio in _DIGIT_MEASURES.items():
+            vals = [_sep(ratio(idx.loc[(site, tok, *kk)])) for site, tok in
                     ((r["site"], "all"), (EMBEDDING, "all"), (r["site"], "no_numerals"),
                      (EMBEDDING, "no_numerals"))]
             rows.append({"model": model, "stage": "phase2", "site": r["site"],
