@@ -340,8 +340,9 @@ def _m_digit_confound(root, model, wc):
                 else f"NN retrieval {r['src_lang']}→{r['tgt_lang']} accuracy above chance (hidden index "
                      f"{int(r['hidden_index'])})")
         parts.append(f"{what}: {_f(r['value'])} at site {r['site']}, {_f(r['value_embedding'])} at the embedding, "
-                     f"{_f(r['value_no_numerals'])} without numeral tokens; surviving both controls "
-                     f"{_pct(r['frac_both'])}")
+                     f"{_f(r['value_no_numerals'])} without numeral tokens; "
+                     + (f"surviving both controls {_pct(r['frac_both'])}" if r["value"] > 0
+                        else "no signal above chance at the site to explain"))
     return "; ".join(parts)
 
 
