@@ -224,7 +224,8 @@ def stage_files(tmp_path_factory):
 def test_run_ard_layer_files(stage_files):
     tmp, out = stage_files
     t = pd.read_csv(tmp / "L0.tsv", sep="\t")
-    assert list(t.columns) == TSV_COLUMNS
+    assert list(t.columns) == ["site", "hidden_index"] + TSV_COLUMNS
+    assert (t["site"] == "input").all() and (t["hidden_index"] == 0).all()  # layer 0 reads hidden index 0
     assert len(t) == 2 * 2 * 2 * 2  # lambda x init x objective x basis
     assert set(t["n_problems"]) == {16}
     with h5py.File(tmp / "L0.h5", "r") as f:
@@ -236,7 +237,7 @@ def test_run_ard_layer_files(stage_files):
                         assert g["lengthscale"].shape == (12,)
                         assert g["trajectory"].shape[1] == 12 and g["trajectory"].shape[0] >= 2
                         assert {"mmd_lang", "mmd_problem", "penalty", "steps", "converged"} <= set(g.attrs)
-        assert f.attrs["layer"] == 0 and f.attrs["hidden_index"] == 1
+        assert f.attrs["layer"] == 0 and f.attrs["hidden_index"] == 0 and f.attrs["site"] == "input"
     # the well-posed objective keeps the shared axes in both bases (the mask = the shared axes, so the
     # rotated basis's first 3 coordinates are the same axes); overlap with the SVD-Z is complete
     wp = t[(t["objective"] == "wellposed")]

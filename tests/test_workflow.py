@@ -81,7 +81,14 @@ def test_outputs_open_with_right_shapes(workdir):
     records = pd.read_csv(res / "behaviour/records.tsv", sep="\t")
     assert len(records) == 2 * n and set(records["lang"]) == {"en", "zh"}
     phase2 = pd.read_csv(res / "zspace/phase2.tsv", sep="\t")
-    assert len(phase2) == 2 * 2 * 2 * 2  # layers x k x kinds x poolings
+    # (input, output = the tiny config's site variant, embedding reference) x token sets x layers x k x kinds x poolings
+    assert len(phase2) == 3 * 2 * 2 * 2 * 2 * 2
+    assert list(dict.fromkeys(phase2["site"])) == ["input", "output", "embedding"]
+    p2in = phase2[phase2["site"] == "input"]
+    assert (p2in["hidden_index"] == p2in["layer"]).all()
+    for name in ("zspace/digit_confound.tsv", "theory/digit_confound.tsv"):
+        digits = pd.read_csv(res / name, sep="\t")
+        assert len(digits) > 0 and {"site", "hidden_index", "frac_both"} <= set(digits.columns), name
     patch = pd.read_csv(res / "patching/records.tsv", sep="\t")
     assert {"text", "extracted", "correct", "output_lang", "cjk_fraction", "condition"} <= set(patch.columns)
     assert len(list((res / "patching/tables").glob("*.md"))) == 2 * 2 * 2 * 2  # layers x k x alignments x sources
@@ -100,7 +107,8 @@ def test_outputs_open_with_right_shapes(workdir):
     assert (res / "theory/snr.tsv").exists() and (res / "theory/garch.tsv").exists()
     assert (workdir / "results/theory/toy_theorem.tsv").exists()
     ard = pd.read_csv(res / "ard/L2.tsv", sep="\t")
-    assert len(ard) == 2 * 2 * 2 * 2  # lambdas x inits x objectives x bases
+    assert len(ard) == 2 * 2 * 2 * 2 * 2  # sites x lambdas x inits x objectives x bases
+    assert ard.groupby("site")["hidden_index"].first().to_dict() == {"input": 2, "output": 3}
     with h5py.File(res / "ard/L2.h5") as f:
         assert f["wellposed/coord/warm/lambda0.01/lengthscale"].shape == (train["hidden_size"],)
     assert len(pd.read_csv(res / "ard/heldout.tsv", sep="\t")) > 0

@@ -139,9 +139,13 @@ def test_run_phase2(planted):
     res = run_phase2(store_path, masks, "planted", [1, 2], [4, 8], n_random=100, seed=0,
                      out_tsv=tmp / "p2.tsv", out_md=tmp / "p2.md", summary_tsv=tmp / "p2s.tsv",
                      summary_md=tmp / "p2s.md", fig_stem=tmp / "p2fig")
-    t = res["table"]
-    assert len(t) == 2 * 2 * 2 * 2
-    for col in ("layer", "k", "kind", "pooling", "ratio_Z", "ratio_Zperp", "ratio_rand_mean", "ratio_rand_lo",
+    full = res["table"]
+    assert len(full) == 2 * 2 * 2 * 2 * 2  # (input site + embedding reference) x layers x k x kinds x poolings
+    assert set(full["tokens"]) == {"all"} and res["digit"].empty  # no numeral ids given
+    assert_allclose(full.loc[full["site"] == "input", "hidden_index"], full.loc[full["site"] == "input", "layer"])
+    assert (full.loc[full["site"] == "embedding", "hidden_index"] == 0).all()
+    t = full[full["site"] == "input"]
+    for col in ("site", "hidden_index", "layer", "k", "kind", "pooling", "ratio_Z", "ratio_Zperp", "ratio_rand_mean", "ratio_rand_lo",
                 "ratio_rand_hi", "ratio_Z_percentile", "E_lang_Z", "E_lang_rand_mean", "E_lang_rand_lo",
                 "E_lang_rand_hi", "E_lang_chance", "E_lang_Z_over_chance", "E_prob_Z", "E_prob_rand_mean",
                 "E_prob_rand_lo", "E_prob_rand_hi", "E_prob_Z_over_chance", "Z_better"):
@@ -154,6 +158,7 @@ def test_run_phase2(planted):
     assert (t["E_lang_over_prob_rand_lo"] < 1).all() and (t["E_lang_over_prob_rand_hi"] > 1).all()
     assert_allclose(t["E_lang_chance"], t["k"] / D)
     s = res["summary"]
+    s = s[s["site"] == "input"]
     top = s[(s["layer"] == "all") & (s["kind"] == "all")].set_index("pooling")
     assert set(top.index) == {"mean", "last"}
     assert (top["n_configs"] == 8).all() and (top["n_Z_better"] >= 4).all()
@@ -164,7 +169,7 @@ def test_run_phase2(planted):
     for f in ("p2.tsv", "p2.md", "p2s.tsv", "p2s.md", "p2fig.pdf", "p2fig.png"):
         assert (tmp / f).is_file()
     back = pd.read_csv(tmp / "p2.tsv", sep="\t")
-    assert len(back) == len(t)
+    assert len(back) == len(full)
     assert "ratio_Z < ratio_Z⊥ in" in (tmp / "p2s.md").read_text()
 
 
@@ -192,6 +197,7 @@ def test_run_datadriven(planted):
                          seed=0, n_random=50, **outputs(tmp, "dd"))
     t = res["table"]
     assert len(t) == 2 * 2 * 2 * 2
+    assert (t["site"] == "input").all() and (t["hidden_index"] == t["layer"]).all()
     assert (t["r"] == 3).all() and (t["n_languages"] == 4).all()
     assert (t["ratio_Msperp"] < t["ratio_Ms"]).all()
     assert (t["ratio_Msperp_cv"] < t["ratio_Ms_cv"]).all()

@@ -2,7 +2,8 @@
 
 Data
 ----
-For decoder layer ``l`` (hidden index ``j = l + 1``, see ``docs/dev-contracts.md``)
+For decoder layer ``l`` (hidden index ``j = hidden_index(l, site)``, :mod:`zhunt.site`:
+``j = l`` at the default site ``input``, the stream layer ``l`` reads; ``l + 1`` at ``output``)
 and each of the ``N`` problems present in both languages, the token cloud of a
 prompt is its hidden states with special tokens (BOS, ...) removed:
 ``X_i^zh`` (T_zh^i, d) and ``X_i^en`` (T_en^i, d), ``T_zh^i != T_en^i`` allowed.
@@ -187,18 +188,20 @@ TSV_COLUMNS = ["model", "layer", "lambda", "init", "objective", "basis", "steps"
 
 
 # =========================================================================== data
-def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None):
+def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None, site: str = "input"):
     """Token clouds (special tokens removed) of the problems present in every language.
 
     Parameters
     ----------
     store : zhunt.store.ActivationStore
     layer : int
-        Decoder layer ``l``; its output is hidden index ``l + 1``.
+        Decoder layer ``l``, read at hidden index ``hidden_index(l, site)``.
     langs : sequence of str
     problem_ids : sequence of str, optional
         Subset (default: every prompt id present in all ``langs``, in the
         store's order for ``langs[0]``).
+    site : {"input", "output"}
+        :mod:`zhunt.site`.
 
     Returns
     -------
@@ -208,7 +211,9 @@ def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None):
     """
     if not 0 <= int(layer) < store.num_layers:
         raise ZhuntError(str(store.path), f"layer {layer} outside 0..{store.num_layers - 1}")
-    j = int(layer) + 1
+    from .site import hidden_index
+
+    j = hidden_index(int(layer), site)
     present = [set(store.prompt_ids(lang)) for lang in langs]
     ids = [p for p in store.prompt_ids(langs[0]) if all(p in s for s in present)]
     if problem_ids is not None:
@@ -646,9 +651,9 @@ def _run_key(objective, basis, init, lam) -> str:
 
 
 # =========================================================================== stage: one layer
-def _prepare_basis(store, layer, V_Z, basis, ids=None, seed=0, standardiser=None):
+def _prepare_basis(store, layer, V_Z, basis, ids=None, seed=0, standardiser=None, site="input"):
     """Clouds in ``basis``, the standardiser and z-energy; returns (ids, zh, en, std, z, B)."""
-    ids, clouds = load_token_clouds(store, layer, ("zh", "en"), ids)
+    ids, clouds = load_token_clouds(store, layer, ("zh", "en"), ids, site=site)
     B = rotation_basis(V_Z) if basis == "rotated" else None
     zh = [c.astype(np.float64) @ B.T if B is not None else c for c in clouds["zh"]]
     en = [c.astype(np.float64) @ B.T if B is not None else c for c in clouds["en"]]
@@ -671,8 +676,9 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                   min_steps: int = 500, max_steps: int = 1000, objectives=("seed", "wellposed"),
                   inits=("warm", "cold"), bases=("coord", "rotated"), k_warm: int = 50, out_h5=None,
                   out_tsv=None, seed: int = 0, device=None, kind: str = "multihead", gamma: float = 1.0,
-                  n_neg: int | None = 16, contrast: str = "cross") -> dict:
-    """Exp. C at one layer: the whole λ × init × objective × basis grid.
+                  n_neg: int | None = 16, contrast: str = "cross", site: str = "input",
+                  site_variants=()) -> dict:
+    """Exp. C at one layer: the whole λ × init × objective × basis grid, at each site.
 
     Parameters
     ----------
@@ -701,6 +707,10 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
         Mask kind (``multihead`` or ``head0``).
     gamma, n_neg, contrast
         Well-posed objective settings (:class:`ArdProblem`).
+    site, site_variants
+        The primary site and extra sites (:mod:`zhunt.site`): the whole grid
+        runs at each, the TSV has one block of rows per site (``site``,
+        ``hidden_index`` columns; the median threshold is per site).
 
     Returns
     -------
@@ -713,8 +723,10 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
     ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
     ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
     ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes (model,
-    layer, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma, n_neg, contrast).
-    ``out_tsv``: one row per run, columns :data:`TSV_COLUMNS`.
+    layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma, n_neg,
+    contrast) — all of the primary site; each variant site's runs and bases in the same layout
+    under ``sites/{site}/`` (attributes ``site``, ``hidden_index``).
+    ``out_tsv``: one row per (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
     """
     import h5py
 
@@ -728,36 +740,34 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
     lambdas = [float(x) for x in lambdas]
     if not lambdas or min(lambdas) <= 0:
         raise ZhuntError("ard.lambdas", f"need positive sparsity weights, got {lambdas}")
+    from .site import check_site, hidden_index
+
     t_start = time.perf_counter()
     V_Z = read_mask(mask_path, kind, int(k_warm))
     dev = resolve_device(device)
-    runs, prep = [], {}
+    sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
+    by_site = {}
     with ActivationStore(store_path) as store:
         if V_Z.shape[1] != store.hidden_size:
             raise ZhuntError(str(mask_path), f"mask width {V_Z.shape[1]} != hidden size {store.hidden_size}")
-        for basis in bases:
-            ids, zh, en, std, z, _ = _prepare_basis(store, layer, V_Z, basis, seed=seed)
-            prep[basis] = (std, z)
-            prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
-            for objective in objectives:
-                for init in inits:
-                    start = _init(init, z, std)
-                    for lam in lambdas:
-                        fit = fit_ard(prob, objective, lam, start, lr=lr, min_steps=min_steps,
-                                      max_steps=max_steps, seed=seed)
-                        log.info("L%d %s/%s/%s λ=%g: %d steps (%s), mmd_lang %.4g, mmd_problem %.4g, %.1fs",
-                                 layer, objective, basis, init, lam, fit.steps,
-                                 "converged" if fit.converged else "budget", fit.terms["mmd_lang"],
-                                 fit.terms["mmd_problem"], fit.seconds)
-                        runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
-        n_problems, d = len(ids), store.hidden_size
-    rows = _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm)
-    table = pd.DataFrame(rows, columns=TSV_COLUMNS)
+        for site_ in sites:
+            by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps,
+                                       max_steps, seed, dev, gamma, n_neg, contrast, site_)
+        n_problems, d = by_site[sites[0]][2], store.hidden_size
+    frames = []
+    for site_ in sites:
+        runs, prep, _ = by_site[site_]
+        t = pd.DataFrame(_run_rows(runs, prep, model_name, layer, n_problems, d, k_warm), columns=TSV_COLUMNS)
+        t.insert(0, "hidden_index", hidden_index(int(layer), site_))
+        t.insert(0, "site", site_)
+        frames.append(t)
+    table = pd.concat(frames, ignore_index=True)
     files = []
     if out_h5 is not None:
         with atomic_path(out_h5, suffix=".h5") as tmp:
             with h5py.File(tmp, "w") as f:
-                for key, val in dict(model=model_name, layer=int(layer), hidden_index=int(layer) + 1,
+                for key, val in dict(model=model_name, layer=int(layer), site=sites[0],
+                                     hidden_index=hidden_index(int(layer), sites[0]),
                                      n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr,
                                      min_steps=int(min_steps), max_steps=int(max_steps), gamma=gamma,
                                      n_neg=-1 if n_neg is None else int(n_neg), contrast=contrast,
@@ -766,32 +776,63 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                 f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
                                     "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
                                     "(rotated)")
-                for basis, (std, z) in prep.items():
-                    g = f.create_group(f"basis/{basis}")
-                    g.create_dataset("z_energy", data=z)
-                    g.create_dataset("mean", data=std.mean)
-                    g.create_dataset("std", data=std.std)
-                    g.attrs["sigma0"] = std.sigma0
-                for r in runs:
-                    fit = r["fit"]
-                    g = f.create_group(_run_key(r["objective"], r["basis"], r["init"], r["lam"]))
-                    g.create_dataset("lengthscale", data=np.exp(fit.log_ell))
-                    g.create_dataset("log_lengthscale", data=fit.log_ell)
-                    g.create_dataset("init_log_lengthscale", data=fit.init_log_ell)
-                    g.create_dataset("trajectory", data=fit.trajectory)
-                    g.create_dataset("trajectory_steps", data=fit.trajectory_steps)
-                    g.create_dataset("loss", data=fit.loss)
-                    for k, v in fit.terms.items():
-                        g.attrs[k] = v
-                    g.attrs["steps"] = fit.steps
-                    g.attrs["converged"] = fit.converged
-                    g.attrs["seconds"] = fit.seconds
-                    g.attrs["lambda"] = r["lam"]
+                for site_ in sites:
+                    g0 = f if site_ == sites[0] else f.create_group(f"sites/{site_}")
+                    g0.attrs["site"] = site_
+                    g0.attrs["hidden_index"] = hidden_index(int(layer), site_)
+                    _write_runs(g0, *by_site[site_][:2])
         files.append(str(out_h5))
     if out_tsv is not None:
         write_table(table, out_tsv)
         files.append(str(out_tsv))
     return {"files": files, "table": table, "seconds": time.perf_counter() - t_start}
+
+
+def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps, seed, dev, gamma,
+              n_neg, contrast, site):
+    """The λ × init × objective × basis grid at one site: ``(runs, prep, n_problems)``."""
+    runs, prep = [], {}
+    for basis in bases:
+        ids, zh, en, std, z, _ = _prepare_basis(store, layer, V_Z, basis, seed=seed, site=site)
+        prep[basis] = (std, z)
+        prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
+        for objective in objectives:
+            for init in inits:
+                start = _init(init, z, std)
+                for lam in lambdas:
+                    fit = fit_ard(prob, objective, lam, start, lr=lr, min_steps=min_steps,
+                                  max_steps=max_steps, seed=seed)
+                    log.info("L%d (%s) %s/%s/%s λ=%g: %d steps (%s), mmd_lang %.4g, mmd_problem %.4g, %.1fs",
+                             layer, site, objective, basis, init, lam, fit.steps,
+                             "converged" if fit.converged else "budget", fit.terms["mmd_lang"],
+                             fit.terms["mmd_problem"], fit.seconds)
+                    runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
+    return runs, prep, len(ids)
+
+
+def _write_runs(f, runs, prep) -> None:
+    """One site's bases and runs into the HDF5 group ``f`` (layout in :func:`run_ard_layer`)."""
+    for basis, (std, z) in prep.items():
+        g = f.create_group(f"basis/{basis}")
+        g.create_dataset("z_energy", data=z)
+        g.create_dataset("mean", data=std.mean)
+        g.create_dataset("std", data=std.std)
+        g.attrs["sigma0"] = std.sigma0
+    for r in runs:
+        fit = r["fit"]
+        g = f.create_group(_run_key(r["objective"], r["basis"], r["init"], r["lam"]))
+        g.create_dataset("lengthscale", data=np.exp(fit.log_ell))
+        g.create_dataset("log_lengthscale", data=fit.log_ell)
+        g.create_dataset("init_log_lengthscale", data=fit.init_log_ell)
+        g.create_dataset("trajectory", data=fit.trajectory)
+        g.create_dataset("trajectory_steps", data=fit.trajectory_steps)
+        g.create_dataset("loss", data=fit.loss)
+        for k, v in fit.terms.items():
+            g.attrs[k] = v
+        g.attrs["steps"] = fit.steps
+        g.attrs["converged"] = fit.converged
+        g.attrs["seconds"] = fit.seconds
+        g.attrs["lambda"] = r["lam"]
 
 
 def _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm) -> list[dict]:
@@ -918,7 +959,7 @@ def ard_headline(table: pd.DataFrame, heldout: pd.DataFrame, primary_layer: int,
 
 
 def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_tsv, out_md, fig_dir,
-                  heldout_tsv=None, out_headline=None) -> dict:
+                  heldout_tsv=None, out_headline=None, site: str | None = None) -> dict:
     """Exp. C summary over layers: |Z| vs layer, bimodality, SVD overlap, the seed objective's collapse.
 
     Parameters
@@ -939,6 +980,9 @@ def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_
     heldout_tsv, out_headline : path, optional
         :func:`run_heldout_test`'s table, and where to write :func:`ard_headline`
         (the headline |Z|, also at the top of ``out_md``); both or neither.
+    site : str, optional
+        The primary site (default: the first ``site`` in the TSVs): the summary
+        covers its rows only; variant sites stay in the per-layer TSVs.
 
     Returns
     -------
@@ -948,6 +992,8 @@ def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_
     """
     fig_dir = Path(fig_dir)
     per = pd.concat([pd.read_csv(p, sep="\t") for p in tsv_paths], ignore_index=True)
+    if "site" in per.columns:  # the summary is of the primary site (the run files' top level)
+        per = per[per["site"] == (site or per["site"].iloc[0])].reset_index(drop=True)
     runs = _read_runs(h5_paths)
     if primary_layer not in set(per["layer"]):
         raise ZhuntError("study.primary_layer", f"layer {primary_layer} is not among the ARD layers "
@@ -1150,8 +1196,8 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
                      objective: str = "wellposed", init: str = "warm", basis: str = "coord", k_warm: int = 50,
                      kind: str = "multihead", lr: float = 0.01, min_steps: int = 500, max_steps: int = 1000,
                      gamma: float = 1.0, n_neg: int | None = 16, contrast: str = "cross",
-                     n_permutations: int = 200, seed: int = 0, device=None) -> dict:
-    """Held-out two-sample tests with a learned ARD kernel (Liu et al. 2020 practice).
+                     n_permutations: int = 200, seed: int = 0, device=None, site: str = "input") -> dict:
+    """Held-out two-sample tests with a learned ARD kernel (Liu et al. 2020 practice), at one site.
 
     The problems are split in two halves (seeded). ``ell`` is fitted on the
     first half (:func:`fit_ard`; the standardisation too); on the second half
@@ -1181,18 +1227,21 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
     seed : int
         Seeds the split, the fit, the pairing and the permutations.
     device : str, optional
+    site : {"input", "output"}
+        Layer ``layer`` is read at ``hidden_index(layer, site)`` (the primary site only).
 
     Returns
     -------
     dict
         ``files``, ``table``, ``fit`` (the :class:`ArdFit`).
     """
+    from .site import hidden_index
     from .store import ActivationStore
 
     V_Z = read_mask(mask_path, kind, int(k_warm))
     dev = resolve_device(device)
     with ActivationStore(store_path) as store:
-        ids, _ = load_token_clouds(store, layer, ("zh", "en"))
+        ids, _ = load_token_clouds(store, layer, ("zh", "en"), site=site)
         if len(ids) < 6:
             raise ZhuntError(str(store_path), f"the held-out test needs at least 6 problems, found {len(ids)}")
         rng = np.random.default_rng(seed)
@@ -1200,11 +1249,12 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
         half = len(ids) // 2
         fit_ids = [ids[i] for i in sorted(perm[:half])]
         test_ids = [ids[i] for i in sorted(perm[half:])]
-        _, zh, en, std, z, B = _prepare_basis(store, layer, V_Z, basis, fit_ids, seed=seed)
+        _, zh, en, std, z, B = _prepare_basis(store, layer, V_Z, basis, fit_ids, seed=seed, site=site)
         prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
         fit = fit_ard(prob, objective, lam, _init(init, z, std), lr=lr, min_steps=min_steps,
                       max_steps=max_steps, seed=seed)
-        _, tzh, ten, _, _, _ = _prepare_basis(store, layer, V_Z, basis, test_ids, seed=seed, standardiser=std)
+        _, tzh, ten, _, _, _ = _prepare_basis(store, layer, V_Z, basis, test_ids, seed=seed, standardiser=std,
+                                              site=site)
     n = len(test_ids)
     shift = int(rng.integers(1, n))
     partner = (np.arange(n) + shift) % n
@@ -1220,7 +1270,8 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
             obs, null = permutation_mmd2(a, b, le, n_permutations=n_permutations, seed=seed + 1 + ti, device=dev)
             T, Tb = obs.mean(), null.mean(axis=1)
             p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
-            rows.append(dict(model=model_name, layer=int(layer), **{"lambda": float(lam)}, objective=objective,
+            rows.append(dict(site=site, hidden_index=hidden_index(int(layer), site),
+                             model=model_name, layer=int(layer), **{"lambda": float(lam)}, objective=objective,
                              init=init, basis=basis, kernel=kernel, test=name, statistic=float(T),
                              null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
                              p_value=float((1 + (Tb >= T).sum()) / (n_permutations + 1)),

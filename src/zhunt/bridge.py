@@ -2,7 +2,9 @@
 
 Data (seed 000, Experiment D)
 -----------------------------
-For decoder layer ``l`` (hidden index ``l + 1``), mask dimension ``k`` and the
+For decoder layer ``l`` (read at hidden index ``j = hidden_index(l, site)``,
+:mod:`zhunt.site`: ``j = l`` at the default site ``input``, ``l + 1`` at
+``output``; every row names its ``site`` and ``hidden_index``), mask dimension ``k`` and the
 ``N`` problems present in both languages, the Z-coordinates of the
 mean-pooled prompt vectors (special tokens excluded,
 :meth:`zhunt.store.ActivationStore.pooled`) are
@@ -374,7 +376,7 @@ def token_pairs(z_zh, z_en, maps, perm=None, direction: str = "en->zh") -> Group
 # =========================================================================== stage
 def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_tsv, out_md, fig_dir,
                n_permutations: int = 200, seed: int = 0, kind: str = "multihead", token_level: bool = True,
-               n_permutations_token: int | None = None) -> dict:
+               n_permutations_token: int | None = None, site: str = "input", site_variants=()) -> dict:
     """Exp. D: bridge maps between Chinese and English Z-coordinates, honest metrics and a null.
 
     Parameters
@@ -401,6 +403,9 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
         Also run the OT-aligned token-level variant.
     n_permutations_token : int, optional
         Shuffled pairings for the token-level null (default ``n_permutations``).
+    site, site_variants
+        The primary site and extra sites (:mod:`zhunt.site`); each site's rows
+        follow the primary's, in every table. The figures show the primary site.
 
     Returns
     -------
@@ -418,15 +423,18 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
     out_tsv = Path(out_tsv)
     stem = out_tsv.with_suffix("")
     n_perm_tok = n_permutations if n_permutations_token is None else int(n_permutations_token)
+    from .site import check_site, hidden_index
+
+    sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
     rows, spectra, nulls = [], [], []
     with ActivationStore(store_path) as store:
-        for layer in layers:
+        for site_, layer in ((st, l) for st in sites for l in layers):
             if layer not in mask_paths and str(layer) not in mask_paths:
                 raise ZhuntError("bridge.mask_paths", f"no mask file for layer {layer}")
             mpath = mask_paths.get(layer, mask_paths.get(str(layer)))
             if not 0 <= int(layer) < store.num_layers:
                 raise ZhuntError(str(store_path), f"layer {layer} outside 0..{store.num_layers - 1}")
-            j = int(layer) + 1
+            j = hidden_index(int(layer), site_)
             zh_ids, en_ids = store.prompt_ids("zh"), store.prompt_ids("en")
             ids = [p for p in zh_ids if p in set(en_ids)]
             if len(ids) < 3:
@@ -452,6 +460,7 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
                     X, Y = (Zz, Ze) if direction == "zh->en" else (Ze, Zz)
                     rng = np.random.default_rng([seed, int(layer), int(k), DIRECTIONS.index(direction)])
                     perms = [rng.permutation(N) for _ in range(n_permutations)]
+                    n0, s0, u0 = len(rows), len(spectra), len(nulls)
                     _emit(rows, spectra, nulls, model_name, layer, k, direction, "pooled",
                           GroupStats.from_rows(X, Y), lambda perm, X=X, Y=Y: GroupStats.from_rows(X, Y[perm]),
                           perms, N, N)
@@ -464,9 +473,13 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
                               lambda perm, zz=zz, ze=ze, direction=direction: token_pairs(zz, ze, maps, perm,
                                                                                          direction),
                               tperms, N, int(St.n.sum()))
-    table = pd.DataFrame(rows)
-    spectra_df = pd.DataFrame(spectra)
-    null_df = pd.DataFrame(nulls)
+                    for lst, start in ((rows, n0), (spectra, s0), (nulls, u0)):
+                        for r in lst[start:]:
+                            r.update(site=site_, hidden_index=j)
+    def front(df):  # site and hidden_index lead, in every table
+        return df[["site", "hidden_index"] + [c for c in df.columns if c not in ("site", "hidden_index")]]
+
+    table, spectra_df, null_df = front(pd.DataFrame(rows)), front(pd.DataFrame(spectra)), front(pd.DataFrame(nulls))
     files = []
     write_table(table, out_tsv, markdown=out_md)
     files += [str(out_tsv), str(out_md)]
@@ -475,9 +488,13 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
     write_table(null_df, nu_path)
     files += [str(sp_path), str(nu_path)]
     fig_dir = Path(fig_dir)
-    files += [str(p) for p in _plot_spectra(spectra_df, model_name, fig_dir / "bridge_spectra")]
-    files += [str(p) for p in _plot_loo(table, model_name, fig_dir / "bridge_loo_r2")]
-    files += [str(p) for p in _plot_null(table, null_df, model_name, fig_dir / "bridge_null")]
+    prim = sites[0]
+    title = f"{model_name} (site {prim})"
+    files += [str(p) for p in _plot_spectra(spectra_df[spectra_df["site"] == prim], title,
+                                            fig_dir / "bridge_spectra")]
+    files += [str(p) for p in _plot_loo(table[table["site"] == prim], title, fig_dir / "bridge_loo_r2")]
+    files += [str(p) for p in _plot_null(table[table["site"] == prim], null_df[null_df["site"] == prim], title,
+                                         fig_dir / "bridge_null")]
     return {"files": files, "table": table}
 
 

@@ -63,6 +63,14 @@ under each random subspace instead of Z) stays as context: it says whether Z
 separates the languages more than a random subspace does, not whether the
 difference is larger than the prompts' own variation, so it does not decide
 the label.
+
+Site (:mod:`zhunt.site`): the update of layer ``l`` is ``h_{l+1} - h_l``
+whatever the site, and the basis is the PRIMARY layer's Z, so the numbers do
+not depend on ``study.site`` and no site-variant rows are written (they would
+repeat these). The table still names the site and, in ``hidden_index``, the
+stream the basis belongs to: ``hidden_index(primary layer, site)``, the stream
+the primary layer's attention reads (at ``site = input``) from which its Z is
+built; ``basis_layer`` is that layer.
 """
 
 from __future__ import annotations
@@ -372,7 +380,8 @@ def _markdown(df: pd.DataFrame, model_name: str, mask_layer, n_random: int) -> s
 
 
 def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int], kind: str = "multihead",
-                      n_random: int = 100, seed: int = 0, *, out_tsv, out_md, fig_stem) -> dict:
+                      n_random: int = 100, seed: int = 0, *, out_tsv, out_md, fig_stem,
+                      site: str = "input") -> dict:
     """Experiment B stage: R(l) for every decoder layer, each language and pooled, every k.
 
     Parameters
@@ -390,6 +399,8 @@ def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int],
         Random subspaces of the baseline (>= 100 recommended).
     seed : int
     out_tsv, out_md, fig_stem : path
+    site : {"input", "output"}
+        Recorded with the basis's hidden index (see the module docstring: R does not depend on it).
 
     Returns
     -------
@@ -420,6 +431,16 @@ def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int],
             raise ZhuntError(str(mask_path), f"mask has d={V.shape[1]}, store has d={d}")
         frames.append(decompose(updates, langs, V, n_random=int(n_random), seed=seed, problem_ids=problem_ids))
     df = pd.concat(frames, ignore_index=True)
+    from .site import hidden_index
+
+    try:
+        basis_j = hidden_index(int(mask_layer), site)
+    except (TypeError, ValueError):
+        raise ZhuntError(str(mask_path), "mask file has no layer attribute (needed for the basis's hidden index)") \
+            from None
+    df.insert(0, "basis_layer", int(mask_layer))
+    df.insert(0, "hidden_index", basis_j)
+    df.insert(0, "site", site)
     write_table(df, out_tsv)
     write_text(out_md, _markdown(df, model_name, mask_layer, int(n_random)))
     plot_decomposition(df, fig_stem, title=f"{model_name}: R(l) with Z of layer {mask_layer}")

@@ -842,13 +842,36 @@ class ActivationStore:
         o, n = self._span(prompt_id, lang)
         return self.special[o:o + n]
 
-    def _pool(self, H: np.ndarray, sel: pd.DataFrame, pooling: str, exclude_special: bool) -> np.ndarray:
-        keep = ~self.special if exclude_special else np.ones(self.n_rows, dtype=bool)
+    def pool_mask(self, sel: pd.DataFrame | None = None, exclude_special: bool = True,
+                  exclude_ids=None) -> np.ndarray:
+        """Which rows a mean pooling uses: ``(n_rows,)`` bool.
+
+        A row is kept unless it is a special token (``exclude_special``) or its
+        token id is in ``exclude_ids`` (e.g. :func:`zhunt.numerals.numeral_token_ids`).
+        A prompt left with no row falls back to its non-special rows, and a
+        prompt of special tokens only to all its rows.
+        """
+        sel = self.prompts if sel is None else sel
+        base = ~self.special if exclude_special else np.ones(self.n_rows, dtype=bool)
+        keep = base.copy()
+        if exclude_ids is not None and len(exclude_ids):
+            keep &= ~np.isin(self.token_ids, np.asarray(exclude_ids, dtype=np.int64))
+        for o, n in zip(sel["offset"].to_numpy(), sel["length"].to_numpy()):
+            if not keep[o:o + n].any():
+                keep[o:o + n] = base[o:o + n] if base[o:o + n].any() else True
+        return keep
+
+    def _pool(self, H: np.ndarray, sel: pd.DataFrame, pooling: str, exclude_special: bool,
+              exclude_ids=None) -> np.ndarray:
+        keep = self.pool_mask(sel, exclude_special, exclude_ids)
         return pool_segments(H, sel["offset"].to_numpy(), sel["length"].to_numpy(), keep, pooling)
 
     def pooled(self, j: int, lang: str | None = None, pooling: str = "mean",
-               exclude_special: bool = True) -> np.ndarray:
-        """One vector per prompt at hidden-state index ``j``.
+               exclude_special: bool = True, exclude_ids=None) -> np.ndarray:
+        """One vector per prompt at hidden-state index ``j``: the one pooling primitive.
+
+        ``x_i = (1 / |T_i|) sum_{t in T_i} h_i[t]`` (``mean``) or ``h_i[max T_i]``
+        (``last``), ``T_i`` = the prompt's tokens kept by :meth:`pool_mask`.
 
         Parameters
         ----------
@@ -861,6 +884,10 @@ class ActivationStore:
         exclude_special : bool
             Ignore special tokens (BOS, EOS, ...) — their norms are outliers.
             A prompt made only of special tokens falls back to all its tokens.
+        exclude_ids : array-like of int, optional
+            Also ignore tokens with these ids (the numeral-free pooling passes
+            :func:`zhunt.numerals.numeral_token_ids`). A prompt with nothing
+            left falls back to its non-special tokens.
 
         Returns
         -------
@@ -871,18 +898,18 @@ class ActivationStore:
         if j not in self._stored:
             if pooling not in POOLINGS:
                 raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
-            if not exclude_special:
-                raise self._missing(j)  # only the non-special pooling is kept without rows
+            if not exclude_special or (exclude_ids is not None and len(exclude_ids)):
+                raise self._missing(j)  # only the default (non-special) pooling is kept without rows
             sel = self._select(lang)
             try:
                 P = self._f[pooled_name(pooling, j)][()]
             except OSError as exc:
                 raise self._error(f"reading {pooled_name(pooling, j)}: {_short(exc)}") from None
             return P[sel.index.to_numpy()]
-        return self._pool(self.hidden(j), self._select(lang), pooling, exclude_special)
+        return self._pool(self.hidden(j), self._select(lang), pooling, exclude_special, exclude_ids)
 
     def pooled_update(self, l: int, lang: str | None = None, pooling: str = "mean",
-                      exclude_special: bool = True) -> np.ndarray:
+                      exclude_special: bool = True, exclude_ids=None) -> np.ndarray:
         """Pooled update of decoder layer ``l``: ``pooled(l + 1) - pooled(l)``.
 
         Returns
@@ -892,8 +919,8 @@ class ActivationStore:
             pooling :meth:`updates`).
         """
         self._check_j(l, self.num_layers - 1)
-        return (self.pooled(l + 1, lang, pooling, exclude_special)
-                - self.pooled(l, lang, pooling, exclude_special))
+        return (self.pooled(l + 1, lang, pooling, exclude_special, exclude_ids)
+                - self.pooled(l, lang, pooling, exclude_special, exclude_ids))
 
 
 def _short(exc: BaseException) -> str:

@@ -21,7 +21,9 @@ Conventions read from the producers: the first row of ``patching/metrics.tsv``
 is the primary layer, alignment and direction (rows are written layer-major
 in config order) and the primary k is the largest k; the ``same`` source is
 the seed's design. The ARD primary layer is the one named in
-``ard/summary.md`` ("Lengthscale spectrum at layer N").
+``ard/summary.md`` ("Lengthscale spectrum at layer N"). Tables with a ``site`` column
+list the primary site (``study.site``) first; headlines read those rows. The digit confound
+(``zspace/digit_confound.tsv``, ``theory/digit_confound.tsv``) is read at the first layer.
 
 Missing or malformed inputs never raise from :func:`measured` (a report must
 still build while a stage is missing): the item then reads
@@ -275,7 +277,7 @@ def _m_ard_collapse(root, model, wc):
 
 def _m_ard_layer(root, model, wc):
     layer = int(getattr(wc, "layer"))
-    t = _tsv(root / model / f"ard/L{layer}.tsv")
+    t = _primary_site(_tsv(root / model / f"ard/L{layer}.tsv"))
     sel = t[(t["objective"] == "wellposed") & (t["init"] == "cold") & (t["basis"] == "coord")]
     sel = sel if len(sel) else t
     col = "z_size" if "z_size" in sel.columns else "n_active_median"
@@ -290,8 +292,13 @@ def _m_ard_heldout(root, model, wc):
     return f"layer {int(t['layer'].iloc[0])}, held-out permutation tests: " + "; ".join(parts)
 
 
+def _primary_site(t: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a table's primary site (its first rows' ``site``; producers write it first)."""
+    return t[t["site"] == t["site"].iloc[0]] if "site" in t.columns and len(t) else t
+
+
 def _bridge_primary(root, model) -> pd.Series:
-    b = _tsv(root / model / "bridge/bridge.tsv")
+    b = _primary_site(_tsv(root / model / "bridge/bridge.tsv"))
     first = b.iloc[0]
     sel = b[(b["layer"] == first["layer"]) & (b["direction"] == first["direction"]) & (b["level"] == "pooled")]
     return sel
@@ -324,7 +331,8 @@ def _m_behaviour(root, model, wc):
 
 
 def _m_phase2(root, model, wc):
-    s = _tsv(root / model / "zspace/phase2_summary.tsv")
+    s = _primary_site(_tsv(root / model / "zspace/phase2_summary.tsv"))
+    s = s[s["tokens"] == "all"] if "tokens" in s.columns else s
 
     def row(pooling):
         r = s[(s["pooling"] == pooling) & (s["layer"].astype(str) == "all") & (s["kind"] == "all")]
@@ -343,12 +351,39 @@ def _m_phase2(root, model, wc):
 
 
 def _m_datadriven(root, model, wc):
-    t = _tsv(root / model / "zspace/datadriven.tsv")
+    t = _primary_site(_tsv(root / model / "zspace/datadriven.tsv"))
     sel = t[(t["pooling"] == "mean") & (t["kind"] == "multihead")] if "kind" in t else t
     sel = sel if len(sel) else t
     v = sel["E_Ms_in_Z_over_chance"]
     return (f"energy of the data-driven language subspace inside Z: {_f(v.min(), 2)}–{_f(v.max(), 2)}x chance "
             f"(mean pooling, {len(sel)} layer×k rows)")
+
+
+def _digit_rows(root, model) -> dict:
+    """The digit-confound row shown per stage: primary site, first layer, mean pooling, Z's advantage
+    over Z⊥ at the largest k (Phase 2) / the zh->en (first) direction (NN retrieval)."""
+    out = {}
+    p2 = _primary_site(_tsv(root / model / "zspace/digit_confound.tsv"))
+    sel = p2[(p2["measure"] == "z_advantage") & (p2["pooling"] == "mean") & (p2["kind"] == "multihead")]
+    sel = sel[(sel["layer"] == sel["layer"].iloc[0]) & (sel["k"] == sel["k"].max())]
+    out["phase2"] = sel.iloc[0]
+    nn = _tsv(root / model / "theory/digit_confound.tsv")
+    out["nn_retrieval"] = nn.iloc[0]
+    return out
+
+
+def _m_digit_confound(root, model, wc):
+    parts = []
+    for stage, r in _digit_rows(root, model).items():
+        what = (f"Phase 2 advantage of Z over Z⊥, max(1 − ratio_Z/ratio_Z⊥, 0) (L{int(r['layer'])}, "
+                f"k={int(r['k'])})" if stage == "phase2"
+                else f"NN retrieval {r['src_lang']}→{r['tgt_lang']} accuracy above chance (hidden index "
+                     f"{int(r['hidden_index'])})")
+        parts.append(f"{what}: {_f(r['value'])} at site {r['site']}, {_f(r['value_embedding'])} at the embedding, "
+                     f"{_f(r['value_no_numerals'])} without numeral tokens; "
+                     + (f"surviving both controls {_pct(r['frac_both'])}" if r["value"] > 0
+                        else "no signal above chance at the site to explain"))
+    return "; ".join(parts)
 
 
 def _m_structure_rank(root, model, wc):
@@ -486,6 +521,7 @@ MEASURES: dict[str, Callable] = {
     "ard_size": _m_ard_size, "ard_spectrum": _m_ard_spectrum, "ard_collapse": _m_ard_collapse,
     "ard_layer": _m_ard_layer, "ard_heldout": _m_ard_heldout, "bridge": _m_bridge,
     "bridge_spectra": _m_bridge_spectra, "behaviour": _m_behaviour, "phase2": _m_phase2,
+    "digit_confound": _m_digit_confound,
     "datadriven": _m_datadriven, "effective_rank": _m_structure_rank, "grassmann": _m_grassmann,
     "ffn": _m_ffn, "phases": _m_phases, "families": _m_families, "qk": _m_qk, "snr": _m_snr,
     "gram": _m_gram, "nn": _m_nn, "crossmap": _m_crossmap, "cointegration": _m_coint, "garch": _m_garch,
@@ -753,7 +789,12 @@ def headline(root: str | Path, model: str) -> dict:
         return {"interchange_verdict": verdict, "iia_z": float(prim.loc["z", "iia"]),
                 "iia_random_matched": float(prim.loc["random_matched", "iia"]), "npe_z": float(prim.loc["z", "npe"])}
 
-    for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange):
+    def digits():
+        rows = _digit_rows(root, model)
+        return {"digit_phase2_frac_both": float(rows["phase2"]["frac_both"]),
+                "digit_nn_frac_both": float(rows["nn_retrieval"]["frac_both"])}
+
+    for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange, digits):
         put(fn)
     out["tiers"] = _tiers(checklist(root, model))
     return out
@@ -817,6 +858,7 @@ def model_page(root: str | Path, model: str, checks: Sequence[Check], head: Mapp
              ("Exp. D bridge", "bridge", "figures/bridge_loo_r2.png"),
              ("Phase 0 behaviour", "behaviour", "figures/behaviour_accuracy.png"),
              ("Phase 2 projection", "phase2", "figures/phase2_heatmap.png"),
+             ("Digit confound", "digit_confound", "zspace/digit_confound.tsv"),
              ("Structure: phases", "phases", "figures/phases.png")]
     meas = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(measured(key, model, root))}</td>"
                    f"<td>{_link(href, f'results/{model}/{art}')}</td></tr>" for name, key, art in items)
@@ -847,6 +889,8 @@ _MODEL_COLUMNS = [
     ("max_R_layer", "at layer", str), ("ard_layer", "ARD layer", str), ("z_size", "size of Z (ARD)", str),
     ("svd_ard_overlap", "SVD–ARD overlap", _pct), ("bridge_r2_loo", "bridge LOO R²", _f),
     ("accuracy_en", "accuracy en", _pct), ("accuracy_zh", "accuracy zh", _pct),
+    ("digit_phase2_frac_both", "Phase 2 signal beyond shared numerals", _pct),
+    ("digit_nn_frac_both", "NN retrieval beyond shared numerals", _pct),
 ]
 
 

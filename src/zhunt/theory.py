@@ -94,6 +94,18 @@ Notation and definitions (fixed here once)
   :func:`theorem2_verdict`, :func:`alignment_verdict`, :func:`crossmap_verdict`,
   :func:`cointegration_verdict` / :func:`cointegration_model_verdict`,
   :func:`garch_verdict` / :func:`garch_model_verdict`.
+
+Site and digit confound
+-----------------------
+Every quantity above runs over all hidden indices ``j``, so the site
+(:mod:`zhunt.site`) only names them: the tables carry ``site``,
+``hidden_index`` (= ``j``) and ``layer`` = the decoder layer whose stream at
+that site is ``j`` (``input``: ``l = j``; ``output``: ``l = j - 1``;
+:func:`site_layer`). Paired prompts share their numeral tokens, so NN
+retrieval is also run on the numeral-free pooling (``tokens = no_numerals``
+rows, :mod:`zhunt.numerals`), and :func:`digit_confound_nn` compares the
+accuracy above chance at the analysed layers with the same at ``j = 0``
+(embedding output: shared numerals, no computation) and without numerals.
 """
 
 from __future__ import annotations
@@ -165,6 +177,8 @@ __all__ = [
     "step_delta_norms",
     "run_garch",
     "run_theory",
+    "site_layer",
+    "digit_confound_nn",
     "plot_snr",
     "plot_nn_accuracy",
     "plot_contrib_gram",
@@ -247,15 +261,16 @@ class PairedStates:
         return S[1:] - S[:-1]
 
 
-def load_paired(store, pooling: str = "mean", exclude_special: bool = True) -> PairedStates:
+def load_paired(store, pooling: str = "mean", exclude_special: bool = True, exclude_ids=None) -> PairedStates:
     """Read pooled states of every prompt at every depth and align them by problem.
 
     Parameters
     ----------
     store : str, path or ActivationStore
     pooling : {"mean", "last"}
-    exclude_special : bool
-        Passed to :meth:`zhunt.store.ActivationStore.pooled`.
+    exclude_special, exclude_ids
+        Passed to :meth:`zhunt.store.ActivationStore.pooled` (``exclude_ids``:
+        the numeral-free pooling's token ids, :mod:`zhunt.numerals`).
 
     Returns
     -------
@@ -295,7 +310,7 @@ def load_paired(store, pooling: str = "mean", exclude_special: bool = True) -> P
         L, d = st.num_layers, st.hidden_size
         H = np.empty((len(langs), L + 1, len(problems), d))
         for j in range(L + 1):
-            P = st.pooled(j, pooling=pooling, exclude_special=exclude_special)
+            P = st.pooled(j, pooling=pooling, exclude_special=exclude_special, exclude_ids=exclude_ids)
             H[:, j] = P[idx]
         return PairedStates(H=H, langs=langs, problems=problems, category=category,
                             prompt_length=plen, source=where)
@@ -504,7 +519,8 @@ def nn_retrieval_table(P: PairedStates) -> pd.DataFrame:
     -------
     DataFrame
         ``j`` (hidden index), ``layer`` (``j - 1``: the decoder layer whose
-        output / update it is; -1 = embeddings), ``src_lang``, ``tgt_lang``,
+        output / update it is; -1 = embeddings; :func:`run_theory` relabels it
+        by the site, :func:`site_layer`), ``src_lang``, ``tgt_lang``,
         ``space`` (``h`` for ``j = 0..L``; ``update`` for ``j = 1..L``),
         ``accuracy``.
     """
@@ -1569,6 +1585,59 @@ def plot_garch(out: pd.DataFrame, stem, level: float = 0.05) -> list[Path]:
     return save_figure(fig, stem)
 
 
+# =============================================================================== site / digit confound
+def site_layer(j, site: str, num_layers: int):
+    """The decoder layer ``l`` whose stream at ``site`` is hidden index ``j`` (:func:`zhunt.site.hidden_index`).
+
+    ``input``: ``l = j`` (``j = L``, the last output, is read by no decoder
+    layer); ``output``: ``l = j - 1`` (``j = 0``, the embedding output, is no
+    layer's output). Returns a pandas ``Int64`` array with ``<NA>`` there.
+    """
+    from .site import check_site
+
+    j = np.asarray(j, dtype=np.int64)
+    lay = j if check_site(site) == "input" else j - 1
+    out = pd.array(lay, dtype="Int64")
+    out[(lay < 0) | (lay >= num_layers)] = pd.NA
+    return out
+
+
+def _with_site(df: pd.DataFrame, site: str, num_layers: int) -> pd.DataFrame:
+    """``site``, ``hidden_index`` (= ``j``) and a site-relative ``layer`` for a table with a ``j`` column."""
+    df = df.copy()
+    df["layer"] = site_layer(df["j"].to_numpy(), site, num_layers)
+    df.insert(0, "hidden_index", df["j"].astype(int))
+    df.insert(0, "site", site)
+    return df
+
+
+def digit_confound_nn(nn: pd.DataFrame, pair, hidden_indices, n_problems: int, site: str, num_layers: int,
+                      model: str = "") -> pd.DataFrame:
+    """Digit-confound rows of the NN-retrieval table (both directions of ``pair``, space ``h``).
+
+    The signal is the retrieval accuracy above chance, ``max(accuracy - 1 / N, 0)``
+    (``N`` problems; below chance is no signal). Per hidden index ``j`` of ``hidden_indices``: the value
+    with every token (``value``), at ``j = 0`` (``value_embedding``), both
+    numeral-free (``tokens = no_numerals`` rows of ``nn``) and
+    :func:`zhunt.numerals.digit_confound_fractions`.
+    """
+    from .numerals import digit_confound_fractions
+
+    chance = 1.0 / n_problems
+    acc = nn[nn["space"] == "h"].set_index(["tokens", "src_lang", "tgt_lang", "j"])["accuracy"]
+    rows = []
+    for j in sorted({int(x) for x in hidden_indices}):
+        for a, b in (tuple(pair), tuple(pair)[::-1]):
+            vals = [max(float(acc[(tok, a, b, jj)]) - chance, 0.0)
+                    for tok, jj in (("all", j), ("all", 0), ("no_numerals", j), ("no_numerals", 0))]
+            rows.append({"model": model, "stage": "nn_retrieval", "site": site, "hidden_index": j,
+                         "layer": site_layer([j], site, num_layers)[0], "src_lang": a, "tgt_lang": b,
+                         "measure": "accuracy_above_chance", "chance": chance, "value": vals[0],
+                         "value_embedding": vals[1], "value_no_numerals": vals[2],
+                         "value_embedding_no_numerals": vals[3], **digit_confound_fractions(*vals)})
+    return pd.DataFrame(rows)
+
+
 # =============================================================================== stage
 def _generation_lengths(gl, problems) -> pd.Series | None:
     if gl is None:
@@ -1594,7 +1663,8 @@ def _generation_lengths(gl, problems) -> pd.Series | None:
 
 def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: float = 0.9,
                pca_dim: int = 32, coint_components: int = 2, generation_lengths=None, seed: int = 0,
-               pooling: str = "mean", n_folds: int = 10) -> dict:
+               pooling: str = "mean", n_folds: int = 10, site: str = "input", layers=(),
+               numeral_ids=None, digit_tsv=None) -> dict:
     """The seed-003 theory stage on one activation store.
 
     Parameters
@@ -1620,6 +1690,18 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
     pooling : {"mean", "last"}
     n_folds : int
         K of the held-out cross-map evaluation.
+    site : {"input", "output"}
+        Labels the tables: every table indexed by hidden index ``j`` gets
+        ``site``, ``hidden_index`` (= ``j``) and ``layer`` = the decoder layer
+        whose stream at ``site`` is ``j`` (:func:`site_layer`). The numbers
+        themselves cover every ``j`` and do not depend on the site.
+    layers : sequence of int
+        Decoder layers of the digit-confound rows (read at ``hidden_index(l, site)``).
+    numeral_ids : array-like of int, optional
+        Numeral token ids (:mod:`zhunt.numerals`): NN retrieval is also run on
+        the numeral-free pooling (``tokens = no_numerals`` rows).
+    digit_tsv : path, optional
+        Destination of :func:`digit_confound_nn` (needs ``numeral_ids`` and ``layers``).
 
     Returns
     -------
@@ -1643,6 +1725,8 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         raise ZhuntError("theory.nn_threshold", f"must be in (0, 1], got {nn_threshold}")
     if pca_dim < 1:
         raise ZhuntError("theory.pca_dim", f"must be >= 1, got {pca_dim}")
+    if digit_tsv is not None and (numeral_ids is None or not len(layers)):
+        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids and layers")
     P = load_paired(store_path, pooling=pooling)
     L = P.num_layers
     if L < 2:
@@ -1672,9 +1756,19 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
     gram_df = pd.DataFrame([{"layer_j": j, "layer_k": k, "mean_abs_cos": G[j, k]}
                             for j in range(L) for k in range(L)])
 
-    # ---- NN retrieval and alignment depth
-    nn = nn_retrieval_table(P)
-    ldf = alignment_depth_languages(nn, P.langs, threshold=nn_threshold)
+    # ---- NN retrieval and alignment depth (the numeral-free pooling as extra rows)
+    nn = nn_retrieval_table(P).assign(tokens="all")
+    if numeral_ids is not None:
+        P_nonum = load_paired(store_path, pooling=pooling, exclude_ids=numeral_ids)
+        nn = pd.concat([nn, nn_retrieval_table(P_nonum).assign(tokens="no_numerals")], ignore_index=True)
+    digit = pd.DataFrame()
+    if numeral_ids is not None and len(layers):
+        from .site import hidden_index
+
+        digit = digit_confound_nn(nn, pair, [hidden_index(l, site) for l in layers], len(P.problems), site, L,
+                                  model_name)
+    nn_all = nn[nn["tokens"] == "all"]
+    ldf = alignment_depth_languages(nn_all, P.langs, threshold=nn_threshold)
     pdf = _problem_depths(P, "h")
     length_kind = "generation_length" if gl is not None else "prompt_tokens_mean"
     length = gl.to_numpy() if gl is not None else P.prompt_length.mean(axis=0)
@@ -1795,20 +1889,23 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         write_table(df, out_dir / f"{name}.tsv", markdown=out_dir / f"{name}.md" if md else None)
         files.extend([out_dir / f"{name}.tsv"] + ([out_dir / f"{name}.md"] if md else []))
 
-    table(snr, "snr")
+    table(_with_site(snr, site, L), "snr")
     table(summary, "theory_summary")
     table(gram_df, "contrib_gram", md=False)
-    table(nn, "nn_retrieval")
-    table(ad, "alignment_depth")
-    table(cm, "crossmap")
+    table(_with_site(nn, site, L), "nn_retrieval")
+    table(ad.assign(site=site), "alignment_depth")
+    table(_with_site(cm, site, L), "crossmap")
     table(co, "cointegration", md=False)
+    if digit_tsv is not None:
+        write_table(digit, digit_tsv)
+        files.append(Path(digit_tsv))
     files += plot_snr(snr, pair, model_name, fig_dir / "snr")
-    files += plot_nn_accuracy(nn, P.langs, nn_threshold, model_name, fig_dir / "nn_accuracy")
+    files += plot_nn_accuracy(nn_all, P.langs, nn_threshold, model_name, fig_dir / "nn_accuracy")
     files += plot_contrib_gram(G, model_name, fig_dir / "contrib_gram")
     files += plot_crossmap(cm, P.langs, model_name, fig_dir / "crossmap")
     dt = time.perf_counter() - t0
     log.info("%s: SNR %s %.3f -> %.3f (%d violations) in %.1fs", model_name, pname, main["SNR"].iloc[0],
              main["SNR"].iloc[-1], mono["violations"], dt)
     return {"files": [str(f) for f in files], "summary": dict(zip(summary["statistic"], summary["value"])),
-            "pair": pair, "L_star": {f"{r.lang}:{r.space}": r.L_star for r in ldf.itertuples()},
+            "digit": digit, "pair": pair, "L_star": {f"{r.lang}:{r.space}": r.L_star for r in ldf.itertuples()},
             "cointegration_caption": COINTEGRATION_CAPTION, "runtime_s": dt}

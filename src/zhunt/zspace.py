@@ -15,9 +15,21 @@ Two analyses on one activation store (:mod:`zhunt.store`) and the Z-masks of
 Definitions (DESIGN.md, fixed once here)
 ----------------------------------------
 Pooled vectors: ``x_ℓ^i`` (d,) is :meth:`ActivationStore.pooled` of problem
-(prompt id) ``i`` in language ``ℓ`` at hidden index ``j = layer + 1`` (the raw
-output of decoder layer ``layer``), pooled as the mean over non-special tokens
-(``"mean"``) or the last non-special token (``"last"``). A subspace ``S`` of
+(prompt id) ``i`` in language ``ℓ`` at hidden index ``j = hidden_index(layer,
+site)`` (:mod:`zhunt.site`: ``j = layer`` at the default site ``input``, the
+stream layer ``layer`` reads and its Z is built for; ``j = layer + 1`` at the
+variant ``output``), pooled as the mean over non-special tokens (``"mean"``)
+or the last non-special token (``"last"``). Every table row names its
+``site`` and ``hidden_index``; ``study.site_variants`` add rows.
+
+Digit confound (issue 13). Paired prompts share their numeral tokens, so
+pooled states of one problem in two languages are close for that reason
+alone. Two controls, as extra rows of the same table: ``site = embedding``
+(hidden index 0, the same layer's masks: shared numerals, no computation) and
+``tokens = no_numerals`` (the mean leaves out numeral tokens,
+:mod:`zhunt.numerals`; ``tokens = all`` is the normal pooling).
+:func:`digit_confound_phase2` reads off the separation ``1 - ratio`` under
+each and how much of it survives both (``frac_both``). A subspace ``S`` of
 ``R^d`` is held as ``V`` (k, d) with orthonormal rows; ``P_S = V^T V``,
 ``P_S⊥ = I - P_S`` (:func:`zhunt.subspace.project`, ``project_complement``).
 
@@ -103,6 +115,8 @@ import pandas as pd
 
 from .errors import ZhuntError
 from .masks import MASK_KINDS, read_mask
+from .numerals import TOKEN_SETS, digit_confound_fractions
+from .site import DEFAULT_SITE, check_site, hidden_index
 from .structure import energy_fraction
 from .subspace import canonical_signs, grassmann_similarity, project, project_complement, random_subspace
 
@@ -118,6 +132,11 @@ __all__ = [
     "language_means",
     "language_subspace",
     "phase2_summary",
+    "EMBEDDING",
+    "SEPARATION_CHANCE",
+    "phase2_sites",
+    "phase2_streams",
+    "digit_confound_phase2",
     "plot_phase2_heatmaps",
     "plot_datadriven",
     "run_phase2",
@@ -236,19 +255,20 @@ def _check_pairs(store, langs, where) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def paired_pooled(store, j: int, langs=("zh", "en"), pooling: str = "mean",
-                  exclude_special: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                  exclude_special: bool = True, exclude_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Pooled vectors of the problems present in both languages, rows aligned by problem.
 
     Parameters
     ----------
     store : ActivationStore
     j : int
-        Hidden-state index (``layer + 1`` for the output of decoder layer ``layer``).
+        Hidden-state index (:func:`zhunt.site.hidden_index` of a layer and site).
     langs : (str, str)
         Languages ``a`` and ``b``.
     pooling : {"mean", "last"}
-    exclude_special : bool
-        Passed to :meth:`ActivationStore.pooled`.
+    exclude_special, exclude_ids
+        Passed to :meth:`ActivationStore.pooled` (``exclude_ids``: the
+        numeral-free pooling's token ids).
 
     Returns
     -------
@@ -267,7 +287,8 @@ def paired_pooled(store, j: int, langs=("zh", "en"), pooling: str = "mean",
     ids = _check_pairs(store, langs, None)
     out = []
     for lang in langs:
-        X = store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special).astype(np.float64)
+        X = store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special,
+                         exclude_ids=exclude_ids).astype(np.float64)
         pos = {p: i for i, p in enumerate(store.prompt_ids(lang))}
         out.append(X[[pos[p] for p in ids]])
     return out[0], out[1], ids
@@ -319,7 +340,7 @@ class PairDeltas:
     @property
     def ratio_full(self) -> float:
         """Phase 2 ratio in the whole space, ``mean ||δ_i|| / mean ||ω||``."""
-        return float(np.sqrt(self.cross_sq).mean() / np.sqrt(self.within_sq).mean())
+        return _safe_div(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
 
     def sq_norms_in(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared norms of the deltas' projections onto the span of orthonormal rows ``W`` (k, d).
@@ -476,12 +497,13 @@ def phase2_summary(table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     table : DataFrame
-        From :func:`run_phase2` (one row per layer, k, kind, pooling).
+        From :func:`run_phase2` (one row per site, token set, layer, k, kind, pooling).
 
     Returns
     -------
     DataFrame
-        Per pooling: one row with ``layer = kind = "all"``, one per kind
+        Per (site, tokens, pooling), in the table's order (the primary site
+        with every token first): one row with ``layer = kind = "all"``, one per kind
         (``layer = "all"``) and one per (layer, kind). Columns: ``n_configs``,
         ``n_Z_better`` (``ratio_Z < ratio_Zperp``), ``n_Z_better_than_random``
         (``ratio_Z`` below the random 95 % interval), ``n_lang_energy_below``
@@ -490,20 +512,28 @@ def phase2_summary(table: pd.DataFrame) -> pd.DataFrame:
         below its random interval), ``best_layer``, ``best_k``,
         ``best_kind``, ``best_ratio_Z``, ``best_ratio_Zperp``,
         ``best_rel_ratio`` (lowest ``ratio_Z / ratio_Zperp``),
-        ``best_ratio_Z_percentile``, ``vanish_k``, ``vanish_k_spec``, ``ks``.
+        ``best_ratio_Z_percentile``, ``vanish_k``, ``vanish_k_spec``, ``ks``;
+        ``site``, ``tokens`` and ``hidden_index`` (``all`` when the group spans several).
     """
     rows = []
     t = table.copy()
     t["rel"] = t["ratio_Z"] / t["ratio_Zperp"]
-    for pooling, tp in t.groupby("pooling", sort=False):
+    for col, default in (("site", DEFAULT_SITE), ("hidden_index", -1), ("tokens", "all")):
+        if col not in t.columns:
+            t[col] = default
+    for (site, tokens, pooling), tp in t.groupby(["site", "tokens", "pooling"], sort=False):
         groups = [("all", "all", tp)]
         groups += [("all", kind, g) for kind, g in tp.groupby("kind", sort=False)]
         groups += [(int(l), kind, g) for (l, kind), g in tp.groupby(["layer", "kind"], sort=True)]
         for layer, kind, g in groups:
-            best = g.loc[g["rel"].idxmin()]
+            # no finite ratio at all (e.g. numeral-free pooling at the embedding of a one-template prompt
+            # set: every problem pools to the same vector): the first row stands in, its ratios NaN / inf
+            best = g.loc[g["rel"].idxmin()] if g["rel"].notna().any() else g.iloc[0]
             vanish = _vanish_k(g, "E_lang_Z", "E_lang_rand")
             vanish_spec = _vanish_k(g, "E_lang_over_prob_Z", "E_lang_over_prob_rand")
             rows.append({
+                "site": site, "tokens": tokens,
+                "hidden_index": int(g["hidden_index"].iloc[0]) if g["hidden_index"].nunique() == 1 else "all",
                 "pooling": pooling, "layer": layer, "kind": kind, "n_configs": len(g),
                 "n_Z_better": int(g["Z_better"].sum()),
                 "n_Z_better_than_random": int((g["ratio_Z"] < g["ratio_rand_lo"]).sum()),
@@ -524,12 +554,14 @@ def _phase2_headlines(summary: pd.DataFrame, model: str, langs) -> list[str]:
     def vanish(v) -> str:
         return f"k={int(v)}" if np.isfinite(v) else "never within the sweep"
 
-    for pooling, sp in summary[summary["layer"] == "all"].groupby("pooling", sort=False):
+    top = summary[summary["layer"] == "all"]
+    for (site, tokens, pooling), sp in top.groupby(["site", "tokens", "pooling"], sort=False):
         r = sp[sp["kind"] == "all"].iloc[0]
         per_kind = "; ".join(f"{x['kind']} {vanish(x['vanish_k'])} (specificity: {vanish(x['vanish_k_spec'])})"
                              for _, x in sp[sp["kind"] != "all"].iterrows())
         out.append(
-            f"- {pooling} pooling: ratio_Z < ratio_Z⊥ in {r['n_Z_better']}/{r['n_configs']} configs "
+            f"- site {site}, {tokens} tokens, {pooling} pooling: ratio_Z < ratio_Z⊥ in "
+            f"{r['n_Z_better']}/{r['n_configs']} configs "
             f"(ratio_Z below the random 95% interval in {r['n_Z_better_than_random']}); best L{r['best_layer']} "
             f"{r['best_kind']} k={r['best_k']}: ratio_Z {r['best_ratio_Z']:.3f} vs ratio_Z⊥ "
             f"{r['best_ratio_Zperp']:.3f} (percentile among random {r['best_ratio_Z_percentile']:.1f}); "
@@ -573,7 +605,7 @@ def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:
             sel = table[(table["kind"] == kind) & (table["pooling"] == pooling)]
             for _, r in sel.iterrows():
                 i, jj = layers.index(r["layer"]), ks.index(r["k"])
-                M[i, jj] = r["ratio_Z"] / r["ratio_Zperp"]
+                M[i, jj] = _safe_div(r["ratio_Z"], r["ratio_Zperp"])
                 star[i, jj] = r["ratio_Z"] < r["ratio_rand_lo"]
             im = ax.imshow(M, cmap="RdBu_r", norm=norm, origin="lower", aspect="auto", interpolation="nearest")
             for i in range(len(layers)):
@@ -602,11 +634,84 @@ def _check_sweep(kinds, poolings, n_random, where):
     return kinds, poolings
 
 
+#: Pseudo-site of the reference rows: the embedding output (hidden index 0), where paired
+#: prompts share their numeral tokens and no layer has computed anything yet.
+EMBEDDING = "embedding"
+#: Chance level of the separation ``1 - ratio``: same-problem pairs no closer than two problems.
+SEPARATION_CHANCE = 0.0
+
+
+def phase2_sites(site: str = DEFAULT_SITE, site_variants=()) -> list[str]:
+    """The sites a Phase 2 run covers: ``site`` first, then the variants (duplicates dropped)."""
+    out = [check_site(site)]
+    out += [check_site(v) for v in site_variants if v not in out]
+    return list(dict.fromkeys(out))
+
+
+def phase2_streams(layer: int, sites: Sequence[str]) -> list[tuple[str, int]]:
+    """``(site, hidden index)`` of every stream read for ``layer``: each site, then the embedding reference.
+
+    ``site`` is ``input`` (``j = layer``), ``output`` (``j = layer + 1``) or
+    :data:`EMBEDDING` (``j = 0``: the same layer's masks applied to the
+    embedding output, the digit-confound reference).
+    """
+    return [(s, hidden_index(layer, s)) for s in sites] + [(EMBEDDING, 0)]
+
+
+def _sep(ratio) -> float:
+    """Separation above chance, ``max(1 - ratio, 0)`` (a ratio above 1 is no same-problem closeness)."""
+    r = float(ratio)
+    return max(1.0 - r, SEPARATION_CHANCE) if np.isfinite(r) else (SEPARATION_CHANCE if r > 0 else math.nan)
+
+
+#: The Phase 2 signals of the digit-confound table: measure -> the ratio whose ``max(1 - ratio, 0)`` it is.
+_DIGIT_MEASURES = {
+    "separation_full": lambda r: r["ratio_full"],
+    "separation_Z": lambda r: r["ratio_Z"],
+    "z_advantage": lambda r: _safe_div(r["ratio_Z"], r["ratio_Zperp"]),
+}
+
+
+def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
+    """Digit-confound rows of a Phase 2 table (one per real site, layer, k, kind, pooling and measure).
+
+    The signal is the separation ``max(1 - ratio, 0)`` (chance
+    :data:`SEPARATION_CHANCE`: same-problem pairs across languages no closer
+    than two problems within a language; a ratio above 1, or an infinite one
+    where every problem pools to the same vector, is no signal), of the whole
+    space (``measure = separation_full``) and of Z (``separation_Z``), and the
+    seed's contrast, the advantage of Z over Z⊥ ``z_advantage = max(1 - ratio_Z
+    / ratio_Zperp, 0)`` (0: Z separates no better than Z⊥). Each row gives the value at the site with every token
+    (``value``), at hidden index 0 (``value_embedding``), both numeral-free
+    (``value_no_numerals``, ``value_embedding_no_numerals``) and
+    :func:`digit_confound_fractions`. Empty when the table has no
+    ``no_numerals`` rows.
+    """
+    if "no_numerals" not in set(table["tokens"]):
+        return pd.DataFrame()
+    key = ["layer", "k", "kind", "pooling"]
+    idx = table.set_index(["site", "tokens"] + key)
+    rows = []
+    for _, r in table[(table["site"] != EMBEDDING) & (table["tokens"] == "all")].iterrows():
+        kk = tuple(r[c] for c in key)
+        for measure, ratio in _DIGIT_MEASURES.items():
+            vals = [_sep(ratio(idx.loc[(site, tok, *kk)])) for site, tok in
+                    ((r["site"], "all"), (EMBEDDING, "all"), (r["site"], "no_numerals"),
+                     (EMBEDDING, "no_numerals"))]
+            rows.append({"model": model, "stage": "phase2", "site": r["site"],
+                         "hidden_index": int(r["hidden_index"]), **{c: r[c] for c in key},
+                         "measure": measure, "chance": SEPARATION_CHANCE, "value": vals[0],
+                         "value_embedding": vals[1], "value_no_numerals": vals[2],
+                         "value_embedding_no_numerals": vals[3], **digit_confound_fractions(*vals)})
+    return pd.DataFrame(rows)
+
+
 def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
                n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
+               site: str = DEFAULT_SITE, site_variants=(), numeral_ids=None, digit_tsv=None,
                where=None) -> dict:
-    """The Phase 2 stage: Z-projection metrics for every layer x k x mask kind x pooling.
+    """The Phase 2 stage: Z-projection metrics for every site x layer x k x mask kind x pooling x token set.
 
     Parameters
     ----------
@@ -618,7 +723,8 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     model_name : str
         Recorded in the tables and figure titles.
     layers : sequence of int
-        Decoder layers (0-based; the output of layer ``l`` is hidden index ``l + 1``).
+        Decoder layers (0-based); layer ``l`` is read at hidden index
+        :func:`zhunt.site.hidden_index` ``(l, site)``.
     ks : sequence of int
         Subspace dimensions, ``0 < k < d``; each must be stored in every mask file.
     kinds : sequence of {"multihead", "head0"}
@@ -632,7 +738,18 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     out_tsv, out_md, summary_tsv, summary_md : path
         Destinations of the per-config table and of the summary.
     fig_stem : path
-        Heatmap figure stem (``.pdf`` and ``.png`` are written).
+        Heatmap figure stem (``.pdf`` and ``.png`` are written; primary site,
+        every token).
+    site : {"input", "output"}
+        The primary site (``study.site``).
+    site_variants : sequence of str
+        Extra sites (``study.site_variants``), as extra rows.
+    numeral_ids : array-like of int, optional
+        Numeral token ids (:func:`zhunt.numerals.store_numeral_ids`): adds the
+        ``tokens = no_numerals`` rows (numeral-free pooling). Rows with
+        ``site = embedding`` (hidden index 0, the same masks) are always added.
+    digit_tsv : path, optional
+        Where to write :func:`digit_confound_phase2` (needs ``numeral_ids``).
     where : str or mapping, optional
         Config keys to name in errors: one string for all, or
         ``{"layers": ..., "ks": ..., "kinds": ..., "poolings": ..., "langs": ...,
@@ -642,19 +759,21 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     Returns
     -------
     dict
-        ``table`` and ``summary`` (DataFrames), ``headline`` (list of str),
-        ``files`` (written paths), ``runtime_s``.
+        ``table`` and ``summary`` (DataFrames), ``digit`` (DataFrame, maybe
+        empty), ``headline`` (list of str), ``files`` (written paths), ``runtime_s``.
 
     Table columns
     -------------
-    ``layer, k, kind, pooling, d, n_problems, ratio_full, ratio_Z, ratio_Zperp,
-    ratio_rand_mean, ratio_rand_lo, ratio_rand_hi, ratio_Z_percentile,
-    E_lang_Z, E_lang_rand_mean, E_lang_rand_lo, E_lang_rand_hi, E_lang_chance,
-    E_lang_Z_over_chance, E_lang_Z_percentile, E_lang_side, E_prob_Z,
-    E_prob_rand_mean, E_prob_rand_lo, E_prob_rand_hi, E_prob_chance,
-    E_prob_Z_over_chance, E_lang_over_prob_Z, E_lang_over_prob_rand_mean,
-    E_lang_over_prob_rand_lo, E_lang_over_prob_rand_hi, E_lang_over_prob_side,
-    Z_better`` (``ratio_Z < ratio_Zperp``).
+    ``site`` (input / output / embedding), ``hidden_index``, ``tokens`` (all /
+    no_numerals), ``layer, k, kind, pooling, d, n_problems, ratio_full,
+    ratio_Z, ratio_Zperp, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
+    ratio_Z_percentile, E_lang_Z, E_lang_rand_mean, E_lang_rand_lo,
+    E_lang_rand_hi, E_lang_chance, E_lang_Z_over_chance, E_lang_Z_percentile,
+    E_lang_side, E_prob_Z, E_prob_rand_mean, E_prob_rand_lo, E_prob_rand_hi,
+    E_prob_chance, E_prob_Z_over_chance, E_lang_over_prob_Z,
+    E_lang_over_prob_rand_mean, E_lang_over_prob_rand_lo,
+    E_lang_over_prob_rand_hi, E_lang_over_prob_side, Z_better`` (``ratio_Z <
+    ratio_Zperp``).
 
     Raises
     ------
@@ -668,6 +787,10 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
 
     t0 = time.perf_counter()
     kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
+    sites = phase2_sites(site, site_variants)
+    if digit_tsv is not None and numeral_ids is None:
+        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
+    token_sets = list(TOKEN_SETS) if numeral_ids is not None else ["all"]
     with ActivationStore(store_path) as store:
         layers = _check_layers(store, layers, where)
         d = store.hidden_size
@@ -676,58 +799,81 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         ids = _check_pairs(store, langs, where)
         masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
         draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
+        cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals}); streams share indices
+
+        def stream(j, pooling, tokens):
+            if (j, pooling, tokens) not in cache:
+                excl = numeral_ids if tokens == "no_numerals" else None
+                X_a, X_b, _ = paired_pooled(store, j, langs, pooling, exclude_ids=excl)
+                D = PairDeltas(X_a, X_b)
+                rnd = {}
+                for k in ks:
+                    rb = random_baseline(D, k, draws=draws[k])
+                    rnd[k] = (rb, *(_interval(rb[m]) for m in ("ratio", "E_lang", "E_prob", "E_lang_over_prob")))
+                cache[(j, pooling, tokens)] = (D, rnd)
+            return cache[(j, pooling, tokens)]
+
         rows = []
         for l in layers:
-            for pooling in poolings:
-                X_a, X_b, _ = paired_pooled(store, l + 1, langs, pooling)
-                D = PairDeltas(X_a, X_b)
-                for k in ks:
-                    rnd = random_baseline(D, k, draws=draws[k])
-                    r_mean, r_lo, r_hi = _interval(rnd["ratio"])
-                    el_mean, el_lo, el_hi = _interval(rnd["E_lang"])
-                    ep_mean, ep_lo, ep_hi = _interval(rnd["E_prob"])
-                    es_mean, es_lo, es_hi = _interval(rnd["E_lang_over_prob"])
-                    chance = k / d
-                    for kind in kinds:
-                        m = subspace_metrics(D, masks[(l, kind, k)])
-                        spec = _safe_div(m["E_lang"], m["E_prob"])
-                        rows.append({
-                            "layer": l, "k": k, "kind": kind, "pooling": pooling, "d": d, "n_problems": len(ids),
-                            "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"], "ratio_Zperp": m["ratio_perp"],
-                            "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
-                            "ratio_Z_percentile": percentile_of(m["ratio_S"], rnd["ratio"]),
-                            "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean, "E_lang_rand_lo": el_lo,
-                            "E_lang_rand_hi": el_hi, "E_lang_chance": chance,
-                            "E_lang_Z_over_chance": m["E_lang"] / chance,
-                            "E_lang_Z_percentile": percentile_of(m["E_lang"], rnd["E_lang"]),
-                            "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
-                            "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean, "E_prob_rand_lo": ep_lo,
-                            "E_prob_rand_hi": ep_hi, "E_prob_chance": chance,
-                            "E_prob_Z_over_chance": m["E_prob"] / chance,
-                            "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
-                            "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
-                            "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
-                            "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
-                        })
+            for st, j in phase2_streams(l, sites):
+                for tokens in token_sets:
+                    for pooling in poolings:
+                        D, rnd = stream(j, pooling, tokens)
+                        for k in ks:
+                            rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), \
+                                (es_mean, es_lo, es_hi) = rnd[k]
+                            chance = k / d
+                            for kind in kinds:
+                                m = subspace_metrics(D, masks[(l, kind, k)])
+                                spec = _safe_div(m["E_lang"], m["E_prob"])
+                                rows.append({
+                                    "site": st, "hidden_index": j, "tokens": tokens,
+                                    "layer": l, "k": k, "kind": kind, "pooling": pooling, "d": d,
+                                    "n_problems": len(ids),
+                                    "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"],
+                                    "ratio_Zperp": m["ratio_perp"],
+                                    "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
+                                    "ratio_Z_percentile": percentile_of(m["ratio_S"], rb["ratio"]),
+                                    "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean,
+                                    "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi, "E_lang_chance": chance,
+                                    "E_lang_Z_over_chance": m["E_lang"] / chance,
+                                    "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
+                                    "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
+                                    "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean,
+                                    "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi, "E_prob_chance": chance,
+                                    "E_prob_Z_over_chance": m["E_prob"] / chance,
+                                    "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
+                                    "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
+                                    "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
+                                    "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
+                                })
     table = pd.DataFrame(rows)
-    rank = (table["pooling"].map({p: i for i, p in enumerate(poolings)}) * len(kinds)
+    site_rank = {s: i for i, s in enumerate(sites + [EMBEDDING])}
+    rank = (((table["site"].map(site_rank) * len(token_sets)
+              + table["tokens"].map({t: i for i, t in enumerate(token_sets)})) * len(poolings)
+             + table["pooling"].map({p: i for i, p in enumerate(poolings)})) * len(kinds)
             + table["kind"].map({x: i for i, x in enumerate(kinds)}))
     table = table.assign(_o=rank).sort_values(["_o", "layer", "k"], kind="stable")
     table = table.drop(columns="_o").reset_index(drop=True)
     summary = phase2_summary(table)
     headline = _phase2_headlines(summary, model_name, langs)
+    digit = digit_confound_phase2(table, model_name)
     files = []
     write_table(table, out_tsv, markdown=out_md)
     files += [Path(out_tsv), Path(out_md)]
     write_table(summary, summary_tsv)
     write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
     files += [Path(summary_tsv), Path(summary_md)]
-    files += plot_phase2_heatmaps(table, model_name, fig_stem)
+    if digit_tsv is not None:
+        write_table(digit, digit_tsv)
+        files.append(Path(digit_tsv))
+    primary = table[(table["site"] == sites[0]) & (table["tokens"] == "all")]
+    files += plot_phase2_heatmaps(primary, f"{model_name} (site {sites[0]})", fig_stem)
     runtime = time.perf_counter() - t0
     for line in headline[2:-3]:
         log.info("%s", line)
-    return {"table": table, "summary": summary, "headline": headline, "files": [str(p) for p in files],
-            "runtime_s": runtime}
+    return {"table": table, "summary": summary, "digit": digit, "headline": headline,
+            "files": [str(p) for p in files], "runtime_s": runtime}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,7 +999,7 @@ def plot_datadriven(table: pd.DataFrame, model: str, stem) -> list:
 def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks, kinds=("multihead",),
                    poolings=("last", "mean"), seed: int = 0, *, out_tsv, out_md, fig_stem,
                    langs=("zh", "en"), n_random: int = 100, rank: int | None = None, refine: bool = True,
-                   where=None) -> dict:
+                   site: str = DEFAULT_SITE, site_variants=(), where=None) -> dict:
     """Data-driven language subspace ``M_s`` (2505.15257) next to the weight-derived ``Z``.
 
     Parameters
@@ -869,15 +1015,20 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         Rank of ``M_s``; default ``n_lang - 1``.
     refine : bool
         LSAR refinement (a no-op for ``span(M_s)`` at ``r = n_lang - 1``).
+    site, site_variants
+        As in :func:`run_phase2`: layer ``l`` is read at
+        :func:`zhunt.site.hidden_index` ``(l, site)``, every site its own rows
+        (``M_s`` is estimated at that same hidden index). The figure shows the
+        primary site.
 
     Returns
     -------
     dict
         ``table`` (DataFrame), ``files``, ``runtime_s``, ``headline`` (list of str).
 
-    Table columns (one row per layer, k, kind, pooling)
-    ----------------------------------------------------
-    ``layer, k, kind, pooling, d, r, n_languages, ratio_full``;
+    Table columns (one row per site, layer, k, kind, pooling)
+    ----------------------------------------------------------
+    ``site, hidden_index, layer, k, kind, pooling, d, r, n_languages, ratio_full``;
     weight-Z: ``ratio_Z, ratio_Zperp, E_lang_Z, E_lang_Z_chance (k/d),
     E_lang_Z_over_chance``;
     data-Z: ``ratio_Msperp, ratio_Ms, ratio_Msperp_cv, ratio_Ms_cv,
@@ -913,8 +1064,8 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
         draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
         folds = _cv_folds(ids, seed)
-        for l in layers:
-            j = l + 1
+        for site_, l in ((st, l) for st in phase2_sites(site, site_variants) for l in layers):
+            j = hidden_index(l, site_)
             for pooling in poolings:
                 means, _ = language_means(store, j, pooling, all_langs)
                 sub = language_subspace(means, r, refine=refine)
@@ -931,6 +1082,7 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                     rows_f = [pos[p] for p in test]
                     cv.append(subspace_metrics(PairDeltas(X_a[rows_f], X_b[rows_f]), sub_f["M_s"]))
                 base = {
+                    "site": site_, "hidden_index": j,
                     "layer": l, "pooling": pooling, "d": d, "r": r, "n_languages": len(all_langs),
                     "n_problems": len(ids), "ratio_full": D.ratio_full,
                     "ratio_Msperp": md["ratio_perp"], "ratio_Ms": md["ratio_S"],
@@ -968,17 +1120,19 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                             "E_Ms_in_Z_rand_lo": e_lo, "E_Ms_in_Z_rand_hi": e_hi,
                         })
     table = pd.DataFrame(rows)
-    order = ["layer", "k", "kind", "pooling"]
+    order = ["site", "hidden_index", "layer", "k", "kind", "pooling"]
     table = table[order + [c for c in table.columns if c not in order]]
-    table = table.sort_values(["layer", "k"], kind="stable").reset_index(drop=True)
+    sites = phase2_sites(site, site_variants)
+    table = table.assign(_s=table["site"].map({x: i for i, x in enumerate(sites)}))
+    table = table.sort_values(["_s", "layer", "k"], kind="stable").drop(columns="_s").reset_index(drop=True)
     files = []
     write_table(table, out_tsv, markdown=out_md)
     files += [Path(out_tsv), Path(out_md)]
-    files += plot_datadriven(table, model_name, fig_stem)
+    files += plot_datadriven(table[table["site"] == sites[0]], f"{model_name} (site {sites[0]})", fig_stem)
     headline = []
     for _, x in table.iterrows():
         headline.append(
-            f"L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
+            f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
             f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
             f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
             f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})")

@@ -30,6 +30,8 @@ rule ard_layer:
     params:
         ard=lambda wc: study(wc.model)["ard"],
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
+        site=lambda wc: study_site(wc.model),
+        site_variants=lambda wc: study_site_variants(wc.model),
     script:
         "../scripts/ard_layer.py"
 
@@ -89,6 +91,7 @@ rule ard_summary:
     threads: 1
     params:
         primary=lambda wc: ard_primary(wc.model),
+        site=lambda wc: study_site(wc.model),
     script:
         "../scripts/ard_summary.py"
 
@@ -122,6 +125,7 @@ rule ard_heldout:
         ard=lambda wc: study(wc.model)["ard"],
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
         n_permutations=config["ard_test"]["n_permutations"],
+        site=lambda wc: study_site(wc.model),
     script:
         "../scripts/ard_heldout.py"
 
@@ -190,5 +194,7 @@ rule bridge:
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
         n_permutations=config["ard_test"]["n_permutations"],
+        site=lambda wc: study_site(wc.model),
+        site_variants=lambda wc: study_site_variants(wc.model),
     script:
         "../scripts/bridge.py"

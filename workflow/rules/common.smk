@@ -153,6 +153,16 @@ def mask_layers(model):
     return sorted({resolve_layer(model, l) for l in layers})
 
 
+def study_site(model):
+    """The primary site of a model's Z-based analyses (study.site; see zhunt.site)."""
+    return study(model)["site"]
+
+
+def study_site_variants(model):
+    """Extra sites analysed as sensitivity rows (study.site_variants, the primary one dropped)."""
+    return [s for s in study(model)["site_variants"] if s != study_site(model)]
+
+
 def phase2_layers(model):
     return [resolve_layer(model, l) for l in study(model)["phase2_layers"]]
 

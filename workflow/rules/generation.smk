@@ -251,6 +251,7 @@ rule decomposition:
     params:
         ks=lambda wc: study(wc.model)["patch_k"],
         n_random=config["zspace"]["n_random"],
+        site=lambda wc: study_site(wc.model),
     script:
         "../scripts/decomposition.py"
 

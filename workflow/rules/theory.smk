@@ -7,6 +7,7 @@ rule theory:
     input:
         store=lambda wc: activations_path(wc.model),
         generations="results/{model}/behaviour/records.tsv",
+        model=lambda wc: model_dir(wc.model),
     output:
         snr=report_table(
             "results/{model}/theory/snr",
@@ -85,6 +86,13 @@ rule theory:
             "crossmap",
             "cross-lingual maps (figure)",
         ),
+        digit=report_item(
+            "results/{model}/theory/digit_confound.tsv",
+            "theory",
+            "digit_confound",
+            "digit_confound",
+            "digit confound (NN retrieval)",
+        ),
     log:
         "logs/{model}/theory.log",
     benchmark:
@@ -99,6 +107,8 @@ rule theory:
         nn_threshold=config["theory"]["nn_threshold"],
         pca_dim=config["theory"]["pca_dim"],
         coint_components=config["theory"]["coint_components"],
+        site=lambda wc: study_site(wc.model),
+        layers=lambda wc: phase2_layers(wc.model),
     script:
         "../scripts/theory.py"
 

@@ -2,10 +2,13 @@
 
 
 rule phase2:
-    """Seed 001 Phase 2: ratio_Z vs ratio_Z-perp, language/problem energy in Z vs random subspaces."""
+    """Seed 001 Phase 2: ratio_Z vs ratio_Z-perp, language/problem energy in Z vs random subspaces,
+    at every site, with the digit-confound references (embedding output, numeral-free pooling).
+    """
     input:
         store=lambda wc: activations_path(wc.model),
         masks=lambda wc: mask_files(wc.model, phase2_layers(wc.model)),
+        model=lambda wc: model_dir(wc.model),
     output:
         table=report_table(
             "results/{model}/zspace/phase2",
@@ -28,6 +31,13 @@ rule phase2:
             "phase2",
             "Phase 2 ratios (figure)",
         ),
+        digit=report_item(
+            "results/{model}/zspace/digit_confound.tsv",
+            "zspace",
+            "digit_confound",
+            "digit_confound",
+            "digit confound (Phase 2)",
+        ),
     log:
         "logs/{model}/phase2.log",
     benchmark:
@@ -43,6 +53,8 @@ rule phase2:
         ks=lambda wc: study(wc.model)["phase2_k"],
         kinds=lambda wc: study(wc.model)["mask_kinds"],
         n_random=config["zspace"]["n_random"],
+        site=lambda wc: study_site(wc.model),
+        site_variants=lambda wc: study_site_variants(wc.model),
     script:
         "../scripts/phase2.py"
 
@@ -81,5 +93,7 @@ rule datadriven_z:
         layers=lambda wc: phase2_layers(wc.model),
         ks=lambda wc: study(wc.model)["phase2_k"],
         n_random=config["zspace"]["n_random"],
+        site=lambda wc: study_site(wc.model),
+        site_variants=lambda wc: study_site_variants(wc.model),
     script:
         "../scripts/datadriven_z.py"

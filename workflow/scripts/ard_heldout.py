@@ -19,6 +19,7 @@ def main(smk):
         min_steps=ard["min_steps"],
         max_steps=ard["max_steps"],
         n_permutations=smk.params.n_permutations,
+        site=smk.params.site,
     )
 
 

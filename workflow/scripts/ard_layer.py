@@ -18,6 +18,8 @@ def main(smk):
         k_warm=smk.params.k_warm,
         out_h5=smk.output.h5,
         out_tsv=smk.output.tsv,
+        site=smk.params.site,
+        site_variants=list(smk.params.site_variants),
     )
 
 

@@ -17,6 +17,7 @@ def main(smk):
         Path(smk.output.fig_size[0]).parent,
         heldout_tsv=smk.input.heldout,
         out_headline=smk.output.headline,
+        site=smk.params.site,
     )
 
 

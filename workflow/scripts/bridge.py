@@ -18,6 +18,8 @@ def main(smk):
         smk.output.table[1],
         Path(smk.output.fig_spectra[0]).parent,
         n_permutations=smk.params.n_permutations,
+        site=smk.params.site,
+        site_variants=list(smk.params.site_variants),
     )
 
 

@@ -19,6 +19,8 @@ def main(smk):
         out_tsv=smk.output.table[0],
         out_md=smk.output.table[1],
         fig_stem=Path(smk.output.fig[0]).with_suffix(""),
+        site=smk.params.site,
+        site_variants=list(smk.params.site_variants),
         where={
             "layers": f"models.{model}.study.phase2_layers",
             "ks": f"models.{model}.study.phase2_k",

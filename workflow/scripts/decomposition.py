@@ -16,6 +16,7 @@ def main(smk):
         out_tsv=smk.output.table[0],
         out_md=smk.output.table[1],
         fig_stem=Path(smk.output.fig[0]).with_suffix(""),
+        site=smk.params.site,
     )
 
 

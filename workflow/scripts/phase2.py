@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from zhunt.io import snakemake_main
+from zhunt.numerals import store_numeral_ids
 from zhunt.zspace import run_phase2
 
 
@@ -22,6 +23,10 @@ def main(smk):
         summary_tsv=smk.output.summary[0],
         summary_md=smk.output.summary[1],
         fig_stem=Path(smk.output.fig[0]).with_suffix(""),
+        site=smk.params.site,
+        site_variants=list(smk.params.site_variants),
+        numeral_ids=store_numeral_ids(smk.input.model, smk.input.store),
+        digit_tsv=smk.output.digit,
         where={
             "layers": f"models.{model}.study.phase2_layers",
             "ks": f"models.{model}.study.phase2_k",

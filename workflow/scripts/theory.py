@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from zhunt.io import snakemake_main
+from zhunt.numerals import store_numeral_ids
 from zhunt.theory import run_theory
 
 
@@ -16,6 +17,10 @@ def main(smk):
         pca_dim=smk.params.pca_dim,
         coint_components=smk.params.coint_components,
         generation_lengths=smk.input.generations,
+        site=smk.params.site,
+        layers=list(smk.params.layers),
+        numeral_ids=store_numeral_ids(smk.input.model, smk.input.store),
+        digit_tsv=smk.output.digit,
     )
 
 
