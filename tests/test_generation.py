@@ -288,3 +288,24 @@ def test_score_bad_inputs(model, tok):
     with pytest.raises(ValueError):
         score(model, tok, PROMPTS, site="middle")
     assert score(model, tok, [])["first_argmax"].shape == (0,)
+
+
+def test_score_full_interchange_at_input_reproduces_donor(model, tok):
+    """Through the batched API: every non-special position of the input of layers[l] from the donor
+    (same token length as the base) gives the donor's own next-token distribution, at every layer."""
+    from zhunt.generation import score
+    from zhunt.hooks import capture_hidden_states
+
+    pairs = [("abc def", "xyz 123"), ("hi", "yo"), ("q: 7 times 8?", "q: 9 minus 2?")]
+    base, donor = [b for b, _ in pairs], [d for _, d in pairs]
+    V = list(range(64))
+    ref = score(model, tok, donor, candidates=[V] * 3)["lp_candidates"]
+    for l in range(3):
+        src = []
+        for t in donor:
+            with torch.no_grad(), capture_hidden_states(model.model.layers) as hc:
+                model(**tok([t], return_tensors="pt"))
+            src.append(hc.hidden[l][0][0, 1:])  # BOS (special) is not patched
+        got = score(model, tok, base, candidates=[V] * 3, layer_module=l, site="input", batch_size=3,
+                    edits=[SubspaceEdit(None, s, "full") for s in src])
+        np.testing.assert_allclose(got["lp_candidates"], ref, atol=SCORE_ATOL)

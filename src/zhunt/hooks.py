@@ -46,6 +46,7 @@ __all__ = [
     "layer_hidden",
     "with_layer_hidden",
     "layer_input",
+    "transform",
 ]
 
 
@@ -428,5 +429,43 @@ def patch(
         hd = layer.register_forward_pre_hook(pre_hook, prepend=True, with_kwargs=True)
     try:
         yield handle
+    finally:
+        hd.remove()
+
+
+@contextlib.contextmanager
+def transform(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
+              site: str = "output") -> Iterator[None]:
+    """Replace the stream ``h`` at ``layer``'s ``site`` by ``fn(h)`` at every position of every call.
+
+    Stateless (no prompt/decode bookkeeping, unlike :func:`patch`): prefill,
+    decode steps, teacher-forced passes and consecutive batches all get
+    ``fn``, pads included (they are never attended to). Registered with
+    ``prepend=True``.
+
+    Parameters
+    ----------
+    layer : nn.Module
+        One decoder layer ``layers[l]``.
+    fn : callable
+        ``fn(h) -> new``, ``(B, T, d)`` to ``(B, T, d)``.
+    site : {"output", "input"}
+        As for :func:`patch`.
+    """
+    check_site(site)
+
+    def hook(_mod, _args, output):
+        return with_layer_hidden(output, fn(layer_hidden(output)))
+
+    def pre_hook(_mod, args, kwargs):
+        h, rebuild = layer_input(args, kwargs)
+        return rebuild(fn(h))
+
+    if site == "output":
+        hd = layer.register_forward_hook(hook, prepend=True)
+    else:
+        hd = layer.register_forward_pre_hook(pre_hook, prepend=True, with_kwargs=True)
+    try:
+        yield
     finally:
         hd.remove()

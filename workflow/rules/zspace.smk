@@ -79,6 +79,7 @@ rule datadriven_z:
             "datadriven",
             "data-driven subspace vs Z (figure)",
         ),
+        basis="results/{model}/zspace/ms_basis.h5",
     log:
         "logs/{model}/datadriven_z.log",
     benchmark:

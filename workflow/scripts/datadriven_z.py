@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from zhunt.ablation import write_ms_basis
 from zhunt.io import snakemake_main
 from zhunt.zspace import run_datadriven
 
@@ -26,6 +27,7 @@ def main(smk):
             "ks": f"models.{model}.study.phase2_k",
         },
     )
+    write_ms_basis(smk.output.basis, smk.input.store, model)  # every layer, both sites
 
 
 snakemake_main(snakemake, main)  # noqa: F821
