@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,6 +47,8 @@ DEFAULT_ROW_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas
 _TEMPLATE_KINDS = ("completion", "chat")
 _FAMILY_KEYS = {"kind", "prompt", "shot", "system", "chat_kwargs"}
 _INT_RE = re.compile(r"[+-]?[0-9]+")
+#: Range of an answer: answers are stored as int64 (activation stores, behaviour tables).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _PLACEHOLDER_RE = re.compile(r"\{(question|prompt|answer)\}")
 
 
@@ -96,7 +99,58 @@ def _read_lines(path: Path) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    for i, ln in enumerate(lines):
+        if "\r" in ln:
+            what = ("the file uses CR-only (classic Mac) line endings" if len(lines) == 1
+                    else "a carriage return (CR) that is not part of a CRLF line ending")
+            raise ZhuntError(f"{path}:{i + 1}", f"{what}: save it with LF (or CRLF) line endings")
+    return lines
+
+
+def _invisible(ch: str) -> bool:
+    """True for whitespace and zero-width/format characters (Unicode Z* and Cf categories)."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp")
+
+
+def check_text(where: str, text: str, column: str = "text") -> None:
+    """Reject a prompt text a model would be fed silently wrong.
+
+    The rule shared by every prompt reader (wide tables here, other formats elsewhere): a text
+    must not contain control characters (NUL, other C0/C1 controls; tab and newline cannot occur
+    inside a TSV cell anyway), must hold at least one visible character (a text of only spaces
+    and zero-width characters such as U+200B is empty), must not start or end with whitespace,
+    and must not be wrapped in ASCII double quotes: prompt tables have no quoting, every
+    character of a cell is fed to the model, so ``"What is 2 plus 3?"`` would reach the model
+    with its quotes (write the cell without them; a quote inside a text is kept as is).
+
+    Parameters
+    ----------
+    where : str
+        ``path:line`` of the text, for the message.
+    text : str
+        The cell.
+    column : str
+        Its column (language code), for the message.
+
+    Raises
+    ------
+    ZhuntError
+        ``where: column 'zh': <what is wrong>``.
+    """
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            name = "NUL" if ch == "\0" else f"control character U+{ord(ch):04X}"
+            raise ZhuntError(where, f"column '{column}': text contains a {name} character")
+    if all(_invisible(ch) for ch in text):
+        extra = sorted({f"U+{ord(ch):04X}" for ch in text if not ch.isspace()})
+        raise ZhuntError(where, f"column '{column}': empty text" +
+                         (f" (only invisible characters: {', '.join(extra)})" if extra else ""))
+    if text != text.strip():
+        raise ZhuntError(where, f"column '{column}': {text!r} starts or ends with whitespace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        raise ZhuntError(where, f"column '{column}': quote-wrapped cell {text!r}: prompt tables have no "
+                         "quoting and the quotes would reach the model; remove the surrounding quotes")
 
 
 @functools.lru_cache(maxsize=8)
@@ -149,8 +203,10 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
     ----------
     path : str or os.PathLike
         Tab-separated UTF-8 file with header ``id, category, answer`` plus one column per
-        language (codes of :data:`KNOWN_LANGUAGES`, any order). Blank lines are ignored; there
-        is no quoting, so a cell can hold neither a tab nor a newline.
+        language (codes of :data:`KNOWN_LANGUAGES`, any order). Blank lines are ignored; line
+        endings are LF or CRLF (a lone CR is an error). There is no quoting: a cell is fed to the
+        model as written, so it can hold neither a tab nor a newline, and a text wrapped in
+        double quotes is rejected (:func:`check_text` has the rule for texts).
     languages : sequence of str, optional
         Language columns required and returned, in this order. Default: every language column of
         the file, in file order.
@@ -170,7 +226,9 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
         Naming ``path:line`` for: an unreadable or non-UTF-8 file, a header without a required
         column, with an unknown or repeated column, or without a requested language; a row with
         the wrong number of fields, an invalid id, an empty category or text, a non-integer
-        answer, or an id already used on an earlier line; and a table without any problem.
+        answer or one outside int64, a text :func:`check_text` rejects, or an id already used on
+        an earlier line; a lone CR, a header cell with surrounding whitespace; and a table without
+        any problem.
     """
     path = Path(path)
     languages = _check_languages(languages, where="languages")
@@ -187,6 +245,9 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
     for col in header:
         if col == "":
             raise ZhuntError(hwhere, "empty column name in the header")
+        if col != col.strip():
+            raise ZhuntError(hwhere, f"header cell {col!r} has leading or trailing whitespace "
+                             f"(write {col.strip()!r})")
         if col in seen:
             raise ZhuntError(hwhere, f"column '{col}' appears twice in the header")
         seen.add(col)
@@ -218,11 +279,17 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
                              f"({', '.join(header)}), found {len(fields)}")
         row: dict[str, Any] = dict(zip(header, fields))
         if _INT_RE.fullmatch(row["answer"]):
-            row["answer"] = int(row["answer"])
+            value = int(row["answer"])
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ZhuntError(where, f"column 'answer': {row['answer']} is outside the range answers are "
+                                 "stored in (64-bit integers, -2^63 .. 2^63-1)")
+            row["answer"] = value
         errors = list(validator.iter_errors(row))
         if errors:
             _, message = min((_describe_schema_error(e, header) for e in errors), key=lambda t: t[0])
             raise ZhuntError(where, message)
+        for lang in file_langs:
+            check_text(where, row[lang], lang)
         if row["id"] in first_line:
             raise ZhuntError(where, f"duplicate id '{row['id']}' (first used on line "
                              f"{first_line[row['id']]})")

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from zhunt.config import (
     check_model_shapes,
+    check_problem_counts,
     check_prompt_tables,
     check_schema,
     check_semantics,
@@ -25,9 +26,14 @@ except ZhuntError as exc:
     sys.stderr.write(f"zhunt config error: {exc}\n")
     raise SystemExit(1)
 try:
-    check_prompt_tables(config)  # hand-written prompt sets, one line naming file:line
+    _problem_counts = check_prompt_tables(config)  # hand-written prompt sets, one line naming file:line
 except ZhuntError as exc:
     sys.stderr.write(f"zhunt error: {exc}\n")
+    raise SystemExit(1)
+try:
+    check_problem_counts(config, _problem_counts)  # enough problems for every stage
+except ZhuntError as exc:
+    sys.stderr.write(f"zhunt config error: {exc}\n")
     raise SystemExit(1)
 
 
