@@ -745,6 +745,9 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                                  fit.terms["mmd_problem"], fit.seconds)
                         runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
         n_problems, d = len(ids), store.hidden_size
+        # what identifies the inputs, carried into the run file for its readers
+        provenance = {key: store.attrs[key] for key in ("model_weights_sha256", "prompt_file_sha256", "template")
+                      if key in store.attrs}
     rows = _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm)
     table = pd.DataFrame(rows, columns=TSV_COLUMNS)
     files = []
@@ -755,7 +758,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                                      n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr,
                                      min_steps=int(min_steps), max_steps=int(max_steps), gamma=gamma,
                                      n_neg=-1 if n_neg is None else int(n_neg), contrast=contrast,
-                                     seed=int(seed), warm_eps=WARM_EPS).items():
+                                     seed=int(seed), warm_eps=WARM_EPS, **provenance).items():
                     f.attrs[key] = val
                 f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
                                     "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
@@ -833,8 +836,11 @@ def _read_runs(h5_paths) -> dict:
 def _read_run(path) -> dict:
     import h5py
 
+    from .io import check_provenance, expected_provenance
+
     out = {}
     with h5py.File(path, "r") as f:
+        check_provenance(path, f.attrs, expected_provenance("ard", path))
         layer = int(f.attrs["layer"])
         z = {b: f[f"basis/{b}/z_energy"][()] for b in f["basis"]} if "basis" in f else {}
         for obj in OBJECTIVES:

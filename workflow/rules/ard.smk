@@ -30,6 +30,7 @@ rule ard_layer:
     params:
         ard=lambda wc: study(wc.model)["ard"],
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
+        provenance=lambda wc: provenance(wc.model, [int(wc.layer)]),
     script:
         "../scripts/ard_layer.py"
 
@@ -79,6 +80,7 @@ rule ard_summary:
     threads: 1
     params:
         primary=lambda wc: ard_primary(wc.model),
+        provenance=lambda wc: provenance(wc.model, ard_layers(wc.model)),
     script:
         "../scripts/ard_summary.py"
 
@@ -109,6 +111,7 @@ rule ard_heldout:
         runtime=120,
     params:
         layer=lambda wc: ard_primary(wc.model),
+        provenance=lambda wc: provenance(wc.model, [ard_primary(wc.model)]),
         ard=lambda wc: study(wc.model)["ard"],
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
         n_permutations=config["ard_test"]["n_permutations"],
@@ -180,5 +183,6 @@ rule bridge:
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
         n_permutations=config["ard_test"]["n_permutations"],
+        provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
     script:
         "../scripts/bridge.py"
