@@ -119,6 +119,7 @@ import pandas as pd
 import torch
 
 from .errors import ZhuntError
+from .progress import Progress
 from .io import atomic_path, write_table, write_text
 from .masks import read_mask
 from .mmd import CloudSet, permutation_mmd2, resolve_device
@@ -729,6 +730,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
     with ActivationStore(store_path) as store:
         if V_Z.shape[1] != store.hidden_size:
             raise ZhuntError(str(mask_path), f"mask width {V_Z.shape[1]} != hidden size {store.hidden_size}")
+        progress = Progress(len(bases) * len(objectives) * len(inits) * len(lambdas), f"L{layer} ARD run")
         for basis in bases:
             ids, zh, en, std, z, _ = _prepare_basis(store, layer, V_Z, basis, seed=seed)
             prep[basis] = (std, z)
@@ -744,6 +746,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                                  "converged" if fit.converged else "budget", fit.terms["mmd_lang"],
                                  fit.terms["mmd_problem"], fit.seconds)
                         runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
+                        progress.update(len(runs))
         n_problems, d = len(ids), store.hidden_size
         # what identifies the inputs, carried into the run file for its readers
         provenance = {key: store.attrs[key] for key in ("model_weights_sha256", "prompt_file_sha256", "template")

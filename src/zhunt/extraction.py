@@ -27,6 +27,7 @@ from torch import nn
 
 from .errors import ZhuntError
 from .hooks import capture_hidden_states
+from .progress import Progress
 from .store import StoreWriter
 
 __all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256"]
@@ -216,8 +217,10 @@ def extract_to_store(
     was_training = model.training
     model.eval()
     try:
+        progress = Progress(len(batches), "extraction batch")
         with torch.inference_mode(), capture_hidden_states(layers) as cap:
             for batch in batches:
+                progress.update()
                 seqs = [ids[i] for i in batch]
                 input_ids, attn, pos = left_pad(seqs, pad_id)
                 T = input_ids.shape[1]

@@ -72,7 +72,8 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
     from .extraction import extract_to_store
     from .models import get_adapter, load_model, read_provenance
     from .models.loader import weights_sha256
-    from .prompts import file_sha256, load_prompt_table, load_templates, render_prompts, to_long
+    from .prompts import (check_context_length, file_sha256, load_prompt_table, load_templates,
+                          model_context_length, render_prompts, to_long)
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -85,6 +86,7 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
     long = long.assign(text=render_prompts(long, family, templates, tokenizer=tok))
     # a chat template already writes BOS and the turn markers itself
     chat = templates["families"][family]["kind"] == "chat"
+    check_context_length(long, long["text"], tok, model_context_length(model), add_special_tokens=not chat)
     ad = get_adapter(model)
     t0 = time.perf_counter()
     extract_to_store(

@@ -667,3 +667,68 @@ def render_prompts(long_df: pd.DataFrame, family: str, templates: Mapping,
             raise ZhuntError("prompts", f"long prompt table lacks column '{col}' (use to_long)")
     return [render_prompt(text, lang, family, templates, shots=shots, tokenizer=tokenizer)
             for lang, text in zip(long_df["lang"], long_df["text"])]
+
+
+# --------------------------------------------------------------------------- context length
+
+
+def model_context_length(model) -> int | None:
+    """The longest sequence a model's positions cover (``max_position_embeddings``), or None."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n = getattr(cfg, "max_position_embeddings", None)
+    return int(n) if n else None
+
+
+def check_context_length(long_df: pd.DataFrame, prompts: Sequence[str], tokenizer, limit: int | None,
+                         max_new_tokens: int = 0, add_special_tokens: bool = True) -> int:
+    """Stop before a model sees a prompt longer than its context.
+
+    Every rendered prompt (template + few-shot exemplars + question, as fed to the model) plus
+    ``max_new_tokens`` generated tokens must fit in ``limit`` positions:
+    ``len(tokenize(prompt)) + max_new_tokens <= limit``. Positions beyond the trained range are
+    not an error in a forward pass; they silently give meaningless states.
+
+    Parameters
+    ----------
+    long_df : pandas.DataFrame
+        Long table (:func:`to_long`): ``id``, ``lang``; ``attrs`` ``path`` and ``lines`` of the
+        wide table it came from (for ``path:line``).
+    prompts : sequence of str
+        The rendered prompts, one per row of ``long_df``.
+    tokenizer
+        A transformers tokenizer.
+    limit : int or None
+        The model's context (:func:`model_context_length`); None skips the check.
+    max_new_tokens : int
+        Tokens generated after the prompt (0 for a forward pass).
+    add_special_tokens : bool
+        As the prompts will be tokenized (False for chat templates).
+
+    Returns
+    -------
+    int
+        The longest prompt, in tokens.
+
+    Raises
+    ------
+    ZhuntError
+        ``path:line: prompt 'add-01' (zh): 180 tokens + 8 new tokens exceed the context of 128``
+        for the first (in table order) prompt that does not fit.
+    """
+    if len(prompts) == 0:
+        return 0
+    ids = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    lengths = [len(x) for x in ids]
+    if limit is None:
+        return max(lengths)
+    path = long_df.attrs.get("path", "prompts")
+    line_of = dict(zip(dict.fromkeys(long_df["id"]), long_df.attrs.get("lines") or []))
+    for (pid, lang), n in zip(zip(long_df["id"], long_df["lang"]), lengths):
+        if n + int(max_new_tokens) > int(limit):
+            where = f"{path}:{line_of[pid]}" if pid in line_of else str(path)
+            extra = f" + {int(max_new_tokens)} new tokens" if max_new_tokens else ""
+            raise ZhuntError(where, f"prompt '{pid}' ({lang}): {n} tokens{extra} exceed the model's context "
+                                    f"of {int(limit)} positions (max_position_embeddings); shorten it or "
+                                    "lower the new-token budget")
+    return max(lengths)

@@ -275,13 +275,23 @@ def _check_safetensors(path: Path) -> None:
             head = fh.read(8)
             n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
             size = path.stat().st_size
-            ok = 1 < n <= min(_SAFETENSORS_MAX_HEADER, size - 8) and fh.read(1) == b"{"
+            ok = 1 < n <= min(_SAFETENSORS_MAX_HEADER, size - 8)
+            header = fh.read(n) if ok else b""
     except OSError as exc:
         raise ZhuntError(str(path), f"cannot read ({exc.strerror or exc})") from None
-    if not ok:
+    try:
+        meta = json.loads(header) if ok else None
+        ends = [int(t["data_offsets"][1]) for k, t in meta.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        meta = None
+    if meta is None:
         what = ("a Python pickle (e.g. a torch.save file renamed), never unpickled"
                 if head[:1] == b"\x80" or head[:2] == b"PK" else "truncated or corrupt")
         raise ZhuntError(str(path), f"not a safetensors file: {what}; re-run prepare_model for this folder")
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise ZhuntError(str(path), f"truncated safetensors file: {size} bytes, its header describes {need}; "
+                                    "re-run prepare_model for this folder")
 
 
 def _check_folder_files(folder: Path) -> None:
@@ -318,6 +328,7 @@ def load_model(folder, device=None, dtype=None):
     defaults to the dtype the folder was saved in. The model is in eval mode;
     the tokenizer pads on the left and has a pad token (eos when it had none).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
@@ -331,7 +342,7 @@ def load_model(folder, device=None, dtype=None):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=resolve_dtype(dtype) if dtype is not None else "auto", use_safetensors=True, **kw)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         first = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
         raise ZhuntError(str(folder), f"cannot load the model ({type(exc).__name__}: {first[:300]})") from None
     model.to(device).eval()
