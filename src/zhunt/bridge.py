@@ -85,6 +85,7 @@ import pandas as pd
 from .errors import ZhuntError
 from .io import write_table
 from .masks import read_mask
+from .progress import Progress
 
 __all__ = [
     "ESTIMATORS",
@@ -420,7 +421,9 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
     n_perm_tok = n_permutations if n_permutations_token is None else int(n_permutations_token)
     rows, spectra, nulls = [], [], []
     with ActivationStore(store_path) as store:
-        for layer in layers:
+        progress = Progress(len(layers), "bridge layer")
+        for n_done, layer in enumerate(layers):
+            progress.update(n_done)
             if layer not in mask_paths and str(layer) not in mask_paths:
                 raise ZhuntError("bridge.mask_paths", f"no mask file for layer {layer}")
             mpath = mask_paths.get(layer, mask_paths.get(str(layer)))
