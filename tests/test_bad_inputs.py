@@ -16,8 +16,9 @@ asserts:
     the same file as before (same size and mtime: the earlier rules' legit outputs in the
     cases on the session's tiny run, none at all in the model-preparation cases).
 
-The cases that need a trained model (``RULE_TINY``) share the session's one tiny run
-(``clone_tiny``): each breaks one thing in its own copy (truncates or copies an HDF5 file,
+The cases that need a trained model (``RULE_TINY``) share one partial tiny run (``tiny_inputs``:
+the tiny organism trained once, its prompt set, activation store and the masks of layers 2 and 3,
+nothing else): each breaks one thing in its own copy (truncates or copies an HDF5 file,
 swaps the model's weights for a pickle, drops a tokenizer file, edits the prompt table a store
 was built from) and asks for one target whose job must fail.
 
@@ -315,11 +316,26 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("case", [  # the RULE_TINY cases need the session's tiny run: slow
+# what the RULE_TINY cases need: the model, its prompt set, store and two masks (not the whole DAG)
+TINY_INPUTS = (f"resources/models/{TINY}", STORE, *MASK_L2, f"results/{TINY}/masks/L3.h5")
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory, copy_workflow, snakemake_cli):
+    """Factory ``clone(dst) -> dst``: a copy (mtimes kept) of one partial tiny run."""
+    import shutil
+
+    wd = copy_workflow(tmp_path_factory.mktemp("tiny-inputs") / "wd")
+    res = snakemake_cli(wd, *TINY_INPUTS, cores=2, timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return lambda dst: Path(shutil.copytree(wd, dst, symlinks=True))
+
+
+@pytest.mark.parametrize("case", [  # the RULE_TINY cases train the tiny organism once: slow
     pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.kind == "RULE_TINY" else []) for c in CASES])
 def test_bad_input_is_one_clear_line(case, tmp_path, copy_workflow, snakemake_cli, request):
     if case.kind == "RULE_TINY":
-        wd = request.getfixturevalue("clone_tiny")(tmp_path / "wd")
+        wd = request.getfixturevalue("tiny_inputs")(tmp_path / "wd")
         for rel in case.outputs:  # not built yet: the job must run (and fail)
             if (wd / rel).exists():
                 (wd / rel).unlink()
