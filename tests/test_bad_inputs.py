@@ -54,6 +54,7 @@ class Case:
     setup: object = None  # RULE_TINY: setup(wd) breaks one thing in a copy of the tiny run
     rule: str = ""  # RULE_TINY: the rule whose (single) job fails
     outputs: tuple = ()  # RULE_TINY: that job's outputs (deleted first, absent after)
+    also: str = ""  # a second part of the line (after a value the test cannot know, e.g. a token count)
 
 
 def study(**kw) -> dict:
@@ -112,20 +113,21 @@ def drop_tokenizer(wd):
 
 
 def other_prompt_table(wd):
-    """The generated table changes after the store was built from it (one problem fewer); the
-    store is touched so that its mtime stays newer and no rule rebuilds it."""
+    """The generated table's content changes after the store was built from it (one problem
+    fewer), its mtime does not: no rule sees a reason to rebuild the store."""
     import os
 
     table = wd / f"results/{TINY}/prompts/organism.tsv"
+    st = table.stat()
     lines = table.read_text(encoding="utf-8").splitlines()
     table.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
-    os.utime(wd / STORE)
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def long_prompt_table(wd):
     """A hand-written table for the tiny organism (context 128) with one 300-token prompt."""
     rows = [HEADER] + [f"add-{i:02d}\tadd\t{i + 2}\tWhat is {i} plus 2?\t{i}加2等于多少？" for i in range(1, 7)]
-    rows[3] = rows[3].replace("What is 3 plus 2?", "What is 3 plus 2? " + "Think it over again. " * 60)
+    rows[3] = rows[3].replace("What is 3 plus 2?", "What is 3 plus 2? " + " ".join(["Think it over again."] * 60))
     (wd / "long.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
@@ -287,6 +289,7 @@ CASES = [
     model_folder_case("tokenizer-missing", f"resources/models/{TINY}/tokenizer.json: missing: the folder has no "
                       "tokenizer files", drop_tokenizer),
     Case("prompt-beyond-context", "long.tsv:4: prompt 'add-03' (en): ", LONG_PROMPTS, kind="RULE_TINY",
+         also=" tokens exceed the model's context of 128 positions (max_position_embeddings)",
          target=(f"results/{TINY}/activations/long.h5",), setup=long_prompt_table, rule="extract_activations",
          outputs=(f"results/{TINY}/activations/long.h5",)),
 ]
@@ -357,6 +360,7 @@ def test_bad_input_is_one_clear_line(case, tmp_path, copy_workflow, snakemake_cl
     lines = error_lines(stderr)
     assert len(lines) == 1, f"expected one zhunt error line, got {lines}\n{stderr[-3000:]}"
     assert case.needle in lines[0], f"{lines[0]!r} lacks {case.needle!r}"
+    assert case.also in lines[0].split(case.needle, 1)[1], f"{lines[0]!r} lacks {case.also!r}"
 
     if case.kind == "PARSE":
         assert "Select jobs to execute" not in stderr  # stopped before scheduling anything
