@@ -220,7 +220,6 @@ def extract_to_store(
         progress = Progress(len(batches), "extraction batch")
         with torch.inference_mode(), capture_hidden_states(layers) as cap:
             for batch in batches:
-                progress.update()
                 seqs = [ids[i] for i in batch]
                 input_ids, attn, pos = left_pad(seqs, pad_id)
                 T = input_ids.shape[1]
@@ -252,6 +251,7 @@ def extract_to_store(
                 writer.append([records[i] for i in in_order], hidden, tok, spec, offsets=offsets[in_order],
                               copy=False)
                 del hs, hidden
+                progress.update()  # batches done
         assert writer is not None
         writer.close()
     except BaseException:
