@@ -126,6 +126,7 @@ import pandas as pd
 import torch
 
 from .errors import ZhuntError
+from .progress import Progress
 from .io import atomic_path, write_table, write_text
 from .masks import read_mask
 from .mmd import CloudSet, permutation_mmd2, resolve_device
@@ -750,10 +751,15 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
     with ActivationStore(store_path) as store:
         if V_Z.shape[1] != store.hidden_size:
             raise ZhuntError(str(mask_path), f"mask width {V_Z.shape[1]} != hidden size {store.hidden_size}")
+        progress = Progress(len(sites) * len(bases) * len(objectives) * len(inits) * len(lambdas),
+                            f"L{layer} ARD run")
         for site_ in sites:
             by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps,
-                                       max_steps, seed, dev, gamma, n_neg, contrast, site_)
+                                       max_steps, seed, dev, gamma, n_neg, contrast, site_, progress)
         n_problems, d = by_site[sites[0]][2], store.hidden_size
+        # what identifies the inputs, carried into the run file for its readers
+        provenance = {key: store.attrs[key] for key in ("model_weights_sha256", "prompt_file_sha256", "template")
+                      if key in store.attrs}
     frames = []
     for site_ in sites:
         runs, prep, _ = by_site[site_]
@@ -771,7 +777,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
                                      n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr,
                                      min_steps=int(min_steps), max_steps=int(max_steps), gamma=gamma,
                                      n_neg=-1 if n_neg is None else int(n_neg), contrast=contrast,
-                                     seed=int(seed), warm_eps=WARM_EPS).items():
+                                     seed=int(seed), warm_eps=WARM_EPS, **provenance).items():
                     f.attrs[key] = val
                 f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
                                     "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
@@ -789,7 +795,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
 
 
 def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps, seed, dev, gamma,
-              n_neg, contrast, site):
+              n_neg, contrast, site, progress=None):
     """The λ × init × objective × basis grid at one site: ``(runs, prep, n_problems)``."""
     runs, prep = [], {}
     for basis in bases:
@@ -807,6 +813,8 @@ def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_step
                              "converged" if fit.converged else "budget", fit.terms["mmd_lang"],
                              fit.terms["mmd_problem"], fit.seconds)
                     runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
+                    if progress is not None:
+                        progress.update()
     return runs, prep, len(ids)
 
 
@@ -882,8 +890,11 @@ def _read_runs(h5_paths) -> dict:
 def _read_run(path) -> dict:
     import h5py
 
+    from .io import check_provenance, expected_provenance
+
     out = {}
     with h5py.File(path, "r") as f:
+        check_provenance(path, f.attrs, expected_provenance("ard", path))
         layer = int(f.attrs["layer"])
         z = {b: f[f"basis/{b}/z_energy"][()] for b in f["basis"]} if "basis" in f else {}
         for obj in OBJECTIVES:

@@ -322,7 +322,8 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     from .generation import generate
     from .models import get_adapter, load_model
     from .pipeline import check_layer
-    from .prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from .prompts import (check_context_length, load_prompt_table, load_templates, model_context_length,
+                          render_prompts, to_long)
 
     t0 = time.perf_counter()
     if threads:
@@ -343,6 +344,8 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     long = long.assign(prompt=render_prompts(long, family, templates, fewshot=fewshot, n_shots=int(n_shots),
                                              tokenizer=tok))
     chat = templates["families"][family]["kind"] == "chat"
+    check_context_length(long, long["prompt"], tok, model_context_length(model), int(max_new_tokens),
+                         add_special_tokens=not chat)
     record = None
     if out_steps is not None:
         check_layer(int(step_layer), get_adapter(model).num_layers, model_name, key="behaviour.step_layer")

@@ -87,6 +87,7 @@ import pandas as pd
 from .errors import ZhuntError
 from .io import write_table
 from .masks import read_mask
+from .progress import Progress
 
 __all__ = [
     "ESTIMATORS",
@@ -428,7 +429,9 @@ def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_ts
     sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
     rows, spectra, nulls = [], [], []
     with ActivationStore(store_path) as store:
-        for site_, layer in ((st, l) for st in sites for l in layers):
+        progress = Progress(len(sites) * len(layers), "bridge layer")
+        for n_done, (site_, layer) in enumerate((st, l) for st in sites for l in layers):
+            progress.update(n_done)
             if layer not in mask_paths and str(layer) not in mask_paths:
                 raise ZhuntError("bridge.mask_paths", f"no mask file for layer {layer}")
             mpath = mask_paths.get(layer, mask_paths.get(str(layer)))

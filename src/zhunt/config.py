@@ -22,6 +22,34 @@ def _key_path(parts) -> str:
     return out or "config"
 
 
+def _describe(error) -> tuple[list, str]:
+    """(key path, message) of one jsonschema error, naming the key the user wrote.
+
+    An unexpected key is named itself (``models.organism.source.trian: unknown key``) with the
+    closest allowed key as a suggestion; a missing required key is named by its path too.
+    """
+    import difflib
+
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        if extra:
+            bad = extra[0]
+            close = difflib.get_close_matches(str(bad), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(allowed)}"
+            return path + [bad], f"unknown key ({hint})"
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            kind = error.instance.get("kind")
+            why = f" for source kind '{kind}'" if kind is not None and path[-1:] == ["source"] else ""
+            return path + [missing[0]], f"missing: required{why}"
+    if error.validator == "const" and error.schema.get("description"):
+        return path, f"{error.instance!r}: {error.schema['description']} (expected {error.validator_value!r})"
+    return path, error.message
+
+
 def check_schema(config: dict, schema_path) -> None:
     """Raise :class:`ZhuntError` (key path + reason) if ``config`` violates the schema."""
     import jsonschema
@@ -30,7 +58,8 @@ def check_schema(config: dict, schema_path) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
-        raise ZhuntError(_key_path(error.absolute_path), error.message)
+        path, message = _describe(error)
+        raise ZhuntError(_key_path(path), message)
 
 
 def merge(base: dict, override: dict | None) -> dict:
@@ -73,6 +102,20 @@ def check_semantics(config: dict) -> None:
             raise ZhuntError(f"models.{name}.study.ard.lambdas", "needs at least one lambda > 0")
         if st["ard"]["min_steps"] > st["ard"]["max_steps"]:
             raise ZhuntError(f"models.{name}.study.ard.min_steps", "must be <= max_steps")
+    check_organism_languages(config)
+
+
+def organism_train_spec(source: dict) -> dict:
+    """An organism's (schema-validated) ``source.train`` with the defaults of
+    :func:`zhunt.organism.train_organism` filled in for every key left out (one set of defaults)."""
+    import inspect
+
+    from .organism import train_organism
+
+    out = {name: p.default for name, p in inspect.signature(train_organism).parameters.items()
+           if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    out.update(source.get("train") or {})
+    return out
 
 
 def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
@@ -85,9 +128,9 @@ def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
 
     src = spec["source"]
     if src["kind"] == "organism":
-        train = src.get("train") or {}
-        d = int(train.get("hidden_size", 128))
-        return int(train.get("n_layers", 6)), d, d // int(train.get("n_heads", 4))
+        train = organism_train_spec(src)
+        d = train["hidden_size"]
+        return train["n_layers"], d, d // train["n_heads"]
     if src["kind"] == "random" and {"num_hidden_layers", "hidden_size"} <= set(src.get("shape") or {}):
         shape = src["shape"]
         d = int(shape["hidden_size"])
@@ -137,6 +180,19 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
             if layer != "auto" and not 0 <= layer < n_layers:
                 raise ZhuntError(where, f"layer {layer} out of range for {name} "
                                         f"({n_layers} decoder layers: 0..{n_layers - 1})")
+        skey = "structure.k"
+        sk = config.get("structure", {}).get("k", 20)
+        if sk > head_dim or sk >= d:
+            raise ZhuntError(skey, f"k={sk} exceeds what {name} allows (0 < k <= head_dim={head_dim} and "
+                                   f"k < d={d}): the per-layer attention subspaces have rank <= head_dim")
+        if n_layers < 3:
+            raise ZhuntError(f"models.{name}.source", f"{name} has {n_layers} decoder layers: the structure "
+                                                      "stage (phases, bottleneck) needs at least 3")
+        anchor = config.get("structure", {}).get("qk_anchor", -1)
+        if not -n_layers <= anchor < n_layers:
+            raise ZhuntError("structure.qk_anchor", f"layer {anchor} out of range for {name} ({n_layers} "
+                                                    f"decoder layers: 0..{n_layers - 1}, or -1..-{n_layers} "
+                                                    "from the last)")
         for kkey in ("patch_k", "phase2_k"):
             for i, k in enumerate(st[kkey]):
                 where = f"{key(kkey)}[{i}]"
@@ -147,14 +203,72 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
                                             f"<= head_dim (drop 'head0' from study.mask_kinds or lower k)")
 
 
-def check_prompt_tables(config: dict) -> None:
-    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``)."""
+#: Fewest problems (paired across languages) each stage of the default DAG can run on: the
+#: stage's own check, moved to parse time so that no job runs on a set some later rule rejects.
+MIN_PROBLEMS: dict[str, int] = {
+    "ard_heldout (Exp. C held-out permutation test, zhunt.ard)": 6,
+    "bridge (Exp. D leave-one-out maps, zhunt.bridge)": 3,
+    "theory (seed-003 cross-lingual maps, zhunt.theory)": 3,
+    "phase2 (zhunt.zspace)": 2,
+    "ard_layer (MMD contrast, zhunt.ard)": 2,
+}
+
+
+def check_prompt_tables(config: dict) -> dict[str, int]:
+    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``).
+
+    Returns
+    -------
+    dict
+        ``{prompt set: number of problems}`` of every hand-written or MGSM set.
+    """
     from .prompts import load_mgsm, load_prompt_table
 
-    for spec in config["prompts"].values():
+    counts = {}
+    for ps, spec in config["prompts"].items():
         if spec.get("generated"):
             continue
         if spec.get("format", "table") == "mgsm":
-            load_mgsm(spec["path"], spec.get("languages") or ["en", "zh"], limit=spec.get("limit"))
+            table = load_mgsm(spec["path"], spec.get("languages") or ["en", "zh"], limit=spec.get("limit"))
         else:
-            load_prompt_table(spec["path"], languages=spec.get("languages"))
+            table = load_prompt_table(spec["path"], languages=spec.get("languages"))
+        counts[ps] = len(table)
+    return counts
+
+
+def check_problem_counts(config: dict, counts: dict[str, int]) -> None:
+    """Every analysed model's prompt set holds enough problems for every stage (:data:`MIN_PROBLEMS`).
+
+    ``counts`` are the sizes of the hand-written sets (:func:`check_prompt_tables`); a generated
+    set has ``prompts.<set>.n`` problems. The message names the key to raise (``n``, or the
+    table's path) and the stage that needs the most.
+    """
+    stage, need = max(MIN_PROBLEMS.items(), key=lambda kv: kv[1])
+    for name in config["analyze"]:
+        ps = config["models"][name].get("promptset", "math")
+        spec = config["prompts"][ps]
+        if spec.get("generated"):
+            n, where = spec.get("n", 60), f"prompts.{ps}.n"
+        elif ps in counts:
+            n, where = counts[ps], f"{spec['path']}"
+        else:
+            continue
+        if n < need:
+            raise ZhuntError(where, f"{n} problem{'s' * (n != 1)} in prompt set '{ps}' (model {name}): "
+                                    f"stage {stage} needs at least {need}")
+
+
+def check_organism_languages(config: dict) -> None:
+    """A generated (organism) prompt set asks only for languages the organism speaks."""
+    from .organism import LANGUAGES
+
+    for name in config["analyze"]:
+        spec = config["models"][name]
+        ps = spec.get("promptset", "math")
+        pspec = config["prompts"][ps]
+        if spec["source"]["kind"] != "organism" or not pspec.get("generated"):
+            continue
+        for i, lang in enumerate(pspec.get("languages", [])):
+            if lang not in LANGUAGES:
+                raise ZhuntError(f"prompts.{ps}.languages[{i}]",
+                                 f"'{lang}': the organism {name} speaks only {', '.join(LANGUAGES)}")

@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import ZhuntError
 from .hooks import capture_hidden_states
+from .progress import Progress
 from .store import StoreWriter
 
 __all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256", "is_oom", "halve_on_oom",
@@ -333,6 +334,7 @@ def extract_to_store(
     was_training = model.training
     model.eval()
     try:
+        progress = Progress(len(batches), "extraction batch")
         with torch.inference_mode(), capture_hidden_states(layers) as cap:
             queue = list(batches)
             while queue:
@@ -373,6 +375,7 @@ def extract_to_store(
                 writer.append([records[i] for i in in_order], hidden, tok, spec, offsets=offsets[in_order],
                               copy=False)
                 del hs, hidden
+                progress.update()  # batches done
         assert writer is not None
         writer.close()
     except BaseException:

@@ -31,6 +31,8 @@ import numpy as np
 from .subspace import canonical_signs
 
 MASK_KINDS = ("multihead", "head0")
+#: Root attributes ``format`` / ``format_version`` of a mask file (checked by readers in a rule).
+MASK_FORMAT, MASK_FORMAT_VERSION = "zhunt-masks", 1
 
 
 def _np(x) -> np.ndarray | None:
@@ -157,6 +159,8 @@ def write_masks(path, masks: dict, attrs: dict) -> None:
 
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = MASK_FORMAT
+            f.attrs["format_version"] = MASK_FORMAT_VERSION
             for key, val in attrs.items():
                 f.attrs[key] = val
             f.attrs["convention"] = (
@@ -171,14 +175,22 @@ def write_masks(path, masks: dict, attrs: dict) -> None:
                     grp.create_dataset(f"k{k}", data=V)
 
 
-def read_mask(path, kind: str = "multihead", k: int = 50) -> np.ndarray:
-    """Read ``V_Z`` (k, d) from a mask file written by :func:`write_masks`."""
+def read_mask(path, kind: str = "multihead", k: int = 50, expect: dict | None = None) -> np.ndarray:
+    """Read ``V_Z`` (k, d) from a mask file written by :func:`write_masks`.
+
+    ``expect`` (default: what the running workflow rule expects, :func:`zhunt.io.expected_provenance`)
+    lists attributes the file must have, e.g. ``{"model": "organism", "layer": 2}``; a mask
+    copied from another layer or model stops with one line (:func:`zhunt.io.check_provenance`).
+    Masks are weights-only: they carry no ``site`` (the site is where an analysis applies them).
+    """
     import h5py
 
     from .errors import ZhuntError
+    from .io import check_provenance, expected_provenance
 
     try:
         with h5py.File(path, "r") as f:
+            check_provenance(path, f.attrs, expect if expect is not None else expected_provenance("mask", path))
             return f[kind][f"k{k}"][()]
     except KeyError as exc:
         raise ZhuntError(str(path), f"no mask {kind}/k{k} in this file ({exc})") from None

@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 
 from .errors import ZhuntError
 from .io import atomic_dir, atomic_path, write_table, write_text
+from .progress import Progress
 
 #: Languages the organism speaks.
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -592,6 +593,7 @@ def train_organism(
         window_n = 0
         model.train()
         t_train = time.perf_counter()
+        progress = Progress(steps, "training step")  # n/N, elapsed, ETA in the rule's log
         for step in range(1, steps + 1):
             idx = torch.randint(len(ids), (batch_size,), generator=gen)
             width = int(lens[idx].max())
@@ -608,6 +610,7 @@ def train_organism(
             sched.step()
             window += float(loss.detach())
             window_n += 1
+            progress.update(step)
             if step % log_every == 0 or step == steps:
                 loss_curve.append((step, window / window_n))
                 if verbose:

@@ -45,6 +45,7 @@ def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_pat
     """Compute and write the Z-masks of one decoder layer (see :mod:`zhunt.masks`)."""
     from .masks import write_masks, z_masks
     from .models import get_adapter, load_model
+    from .models.loader import weights_sha256
 
     t0 = time.perf_counter()
     model, _ = load_model(model_dir, device="cpu", dtype="float32")
@@ -54,6 +55,7 @@ def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_pat
     masks = z_masks(ad.layer_weights(layer), ks=ks, kinds=kinds)
     write_masks(out_path, masks, {
         "model": model_name, "layer": layer, "ks": list(ks), "kinds": list(kinds),
+        "model_weights_sha256": weights_sha256(model_dir),
         "hidden_size": ad.hidden_size, "num_heads": ad.num_heads, "head_dim": ad.head_dim,
         "zhunt_version": __version__,
     })
@@ -76,7 +78,9 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
 
     from .extraction import extract_to_store
     from .models import get_adapter, load_model, read_provenance
-    from .prompts import file_sha256, load_prompt_table, load_templates, render_prompts, to_long
+    from .models.loader import weights_sha256
+    from .prompts import (check_context_length, file_sha256, load_prompt_table, load_templates,
+                          model_context_length, render_prompts, to_long)
     from .site import store_hidden_indices
 
     if threads:
@@ -90,6 +94,7 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
     long = long.assign(text=render_prompts(long, family, templates, tokenizer=tok))
     # a chat template already writes BOS and the turn markers itself
     chat = templates["families"][family]["kind"] == "chat"
+    check_context_length(long, long["text"], tok, model_context_length(model), add_special_tokens=not chat)
     ad = get_adapter(model)
     keep = store_hidden_indices(layers, list(study_layers), ad.num_layers)
     t0 = time.perf_counter()
@@ -100,7 +105,8 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
             "model": model_name,
             "model_source": str(provenance.get("source", "")),
             "model_revision": str(provenance.get("revision") or ""),
-            "model_weights_sha256": str(provenance.get("gguf_sha256") or provenance.get("sha256") or ""),
+            "model_weights_sha256": weights_sha256(model_dir),
+            "gguf_sha256": str(provenance.get("gguf_sha256") or ""),
             "compute_dtype": spec.get("dtype", "float32"),
             "prompt_file": str(prompts_path),
             "prompt_file_sha256": file_sha256(prompts_path),

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,6 +53,8 @@ DEFAULT_ROW_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas
 _TEMPLATE_KINDS = ("completion", "chat")
 _FAMILY_KEYS = {"kind", "prompt", "shot", "system", "chat_kwargs"}
 _INT_RE = re.compile(r"[+-]?[0-9]+")
+#: Range of an answer: answers are stored as int64 (activation stores, behaviour tables).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _PLACEHOLDER_RE = re.compile(r"\{(question|prompt|answer)\}")
 
 
@@ -102,7 +105,58 @@ def _read_lines(path: Path) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    for i, ln in enumerate(lines):
+        if "\r" in ln:
+            what = ("the file uses CR-only (classic Mac) line endings" if len(lines) == 1
+                    else "a carriage return (CR) that is not part of a CRLF line ending")
+            raise ZhuntError(f"{path}:{i + 1}", f"{what}: save it with LF (or CRLF) line endings")
+    return lines
+
+
+def _invisible(ch: str) -> bool:
+    """True for whitespace and zero-width/format characters (Unicode Z* and Cf categories)."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp")
+
+
+def check_text(where: str, text: str, column: str = "text") -> None:
+    """Reject a prompt text a model would be fed silently wrong.
+
+    The rule shared by every prompt reader (wide tables here, other formats elsewhere): a text
+    must not contain control characters (NUL, other C0/C1 controls; tab and newline cannot occur
+    inside a TSV cell anyway), must hold at least one visible character (a text of only spaces
+    and zero-width characters such as U+200B is empty), must not start or end with whitespace,
+    and must not be wrapped in ASCII double quotes: prompt tables have no quoting, every
+    character of a cell is fed to the model, so ``"What is 2 plus 3?"`` would reach the model
+    with its quotes (write the cell without them; a quote inside a text is kept as is).
+
+    Parameters
+    ----------
+    where : str
+        ``path:line`` of the text, for the message.
+    text : str
+        The cell.
+    column : str
+        Its column (language code), for the message.
+
+    Raises
+    ------
+    ZhuntError
+        ``where: column 'zh': <what is wrong>``.
+    """
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            name = "NUL" if ch == "\0" else f"control character U+{ord(ch):04X}"
+            raise ZhuntError(where, f"column '{column}': text contains a {name} character")
+    if all(_invisible(ch) for ch in text):
+        extra = sorted({f"U+{ord(ch):04X}" for ch in text if not ch.isspace()})
+        raise ZhuntError(where, f"column '{column}': empty text" +
+                         (f" (only invisible characters: {', '.join(extra)})" if extra else ""))
+    if text != text.strip():
+        raise ZhuntError(where, f"column '{column}': {text!r} starts or ends with whitespace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        raise ZhuntError(where, f"column '{column}': quote-wrapped cell {text!r}: prompt tables have no "
+                         "quoting and the quotes would reach the model; remove the surrounding quotes")
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,8 +209,10 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
     ----------
     path : str or os.PathLike
         Tab-separated UTF-8 file with header ``id, category, answer`` plus one column per
-        language (codes of :data:`KNOWN_LANGUAGES`, any order). Blank lines are ignored; there
-        is no quoting, so a cell can hold neither a tab nor a newline.
+        language (codes of :data:`KNOWN_LANGUAGES`, any order). Blank lines are ignored; line
+        endings are LF or CRLF (a lone CR is an error). There is no quoting: a cell is fed to the
+        model as written, so it can hold neither a tab nor a newline, and a text wrapped in
+        double quotes is rejected (:func:`check_text` has the rule for texts).
     languages : sequence of str, optional
         Language columns required and returned, in this order. Default: every language column of
         the file, in file order.
@@ -176,7 +232,9 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
         Naming ``path:line`` for: an unreadable or non-UTF-8 file, a header without a required
         column, with an unknown or repeated column, or without a requested language; a row with
         the wrong number of fields, an invalid id, an empty category or text, a non-integer
-        answer, or an id already used on an earlier line; and a table without any problem.
+        answer or one outside int64, a text :func:`check_text` rejects, or an id already used on
+        an earlier line; a lone CR, a header cell with surrounding whitespace; and a table without
+        any problem.
     """
     path = Path(path)
     languages = _check_languages(languages, where="languages")
@@ -193,6 +251,9 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
     for col in header:
         if col == "":
             raise ZhuntError(hwhere, "empty column name in the header")
+        if col != col.strip():
+            raise ZhuntError(hwhere, f"header cell {col!r} has leading or trailing whitespace "
+                             f"(write {col.strip()!r})")
         if col in seen:
             raise ZhuntError(hwhere, f"column '{col}' appears twice in the header")
         seen.add(col)
@@ -224,11 +285,17 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
                              f"({', '.join(header)}), found {len(fields)}")
         row: dict[str, Any] = dict(zip(header, fields))
         if _INT_RE.fullmatch(row["answer"]):
-            row["answer"] = int(row["answer"])
+            value = int(row["answer"])
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ZhuntError(where, f"column 'answer': {row['answer']} is outside the range answers are "
+                                 "stored in (64-bit integers, -2^63 .. 2^63-1)")
+            row["answer"] = value
         errors = list(validator.iter_errors(row))
         if errors:
             _, message = min((_describe_schema_error(e, header) for e in errors), key=lambda t: t[0])
             raise ZhuntError(where, message)
+        for lang in file_langs:
+            check_text(where, row[lang], lang)
         if row["id"] in first_line:
             raise ZhuntError(where, f"duplicate id '{row['id']}' (first used on line "
                              f"{first_line[row['id']]})")
@@ -403,6 +470,9 @@ def load_mgsm(path: str | os.PathLike, languages: Sequence[str], limit: int | No
                                  f"answer {b} differs from {files[first].name}:{i + 1} ({a}): "
                                  "the language files are not parallel")
     keep = n if limit is None else min(n, int(limit))
+    for lang in langs:  # the same text rule as the hand-written tables
+        for i, text in enumerate(data[lang][0][:keep]):
+            check_text(f"{files[lang]}:{i + 1}", text, lang)
     df = pd.DataFrame({
         "id": [f"mgsm-{i}" for i in range(keep)],
         "category": [MGSM_CATEGORY] * keep,
@@ -739,3 +809,68 @@ def render_prompts(long_df: pd.DataFrame, family: str, templates: Mapping,
             raise ZhuntError("prompts", f"long prompt table lacks column '{col}' (use to_long)")
     return [render_prompt(text, lang, family, templates, shots=shots, tokenizer=tokenizer)
             for lang, text in zip(long_df["lang"], long_df["text"])]
+
+
+# --------------------------------------------------------------------------- context length
+
+
+def model_context_length(model) -> int | None:
+    """The longest sequence a model's positions cover (``max_position_embeddings``), or None."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n = getattr(cfg, "max_position_embeddings", None)
+    return int(n) if n else None
+
+
+def check_context_length(long_df: pd.DataFrame, prompts: Sequence[str], tokenizer, limit: int | None,
+                         max_new_tokens: int = 0, add_special_tokens: bool = True) -> int:
+    """Stop before a model sees a prompt longer than its context.
+
+    Every rendered prompt (template + few-shot exemplars + question, as fed to the model) plus
+    ``max_new_tokens`` generated tokens must fit in ``limit`` positions:
+    ``len(tokenize(prompt)) + max_new_tokens <= limit``. Positions beyond the trained range are
+    not an error in a forward pass; they silently give meaningless states.
+
+    Parameters
+    ----------
+    long_df : pandas.DataFrame
+        Long table (:func:`to_long`): ``id``, ``lang``; ``attrs`` ``path`` and ``lines`` of the
+        wide table it came from (for ``path:line``).
+    prompts : sequence of str
+        The rendered prompts, one per row of ``long_df``.
+    tokenizer
+        A transformers tokenizer.
+    limit : int or None
+        The model's context (:func:`model_context_length`); None skips the check.
+    max_new_tokens : int
+        Tokens generated after the prompt (0 for a forward pass).
+    add_special_tokens : bool
+        As the prompts will be tokenized (False for chat templates).
+
+    Returns
+    -------
+    int
+        The longest prompt, in tokens.
+
+    Raises
+    ------
+    ZhuntError
+        ``path:line: prompt 'add-01' (zh): 180 tokens + 8 new tokens exceed the context of 128``
+        for the first (in table order) prompt that does not fit.
+    """
+    if len(prompts) == 0:
+        return 0
+    ids = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    lengths = [len(x) for x in ids]
+    if limit is None:
+        return max(lengths)
+    path = long_df.attrs.get("path", "prompts")
+    line_of = dict(zip(dict.fromkeys(long_df["id"]), long_df.attrs.get("lines") or []))
+    for (pid, lang), n in zip(zip(long_df["id"], long_df["lang"]), lengths):
+        if n + int(max_new_tokens) > int(limit):
+            where = f"{path}:{line_of[pid]}" if pid in line_of else str(path)
+            extra = f" + {int(max_new_tokens)} new tokens" if max_new_tokens else ""
+            raise ZhuntError(where, f"prompt '{pid}' ({lang}): {n} tokens{extra} exceed the model's context "
+                                    f"of {int(limit)} positions (max_position_embeddings); shorten it or "
+                                    "lower the new-token budget")
+    return max(lengths)

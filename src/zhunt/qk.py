@@ -312,7 +312,7 @@ def _resolve_anchor(anchor: int, num_layers: int) -> int:
     if not 0 <= a < num_layers:
         from .errors import ZhuntError
 
-        raise ZhuntError("qk.anchor", f"anchor layer {anchor} out of range for {num_layers} layers")
+        raise ZhuntError("structure.qk_anchor", f"anchor layer {anchor} out of range for {num_layers} layers")
     return a
 
 

@@ -62,7 +62,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ZhuntError
-from .io import atomic_path
+from .io import atomic_path, check_provenance, expected_provenance
 
 __all__ = ["StoreWriter", "ActivationStore", "HIDDEN_STATE_CONVENTION", "hidden_name", "pooled_name",
            "chunk_rows", "pool_segments", "POOLINGS", "gather_shards"]
@@ -588,12 +588,18 @@ class ActivationStore:
     cache_layers : int
         How many full hidden-state arrays to keep in memory (LRU), so that
         e.g. ``pooled(j, "en")`` then ``pooled(j, "zh")`` reads layer ``j`` once.
+    expect : mapping, optional
+        Attributes the file must have (:func:`zhunt.io.check_provenance`), e.g.
+        ``{"model": "organism", "prompt_file_sha256": ...}``; default: what the running
+        workflow rule expects (:func:`zhunt.io.expected_provenance`), nothing outside a rule.
 
     Raises
     ------
     ZhuntError
         ``path: not a complete zhunt activation store (...)`` for a missing,
-        truncated or corrupt file, or one lacking required datasets.
+        truncated or corrupt file, or one lacking required datasets;
+        ``path: provenance attribute '...' is ..., expected ...`` for a file that is
+        not the one expected (another model, prompt table or template).
 
     Attributes
     ----------
@@ -614,7 +620,7 @@ class ActivationStore:
         ``(n_rows,)`` bool.
     """
 
-    def __init__(self, path, *, cache_layers: int = 2):
+    def __init__(self, path, *, cache_layers: int = 2, expect: Mapping | None = None):
         self.path = Path(path)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_layers = max(0, int(cache_layers))
@@ -626,6 +632,8 @@ class ActivationStore:
             raise self._error(_short(exc)) from None
         try:
             self._load_index()
+            check_provenance(self.path, self.attrs,
+                             expect if expect is not None else expected_provenance("store", self.path))
         except ZhuntError:
             self._f.close()
             raise

@@ -88,6 +88,7 @@ from pathlib import Path
 import numpy as np
 
 from .masks import _np, head_factors, kernel_gram, top_right_singular
+from .progress import Progress
 from .subspace import canonical_signs, effective_rank, grassmann_similarity, project
 
 __all__ = [
@@ -380,10 +381,12 @@ def analyze_model(model_or_adapter, k: int = 20, fold_mlp_norm: bool = True) -> 
 
     ad = model_or_adapter if isinstance(model_or_adapter, ModelAdapter) else get_adapter(model_or_adapter)
     per = []
+    progress = Progress(ad.num_layers, "structure layer")
     for layer in range(ad.num_layers):
         w = ad.layer_weights(layer)
         per.append(layer_structure(w, k=k, fold_mlp_norm=fold_mlp_norm))
         del w
+        progress.update(layer + 1)
         log.info("layer %d/%d: attn eff. rank mean %.2f, FFN alignment ratio %.3f", layer, ad.num_layers - 1,
                  per[-1].attn_eff_rank.mean(), per[-1].ffn_alignment / (k / ad.hidden_size))
     return StructureResult(

@@ -122,6 +122,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ZhuntError
+from .progress import Progress
 
 __all__ = [
     "SEED_003",
@@ -785,7 +786,9 @@ def crossmap_table(P: PairedStates, pca_dim: int = 32, n_folds: int = 10, seed: 
     folds = _folds(N, n_folds, seed)
     r, r_all = _dims(N, d, folds, pca_dim)
     rows = []
+    progress = Progress(J, "cross-map hidden index")
     for j in range(J):
+        progress.update(j)
         X = {l: P.states(l)[j] for l in used}
         coords = {l: _fold_coords(X[l], folds, r) for l in used}
         full = {}

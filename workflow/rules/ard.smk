@@ -32,6 +32,7 @@ rule ard_layer:
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
         site=lambda wc: study_site(wc.model),
         site_variants=lambda wc: study_site_variants(wc.model),
+        provenance=lambda wc: provenance(wc.model, [int(wc.layer)]),
     script:
         "../scripts/ard_layer.py"
 
@@ -92,6 +93,7 @@ rule ard_summary:
     params:
         primary=lambda wc: ard_primary(wc.model),
         site=lambda wc: study_site(wc.model),
+        provenance=lambda wc: provenance(wc.model, ard_layers(wc.model)),
     script:
         "../scripts/ard_summary.py"
 
@@ -122,6 +124,7 @@ rule ard_heldout:
         runtime=120,
     params:
         layer=lambda wc: ard_primary(wc.model),
+        provenance=lambda wc: provenance(wc.model, [ard_primary(wc.model)]),
         ard=lambda wc: study(wc.model)["ard"],
         k_warm=lambda wc: max(study(wc.model)["patch_k"]),
         n_permutations=config["ard_test"]["n_permutations"],
@@ -196,5 +199,6 @@ rule bridge:
         n_permutations=config["ard_test"]["n_permutations"],
         site=lambda wc: study_site(wc.model),
         site_variants=lambda wc: study_site_variants(wc.model),
+        provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
     script:
         "../scripts/bridge.py"

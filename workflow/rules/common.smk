@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from zhunt.config import (
     check_model_shapes,
+    check_problem_counts,
     check_prompt_tables,
     check_schema,
     check_semantics,
@@ -26,9 +27,15 @@ except ZhuntError as exc:
     sys.stderr.write(f"zhunt config error: {exc}\n")
     raise SystemExit(1)
 try:
-    check_prompt_tables(config)  # hand-written prompt sets, one line naming file:line
+    # hand-written prompt sets, one line naming file:line
+    _problem_counts = check_prompt_tables(config)
 except ZhuntError as exc:
     sys.stderr.write(f"zhunt error: {exc}\n")
+    raise SystemExit(1)
+try:
+    check_problem_counts(config, _problem_counts)  # enough problems for every stage
+except ZhuntError as exc:
+    sys.stderr.write(f"zhunt config error: {exc}\n")
     raise SystemExit(1)
 
 
@@ -248,6 +255,24 @@ def mask_files(model, layers):
 
 def activations_path(model):
     return f"results/{model}/activations/{promptset(model)}.h5"
+
+
+def provenance(model, layers=()):
+    """`params.provenance` of a rule that reads the model's activation store, Z-masks or ARD
+    runs: what each file must say about itself (zhunt.io.expected_provenance; every reader
+    checks it, so a stale or copied file stops the job with one line). Masks and ARD runs of
+    `layers` must be of that layer; the store of this model, template and prompt file.
+    """
+    files = {}
+    for l in layers:
+        files[f"results/{model}/masks/L{l}.h5"] = int(l)
+        files[f"results/{model}/ard/L{l}.h5"] = int(l)
+    return {
+        "model": model,
+        "template": model_runtime(model)["template"],
+        "prompt_file": promptset_path(model),
+        "layers": files,
+    }
 
 
 def mask_ks(model):

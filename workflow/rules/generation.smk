@@ -109,6 +109,7 @@ rule patching:
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
         patching=lambda wc: study(wc.model)["patching"],
+        provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
         max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
         or study(wc.model)["generation"]["max_new_tokens"],
         batch_size=config["generation"]["batch_size"],
@@ -252,6 +253,7 @@ rule decomposition:
         ks=lambda wc: study(wc.model)["patch_k"],
         n_random=config["zspace"]["n_random"],
         site=lambda wc: study_site(wc.model),
+        provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)[:1]),
     script:
         "../scripts/decomposition.py"
 

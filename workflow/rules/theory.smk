@@ -104,6 +104,7 @@ rule theory:
         mem_mb=8000,
         runtime=60,
     params:
+        provenance=lambda wc: provenance(wc.model),
         nn_threshold=config["theory"]["nn_threshold"],
         pca_dim=config["theory"]["pca_dim"],
         coint_components=config["theory"]["coint_components"],

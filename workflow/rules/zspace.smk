@@ -49,6 +49,7 @@ rule phase2:
         mem_mb=8000,
         runtime=60,
     params:
+        provenance=lambda wc: provenance(wc.model, phase2_layers(wc.model)),
         layers=lambda wc: phase2_layers(wc.model),
         ks=lambda wc: study(wc.model)["phase2_k"],
         kinds=lambda wc: study(wc.model)["mask_kinds"],
@@ -91,6 +92,7 @@ rule datadriven_z:
         mem_mb=8000,
         runtime=60,
     params:
+        provenance=lambda wc: provenance(wc.model, phase2_layers(wc.model)),
         layers=lambda wc: phase2_layers(wc.model),
         ks=lambda wc: study(wc.model)["phase2_k"],
         n_random=config["zspace"]["n_random"],

@@ -28,7 +28,6 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 
 from ..errors import ZhuntError
@@ -128,9 +127,24 @@ def verify_sha256(name: str, path: str | os.PathLike, expected: list[tuple[str, 
             raise ZhuntError(f"models.{name}.source.sha256",
                              f"SHA256 mismatch for {Path(path).name}: expected {want} ({label}), got {actual}")
     if not expected:
-        warnings.warn(f"models.{name}.source.sha256 is not set; the GGUF {Path(path).name} hashes to "
-                      f"{actual}: pin it in config.yaml", stacklevel=2)
+        raise ZhuntError(f"models.{name}.source.sha256",
+                         f"not pinned: nothing vouches for {Path(path).name} (it hashes to {actual}); "
+                         "check that this is the file you mean and pin the hash in the config")
+    check_gguf_magic(name, path)
     return actual
+
+
+#: The first four bytes of every GGUF file.
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_magic(name: str, path: str | os.PathLike) -> None:
+    """Stop with one line unless ``path`` starts with the GGUF magic bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != GGUF_MAGIC:
+        raise ZhuntError(str(path), f"not a GGUF file (starts with {head!r}, a GGUF starts with {GGUF_MAGIC!r}; "
+                                    f"models.{name}.source)")
 
 
 def load_gguf(path: str | os.PathLike, dtype):

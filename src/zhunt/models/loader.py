@@ -33,7 +33,7 @@ from ..errors import ZhuntError
 from ..io import atomic_dir, write_json
 from . import gguf as _gguf
 
-__all__ = ["PROVENANCE_FILE", "pick_device", "resolve_dtype", "prepare_model_folder", "load_model",
+__all__ = ["PROVENANCE_FILE", "pick_device", "resolve_dtype", "prepare_model_folder", "load_model", "weights_sha256",
            "read_provenance"]
 
 PROVENANCE_FILE = "zhunt_model.json"
@@ -314,6 +314,66 @@ def read_provenance(folder) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+#: Tokenizer files of which a prepared folder needs at least one set.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
+#: How every safetensors file starts: an 8-byte little-endian header length, then a JSON header.
+_SAFETENSORS_MAX_HEADER = 100 * 2 ** 20
+
+
+def _check_safetensors(path: Path) -> None:
+    """One line unless ``path`` looks like a safetensors file (header length + JSON object)."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            size = path.stat().st_size
+            ok = 1 < n <= min(_SAFETENSORS_MAX_HEADER, size - 8)
+            header = fh.read(n) if ok else b""
+    except OSError as exc:
+        raise ZhuntError(str(path), f"cannot read ({exc.strerror or exc})") from None
+    try:
+        meta = json.loads(header) if ok else None
+        ends = [int(t["data_offsets"][1]) for k, t in meta.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        meta = None
+    if meta is None:
+        what = ("a Python pickle (e.g. a torch.save file renamed), never unpickled"
+                if head[:1] == b"\x80" or head[:2] == b"PK" else "truncated or corrupt")
+        raise ZhuntError(str(path), f"not a safetensors file: {what}; re-run prepare_model for this folder")
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise ZhuntError(str(path), f"truncated safetensors file: {size} bytes, its header describes {need}; "
+                                    "re-run prepare_model for this folder")
+
+
+def _check_folder_files(folder: Path) -> None:
+    """A prepared folder has safetensors weights that parse and a complete set of tokenizer files."""
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ZhuntError(str(folder / "model.safetensors"), "missing: the folder has no safetensors weights")
+    for w in weights:
+        _check_safetensors(w)
+    if not any(all((folder / f).is_file() for f in files) for files in TOKENIZER_FILE_SETS):
+        raise ZhuntError(str(folder / "tokenizer.json"), "missing: the folder has no tokenizer files "
+                         "(tokenizer.json, vocab.json + merges.txt, or tokenizer.model)")
+
+
+def weights_sha256(folder) -> str:
+    """SHA256 over a prepared folder's safetensors files (names and bytes, sorted by name).
+
+    The identity of the weights that artifacts record as ``model_weights_sha256``: masks and
+    activation stores made from the same folder carry the same value.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in sorted(Path(folder).glob("*.safetensors")):
+        digest.update(w.name.encode() + b"\0" + _gguf.sha256_file(w).encode())
+    return digest.hexdigest()
+
+
 def load_model(folder, device=None, dtype=None):
     """Load a prepared folder: ``(model, tokenizer)``.
 
@@ -322,6 +382,7 @@ def load_model(folder, device=None, dtype=None):
     defaults to the dtype the folder was saved in. The model is in eval mode;
     the tokenizer pads on the left and has a pad token (eos when it had none).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
@@ -331,10 +392,22 @@ def load_model(folder, device=None, dtype=None):
                              "missing: not a prepared zhunt model folder (run the prepare_model rule)")
     device = torch.device(device) if device is not None else pick_device()
     kw = dict(local_files_only=True, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=resolve_dtype(dtype) if dtype is not None else "auto", use_safetensors=True, **kw)
+    _check_folder_files(folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=resolve_dtype(dtype) if dtype is not None else "auto", use_safetensors=True, **kw)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        first = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+        raise ZhuntError(str(folder), f"cannot load the model ({type(exc).__name__}: {first[:300]})") from None
     model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+        raise ZhuntError(str(folder), f"cannot load the tokenizer ({type(exc).__name__}: {first[:300]})") from None
+    if not tokenizer("Q: 1 plus 2? A:", add_special_tokens=False)["input_ids"]:
+        raise ZhuntError(str(folder), "the tokenizer turns text into no tokens: its files are incomplete "
+                                      "(re-run prepare_model)")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
