@@ -1,0 +1,230 @@
+"""Do the weights predict the layer? Statistics, calibration of the verdict, the stages."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from zhunt import layerpred as lp
+from zhunt.errors import ZhuntError
+
+
+def _ranks(v):
+    """Average ranks, written independently of scipy (ties share the mean rank)."""
+    v = np.asarray(v, dtype=float)
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(1, len(v) + 1)
+    for val in np.unique(v):
+        sel = v == val
+        r[sel] = r[sel].mean()
+    return r
+
+
+def _brute_p(w, d):
+    """Shift/reversal permutation p by explicit loops and Pearson-of-ranks Spearman."""
+    n = len(w)
+    rw = _ranks(w)
+
+    def rho(y):
+        ry = _ranks(y)
+        return np.corrcoef(rw, ry)[0, 1]
+
+    obs = rho(d)
+    null = []
+    for rev in (False, True):
+        base = d[::-1] if rev else d
+        for s in range(n):
+            null.append(rho(np.concatenate([base[n - s:], base[:n - s]]) if s else base))
+    return obs, np.mean(np.array(null) >= obs - 1e-12)
+
+
+def test_cycle_symmetries_are_distinct_permutations():
+    G = lp.cycle_symmetries(7)
+    assert G.shape == (14, 7)
+    assert (G[0] == np.arange(7)).all()
+    assert len({tuple(g) for g in G}) == 14
+    assert all(sorted(g) == list(range(7)) for g in G)
+
+
+def test_shift_spearman_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for n in (6, 11, 18):
+        w, d = rng.normal(size=n), rng.normal(size=n)
+        d[2] = d[5]  # a tie
+        r = lp.shift_spearman(w, d)
+        rho, p = _brute_p(w, d)
+        assert_allclose(r["rho"], rho, atol=1e-12)
+        assert_allclose(r["p_shift"], p, atol=1e-12)
+        assert r["p_min"] == 1 / (2 * n) and r["n"] == n
+
+
+def test_shift_spearman_orientation_and_nan_layers():
+    w = np.arange(10.0)
+    d = np.arange(10.0) ** 2
+    assert lp.shift_spearman(w, d, 1, -1)["rho"] == pytest.approx(-1.0)
+    d2 = d.copy()
+    d2[0] = np.nan
+    r = lp.shift_spearman(w, d2)
+    assert r["n"] == 9 and r["rho"] == pytest.approx(1.0)
+    assert math.isnan(lp.shift_spearman(w, np.ones(10))["rho"])
+
+
+def test_verdict_thresholds():
+    assert lp.MIN_LAYERS == 10
+    assert lp.layer_verdict(0.01, 0.0, 6) == "too few layers"
+    assert lp.layer_verdict(0.01, lp.PREDICT_FRAC, 30) == "predicts"
+    assert lp.layer_verdict(0.01, lp.NEAR_FRAC, 30) == "near"
+    assert lp.layer_verdict(0.01, 0.5, 30) == "does not predict"
+    assert lp.layer_verdict(0.2, 0.0, 30) == "does not predict"
+    assert lp.layer_verdict(math.nan, 0.0, 30) == "does not predict"
+
+
+def _dip(x, b):
+    """Distance from the bottleneck b, three times steeper after it (seed: decode 'snaps' out)."""
+    return np.where(x < b, b - x, 3.0 * (x - b))
+
+
+def _weights_table(L, rng, dip_at=None):
+    """A weight-score table with a smooth effective-rank profile (dip at the bottleneck if given)."""
+    x = np.arange(L)
+    rank = 40 + 5 * np.sin(x / 3.0) + rng.normal(scale=0.5, size=L)
+    if dip_at is not None:  # asymmetric dip: slow approach, sharp break-out after the bottleneck
+        rank = 40 + 12 * (_dip(x, dip_at) / L) + rng.normal(scale=0.3, size=L)
+    sim = rng.uniform(0.2, 0.5, size=L)
+    return pd.DataFrame({"layer": x, "attn_eff_rank_mean": rank, "attn_eff_rank_cv": rng.uniform(0.05, 0.2, L),
+                         "ffn_ratio": rng.uniform(0.5, 1.5, L), "sim_prev": np.r_[np.nan, sim[1:]],
+                         "drop_after": np.r_[np.nan, rng.normal(size=L - 2), np.nan]})
+
+
+@pytest.mark.parametrize("L", [18, 30])
+def test_null_random_scores_do_not_predict(L):
+    """Random per-layer data scores -> "does not predict" in >= 95% of 100 seeds."""
+    from zhunt.stats import binomial_ci
+
+    n_seeds, hits = 100, 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng([17, L, seed])
+        w = _weights_table(L, rng)
+        pred = int(np.argmin(w["attn_eff_rank_mean"]))
+        data = pd.DataFrame({"layer": np.arange(L), "rel_ratio": rng.uniform(0.7, 1.1, L),
+                             "ratio_Z_percentile": rng.uniform(0, 100, L),
+                             "E_lang_Z_over_chance": rng.uniform(0.5, 1.5, L)})
+        comp, _ = lp.compare_layers(w, data, pred, L)
+        hits += comp.loc[comp["primary"], "verdict"].iloc[0] == "does not predict"
+    rate, lo, hi = binomial_ci(hits, n_seeds)
+    assert rate >= 0.95, (rate, lo, hi)
+
+
+def test_null_smooth_independent_profiles_do_not_predict():
+    """Independent smooth (AR(1), phi=0.8) profiles: the shift null keeps false positives near ALPHA,
+    where scipy's exchangeable-layers p-value is far too liberal."""
+    L, n_seeds = 30, 100
+    pos = lib = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng([29, seed])
+
+        def ar1():
+            e = rng.normal(size=L + 50)
+            x = np.zeros_like(e)
+            for t in range(1, len(e)):
+                x[t] = 0.8 * x[t - 1] + e[t]
+            return x[50:]
+
+        w, d = ar1(), ar1()
+        r = lp.shift_spearman(w, d, -1, -1)
+        pos += r["p_shift"] <= lp.ALPHA
+        lib += r["p_iid"] / 2 <= lp.ALPHA and r["rho"] > 0
+    assert pos / n_seeds <= 0.10  # ALPHA plus sampling slack at 100 seeds
+    assert lib > pos
+
+
+@pytest.mark.parametrize("L", [18, 30])
+def test_planted_data_best_at_prediction_predicts(L):
+    """Data profile = the weight profile's shape + noise, best at the predicted layer -> "predicts"."""
+    ok = 0
+    for seed in range(20):
+        rng = np.random.default_rng([5, L, seed])
+        b = int(rng.integers(2, L - 2))
+        w = _weights_table(L, rng, dip_at=b)
+        data = pd.DataFrame({"layer": np.arange(L),
+                             "rel_ratio": 0.7 + 0.1 * _dip(np.arange(L), b) / L
+                             + rng.normal(scale=0.01, size=L)})
+        data.loc[b, "rel_ratio"] = 0.6
+        comp, corr = lp.compare_layers(w, data, b, L)
+        row = comp.iloc[0]
+        assert row["data_best_layer"] == b and row["distance_layers"] == 0
+        ok += row["verdict"] == "predicts"
+        assert set(corr["weight_score"]) == set(lp.WEIGHT_SCORES) and corr["p_holm"].notna().all()
+    assert ok >= 19
+
+
+def test_planted_offset_best_is_near_then_not():
+    """Same profile shape as the weights, but the single best layer planted 4 (then 12) layers away:
+    the correlation stays significant, the distance decides "near" vs "does not predict"."""
+    L, b = 30, 10
+    rng = np.random.default_rng(0)
+    w = _weights_table(L, rng, dip_at=b)
+    x = np.arange(L)
+    for off, label in ((4, "near"), (12, "does not predict")):
+        data = pd.DataFrame({"layer": x, "rel_ratio": 0.7 + 0.1 * _dip(x, b) / L})
+        data.loc[b + off, "rel_ratio"] = 0.6
+        row = lp.compare_layers(w, data, b, L)[0].iloc[0]
+        assert row["distance_layers"] == off and row["p_shift"] <= lp.ALPHA
+        assert row["verdict"] == label
+
+
+def test_causal_scores_and_missing_layers():
+    t = pd.DataFrame({"layer": [0, 0, 3, 3, 3, 6], "site": ["input"] * 5 + ["output"],
+                      "subspace": ["z", "das", "z", "z", "random", "z"], "k": 8,
+                      "iia": [0.1, 0.5, 0.2, 0.4, 0.9, 1.0], "npe": [0.0, 0.3, 0.1, 0.2, 0.5, 0.9]})
+    c = lp.causal_scores(t, site="input", k=8)
+    assert list(c["layer"]) == [0, 3]
+    assert_allclose(c["iia_z"], [0.1, 0.3])
+    assert_allclose(c["iia_das"].iloc[0], 0.5) and math.isnan(c["iia_das"].iloc[1])
+    with pytest.raises(ZhuntError, match="missing"):
+        lp.causal_scores(t.drop(columns="npe"))
+
+
+def test_layer_sweep_matches_phase2(tmp_path):
+    """The sweep's per-layer numbers equal zhunt.zspace's Phase 2 functions on the same vectors,
+    and the site picks hidden index l (input) or l + 1 (output)."""
+    from zhunt.subspace import project, project_complement, random_subspace
+
+    rng = np.random.default_rng(1)
+    d, N, L = 24, 6, 3
+
+    class Store:
+        hidden_size = d
+
+        def __init__(self):
+            self.X = {(j, lang): rng.normal(size=(N, d)) for j in range(L + 1) for lang in ("zh", "en")}
+            self.languages = ["en", "zh"]
+            self.path = "mem"
+
+        def prompt_ids(self, lang=None):
+            return [f"p{i}" for i in range(N)]
+
+        def pooled(self, j, lang, pooling="mean", exclude_special=True):
+            return self.X[(j, lang)]
+
+    store = Store()
+    masks = {l: random_subspace(4, d, np.random.default_rng(l)) for l in range(L)}
+    for site, off in (("input", 0), ("output", 1)):
+        t = lp.layer_sweep(store, masks, 4, site=site, poolings=("mean",), n_random=20)
+        assert list(t["hidden_index"]) == [l + off for l in range(L)]
+        for l in range(L):
+            Xa, Xb = store.X[(l + off, "zh")], store.X[(l + off, "en")]
+            V = masks[l]
+            cross = Xa - Xb
+            iu, ju = np.triu_indices(N, 1)
+            within = np.concatenate([Xa[iu] - Xa[ju], Xb[iu] - Xb[ju]])
+            rz = np.linalg.norm(project(cross, V), axis=1).mean() / np.linalg.norm(project(within, V), axis=1).mean()
+            rp = (np.linalg.norm(project_complement(cross, V), axis=1).mean()
+                  / np.linalg.norm(project_complement(within, V), axis=1).mean())
+            row = t.iloc[l]
+            assert_allclose([row["ratio_Z"], row["ratio_Zperp"], row["rel_ratio"]], [rz, rp, rz / rp], rtol=1e-10)
+            e = np.sum(project(cross, V) ** 2) / np.sum(cross ** 2)
+            assert_allclose(row["E_lang_Z_over_chance"], e / (4 / d), rtol=1e-10)
