@@ -122,12 +122,12 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = scheduled_jobs(res.stdout)
-    assert jobs.get("build_masks") == 2, res.stdout
+    assert jobs.get("build_masks") == 4, res.stdout  # every layer: the layer sweep reads them all
     # the masks and what consumes them rerun; nothing upstream or mask-independent does
     upstream = {"train_organism", "organism_prompts", "extract_activations", "structure",
                 "weight_families", "qk_operators", "theory", "toy_theorem", "behaviour", "garch"}
     assert not set(jobs) & upstream, jobs
-    assert {"phase2", "datadriven_z"} <= set(jobs), jobs
+    assert {"phase2", "datadriven_z", "layer_sweep"} <= set(jobs), jobs
 
 
 def _run_with(workdir, edit, *targets):

@@ -132,6 +132,23 @@ def ard_primary(model):
     return min(ard_layers(model), key=lambda l: (abs(l - primary), l))
 
 
+def all_layers(model):
+    """Every decoder layer (depth read from the `structure` checkpoint): the layer sweep's layers."""
+    import pandas as pd
+
+    path = checkpoints.structure.get(model=model).output.bottleneck
+    return list(range(int(pd.read_csv(path, sep="\t")["num_layers"].iloc[0])))
+
+
+def primary_k(model):
+    """The primary k of the layer sweep: the largest study.patch_k (the Exp. A primary k)."""
+    return max(study(model)["patch_k"])
+
+
+def layer_targets(model):
+    return [f"results/{model}/layers/verdict.md"]
+
+
 def mask_files(model, layers):
     return [f"results/{model}/masks/L{l}.h5" for l in layers]
 
@@ -187,6 +204,7 @@ def model_targets(model):
         *zspace_targets(model),
         *theory_targets(model),
         *experiment_targets(model),
+        *layer_targets(model),
     ]
 
 
@@ -199,7 +217,10 @@ def all_targets(wildcards):
     targets = [
         t for m in config["analyze"] for t in model_targets(m) + summary_targets(m)
     ]
-    return targets + ["results/summary/models.html"]
+    return targets + [
+        "results/summary/models.html",
+        "results/summary/layer_prediction.tsv",
+    ]
 
 
 # --- report items (`snakemake --report results/report.zip`) --------------------------
@@ -215,6 +236,7 @@ REPORT_CATEGORIES = {
     "ard": "7 Exp. C ARD-MMD",
     "bridge": "8 Exp. D bridge",
     "organism": "9 Organism training",
+    "layers": "10 Layer prediction (weights vs data)",
 }
 
 
