@@ -122,12 +122,13 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = scheduled_jobs(res.stdout)
-    assert jobs.get("build_masks") == 4, res.stdout  # every layer: the layer sweep reads them all
+    assert jobs.get("build_masks") == 2, res.stdout
     # the masks and what consumes them rerun; nothing upstream or mask-independent does
     upstream = {"train_organism", "organism_prompts", "extract_activations", "structure",
                 "weight_families", "qk_operators", "theory", "toy_theorem", "behaviour", "garch"}
     assert not set(jobs) & upstream, jobs
-    assert {"phase2", "datadriven_z", "layer_sweep"} <= set(jobs), jobs
+    assert {"phase2", "datadriven_z"} <= set(jobs), jobs
+    assert "layer_sweep" not in jobs, jobs  # its k is the largest patch_k, unchanged
 
 
 def _run_with(workdir, edit, *targets):

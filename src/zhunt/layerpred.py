@@ -397,28 +397,30 @@ def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = 
     return out
 
 
-def run_layer_sweep(store_path, mask_paths: Mapping, model_name: str, layers, k: int, *, site: str = "input",
+def run_layer_sweep(store_path, model_dir, model_name: str, k: int, *, site: str = "input",
                     poolings=("mean", "last"), langs=("zh", "en"), n_random: int = 100, seed: int = 0,
                     out_tsv, out_md, where=None) -> dict:
-    """The layer-sweep stage: :func:`layer_sweep` at every layer, written as a table.
+    """The layer-sweep stage: :func:`layer_sweep` at every decoder layer, written as a table.
+
+    The multi-head Z of every layer comes from :func:`zhunt.masks.z_masks` (the function the
+    mask files are written with), computed here in one pass over the weights: one model load
+    instead of one mask job per layer.
 
     Parameters
     ----------
     store_path : path
         Activation store.
-    mask_paths : mapping layer -> path
-        Z-mask file of every layer of ``layers`` (:func:`zhunt.masks.write_masks`).
+    model_dir : path
+        Prepared model folder (weights of the same model).
     model_name : str
-    layers : sequence of int
-        Decoder layers (normally all of them).
     k : int
-        The primary k (stored in every mask file).
+        The primary k, ``0 < k < d``.
     site, poolings, langs, n_random, seed
         As in :func:`layer_sweep`.
     out_tsv, out_md : path
         Destinations.
     where : str, optional
-        Config key named in errors about layers / k.
+        Config key named in errors about k.
 
     Returns
     -------
@@ -426,46 +428,44 @@ def run_layer_sweep(store_path, mask_paths: Mapping, model_name: str, layers, k:
         ``table`` (DataFrame), ``runtime_s``.
     """
     from .io import write_table
-    from .masks import read_mask
+    from .masks import z_masks
+    from .models import get_adapter, load_model
     from .site import check_site
     from .store import ActivationStore
     from .zspace import POOLINGS
 
     t0 = time.perf_counter()
-    w = where or "layers"
+    w = where or "k"
     try:
         site = check_site(site)
     except ValueError as exc:
         raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
     for p in poolings:
         if p not in POOLINGS:
-            raise ZhuntError(w, f"unknown pooling {p!r} (expected one of {list(POOLINGS)})")
+            raise ZhuntError("poolings", f"unknown pooling {p!r} (expected one of {list(POOLINGS)})")
     if int(n_random) < 20:
         raise ZhuntError("zspace.n_random", f"n_random={n_random}: need at least 20 random subspaces for a "
                                             f"95% interval")
-    paths = {int(l): Path(p) for l, p in dict(mask_paths).items()}
+    model, _ = load_model(model_dir, device="cpu", dtype="float32")
+    ad = get_adapter(model)
+    if not 0 < int(k) < ad.hidden_size:
+        raise ZhuntError(w, f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
+    masks = {l: z_masks(ad.layer_weights(l), ks=[int(k)], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][int(k)]
+             for l in range(ad.num_layers)}
+    num_layers, d = ad.num_layers, ad.hidden_size
+    del model, ad
+    t_masks = time.perf_counter() - t0
     with ActivationStore(store_path) as store:
-        layers = sorted(int(l) for l in layers)
-        bad = [l for l in layers if not 0 <= l < store.num_layers]
-        if bad:
-            raise ZhuntError(w, f"layer {bad[0]} is outside 0..{store.num_layers - 1} ({store.path})")
-        if not 0 < int(k) < store.hidden_size:
-            raise ZhuntError(w, f"k={k} must satisfy 0 < k < d={store.hidden_size}")
-        masks = {}
-        for l in layers:
-            if l not in paths:
-                raise ZhuntError(w, f"no Z-mask file given for layer {l}")
-            V = np.asarray(read_mask(paths[l], SWEEP_KIND, int(k)), dtype=np.float64)
-            if V.shape != (int(k), store.hidden_size):
-                raise ZhuntError(str(paths[l]), f"mask {SWEEP_KIND}/k{k} has shape {V.shape}, expected "
-                                                f"{(int(k), store.hidden_size)}")
-            masks[l] = V
+        if store.num_layers != num_layers or store.hidden_size != d:
+            raise ZhuntError(str(store_path), f"activation store has {store.num_layers} layers, d="
+                                              f"{store.hidden_size}; the model {model_dir} has {num_layers}, d={d}")
         table = layer_sweep(store, masks, int(k), site=site, poolings=tuple(poolings), langs=langs,
                             n_random=int(n_random), seed=seed)
     table.insert(0, "model", model_name)
     write_table(table, out_tsv, markdown=out_md)
     runtime = time.perf_counter() - t0
-    log.info("%s: layer sweep over %d layers at site %s, k=%d in %.1fs", model_name, len(layers), site, k, runtime)
+    log.info("%s: layer sweep over %d layers at site %s, k=%d in %.1fs (masks %.1fs)", model_name, num_layers,
+             site, k, runtime, t_masks)
     return {"table": table, "runtime_s": runtime}
 
 

@@ -132,14 +132,6 @@ def ard_primary(model):
     return min(ard_layers(model), key=lambda l: (abs(l - primary), l))
 
 
-def all_layers(model):
-    """Every decoder layer (depth read from the `structure` checkpoint): the layer sweep's layers."""
-    import pandas as pd
-
-    path = checkpoints.structure.get(model=model).output.bottleneck
-    return list(range(int(pd.read_csv(path, sep="\t")["num_layers"].iloc[0])))
-
-
 def primary_k(model):
     """The primary k of the layer sweep: the largest study.patch_k (the Exp. A primary k)."""
     return max(study(model)["patch_k"])

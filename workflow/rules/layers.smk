@@ -2,10 +2,11 @@
 
 
 rule layer_sweep:
-    """Phase 2 ratio_Z / ratio_Z-perp and language energy of each layer's own Z, at every layer."""
+    """Phase 2 ratio_Z / ratio_Z-perp and language energy of each layer's own Z, at every layer
+    (the multi-head Z of every layer computed in one pass over the weights)."""
     input:
         store=lambda wc: activations_path(wc.model),
-        masks=lambda wc: mask_files(wc.model, all_layers(wc.model)),
+        model=lambda wc: model_dir(wc.model),
     output:
         table=report_table(
             "results/{model}/layers/sweep",
@@ -25,7 +26,6 @@ rule layer_sweep:
         mem_mb=8000,
         runtime=60,
     params:
-        layers=lambda wc: all_layers(wc.model),
         k=lambda wc: primary_k(wc.model),
         site=lambda wc: study(wc.model)["site"],
         n_random=config["zspace"]["n_random"],

@@ -6,12 +6,10 @@ from zhunt.layerpred import run_layer_sweep
 
 def main(smk):
     model = smk.wildcards.model
-    layers = list(smk.params.layers)
     run_layer_sweep(
         smk.input.store,
-        dict(zip(layers, smk.input.masks)),
+        smk.input.model,
         model,
-        layers,
         int(smk.params.k),
         site=smk.params.site,
         n_random=smk.params.n_random,
