@@ -228,3 +228,78 @@ def test_layer_sweep_matches_phase2(tmp_path):
             assert_allclose([row["ratio_Z"], row["ratio_Zperp"], row["rel_ratio"]], [rz, rp, rz / rp], rtol=1e-10)
             e = np.sum(project(cross, V) ** 2) / np.sum(cross ** 2)
             assert_allclose(row["E_lang_Z_over_chance"], e / (4 / d), rtol=1e-10)
+
+
+def _stage_inputs(tmp_path, L=12, b=5, seed=0):
+    rng = np.random.default_rng(seed)
+    w = _weights_table(L, rng, dip_at=b)
+    w["attn_eff_rank_std"] = 1.0
+    w["phase"] = ["encode"] + ["compute"] * (L - 3) + ["decode"] * 2
+    w["predicted"] = w["layer"] == b
+    w.to_csv(tmp_path / "layer_scores.tsv", sep="\t", index=False)
+    x = np.arange(L)
+    rows = []
+    for pooling in ("mean", "last"):
+        rel = 0.7 + 0.1 * _dip(x, b) / L + (0 if pooling == "mean" else 0.2)
+        rows.append(pd.DataFrame({"model": "m", "layer": x, "site": "input", "hidden_index": x, "k": 8,
+                                  "kind": "multihead", "pooling": pooling, "ratio_Z": rel, "ratio_Zperp": 1.0,
+                                  "rel_ratio": rel, "ratio_rand_lo": 0.9, "ratio_rand_hi": 1.1,
+                                  "ratio_Z_percentile": 100 * rel - 60, "E_lang_Z_over_chance": rel}))
+    pd.concat(rows).to_csv(tmp_path / "sweep.tsv", sep="\t", index=False)
+    causal = pd.DataFrame({"layer": np.repeat(x, 2), "site": "input", "k": 8, "subspace": ["z", "das"] * L,
+                           "iia": rng.uniform(size=2 * L), "npe": rng.uniform(size=2 * L)})
+    causal.to_csv(tmp_path / "subspaces.tsv", sep="\t", index=False)
+    return tmp_path
+
+
+def test_comparison_stage_and_cross_model_table(tmp_path):
+    from zhunt.seeds import QWEN25_3B_LAYER
+
+    d = _stage_inputs(tmp_path)
+    out = {n: tmp_path / f"{n}" for n in ("c.tsv", "c.md", "r.tsv", "r.md", "v.md")}
+    res = lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", causal_tsv=d / "subspaces.tsv",
+                                  out_comparison=out["c.tsv"], out_comparison_md=out["c.md"],
+                                  out_correlations=out["r.tsv"], out_correlations_md=out["r.md"],
+                                  out_verdict=out["v.md"], fig_stem=tmp_path / "fig")
+    comp = pd.read_csv(out["c.tsv"], sep="\t")
+    assert set(comp["data_score"]) == set(lp.DATA_SCORES) | set(lp.CAUSAL_SCORES)
+    prim = comp[comp["primary"]].iloc[0]
+    assert prim["data_score"] == lp.PRIMARY_DATA and prim["data_best_layer"] == 5 and prim["k"] == 8
+    assert prim["verdict"] == res["verdict"] == "predicts"  # 12 layers: p can reach 1/24
+    corr = pd.read_csv(out["r.tsv"], sep="\t")
+    assert len(corr) == len(lp.WEIGHT_SCORES) * len(comp)
+    assert (corr["p_holm"] >= corr["p_shift"] - 1e-12).all()
+    text = out["v.md"].read_text()
+    assert "Verdict: predicts" in text and f"p <= {lp.ALPHA}" in text and f"{lp.PREDICT_FRAC} of depth" in text
+    assert (tmp_path / "fig.pdf").stat().st_size > 0 and (tmp_path / "fig.png").stat().st_size > 0
+
+    t = lp.run_models_layer_prediction([out["c.tsv"]], out_tsv=tmp_path / "x.tsv", out_md=tmp_path / "x.md",
+                                       fig_stem=tmp_path / "xfig")
+    assert list(t["reference"]) == [False, True]
+    ref = t.iloc[1]
+    assert ref["predicted_layer"] == QWEN25_3B_LAYER["predicted_layer"] == 33
+    assert ref["data_best_layer"] == 32 and ref["distance_frac"] == pytest.approx(1 / 35)
+    assert t.iloc[0]["predicted_frac"] == pytest.approx(5 / 11)
+    assert (tmp_path / "xfig.png").stat().st_size > 0
+
+
+def test_comparison_bad_inputs(tmp_path):
+    d = _stage_inputs(tmp_path)
+    kw = dict(out_comparison=tmp_path / "a", out_comparison_md=tmp_path / "b", out_correlations=tmp_path / "c",
+              out_correlations_md=tmp_path / "d", out_verdict=tmp_path / "e", fig_stem=tmp_path / "f")
+    with pytest.raises(ZhuntError, match="missing"):
+        lp.run_layer_comparison(d / "nope.tsv", d / "sweep.tsv", "m", **kw)
+    s = pd.read_csv(d / "sweep.tsv", sep="\t")
+    s[s["pooling"] == "last"].to_csv(d / "sweep.tsv", sep="\t", index=False)
+    with pytest.raises(ZhuntError, match="pooling 'mean'"):
+        lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", **kw)
+
+
+def test_caption_states_the_thresholds():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "workflow/report"
+    text = (root / "layer_comparison.rst").read_text()
+    for value in (f"p ≤ {lp.ALPHA}", f"≤ {lp.PREDICT_FRAC:.2f} of depth", f"≤ {lp.NEAR_FRAC}",
+                  f"below {lp.MIN_LAYERS} compared layers"):
+        assert value in text, value
