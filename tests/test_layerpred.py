@@ -303,3 +303,27 @@ def test_caption_states_the_thresholds():
     for value in (f"p ≤ {lp.ALPHA}", f"≤ {lp.PREDICT_FRAC:.2f} of depth", f"≤ {lp.NEAR_FRAC}",
                   f"below {lp.MIN_LAYERS} compared layers"):
         assert value in text, value
+
+
+def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
+    import json
+
+    from zhunt.summary import headline, measured, write_models_summary
+
+    (tmp_path / "in").mkdir()
+    d = _stage_inputs(tmp_path / "in")
+    res = tmp_path / "results" / "m" / "layers"
+    res.mkdir(parents=True)
+    lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", out_comparison=res / "comparison.tsv",
+                            out_comparison_md=res / "comparison.md", out_correlations=res / "correlations.tsv",
+                            out_correlations_md=res / "correlations.md", out_verdict=res / "verdict.md",
+                            fig_stem=tmp_path / "fig")
+    head = headline(tmp_path / "results", "m")
+    assert head["layer_verdict"] == "predicts" and head["layer_data_best"] == 5
+    assert measured("layer_comparison", "m", tmp_path / "results").startswith("predicts: predicted L5")
+    (tmp_path / "m.json").write_text(json.dumps(head))
+    write_models_summary([tmp_path / "m.json"], tmp_path / "models.html", tmp_path / "models.tsv")
+    t = pd.read_csv(tmp_path / "models.tsv", sep="\t")
+    assert list(t["model"]) == ["m", "Qwen2.5-3B (seed, quoted)"] and t["bottleneck_layer"].iloc[1] == 33
+    html = (tmp_path / "models.html").read_text()
+    assert "weights predict the layer?" in html and "Qwen2.5-3B (seed, quoted)" in html
