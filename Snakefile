@@ -18,6 +18,7 @@ include: "workflow/rules/zspace.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/generation.smk"
 include: "workflow/rules/ard.smk"
+include: "workflow/rules/layers.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -275,6 +275,7 @@ EXPECTED_FILES = {
     "effective_rank_heads.tsv", "effective_rank.tsv", "effective_rank.md", "effective_rank_summary.tsv",
     "effective_rank_summary.md", "grassmann.h5", "grassmann_adjacent.tsv", "grassmann_adjacent.md",
     "ffn_alignment.tsv", "ffn_alignment.md", "phases.tsv", "phases.md", "bottleneck.tsv",
+    "layer_scores.tsv", "layer_scores.md",
 }
 EXPECTED_FIGURES = {f"{n}.{e}" for n in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases")
                     for e in ("pdf", "png")}
@@ -325,3 +326,15 @@ def test_run_structure_tiny_qwen2(tmp_path, make_bpe_tokenizer):
     assert sum(map(int, b["phases"][0].split("-"))) == LAYERS
     assert ph.set_index("layer").loc[int(b["predicted_layer"][0]), "phase"] == "compute"
     assert result["predicted_layer"] == int(b["predicted_layer"][0])
+    # the per-layer score table repeats the stage's own numbers, nothing recomputed (TSVs hold 6 digits)
+    sc = read("layer_scores.tsv")
+    assert len(sc) == LAYERS and int(sc.loc[sc["predicted"], "layer"].iloc[0]) == result["predicted_layer"]
+    assert_allclose(sc["attn_eff_rank_mean"], per["attn_mean"], rtol=1e-5)
+    assert_allclose(sc["attn_eff_rank_cv"], per["attn_cv"], rtol=1e-5)
+    assert_allclose(sc["attn_eff_rank_sem"], per["attn_std"] / np.sqrt(H), rtol=1e-5)
+    assert_allclose(sc["ffn_ratio"], ffn["ratio"], rtol=1e-5)
+    assert_allclose(sc["sim_next"][:-1], adj["sim"], rtol=1e-5)
+    assert_allclose(sc["sim_prev"][1:], adj["sim"], rtol=1e-5)
+    assert np.isnan(sc["sim_next"].iloc[-1]) and np.isnan(sc["sim_prev"].iloc[0])
+    assert_allclose(sc["drop_after"][1:-1], adj["drop"][1:], rtol=1e-5, atol=1e-6)
+    assert list(sc["phase"]) == list(ph["phase"]) and list(sc["candidate"]) == list(ph["candidate"])

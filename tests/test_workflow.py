@@ -116,11 +116,19 @@ def test_outputs_open_with_right_shapes(workdir):
     assert len(head) == 1 and 0 <= head["z_size"].iloc[0] <= train["hidden_size"]
     bridge = pd.read_csv(res / "bridge/bridge.tsv", sep="\t")
     assert len(bridge) > 0
+    sweep = pd.read_csv(res / "layers/sweep.tsv", sep="\t")
+    assert len(sweep) == train["n_layers"] * 2 and set(sweep["site"]) == {"input"}  # layers x poolings
+    mean = sweep[sweep["pooling"] == "mean"]
+    assert list(mean["hidden_index"]) == list(mean["layer"]) == list(range(train["n_layers"]))
+    comp = pd.read_csv(res / "layers/comparison.tsv", sep="\t")
+    assert set(comp["verdict"]) == {"too few layers"}  # 4 layers: the shift null cannot reach 0.05
+    layer_pred = pd.read_csv(workdir / "results/summary/layer_prediction.tsv", sep="\t")
+    assert list(layer_pred["model"])[:1] == ["organism-tiny"] and layer_pred["reference"].iloc[-1]
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",
                 "families_by_phase", "qk_cos_heatmap", "phase2_heatmap", "datadriven_angles", "snr",
                 "nn_accuracy", "contrib_gram", "crossmap", "behaviour_accuracy", "decomposition_R",
                 "garch_beta", "ard_z_size", "ard_spectrum", "ard_trajectories", "bridge_spectra",
-                "bridge_loo_r2", "bridge_null", "patching_interchange"):
+                "bridge_loo_r2", "bridge_null", "patching_interchange", "layer_profiles"):
         for ext in ("pdf", "png"):
             assert (workdir / f"results/organism-tiny/figures/{fig}.{ext}").stat().st_size > 0
 
@@ -149,6 +157,7 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
                 "weight_families", "qk_operators", "theory", "toy_theorem", "behaviour", "garch"}
     assert not set(jobs) & upstream, jobs
     assert {"phase2", "datadriven_z"} <= set(jobs), jobs
+    assert "layer_sweep" not in jobs, jobs  # its k is the largest patch_k, unchanged
 
 
 def _run_with(workdir, edit, *targets):

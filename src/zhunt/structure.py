@@ -112,6 +112,7 @@ __all__ = [
     "effective_rank_tables",
     "ffn_alignment_table",
     "summary_table",
+    "layer_score_table",
     "run_structure",
     "plot_effective_rank",
     "plot_grassmann",
@@ -717,6 +718,62 @@ def summary_table(per_layer, ffn, adj: dict, phases: Phases, bottleneck: dict):
     return pd.DataFrame(rows)
 
 
+def layer_score_table(per_layer, ffn, adj: dict, phases: Phases, bottleneck: dict, num_heads: int,
+                      model: str = ""):
+    """DataFrame of ``layer_scores.tsv``: every per-layer weight-only quantity the prediction uses.
+
+    One row per decoder layer, assembled from the numbers the structure stage already computed
+    (nothing is computed a second way): the attention-kernel effective rank over heads (mean, std,
+    CV = std / mean, standard error std / sqrt(H): the tie band of :func:`predict_bottleneck`) from
+    ``per_layer`` (:func:`effective_rank_tables`); the FFN alignment, its chance ``k / d``, the
+    ratio and the std across heads from ``ffn`` (:func:`ffn_alignment_table`); the adjacent-layer
+    similarities ``sim_prev = S[l-1, l]``, ``sim_next = S[l, l+1]`` and the following drop
+    ``drop_after = S[l-1, l] - S[l, l+1]`` from ``adj`` (:func:`adjacent_similarity`; NaN where a
+    neighbour is missing); the phase label and ``boundary`` (``"encode|compute"`` on the last
+    encode layer, ``"compute|decode"`` on the last compute layer); and the ``candidate``, ``tied``
+    and ``predicted`` flags of ``bottleneck`` (:func:`predict_bottleneck`).
+
+    Parameters
+    ----------
+    per_layer, ffn : DataFrame with L rows
+    adj : dict of ndarray of shape (L - 1,)
+    phases : Phases
+    bottleneck : dict
+    num_heads : int
+        H, the number of query heads (for the standard error).
+    model : str
+        Recorded in a ``model`` column.
+
+    Returns
+    -------
+    DataFrame with L rows
+    """
+    import pandas as pd
+
+    L = len(per_layer)
+    sim = np.asarray(adj["sim"], dtype=np.float64)
+    nan = np.array([np.nan])
+    boundary = [""] * L
+    boundary[phases.encode_last] = "encode|compute"
+    if 0 < phases.decode_first <= L - 1:
+        boundary[phases.decode_first - 1] = "compute|decode"
+    b = int(bottleneck["predicted_layer"])
+    std = per_layer["attn_std"].to_numpy()
+    return pd.DataFrame({
+        "model": model, "layer": np.arange(L),
+        "attn_eff_rank_mean": per_layer["attn_mean"].to_numpy(), "attn_eff_rank_std": std,
+        "attn_eff_rank_cv": per_layer["attn_cv"].to_numpy(), "attn_eff_rank_sem": std / math.sqrt(num_heads),
+        "ffn_alignment": ffn["alignment"].to_numpy(), "ffn_chance": ffn["chance"].to_numpy(),
+        "ffn_ratio": ffn["ratio"].to_numpy(), "ffn_std_across_heads": ffn["std_across_heads"].to_numpy(),
+        "sim_prev": np.concatenate([nan, sim]), "sim_next": np.concatenate([sim, nan]),
+        "drop_after": np.concatenate([np.asarray(adj["drop"], dtype=np.float64), nan]),
+        "phase": list(phases.labels), "boundary": boundary,
+        "candidate": [l in bottleneck["candidates"] for l in range(L)],
+        "tied": [l in bottleneck["tied_layers"] for l in range(L)],
+        "predicted": [l == b for l in range(L)],
+    })
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
@@ -885,7 +942,8 @@ def run_structure(model_dir, model_name: str, out_dir, figures_dir, k: int = 20,
     Files written (all atomically)
     ------------------------------
     ``out_dir``: effective_rank_heads.tsv, effective_rank.{tsv,md}, effective_rank_summary.{tsv,md},
-    grassmann.h5, grassmann_adjacent.{tsv,md}, ffn_alignment.{tsv,md}, phases.{tsv,md}, bottleneck.tsv.
+    grassmann.h5, grassmann_adjacent.{tsv,md}, ffn_alignment.{tsv,md}, phases.{tsv,md}, bottleneck.tsv,
+    layer_scores.{tsv,md} (:func:`layer_score_table`).
     ``figures_dir``: effective_rank, grassmann_heatmap, ffn_alignment, phases (.pdf and .png each).
     """
     import pandas as pd
@@ -956,6 +1014,8 @@ def run_structure(model_dir, model_name: str, out_dir, figures_dir, k: int = 20,
     table(ffn_df, "ffn_alignment")
     table(phases_df, "phases")
     table(bott_df, "bottleneck", md=False)
+    table(layer_score_table(per_df, ffn_df, adj, phases, bott, res.attn_eff_rank.shape[1], model_name),
+          "layer_scores")
 
     files += plot_effective_rank(per_df, model_name, figures_dir / "effective_rank", phases)
     files += plot_grassmann(S, S_heads, model_name, res.k, figures_dir / "grassmann_heatmap")

@@ -511,7 +511,38 @@ def _m_summary(root, model, wc):
 
 def _m_models(root, model, wc):
     t = _tsv(root / "summary/models.tsv")
+    if "reference" in t.columns:  # the quoted seed column is not an analysed model
+        t = t[t["reference"].astype(str) != "True"]
     return f"{len(t)} models: " + ", ".join(f"{r['model']} ({r['patching_verdict']})" for _, r in t.iterrows())
+
+
+def _m_layer_scores(root, model, wc):
+    t = _tsv(root / model / "structure/layer_scores.tsv")
+    b = t[t["predicted"].astype(str) == "True"].iloc[0]
+    return (f"predicted L{int(b['layer'])} of {len(t)}: head eff. rank {_f(b['attn_eff_rank_mean'])} "
+            f"(CV {_f(b['attn_eff_rank_cv'])}), FFN {_f(b['ffn_ratio'])}x chance, drop after {_f(b['drop_after'])}")
+
+
+def _m_layer_sweep(root, model, wc):
+    t = _tsv(root / model / "layers/sweep.tsv")
+    t = t[t["pooling"] == "mean"]
+    best = t.loc[t["rel_ratio"].idxmin()]
+    below = int((t["ratio_Z"] < t["ratio_rand_lo"]).sum())
+    return (f"mean pooling, site {best['site']}, k={int(best['k'])}: lowest ratio_Z/ratio_Z⊥ at L{int(best['layer'])} "
+            f"({_f(best['rel_ratio'])}); ratio_Z below the random 95% band at {below}/{len(t)} layers")
+
+
+def _m_layer_comparison(root, model, wc):
+    c = _tsv(root / model / "layers/comparison.tsv")
+    p = c[c["primary"].astype(str) == "True"].iloc[0]
+    return (f"{p['verdict']}: predicted L{int(p['predicted_layer'])}, data-best L{_f(p['data_best_layer'])} "
+            f"(distance {_f(p['distance_frac'])} of depth), rho {_f(p['rho'])}, shift-permutation p {_f(p['p_shift'])}")
+
+
+def _m_layer_models(root, model, wc):
+    t = _tsv(root / "summary/layer_prediction.tsv")
+    return "; ".join(f"{r['model']}: L{r['predicted_layer']} vs L{_f(r['data_best_layer'])} ({r['verdict']})"
+                     for _, r in t.iterrows())
 
 
 #: Measured-result functions of the report items: ``name -> f(root, model, wildcards) -> str``.
@@ -526,6 +557,8 @@ MEASURES: dict[str, Callable] = {
     "ffn": _m_ffn, "phases": _m_phases, "families": _m_families, "qk": _m_qk, "snr": _m_snr,
     "gram": _m_gram, "nn": _m_nn, "crossmap": _m_crossmap, "cointegration": _m_coint, "garch": _m_garch,
     "toy": _m_toy, "training": _m_training, "summary": _m_summary, "models": _m_models,
+    "layer_scores": _m_layer_scores, "layer_sweep": _m_layer_sweep, "layer_comparison": _m_layer_comparison,
+    "layer_models": _m_layer_models,
 }
 MEASURES["ard_headline"] = _m_ard_headline
 
@@ -794,7 +827,14 @@ def headline(root: str | Path, model: str) -> dict:
         return {"digit_phase2_frac_both": float(rows["phase2"]["frac_both"]),
                 "digit_nn_frac_both": float(rows["nn_retrieval"]["frac_both"])}
 
-    for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange, digits):
+    def layers():
+        c = _tsv(root / model / "layers/comparison.tsv")
+        p = c[c["primary"].astype(str) == "True"].iloc[0]
+        return {"layer_data_best": None if pd.isna(p["data_best_layer"]) else int(p["data_best_layer"]),
+                "layer_distance_frac": float(p["distance_frac"]), "layer_rho": float(p["rho"]),
+                "layer_p": float(p["p_shift"]), "layer_verdict": str(p["verdict"])}
+
+    for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange, digits, layers):
         put(fn)
     out["tiers"] = _tiers(checklist(root, model))
     return out
@@ -891,7 +931,21 @@ _MODEL_COLUMNS = [
     ("accuracy_en", "accuracy en", _pct), ("accuracy_zh", "accuracy zh", _pct),
     ("digit_phase2_frac_both", "Phase 2 signal beyond shared numerals", _pct),
     ("digit_nn_frac_both", "NN retrieval beyond shared numerals", _pct),
+    ("layer_data_best", "data-best layer (Phase 2, all layers)", str),
+    ("layer_distance_frac", "distance / depth", _f), ("layer_rho", "rho (eff. rank vs Phase 2)", _f),
+    ("layer_p", "shift-permutation p", _f), ("layer_verdict", "weights predict the layer?", str),
 ]
+
+
+def _reference_head() -> dict:
+    """The seed's Qwen2.5-3B numbers as a quoted column of the cross-model page (zhunt.seeds)."""
+    from .seeds import QWEN25_3B_LAYER as q
+
+    dist = abs(q["data_best_layer"] - q["predicted_layer"])
+    return {"model": q["model"], "num_layers": q["num_layers"], "d": q["d"],
+            "bottleneck_layer": q["predicted_layer"], "phases": q["phases"], "layer_data_best": q["data_best_layer"],
+            "layer_distance_frac": dist / (q["num_layers"] - 1), "layer_verdict": "n/a (2 layers measured)",
+            "reference": True}
 
 
 def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = None) -> str:
@@ -904,7 +958,8 @@ def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = No
         f"<tr><th>checklist {t}</th>"
         + "".join(f"<td>{html.escape(h.get('tiers', {}).get(t, 'n/a'))}</td>" for h in heads) + "</tr>"
         for t in ("minimum", "strong", "transformative"))
-    links = "".join(f"<td>{_link(href, 'results/' + h['model'] + '/summary/summary.html')}</td>" for h in heads)
+    links = "".join(f"<td>{_link(href, 'results/' + h['model'] + '/summary/summary.html')}</td>"
+                    if not h.get("reference") else "<td>seed 000 / 001 (quoted)</td>" for h in heads)
     head = "".join(f"<th>{html.escape(h['model'])}</th>" for h in heads)
     body = (f"<p>Headline numbers of every analysed model, read from their TSVs (primary configuration of each "
             f"model; rates over problems).</p>\n<table><tr><th></th>{head}</tr>{''.join(rows)}{tiers}"
@@ -931,6 +986,7 @@ def write_models_summary(json_paths: Sequence, out_html, out_tsv, href: Callable
             heads.append(json.loads(Path(p).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:
             raise ZhuntError(str(p), f"cannot read headline JSON ({exc.__class__.__name__})") from None
+    heads.append(_reference_head())
     write_text(out_html, models_page(heads, href))
     flat = [{k: (v if not isinstance(v, dict) else json.dumps(v, ensure_ascii=False)) for k, v in h.items()}
             for h in heads]

@@ -249,6 +249,15 @@ def ard_primary(model):
     return min(ard_layers(model), key=lambda l: (abs(l - primary), l))
 
 
+def primary_k(model):
+    """The primary k of the layer sweep: the largest study.patch_k (the Exp. A primary k)."""
+    return max(study(model)["patch_k"])
+
+
+def layer_targets(model):
+    return [f"results/{model}/layers/verdict.md"]
+
+
 def mask_files(model, layers):
     return [f"results/{model}/masks/L{l}.h5" for l in layers]
 
@@ -323,6 +332,7 @@ def model_targets(model):
         *zspace_targets(model),
         *theory_targets(model),
         *experiment_targets(model),
+        *layer_targets(model),
     ]
 
 
@@ -335,7 +345,10 @@ def all_targets(wildcards):
     targets = [
         t for m in config["analyze"] for t in model_targets(m) + summary_targets(m)
     ]
-    return targets + ["results/summary/models.html"]
+    return targets + [
+        "results/summary/models.html",
+        "results/summary/layer_prediction.tsv",
+    ]
 
 
 # --- report items (`snakemake --report results/report.zip`) --------------------------
@@ -351,6 +364,7 @@ REPORT_CATEGORIES = {
     "ard": "7 Exp. C ARD-MMD",
     "bridge": "8 Exp. D bridge",
     "organism": "9 Organism training",
+    "layers": "10 Layer prediction (weights vs data)",
 }
 
 

@@ -18,6 +18,7 @@ rule summary:
         bottleneck="results/{model}/structure/bottleneck.tsv",
         behaviour="results/{model}/behaviour/summary.tsv",
         phase2="results/{model}/zspace/phase2_summary.tsv",
+        layers="results/{model}/layers/comparison.tsv",
         figures=expand(
             "results/{{model}}/figures/{name}.png",
             name=[

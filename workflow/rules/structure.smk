@@ -185,6 +185,13 @@ checkpoint structure:
             "phases",
             "predicted bottleneck",
         ),
+        layer_scores=report_table(
+            "results/{model}/structure/layer_scores",
+            "structure",
+            "layer_scores",
+            "layer_scores",
+            "weight-only scores per layer",
+        ),
         fig_erank=report_figure(
             "results/{model}/figures/effective_rank",
             "structure",

@@ -1,0 +1,329 @@
+"""Do the weights predict the layer? Statistics, calibration of the verdict, the stages."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from zhunt import layerpred as lp
+from zhunt.errors import ZhuntError
+
+
+def _ranks(v):
+    """Average ranks, written independently of scipy (ties share the mean rank)."""
+    v = np.asarray(v, dtype=float)
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(1, len(v) + 1)
+    for val in np.unique(v):
+        sel = v == val
+        r[sel] = r[sel].mean()
+    return r
+
+
+def _brute_p(w, d):
+    """Shift/reversal permutation p by explicit loops and Pearson-of-ranks Spearman."""
+    n = len(w)
+    rw = _ranks(w)
+
+    def rho(y):
+        ry = _ranks(y)
+        return np.corrcoef(rw, ry)[0, 1]
+
+    obs = rho(d)
+    null = []
+    for rev in (False, True):
+        base = d[::-1] if rev else d
+        for s in range(n):
+            null.append(rho(np.concatenate([base[n - s:], base[:n - s]]) if s else base))
+    return obs, np.mean(np.array(null) >= obs - 1e-12)
+
+
+def test_cycle_symmetries_are_distinct_permutations():
+    G = lp.cycle_symmetries(7)
+    assert G.shape == (14, 7)
+    assert (G[0] == np.arange(7)).all()
+    assert len({tuple(g) for g in G}) == 14
+    assert all(sorted(g) == list(range(7)) for g in G)
+
+
+def test_shift_spearman_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for n in (6, 11, 18):
+        w, d = rng.normal(size=n), rng.normal(size=n)
+        d[2] = d[5]  # a tie
+        r = lp.shift_spearman(w, d)
+        rho, p = _brute_p(w, d)
+        assert_allclose(r["rho"], rho, atol=1e-12)
+        assert_allclose(r["p_shift"], p, atol=1e-12)
+        assert r["p_min"] == 1 / (2 * n) and r["n"] == n
+
+
+def test_shift_spearman_orientation_and_nan_layers():
+    w = np.arange(10.0)
+    d = np.arange(10.0) ** 2
+    assert lp.shift_spearman(w, d, 1, -1)["rho"] == pytest.approx(-1.0)
+    d2 = d.copy()
+    d2[0] = np.nan
+    r = lp.shift_spearman(w, d2)
+    assert r["n"] == 9 and r["rho"] == pytest.approx(1.0)
+    assert math.isnan(lp.shift_spearman(w, np.ones(10))["rho"])
+
+
+def test_verdict_thresholds():
+    assert lp.MIN_LAYERS == 10
+    assert lp.layer_verdict(0.01, 0.0, 6) == "too few layers"
+    assert lp.layer_verdict(0.01, lp.PREDICT_FRAC, 30) == "predicts"
+    assert lp.layer_verdict(0.01, lp.NEAR_FRAC, 30) == "near"
+    assert lp.layer_verdict(0.01, 0.5, 30) == "does not predict"
+    assert lp.layer_verdict(0.2, 0.0, 30) == "does not predict"
+    assert lp.layer_verdict(math.nan, 0.0, 30) == "does not predict"
+
+
+def _dip(x, b):
+    """Distance from the bottleneck b, three times steeper after it (seed: decode 'snaps' out)."""
+    return np.where(x < b, b - x, 3.0 * (x - b))
+
+
+def _weights_table(L, rng, dip_at=None):
+    """A weight-score table with a smooth effective-rank profile (dip at the bottleneck if given)."""
+    x = np.arange(L)
+    rank = 40 + 5 * np.sin(x / 3.0) + rng.normal(scale=0.5, size=L)
+    if dip_at is not None:  # asymmetric dip: slow approach, sharp break-out after the bottleneck
+        rank = 40 + 12 * (_dip(x, dip_at) / L) + rng.normal(scale=0.3, size=L)
+    sim = rng.uniform(0.2, 0.5, size=L)
+    return pd.DataFrame({"layer": x, "attn_eff_rank_mean": rank, "attn_eff_rank_cv": rng.uniform(0.05, 0.2, L),
+                         "ffn_ratio": rng.uniform(0.5, 1.5, L), "sim_prev": np.r_[np.nan, sim[1:]],
+                         "drop_after": np.r_[np.nan, rng.normal(size=L - 2), np.nan]})
+
+
+@pytest.mark.parametrize("L", [18, 30])
+def test_null_random_scores_do_not_predict(L):
+    """Random per-layer data scores -> "does not predict" in >= 95% of 100 seeds."""
+    from zhunt.stats import binomial_ci
+
+    n_seeds, hits = 100, 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng([17, L, seed])
+        w = _weights_table(L, rng)
+        pred = int(np.argmin(w["attn_eff_rank_mean"]))
+        data = pd.DataFrame({"layer": np.arange(L), "rel_ratio": rng.uniform(0.7, 1.1, L),
+                             "ratio_Z_percentile": rng.uniform(0, 100, L),
+                             "E_lang_Z_over_chance": rng.uniform(0.5, 1.5, L)})
+        comp, _ = lp.compare_layers(w, data, pred, L)
+        hits += comp.loc[comp["primary"], "verdict"].iloc[0] == "does not predict"
+    rate, lo, hi = binomial_ci(hits, n_seeds)
+    assert rate >= 0.95, (rate, lo, hi)
+
+
+def test_null_smooth_independent_profiles_do_not_predict():
+    """Independent smooth (AR(1), phi=0.8) profiles: the shift null keeps false positives near ALPHA,
+    where scipy's exchangeable-layers p-value is far too liberal."""
+    L, n_seeds = 30, 100
+    pos = lib = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng([29, seed])
+
+        def ar1():
+            e = rng.normal(size=L + 50)
+            x = np.zeros_like(e)
+            for t in range(1, len(e)):
+                x[t] = 0.8 * x[t - 1] + e[t]
+            return x[50:]
+
+        w, d = ar1(), ar1()
+        r = lp.shift_spearman(w, d, -1, -1)
+        pos += r["p_shift"] <= lp.ALPHA
+        lib += r["p_iid"] / 2 <= lp.ALPHA and r["rho"] > 0
+    assert pos / n_seeds <= 0.10  # ALPHA plus sampling slack at 100 seeds
+    assert lib > pos
+
+
+@pytest.mark.parametrize("L", [18, 30])
+def test_planted_data_best_at_prediction_predicts(L):
+    """Data profile = the weight profile's shape + noise, best at the predicted layer -> "predicts"."""
+    ok = 0
+    for seed in range(20):
+        rng = np.random.default_rng([5, L, seed])
+        b = int(rng.integers(2, L - 2))
+        w = _weights_table(L, rng, dip_at=b)
+        data = pd.DataFrame({"layer": np.arange(L),
+                             "rel_ratio": 0.7 + 0.1 * _dip(np.arange(L), b) / L
+                             + rng.normal(scale=0.01, size=L)})
+        data.loc[b, "rel_ratio"] = 0.6
+        comp, corr = lp.compare_layers(w, data, b, L)
+        row = comp.iloc[0]
+        assert row["data_best_layer"] == b and row["distance_layers"] == 0
+        ok += row["verdict"] == "predicts"
+        assert set(corr["weight_score"]) == set(lp.WEIGHT_SCORES) and corr["p_holm"].notna().all()
+    assert ok >= 19
+
+
+def test_planted_offset_best_is_near_then_not():
+    """Same profile shape as the weights, but the single best layer planted 4 (then 12) layers away:
+    the correlation stays significant, the distance decides "near" vs "does not predict"."""
+    L, b = 30, 10
+    rng = np.random.default_rng(0)
+    w = _weights_table(L, rng, dip_at=b)
+    x = np.arange(L)
+    for off, label in ((4, "near"), (12, "does not predict")):
+        data = pd.DataFrame({"layer": x, "rel_ratio": 0.7 + 0.1 * _dip(x, b) / L})
+        data.loc[b + off, "rel_ratio"] = 0.6
+        row = lp.compare_layers(w, data, b, L)[0].iloc[0]
+        assert row["distance_layers"] == off and row["p_shift"] <= lp.ALPHA
+        assert row["verdict"] == label
+
+
+def test_causal_scores_and_missing_layers():
+    t = pd.DataFrame({"layer": [0, 0, 3, 3, 3, 6], "site": ["input"] * 5 + ["output"],
+                      "subspace": ["z", "das", "z", "z", "random", "z"], "k": 8,
+                      "iia": [0.1, 0.5, 0.2, 0.4, 0.9, 1.0], "npe": [0.0, 0.3, 0.1, 0.2, 0.5, 0.9]})
+    c = lp.causal_scores(t, site="input", k=8)
+    assert list(c["layer"]) == [0, 3]
+    assert_allclose(c["iia_z"], [0.1, 0.3])
+    assert_allclose(c["iia_das"].iloc[0], 0.5) and math.isnan(c["iia_das"].iloc[1])
+    with pytest.raises(ZhuntError, match="missing"):
+        lp.causal_scores(t.drop(columns="npe"))
+
+
+def test_layer_sweep_matches_phase2(tmp_path):
+    """The sweep's per-layer numbers equal zhunt.zspace's Phase 2 functions on the same vectors,
+    and the site picks hidden index l (input) or l + 1 (output)."""
+    from zhunt.subspace import project, project_complement, random_subspace
+
+    rng = np.random.default_rng(1)
+    d, N, L = 24, 6, 3
+
+    class Store:
+        hidden_size = d
+
+        def __init__(self):
+            self.X = {(j, lang): rng.normal(size=(N, d)) for j in range(L + 1) for lang in ("zh", "en")}
+            self.languages = ["en", "zh"]
+            self.path = "mem"
+
+        def prompt_ids(self, lang=None):
+            return [f"p{i}" for i in range(N)]
+
+        def pooled(self, j, lang, pooling="mean", exclude_special=True):
+            return self.X[(j, lang)]
+
+    store = Store()
+    masks = {l: random_subspace(4, d, np.random.default_rng(l)) for l in range(L)}
+    for site, off in (("input", 0), ("output", 1)):
+        t = lp.layer_sweep(store, masks, 4, site=site, poolings=("mean",), n_random=20)
+        assert list(t["hidden_index"]) == [l + off for l in range(L)]
+        for l in range(L):
+            Xa, Xb = store.X[(l + off, "zh")], store.X[(l + off, "en")]
+            V = masks[l]
+            cross = Xa - Xb
+            iu, ju = np.triu_indices(N, 1)
+            within = np.concatenate([Xa[iu] - Xa[ju], Xb[iu] - Xb[ju]])
+            rz = np.linalg.norm(project(cross, V), axis=1).mean() / np.linalg.norm(project(within, V), axis=1).mean()
+            rp = (np.linalg.norm(project_complement(cross, V), axis=1).mean()
+                  / np.linalg.norm(project_complement(within, V), axis=1).mean())
+            row = t.iloc[l]
+            assert_allclose([row["ratio_Z"], row["ratio_Zperp"], row["rel_ratio"]], [rz, rp, rz / rp], rtol=1e-10)
+            e = np.sum(project(cross, V) ** 2) / np.sum(cross ** 2)
+            assert_allclose(row["E_lang_Z_over_chance"], e / (4 / d), rtol=1e-10)
+
+
+def _stage_inputs(tmp_path, L=12, b=5, seed=0):
+    rng = np.random.default_rng(seed)
+    w = _weights_table(L, rng, dip_at=b)
+    w["attn_eff_rank_std"] = 1.0
+    w["phase"] = ["encode"] + ["compute"] * (L - 3) + ["decode"] * 2
+    w["predicted"] = w["layer"] == b
+    w.to_csv(tmp_path / "layer_scores.tsv", sep="\t", index=False)
+    x = np.arange(L)
+    rows = []
+    for pooling in ("mean", "last"):
+        rel = 0.7 + 0.1 * _dip(x, b) / L + (0 if pooling == "mean" else 0.2)
+        rows.append(pd.DataFrame({"model": "m", "layer": x, "site": "input", "hidden_index": x, "k": 8,
+                                  "kind": "multihead", "pooling": pooling, "ratio_Z": rel, "ratio_Zperp": 1.0,
+                                  "rel_ratio": rel, "ratio_rand_lo": 0.9, "ratio_rand_hi": 1.1,
+                                  "ratio_Z_percentile": 100 * rel - 60, "E_lang_Z_over_chance": rel}))
+    pd.concat(rows).to_csv(tmp_path / "sweep.tsv", sep="\t", index=False)
+    causal = pd.DataFrame({"layer": np.repeat(x, 2), "site": "input", "k": 8, "subspace": ["z", "das"] * L,
+                           "iia": rng.uniform(size=2 * L), "npe": rng.uniform(size=2 * L)})
+    causal.to_csv(tmp_path / "subspaces.tsv", sep="\t", index=False)
+    return tmp_path
+
+
+def test_comparison_stage_and_cross_model_table(tmp_path):
+    from zhunt.seeds import QWEN25_3B_LAYER
+
+    d = _stage_inputs(tmp_path)
+    out = {n: tmp_path / f"{n}" for n in ("c.tsv", "c.md", "r.tsv", "r.md", "v.md")}
+    res = lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", causal_tsv=d / "subspaces.tsv",
+                                  out_comparison=out["c.tsv"], out_comparison_md=out["c.md"],
+                                  out_correlations=out["r.tsv"], out_correlations_md=out["r.md"],
+                                  out_verdict=out["v.md"], fig_stem=tmp_path / "fig")
+    comp = pd.read_csv(out["c.tsv"], sep="\t")
+    assert set(comp["data_score"]) == set(lp.DATA_SCORES) | set(lp.CAUSAL_SCORES)
+    prim = comp[comp["primary"]].iloc[0]
+    assert prim["data_score"] == lp.PRIMARY_DATA and prim["data_best_layer"] == 5 and prim["k"] == 8
+    assert prim["verdict"] == res["verdict"] == "predicts"  # 12 layers: p can reach 1/24
+    corr = pd.read_csv(out["r.tsv"], sep="\t")
+    assert len(corr) == len(lp.WEIGHT_SCORES) * len(comp)
+    assert (corr["p_holm"] >= corr["p_shift"] - 1e-12).all()
+    text = out["v.md"].read_text()
+    assert "Verdict: predicts" in text and f"p <= {lp.ALPHA}" in text and f"{lp.PREDICT_FRAC} of depth" in text
+    assert (tmp_path / "fig.pdf").stat().st_size > 0 and (tmp_path / "fig.png").stat().st_size > 0
+
+    t = lp.run_models_layer_prediction([out["c.tsv"]], out_tsv=tmp_path / "x.tsv", out_md=tmp_path / "x.md",
+                                       fig_stem=tmp_path / "xfig")
+    assert list(t["reference"]) == [False, True]
+    ref = t.iloc[1]
+    assert ref["predicted_layer"] == QWEN25_3B_LAYER["predicted_layer"] == 33
+    assert ref["data_best_layer"] == 32 and ref["distance_frac"] == pytest.approx(1 / 35)
+    assert t.iloc[0]["predicted_frac"] == pytest.approx(5 / 11)
+    assert (tmp_path / "xfig.png").stat().st_size > 0
+
+
+def test_comparison_bad_inputs(tmp_path):
+    d = _stage_inputs(tmp_path)
+    kw = dict(out_comparison=tmp_path / "a", out_comparison_md=tmp_path / "b", out_correlations=tmp_path / "c",
+              out_correlations_md=tmp_path / "d", out_verdict=tmp_path / "e", fig_stem=tmp_path / "f")
+    with pytest.raises(ZhuntError, match="missing"):
+        lp.run_layer_comparison(d / "nope.tsv", d / "sweep.tsv", "m", **kw)
+    s = pd.read_csv(d / "sweep.tsv", sep="\t")
+    s[s["pooling"] == "last"].to_csv(d / "sweep.tsv", sep="\t", index=False)
+    with pytest.raises(ZhuntError, match="pooling 'mean'"):
+        lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", **kw)
+
+
+def test_caption_states_the_thresholds():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "workflow/report"
+    text = (root / "layer_comparison.rst").read_text()
+    for value in (f"p ≤ {lp.ALPHA}", f"≤ {lp.PREDICT_FRAC:.2f} of depth", f"≤ {lp.NEAR_FRAC}",
+                  f"below {lp.MIN_LAYERS} compared layers"):
+        assert value in text, value
+
+
+def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
+    import json
+
+    from zhunt.summary import headline, measured, write_models_summary
+
+    (tmp_path / "in").mkdir()
+    d = _stage_inputs(tmp_path / "in")
+    res = tmp_path / "results" / "m" / "layers"
+    res.mkdir(parents=True)
+    lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", out_comparison=res / "comparison.tsv",
+                            out_comparison_md=res / "comparison.md", out_correlations=res / "correlations.tsv",
+                            out_correlations_md=res / "correlations.md", out_verdict=res / "verdict.md",
+                            fig_stem=tmp_path / "fig")
+    head = headline(tmp_path / "results", "m")
+    assert head["layer_verdict"] == "predicts" and head["layer_data_best"] == 5
+    assert measured("layer_comparison", "m", tmp_path / "results").startswith("predicts: predicted L5")
+    (tmp_path / "m.json").write_text(json.dumps(head))
+    write_models_summary([tmp_path / "m.json"], tmp_path / "models.html", tmp_path / "models.tsv")
+    t = pd.read_csv(tmp_path / "models.tsv", sep="\t")
+    assert list(t["model"]) == ["m", "Qwen2.5-3B (seed, quoted)"] and t["bottleneck_layer"].iloc[1] == 33
+    html = (tmp_path / "models.html").read_text()
+    assert "weights predict the layer?" in html and "Qwen2.5-3B (seed, quoted)" in html

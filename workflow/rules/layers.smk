@@ -1,0 +1,119 @@
+# Do the weights predict the layer where the data finds Z? results/{model}/layers/ (zhunt.layerpred)
+
+
+rule layer_sweep:
+    """Phase 2 ratio_Z / ratio_Z-perp and language energy of each layer's own Z, at every layer
+    (the multi-head Z of every layer computed in one pass over the weights)."""
+    input:
+        store=lambda wc: activations_path(wc.model),
+        model=lambda wc: model_dir(wc.model),
+    output:
+        table=report_table(
+            "results/{model}/layers/sweep",
+            "layers",
+            "layer_sweep",
+            "layer_sweep",
+            "Phase 2 at every layer",
+        ),
+    log:
+        "logs/{model}/layer_sweep.log",
+    benchmark:
+        "benchmarks/{model}/layer_sweep.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        k=lambda wc: primary_k(wc.model),
+        site=lambda wc: study(wc.model)["site"],
+        n_random=config["zspace"]["n_random"],
+    script:
+        "../scripts/layer_sweep.py"
+
+
+rule layer_comparison:
+    """Predicted vs data-best layer, shift-permutation correlations, verdict and the depth figure."""
+    input:
+        scores="results/{model}/structure/layer_scores.tsv",
+        sweep="results/{model}/layers/sweep.tsv",
+        causal="results/{model}/patching/subspaces.tsv",
+    output:
+        comparison=report_table(
+            "results/{model}/layers/comparison",
+            "layers",
+            "layer_comparison",
+            "layer_comparison",
+            "predicted vs data-best layer",
+        ),
+        correlations=report_table(
+            "results/{model}/layers/correlations",
+            "layers",
+            "layer_comparison",
+            "layer_comparison",
+            "weight x data score correlations",
+        ),
+        verdict=report_item(
+            "results/{model}/layers/verdict.md",
+            "layers",
+            "layer_comparison",
+            "layer_comparison",
+            "layer prediction verdict",
+        ),
+        fig=report_figure(
+            "results/{model}/figures/layer_profiles",
+            "layers",
+            "layer_profiles",
+            "layer_comparison",
+            "weights and data by depth (figure)",
+        ),
+    log:
+        "logs/{model}/layer_comparison.log",
+    benchmark:
+        "benchmarks/{model}/layer_comparison.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        site=lambda wc: study(wc.model)["site"],
+    script:
+        "../scripts/layer_comparison.py"
+
+
+rule models_layer_prediction:
+    """Predicted vs data-best layer as a fraction of depth, every analysed model and the seed's row."""
+    input:
+        lambda wc: expand(
+            "results/{model}/layers/comparison.tsv", model=config["analyze"]
+        ),
+    output:
+        table=report_table(
+            "results/summary/layer_prediction",
+            "layers",
+            "layer_models",
+            "layer_models",
+            "layer prediction, all models",
+        ),
+        fig=report_figure(
+            "results/summary/figures/layer_prediction",
+            "layers",
+            "layer_models",
+            "layer_models",
+            "layer prediction, all models (figure)",
+        ),
+    log:
+        "logs/models_layer_prediction.log",
+    benchmark:
+        "benchmarks/models_layer_prediction.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/models_layer_prediction.py"
