@@ -99,8 +99,24 @@ def test_run_behaviour_stage(tiny, tmp_path):
 
 
 def test_fewshot_prompts_hold_exemplars(tiny, tmp_path):
-    B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "completion",
-                    FEWSHOT, 2, 2, 8, tmp_path / "r.tsv", tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "f")
+    import json
+    import shutil
+
+    from zhunt.errors import ZhuntError
+
+    args = (["en", "zh"], TEMPLATES, "completion", FEWSHOT, 2, 2, 8, tmp_path / "r.tsv", tmp_path / "s.tsv",
+            tmp_path / "s.md", tmp_path / "f")
+    # two exemplars make ~220-token prompts: the 128-position organism refuses them before generating
+    with pytest.raises(ZhuntError, match="exceed the model's context of 128 positions"):
+        B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", *args)
+    assert not (tmp_path / "r.tsv").exists()
+    # the same model with a longer declared context (the test is about the prompts, not the answers)
+    wide = tmp_path / "model512"
+    shutil.copytree(tiny / "model", wide)
+    cfg = json.loads((wide / "config.json").read_text())
+    cfg["max_position_embeddings"] = 512
+    (wide / "config.json").write_text(json.dumps(cfg))
+    B.run_behaviour(wide, "organism", tiny / "prompts.tsv", *args)
     rec = pd.read_csv(tmp_path / "r.tsv", sep="\t")
     en = rec[rec["lang"] == "en"]["prompt"].iloc[0]
     zh = rec[rec["lang"] == "zh"]["prompt"].iloc[0]
