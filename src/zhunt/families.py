@@ -93,6 +93,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import Progress
+
 __all__ = [
     "FAMILIES",
     "RESIDUAL_AXIS",
@@ -633,8 +635,11 @@ def run_families(model_dir, model_name: str, out_dir, figures_dir, side: str = "
     n = adapter.num_layers
     shapes = {}
 
+    progress = Progress(n, "families layer")
+
     def layers():
         for L in range(n):
+            progress.update(L)
             mats = family_matrices(adapter.layer_weights(L))
             if not shapes:
                 shapes.update({f: m.shape for f, m in mats.items()})

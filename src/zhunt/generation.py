@@ -51,6 +51,7 @@ from torch import nn
 
 from .extraction import halve_on_oom, left_pad, tokenize_prompts
 from .hooks import capture, patch
+from .progress import Progress
 from .site import check_site
 
 __all__ = ["SubspaceEdit", "generate", "score", "EDIT_MODES"]
@@ -407,8 +408,11 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
 
     with torch.inference_mode():
         queue = list(batches)
+        progress, n_done = Progress(n, "generated prompt"), 0
         while queue:  # a batch that runs out of CUDA memory is retried as two halves, first
             batch = queue.pop(0)
+            progress.update(n_done)
+            n_done += len(batch)
             seqs = [ids[i] for i in batch]
             input_ids, attn, _ = left_pad(seqs, pad)
             T = input_ids.shape[1]
@@ -446,6 +450,7 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
                 if states is not None:
                     res["states"] = {key: states[li][r, :len(toks)].copy() for li, key in enumerate(rec_keys)}
                 results[i] = res
+    progress.update(n)
     return results  # type: ignore[return-value]
 
 
@@ -559,8 +564,11 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     groups = None
     keep_kw = "logits_to_keep" in _forward_params(model)
 
+    progress, n_done = Progress(n, "scored prompt"), 0
     with torch.inference_mode():
         for batch in batches:
+            progress.update(n_done)
+            n_done += len(batch)
             seqs = [ids[i] for i in batch]
             prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
             T_p = prompt_ids.shape[1]
@@ -620,6 +628,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
                     else:
                         val = 0.0
                     out["lp_continuations"][batch[r], j] = val
+    progress.update(n)
     return out
 
 

@@ -68,6 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import Progress
+
 __all__ = [
     "FACTORS",
     "SIGN_KS",
@@ -517,7 +519,11 @@ def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, t
     out_dir, figures_dir = Path(out_dir), Path(figures_dir)
     model, _ = load_model(model_dir, device=device)
     adapter = get_adapter(model)
-    facs = [qk_factors(adapter.layer_weights(L), factors) for L in range(adapter.num_layers)]
+    progress = Progress(adapter.num_layers, "QK layer")
+    facs = []
+    for L in range(adapter.num_layers):
+        facs.append(qk_factors(adapter.layer_weights(L), factors))
+        progress.update(L + 1)
     del model
     res = analyse_qk(facs, anchor=anchor, topk=topk)
     nL, a = res["num_layers"], res["anchor"]
