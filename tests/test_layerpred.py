@@ -207,7 +207,8 @@ def test_layer_sweep_matches_phase2(tmp_path):
         def prompt_ids(self, lang=None):
             return [f"p{i}" for i in range(N)]
 
-        def pooled(self, j, lang, pooling="mean", exclude_special=True):
+        def pooled(self, j, lang, pooling="mean", exclude_special=True, exclude_ids=None):
+            assert exclude_ids is None  # the sweep uses the plain pooling
             return self.X[(j, lang)]
 
     store = Store()
