@@ -12,11 +12,20 @@ base–donor pair (:func:`zhunt.patching_design.donor_pairs`) and every subspace
 2. every patched base run is generated with its edit at the site (extracted
    answer and its script: :func:`zhunt.text.answer_span`,
    :func:`zhunt.text.answer_language`);
-3. one teacher-forced pass (:func:`zhunt.generation.score`) over every clean and
-   patched row gives, at the first answer position, the log-probabilities of
-   the base's and the donor run's first answer tokens, the probability mass of
-   target-script and other-script tokens, and the teacher-forced log p of the
-   base's and the donor run's whole continuations.
+3. the pair's *first answer position* (:func:`first_divergence`): the two clean
+   continuations ``c_b`` (base) and ``c_d`` (donor run) share a longest common
+   prefix ``a`` (``prefix_len = len(a)``, often a format token); the first
+   answer tokens are ``c_b[len(a)]`` and ``c_d[len(a)]``, the first tokens
+   where the two runs diverge;
+4. one teacher-forced pass (:func:`zhunt.generation.score`) over every clean and
+   patched row, with ``a`` forced after the prompt (unedited, as the patched
+   generation leaves its generated tokens), gives at the position after ``a``
+   the log-probabilities of the base's and the donor run's first answer
+   tokens, the argmax (the patched first answer token), the probability mass
+   of target-script and other-script tokens, and the teacher-forced log p of
+   the base's and the donor run's whole continuations. Pairs whose clean runs
+   never diverge (identical runs) have no first answer position: their
+   tokens are ``-1`` and their LD, NPE and language effect are NaN.
 
 The records carry the cell's key columns (``site, hidden_index, layer, k,
 alignment, direction, source``) and the per-row quantities of
@@ -36,7 +45,7 @@ from .errors import ZhuntError
 from .io import write_table
 from .patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
 
-__all__ = ["script_groups", "answer_of", "cell_context", "cell_pairs", "run_cell"]
+__all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "run_cell"]
 
 log = logging.getLogger("zhunt.patching")
 
@@ -66,6 +75,20 @@ def answer_of(text: str, target: str) -> tuple[int | None, str]:
     out_lang = classify_language(cut_at_next_question(text))
     lang = "zh" if out_lang == "zh" else (target if target != "zh" else "en") if out_lang == "en" else None
     return extract_answer(text, lang), answer_language(text, lang)
+
+
+def first_divergence(base: Sequence[int], donor: Sequence[int]) -> tuple[int, int, int]:
+    """``(L, base_token, donor_token)``: where two clean continuations first differ.
+
+    ``L`` is the length of their longest common prefix ``a`` (``base[:L] ==
+    donor[:L]``); the first answer tokens are ``base[L]`` and ``donor[L]``,
+    which differ by construction. ``-1`` stands for a run that ends at ``L``
+    (both do when the runs are identical, then there is no answer position).
+    """
+    L = 0
+    while L < len(base) and L < len(donor) and int(base[L]) == int(donor[L]):
+        L += 1
+    return L, int(base[L]) if L < len(base) else -1, int(donor[L]) if L < len(donor) else -1
 
 
 def _other_language(target: str, languages: Sequence[str]) -> str:
@@ -225,15 +248,21 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
     def pair_of(kind_, x):
         return x if kind_ != "patched" else rows[x]["pair"]
 
-    cands, conts = [], []
+    # per pair: the first answer position, after the two clean runs' common prefix
+    div = [first_divergence(clean[b]["token_ids"], clean[d]["token_ids"]) for b, d in pairs]
+    differs = [bt >= 0 and dt >= 0 for _, bt, dt in div]
+    cands, conts, prefs = [], [], []
     for kind_, x in s_rows:
-        b, d = pairs[pair_of(kind_, x)]
-        cands.append([clean[b]["token_ids"][0], clean[d]["token_ids"][0]])
-        conts.append([clean[b]["token_ids"], clean[d]["token_ids"]])
+        pi = pair_of(kind_, x)
+        b, d = pairs[pi]
+        L = div[pi][0] if differs[pi] else 0  # identical runs: no answer position, nothing to score there
+        cands.append(list(div[pi][1:]) if differs[pi] else [])
+        prefs.append(clean[b]["token_ids"][:L])
+        conts.append([clean[b]["token_ids"][L:], clean[d]["token_ids"][L:]])  # LD of the whole runs: a cancels
     sc = score(model, tok, [prompt_of[(prob_of(k_, x), tgt)] for k_, x in s_rows], candidates=cands,
-               continuations=conts, token_groups=groups, layer_module=ad.layers[cell.layer], site=cell.site,
-               edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched], batch_size=int(batch_size),
-               add_special_tokens=add_special)
+               continuations=conts, prefixes=prefs, token_groups=groups, layer_module=ad.layers[cell.layer],
+               site=cell.site, edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched],
+               batch_size=int(batch_size), add_special_tokens=add_special)
     t_score = time.perf_counter() - t0 - t_setup - t_gen
     ld = sc["lp_candidates"][:, 1] - sc["lp_candidates"][:, 0]
     ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
@@ -248,19 +277,20 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
         donor_ans, _ = answer_of(clean[d]["text"], tgt)
         q = pos.get(i, pi)  # the none row is the clean base row
         ans, ans_lang = (base_ans, base_lang) if i not in pos else answer_of(text[i], tgt)
-        base_tok, donor_tok = clean[b]["token_ids"][0], clean[d]["token_ids"][0]
-        differs = base_tok != donor_tok
+        prefix_len, base_tok, donor_tok = div[pi]
+        fd = differs[pi]
+        first_tok = int(sc["first_argmax"][q]) if fd else -1
         den = ld[n_p + pi] - ld[pi]
-        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r,
-                    "base_token": base_tok, "donor_token": donor_tok, "first_token": int(sc["first_argmax"][q]),
-                    "first_differs": differs, "iia_hit": int(sc["first_argmax"][q]) == donor_tok,
+        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r, "prefix_len": prefix_len,
+                    "base_token": base_tok, "donor_token": donor_tok, "first_token": first_tok,
+                    "first_differs": fd, "iia_hit": fd and first_tok == donor_tok,
                     "base_answer": base_ans, "donor_answer": donor_ans, "answer": ans,
                     "key_answer": key_answer[d],
                     "value_differs": base_ans is not None and donor_ans is not None and base_ans != donor_ans,
                     "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and
                     ans == key_answer[d], "ld_clean": ld[pi], "ld_donor_run": ld[n_p + pi], "ld": ld[q],
-                    "npe": (ld[q] - ld[pi]) / den if differs and den != 0 else np.nan,
-                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi],
+                    "npe": (ld[q] - ld[pi]) / den if fd and den != 0 else np.nan,
+                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi] if fd else np.nan,
                     "answer_lang": ans_lang, "base_answer_lang": base_lang,
                     "text": clean[b]["text"] if i not in pos else text[i]})
     rec = pd.DataFrame(out)
