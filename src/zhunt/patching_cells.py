@@ -264,7 +264,9 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
                site=cell.site, edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched],
                batch_size=int(batch_size), add_special_tokens=add_special)
     t_score = time.perf_counter() - t0 - t_setup - t_gen
-    ld = sc["lp_candidates"][:, 1] - sc["lp_candidates"][:, 0]
+    lpc = np.full((len(s_rows), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
+    lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
+    ld = lpc[:, 1] - lpc[:, 0]
     ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
     lang = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
     n_p = len(pairs)
