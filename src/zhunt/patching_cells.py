@@ -211,6 +211,9 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
         with h5py.File(das_path, "r") as f:
             V_das = np.asarray(f["basis"], dtype=np.float64)
             das_overlap = float(f.attrs["overlap_z"])
+        if V_das.shape[0] == 0:  # not fitted (no diverging train pair, fit_cell_das): no das rows
+            log.warning("cell %s: the DAS basis %s was not fitted; no das rows", cell.name, das_path)
+            V_das = None
     split = heldout_split(problems, seed=seed)
     pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
     rows, edits = [], []
@@ -310,20 +313,25 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
 def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
                  family: str, *, site: str, layer: int, k: int, target_lang: str, kind: str = "multihead",
                  n_donors: int = 1, seed: int = 0, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
-                 out_h5, threads: int | None = None) -> dict:
+                 max_new_tokens: int = 16, out_h5, threads: int | None = None) -> dict:
     """Fit the DAS subspace of one (site, layer, k) on the train split and save it.
 
     Training data: the template-aligned same-language pairs of ``target_lang``
     (:func:`cell_pairs` of the ``aligned`` cell) whose base *and* donor are in
-    the ``train`` split (:func:`zhunt.patching_design.heldout_split`); target =
-    the donor run's own first answer token (greedy, :func:`zhunt.generation.score`
-    without edits). :func:`zhunt.das.fit_das` learns the basis; every cell then
-    scores it on its ``heldout`` pairs like any other subspace.
+    the ``train`` split (:func:`zhunt.patching_design.heldout_split`) and whose
+    clean greedy runs (``max_new_tokens``) diverge; target = the donor run's
+    first answer token after the pair's common prefix, which is teacher-forced
+    and not patched (:func:`first_divergence`, as :func:`run_cell` scores it).
+    :func:`zhunt.das.fit_das` learns the basis; every cell then scores it on
+    its ``heldout`` pairs like any other subspace.
 
     Writes ``out_h5`` with dataset ``basis`` (k, d) and attributes ``site``,
     ``layer``, ``k``, ``hidden_index``, ``n_train``, ``steps``, ``lr``,
     ``seconds``, ``final_loss``, ``overlap_z`` (Grassmann similarity with V_Z)
-    and ``cos_angles_z`` (cosines of the principal angles).
+    and ``cos_angles_z`` (cosines of the principal angles). Without a
+    diverging train pair nothing is fitted: ``basis`` is ``(0, d)``,
+    ``n_train = steps = 0`` and ``overlap_z`` NaN, and the cells add no
+    ``das`` rows.
 
     Returns
     -------
@@ -331,7 +339,7 @@ def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequ
         The attributes written.
     """
     from .das import fit_das
-    from .generation import score
+    from .generation import generate
     from .io import atomic_path
     from .masks import read_mask
     from .subspace import grassmann_similarity, principal_angles
@@ -346,15 +354,32 @@ def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequ
     if not train:
         raise ZhuntError(f"cell {cell.name}", "no template-aligned pair in the DAS train split")
     prompt = lambda p: ctx["prompt_of"][(p, target_lang)]  # noqa: E731
-    donors = sorted({pairs[i][1] for i in train})
-    first = score(ctx["model"], ctx["tokenizer"], [prompt(d) for d in donors], batch_size=int(batch_size),
-                  add_special_tokens=ctx["add_special"])["first_argmax"]
-    target = dict(zip(donors, first.tolist()))
-    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
-                  [states[i][1].astype(np.float32) for i in train], [target[pairs[i][1]] for i in train],
-                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
-                  random_state=int(seed), add_special_tokens=ctx["add_special"])
+    ids = sorted({p for i in train for p in pairs[i]}, key=ctx["problems"].index)
+    runs = generate(ctx["model"], ctx["tokenizer"], [prompt(p) for p in ids], max_new_tokens=int(max_new_tokens),
+                    batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
+    clean = {p: r["token_ids"] for p, r in zip(ids, runs)}
+    div = {i: first_divergence(clean[pairs[i][0]], clean[pairs[i][1]]) for i in train}
+    train = [i for i in train if div[i][1] >= 0 and div[i][2] >= 0]
     V_Z = read_mask(mask_path, kind, int(k))
+    if not train:  # nothing to learn from: an empty basis, and no das rows in the cells
+        log.warning("DAS %s L%d k=%d: no pair of the train split whose clean runs diverge; not fitted", site,
+                    layer, k)
+        attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index, "n_train": 0,
+                 "steps": 0, "lr": float(lr), "seconds": 0.0, "final_loss": float("nan"),
+                 "overlap_z": float("nan")}
+        with atomic_path(out_h5, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f["basis"] = np.zeros((0, V_Z.shape[1]), dtype=np.float32)
+                f["losses"] = np.zeros(0)
+                f["cos_angles_z"] = np.zeros(0)
+                for key, v in attrs.items():
+                    f.attrs[key] = v
+        return attrs
+    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
+                  [states[i][1].astype(np.float32) for i in train], [div[i][2] for i in train],
+                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
+                  random_state=int(seed), add_special_tokens=ctx["add_special"],
+                  prefixes=[clean[pairs[i][0]][:div[i][0]] for i in train])
     attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index,
              "n_train": len(train), "steps": int(steps), "lr": float(lr), "seconds": float(fit.seconds),
              "final_loss": float(np.mean(fit.losses[-10:])), "overlap_z": float(grassmann_similarity(fit.basis, V_Z))}
