@@ -313,6 +313,22 @@ def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_rando
     assert_allclose(das.overlap_z, attrs["overlap_z"])
 
 
+def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
+    """An empty DAS basis (fit_cell_das found no diverging train pair) is reported by the absence of das rows."""
+    import h5py
+
+    from zhunt.patching_cells import run_cell
+
+    root, templates = near_random_organism
+    with h5py.File(tmp_path / "das.h5", "w") as f:
+        f["basis"] = np.zeros((0, 32), dtype=np.float32)
+        f.attrs["overlap_z"], f.attrs["n_train"] = np.nan, 0
+    rec = run_cell(root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
+                   "organism", parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=1, max_new_tokens=3,
+                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
+    assert "das" not in set(rec.subspace) and "z" in set(rec.subspace)
+
+
 def test_answer_language_reads_the_answer_span_only():
     from zhunt.text import answer_language, answer_span, extract_answer
 
