@@ -169,7 +169,8 @@ def patching_das_input(model, cell):
 
 def patching_max_new_tokens(model):
     """Greedy budget of the Exp. A cells and of the DAS fit (study.patching.max_new_tokens or generation's)."""
-    return study(model)["patching"]["max_new_tokens"] or study(model)["generation"]["max_new_tokens"]
+    st = study(model)
+    return st["patching"]["max_new_tokens"] or st["generation"]["max_new_tokens"]
 
 
 def patching_primary(model):
