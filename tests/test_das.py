@@ -116,6 +116,31 @@ def test_das_full_rank_equals_full_interchange(planted, tok):
     np.testing.assert_allclose(a["lp_candidates"], b["lp_candidates"], atol=1e-4)
 
 
+def test_das_loss_with_prefixes_equals_score(tok):
+    """With per-row prefixes (teacher-forced, unpatched) the first-step loss is -mean log p(y | x, prefix) of
+    :func:`zhunt.generation.score` under the same span interchange (a random 2-layer model, attention on)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=D, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(3)
+    m = Qwen2ForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(2)
+    texts = ["abc", "de fgh", "ijkl", "m", "nop qr", "stu"]
+    prefs = [torch.randint(3, len(tok), (int(L),), generator=g).tolist() for L in (2, 0, 1, 3, 1, 0)]
+    sources = [torch.randn(D, generator=g) * 3 for _ in texts]
+    y = torch.randint(3, len(tok), (len(texts),), generator=g).tolist()
+    V0 = random_subspace(K, D, random_state=4).astype(np.float32)
+    for pr in (prefs, None):
+        fit = fit_das(m, tok, texts, sources, y, layer=LAYER, site="input", k=K, steps=1, lr=1e-12,
+                      batch_size=len(texts), init=V0, prefixes=pr)
+        ref = score(m, tok, texts, candidates=[[t] for t in y], layer_module=LAYER, site="input", prefixes=pr,
+                    edits=[SubspaceEdit(torch.from_numpy(V0), s, "span") for s in sources])
+        np.testing.assert_allclose(fit.losses[0], -ref["lp_candidates"][:, 0].mean(), atol=1e-4)
+    with pytest.raises(ValueError, match="prefixes"):
+        fit_das(m, tok, texts, sources, y, layer=LAYER, site="input", k=K, steps=1, prefixes=prefs[:2])
+
+
 def test_das_deterministic_and_init(planted, tok):
     m = planted["model"]
     kw = dict(layer=LAYER, site="input", k=K, steps=8, lr=0.05, batch_size=8)

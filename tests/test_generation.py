@@ -229,6 +229,71 @@ def test_score_matches_unbatched_plain_forward(model, tok):
     assert res["lp_groups"][:, 2].tolist() == [-np.inf] * 6
 
 
+def test_score_with_prefixes_matches_plain_forward(model, tok):
+    """A per-row prefix is teacher-forced after the prompt; everything is scored after it (empty = as before)."""
+    from zhunt.generation import score
+
+    g = torch.Generator().manual_seed(1)
+    prefs = [torch.randint(3, 64, (int(m),), generator=g).tolist() for m in (2, 0, 1, 3, 0, 1)]
+    conts = [[torch.randint(3, 64, (int(m),), generator=g).tolist() for m in ms]
+             for ms in ([3, 1], [2], [4, 0], [], [1], [2, 2])]
+    cands = [[5, 7], [9], [11, 12], [4], [6], [3]]
+    groups = np.zeros((1, 64), dtype=bool)
+    groups[0, 10:30] = True
+    for bs in (1, 4):
+        res = score(model, tok, PROMPTS, continuations=conts, candidates=cands, token_groups=groups,
+                    batch_size=bs, prefixes=prefs)
+        for i, p in enumerate(PROMPTS):
+            lp = plain_logprobs(model, tok, p, prefs[i])[len(prefs[i])]  # the position after the prefix
+            assert res["first_argmax"][i] == int(lp.argmax())
+            np.testing.assert_allclose(res["lp_candidates"][i, :len(cands[i])], lp[cands[i]].numpy(),
+                                       atol=SCORE_ATOL)
+            np.testing.assert_allclose(res["lp_groups"][i, 0], torch.logsumexp(lp[10:30], 0).item(),
+                                       atol=SCORE_ATOL)
+            assert res["n_prompt_tokens"][i] == len(tok([p])["input_ids"][0])
+            for j, c in enumerate(conts[i]):
+                lpc = plain_logprobs(model, tok, p, prefs[i] + c)[len(prefs[i]):]
+                np.testing.assert_allclose(res["lp_continuations"][i, j],
+                                           float(sum(lpc[t, c[t]] for t in range(len(c)))), atol=SCORE_ATOL)
+    empty = score(model, tok, PROMPTS, continuations=conts, candidates=cands, prefixes=[[]] * len(PROMPTS))
+    plain = score(model, tok, PROMPTS, continuations=conts, candidates=cands)
+    for key in ("first_argmax", "lp_candidates", "lp_continuations"):
+        np.testing.assert_array_equal(empty[key], plain[key])
+    with pytest.raises(ValueError):
+        score(model, tok, PROMPTS, prefixes=[[1]])
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+def test_score_with_edits_and_prefix_equals_step_l_of_generate(model, tok, site):
+    """Prefix = generate's own first L tokens: the scored position is generated step L, with the prompt edited
+    and the prefix not (positions="prompt")."""
+    from zhunt.generation import score
+
+    g = torch.Generator().manual_seed(5)
+    edits = [SubspaceEdit([basis(4, 1), None][i % 2], torch.randn(D, generator=g) * 3, ["span", "full"][i % 2])
+             for i in range(len(PROMPTS))]
+    edits[5] = None
+    L = 3
+    calls = []
+    hd = model.lm_head.register_forward_hook(lambda m, a, o: calls.append(o.detach().clone()))
+    try:
+        gen = generate(model, tok, PROMPTS, max_new_tokens=L + 1, batch_size=len(PROMPTS), layer_module=LAYER,
+                       edits=edits, site=site)
+    finally:
+        hd.remove()
+    assert all(len(r["token_ids"]) == L + 1 for r in gen)  # eos is made unlikely
+    ids = [tok([t])["input_ids"][0] for t in PROMPTS]
+    order = sorted(range(len(PROMPTS)), key=lambda i: (-len(ids[i]), i))
+    ref = torch.log_softmax(calls[L][:, -1].float(), dim=-1)  # step L of the single batch, sorted rows
+    ref = ref[torch.tensor([order.index(i) for i in range(len(PROMPTS))])]
+    cands = [[r["token_ids"][L], 7] for r in gen]
+    res = score(model, tok, PROMPTS, candidates=cands, prefixes=[r["token_ids"][:L] for r in gen], batch_size=4,
+                layer_module=LAYER, edits=edits, site=site)
+    assert res["first_argmax"].tolist() == [r["token_ids"][L] for r in gen]
+    np.testing.assert_allclose(res["lp_candidates"], np.stack([ref[i, c].numpy() for i, c in enumerate(cands)]),
+                               atol=SCORE_ATOL)
+
+
 def first_step_logits(model, tok, texts, **kw):
     """generate's step-0 logits (the lm_head call of the prefill), in input order, and its tokens."""
     calls = []

@@ -196,19 +196,56 @@ def _cell(org, name, tmp_path):
                     out_records=tmp_path / f"{name}.tsv")
 
 
+def test_first_divergence():
+    from zhunt.patching_cells import first_divergence
+
+    assert first_divergence([5, 7, 9], [6, 7, 9]) == (0, 5, 6)  # first tokens differ: position 0, as before
+    assert first_divergence([3, 3, 7, 1], [3, 3, 8]) == (2, 7, 8)  # a shared format prefix of 2 tokens
+    assert first_divergence([3, 2], [3, 2]) == (2, -1, -1)  # identical runs: no answer position
+    assert first_divergence([3], [3, 4]) == (1, -1, 4)
+
+
 @pytest.mark.parametrize("site", ["input", "output"])
 def test_positive_control_full_aligned_interchange_gives_iia_one_at_every_layer(near_random_organism, tmp_path, site):
     """The hook, the site, the store index and the scoring at once: the donor's own states at every
-    position make the base run the donor run (IIA = 1, NPE = 1 to 5e-3: LD margins are ~1e-2 here)."""
+    prompt position make the base run the donor run (IIA = 1, NPE = 1 to 5e-3: LD margins are ~1e-2 here).
+
+    Exact where the runs diverge at their first token (``prefix_len == 0``), and for every pair at the
+    embeddings (input of layer 0). With a common prefix at a deeper site the prefix tokens' own states
+    below the site still read the base prompt (the prefix is not patched, as in the patched generation),
+    so the interchange is not complete there by construction."""
     for layer in (0, 1, 2):
         rec = _cell(near_random_organism, f"{site}_L{layer}_k4_aligned_en-from-en_donor", tmp_path)
         full = rec[(rec.subspace == "full") & rec.first_differs]
         none = rec[(rec.subspace == "none") & rec.first_differs]
-        assert len(full) >= 3, layer
-        assert full.iia_hit.all() and not none.iia_hit.any(), layer
-        assert_allclose(full.npe, 1.0, atol=5e-3)
+        exact = full if (site, layer) == ("input", 0) else full[full.prefix_len == 0]
+        assert len(exact) >= 3, layer
+        assert exact.iia_hit.all() and not none.iia_hit.any(), layer
+        assert_allclose(exact.npe, 1.0, atol=5e-3)
         assert_allclose(none.npe, 0.0, atol=1e-12)
         assert (rec.hidden_index == (layer if site == "input" else layer + 1)).all()
+        assert (rec.prefix_len >= 0).all() and (full.base_token != full.donor_token).all()
+
+
+def test_iia_is_read_at_the_first_diverging_token(near_random_organism, tmp_path):
+    """Pairs whose clean runs share their first token(s): IIA is scored at the first token where they diverge.
+
+    The full interchange at the embeddings makes the base run the donor run, so on those pairs the patched
+    model's argmax after the common prefix is the donor run's diverging token (IIA = 1, NPE = 1); a
+    first-generated-token reading would have dropped them (identical first tokens)."""
+    rec = _cell(near_random_organism, "input_L0_k4_aligned_en-from-en_donor", tmp_path)
+    shared = rec[(rec.prefix_len > 0) & rec.first_differs]
+    full, none = shared[shared.subspace == "full"], shared[shared.subspace == "none"]
+    assert len(full) >= 2
+    assert full.iia_hit.all() and (full.first_token == full.donor_token).all()
+    assert (none.first_token == none.base_token).all() and not none.iia_hit.any()  # the clean run's own token
+    assert_allclose(full.npe, 1.0, atol=5e-3)
+    # identical clean runs carry no answer position and stay out of IIA and NPE
+    same = rec[~rec.first_differs.astype(bool)]
+    assert (same.base_token == -1).all() and same.npe.isna().all() and same.lang_effect.isna().all()
+    m = subspace_metrics(rec).set_index("subspace")
+    assert m.loc["full", "n_iia"] == rec[(rec.subspace == "full") & rec.first_differs].shape[0]
+    assert m.loc["full", "iia"] == 1.0
 
 
 def test_cross_language_cell_records(near_random_organism, tmp_path):
@@ -274,6 +311,22 @@ def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_rando
     assert len(das) and (das.split == "heldout").all()
     assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
     assert_allclose(das.overlap_z, attrs["overlap_z"])
+
+
+def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
+    """An empty DAS basis (fit_cell_das found no diverging train pair) is reported by the absence of das rows."""
+    import h5py
+
+    from zhunt.patching_cells import run_cell
+
+    root, templates = near_random_organism
+    with h5py.File(tmp_path / "das.h5", "w") as f:
+        f["basis"] = np.zeros((0, 32), dtype=np.float32)
+        f.attrs["overlap_z"], f.attrs["n_train"] = np.nan, 0
+    rec = run_cell(root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
+                   "organism", parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=1, max_new_tokens=3,
+                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
+    assert "das" not in set(rec.subspace) and "z" in set(rec.subspace)
 
 
 def test_answer_language_reads_the_answer_span_only():

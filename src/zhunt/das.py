@@ -127,7 +127,7 @@ def _initial_basis(init, k: int, d: int, random_state: int) -> torch.Tensor:
 def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *,
             layer: int, site: str, k: int, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
             init=None, random_state: int = 0, add_special_tokens: bool = True,
-            patch_special: bool = False) -> DASFit:
+            patch_special: bool = False, prefixes: Sequence | None = None) -> DASFit:
     """Fit a k-dim interchange subspace at ``layer`` / ``site`` by Adam (model weights frozen).
 
     Parameters
@@ -142,7 +142,8 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
         (one row per patchable position of prompt ``i``, in position order:
         its non-special tokens, or all real tokens with ``patch_special``).
     targets : sequence of int
-        ``N`` token ids ``y_i``: the donor run's own first answer token.
+        ``N`` token ids ``y_i``: the donor run's own first answer token, the
+        next token after ``prefixes[i]``.
     layer : int
         Decoder layer ``l`` (0-based).
     site : {"input", "output"}
@@ -163,6 +164,10 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
         bitwise reproducible; on GPU up to the usual kernel non-determinism.
     add_special_tokens, patch_special : bool
         As for :func:`zhunt.generation.generate` (pads are never patched).
+    prefixes : sequence, optional
+        ``N`` lists of token ids (possibly empty) teacher-forced after each
+        prompt and never patched, as in :func:`zhunt.generation.score`; the
+        loss is ``-log p(y_i | x_i, prefix_i)`` under the interchange.
 
     Returns
     -------
@@ -184,6 +189,9 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     device = _model_device(model)
 
     ids = tokenize_prompts(tokenizer, texts, add_special_tokens=add_special_tokens)
+    prefs = [[int(t) for t in a] for a in prefixes] if prefixes is not None else [[] for _ in range(n)]
+    if len(prefs) != n:
+        raise ValueError(f"{n} texts but {len(prefs)} prefixes")
     special = torch.tensor(sorted(set(int(t) for t in (tokenizer.all_special_ids or []))), dtype=torch.long)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     src_rows = []
@@ -214,8 +222,10 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
                 perm, cursor = torch.randperm(n, generator=g), 0
             idx = perm[cursor:cursor + batch_size].tolist()
             cursor += batch_size
-            input_ids, attn, pos = left_pad([ids[i] for i in idx], pad)
+            input_ids, attn, pos = left_pad([ids[i] + prefs[i] for i in idx], pad)
             pm = _patchable(input_ids, attn, special, patch_special)
+            for r, i in enumerate(idx):  # prefix positions are never patched
+                pm[r, pm.shape[1] - len(prefs[i]):] = False
             S = torch.zeros((len(idx), input_ids.shape[1], d))
             for r, i in enumerate(idx):
                 S[r, pm[r]] = src_rows[i]

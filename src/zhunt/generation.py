@@ -482,22 +482,25 @@ def _group_masks(token_groups, vocab: int) -> torch.Tensor | None:
 def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | None = None,
           candidates: Sequence | None = None, token_groups=None, layer_module=None, site: str = "output",
           edits: Sequence | None = None, batch_size: int = 16, add_special_tokens: bool = True,
-          patch_special: bool = False) -> dict:
+          patch_special: bool = False, prefixes: Sequence | None = None) -> dict:
     """Teacher-forced scoring of prompts under the same per-prompt edits as :func:`generate`.
 
-    For prompt ``i`` with tokens ``x_1..x_n`` and the (edited) model's
-    next-token distribution ``p_i(. | x)`` at the first answer position ``n``
-    (the last prompt position, whose logits produce generated token 0):
+    For prompt ``i`` with tokens ``x_1..x_n``, an optional teacher-forced
+    prefix ``a_1..a_L`` (``prefixes[i]``, default empty) and the (edited)
+    model's next-token distribution ``p_i(. | x, a)`` at the scored position
+    ``n + L`` (the last prefix position, or the last prompt position when
+    ``L = 0``, whose logits produce generated token ``L``):
 
-    * ``first_argmax[i] = argmax_v p_i(v | x)`` — generated token 0 of greedy
-      :func:`generate` with the same edits;
+    * ``first_argmax[i] = argmax_v p_i(v | x, a)`` — with ``L = 0``,
+      generated token 0 of greedy :func:`generate` with the same edits;
     * ``lp_candidates[i, j] = log p_i(c_ij | x)`` for candidate tokens ``c_ij``;
     * ``lp_groups[i, g] = log sum_{v in G_g} p_i(v | x)`` for token groups
       ``G_g`` (vocabulary masks, e.g. one script's tokens);
-    * ``lp_continuations[i, j] = sum_t log p(y_t | x, y_<t)`` for continuation
-      ``y = y_1..y_m`` (teacher forced; edits act on the prompt positions
-      only, exactly as in generation's prefill, and reach the continuation
-      through the keys/values of the edited positions).
+    * ``lp_continuations[i, j] = sum_t log p(y_t | x, a, y_<t)`` for
+      continuation ``y = y_1..y_m`` appended after the prefix (teacher forced;
+      edits act on the prompt positions only, exactly as in generation's
+      prefill, and reach the prefix and the continuation through the
+      keys/values of the edited positions).
 
     Parameters
     ----------
@@ -523,12 +526,17 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         continuations are appended after the prompt and right-padded).
     add_special_tokens : bool
         Passed to the tokenizer.
+    prefixes : sequence, optional
+        ``N`` lists of token ids (possibly empty) appended after each prompt
+        and never edited, like tokens generated with ``positions="prompt"``;
+        every quantity above is taken at the position after the prefix.
 
     Returns
     -------
     dict
         ``first_argmax`` (N,) int64; ``lp_first`` (N,) float64, the log
-        probability of that argmax token; ``n_prompt_tokens`` (N,) int64; and
+        probability of that argmax token; ``n_prompt_tokens`` (N,) int64 (the
+        prompt's, without the prefix); and
         when asked for, ``lp_candidates`` (N, max C_i), ``lp_groups`` (N, G),
         ``lp_continuations`` (N, max J_i) float64 with NaN padding.
 
@@ -536,7 +544,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     -----
     Positions are ``cumsum(attention_mask) - 1`` as in ``generate``'s prefill,
     so left padding does not shift RoPE. Logits are computed only for the
-    last prompt position and the continuation positions (``logits_to_keep``),
+    scored position and the continuation positions (``logits_to_keep``),
     in float32 for the log-softmax.
     """
     texts = list(texts)
@@ -545,6 +553,8 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     edits, layer = _check_edits(model, edits, n, layer_module)
     conts = _ragged(continuations, n, "continuation lists")
     cands = _ragged(candidates, n, "candidate lists")
+    prefs = _ragged(prefixes, n, "prefixes")
+    prefs = [[int(t) for t in a] for a in prefs] if prefs is not None else [[] for _ in range(n)]
     if conts is not None:
         conts = [[[int(t) for t in c] for c in row] for row in conts]
     out: dict = {"first_argmax": np.zeros(n, dtype=np.int64), "lp_first": np.zeros(n),
@@ -569,7 +579,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         for batch in batches:
             progress.update(n_done)
             n_done += len(batch)
-            seqs = [ids[i] for i in batch]
+            seqs = [ids[i] + prefs[i] for i in batch]  # the prefix is left-padded with its prompt
             prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
             T_p = prompt_ids.shape[1]
             # rows: (prompt r, continuation j); a prompt without continuations gets one row
@@ -588,6 +598,8 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             patchable = torch.zeros_like(attn, dtype=torch.bool)
             patchable[:, :T_p] = _patchable(prompt_ids, prompt_attn, special, patch_special)[src]
+            for q, (r, _) in enumerate(rows):  # prefix positions are never edited
+                patchable[q, T_p - len(prefs[batch[r]]):T_p] = False
             kw = {"logits_to_keep": C + 1} if keep_kw else {}
             with contextlib.ExitStack() as stack:
                 if edits is not None:
@@ -610,7 +622,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
             for r, i in enumerate(batch):
                 out["first_argmax"][i] = int(top[r])
                 out["lp_first"][i] = float(lp0[r, top[r]])
-                out["n_prompt_tokens"][i] = len(seqs[r])
+                out["n_prompt_tokens"][i] = len(ids[i])
                 if cands is not None and cands[i]:
                     out["lp_candidates"][i, :len(cands[i])] = \
                         lp0[r, torch.tensor(cands[i], device=lp0.device)].double().cpu().numpy()

@@ -12,11 +12,20 @@ base–donor pair (:func:`zhunt.patching_design.donor_pairs`) and every subspace
 2. every patched base run is generated with its edit at the site (extracted
    answer and its script: :func:`zhunt.text.answer_span`,
    :func:`zhunt.text.answer_language`);
-3. one teacher-forced pass (:func:`zhunt.generation.score`) over every clean and
-   patched row gives, at the first answer position, the log-probabilities of
-   the base's and the donor run's first answer tokens, the probability mass of
-   target-script and other-script tokens, and the teacher-forced log p of the
-   base's and the donor run's whole continuations.
+3. the pair's *first answer position* (:func:`first_divergence`): the two clean
+   continuations ``c_b`` (base) and ``c_d`` (donor run) share a longest common
+   prefix ``a`` (``prefix_len = len(a)``, often a format token); the first
+   answer tokens are ``c_b[len(a)]`` and ``c_d[len(a)]``, the first tokens
+   where the two runs diverge;
+4. one teacher-forced pass (:func:`zhunt.generation.score`) over every clean and
+   patched row, with ``a`` forced after the prompt (unedited, as the patched
+   generation leaves its generated tokens), gives at the position after ``a``
+   the log-probabilities of the base's and the donor run's first answer
+   tokens, the argmax (the patched first answer token), the probability mass
+   of target-script and other-script tokens, and the teacher-forced log p of
+   the base's and the donor run's whole continuations. Pairs whose clean runs
+   never diverge (identical runs) have no first answer position: their
+   tokens are ``-1`` and their LD, NPE and language effect are NaN.
 
 The records carry the cell's key columns (``site, hidden_index, layer, k,
 alignment, direction, source``) and the per-row quantities of
@@ -36,7 +45,7 @@ from .errors import ZhuntError
 from .io import write_table
 from .patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
 
-__all__ = ["script_groups", "answer_of", "cell_context", "cell_pairs", "run_cell"]
+__all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "run_cell"]
 
 log = logging.getLogger("zhunt.patching")
 
@@ -66,6 +75,20 @@ def answer_of(text: str, target: str) -> tuple[int | None, str]:
     out_lang = classify_language(cut_at_next_question(text))
     lang = "zh" if out_lang == "zh" else (target if target != "zh" else "en") if out_lang == "en" else None
     return extract_answer(text, lang), answer_language(text, lang)
+
+
+def first_divergence(base: Sequence[int], donor: Sequence[int]) -> tuple[int, int, int]:
+    """``(L, base_token, donor_token)``: where two clean continuations first differ.
+
+    ``L`` is the length of their longest common prefix ``a`` (``base[:L] ==
+    donor[:L]``); the first answer tokens are ``base[L]`` and ``donor[L]``,
+    which differ by construction. ``-1`` stands for a run that ends at ``L``
+    (both do when the runs are identical, then there is no answer position).
+    """
+    L = 0
+    while L < len(base) and L < len(donor) and int(base[L]) == int(donor[L]):
+        L += 1
+    return L, int(base[L]) if L < len(base) else -1, int(donor[L]) if L < len(donor) else -1
 
 
 def _other_language(target: str, languages: Sequence[str]) -> str:
@@ -188,6 +211,9 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
         with h5py.File(das_path, "r") as f:
             V_das = np.asarray(f["basis"], dtype=np.float64)
             das_overlap = float(f.attrs["overlap_z"])
+        if V_das.shape[0] == 0:  # not fitted (no diverging train pair, fit_cell_das): no das rows
+            log.warning("cell %s: the DAS basis %s was not fitted; no das rows", cell.name, das_path)
+            V_das = None
     split = heldout_split(problems, seed=seed)
     pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
     rows, edits = [], []
@@ -225,17 +251,25 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
     def pair_of(kind_, x):
         return x if kind_ != "patched" else rows[x]["pair"]
 
-    cands, conts = [], []
+    # per pair: the first answer position, after the two clean runs' common prefix
+    div = [first_divergence(clean[b]["token_ids"], clean[d]["token_ids"]) for b, d in pairs]
+    differs = [bt >= 0 and dt >= 0 for _, bt, dt in div]
+    cands, conts, prefs = [], [], []
     for kind_, x in s_rows:
-        b, d = pairs[pair_of(kind_, x)]
-        cands.append([clean[b]["token_ids"][0], clean[d]["token_ids"][0]])
-        conts.append([clean[b]["token_ids"], clean[d]["token_ids"]])
+        pi = pair_of(kind_, x)
+        b, d = pairs[pi]
+        L = div[pi][0] if differs[pi] else 0  # identical runs: no answer position, nothing to score there
+        cands.append(list(div[pi][1:]) if differs[pi] else [])
+        prefs.append(clean[b]["token_ids"][:L])
+        conts.append([clean[b]["token_ids"][L:], clean[d]["token_ids"][L:]])  # LD of the whole runs: a cancels
     sc = score(model, tok, [prompt_of[(prob_of(k_, x), tgt)] for k_, x in s_rows], candidates=cands,
-               continuations=conts, token_groups=groups, layer_module=ad.layers[cell.layer], site=cell.site,
-               edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched], batch_size=int(batch_size),
-               add_special_tokens=add_special)
+               continuations=conts, prefixes=prefs, token_groups=groups, layer_module=ad.layers[cell.layer],
+               site=cell.site, edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched],
+               batch_size=int(batch_size), add_special_tokens=add_special)
     t_score = time.perf_counter() - t0 - t_setup - t_gen
-    ld = sc["lp_candidates"][:, 1] - sc["lp_candidates"][:, 0]
+    lpc = np.full((len(s_rows), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
+    lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
+    ld = lpc[:, 1] - lpc[:, 0]
     ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
     lang = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
     n_p = len(pairs)
@@ -248,19 +282,20 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
         donor_ans, _ = answer_of(clean[d]["text"], tgt)
         q = pos.get(i, pi)  # the none row is the clean base row
         ans, ans_lang = (base_ans, base_lang) if i not in pos else answer_of(text[i], tgt)
-        base_tok, donor_tok = clean[b]["token_ids"][0], clean[d]["token_ids"][0]
-        differs = base_tok != donor_tok
+        prefix_len, base_tok, donor_tok = div[pi]
+        fd = differs[pi]
+        first_tok = int(sc["first_argmax"][q]) if fd else -1
         den = ld[n_p + pi] - ld[pi]
-        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r,
-                    "base_token": base_tok, "donor_token": donor_tok, "first_token": int(sc["first_argmax"][q]),
-                    "first_differs": differs, "iia_hit": int(sc["first_argmax"][q]) == donor_tok,
+        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r, "prefix_len": prefix_len,
+                    "base_token": base_tok, "donor_token": donor_tok, "first_token": first_tok,
+                    "first_differs": fd, "iia_hit": fd and first_tok == donor_tok,
                     "base_answer": base_ans, "donor_answer": donor_ans, "answer": ans,
                     "key_answer": key_answer[d],
                     "value_differs": base_ans is not None and donor_ans is not None and base_ans != donor_ans,
                     "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and
                     ans == key_answer[d], "ld_clean": ld[pi], "ld_donor_run": ld[n_p + pi], "ld": ld[q],
-                    "npe": (ld[q] - ld[pi]) / den if differs and den != 0 else np.nan,
-                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi],
+                    "npe": (ld[q] - ld[pi]) / den if fd and den != 0 else np.nan,
+                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi] if fd else np.nan,
                     "answer_lang": ans_lang, "base_answer_lang": base_lang,
                     "text": clean[b]["text"] if i not in pos else text[i]})
     rec = pd.DataFrame(out)
@@ -278,20 +313,25 @@ def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence
 def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
                  family: str, *, site: str, layer: int, k: int, target_lang: str, kind: str = "multihead",
                  n_donors: int = 1, seed: int = 0, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
-                 out_h5, threads: int | None = None) -> dict:
+                 max_new_tokens: int = 16, out_h5, threads: int | None = None) -> dict:
     """Fit the DAS subspace of one (site, layer, k) on the train split and save it.
 
     Training data: the template-aligned same-language pairs of ``target_lang``
     (:func:`cell_pairs` of the ``aligned`` cell) whose base *and* donor are in
-    the ``train`` split (:func:`zhunt.patching_design.heldout_split`); target =
-    the donor run's own first answer token (greedy, :func:`zhunt.generation.score`
-    without edits). :func:`zhunt.das.fit_das` learns the basis; every cell then
-    scores it on its ``heldout`` pairs like any other subspace.
+    the ``train`` split (:func:`zhunt.patching_design.heldout_split`) and whose
+    clean greedy runs (``max_new_tokens``) diverge; target = the donor run's
+    first answer token after the pair's common prefix, which is teacher-forced
+    and not patched (:func:`first_divergence`, as :func:`run_cell` scores it).
+    :func:`zhunt.das.fit_das` learns the basis; every cell then scores it on
+    its ``heldout`` pairs like any other subspace.
 
     Writes ``out_h5`` with dataset ``basis`` (k, d) and attributes ``site``,
     ``layer``, ``k``, ``hidden_index``, ``n_train``, ``steps``, ``lr``,
     ``seconds``, ``final_loss``, ``overlap_z`` (Grassmann similarity with V_Z)
-    and ``cos_angles_z`` (cosines of the principal angles).
+    and ``cos_angles_z`` (cosines of the principal angles). Without a
+    diverging train pair nothing is fitted: ``basis`` is ``(0, d)``,
+    ``n_train = steps = 0`` and ``overlap_z`` NaN, and the cells add no
+    ``das`` rows.
 
     Returns
     -------
@@ -299,7 +339,7 @@ def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequ
         The attributes written.
     """
     from .das import fit_das
-    from .generation import score
+    from .generation import generate
     from .io import atomic_path
     from .masks import read_mask
     from .subspace import grassmann_similarity, principal_angles
@@ -314,15 +354,32 @@ def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequ
     if not train:
         raise ZhuntError(f"cell {cell.name}", "no template-aligned pair in the DAS train split")
     prompt = lambda p: ctx["prompt_of"][(p, target_lang)]  # noqa: E731
-    donors = sorted({pairs[i][1] for i in train})
-    first = score(ctx["model"], ctx["tokenizer"], [prompt(d) for d in donors], batch_size=int(batch_size),
-                  add_special_tokens=ctx["add_special"])["first_argmax"]
-    target = dict(zip(donors, first.tolist()))
-    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
-                  [states[i][1].astype(np.float32) for i in train], [target[pairs[i][1]] for i in train],
-                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
-                  random_state=int(seed), add_special_tokens=ctx["add_special"])
+    ids = sorted({p for i in train for p in pairs[i]}, key=ctx["problems"].index)
+    runs = generate(ctx["model"], ctx["tokenizer"], [prompt(p) for p in ids], max_new_tokens=int(max_new_tokens),
+                    batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
+    clean = {p: r["token_ids"] for p, r in zip(ids, runs)}
+    div = {i: first_divergence(clean[pairs[i][0]], clean[pairs[i][1]]) for i in train}
+    train = [i for i in train if div[i][1] >= 0 and div[i][2] >= 0]
     V_Z = read_mask(mask_path, kind, int(k))
+    if not train:  # nothing to learn from: an empty basis, and no das rows in the cells
+        log.warning("DAS %s L%d k=%d: no pair of the train split whose clean runs diverge; not fitted", site,
+                    layer, k)
+        attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index, "n_train": 0,
+                 "steps": 0, "lr": float(lr), "seconds": 0.0, "final_loss": float("nan"),
+                 "overlap_z": float("nan")}
+        with atomic_path(out_h5, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f["basis"] = np.zeros((0, V_Z.shape[1]), dtype=np.float32)
+                f["losses"] = np.zeros(0)
+                f["cos_angles_z"] = np.zeros(0)
+                for key, v in attrs.items():
+                    f.attrs[key] = v
+        return attrs
+    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
+                  [states[i][1].astype(np.float32) for i in train], [div[i][2] for i in train],
+                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
+                  random_state=int(seed), add_special_tokens=ctx["add_special"],
+                  prefixes=[clean[pairs[i][0]][:div[i][0]] for i in train])
     attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index,
              "n_train": len(train), "steps": int(steps), "lr": float(lr), "seconds": float(fit.seconds),
              "final_loss": float(np.mean(fit.losses[-10:])), "overlap_z": float(grassmann_similarity(fit.basis, V_Z))}

@@ -3,8 +3,10 @@
 Input: a cell's records (:func:`zhunt.patching_cells.run_cell`), one row per
 (pair, subspace) with
 
-``first_differs``  the base's and the donor run's own first answer tokens differ
-``iia_hit``        the patched first answer token == the donor run's
+``first_differs``  the base's and the donor run's clean continuations diverge; their first
+                   answer tokens are the first tokens where they differ, after a common
+                   prefix of ``prefix_len`` tokens (:func:`zhunt.patching_cells.first_divergence`)
+``iia_hit``        the patched argmax at that position == the donor run's first answer token
 ``value_differs``  the base's and the donor run's extracted answers differ (both found)
 ``value_hit``      the patched extracted answer == the donor run's
 ``true_hit``       the patched extracted answer == the donor's key answer
@@ -14,7 +16,7 @@ Input: a cell's records (:func:`zhunt.patching_cells.run_cell`), one row per
 ``ld_seq``         the same LD with the teacher-forced log p of the whole continuations
 ``lang_effect``    ``[log m_tgt - log m_other]_patched - [...]_clean``, ``m`` = the
                    probability mass of target-script / other-script tokens at the
-                   first answer position
+                   first answer position (NaN unless ``first_differs``)
 ``answer_lang``, ``base_answer_lang``  script of the answer span (``neutral`` = digits / none)
 ``dh_norm``        ``||Δh||_F`` of the patch over the patched positions
 

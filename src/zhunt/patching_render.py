@@ -148,12 +148,13 @@ def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, o
     write_text(out_md, "\n".join(md))
     pcl = ", ".join(f"{s} L{l}: {v:.2f}" for (s, l), v in sorted(pc["layers"].items()))
     pc_word = "holds" if pc["holds"] else "FAILS" if pc["testable"] else \
-        "not testable (no aligned pair whose own first answer tokens differ)"
+        "not testable (no aligned pair whose clean runs diverge)"
     gain = lambda x: "n/a" if not np.isfinite(x) else f"{x:+.2f}"  # noqa: E731
     lines = [f"# Exp. A verdict (interchange design): {model_name}", "",
              f"**Primary cell `{primary}`: {verdict}** — IIA gain over the energy-matched random subspace "
              f"{gain(crit['iia_gain'])} (Holm p = {crit['p_iia']:.3g}), NPE gain {gain(crit['npe_gain'])} "
-             f"(Holm p = {crit['p_npe']:.3g}); {int(prim.loc['z', 'n_iia'])} pairs whose first answer tokens differ.",
+             f"(Holm p = {crit['p_npe']:.3g}); {int(prim.loc['z', 'n_iia'])} pairs whose clean runs diverge "
+             f"(IIA at their first diverging token).",
              "",
              *_rows_markdown(prim.reset_index()), "",
              f"Positive control (template-aligned full interchange, IIA at every layer): {pc_word} "

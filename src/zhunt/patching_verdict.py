@@ -47,7 +47,7 @@ ALPHA = 0.05
 MIN_IIA_GAIN = 0.10
 #: Least NPE gain of Z over the energy-matched random control.
 MIN_NPE_GAIN = 0.10
-#: Least pairs with differing first answer tokens for any label but ``null``.
+#: Least pairs with a first answer token (their clean runs diverge) for any label but ``null``.
 MIN_PAIRS = 10
 #: Least IIA of the template-aligned full interchange (positive control) at every layer.
 POSITIVE_CONTROL_MIN_IIA = 0.95
@@ -101,7 +101,7 @@ def positive_control(table: pd.DataFrame) -> dict:
     Returns
     -------
     dict
-        ``layers`` (``{(site, layer): iia}``, NaN where no pair's first tokens differ),
+        ``layers`` (``{(site, layer): iia}``, NaN where no pair's clean runs diverge),
         ``holds`` (every testable layer reaches the threshold; False when none is testable),
         ``testable`` (some layer has pairs).
     """
@@ -120,6 +120,8 @@ def verdict_caption() -> str:
             f"Wilcoxon signed-rank test, the two p-values Holm-adjusted at alpha = {ALPHA}. A test favours Z when "
             f"its adjusted p < {ALPHA} and the gain is >= {MIN_IIA_GAIN} (IIA) / {MIN_NPE_GAIN} (NPE). causal = "
             f"both favour Z; partial = one does and none favours random; reverse = random is favoured; null "
-            f"otherwise, or with fewer than {MIN_PAIRS} pairs whose first answer tokens differ. Rates carry Wilson "
+            f"otherwise, or with fewer than {MIN_PAIRS} pairs with a first answer token (the first token where the "
+            f"base's and the donor run's clean continuations diverge; IIA, LD and NPE are read there, the common "
+            f"prefix teacher-forced and unpatched). Rates carry Wilson "
             f"95% intervals, NPE a percentile bootstrap interval over pairs. Positive control: the template-aligned "
             f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer.")

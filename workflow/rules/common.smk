@@ -228,6 +228,12 @@ def patching_das_input(model, cell):
     return [f"results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5"]
 
 
+def patching_max_new_tokens(model):
+    """Greedy budget of the Exp. A cells and of the DAS fit (study.patching.max_new_tokens or generation's)."""
+    st = study(model)
+    return st["patching"]["max_new_tokens"] or st["generation"]["max_new_tokens"]
+
+
 def patching_primary(model):
     """The pre-registered primary cell (study.patching.primary; null = primary_layer / largest k)."""
     st = study(model)

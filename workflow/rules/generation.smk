@@ -145,8 +145,7 @@ rule patching_cell:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
         patching=lambda wc: study(wc.model)["patching"],
-        max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
-        or study(wc.model)["generation"]["max_new_tokens"],
+        max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
         batch_size=config["generation"]["batch_size"],
     script:
         "../scripts/patching_cell.py"
@@ -182,6 +181,7 @@ rule patching_das:
         languages=lambda wc: promptset_languages(wc.model),
         patching=lambda wc: study(wc.model)["patching"],
         batch_size=config["generation"]["batch_size"],
+        max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
     script:
         "../scripts/patching_das.py"
 

@@ -22,6 +22,7 @@ def main(smk):
         steps=opts["das"]["steps"],
         lr=opts["das"]["lr"],
         batch_size=smk.params.batch_size,
+        max_new_tokens=smk.params.max_new_tokens,
         out_h5=smk.output.basis,
         threads=smk.threads,
     )
