@@ -95,7 +95,7 @@ def test_outputs_open_with_right_shapes(workdir):
     assert "Verdict" in (res / "patching/verdict.md").read_text() or "verdict" in (
         res / "patching/verdict.md").read_text()
     cells = sorted((res / "patching/cells").glob("*.tsv"))
-    assert len(cells) == 2 * 2 * 3  # layers x k x (mean, ot, aligned), site input, en<-zh
+    assert len(cells) == 2 * 2 * 2 * 3  # sites (input + the output variant) x layers x k x (mean, ot, aligned), en<-zh
     sub = pd.read_csv(res / "patching/subspaces.tsv", sep="\t")
     assert {"site", "hidden_index", "n", "iia", "iia_lo", "iia_hi", "iia_value", "npe", "npe_lo", "npe_hi",
             "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm"} <= set(sub.columns)
@@ -147,7 +147,7 @@ def test_changing_a_mask_parameter_reruns_only_masks(workdir):
     changed.write_text(yaml.safe_dump(cfg))
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", str(changed)],
-        cwd=workdir, capture_output=True, text=True, timeout=300,
+        cwd=workdir, capture_output=True, text=True, timeout=1200,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = scheduled_jobs(res.stdout)
@@ -167,7 +167,7 @@ def _run_with(workdir, edit, *targets):
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--configfile", str(path)],
-        cwd=workdir, capture_output=True, text=True, timeout=300,
+        cwd=workdir, capture_output=True, text=True, timeout=1200,
     )
 
 
