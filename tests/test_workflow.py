@@ -99,7 +99,10 @@ def test_outputs_open_with_right_shapes(workdir):
     sub = pd.read_csv(res / "patching/subspaces.tsv", sep="\t")
     assert {"site", "hidden_index", "n", "iia", "iia_lo", "iia_hi", "iia_value", "npe", "npe_lo", "npe_hi",
             "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm"} <= set(sub.columns)
-    assert sub["primary"].sum() == sub["subspace"].nunique() and (sub["hidden_index"] == sub["layer"]).all()
+    assert sub["primary"].sum() == sub["subspace"].nunique()
+    assert set(sub["site"]) == {"input", "output"}
+    offset = sub["site"].map({"input": 0, "output": 1})
+    assert (sub["hidden_index"] == sub["layer"] + offset).all()
     assert "Primary cell" in (res / "patching/interchange_verdict.md").read_text()
     R = pd.read_csv(res / "decomposition/R.tsv", sep="\t")
     assert len(R) > 0
