@@ -10,7 +10,7 @@ Usage::
 
 Synthetic part (always): random token clouds of the given shape (lengths drawn
 uniformly in ``[tokens/2, 3 tokens/2]``, fixed seed) in one
-:class:`zhunt.ard.ArdProblem`; for each objective (``seed``: self + language
+:class:`zhunt.activations.ard.ArdProblem`; for each objective (``seed``: self + language
 blocks; ``wellposed``: + ``n_neg`` contrast pairs per problem) the time of one
 step (forward + backward + Adam, median of ``--steps`` after one warm-up;
 process CPU time on the CPU so other processes on the cores do not count, wall
@@ -28,7 +28,7 @@ peak)`` (1 = at the matmul roofline; the elementwise ``expm1`` on
 ``T x T`` blocks and the ``X w`` products are memory-bound extra work).
 
 Real part (``--store``): the full λ × init × objective × basis grid of
-:func:`zhunt.ard.run_ard_layer` for every ``--layers`` (masks at
+:func:`zhunt.activations.ard.run_ard_layer` for every ``--layers`` (masks at
 ``{mask-dir}/L{layer}.h5``), with ``--max-steps`` per run; prints the wall
 time per layer and the total, and the projection to ``--budget-steps``
 (1000, the seed's budget) by linear scaling of the step count.
@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zhunt.ard import ArdProblem, run_ard_layer
-from zhunt.mmd import resolve_device
+from zhunt.activations.ard import ArdProblem, run_ard_layer
+from zhunt.activations.mmd import resolve_device
 
 
 def sync(dev):

@@ -15,10 +15,10 @@ Same prompts, same length-sorted left-padded batches, interleaved repeats
 * ``bare``     ``model(**batch, logits_to_keep=1)`` (no hidden states);
 * ``hidden``   ``model(**batch, output_hidden_states=True, logits_to_keep=1)``:
                the baseline of the goal (batches pre-tokenised, nothing written);
-* ``hooks``    the forward under :func:`zhunt.hooks.capture_hidden_states` (what
+* ``hooks``    the forward under :func:`zhunt.models.hooks.capture_hidden_states` (what
                ``extract`` uses to capture), nothing copied or written: the
                like-for-like counterpart of ``nnsight`` / ``tlens``;
-* ``extract``  :func:`zhunt.extraction.extract_to_store` end to end: tokenisation,
+* ``extract``  :func:`zhunt.data.extraction.extract_to_store` end to end: tokenisation,
                hooks, pad removal, float32 host copies, HDF5 write of all
                ``L + 1`` hidden states to a temporary file;
 * ``nnsight``  ``nnsight.NNsight(model).trace(**batch)`` saving the input of
@@ -50,11 +50,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved, machine, medians, spread, verdict  # noqa: E402
 
-from zhunt.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
-from zhunt.hooks import capture_hidden_states  # noqa: E402
+from zhunt.data.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
+from zhunt.models.hooks import capture_hidden_states  # noqa: E402
 from zhunt.models import get_adapter, load_model  # noqa: E402
-from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
-from zhunt.store import ActivationStore  # noqa: E402
+from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
+from zhunt.data.store import ActivationStore  # noqa: E402
 
 
 def load_prompts(args, tok):

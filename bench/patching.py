@@ -13,7 +13,7 @@ Usage::
 Same English prompts in all three arms (median of ``--repeats``, interleaved so
 load drift hits them alike):
 
-* ``unpatched`` — :func:`zhunt.generation.generate`, batched, no edits;
+* ``unpatched`` — :func:`zhunt.models.generation.generate`, batched, no edits;
 * ``patched``   — the same call with one edit per prompt, cycling through the
   Exp. A conditions (Z, Z⊥, full, random-subspace Z) with the mean Chinese
   source of the problem read from the activation store, so one batch mixes
@@ -42,12 +42,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import machine  # noqa: E402
 
-from zhunt.generation import SubspaceEdit, generate  # noqa: E402
-from zhunt.masks import read_mask  # noqa: E402
+from zhunt.models.generation import SubspaceEdit, generate  # noqa: E402
+from zhunt.weights.masks import read_mask  # noqa: E402
 from zhunt.models import load_model  # noqa: E402
-from zhunt.patching import mean_source, random_bases  # noqa: E402
-from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
-from zhunt.store import ActivationStore  # noqa: E402
+from zhunt.experiments.patching import mean_source, random_bases  # noqa: E402
+from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
+from zhunt.data.store import ActivationStore  # noqa: E402
 
 
 def main():

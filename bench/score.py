@@ -7,19 +7,19 @@ Usage::
 
 Prompts: held-out organism problems in English (``Q: What is 23 plus 14? A:``),
 each edited at ``--site`` of ``--layer`` by a span-mode
-:class:`~zhunt.generation.SubspaceEdit` along a Haar-random ``--k``-dim
+:class:`~zhunt.models.generation.SubspaceEdit` along a Haar-random ``--k``-dim
 subspace with the mean site state of the same problem's Chinese prompt as the
 source (the Exp. A mean-source shape). Every arm asks for the same things:
 candidates (the base's and the donor's own first answer tokens), two token
 groups (CJK vs ASCII-letter tokens) and two continuations (the base's and the
 donor's own greedy answers, teacher forced).
 
-* ``score/<bs>`` — :func:`zhunt.generation.score`, batched;
+* ``score/<bs>`` — :func:`zhunt.models.generation.score`, batched;
 * ``loop``       — the same call one prompt at a time (``batch_size=1``).
 
 Prints ``loop / score`` (median process CPU time and wall time, interleaved
 repeats), and the agreement of ``score`` with step 0 of
-:func:`zhunt.generation.generate` under the same edits: the argmax agreement
+:func:`zhunt.models.generation.generate` under the same edits: the argmax agreement
 rate and the largest |log p| difference over the whole vocabulary
 (generate's step-0 logits read from an ``lm_head`` hook).
 """
@@ -38,11 +38,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved, machine  # noqa: E402
 
-from zhunt.generation import SubspaceEdit, generate, score  # noqa: E402
-from zhunt.hooks import capture_hidden_states  # noqa: E402
+from zhunt.models.generation import SubspaceEdit, generate, score  # noqa: E402
+from zhunt.models.hooks import capture_hidden_states  # noqa: E402
 from zhunt.models import get_adapter, load_model  # noqa: E402
-from zhunt.organism import format_prompt, make_problems  # noqa: E402
-from zhunt.site import hidden_index  # noqa: E402
+from zhunt.models.organism import format_prompt, make_problems  # noqa: E402
+from zhunt.models.site import hidden_index  # noqa: E402
 from zhunt.subspace import random_subspace  # noqa: E402
 
 

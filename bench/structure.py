@@ -17,10 +17,10 @@ tokenizer is not available offline, so token counts are approximate).
 Times (medians of ``--repeats``; the two extraction arms interleaved):
 
 * ``hidden``      bare HF forward with ``output_hidden_states=True``;
-* ``extract``     :func:`zhunt.extraction.extract_to_store` (to a temp HDF5);
-* ``analyze``     :func:`zhunt.structure.analyze_model` on all built layers
+* ``extract``     :func:`zhunt.data.extraction.extract_to_store` (to a temp HDF5);
+* ``analyze``     :func:`zhunt.weights.structure.analyze_model` on all built layers
                   (= the structure stage's compute, per layer);
-* breakdown (one run each) of one layer's :func:`zhunt.structure.layer_structure`
+* breakdown (one run each) of one layer's :func:`zhunt.weights.structure.layer_structure`
   (head spectra, multi-head kernel Gram + eigh, attention effective ranks, FFN);
 * ``grassmann``   all 36 x 36 layer pairs, multi-head and per head, on random
                   k-dim subspaces.
@@ -47,11 +47,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved, machine, medians, spread  # noqa: E402
 
-from zhunt.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
-from zhunt.masks import head_factors, kernel_gram, top_right_singular  # noqa: E402
+from zhunt.data.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
+from zhunt.weights.masks import head_factors, kernel_gram, top_right_singular  # noqa: E402
 from zhunt.models import get_adapter  # noqa: E402
-from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
-from zhunt.structure import (analyze_model, energy_fraction, grassmann_matrix, grassmann_per_head,  # noqa: E402
+from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402
+from zhunt.weights.structure import (analyze_model, energy_fraction, grassmann_matrix, grassmann_per_head,  # noqa: E402
                              head_kernel_spectra, singular_values)
 from zhunt.subspace import effective_rank, random_subspace  # noqa: E402
 

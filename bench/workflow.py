@@ -17,7 +17,7 @@ runs there with ``--configfile tests/tiny/config.yaml``. Prints:
 3. the jobs a dry run schedules after changing one ARD lambda: expected only
    ``ard_layer`` and its dependants (``ard_summary``, ``ard_heldout``, the
    per-model summary), nothing upstream;
-4. peak RSS of :func:`zhunt.extraction.extract_to_store`, each in a fresh
+4. peak RSS of :func:`zhunt.data.extraction.extract_to_store`, each in a fresh
    subprocess: the process's RSS after loading the model and a 2-prompt
    warm-up extraction (safetensors weights are memory-mapped and only become
    resident when first used), and the high-water mark during the measured
@@ -87,9 +87,9 @@ RSS_PROBE = r"""
 import json, resource, sys, tempfile, time
 from pathlib import Path
 import pandas as pd, torch
-from zhunt.extraction import extract_to_store
+from zhunt.data.extraction import extract_to_store
 from zhunt.models import get_adapter, load_model
-from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long
+from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
 
 model_dir, prompts, template, n, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(1)

@@ -1,13 +1,13 @@
-"""Tests for zhunt.ablation: the M_s ablation h <- h - lam P h over a layer group, and the M_s basis file."""
+"""Tests for zhunt.experiments.ablation: the M_s ablation h <- h - lam P h over a layer group, and the M_s basis file."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from zhunt.ablation import ablate_subspace, ablation_fn, read_ms_basis, write_ms_basis
+from zhunt.experiments.ablation import ablate_subspace, ablation_fn, read_ms_basis, write_ms_basis
 from zhunt.errors import ZhuntError
-from zhunt.generation import generate, score
+from zhunt.models.generation import generate, score
 
 transformers = pytest.importorskip("transformers")
 
@@ -101,7 +101,7 @@ def test_single_layer_equals_edits_at_every_position(model, tok):
 
 def test_last_layer_output_hand_computation(model, tok):
     """Ablating the output of the last layer: logits = lm_head(norm(h_L - lam h_L P)), by hand."""
-    from zhunt.hooks import capture
+    from zhunt.models.hooks import capture
 
     V, lam = basis(5, 3), 1.0
     L = len(model.model.layers) - 1
@@ -144,10 +144,10 @@ def test_lambda_zero_and_bad_arguments(model, tok):
 
 
 def test_ms_basis_file_round_trip(model, tok, tmp_path):
-    from zhunt.extraction import extract_to_store
-    from zhunt.site import hidden_index
-    from zhunt.store import ActivationStore
-    from zhunt.zspace import language_means, language_subspace
+    from zhunt.data.extraction import extract_to_store
+    from zhunt.models.site import hidden_index
+    from zhunt.data.store import ActivationStore
+    from zhunt.activations.zspace import language_means, language_subspace
 
     texts = {"en": ["what is 2 plus 3?", "abc", "q: 7 times 8?", "hello there"],
              "zh": ["zz 2 jia 3", "xyz", "7 cheng 8 ?", "ni hao"],

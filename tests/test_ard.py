@@ -1,4 +1,4 @@
-"""Tests for zhunt.ard (Exp. C): planted structure, the seed objective's collapse, stages end to end."""
+"""Tests for zhunt.activations.ard (Exp. C): planted structure, the seed objective's collapse, stages end to end."""
 
 import h5py
 import numpy as np
@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from zhunt.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem, Standardiser,
+from zhunt.activations.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem, Standardiser,
                        ard_headline, cold_start, fit_ard, growth_rate, heldout_verdict, rotation_basis,
                        run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start, z_energy, z_size)
 from zhunt.stats import gmm_bimodality
-from zhunt.masks import write_masks
-from zhunt.store import StoreWriter
+from zhunt.weights.masks import write_masks
+from zhunt.data.store import StoreWriter
 
 SHARED, LANG = [0, 1, 2], [3, 4, 5]
 

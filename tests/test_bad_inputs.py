@@ -240,7 +240,7 @@ CASES = [
                 {"kind": "folder", "path": "x", "trust_remote_code": True}, name="bad-folder"),
     # ---- parse-time minimums ----------------------------------------------------------------------
     Case("organism-too-few-problems", "prompts.organism.n: 1 problem in prompt set 'organism' (model "
-         f"{TINY}): stage ard_heldout (Exp. C held-out permutation test, zhunt.ard) needs at least 6",
+         f"{TINY}): stage ard_heldout (Exp. C held-out permutation test, zhunt.activations.ard) needs at least 6",
          {"prompts": {"organism": {"n": 1}}}),
     Case("organism-language-not-spoken", f"prompts.organism.languages[1]: 'fr': the organism {TINY} speaks only "
          "en, zh", {"prompts": {"organism": {"languages": ["en", "fr"]}}}),

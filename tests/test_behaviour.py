@@ -1,4 +1,4 @@
-"""Tests for zhunt.behaviour (Phase 0): scoring, contingency bands, paired test, per-step distances, stage."""
+"""Tests for zhunt.experiments.behaviour (Phase 0): scoring, contingency bands, paired test, per-step distances, stage."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zhunt import behaviour as B
+from zhunt.experiments import behaviour as B
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "resources" / "prompts" / "templates.yaml"
@@ -67,7 +67,7 @@ def test_step_distances():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from zhunt import organism
+    from zhunt.models import organism
 
     root = tmp_path_factory.mktemp("behav")
     organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
@@ -139,8 +139,8 @@ def test_update_difference_from_the_right_layers(tiny, layer):
     forward pass over prompt + generated tokens (all hidden states captured with hooks)."""
     import torch
 
-    from zhunt.generation import generate
-    from zhunt.hooks import capture_hidden_states
+    from zhunt.models.generation import generate
+    from zhunt.models.hooks import capture_hidden_states
     from zhunt.models import get_adapter, load_model
 
     model, tok = load_model(tiny / "model")

@@ -1,14 +1,14 @@
-"""Tests for zhunt.bridge (Exp. D): estimators, LOO from sufficient statistics, nulls, OT token pairs."""
+"""Tests for zhunt.experiments.bridge (Exp. D): estimators, LOO from sufficient statistics, nulls, OT token pairs."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.linalg import orthogonal_procrustes
 
-from zhunt.bridge import (ESTIMATORS, GroupStats, bridge_metrics, evaluate, fit_from_stats, ot_bary_maps,
+from zhunt.experiments.bridge import (ESTIMATORS, GroupStats, bridge_metrics, evaluate, fit_from_stats, ot_bary_maps,
                           permutation_null, run_bridge, token_pairs)
-from zhunt.masks import write_masks
-from zhunt.store import StoreWriter
+from zhunt.weights.masks import write_masks
+from zhunt.data.store import StoreWriter
 
 
 def rotation(k, rng):

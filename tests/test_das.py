@@ -1,4 +1,4 @@
-"""Tests for zhunt.das: distributed alignment search on a planted model, k = d, determinism, and the
+"""Tests for zhunt.experiments.das: distributed alignment search on a planted model, k = d, determinism, and the
 positive control on the trained organism (slow)."""
 
 import itertools
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from zhunt.das import DASFit, fit_das
-from zhunt.generation import SubspaceEdit, score
-from zhunt.hooks import capture_hidden_states
+from zhunt.experiments.das import DASFit, fit_das
+from zhunt.models.generation import SubspaceEdit, score
+from zhunt.models.hooks import capture_hidden_states
 from zhunt.subspace import grassmann_similarity, random_subspace
 
 transformers = pytest.importorskip("transformers")
@@ -118,7 +118,7 @@ def test_das_full_rank_equals_full_interchange(planted, tok):
 
 def test_das_loss_with_prefixes_equals_score(tok):
     """With per-row prefixes (teacher-forced, unpatched) the first-step loss is -mean log p(y | x, prefix) of
-    :func:`zhunt.generation.score` under the same span interchange (a random 2-layer model, attention on)."""
+    :func:`zhunt.models.generation.score` under the same span interchange (a random 2-layer model, attention on)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=D, num_hidden_layers=2, num_attention_heads=4,
@@ -184,7 +184,7 @@ def organism_aligned_pairs(tok, n_problems=600, seed=0):
 
     Returns ``{"train": (base_texts, donor_texts), "test": (...)}``.
     """
-    from zhunt.organism import format_prompt, make_problems
+    from zhunt.models.organism import format_prompt, make_problems
 
     problems = make_problems(n_problems, seed, split="heldout")
     texts = [format_prompt(p["en"], "en") for p in problems]
@@ -212,9 +212,9 @@ def site_sources(model, tok, texts, j, tmp_path):
     """Per prompt, the (T_i, d) hidden states at store index j of its non-special tokens."""
     import pandas as pd
 
-    from zhunt.extraction import extract_to_store
+    from zhunt.data.extraction import extract_to_store
     from zhunt.models import get_adapter
-    from zhunt.store import ActivationStore
+    from zhunt.data.store import ActivationStore
 
     uniq = sorted(set(texts))
     df = pd.DataFrame({"id": [f"p{i}" for i in range(len(uniq))], "lang": "en", "text": uniq})
@@ -234,7 +234,7 @@ def test_das_positive_control_on_organism(tmp_path):
     if not (ORGANISM / "config.json").is_file():
         pytest.skip(f"no trained organism at {ORGANISM} (build it with snakemake resources/models/organism)")
     from zhunt.models import load_model
-    from zhunt.site import hidden_index
+    from zhunt.models.site import hidden_index
 
     layer, k, site = 3, 16, "input"
     model, tok = load_model(ORGANISM, device="cpu")

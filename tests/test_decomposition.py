@@ -1,10 +1,10 @@
-"""Tests for zhunt.decomposition (Exp. B): R(l) = ||P_Z Δh̄|| / ||P_Z⊥ Δh̄|| against random subspaces."""
+"""Tests for zhunt.activations.decomposition (Exp. B): R(l) = ||P_Z Δh̄|| / ||P_Z⊥ Δh̄|| against random subspaces."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from zhunt import decomposition as D
+from zhunt.activations import decomposition as D
 from zhunt.subspace import project, project_complement, random_subspace
 
 d, k = 64, 8
@@ -67,8 +67,8 @@ def test_labels_and_language_difference():
 
 
 def test_run_decomposition_stage(tmp_path):
-    from zhunt.masks import write_masks
-    from zhunt.store import StoreWriter
+    from zhunt.weights.masks import write_masks
+    from zhunt.data.store import StoreWriter
 
     rng = np.random.default_rng(0)
     L, n_prompts, T = 3, 6, 4

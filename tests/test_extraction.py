@@ -1,4 +1,4 @@
-"""Tests for zhunt.extraction: batched extraction of all hidden states into the store."""
+"""Tests for zhunt.data.extraction: batched extraction of all hidden states into the store."""
 
 
 import h5py
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from zhunt.errors import ZhuntError
-from zhunt.extraction import extract_to_store, left_pad
-from zhunt.hooks import capture
-from zhunt.store import ActivationStore, StoreWriter, hidden_name
+from zhunt.data.extraction import extract_to_store, left_pad
+from zhunt.models.hooks import capture
+from zhunt.data.store import ActivationStore, StoreWriter, hidden_name
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")

@@ -9,7 +9,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.stats import ortho_group
 
-from zhunt.families import (DELTA_ZERO, FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
+from zhunt.weights.families import (DELTA_ZERO, FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
                             family_matrices, gaussian_baseline, hypothesis_verdict,
                             null_table, phase_means, phase_of, raw_cos, run_families, seed_jsons,
                             shuffled_delta)

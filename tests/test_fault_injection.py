@@ -3,7 +3,7 @@
 The extraction job of a copy of the session's tiny run (conftest ``clone_tiny``, its store
 deleted) is started through the Snakemake CLI in its own process group. The copy's glue script
 ``workflow/scripts/extract_activations.py`` gets a few lines that, only when
-``ZHUNT_TEST_PAUSE_MARKER`` is set, make :class:`zhunt.store.StoreWriter` stop right after its
+``ZHUNT_TEST_PAUSE_MARKER`` is set, make :class:`zhunt.data.store.StoreWriter` stop right after its
 first batch is written and flushed to the temporary HDF5 file (the writer buffers rows, so the
 hook calls ``StoreWriter.flush``; then it writes the marker file and
 sleeps), so the kill lands mid-write deterministically instead of racing a sub-second job. Then
@@ -38,7 +38,7 @@ PAUSE_HOOK = r'''
 import os as _os
 if _os.environ.get("ZHUNT_TEST_PAUSE_MARKER"):
     import time as _time
-    from zhunt.store import StoreWriter as _StoreWriter
+    from zhunt.data.store import StoreWriter as _StoreWriter
 
     _append = _StoreWriter.append
 

@@ -1,11 +1,11 @@
-"""Tests for zhunt.generation: batched greedy generation with per-prompt edits and step recording."""
+"""Tests for zhunt.models.generation: batched greedy generation with per-prompt edits and step recording."""
 
 import numpy as np
 import pytest
 import torch
 
-from zhunt.generation import SubspaceEdit, generate
-from zhunt.hooks import capture
+from zhunt.models.generation import SubspaceEdit, generate
+from zhunt.models.hooks import capture
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -198,7 +198,7 @@ def plain_logprobs(model, tok, text, cont=()):
 
 
 def test_score_matches_unbatched_plain_forward(model, tok):
-    from zhunt.generation import score
+    from zhunt.models.generation import score
 
     g = torch.Generator().manual_seed(0)
     conts = [[torch.randint(3, 64, (int(m),), generator=g).tolist() for m in ms]
@@ -231,7 +231,7 @@ def test_score_matches_unbatched_plain_forward(model, tok):
 
 def test_score_with_prefixes_matches_plain_forward(model, tok):
     """A per-row prefix is teacher-forced after the prompt; everything is scored after it (empty = as before)."""
-    from zhunt.generation import score
+    from zhunt.models.generation import score
 
     g = torch.Generator().manual_seed(1)
     prefs = [torch.randint(3, 64, (int(m),), generator=g).tolist() for m in (2, 0, 1, 3, 0, 1)]
@@ -267,7 +267,7 @@ def test_score_with_prefixes_matches_plain_forward(model, tok):
 def test_score_with_edits_and_prefix_equals_step_l_of_generate(model, tok, site):
     """Prefix = generate's own first L tokens: the scored position is generated step L, with the prompt edited
     and the prefix not (positions="prompt")."""
-    from zhunt.generation import score
+    from zhunt.models.generation import score
 
     g = torch.Generator().manual_seed(5)
     edits = [SubspaceEdit([basis(4, 1), None][i % 2], torch.randn(D, generator=g) * 3, ["span", "full"][i % 2])
@@ -316,7 +316,7 @@ def first_step_logits(model, tok, texts, **kw):
 
 @pytest.mark.parametrize("site", ["input", "output"])
 def test_score_with_edits_equals_first_step_of_generate(model, tok, site):
-    from zhunt.generation import score
+    from zhunt.models.generation import score
 
     g = torch.Generator().manual_seed(4)
     edits = []
@@ -342,7 +342,7 @@ def test_score_with_edits_equals_first_step_of_generate(model, tok, site):
 
 
 def test_score_bad_inputs(model, tok):
-    from zhunt.generation import score
+    from zhunt.models.generation import score
 
     with pytest.raises(ValueError):
         score(model, tok, PROMPTS, candidates=[[1]])
@@ -358,8 +358,8 @@ def test_score_bad_inputs(model, tok):
 def test_score_full_interchange_at_input_reproduces_donor(model, tok):
     """Through the batched API: every non-special position of the input of layers[l] from the donor
     (same token length as the base) gives the donor's own next-token distribution, at every layer."""
-    from zhunt.generation import score
-    from zhunt.hooks import capture_hidden_states
+    from zhunt.models.generation import score
+    from zhunt.models.hooks import capture_hidden_states
 
     pairs = [("abc def", "xyz 123"), ("hi", "yo"), ("q: 7 times 8?", "q: 9 minus 2?")]
     base, donor = [b for b, _ in pairs], [d for _, d in pairs]

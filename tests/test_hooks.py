@@ -1,10 +1,10 @@
-"""Tests for zhunt.hooks: capture and patch decoder-layer outputs (also inside generate)."""
+"""Tests for zhunt.models.hooks: capture and patch decoder-layer outputs (also inside generate)."""
 
 import pytest
 import torch
 from torch import nn
 
-from zhunt.hooks import (
+from zhunt.models.hooks import (
     capture,
     capture_hidden_states,
     layer_hidden,
@@ -253,9 +253,9 @@ def test_sites_see_store_hidden_index(model, tok, tmp_path):
     """Pre-hook at layers[l] (site input) sees store index l; the forward hook (output) sees l + 1."""
     import pandas as pd
 
-    from zhunt.extraction import extract_to_store
-    from zhunt.site import hidden_index
-    from zhunt.store import ActivationStore
+    from zhunt.data.extraction import extract_to_store
+    from zhunt.models.site import hidden_index
+    from zhunt.data.store import ActivationStore
 
     prompts = pd.DataFrame({"id": [f"p{i}" for i in range(len(PROMPTS))], "lang": ["en"] * len(PROMPTS),
                             "text": PROMPTS})

@@ -12,7 +12,7 @@ import yaml
 from zhunt.config import (MIN_PROBLEMS, check_organism_languages, check_problem_counts, check_schema, merge,
                           organism_train_spec)
 from zhunt.errors import ZhuntError
-from zhunt.prompts import INT64_MAX, INT64_MIN, check_context_length, check_text, load_prompt_table, to_long
+from zhunt.data.prompts import INT64_MAX, INT64_MIN, check_context_length, check_text, load_prompt_table, to_long
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -107,7 +107,7 @@ def test_shipped_configs_pass_the_source_schema(tiny_config):
 
 def test_every_train_argument_is_in_the_schema():
     """The organism's sub-schema lists exactly the keyword arguments a config may set."""
-    from zhunt.organism import train_organism
+    from zhunt.models.organism import train_organism
 
     schema = yaml.safe_load(SCHEMA.read_text())
     keys = set(schema["$defs"]["source_organism"]["properties"]["train"]["properties"])

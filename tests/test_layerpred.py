@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from zhunt import layerpred as lp
+from zhunt.experiments import layerpred as lp
 from zhunt.errors import ZhuntError
 
 
@@ -189,7 +189,7 @@ def test_causal_scores_and_missing_layers():
 
 
 def test_layer_sweep_matches_phase2(tmp_path):
-    """The sweep's per-layer numbers equal zhunt.zspace's Phase 2 functions on the same vectors,
+    """The sweep's per-layer numbers equal zhunt.activations.zspace's Phase 2 functions on the same vectors,
     and the site picks hidden index l (input) or l + 1 (output)."""
     from zhunt.subspace import project, project_complement, random_subspace
 
@@ -309,7 +309,7 @@ def test_caption_states_the_thresholds():
 def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
     import json
 
-    from zhunt.summary import headline, measured, write_models_summary
+    from zhunt.report.summary import headline, measured, write_models_summary
 
     (tmp_path / "in").mkdir()
     d = _stage_inputs(tmp_path / "in")

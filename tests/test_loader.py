@@ -257,7 +257,7 @@ def _random_spec(seed=0, **shape):
 
 
 def test_random_source_shape_seed_and_tokenizer(tmp_path):
-    from zhunt.organism import build_tokenizer
+    from zhunt.models.organism import build_tokenizer
 
     meta = prepare_model_folder("rnd", _random_spec(seed=3), tmp_path / "a")
     prepare_model_folder("rnd", _random_spec(seed=3), tmp_path / "b")

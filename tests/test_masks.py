@@ -8,7 +8,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from zhunt.masks import head_factors, read_mask, top_right_singular, write_masks, z_masks
+from zhunt.weights.masks import head_factors, read_mask, top_right_singular, write_masks, z_masks
 from zhunt.subspace import grassmann_similarity
 
 

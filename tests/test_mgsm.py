@@ -8,7 +8,7 @@ import pytest
 
 from zhunt.config import check_prompt_tables
 from zhunt.errors import ZhuntError
-from zhunt.prompts import load_mgsm, load_prompt_table, write_prompt_table
+from zhunt.data.prompts import load_mgsm, load_prompt_table, write_prompt_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

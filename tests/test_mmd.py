@@ -1,10 +1,10 @@
-"""Tests for zhunt.mmd: ARD-RBF kernel, unbiased MMD² (single, padded batch, packed CloudSet)."""
+"""Tests for zhunt.activations.mmd: ARD-RBF kernel, unbiased MMD² (single, padded batch, packed CloudSet)."""
 
 import numpy as np
 import pytest
 import torch
 
-from zhunt.mmd import CloudSet, ard_kernel, mmd2_batched, mmd2_unbiased, pad_clouds
+from zhunt.activations.mmd import CloudSet, ard_kernel, mmd2_batched, mmd2_unbiased, pad_clouds
 
 
 def mmd2_reference(X, Y, ell):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from zhunt.masks import write_masks
-from zhunt.numerals import digit_confound_fractions, is_numeral_text, numeral_token_ids
-from zhunt.store import ActivationStore, StoreWriter
+from zhunt.weights.masks import write_masks
+from zhunt.data.numerals import digit_confound_fractions, is_numeral_text, numeral_token_ids
+from zhunt.data.store import ActivationStore, StoreWriter
 from zhunt.subspace import random_subspace
 
 
@@ -88,7 +88,7 @@ def planted(tmp_path_factory):
 
 
 def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
-    from zhunt.zspace import run_phase2
+    from zhunt.activations.zspace import run_phase2
 
     tmp = planted
     res = run_phase2(tmp / "acts.h5", {1: tmp / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
@@ -112,7 +112,7 @@ def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
 
 
 def test_nn_retrieval_numeral_free_pooling_removes_planted_confound(planted, tmp_path):
-    from zhunt.theory import run_theory
+    from zhunt.activations.theory import run_theory
 
     res = run_theory(planted / "acts.h5", "planted", tmp_path, tmp_path / "fig", pca_dim=4, n_folds=2,
                      layers=[1], numeral_ids=NUMERALS, digit_tsv=tmp_path / "digits.tsv")
@@ -130,7 +130,7 @@ def test_nn_retrieval_numeral_free_pooling_removes_planted_confound(planted, tmp
 
 def test_digit_tables_need_numeral_ids(planted, tmp_path):
     from zhunt.errors import ZhuntError
-    from zhunt.zspace import run_phase2
+    from zhunt.activations.zspace import run_phase2
 
     with pytest.raises(ZhuntError, match="needs numeral_ids"):
         run_phase2(planted / "acts.h5", {1: planted / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
@@ -142,7 +142,7 @@ def test_digit_tables_need_numeral_ids(planted, tmp_path):
 def test_one_template_without_numerals_is_no_signal(tmp_path):
     """A one-template prompt set without noise: numeral-free, every problem pools to the same vector
     (ratio 0/0 or inf); the stage still runs and reads that as no signal."""
-    from zhunt.zspace import run_phase2
+    from zhunt.activations.zspace import run_phase2
 
     _write_planted(tmp_path, template=True)
     res = run_phase2(tmp_path / "acts.h5", {1: tmp_path / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
@@ -159,9 +159,9 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
     """The summary states the surviving fraction per stage from the two digit-confound TSVs."""
     import shutil
 
-    from zhunt.summary import headline, measured
-    from zhunt.theory import run_theory
-    from zhunt.zspace import run_phase2
+    from zhunt.report.summary import headline, measured
+    from zhunt.activations.theory import run_theory
+    from zhunt.activations.zspace import run_phase2
 
     base = tmp_path / "results" / "m"
     (base / "zspace").mkdir(parents=True)

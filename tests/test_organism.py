@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from zhunt import organism  # noqa: E402
+from zhunt.models import organism  # noqa: E402
 from zhunt.errors import ZhuntError  # noqa: E402
-from zhunt.text import number_to_words  # noqa: E402
+from zhunt.data.text import number_to_words  # noqa: E402
 
 TEXTS = [
     organism.format_prompt("What is 23 plus 14?", "en") + " thirty-seven" + organism.EOS_TOKEN,

@@ -1,4 +1,4 @@
-"""Tests for zhunt.patching (Exp. A): patch algebra, OT alignment, metrics, verdict, the stage."""
+"""Tests for zhunt.experiments.patching (Exp. A): patch algebra, OT alignment, metrics, verdict, the stage."""
 
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from zhunt import patching as P
-from zhunt.generation import SubspaceEdit, generate
+from zhunt.experiments import patching as P
+from zhunt.models.generation import SubspaceEdit, generate
 from zhunt.subspace import project, project_complement, random_subspace
 
 pytest.importorskip("ot")
@@ -317,8 +317,8 @@ def test_donor_verdict_detects_planted_z_on_toy_model():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 12-step organism, 6 problems, its activation store and masks (about 10 s)."""
-    from zhunt import organism
-    from zhunt.pipeline import build_layer_masks, extract_prompt_set
+    from zhunt.models import organism
+    from zhunt.stages.pipeline import build_layer_masks, extract_prompt_set
 
     root = tmp_path_factory.mktemp("tinyorg")
     organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
@@ -333,10 +333,10 @@ def tiny(tmp_path_factory):
 
 
 def test_identity_patch_with_own_states_reproduces_baseline(tiny):
-    from zhunt.masks import read_mask
+    from zhunt.weights.masks import read_mask
     from zhunt.models import load_model
-    from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.store import ActivationStore
+    from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from zhunt.data.store import ActivationStore
 
     model, tok = load_model(tiny / "model", device="cpu")
     long = to_long(load_prompt_table(tiny / "prompts.tsv", ["en"]), ["en"])
@@ -404,7 +404,7 @@ def test_run_patching_single_source(tiny, tmp_path):
 
 def test_run_patching_rejects_foreign_store(tiny, tmp_path):
     from zhunt.errors import ZhuntError
-    from zhunt.organism import make_organism_prompt_table
+    from zhunt.models.organism import make_organism_prompt_table
 
     make_organism_prompt_table(tmp_path / "other.tsv", n=6, seed=99)
     with pytest.raises(ZhuntError, match="tokenizes differently|lacks prompt"):
@@ -418,11 +418,11 @@ def test_run_patching_rejects_foreign_store(tiny, tmp_path):
 # ------------------------------------------------------------------------------- a real effect is found
 def _full_patch_effect(model_dir, tmp_path, layer, n=16):
     """Full-patch each English prompt with ANOTHER problem's Chinese mean at ``layer``."""
-    from zhunt.hooks import capture
+    from zhunt.models.hooks import capture
     from zhunt.models import get_adapter, load_model
-    from zhunt.organism import make_organism_prompt_table
-    from zhunt.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.text import extract_answer
+    from zhunt.models.organism import make_organism_prompt_table
+    from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from zhunt.data.text import extract_answer
 
     make_organism_prompt_table(tmp_path / "p.tsv", n=n, seed=5)
     table = load_prompt_table(tmp_path / "p.tsv", ["en", "zh"])
@@ -458,7 +458,7 @@ def test_full_patch_with_other_problem_changes_answer_on_organism(tmp_path):
 
 @pytest.mark.slow
 def test_full_patch_with_other_problem_changes_answer_on_fresh_organism(tmp_path):
-    from zhunt import organism
+    from zhunt.models import organism
 
     organism.train_organism(tmp_path / "m", n_layers=3, hidden_size=64, n_heads=4, n_kv_heads=2,
                             intermediate_size=256, steps=300, batch_size=64, warmup_steps=20, eval_n=20,

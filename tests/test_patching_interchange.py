@@ -6,10 +6,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from zhunt.errors import ZhuntError
-from zhunt.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, matched_source,
+from zhunt.experiments.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, matched_source,
                                    pair_bases, pair_edits, parse_cell, patch_norm)
-from zhunt.patching_metrics import add_holm, npe, subspace_metrics, wilcoxon_p
-from zhunt.patching_verdict import ALPHA, interchange_verdict, positive_control
+from zhunt.experiments.patching_metrics import add_holm, npe, subspace_metrics, wilcoxon_p
+from zhunt.experiments.patching_verdict import ALPHA, interchange_verdict, positive_control
 from zhunt.subspace import random_subspace
 
 
@@ -170,8 +170,8 @@ def near_random_organism(tmp_path_factory):
     its store and masks (about 30 s)."""
     from pathlib import Path
 
-    from zhunt import organism
-    from zhunt.pipeline import build_layer_masks, extract_prompt_set
+    from zhunt.models import organism
+    from zhunt.stages.pipeline import build_layer_masks, extract_prompt_set
 
     templates = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "templates.yaml"
     root = tmp_path_factory.mktemp("nearrandom")
@@ -187,7 +187,7 @@ def near_random_organism(tmp_path_factory):
 
 
 def _cell(org, name, tmp_path):
-    from zhunt.patching_cells import run_cell
+    from zhunt.experiments.patching_cells import run_cell
 
     root, templates = org
     c = parse_cell(name)
@@ -197,7 +197,7 @@ def _cell(org, name, tmp_path):
 
 
 def test_first_divergence():
-    from zhunt.patching_cells import first_divergence
+    from zhunt.experiments.patching_cells import first_divergence
 
     assert first_divergence([5, 7, 9], [6, 7, 9]) == (0, 5, 6)  # first tokens differ: position 0, as before
     assert first_divergence([3, 3, 7, 1], [3, 3, 8]) == (2, 7, 8)  # a shared format prefix of 2 tokens
@@ -260,7 +260,7 @@ def test_cross_language_cell_records(near_random_organism, tmp_path):
 
 
 def test_gather_writes_table_verdict_and_figure(tmp_path):
-    from zhunt.patching_render import TABLE_COLUMNS, gather_interchange
+    from zhunt.report.patching_render import TABLE_COLUMNS, gather_interchange
 
     paths = []
     for i, name in enumerate(["input_L1_k4_mean_en-from-zh_donor", "input_L2_k4_mean_en-from-zh_donor",
@@ -280,7 +280,7 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     text = (tmp_path / "v.md").read_text()
     assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
-    from zhunt.summary import measured
+    from zhunt.report.summary import measured
 
     (tmp_path / "toy/patching").mkdir(parents=True)
     t.to_csv(tmp_path / "toy/patching/subspaces.tsv", sep="\t", index=False)
@@ -294,7 +294,7 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
 def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):
     import h5py
 
-    from zhunt.patching_cells import fit_cell_das, run_cell
+    from zhunt.experiments.patching_cells import fit_cell_das, run_cell
 
     root, templates = near_random_organism
     args = (root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
@@ -317,7 +317,7 @@ def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
     """An empty DAS basis (fit_cell_das found no diverging train pair) is reported by the absence of das rows."""
     import h5py
 
-    from zhunt.patching_cells import run_cell
+    from zhunt.experiments.patching_cells import run_cell
 
     root, templates = near_random_organism
     with h5py.File(tmp_path / "das.h5", "w") as f:
@@ -330,7 +330,7 @@ def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
 
 
 def test_answer_language_reads_the_answer_span_only():
-    from zhunt.text import answer_language, answer_span, extract_answer
+    from zhunt.data.text import answer_language, answer_span, extract_answer
 
     assert answer_language(" thirty-seven") == "en" and answer_language("三十七") == "zh"
     assert answer_language(" 37") == "neutral" and answer_language("") == "neutral"

@@ -1,4 +1,4 @@
-"""Tests of zhunt.prompts: shipped prompt files, validation errors, reshaping, rendering."""
+"""Tests of zhunt.data.prompts: shipped prompt files, validation errors, reshaping, rendering."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from zhunt.errors import ZhuntError
-from zhunt.prompts import (
+from zhunt.data.prompts import (
     KNOWN_LANGUAGES,
     file_sha256,
     load_prompt_table,

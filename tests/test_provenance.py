@@ -8,9 +8,9 @@ import pytest
 
 from zhunt.errors import ZhuntError
 from zhunt.io import check_provenance, expected_provenance, rule_provenance
-from zhunt.masks import MASK_FORMAT, read_mask, write_masks
+from zhunt.weights.masks import MASK_FORMAT, read_mask, write_masks
 from zhunt.progress import Progress
-from zhunt.store import ActivationStore, StoreWriter
+from zhunt.data.store import ActivationStore, StoreWriter
 
 
 def _mask(path, layer, model="m", sha="a" * 64):
@@ -62,7 +62,7 @@ def test_store_from_another_prompt_table_is_refused(tmp_path):
     table, other = tmp_path / "t.tsv", tmp_path / "u.tsv"
     table.write_text("id\tcategory\tanswer\ten\n")
     other.write_text("id\tcategory\tanswer\ten\n# another table\n")
-    from zhunt.prompts import file_sha256
+    from zhunt.data.prompts import file_sha256
 
     _store(tmp_path / "s.h5", prompt_sha=file_sha256(table))
     with rule_provenance({"model": "m", "template": "organism", "prompt_file": str(table)}):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from zhunt.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operator_cos, operator_gram,
+from zhunt.weights.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operator_cos, operator_gram,
                       qk_factors, qk_verdict, random_pa_baseline, run_qk, sign_agreement, sym_eig,
                       VERDICT_BANDS, write_qk_exports)
 
@@ -165,7 +165,7 @@ def test_verdict_planted_shared_operator(noise, expected):
 
 
 def test_norm_folded_factors_match_masks_kernel():
-    from zhunt.masks import head_factors
+    from zhunt.weights.masks import head_factors
 
     g = torch.Generator().manual_seed(0)
     w = SimpleNamespace(W_Q=torch.randn(4, 6, 12, generator=g), W_K=torch.randn(2, 6, 12, generator=g),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from zhunt.dryrun import scheduled_jobs
 
-from zhunt.summary import checklist, headline, measured, model_page
+from zhunt.report.summary import checklist, headline, measured, model_page
 
 MODEL = "m"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from zhunt.errors import ZhuntError
-from zhunt.extraction import batch_plan, extract_to_store, shard_batches
-from zhunt.site import store_hidden_indices, study_layers
-from zhunt.store import ActivationStore, gather_shards, hidden_name
+from zhunt.data.extraction import batch_plan, extract_to_store, shard_batches
+from zhunt.models.site import store_hidden_indices, study_layers
+from zhunt.data.store import ActivationStore, gather_shards, hidden_name
 
 transformers = pytest.importorskip("transformers")
 
@@ -175,7 +175,7 @@ def test_extraction_oom_backoff(model, tok, prompts, full, tmp_path, monkeypatch
     fake = _OOMOnBig(model.forward, 1, exc)
     monkeypatch.setattr(model, "forward", fake)
     out = tmp_path / "oom.h5"
-    with caplog.at_level("WARNING", logger="zhunt.extraction"):
+    with caplog.at_level("WARNING", logger="zhunt.data.extraction"):
         extract_to_store(model, tok, model.model.layers, prompts, out, batch_size=3)
     assert fake.sizes[:4] == [3, 2, 1, 1]  # 3 -> 2 + 1 -> (1 + 1) + 1
     assert "out of memory on a batch of 3 prompts; retrying it as 2 + 1" in caplog.text
@@ -196,13 +196,13 @@ def test_extraction_oom_at_batch_one_and_other_errors_reraise(model, tok, prompt
 
 
 def test_generation_oom_backoff(model, tok, prompts, monkeypatch, caplog):
-    from zhunt.generation import generate
+    from zhunt.models.generation import generate
 
     texts = list(prompts["text"][:5])
     ref = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
     fake = _OOMOnBig(model.generate, 1, torch.cuda.OutOfMemoryError("CUDA out of memory"))
     monkeypatch.setattr(model, "generate", fake)
-    with caplog.at_level("WARNING", logger="zhunt.extraction"):
+    with caplog.at_level("WARNING", logger="zhunt.data.extraction"):
         got = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
     assert fake.sizes[:3] == [4, 2, 1]
     assert "generation: out of memory on a batch of 4 prompts" in caplog.text
@@ -210,7 +210,7 @@ def test_generation_oom_backoff(model, tok, prompts, monkeypatch, caplog):
 
 
 def test_float16_store_refuses_overflow(tmp_path):
-    from zhunt.store import StoreWriter
+    from zhunt.data.store import StoreWriter
 
     w = StoreWriter(tmp_path / "s.h5", num_layers=1, hidden_size=2, n_rows_total=2, dtype="float16")
     h = [np.zeros((2, 2), np.float32), np.array([[1.0, -7e4], [0.0, 0.0]], np.float32)]

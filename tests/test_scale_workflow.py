@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from zhunt.store import ActivationStore
+from zhunt.data.store import ActivationStore
 
 pytest.importorskip("snakemake")
 

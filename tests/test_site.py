@@ -1,4 +1,4 @@
-"""The site convention (zhunt.site): mask layer l <-> store hidden index <-> the hook's stream, and
+"""The site convention (zhunt.models.site): mask layer l <-> store hidden index <-> the hook's stream, and
 for every Z-based stage: layer l is read at hidden index l at site input and l + 1 at site output."""
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from zhunt.masks import write_masks
-from zhunt.site import DEFAULT_SITE, SITES, hidden_index
-from zhunt.store import ActivationStore, StoreWriter
+from zhunt.weights.masks import write_masks
+from zhunt.models.site import DEFAULT_SITE, SITES, hidden_index
+from zhunt.data.store import ActivationStore, StoreWriter
 from zhunt.subspace import random_subspace
 
 
@@ -27,11 +27,11 @@ def test_hidden_index_convention():
 def test_mask_layer_store_index_and_hooks_agree(make_tiny_qwen2_folder, tmp_path):
     """On a random-init Qwen2 (where consecutive streams differ): store index hidden_index(l, "input")
     is what a forward pre-hook on layers[l] sees and what layer l's attention projections (whose
-    kernel W_Q^T W_K builds mask l, zhunt.masks) read after the input norm; hidden_index(l, "output")
+    kernel W_Q^T W_K builds mask l, zhunt.weights.masks) read after the input norm; hidden_index(l, "output")
     is what a forward hook on layers[l] returns."""
     from transformers import PreTrainedTokenizerFast
 
-    from zhunt.extraction import extract_to_store
+    from zhunt.data.extraction import extract_to_store
     from zhunt.models import get_adapter
 
     folder, model = make_tiny_qwen2_folder(3, seed=1)
@@ -126,7 +126,7 @@ def reads(monkeypatch):
 
 @pytest.mark.parametrize("site", SITES)
 def test_phase2_reads_the_site(site_store, reads, site):
-    from zhunt.zspace import PairDeltas, paired_pooled, run_phase2
+    from zhunt.activations.zspace import PairDeltas, paired_pooled, run_phase2
 
     tmp, store, masks = site_store
     res = run_phase2(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], kinds=("multihead",), n_random=20,
@@ -145,7 +145,7 @@ def test_phase2_reads_the_site(site_store, reads, site):
 
 
 def test_phase2_site_variant_rows(site_store):
-    from zhunt.zspace import run_phase2
+    from zhunt.activations.zspace import run_phase2
 
     tmp, store, masks = site_store
     t = run_phase2(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], kinds=("multihead",), n_random=20,
@@ -160,7 +160,7 @@ def test_phase2_site_variant_rows(site_store):
 
 @pytest.mark.parametrize("site", SITES)
 def test_datadriven_reads_the_site(site_store, reads, site):
-    from zhunt.zspace import run_datadriven
+    from zhunt.activations.zspace import run_datadriven
 
     tmp, store, masks = site_store
     t = run_datadriven(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], site=site, n_random=20,
@@ -171,7 +171,7 @@ def test_datadriven_reads_the_site(site_store, reads, site):
 
 @pytest.mark.parametrize("site", SITES)
 def test_bridge_reads_the_site(site_store, reads, site):
-    from zhunt.bridge import run_bridge
+    from zhunt.experiments.bridge import run_bridge
 
     tmp, store, masks = site_store
     res = run_bridge(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], tmp / "b.tsv", tmp / "b.md", tmp / "bf",
@@ -185,7 +185,7 @@ def test_bridge_reads_the_site(site_store, reads, site):
 
 
 def test_bridge_site_variants(site_store, reads):
-    from zhunt.bridge import run_bridge
+    from zhunt.experiments.bridge import run_bridge
 
     tmp, store, masks = site_store
     t = run_bridge(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], tmp / "bv.tsv", tmp / "bv.md", tmp / "bvf",
@@ -198,7 +198,7 @@ def test_bridge_site_variants(site_store, reads):
 def test_ard_reads_the_site(site_store, reads):
     import h5py
 
-    from zhunt.ard import TSV_COLUMNS, load_token_clouds, run_ard_layer
+    from zhunt.activations.ard import TSV_COLUMNS, load_token_clouds, run_ard_layer
 
     tmp, store, masks = site_store
     with ActivationStore(store) as st:
@@ -225,7 +225,7 @@ def test_ard_reads_the_site(site_store, reads):
 
 
 def test_decomposition_names_the_basis_site(site_store):
-    from zhunt.decomposition import run_decomposition
+    from zhunt.activations.decomposition import run_decomposition
 
     tmp, store, masks = site_store
     R = {}
@@ -240,7 +240,7 @@ def test_decomposition_names_the_basis_site(site_store):
 
 
 def test_theory_layer_labels_follow_the_site(site_store, tmp_path):
-    from zhunt.theory import run_theory, site_layer
+    from zhunt.activations.theory import run_theory, site_layer
 
     assert site_layer([0, 1, 3], "input", 3).tolist() == [0, 1, pd.NA]
     assert site_layer([0, 1, 3], "output", 3).tolist() == [pd.NA, 0, 2]

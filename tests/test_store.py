@@ -1,4 +1,4 @@
-"""Tests for zhunt.store: the HDF5 activation store (writer and reader)."""
+"""Tests for zhunt.data.store: the HDF5 activation store (writer and reader)."""
 
 import hashlib
 import os
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from zhunt.errors import ZhuntError
-from zhunt.store import ActivationStore, StoreWriter, chunk_rows, hidden_name
+from zhunt.data.store import ActivationStore, StoreWriter, chunk_rows, hidden_name
 
 L, D = 3, 8
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from zhunt.masks import head_factors, kernel_gram, top_right_singular
-from zhunt.structure import (MATRIX_NAMES, across_layers, adjacent_similarity, analyze_model, depth_trend,
+from zhunt.weights.masks import head_factors, kernel_gram, top_right_singular
+from zhunt.weights.structure import (MATRIX_NAMES, across_layers, adjacent_similarity, analyze_model, depth_trend,
                              energy_fraction, grassmann_matrix, grassmann_per_head, head_kernel_spectra,
                              layer_structure, predict_bottleneck, run_structure, segment_phases,
                              singular_values)

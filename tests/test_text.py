@@ -1,4 +1,4 @@
-"""Tests for zhunt.text: number words, number extraction, answer extraction, scripts."""
+"""Tests for zhunt.data.text: number words, number extraction, answer extraction, scripts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from zhunt.errors import ZhuntError
-from zhunt.text import (
+from zhunt.data.text import (
     LATIN_MAX_CJK_FRACTION,
     STOP_WORDS,
     SUPPORTED_LANGUAGES,
@@ -425,7 +425,7 @@ def test_stop_words_disjoint_after_normalisation():
 
 
 def test_extract_answer_rejects_numbers_beyond_int64():
-    from zhunt.text import extract_answer
+    from zhunt.data.text import extract_answer
 
     assert extract_answer("The answer is " + "9" * 30, "en") is None
     assert extract_answer("The answer is 9223372036854775807", "en") == 2**63 - 1

@@ -1,4 +1,4 @@
-"""Tests for zhunt.theory: seed-003 quantities on planted synthetic activations."""
+"""Tests for zhunt.activations.theory: seed-003 quantities on planted synthetic activations."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zhunt import theory
+from zhunt.activations import theory
 from zhunt.errors import ZhuntError
-from zhunt.store import StoreWriter
+from zhunt.data.store import StoreWriter
 
 L, D, N, K_SHARED = 4, 24, 16, 6
 CATS = ["add", "sub", "mul", "div"]

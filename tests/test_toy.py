@@ -1,10 +1,10 @@
-"""Tests for zhunt.toy: Theorem 1 of seed 003 (shared bilingual linear map)."""
+"""Tests for zhunt.experiments.toy: Theorem 1 of seed 003 (shared bilingual linear map)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from zhunt import toy
+from zhunt.experiments import toy
 
 
 def test_agreement_ratio_bounds():

@@ -36,7 +36,7 @@ def workdir(tmp_path_factory, clone_tiny):
 
 def test_outputs_open_with_right_shapes(workdir):
     from zhunt.models import get_adapter, load_model
-    from zhunt.store import ActivationStore
+    from zhunt.data.store import ActivationStore
 
     cfg = yaml.safe_load((workdir / "tests/tiny/config.yaml").read_text())
     train = cfg["models"]["organism-tiny"]["source"]["train"]

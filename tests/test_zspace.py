@@ -20,10 +20,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from zhunt.errors import ZhuntError
-from zhunt.masks import write_masks
-from zhunt.store import ActivationStore, StoreWriter
+from zhunt.weights.masks import write_masks
+from zhunt.data.store import ActivationStore, StoreWriter
 from zhunt.subspace import grassmann_similarity, random_subspace
-from zhunt.zspace import (PairDeltas, language_means, language_subspace, paired_pooled, percentile_of,
+from zhunt.activations.zspace import (PairDeltas, language_means, language_subspace, paired_pooled, percentile_of,
                           phase2_ratio, random_baseline, run_datadriven, run_phase2, subspace_metrics)
 
 D, L, K = 24, 3, 4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ZhuntError
+from zhunt.errors import ZhuntError
 
 
 def _key_path(parts) -> str:
@@ -107,10 +107,10 @@ def check_semantics(config: dict) -> None:
 
 def organism_train_spec(source: dict) -> dict:
     """An organism's (schema-validated) ``source.train`` with the defaults of
-    :func:`zhunt.organism.train_organism` filled in for every key left out (one set of defaults)."""
+    :func:`zhunt.models.organism.train_organism` filled in for every key left out (one set of defaults)."""
     import inspect
 
-    from .organism import train_organism
+    from zhunt.models.organism import train_organism
 
     out = {name: p.default for name, p in inspect.signature(train_organism).parameters.items()
            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
@@ -121,7 +121,7 @@ def organism_train_spec(source: dict) -> dict:
 def _known_shape(spec: dict, folder: Path) -> tuple[int, int, int] | None:
     """(decoder layers, hidden size, head dim) of a model if known before running anything.
 
-    An organism's shape is its training spec (defaults of :func:`zhunt.organism.train_organism`);
+    An organism's shape is its training spec (defaults of :func:`zhunt.models.organism.train_organism`);
     any other model's is the ``config.json`` of its prepared folder, when that exists.
     """
     import json
@@ -206,11 +206,11 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
 #: Fewest problems (paired across languages) each stage of the default DAG can run on: the
 #: stage's own check, moved to parse time so that no job runs on a set some later rule rejects.
 MIN_PROBLEMS: dict[str, int] = {
-    "ard_heldout (Exp. C held-out permutation test, zhunt.ard)": 6,
-    "bridge (Exp. D leave-one-out maps, zhunt.bridge)": 3,
-    "theory (seed-003 cross-lingual maps, zhunt.theory)": 3,
-    "phase2 (zhunt.zspace)": 2,
-    "ard_layer (MMD contrast, zhunt.ard)": 2,
+    "ard_heldout (Exp. C held-out permutation test, zhunt.activations.ard)": 6,
+    "bridge (Exp. D leave-one-out maps, zhunt.experiments.bridge)": 3,
+    "theory (seed-003 cross-lingual maps, zhunt.activations.theory)": 3,
+    "phase2 (zhunt.activations.zspace)": 2,
+    "ard_layer (MMD contrast, zhunt.activations.ard)": 2,
 }
 
 
@@ -222,7 +222,7 @@ def check_prompt_tables(config: dict) -> dict[str, int]:
     dict
         ``{prompt set: number of problems}`` of every hand-written or MGSM set.
     """
-    from .prompts import load_mgsm, load_prompt_table
+    from zhunt.data.prompts import load_mgsm, load_prompt_table
 
     counts = {}
     for ps, spec in config["prompts"].items():
@@ -260,7 +260,7 @@ def check_problem_counts(config: dict, counts: dict[str, int]) -> None:
 
 def check_organism_languages(config: dict) -> None:
     """A generated (organism) prompt set asks only for languages the organism speaks."""
-    from .organism import LANGUAGES
+    from zhunt.models.organism import LANGUAGES
 
     for name in config["analyze"]:
         spec = config["models"][name]

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ZhuntError
+from zhunt.errors import ZhuntError
 
 
 def _umask() -> int:
@@ -174,17 +174,17 @@ def expected_provenance(kind: str, path) -> dict | None:
         return None
     out = {"model": spec.get("model")}
     if kind == "store":
-        from .store import FORMAT_VERSION
+        from zhunt.data.store import FORMAT_VERSION
 
         out["format_version"] = FORMAT_VERSION
         out["template"] = spec.get("template")
         if spec.get("prompt_file"):
-            from .prompts import file_sha256
+            from zhunt.data.prompts import file_sha256
 
             out["prompt_file_sha256"] = file_sha256(spec["prompt_file"])
         return out
     if kind == "mask":
-        from .masks import MASK_FORMAT, MASK_FORMAT_VERSION
+        from zhunt.weights.masks import MASK_FORMAT, MASK_FORMAT_VERSION
 
         out.update(format=MASK_FORMAT, format_version=MASK_FORMAT_VERSION)
     layers = spec.get("layers", {})

@@ -12,7 +12,7 @@
   (statsmodels' ``multipletests(method="holm")``).
 * :func:`gmm_bimodality` — 2-component Gaussian mixture vs one Gaussian on a
   1-D sample (EM, BIC gain, Ashman's D, the points of the lower component);
-  the one implementation, used by the ARD |Z| rule (:func:`zhunt.ard.z_size`).
+  the one implementation, used by the ARD |Z| rule (:func:`zhunt.activations.ard.z_size`).
 * :func:`mcnemar_exact` — exact McNemar test of two paired binary outcomes:
   with ``n01`` pairs where only the first is True and ``n10`` where only the
   second is, ``p = binomtest(n01, n01 + n10, 0.5)`` two-sided

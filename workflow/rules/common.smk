@@ -15,7 +15,7 @@ from zhunt.config import (
     study_for,
 )
 from zhunt.errors import ZhuntError
-from zhunt.site import study_layers
+from zhunt.models.site import study_layers
 
 _SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
@@ -161,7 +161,7 @@ def mask_layers(model):
 
 
 def study_site(model):
-    """The primary site of a model's Z-based analyses (study.site; see zhunt.site)."""
+    """The primary site of a model's Z-based analyses (study.site; see zhunt.models.site)."""
     return study(model)["site"]
 
 
@@ -183,7 +183,7 @@ def patch_layers(model):
     ]
 
 
-#: Name pattern of an Exp. A cell (zhunt.patching_design.Cell.name).
+#: Name pattern of an Exp. A cell (zhunt.experiments.patching_design.Cell.name).
 PATCHING_CELL_RE = (
     r"(input|output)_L\d+_k\d+_(mean|ot|aligned)_[a-z]{2}-from-[a-z]{2}_donor"
 )
@@ -377,10 +377,11 @@ REPORT_CATEGORIES = {
 def report_labels(measure, item, **extra):
     """`labels` of a report item: a function Snakemake calls only while it builds the
     report (never while it plans a run, so no rerun trigger). `result` is the measured
-    value, read from the TSVs by zhunt.summary.measured; the captions print it."""
+    value, read from the TSVs by zhunt.report.summary.measured; the captions print it.
+    """
 
     def labels(wildcards):
-        from zhunt.summary import measured
+        from zhunt.report.summary import measured
 
         model = getattr(wildcards, "model", None)
         fixed = {"item": item, "model": model or "all models", **extra}

@@ -1,4 +1,4 @@
-# Do the weights predict the layer where the data finds Z? results/{model}/layers/ (zhunt.layerpred)
+# Do the weights predict the layer where the data finds Z? results/{model}/layers/ (zhunt.experiments.layerpred)
 
 
 rule layer_sweep:

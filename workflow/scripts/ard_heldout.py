@@ -1,6 +1,6 @@
-"""Glue: held-out permutation MMD test with learned lengthscales (see zhunt.ard.run_heldout_test)."""
+"""Glue: held-out permutation MMD test with learned lengthscales (see zhunt.activations.ard.run_heldout_test)."""
 
-from zhunt.ard import run_heldout_test
+from zhunt.activations.ard import run_heldout_test
 from zhunt.io import snakemake_main
 
 

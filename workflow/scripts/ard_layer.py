@@ -1,7 +1,7 @@
-"""Glue: ARD-MMD grid of one layer (see zhunt.ard.run_ard_layer)."""
+"""Glue: ARD-MMD grid of one layer (see zhunt.activations.ard.run_ard_layer)."""
 
 from zhunt.io import snakemake_main
-from zhunt.ard import run_ard_layer
+from zhunt.activations.ard import run_ard_layer
 
 
 def main(smk):

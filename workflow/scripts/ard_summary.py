@@ -1,8 +1,8 @@
-"""Glue: ARD-MMD summaries across layers (see zhunt.ard.summarise_ard)."""
+"""Glue: ARD-MMD summaries across layers (see zhunt.activations.ard.summarise_ard)."""
 
 from pathlib import Path
 
-from zhunt.ard import summarise_ard
+from zhunt.activations.ard import summarise_ard
 from zhunt.io import snakemake_main
 
 

@@ -1,8 +1,8 @@
-"""Glue: Phase 0 behaviour (see zhunt.behaviour.run_behaviour)."""
+"""Glue: Phase 0 behaviour (see zhunt.experiments.behaviour.run_behaviour)."""
 
 from pathlib import Path
 
-from zhunt.behaviour import run_behaviour
+from zhunt.experiments.behaviour import run_behaviour
 from zhunt.io import snakemake_main
 
 

@@ -1,8 +1,8 @@
-"""Glue: Exp. D bridge (see zhunt.bridge.run_bridge)."""
+"""Glue: Exp. D bridge (see zhunt.experiments.bridge.run_bridge)."""
 
 from pathlib import Path
 
-from zhunt.bridge import run_bridge
+from zhunt.experiments.bridge import run_bridge
 from zhunt.io import snakemake_main
 
 

@@ -1,7 +1,7 @@
-"""Glue: Z-masks of one layer of one model (see zhunt.masks)."""
+"""Glue: Z-masks of one layer of one model (see zhunt.weights.masks)."""
 
 from zhunt.io import snakemake_main
-from zhunt.pipeline import build_layer_masks
+from zhunt.stages.pipeline import build_layer_masks
 
 
 def main(smk):

@@ -1,10 +1,10 @@
-"""Glue: data-driven language subspace vs weight-derived Z (see zhunt.zspace.run_datadriven)."""
+"""Glue: data-driven language subspace vs weight-derived Z (see zhunt.activations.zspace.run_datadriven)."""
 
 from pathlib import Path
 
-from zhunt.ablation import write_ms_basis
+from zhunt.experiments.ablation import write_ms_basis
 from zhunt.io import snakemake_main
-from zhunt.zspace import run_datadriven
+from zhunt.activations.zspace import run_datadriven
 
 
 def main(smk):

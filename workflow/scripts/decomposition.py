@@ -1,8 +1,8 @@
-"""Glue: Exp. B R(k) decomposition (see zhunt.decomposition.run_decomposition)."""
+"""Glue: Exp. B R(k) decomposition (see zhunt.activations.decomposition.run_decomposition)."""
 
 from pathlib import Path
 
-from zhunt.decomposition import run_decomposition
+from zhunt.activations.decomposition import run_decomposition
 from zhunt.io import snakemake_main
 
 

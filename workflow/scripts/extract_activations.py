@@ -1,7 +1,7 @@
-"""Glue: per-layer hidden states of one prompt set (see zhunt.extraction)."""
+"""Glue: per-layer hidden states of one prompt set (see zhunt.data.extraction)."""
 
 from zhunt.io import snakemake_main
-from zhunt.pipeline import extract_prompt_set
+from zhunt.stages.pipeline import extract_prompt_set
 
 
 def main(smk):

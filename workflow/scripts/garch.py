@@ -1,9 +1,9 @@
-"""Glue: GARCH(1,1) on per-step delta norms (see zhunt.theory.run_garch)."""
+"""Glue: GARCH(1,1) on per-step delta norms (see zhunt.activations.theory.run_garch)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.theory import run_garch
+from zhunt.activations.theory import run_garch
 
 
 def main(smk):

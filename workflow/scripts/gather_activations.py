@@ -1,7 +1,7 @@
-"""Glue: join the shard stores of a sharded extraction (see zhunt.store.gather_shards)."""
+"""Glue: join the shard stores of a sharded extraction (see zhunt.data.store.gather_shards)."""
 
 from zhunt.io import snakemake_main
-from zhunt.pipeline import gather_activation_shards
+from zhunt.stages.pipeline import gather_activation_shards
 
 
 def main(smk):

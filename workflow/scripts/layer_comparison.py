@@ -1,9 +1,9 @@
-"""Glue: weight-only layer scores vs the data sweep (see zhunt.layerpred.run_layer_comparison)."""
+"""Glue: weight-only layer scores vs the data sweep (see zhunt.experiments.layerpred.run_layer_comparison)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.layerpred import run_layer_comparison
+from zhunt.experiments.layerpred import run_layer_comparison
 
 
 def main(smk):

@@ -1,7 +1,7 @@
-"""Glue: Phase 2 metrics of each layer's own Z at every layer (see zhunt.layerpred.run_layer_sweep)."""
+"""Glue: Phase 2 metrics of each layer's own Z at every layer (see zhunt.experiments.layerpred.run_layer_sweep)."""
 
 from zhunt.io import snakemake_main
-from zhunt.layerpred import run_layer_sweep
+from zhunt.experiments.layerpred import run_layer_sweep
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Glue: an MGSM prompt set (the benchmark's own files) as a wide prompt table."""
 
 from zhunt.io import snakemake_main
-from zhunt.pipeline import mgsm_prompt_set
+from zhunt.stages.pipeline import mgsm_prompt_set
 
 
 def main(smk):

@@ -1,9 +1,9 @@
-"""Glue: the cross-model layer-prediction table and figure (see zhunt.layerpred.run_models_layer_prediction)."""
+"""Glue: the cross-model layer-prediction table and figure (see zhunt.experiments.layerpred.run_models_layer_prediction)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.layerpred import run_models_layer_prediction
+from zhunt.experiments.layerpred import run_models_layer_prediction
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Glue: the organism's held-out prompt set in the paired wide format."""
 
 from zhunt.io import snakemake_main
-from zhunt.organism import make_organism_prompt_table
+from zhunt.models.organism import make_organism_prompt_table
 
 
 def main(smk):

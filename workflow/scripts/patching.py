@@ -1,7 +1,7 @@
-"""Glue: Exp. A activation patching (see zhunt.patching.run_patching)."""
+"""Glue: Exp. A activation patching (see zhunt.experiments.patching.run_patching)."""
 
 from zhunt.io import snakemake_main
-from zhunt.patching import run_patching
+from zhunt.experiments.patching import run_patching
 
 
 def main(smk):

@@ -1,8 +1,8 @@
-"""Glue: one Exp. A interchange cell (see zhunt.patching_cells.run_cell)."""
+"""Glue: one Exp. A interchange cell (see zhunt.experiments.patching_cells.run_cell)."""
 
 from zhunt.io import snakemake_main
-from zhunt.patching_cells import run_cell
-from zhunt.patching_design import parse_cell
+from zhunt.experiments.patching_cells import run_cell
+from zhunt.experiments.patching_design import parse_cell
 
 
 def main(smk):

@@ -1,7 +1,7 @@
-"""Glue: the DAS subspace of one site x layer x k (see zhunt.patching_cells.fit_cell_das)."""
+"""Glue: the DAS subspace of one site x layer x k (see zhunt.experiments.patching_cells.fit_cell_das)."""
 
 from zhunt.io import snakemake_main
-from zhunt.patching_cells import fit_cell_das
+from zhunt.experiments.patching_cells import fit_cell_das
 
 
 def main(smk):

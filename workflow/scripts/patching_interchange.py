@@ -1,7 +1,7 @@
-"""Glue: gather the Exp. A cells (see zhunt.patching_render.gather_interchange)."""
+"""Glue: gather the Exp. A cells (see zhunt.report.patching_render.gather_interchange)."""
 
 from zhunt.io import snakemake_main
-from zhunt.patching_render import gather_interchange
+from zhunt.report.patching_render import gather_interchange
 
 
 def main(smk):

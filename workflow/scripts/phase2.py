@@ -1,10 +1,10 @@
-"""Glue: Phase 2 Z-projection metrics (see zhunt.zspace.run_phase2)."""
+"""Glue: Phase 2 Z-projection metrics (see zhunt.activations.zspace.run_phase2)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.numerals import store_numeral_ids
-from zhunt.zspace import run_phase2
+from zhunt.data.numerals import store_numeral_ids
+from zhunt.activations.zspace import run_phase2
 
 
 def main(smk):

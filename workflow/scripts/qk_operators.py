@@ -1,9 +1,9 @@
-"""Glue: QK operator analysis (see zhunt.qk)."""
+"""Glue: QK operator analysis (see zhunt.weights.qk)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.qk import run_qk
+from zhunt.weights.qk import run_qk
 
 
 def main(smk):

@@ -1,9 +1,9 @@
-"""Glue: effective ranks, subspace overlap, FFN alignment, phases, bottleneck (see zhunt.structure)."""
+"""Glue: effective ranks, subspace overlap, FFN alignment, phases, bottleneck (see zhunt.weights.structure)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.structure import run_structure
+from zhunt.weights.structure import run_structure
 
 
 def main(smk):

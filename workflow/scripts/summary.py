@@ -1,9 +1,9 @@
-"""Glue: one model's summary page, headline JSON and checklist (see zhunt.summary)."""
+"""Glue: one model's summary page, headline JSON and checklist (see zhunt.report.summary)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.summary import write_model_summary
+from zhunt.report.summary import write_model_summary
 
 
 def main(smk):

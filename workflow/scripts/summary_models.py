@@ -1,7 +1,7 @@
-"""Glue: the cross-model page and table (see zhunt.summary.write_models_summary)."""
+"""Glue: the cross-model page and table (see zhunt.report.summary.write_models_summary)."""
 
 from zhunt.io import snakemake_main
-from zhunt.summary import write_models_summary
+from zhunt.report.summary import write_models_summary
 
 
 def main(smk):

@@ -1,10 +1,10 @@
-"""Glue: seed-003 tests on one activation store (see zhunt.theory.run_theory)."""
+"""Glue: seed-003 tests on one activation store (see zhunt.activations.theory.run_theory)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.numerals import store_numeral_ids
-from zhunt.theory import run_theory
+from zhunt.data.numerals import store_numeral_ids
+from zhunt.activations.theory import run_theory
 
 
 def main(smk):

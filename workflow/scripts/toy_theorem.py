@@ -1,9 +1,9 @@
-"""Glue: numerical check of seed 003's Theorem 1 (see zhunt.toy)."""
+"""Glue: numerical check of seed 003's Theorem 1 (see zhunt.experiments.toy)."""
 
 from pathlib import Path
 
 from zhunt.io import snakemake_main
-from zhunt.toy import run_toy_theorem
+from zhunt.experiments.toy import run_toy_theorem
 
 
 def main(smk):

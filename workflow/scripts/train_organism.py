@@ -1,7 +1,7 @@
-"""Glue: train the model organism (see zhunt.organism)."""
+"""Glue: train the model organism (see zhunt.models.organism)."""
 
 from zhunt.io import snakemake_main
-from zhunt.pipeline import train_organism_stage
+from zhunt.stages.pipeline import train_organism_stage
 
 
 def main(smk):

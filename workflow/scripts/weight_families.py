@@ -1,8 +1,8 @@
-"""Glue: aligned-vs-raw weight families (see zhunt.families)."""
+"""Glue: aligned-vs-raw weight families (see zhunt.weights.families)."""
 
 from pathlib import Path
 
-from zhunt.families import run_families
+from zhunt.weights.families import run_families
 from zhunt.io import snakemake_main
 
 

@@ -4,9 +4,9 @@ Heavy imports (transformers) happen inside the functions, so importing
 ``zhunt.models`` stays cheap.
 """
 
-from .adapters import SUPPORTED_MODEL_TYPES, LayerWeights, ModelAdapter, get_adapter
-from .gguf import sha256_file
-from .loader import (PROVENANCE_FILE, load_model, pick_device, prepare_model_folder, read_provenance,
+from zhunt.models.adapters import SUPPORTED_MODEL_TYPES, LayerWeights, ModelAdapter, get_adapter
+from zhunt.models.gguf import sha256_file
+from zhunt.models.loader import (PROVENANCE_FILE, load_model, pick_device, prepare_model_folder, read_provenance,
                      resolve_dtype)
 
 __all__ = [

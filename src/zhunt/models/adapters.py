@@ -30,7 +30,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ZhuntError
+from zhunt.errors import ZhuntError
 
 __all__ = [
     "LayerWeights",

@@ -30,7 +30,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..errors import ZhuntError
+from zhunt.errors import ZhuntError
 
 __all__ = ["sha256_file", "locate_gguf", "verify_sha256", "load_gguf"]
 

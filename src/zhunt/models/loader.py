@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ZhuntError
-from ..io import atomic_dir, write_json
-from . import gguf as _gguf
+from zhunt.errors import ZhuntError
+from zhunt.io import atomic_dir, write_json
+from zhunt.models import gguf as _gguf
 
 __all__ = ["PROVENANCE_FILE", "pick_device", "resolve_dtype", "prepare_model_folder", "load_model", "weights_sha256",
            "read_provenance"]
@@ -228,13 +228,13 @@ def _prepare_random(name: str, spec: dict, out_dir: Path, dtype: torch.dtype, t0
     The weights are the architecture's own ``_init_weights`` under
     ``torch.manual_seed(source.seed)`` (same seed -> same weights); the
     tokenizer is the organism's offline byte-level BPE
-    (:func:`zhunt.organism.build_tokenizer`: any text encodes, via bytes), so
+    (:func:`zhunt.models.organism.build_tokenizer`: any text encodes, via bytes), so
     the vocabulary is that tokenizer's, not the real model's. Used to run every
     rule at a real model's *shape* (``tests/qwen-shape``) without its weights.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from ..organism import build_tokenizer
+    from zhunt.models.organism import build_tokenizer
 
     source = spec["source"]
     arch = spec.get("architecture")

@@ -47,7 +47,7 @@ def named(container) -> dict:
 def call(smk, stage: Callable[..., None]) -> None:
     """Run ``stage(inputs, params, outputs, wildcards=..., threads=...)`` for the Snakemake job
     ``smk``, with logging to the rule's log and one-line user errors (:func:`zhunt.io.snakemake_main`)."""
-    from ..io import snakemake_main
+    from zhunt.io import snakemake_main
 
     def main(s):
         stage(named(s.input), named(s.params), named(s.output), wildcards=named(getattr(s, "wildcards", None)),

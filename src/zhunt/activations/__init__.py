@@ -1,0 +1,1 @@
+"""Analyses of stored hidden states: Phase 2, theory tests, R(k), MMD and ARD."""

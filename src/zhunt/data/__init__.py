@@ -1,0 +1,1 @@
+"""Prompt sets, text parsing, the activation store and its extraction."""

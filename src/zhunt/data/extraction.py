@@ -1,0 +1,395 @@
+"""Batched extraction of every hidden state into the activation store.
+
+:func:`extract_to_store` runs the model once over every prompt (no
+generation) and streams all ``L + 1`` hidden states of every non-pad token
+into an HDF5 store (layout in :mod:`zhunt.data.store`).
+
+Why hooks and not ``output_hidden_states``: in transformers 5.x the last entry
+of ``hidden_states`` is taken *after* the final norm, while entries ``0..L-1``
+are raw residual-stream states. The store holds the raw residual stream at
+every index, so it captures ``j = 0`` with a forward pre-hook on ``layers[0]``
+(exactly what the first decoder layer receives — Gemma's ``sqrt(d)``
+embedding scaling included) and ``j = l + 1`` with a forward hook on
+``layers[l]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from zhunt.errors import ZhuntError
+from zhunt.models.hooks import capture_hidden_states
+from zhunt.progress import Progress
+from zhunt.data.store import StoreWriter
+
+__all__ = ["extract_to_store", "tokenize_prompts", "left_pad", "prompt_table_sha256", "is_oom", "halve_on_oom",
+           "batch_plan", "shard_batches"]
+
+log = logging.getLogger("zhunt.data.extraction")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (``torch.cuda.OutOfMemoryError`` or its RuntimeError text)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def halve_on_oom(exc: BaseException, batch, what: str) -> list:
+    """The two halves of ``batch`` to retry after an out-of-memory error, or re-raise.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error a batch's forward pass raised.
+    batch : sequence
+        The batch's prompt indices (``B`` of them).
+    what : str
+        Name of the stage, for the log line.
+
+    Returns
+    -------
+    list
+        ``[batch[:ceil(B/2)], batch[ceil(B/2):]]``, in order; the caller runs
+        them before any later batch (so a half that still does not fit is
+        halved again, down to one prompt).
+
+    Raises
+    ------
+    BaseException
+        ``exc`` itself when it is not an out-of-memory error or the batch is
+        a single prompt.
+    """
+    if not is_oom(exc) or len(batch) <= 1:
+        raise exc
+    half = (len(batch) + 1) // 2
+    log.warning("%s: out of memory on a batch of %d prompts; retrying it as %d + %d", what, len(batch),
+                half, len(batch) - half)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return [batch[:half], batch[half:]]
+
+
+def batch_plan(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Length-sorted batches: prompt indices, longest first (ties in prompt order), ``batch_size`` each.
+
+    Parameters
+    ----------
+    lengths : np.ndarray
+        ``(N,)`` token counts.
+    batch_size : int
+
+    Returns
+    -------
+    list of np.ndarray
+        ``ceil(N / batch_size)`` int64 index arrays.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batches(n_batches: int, shard: int, n_shards: int) -> list[int]:
+    """Batches of shard ``shard`` of ``n_shards``: every ``n_shards``-th batch of the global plan.
+
+    Round robin over the length-sorted plan gives every shard a similar share
+    of long and short prompts; because a shard runs exactly the batches the
+    unsharded run would (same prompts, same padding), its rows are bit for bit
+    those of the unsharded run (a batch split by an out-of-memory retry is the
+    exception: its halves are padded differently, so its rows agree to float
+    tolerance only).
+    """
+    if not 0 <= shard < n_shards:
+        raise ZhuntError("extraction.shards", f"shard {shard} outside 0..{n_shards - 1}")
+    return list(range(shard, n_batches, n_shards))
+
+
+def prompt_table_sha256(prompts: pd.DataFrame) -> str:
+    """SHA256 of the (id, lang, text) triples, in order (identifies the prompt content)."""
+    h = hashlib.sha256()
+    idcol = "id" if "id" in prompts.columns else "prompt_id"
+    for pid, lang, text in zip(prompts[idcol], prompts["lang"], prompts["text"]):
+        h.update(f"{pid}\t{lang}\t{text}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def tokenize_prompts(tokenizer, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, unpadded, untruncated.
+
+    Returns
+    -------
+    list of list of int
+        One id list per text.
+    """
+    enc = tokenizer(list(texts), add_special_tokens=add_special_tokens, padding=False, truncation=False)
+    return [list(map(int, ids)) for ids in enc["input_ids"]]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into a batch.
+
+    Parameters
+    ----------
+    seqs : sequence of sequence of int
+        ``B`` token id lists.
+    pad_id : int
+        Id written at pad positions (never attended to).
+
+    Returns
+    -------
+    input_ids : torch.Tensor
+        ``(B, T)`` int64, ``T`` = longest sequence.
+    attention_mask : torch.Tensor
+        ``(B, T)`` int64, 0 at pads.
+    position_ids : torch.Tensor
+        ``(B, T)`` int64, ``cumsum(mask) - 1`` (0 at pads) — what ``generate``
+        uses, so each prompt's real tokens get positions ``0..n-1`` whatever
+        its padding (a plain ``arange`` would shift left-padded prompts).
+    """
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if len(s):
+            ids[b, T - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[b, T - len(s):] = 1
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    return ids, mask, pos
+
+
+def _forward_kwargs(model: nn.Module) -> dict:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    # only the last position's logits: avoids a (B, T, vocab) tensor we never use
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def extract_to_store(
+    model: nn.Module,
+    tokenizer,
+    layers: Sequence[nn.Module],
+    prompts: pd.DataFrame,
+    out_path: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    attrs: Mapping | None = None,
+    add_special_tokens: bool = True,
+    hidden_indices: Sequence[int] | None = None,
+    shard: tuple[int, int] | None = None,
+) -> dict:
+    """Run every prompt through the model and store all hidden states of all tokens.
+
+    Prompts are tokenized up front (so the store is pre-sized), grouped into
+    length-sorted batches (:func:`batch_plan`: longest first, to minimise
+    padding), left-padded
+    with explicit ``position_ids``, and run under ``torch.inference_mode()``.
+    Each batch's non-pad rows are gathered in prompt order (one
+    ``index_select`` per hidden state, before the copy to the host) and handed
+    to the store writer with their offsets in the *original* prompt order; the
+    writer buffers at most ``max(32 MiB, one batch)`` of rows and writes them
+    in file order (see :class:`zhunt.data.store.StoreWriter`), so memory depends
+    on the batch, not on the number of prompts. The file appears at
+    ``out_path`` only when complete. A batch that raises a CUDA out-of-memory
+    error is retried as two halves (logged), down to one prompt
+    (:func:`halve_on_oom`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A causal LM (or base model) whose forward accepts ``input_ids``,
+        ``attention_mask``, ``position_ids``. Put in eval mode for the run
+        (its training flag is restored afterwards).
+    tokenizer : transformers tokenizer
+        Used for token ids and ``all_special_ids``; its padding side does not
+        matter (padding is done here, on the left).
+    layers : sequence of nn.Module
+        The ``L`` decoder layers (``get_adapter(model).layers``).
+    prompts : pandas.DataFrame
+        Columns ``id`` (or ``prompt_id``), ``lang``, ``text``; optional
+        ``answer``, ``category`` are copied to the index. ``(id, lang)`` must
+        be unique.
+    out_path : str or os.PathLike
+        Destination ``.h5``.
+    batch_size : int
+        Prompts per forward pass.
+    dtype : {"float32", "float16"}
+        Storage dtype.
+    attrs : mapping, optional
+        Extra root attributes (model name, source, revision, prompt-file
+        SHA256, ...).
+    add_special_tokens : bool
+        Passed to the tokenizer (BOS for Gemma/Llama; Qwen adds none).
+    hidden_indices : sequence of int, optional
+        Hidden indices whose token rows are stored (default all ``0..L``);
+        the others keep only pooled vectors (see :class:`zhunt.data.store.StoreWriter`).
+    shard : (int, int), optional
+        ``(i, N)``: run only shard ``i`` of ``N`` (:func:`shard_batches` of
+        the global batch plan) and write a shard file: a complete store of
+        those prompts, in prompt order, whose attributes ``shard``,
+        ``n_shards``, ``prompt_positions`` (each prompt's position in the full
+        table), ``n_prompts_total`` let :func:`zhunt.data.store.gather_shards` join
+        the shards into one store.
+
+    Returns
+    -------
+    dict
+        Summary: ``n_prompts``, ``n_rows``, ``num_layers``, ``hidden_size``,
+        ``n_batches``, ``padding_fraction``.
+
+    Raises
+    ------
+    ZhuntError
+        Missing columns, duplicate ``(id, lang)`` pairs, a prompt that
+        tokenizes to no tokens, or a bad ``dtype``.
+    """
+    idcol = "id" if "id" in prompts.columns else "prompt_id"
+    for col in (idcol, "lang", "text"):
+        if col not in prompts.columns:
+            raise ZhuntError("prompts", f"prompt table lacks column {col!r} (have {list(prompts.columns)})")
+    if len(prompts) == 0:
+        raise ZhuntError("prompts", "prompt table is empty")
+    if dtype not in ("float32", "float16"):
+        raise ZhuntError("dtype", f"activation dtype must be 'float32' or 'float16', not {dtype!r}")
+    if batch_size < 1:
+        raise ZhuntError("batch_size", f"must be >= 1, got {batch_size}")
+    prompts = prompts.reset_index(drop=True)
+    keys = list(zip(prompts[idcol].astype(str), prompts["lang"].astype(str)))
+    if len(set(keys)) != len(keys):
+        dup = pd.Series(keys)[pd.Series(keys).duplicated()].iloc[0]
+        raise ZhuntError("prompts", f"duplicate (id, lang) pair {dup}")
+
+    ids = tokenize_prompts(tokenizer, prompts["text"].astype(str).tolist(), add_special_tokens=add_special_tokens)
+    lengths = np.array([len(s) for s in ids], dtype=np.int64)
+    if (lengths == 0).any():
+        i = int(np.flatnonzero(lengths == 0)[0])
+        raise ZhuntError("prompts", f"prompt {keys[i][0]!r} ({keys[i][1]}) tokenizes to no tokens")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    n_rows = int(lengths.sum())
+    special_ids = set(int(t) for t in (getattr(tokenizer, "all_special_ids", None) or []))
+    special_arr = np.array(sorted(special_ids), dtype=np.int64)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+    batches = batch_plan(lengths, batch_size)
+    n_total = len(prompts)
+    table_sha = prompt_table_sha256(prompts)
+    positions = np.arange(n_total)
+    if shard is not None:
+        i_shard, n_shards = int(shard[0]), int(shard[1])
+        batches = [batches[b] for b in shard_batches(len(batches), i_shard, n_shards)]
+        if not batches:
+            raise ZhuntError("extraction.shards", f"{n_shards} shards for {len(lengths)} prompts in batches of "
+                             f"{batch_size}: shard {i_shard} has no batch (use at most "
+                             f"{-(-len(lengths) // batch_size)} shards)")
+        positions = np.sort(np.concatenate(batches))  # this shard's prompts, in prompt order
+        local = np.full(n_total, -1, dtype=np.int64)
+        local[positions] = np.arange(len(positions))
+        batches = [local[b] for b in batches]
+        prompts = prompts.iloc[positions].reset_index(drop=True)
+        keys = [keys[p] for p in positions]
+        ids = [ids[p] for p in positions]
+        lengths = lengths[positions]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        n_rows = int(lengths.sum())
+    meta = pd.DataFrame({"prompt_id": [k[0] for k in keys], "lang": [k[1] for k in keys], "length": lengths})
+    for col in ("answer", "category"):
+        if col in prompts.columns:
+            meta[col] = prompts[col].tolist()
+    records = meta.to_dict("records")  # once, not a DataFrame slice + to_dict per batch
+
+    L = len(layers)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    fkw = _forward_kwargs(model)
+    all_attrs = {
+        "prompt_table_sha256": table_sha,
+        "add_special_tokens": bool(add_special_tokens),
+        "batch_size": int(batch_size),
+        "padding": "left, position_ids = cumsum(attention_mask) - 1",
+        "special_token_ids": np.array(sorted(special_ids), dtype=np.int64),
+        "model_class": type(model).__name__,
+    }
+    all_attrs.update(dict(attrs or {}))
+    if shard is not None:
+        all_attrs.update(shard=i_shard, n_shards=n_shards, n_prompts_total=n_total,
+                         prompt_positions=positions.astype(np.int64))
+
+    writer: StoreWriter | None = None
+    padded = 0
+    was_training = model.training
+    model.eval()
+    try:
+        progress = Progress(len(batches), "extraction batch")
+        with torch.inference_mode(), capture_hidden_states(layers) as cap:
+            queue = list(batches)
+            while queue:
+                batch = queue.pop(0)
+                seqs = [ids[i] for i in batch]
+                input_ids, attn, pos = left_pad(seqs, pad_id)
+                T = input_ids.shape[1]
+                cap.clear()
+                try:
+                    model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                          position_ids=pos.to(device), use_cache=False, **fkw)
+                except Exception as exc:  # CUDA OOM: retry this batch as two halves
+                    cap.clear()
+                    queue[:0] = halve_on_oom(exc, batch, "extraction")
+                    continue
+                padded += int(T * len(batch) - attn.sum())
+                if any(len(h) != 1 for h in cap.hidden):
+                    raise RuntimeError("expected exactly one forward call per decoder layer per batch")
+                hs = [h[0] for h in cap.hidden]
+                if writer is None:
+                    d = int(hs[0].shape[-1])
+                    writer = StoreWriter(out_path, num_layers=L, hidden_size=d, n_rows_total=n_rows,
+                                         dtype=dtype, attrs=all_attrs, hidden_indices=hidden_indices)
+                # drop pads and put the batch's prompts in prompt (= file) order: with left
+                # padding, the prompt in batch row b has its tokens in the last n_b columns
+                rank = np.argsort(batch, kind="stable")  # batch rows in prompt order
+                in_order = batch[rank]
+                n_b = lengths[in_order]
+                first = rank * T + T - n_b  # flat (b * T + t) index of each prompt's first token
+                rows = np.arange(int(n_b.sum())) + np.repeat(first - (np.cumsum(n_b) - n_b), n_b)
+                rows_t = torch.from_numpy(rows).to(hs[0].device)
+                # one gather per hidden state, before the host copy; fresh float32 arrays, so
+                # the writer may keep them (copy=False)
+                hidden = [h.reshape(-1, h.shape[-1]).index_select(0, rows_t).float().cpu().numpy() for h in hs]
+                tok = input_ids.reshape(-1).numpy()[rows]
+                spec = np.isin(tok, special_arr)
+                cap.clear()
+                writer.append([records[i] for i in in_order], hidden, tok, spec, offsets=offsets[in_order],
+                              copy=False)
+                del hs, hidden
+                progress.update()  # batches done
+        assert writer is not None
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        model.train(was_training)
+    return {
+        "n_prompts": int(len(prompts)),
+        "hidden_indices": list(writer.hidden_indices),
+        "n_rows": n_rows,
+        "num_layers": L,
+        "hidden_size": int(writer.hidden_size),
+        "n_batches": len(batches),
+        "padding_fraction": padded / max(1, padded + n_rows),
+    }

@@ -1,0 +1,1 @@
+"""Experiments that run the model on prompts: behaviour, patching, DAS, bridge, layer prediction."""

@@ -1,0 +1,376 @@
+"""Phase 0: does the model solve the problems better in Chinese than in English?
+
+Every problem of a paired prompt table is posed in every requested language
+(0..n few-shot exemplars, :func:`zhunt.data.prompts.render_prompts`), answered by
+greedy generation (:func:`zhunt.models.generation.generate`) and scored:
+
+* ``extracted`` — :func:`zhunt.data.text.extract_answer` with the prompt's language;
+* ``correct`` — ``extracted == answer``;
+* ``output_lang`` — :func:`zhunt.data.text.classify_language` of the continuation
+  (``en`` = Latin script, ``zh``, ``mixed``, ``other``) and its
+  :func:`zhunt.data.text.cjk_fraction`.
+
+Per language: accuracy with a percentile bootstrap 95% CI over problems
+(:func:`zhunt.stats.rate_ci`). Paired comparison of each language with
+English on the same problems: the correct-count difference
+``diff = n_correct(lang) - n_correct(en)``, the discordant pairs and an exact
+McNemar test (:func:`zhunt.stats.mcnemar_exact`), and the seed's Phase 0
+contingency (seed 001) as a *band* of ``diff`` — every integer falls in
+exactly one band:
+
+=====================  =================  =====================================================
+band                   condition          seed's action
+=====================  =================  =====================================================
+``zh advantage``       ``diff >= 3``      proceed: behavioural evidence for the hypothesis
+``small zh edge``      ``diff == 2``      proceed; the edge is within noise (between the bands)
+``equal``              ``|diff| <= 1``    proceed anyway; flag the missing asymmetry as a limitation
+``en advantage``       ``diff <= -2``     investigate prompt formatting (retry without few-shot)
+=====================  =================  =====================================================
+
+(for a language other than ``zh`` the labels carry its code.)
+
+Per-step trajectories (optional, the GARCH input of seed 003): with
+``out_steps`` the generator records, at every generated step ``t`` (the state
+at the position that emitted generated token ``t``, :mod:`zhunt.models.generation`),
+the input and the output of decoder layer ``l = step_layer`` for the zh and the
+en generation of each problem. The input of layer ``l`` is the output of layer
+``l - 1`` (hidden index ``l``; for ``l = 0`` the embedding output, recorded
+from ``model.get_input_embeddings()``), its output is hidden index ``l + 1``.
+Seed 003's layer update and cross-lingual update difference are
+
+``f_l^(t)(lang) = h_{l+1}^(t)(lang) - h_l^(t)(lang)``   (what layer ``l`` adds to the residual stream)
+
+``delta_l^(t) = f_l^(t)(zh) - f_l^(t)(en)``,   ``y_t = || delta_l^(t) ||_2^2``
+
+for ``t = 0 .. min(T_zh, T_en) - 1`` (``T_lang`` = number of generated
+tokens, eos included). The output difference ``y_output_t = || h_{l+1}^(t)(zh)
+- h_{l+1}^(t)(en) ||_2^2`` (the series fitted before, which accumulates the
+updates of every layer up to ``l``) is kept as a secondary column. One row per
+``(problem, step)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from zhunt.errors import ZhuntError
+from zhunt.io import write_table, write_text
+from zhunt.stats import mcnemar_exact, rate_ci
+from zhunt.data.text import classify_language, cjk_fraction, extract_answer
+
+__all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
+           "step_record_modules", "step_distances",
+           "plot_accuracy", "run_behaviour"]
+
+log = logging.getLogger("zhunt.experiments.behaviour")
+
+#: Bands of ``diff = n_correct(lang) - n_correct(en)`` (seed 001 Phase 0 contingency):
+#: (label template, rule text, action).
+BANDS = (
+    ("{lang} advantage", "diff >= 3", "proceed: behavioural evidence for the hypothesis"),
+    ("small {lang} edge", "diff == 2", "proceed; the edge is within noise"),
+    ("equal", "|diff| <= 1", "proceed anyway; flag the missing asymmetry as a limitation"),
+    ("en advantage", "diff <= -2", "investigate prompt formatting (retry without few-shot)"),
+)
+
+
+def contingency_band(diff: int, lang: str = "zh") -> str:
+    """Seed 001's Phase 0 band of the paired correct-count difference ``diff = lang - en``.
+
+    ``diff >= 3`` -> ``"zh advantage"``; ``diff == 2`` -> ``"small zh edge"``;
+    ``|diff| <= 1`` -> ``"equal"``; ``diff <= -2`` -> ``"en advantage"``.
+    """
+    diff = int(diff)
+    if diff >= 3:
+        return f"{lang} advantage"
+    if diff == 2:
+        return f"small {lang} edge"
+    if abs(diff) <= 1:
+        return "equal"
+    return "en advantage"
+
+
+def score_generations(long: pd.DataFrame, gens: Sequence[dict]) -> pd.DataFrame:
+    """One record per (problem, language) generation.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        From :func:`zhunt.data.prompts.to_long` plus a ``prompt`` column (the rendered text).
+    gens : sequence of dict
+        :func:`zhunt.models.generation.generate` results aligned with ``long``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id, category, lang, answer, prompt, output, extracted (Int64), correct,
+        output_lang, cjk_fraction, n_new_tokens``.
+    """
+    rows = []
+    for (_, r), g in zip(long.iterrows(), gens):
+        ans = extract_answer(g["text"], r["lang"])
+        rows.append({
+            "id": r["id"], "category": r["category"], "lang": r["lang"], "answer": int(r["answer"]),
+            "prompt": r["prompt"], "output": g["text"], "extracted": ans,
+            "correct": ans is not None and ans == int(r["answer"]),
+            "output_lang": classify_language(g["text"]), "cjk_fraction": cjk_fraction(g["text"]),
+            "n_new_tokens": g["n_new_tokens"],
+        })
+    df = pd.DataFrame(rows)
+    df["extracted"] = df["extracted"].astype("Int64")
+    return df
+
+
+def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed: int = 0,
+                        n_resamples: int = 2000) -> pd.DataFrame:
+    """Per-language accuracy (bootstrap 95% CI) and the paired comparison with English.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per language: ``lang, n, n_correct, accuracy, ci_lo, ci_hi,
+        n_no_answer, on_language_rate`` (output script matches the prompt's:
+        ``zh`` for zh, Latin ``en`` for the others), ``mean_cjk_fraction``; for
+        languages other than en, paired with en on the problems both have:
+        ``n_paired, n_only_lang, n_only_en, diff_vs_en, mcnemar_p, band``.
+    """
+    out = []
+    by = {lg: records[records["lang"] == lg].set_index("id") for lg in languages}
+    for lg in languages:
+        r = by[lg]
+        acc = rate_ci(r["correct"].to_numpy(bool), seed=seed, n_resamples=n_resamples)
+        script = "zh" if lg == "zh" else "en"
+        row = {"lang": lg, "n": acc["n"], "n_correct": int(acc["k"]), "accuracy": acc["rate"],
+               "ci_lo": acc["lo"], "ci_hi": acc["hi"], "n_no_answer": int(r["extracted"].isna().sum()),
+               "on_language_rate": float((r["output_lang"] == script).mean()) if len(r) else np.nan,
+               "mean_cjk_fraction": float(r["cjk_fraction"].mean()) if len(r) else np.nan}
+        if lg != "en" and "en" in by:
+            common = r.index.intersection(by["en"].index)
+            a = r.loc[common, "correct"].to_numpy(bool)
+            b = by["en"].loc[common, "correct"].to_numpy(bool)
+            mc = mcnemar_exact(a, b)
+            diff = int(a.sum()) - int(b.sum())
+            row.update(n_paired=len(common), n_only_lang=mc["n01"], n_only_en=mc["n10"], diff_vs_en=diff,
+                       mcnemar_p=mc["p"], band=contingency_band(diff, lg))
+        out.append(row)
+    df = pd.DataFrame(out)
+    for col in ("n_paired", "n_only_lang", "n_only_en", "diff_vs_en"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
+    return df
+
+
+#: Keys of the two recorded states of :func:`run_behaviour`'s per-step trajectories.
+STEP_INPUT, STEP_OUTPUT = "input", "output"
+
+
+def step_record_modules(model, layer: int) -> dict:
+    """The modules whose per-step outputs give the input and output of decoder layer ``layer``.
+
+    Returns
+    -------
+    dict
+        ``{STEP_INPUT: module, STEP_OUTPUT: module}`` for
+        :func:`zhunt.models.generation.generate`'s ``record_layers``: the output of
+        ``layers[layer - 1]`` (hidden index ``layer``; for ``layer = 0`` the
+        embedding module ``model.get_input_embeddings()``, whose output is what
+        ``layers[0]`` receives) and of ``layers[layer]`` (hidden index ``layer + 1``).
+    """
+    from zhunt.models import get_adapter
+
+    layers = get_adapter(model).layers
+    layer = int(layer)
+    inp = layers[layer - 1] if layer > 0 else model.get_input_embeddings()
+    return {STEP_INPUT: inp, STEP_OUTPUT: layers[layer]}
+
+
+def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: str = "en") -> pd.DataFrame:
+    """Per-step squared norms of the cross-lingual update difference and output difference.
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        Rows aligned with ``gens`` (columns ``id``, ``lang``).
+    gens : sequence of dict
+        :func:`zhunt.models.generation.generate` results whose ``states`` hold
+        ``STEP_INPUT`` and ``STEP_OUTPUT``, each of shape ``(T, d)``: the
+        input ``h_l^(t)`` and output ``h_{l+1}^(t)`` of the recorded layer ``l``.
+    a, b : str
+        The pair (seed 003: zh and en).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``problem, step, y, y_output, T_zh, T_en`` (named after ``a``/``b``),
+        problems in table order, steps ascending, ``t < min(T_a, T_b)``:
+        ``y = ||f^(t)(a) - f^(t)(b)||^2`` with ``f^(t) = h_{l+1}^(t) - h_l^(t)``
+        (seed 003's ``||delta_l^(t)||^2``) and
+        ``y_output = ||h_{l+1}^(t)(a) - h_{l+1}^(t)(b)||^2``.
+    """
+    idx = {(i, lg): k for k, (i, lg) in enumerate(zip(long["id"], long["lang"]))}
+    cols = ["problem", "step", "y", "y_output", f"T_{a}", f"T_{b}"]
+    parts = []
+    for pid in dict.fromkeys(long["id"]):
+        if (pid, a) not in idx or (pid, b) not in idx:
+            continue
+        sa, sb = gens[idx[(pid, a)]]["states"], gens[idx[(pid, b)]]["states"]
+        oa = np.asarray(sa[STEP_OUTPUT], dtype=np.float64)
+        ob = np.asarray(sb[STEP_OUTPUT], dtype=np.float64)
+        fa = oa - np.asarray(sa[STEP_INPUT], dtype=np.float64)
+        fb = ob - np.asarray(sb[STEP_INPUT], dtype=np.float64)
+        n = min(len(oa), len(ob))
+        parts.append(pd.DataFrame({"problem": pid, "step": np.arange(n),
+                                   "y": ((fa[:n] - fb[:n]) ** 2).sum(axis=1),
+                                   "y_output": ((oa[:n] - ob[:n]) ** 2).sum(axis=1),
+                                   f"T_{a}": len(oa), f"T_{b}": len(ob)}))
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def plot_accuracy(summary: pd.DataFrame, stem, title: str = "") -> None:
+    """Bar chart of accuracy per language with bootstrap 95% CIs (``{stem}.pdf/.png``)."""
+    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
+
+    fig, ax = new_figure(width=max(3.0, 1.0 + 0.7 * len(summary)), height=3.0)
+    x = np.arange(len(summary))
+    acc = summary["accuracy"].to_numpy(float)
+    err = np.vstack([acc - summary["ci_lo"].to_numpy(float), summary["ci_hi"].to_numpy(float) - acc])
+    ax.bar(x, acc, color=SERIES_COLORS["attention"], width=0.6)
+    ax.errorbar(x, acc, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.set_xticks(x, summary["lang"])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_title(title)
+    save_figure(fig, stem)
+
+
+def _summary_markdown(summary: pd.DataFrame, model_name: str, n_shots: int) -> str:
+    lines = [f"# Phase 0 behaviour: {model_name}", "",
+             f"Greedy generation, {n_shots}-shot; accuracy = extracted answer equals the key; "
+             "95% percentile bootstrap CI over problems (2000 resamples, seed 0).", "",
+             "| lang | n | correct | accuracy [95% CI] | no answer | on-language | mean CJK |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['lang']} | {r['n']} | {r['n_correct']} | {r['accuracy']:.3f} "
+                     f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | {r['n_no_answer']} | "
+                     f"{r['on_language_rate']:.3f} | {r['mean_cjk_fraction']:.3f} |")
+    if "band" in summary:
+        lines += ["", "## Paired comparison with English (same problems)", "",
+                  "| lang | paired | only lang correct | only en correct | diff (lang - en) | "
+                  "exact McNemar p | band |", "|---|---|---|---|---|---|---|"]
+        for _, r in summary[summary["lang"] != "en"].iterrows():
+            if pd.isna(r.get("band")):
+                continue
+            lines.append(f"| {r['lang']} | {r['n_paired']} | {r['n_only_lang']} | {r['n_only_en']} | "
+                         f"{r['diff_vs_en']:+d} | {r['mcnemar_p']:.3g} | {r['band']} |")
+        lines += ["", "Bands of diff = n_correct(lang) - n_correct(en) (seed 001 contingency; every "
+                  "integer falls in exactly one):", ""]
+        for label, rule, action in BANDS:
+            lines.append(f"- **{label.format(lang='zh')}**: {rule} — {action}")
+        zh = summary[summary["lang"] == "zh"]
+        if len(zh) and not pd.isna(zh.iloc[0].get("band")):
+            band = zh.iloc[0]["band"]
+            action = next(a for lab, _, a in BANDS if lab.format(lang="zh") == band)
+            lines += ["", f"**zh vs en: {band}** (diff {zh.iloc[0]['diff_vs_en']:+d}) — {action}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[str], templates_path,
+                  family: str, fewshot_path, n_shots: int, max_new_tokens: int, batch_size: int,
+                  out_records, out_summary_tsv, out_summary_md, fig_stem, out_steps=None,
+                  step_layer: int | None = None, threads: int | None = None) -> dict:
+    """Phase 0 stage: generate, score and summarise every problem in every language.
+
+    Parameters
+    ----------
+    model_dir : path
+        Prepared model folder (:func:`zhunt.models.load_model`).
+    model_name : str
+        Registry name (titles, error messages).
+    prompts_path, templates_path : path
+        Paired prompt table and templates file.
+    languages : sequence of str
+        Languages to pose (``en`` should be among them for the paired comparison).
+    family : str
+        Template family (``templates["families"][family]``).
+    fewshot_path : path or None
+        Few-shot table; its first ``n_shots`` rows are the exemplars.
+    n_shots, max_new_tokens, batch_size : int
+    out_records, out_summary_tsv, out_summary_md : path
+        Records TSV (one row per problem x language), summary TSV/Markdown.
+    fig_stem : path
+        Accuracy figure (``.pdf`` + ``.png``).
+    out_steps : path, optional
+        Per-step table of ``||delta_l^(t)||^2`` (module docstring); needs
+        ``step_layer`` and both ``zh`` and ``en`` in ``languages``.
+    step_layer : int, optional
+        Decoder layer ``l`` (0-based) whose input and output are recorded.
+    threads : int, optional
+        ``torch.set_num_threads`` for the run (tiny models on a shared CPU run
+        much faster with 1 thread than with an oversubscribed pool).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` per language, ``band``, ``mcnemar_p`` (zh vs en), ``n_problems``,
+        ``runtime_s``.
+    """
+    from zhunt.models.generation import generate
+    from zhunt.models import get_adapter, load_model
+    from zhunt.stages.pipeline import check_layer
+    from zhunt.data.prompts import (check_context_length, load_prompt_table, load_templates, model_context_length,
+                          render_prompts, to_long)
+
+    t0 = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    languages = list(languages)
+    if out_steps is not None:
+        if step_layer is None:
+            raise ZhuntError("behaviour.step_layer", "per-step states requested (out_steps) without a layer")
+        if not {"zh", "en"} <= set(languages):
+            raise ZhuntError("behaviour.languages", "per-step zh-en distances need both zh and en")
+    table = load_prompt_table(prompts_path, languages=languages)
+    long = to_long(table, languages)
+    templates = load_templates(templates_path)
+    fewshot = load_prompt_table(fewshot_path, languages=languages) if (fewshot_path and n_shots) else None
+    model, tok = load_model(model_dir)
+    long = long.assign(prompt=render_prompts(long, family, templates, fewshot=fewshot, n_shots=int(n_shots),
+                                             tokenizer=tok))
+    chat = templates["families"][family]["kind"] == "chat"
+    check_context_length(long, long["prompt"], tok, model_context_length(model), int(max_new_tokens),
+                         add_special_tokens=not chat)
+    record = None
+    if out_steps is not None:
+        check_layer(int(step_layer), get_adapter(model).num_layers, model_name, key="behaviour.step_layer")
+        record = step_record_modules(model, int(step_layer))
+    gens = generate(model, tok, list(long["prompt"]), max_new_tokens=int(max_new_tokens),
+                    batch_size=int(batch_size), add_special_tokens=not chat, record_layers=record)
+    records = score_generations(long, gens)
+    summary = summarize_behaviour(records, languages)
+    write_table(records, out_records)
+    write_table(summary, out_summary_tsv)
+    write_text(out_summary_md, _summary_markdown(summary, model_name, int(n_shots)))
+    plot_accuracy(summary, fig_stem, title=f"{model_name}: Phase 0 accuracy ({n_shots}-shot)")
+    if out_steps is not None:
+        steps = step_distances(long, gens)
+        steps.insert(0, "layer", int(step_layer))
+        write_table(steps, out_steps)
+    zh = summary[summary["lang"] == "zh"]
+    res = {
+        "accuracy": dict(zip(summary["lang"], summary["accuracy"].astype(float))),
+        "ci": {r["lang"]: (float(r["ci_lo"]), float(r["ci_hi"])) for _, r in summary.iterrows()},
+        "band": (zh.iloc[0]["band"] if len(zh) and "band" in zh else None),
+        "mcnemar_p": (float(zh.iloc[0]["mcnemar_p"]) if len(zh) and "mcnemar_p" in zh else None),
+        "n_problems": int(len(table)),
+        "runtime_s": time.perf_counter() - t0,
+    }
+    log.info("behaviour %s: accuracy %s, zh vs en %s in %.1fs", model_name, res["accuracy"], res["band"],
+             res["runtime_s"])
+    return res

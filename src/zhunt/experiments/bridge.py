@@ -1,0 +1,618 @@
+"""Exp. D: is the map between languages inside Z a simple linear transform (a rotation)?
+
+Data (seed 000, Experiment D)
+-----------------------------
+For decoder layer ``l`` (read at hidden index ``j = hidden_index(l, site)``,
+:mod:`zhunt.models.site`: ``j = l`` at the default site ``input``, ``l + 1`` at
+``output``; every row names its ``site`` and ``hidden_index``), mask dimension ``k`` and the
+``N`` problems present in both languages, the Z-coordinates of the
+mean-pooled prompt vectors (special tokens excluded,
+:meth:`zhunt.data.store.ActivationStore.pooled`) are
+
+    Z_zh = H_zh V_Z^T,  Z_en = H_en V_Z^T   in R^{N x k}
+
+(the k non-zero components of ``P_Z h``). A direction names the map:
+``en->zh`` (the seed's) predicts ``Y = Z_zh`` from ``X = Z_en``: ``Z_zh ≈ Z_en W``;
+``zh->en`` the reverse.
+
+Estimators (all fitted from sufficient statistics, see below)
+-------------------------------------------------------------
+* ``lstsq`` — minimum-norm least squares ``W = X^+ Y`` (the seed's closed form
+  ``(X^T X)^-1 X^T Y`` when ``X^T X`` is invertible; with ``N <= k`` it is
+  singular and the data are interpolated: in-sample R² = 1).
+* ``ridge`` — ``W = (X^T X + alpha I)^-1 X^T Y``, ``alpha`` from a log grid
+  ``alpha = s 10^{-6..2}`` (``s`` = mean eigenvalue of ``X^T X``) minimising the
+  leave-one-out error itself (so its LOO R² is optimistic by this selection;
+  the permutation null repeats the selection, which keeps its p-value fair).
+* ``procrustes`` — orthogonal ``W = U V^T`` from ``svd(X^T Y) = U S V^T``
+  (:func:`scipy.linalg.orthogonal_procrustes`; the rotation hypothesis). When
+  ``X^T Y`` is rank-deficient (``N <= k``) the rotation is not unique on its
+  null space; the SVD's completion is used and only LOO R² is meaningful.
+* ``affine`` — ``Y ≈ X W + 1 b^T``: minimum-norm least squares on centred data,
+  ``b = ȳ - x̄ W``.
+
+``lstsq``, ``ridge`` and ``procrustes`` have no intercept (the seed's model).
+
+Metrics
+-------
+* in-sample ``R² = 1 - ||Y - X W - 1 b^T||_F^2 / ||Y - 1 ȳ^T||_F^2`` (seed);
+* **leave-one-out R²** (the honest one): each problem predicted by the map
+  fitted on the others, ``R²_loo = 1 - sum_i ||y_i - ŷ_i^(-i)||^2 / ||Y - 1 ȳ^T||_F^2``;
+* orthogonality error ``||W^T W - I_k||_F / k``;
+* singular values of ``W`` and ``kappa = sigma_max / sigma_min`` (inf when
+  ``sigma_min < 1e-12 sigma_max``);
+* permutation null: the problem pairing is shuffled (``X_i`` with
+  ``Y_{π(i)}``) ``B`` times and everything is refitted; ``p = (1 + #{R²_b >=
+  R²}) / (B + 1)`` for in-sample and LOO R².
+
+Rows with ``N <= k`` carry a warning in the table (``n_le_k``, ``warning``).
+
+Token level (OT-aligned pairs)
+------------------------------
+Per problem, ``pi = ot.emd(a, b, C)`` with uniform marginals ``a = 1/T_zh``,
+``b = 1/T_en`` and ``C[s, t] = ||h_zh[s] - h_en[t]||^2`` (full hidden
+states, special tokens excluded). Each English token ``t`` is paired with
+its transport-weighted Chinese source ``sum_s (pi[s, t] / b_t) h_zh[s]``;
+both are mapped to Z-coordinates (the map is linear, so the barycentre of
+the Z-coordinates is taken). This gives sum_i T_en^i samples instead of
+``N``. LOO leaves out one problem's tokens. The permutation null aligns
+``en_i`` with ``zh_{π(i)}`` by the same OT procedure, so it also measures how
+much R² the alignment step creates by itself (the cost includes the
+Z-coordinates).
+
+Sufficient statistics
+---------------------
+Every fit and every held-out error uses only per-group sums
+``A_g = X_g^T X_g``, ``C_g = X_g^T Y_g``, ``c_g = ||Y_g||^2``, ``x_g = X_g^T 1``,
+``y_g = Y_g^T 1``, ``n_g`` (a group = one problem; one row at the pooled
+level): the training statistics of a fold are the totals minus the held-out
+group, and
+
+    ||Y_g - X_g W - 1 b^T||^2 = c_g - 2 tr(W^T C_g) + tr(W^T A_g W)
+                                - 2 b^T y_g + 2 b^T W^T x_g + n_g ||b||^2,
+
+so all folds of all permutations are batched linear algebra on k x k matrices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zhunt.errors import ZhuntError
+from zhunt.io import write_table
+from zhunt.weights.masks import read_mask
+from zhunt.progress import Progress
+
+__all__ = [
+    "ESTIMATORS",
+    "DIRECTIONS",
+    "GroupStats",
+    "fit_from_stats",
+    "loo_r2",
+    "evaluate",
+    "bridge_metrics",
+    "permutation_null",
+    "ot_bary_maps",
+    "token_pairs",
+    "run_bridge",
+]
+
+log = logging.getLogger("zhunt.experiments.bridge")
+
+ESTIMATORS = ("lstsq", "ridge", "procrustes", "affine")
+DIRECTIONS = ("zh->en", "en->zh")
+_RTOL = 1e-10
+_ALPHA_GRID = 10.0 ** np.linspace(-6, 2, 33)
+
+
+# =========================================================================== statistics
+@dataclass
+class GroupStats:
+    """Per-group sufficient statistics of paired samples ``(X, Y)`` (module notes).
+
+    Attributes
+    ----------
+    A : ndarray of shape (G, k, k)
+        ``X_g^T X_g``.
+    C : ndarray of shape (G, k, k2)
+        ``X_g^T Y_g``.
+    c : ndarray of shape (G,)
+        ``||Y_g||_F^2``.
+    sx : ndarray of shape (G, k)
+    sy : ndarray of shape (G, k2)
+    n : ndarray of shape (G,)
+    """
+
+    A: np.ndarray
+    C: np.ndarray
+    c: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    n: np.ndarray
+
+    @classmethod
+    def from_rows(cls, X, Y, groups=None) -> "GroupStats":
+        """Statistics of rows ``X`` (n, k), ``Y`` (n, k2); ``groups`` (n,) ints 0..G-1 (default: one row each)."""
+        X = np.asarray(X, dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64)
+        if groups is None:
+            return cls(A=X[:, :, None] * X[:, None, :], C=X[:, :, None] * Y[:, None, :], c=(Y ** 2).sum(1),
+                       sx=X.copy(), sy=Y.copy(), n=np.ones(len(X)))
+        groups = np.asarray(groups)
+        G = int(groups.max()) + 1
+        out = [cls.from_rows(X[groups == g], Y[groups == g]).total() for g in range(G)]
+        return cls.stack(out)
+
+    @classmethod
+    def stack(cls, items) -> "GroupStats":
+        """Stack single-group statistics (each with G = 1) into one object."""
+        return cls(*(np.concatenate([getattr(s, f) for s in items]) for f in ("A", "C", "c", "sx", "sy", "n")))
+
+    def total(self) -> "GroupStats":
+        """Sum over groups (G = 1)."""
+        return GroupStats(*(getattr(self, f).sum(0, keepdims=True) for f in ("A", "C", "c", "sx", "sy", "n")))
+
+    def loo_train(self) -> "GroupStats":
+        """Training statistics of every leave-one-group-out fold (G folds)."""
+        t = self.total()
+        return GroupStats(*(getattr(t, f) - getattr(self, f) for f in ("A", "C", "c", "sx", "sy", "n")))
+
+    def sst(self) -> float:
+        """``||Y - 1 ȳ^T||_F^2`` over all rows."""
+        t = self.total()
+        return float(t.c[0] - (t.sy[0] ** 2).sum() / t.n[0])
+
+
+def _pinvh(A: np.ndarray, rtol: float = _RTOL) -> np.ndarray:
+    """Batched pseudo-inverse of symmetric PSD matrices (..., k, k)."""
+    vals, vecs = np.linalg.eigh(A)
+    cut = rtol * np.maximum(vals.max(-1, keepdims=True), 1e-300)
+    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
+    return (vecs * inv[..., None, :]) @ np.swapaxes(vecs, -1, -2)
+
+
+def fit_from_stats(est: str, S: GroupStats, alpha=None) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one estimator on each "group" of ``S`` (typically training folds).
+
+    Parameters
+    ----------
+    est : {"lstsq", "ridge", "procrustes", "affine"}
+    S : GroupStats
+        ``G`` sets of training statistics.
+    alpha : float or ndarray of shape (G,)
+        Ridge penalty (``ridge`` only).
+
+    Returns
+    -------
+    W : ndarray of shape (G, k, k2)
+    b : ndarray of shape (G, k2)
+        Zero except for ``affine``.
+    """
+    G, k, k2 = S.C.shape
+    b = np.zeros((G, k2))
+    if est == "lstsq":
+        W = _pinvh(S.A) @ S.C
+    elif est == "ridge":
+        al = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (G,))
+        W = np.linalg.solve(S.A + al[:, None, None] * np.eye(k)[None], S.C)
+    elif est == "procrustes":
+        U, _, Vt = np.linalg.svd(S.C)
+        W = U @ Vt if k == k2 else U[:, :, :min(k, k2)] @ Vt[:, :min(k, k2), :]
+    elif est == "affine":
+        n = np.maximum(S.n, 1e-300)[:, None]
+        xm, ym = S.sx / n, S.sy / n
+        Ac = S.A - n[:, :, None] * xm[:, :, None] * xm[:, None, :]
+        Cc = S.C - n[:, :, None] * xm[:, :, None] * ym[:, None, :]
+        W = _pinvh(Ac) @ Cc
+        b = ym - np.einsum("gk,gkl->gl", xm, W)
+    else:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, not {est!r}")
+    return W, b
+
+
+def _sse(S: GroupStats, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared error of ``Y ≈ X W + b`` on each group of ``S`` (module equation), shape (G,)."""
+    t1 = (W * S.C).sum((1, 2))
+    t2 = (W * (S.A @ W)).sum((1, 2))
+    t3 = (b * S.sy).sum(1)
+    t4 = (b * (S.sx[:, None, :] @ W)[:, 0, :]).sum(1)
+    return S.c - 2 * t1 + t2 - 2 * t3 + 2 * t4 + S.n * (b ** 2).sum(1)
+
+
+def _ridge_loo_path(S: GroupStats, alphas: np.ndarray) -> np.ndarray:
+    """LOO squared error summed over folds for every alpha, shape (len(alphas),).
+
+    In the eigenbasis ``A_train = Q diag(lam) Q^T`` of each fold, ``W(alpha) = Q diag(f) M`` with
+    ``f = 1/(lam + alpha)`` and ``M = Q^T C_train``; the held-out error is
+    ``c - 2 sum_r f_r p_r + f^T P f`` with ``p_r = (M ∘ Q^T C_test)_r.`` and
+    ``P = (Q^T A_test Q) ∘ (M M^T)``, so each alpha costs O(G k^2).
+    """
+    tr = S.loo_train()
+    vals, Q = np.linalg.eigh(tr.A)                         # (G, k), (G, k, k)
+    Qt = np.swapaxes(Q, -1, -2)
+    M = Qt @ tr.C                                          # (G, k, k2)
+    p = (M * (Qt @ S.C)).sum(-1)                           # (G, k)
+    P = (Qt @ S.A @ Q) * (M @ np.swapaxes(M, -1, -2))      # (G, k, k)
+    out = np.empty(len(alphas))
+    for i, a in enumerate(alphas):
+        f = 1.0 / (vals + a)
+        out[i] = float((S.c - 2 * (f * p).sum(1) + np.einsum("gr,grs,gs->g", f, P, f, optimize=True)).sum())
+    return out
+
+
+def _alpha_grid(S: GroupStats) -> np.ndarray:
+    t = S.total()
+    s = float(np.trace(t.A[0])) / t.A.shape[1]
+    return max(s, 1e-300) * _ALPHA_GRID
+
+
+def loo_r2(est: str, S: GroupStats) -> tuple[float, float]:
+    """Leave-one-group-out R² of an estimator; returns ``(r2_loo, alpha)`` (alpha NaN unless ridge)."""
+    sst = S.sst()
+    alpha = math.nan
+    if est == "ridge":
+        grid = _alpha_grid(S)
+        path = _ridge_loo_path(S, grid)
+        i = int(np.argmin(path))
+        return 1.0 - path[i] / sst, float(grid[i])
+    W, b = fit_from_stats(est, S.loo_train())
+    return 1.0 - float(_sse(S, W, b).sum()) / sst, alpha
+
+
+def evaluate(est: str, S: GroupStats) -> dict:
+    """In-sample fit and LOO R² of one estimator.
+
+    Returns
+    -------
+    dict
+        ``W`` (k, k2), ``b`` (k2,), ``r2_in``, ``r2_loo``, ``alpha``.
+    """
+    r2_loo, alpha = loo_r2(est, S)
+    W, b = fit_from_stats(est, S.total(), alpha if est == "ridge" else None)
+    r2_in = 1.0 - float(_sse(S.total(), W, b)[0]) / S.sst()
+    return dict(W=W[0], b=b[0], r2_in=r2_in, r2_loo=r2_loo, alpha=alpha)
+
+
+def bridge_metrics(W: np.ndarray) -> dict:
+    """Orthogonality error ``||W^T W - I||_F / k``, singular values and condition number of ``W`` (k, k)."""
+    W = np.asarray(W, dtype=np.float64)
+    k = W.shape[1]
+    sv = np.linalg.svd(W, compute_uv=False)
+    kappa = float(sv[0] / sv[-1]) if sv[-1] > 1e-12 * max(sv[0], 1e-300) else math.inf
+    return dict(orth_err=float(np.linalg.norm(W.T @ W - np.eye(k)) / k), sv=sv, sv_max=float(sv[0]),
+                sv_min=float(sv[-1]), kappa=kappa)
+
+
+def permutation_null(est: str, stats_fn, n: int, n_permutations: int, seed: int) -> np.ndarray:
+    """R² (in-sample, LOO) of ``est`` under shuffled pairings, shape (B, 2).
+
+    Parameters
+    ----------
+    est : str
+    stats_fn : callable
+        ``stats_fn(perm) -> GroupStats`` for a pairing ``X_i <-> Y_{perm[i]}``.
+    n : int
+        Number of problems.
+    n_permutations : int
+    seed : int
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_permutations, 2))
+    for b in range(n_permutations):
+        r = evaluate(est, stats_fn(rng.permutation(n)))
+        out[b] = r["r2_in"], r["r2_loo"]
+    return out
+
+
+# =========================================================================== token level
+def ot_bary_maps(zh_tokens, en_tokens, pairs) -> dict:
+    """Barycentric OT maps for problem pairs: ``M[t, s] = pi[s, t] / b_t`` (T_en, T_zh).
+
+    ``pi = ot.emd(1/T_zh, 1/T_en, C)``, ``C[s, t] = ||h_zh[s] - h_en[t]||^2``;
+    ``M @ z_zh`` is the transport-weighted Chinese source of each English token.
+
+    Parameters
+    ----------
+    zh_tokens, en_tokens : sequence of ndarray (T, d)
+        Hidden states (special tokens excluded) per problem.
+    pairs : iterable of (i, j)
+        English prompt ``i`` aligned with Chinese prompt ``j``.
+
+    Returns
+    -------
+    dict ``{(i, j): M}``.
+    """
+    import ot
+
+    out = {}
+    for i, j in pairs:
+        if (i, j) in out:
+            continue
+        zh = np.asarray(zh_tokens[j], dtype=np.float64)
+        en = np.asarray(en_tokens[i], dtype=np.float64)
+        C = (zh ** 2).sum(1)[:, None] + (en ** 2).sum(1)[None, :] - 2 * zh @ en.T
+        C = np.clip(C, 0, None)
+        C /= max(C.max(), 1e-300)   # scale only: the optimal plan is unchanged, emd is better conditioned
+        a = np.full(len(zh), 1.0 / len(zh))
+        b = np.full(len(en), 1.0 / len(en))
+        pi = ot.emd(a, b, C, numItermax=1_000_000)
+        out[(i, j)] = (pi / b[None, :]).T
+    return out
+
+
+def token_pairs(z_zh, z_en, maps, perm=None, direction: str = "en->zh") -> GroupStats:
+    """Token-level statistics: English tokens paired with their OT-barycentric Chinese source.
+
+    Parameters
+    ----------
+    z_zh, z_en : sequence of ndarray (T, k)
+        Z-coordinates of the tokens of each problem.
+    maps : dict
+        :func:`ot_bary_maps` output containing ``(i, perm[i])`` for every ``i``.
+    perm : ndarray of shape (N,), optional
+        Pair ``en_i`` with ``zh_{perm[i]}`` (default identity).
+    direction : {"en->zh", "zh->en"}
+
+    Returns
+    -------
+    GroupStats with one group per problem.
+    """
+    N = len(z_en)
+    perm = np.arange(N) if perm is None else np.asarray(perm)
+    items = []
+    for i in range(N):
+        xe = np.asarray(z_en[i], dtype=np.float64)
+        xz = maps[(i, int(perm[i]))] @ np.asarray(z_zh[int(perm[i])], dtype=np.float64)
+        X, Y = (xe, xz) if direction == "en->zh" else (xz, xe)
+        items.append(GroupStats.from_rows(X, Y).total())
+    return GroupStats.stack(items)
+
+
+# =========================================================================== stage
+def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_tsv, out_md, fig_dir,
+               n_permutations: int = 200, seed: int = 0, kind: str = "multihead", token_level: bool = True,
+               n_permutations_token: int | None = None, site: str = "input", site_variants=()) -> dict:
+    """Exp. D: bridge maps between Chinese and English Z-coordinates, honest metrics and a null.
+
+    Parameters
+    ----------
+    store_path : path
+        Activation store.
+    mask_paths : dict
+        ``{layer: mask file}``.
+    model_name : str
+    layers : sequence of int
+        Decoder layers.
+    ks : sequence of int
+        Mask dimensions.
+    out_tsv, out_md : path
+        Main table (one row per layer, k, direction, level, estimator) and its Markdown.
+    fig_dir : path
+        ``bridge_spectra``, ``bridge_loo_r2``, ``bridge_null`` (.pdf + .png).
+    n_permutations : int
+        Shuffled pairings for the pooled-level null.
+    seed : int
+    kind : str
+        Mask kind.
+    token_level : bool
+        Also run the OT-aligned token-level variant.
+    n_permutations_token : int, optional
+        Shuffled pairings for the token-level null (default ``n_permutations``).
+    site, site_variants
+        The primary site and extra sites (:mod:`zhunt.models.site`); each site's rows
+        follow the primary's, in every table. The figures show the primary site.
+
+    Returns
+    -------
+    dict
+        ``files``, ``table``.
+
+    Files written
+    -------------
+    ``out_tsv``, ``out_md``; next to ``out_tsv``: ``{stem}.spectra.tsv`` (singular values of every
+    fitted W, long format) and ``{stem}.null.tsv`` (every permutation's in-sample and LOO R²);
+    the three figures in ``fig_dir``.
+    """
+    from zhunt.data.store import ActivationStore
+
+    out_tsv = Path(out_tsv)
+    stem = out_tsv.with_suffix("")
+    n_perm_tok = n_permutations if n_permutations_token is None else int(n_permutations_token)
+    from zhunt.models.site import check_site, hidden_index
+
+    sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
+    rows, spectra, nulls = [], [], []
+    with ActivationStore(store_path) as store:
+        progress = Progress(len(sites) * len(layers), "bridge layer")
+        for n_done, (site_, layer) in enumerate((st, l) for st in sites for l in layers):
+            progress.update(n_done)
+            if layer not in mask_paths and str(layer) not in mask_paths:
+                raise ZhuntError("bridge.mask_paths", f"no mask file for layer {layer}")
+            mpath = mask_paths.get(layer, mask_paths.get(str(layer)))
+            if not 0 <= int(layer) < store.num_layers:
+                raise ZhuntError(str(store_path), f"layer {layer} outside 0..{store.num_layers - 1}")
+            j = hidden_index(int(layer), site_)
+            zh_ids, en_ids = store.prompt_ids("zh"), store.prompt_ids("en")
+            ids = [p for p in zh_ids if p in set(en_ids)]
+            if len(ids) < 3:
+                raise ZhuntError(str(store_path), f"the bridge needs at least 3 paired problems, found {len(ids)}")
+            Hz = store.pooled(j, "zh")[[zh_ids.index(p) for p in ids]].astype(np.float64)
+            He = store.pooled(j, "en")[[en_ids.index(p) for p in ids]].astype(np.float64)
+            N = len(ids)
+            tok = None
+            if token_level:
+                tz = [store.tokens(p, "zh", j)[~store.token_mask(p, "zh")].astype(np.float64) for p in ids]
+                te = [store.tokens(p, "en", j)[~store.token_mask(p, "en")].astype(np.float64) for p in ids]
+                rng = np.random.default_rng(seed + 7919)
+                perms = [rng.permutation(N) for _ in range(n_perm_tok)]
+                need = {(i, i) for i in range(N)} | {(i, int(p[i])) for p in perms for i in range(N)}
+                maps = ot_bary_maps(tz, te, sorted(need))
+                tok = (tz, te, maps, perms)
+            for k in ks:
+                V = read_mask(mpath, kind, int(k))
+                if V.shape[1] != store.hidden_size:
+                    raise ZhuntError(str(mpath), f"mask width {V.shape[1]} != hidden size {store.hidden_size}")
+                Zz, Ze = Hz @ V.T, He @ V.T
+                for direction in DIRECTIONS:
+                    X, Y = (Zz, Ze) if direction == "zh->en" else (Ze, Zz)
+                    rng = np.random.default_rng([seed, int(layer), int(k), DIRECTIONS.index(direction)])
+                    perms = [rng.permutation(N) for _ in range(n_permutations)]
+                    n0, s0, u0 = len(rows), len(spectra), len(nulls)
+                    _emit(rows, spectra, nulls, model_name, layer, k, direction, "pooled",
+                          GroupStats.from_rows(X, Y), lambda perm, X=X, Y=Y: GroupStats.from_rows(X, Y[perm]),
+                          perms, N, N)
+                    if tok is not None:
+                        tz, te, maps, tperms = tok
+                        zz = [t @ V.T for t in tz]
+                        ze = [t @ V.T for t in te]
+                        St = token_pairs(zz, ze, maps, None, direction)
+                        _emit(rows, spectra, nulls, model_name, layer, k, direction, "token", St,
+                              lambda perm, zz=zz, ze=ze, direction=direction: token_pairs(zz, ze, maps, perm,
+                                                                                         direction),
+                              tperms, N, int(St.n.sum()))
+                    for lst, start in ((rows, n0), (spectra, s0), (nulls, u0)):
+                        for r in lst[start:]:
+                            r.update(site=site_, hidden_index=j)
+    def front(df):  # site and hidden_index lead, in every table
+        return df[["site", "hidden_index"] + [c for c in df.columns if c not in ("site", "hidden_index")]]
+
+    table, spectra_df, null_df = front(pd.DataFrame(rows)), front(pd.DataFrame(spectra)), front(pd.DataFrame(nulls))
+    files = []
+    write_table(table, out_tsv, markdown=out_md)
+    files += [str(out_tsv), str(out_md)]
+    sp_path, nu_path = Path(f"{stem}.spectra.tsv"), Path(f"{stem}.null.tsv")
+    write_table(spectra_df, sp_path)
+    write_table(null_df, nu_path)
+    files += [str(sp_path), str(nu_path)]
+    fig_dir = Path(fig_dir)
+    prim = sites[0]
+    title = f"{model_name} (site {prim})"
+    files += [str(p) for p in _plot_spectra(spectra_df[spectra_df["site"] == prim], title,
+                                            fig_dir / "bridge_spectra")]
+    files += [str(p) for p in _plot_loo(table[table["site"] == prim], title, fig_dir / "bridge_loo_r2")]
+    files += [str(p) for p in _plot_null(table[table["site"] == prim], null_df[null_df["site"] == prim], title,
+                                         fig_dir / "bridge_null")]
+    return {"files": files, "table": table}
+
+
+def _emit(rows, spectra, nulls, model, layer, k, direction, level, S, stats_fn, perms, N, n_samples):
+    """Evaluate all estimators on ``S`` and under the pairings ``perms``; append table rows."""
+    B = len(perms)
+    n_le_k = N <= k
+    warning = (f"N={N} <= k={k}: normal equations singular, in-sample R2 = 1 by interpolation"
+               if n_le_k and level == "pooled" else (f"N={N} <= k={k}" if n_le_k else ""))
+    if n_le_k:
+        log.warning("bridge L%d k=%d %s %s: %s", layer, k, direction, level, warning)
+    perm_stats = [stats_fn(p) for p in perms]  # shared by all estimators
+    for est in ESTIMATORS:
+        r = evaluate(est, S)
+        m = bridge_metrics(r["W"])
+        null = np.array([[e["r2_in"], e["r2_loo"]] for e in (evaluate(est, Sp) for Sp in perm_stats)]) \
+            if B else np.empty((0, 2))
+        p_in = float((1 + (null[:, 0] >= r["r2_in"]).sum()) / (B + 1)) if B else math.nan
+        p_loo = float((1 + (null[:, 1] >= r["r2_loo"]).sum()) / (B + 1)) if B else math.nan
+        rows.append(dict(
+            model=model, layer=int(layer), k=int(k), direction=direction, level=level, estimator=est,
+            n_problems=N, n_samples=int(n_samples), n_le_k=n_le_k, warning=warning,
+            r2_in=r["r2_in"], r2_loo=r["r2_loo"], orth_err=m["orth_err"], sv_max=m["sv_max"],
+            sv_min=m["sv_min"], kappa=m["kappa"], alpha=r["alpha"],
+            r2_in_null_mean=float(null[:, 0].mean()) if B else math.nan,
+            r2_in_null_q95=float(np.quantile(null[:, 0], 0.95)) if B else math.nan, p_in=p_in,
+            r2_loo_null_mean=float(null[:, 1].mean()) if B else math.nan,
+            r2_loo_null_q95=float(np.quantile(null[:, 1], 0.95)) if B else math.nan, p_loo=p_loo,
+            n_permutations=int(B)))
+        key = dict(layer=int(layer), k=int(k), direction=direction, level=level, estimator=est)
+        spectra.extend(dict(key, index=i, sigma=float(s)) for i, s in enumerate(m["sv"]))
+        nulls.extend(dict(key, permutation=b, r2_in=float(v[0]), r2_loo=float(v[1])) for b, v in enumerate(null))
+
+
+# =========================================================================== figures
+_EST_COLOR = {"lstsq": "#0072B2", "ridge": "#009E73", "procrustes": "#D55E00", "affine": "#CC79A7"}
+_LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _plot_spectra(sp, model, stem):
+    from zhunt.report.figures import new_figure, save_figure
+
+    ks = sorted(set(sp["k"]))
+    fig, axes = new_figure(len(DIRECTIONS), len(ks), width=3.6 * len(ks), height=5.6,
+                           squeeze=False, layout="constrained")
+    layers = sorted(set(sp["layer"]))
+    for r, direction in enumerate(DIRECTIONS):
+        for c, k in enumerate(ks):
+            ax = axes[r][c]
+            sub = sp[(sp["k"] == k) & (sp["direction"] == direction) & (sp["level"] == "pooled")]
+            for (layer, est), g in sub.groupby(["layer", "estimator"]):
+                ax.semilogy(g["index"] + 1, np.maximum(g["sigma"], 1e-16), _LINESTYLES[layers.index(layer) % 4],
+                            color=_EST_COLOR.get(est), label=f"{est} L{layer}")
+            ax.set_title(f"{direction}, k={k} (pooled)")
+            ax.set_xlabel("index")
+            ax.set_ylabel("singular value of W")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{model}: bridge singular spectra")
+    return save_figure(fig, stem)
+
+
+def _plot_loo(table, model, stem):
+    from zhunt.report.figures import new_figure, save_figure
+
+    levels = [lv for lv in ("pooled", "token") if lv in set(table["level"])]
+    fig, axes = new_figure(len(levels), len(DIRECTIONS), width=8.0, height=3.0 * len(levels),
+                           squeeze=False, layout="constrained")
+    layers = sorted(set(table["layer"]))
+    for r, level in enumerate(levels):
+        for c, direction in enumerate(DIRECTIONS):
+            ax = axes[r][c]
+            sub = table[(table["level"] == level) & (table["direction"] == direction)]
+            for (layer, est), g in sub.groupby(["layer", "estimator"]):
+                g = g.sort_values("k")
+                ls = _LINESTYLES[layers.index(layer) % 4]
+                ax.plot(g["k"], g["r2_loo"], ls, marker="o", color=_EST_COLOR.get(est), label=f"{est} L{layer}")
+                ax.plot(g["k"], g["r2_loo_null_q95"], ls, color=_EST_COLOR.get(est), alpha=0.35, linewidth=0.8)
+            ax.axhline(0, color="#555555", linewidth=0.6)
+            ax.set_title(f"{level}, {direction} (faint: null 95%)")
+            ax.set_xlabel("k")
+            ax.set_ylabel("LOO R²")
+            lo = np.nanmin(sub["r2_loo"]) if len(sub) else -1
+            ax.set_ylim(max(-1.0, min(lo, 0) - 0.05), 1.05)
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{model}: bridge leave-one-out R² vs k")
+    return save_figure(fig, stem)
+
+
+def _plot_null(table, null_df, model, stem):
+    from zhunt.report.figures import new_figure, save_figure
+
+    levels = [lv for lv in ("pooled", "token") if lv in set(table["level"])]
+    fig, axes = new_figure(len(levels), len(ESTIMATORS), width=11.0, height=2.8 * len(levels),
+                           squeeze=False, layout="constrained")
+    layer = sorted(set(table["layer"]))[0]
+    k = max(table["k"])
+    direction = "en->zh"
+    for r, level in enumerate(levels):
+        for c, est in enumerate(ESTIMATORS):
+            ax = axes[r][c]
+            sel = dict(layer=layer, k=k, direction=direction, level=level, estimator=est)
+            q = np.ones(len(null_df), dtype=bool) if len(null_df) else np.zeros(0, dtype=bool)
+            for key, v in sel.items():
+                if len(null_df):
+                    q &= null_df[key].to_numpy() == v
+            vals = null_df.loc[q, "r2_loo"].to_numpy() if len(null_df) else np.zeros(0)
+            vals = vals[np.isfinite(vals)]
+            if len(vals):
+                ax.hist(np.clip(vals, -2, 1), bins=30, color="#999999")
+            row = table[(table["layer"] == layer) & (table["k"] == k) & (table["direction"] == direction)
+                        & (table["level"] == level) & (table["estimator"] == est)]
+            if len(row):
+                obs = float(row["r2_loo"].iloc[0])
+                ax.axvline(max(obs, -2), color=_EST_COLOR[est], linewidth=2)
+                ax.set_title(f"{level} {est}: R²={obs:.3g}, p={float(row['p_loo'].iloc[0]):.3g}", fontsize=7)
+            ax.set_xlabel("null LOO R² (clipped at -2)")
+    fig.suptitle(f"{model}: bridge LOO R² vs permutation null (L{layer}, k={k}, {direction})")
+    return save_figure(fig, stem)

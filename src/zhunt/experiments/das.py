@@ -1,0 +1,255 @@
+"""Distributed alignment search (DAS): a learned k-dim interchange subspace at one layer and site.
+
+DAS asks how much *any* k-dimensional linear subspace of the residual stream at
+decoder layer ``l`` and ``site`` (:mod:`zhunt.models.site`) can carry of a donor's
+behaviour. With ``V`` a ``(k, d)`` matrix of orthonormal rows, the interchange
+along ``span(V)`` at every patched prompt position ``t`` of base prompt ``i``
+is the span-mode :class:`zhunt.models.generation.SubspaceEdit`
+
+``h_t <- h_t + V^T V (s_{i,t} - h_t)``   (row form: ``h + (s - h) V^T V``)
+
+where ``s_i`` is the source: position-aligned rows from the donor prompt
+``(T_i, d)``, or one broadcast vector ``(d,)`` such as the donor's mean. DAS
+fits ``V`` by maximising the interchange log-likelihood of the donor run's own
+first answer token ``y_i`` at the last prompt position, model weights frozen:
+
+``V* = argmax_{V V^T = I_k}  (1/N) sum_i log p_theta(y_i | x_i ; interchange_V(s_i))``
+
+(Geiger et al.'s distributed alignment search, with the donor run's output as
+the counterfactual target). Minibatch Adam on the mean cross-entropy.
+
+Parametrisation
+---------------
+``V^T`` is the weight ``(d, k)`` of a :func:`torch.nn.utils.parametrizations.orthogonal`
+parametrisation (Householder map, the default for tall matrices, with
+PyTorch's dynamic trivialisation). Why: the rows stay orthonormal to float
+precision at *every* step (no penalty term, no drift, no re-orthonormalising
+after the optimiser step), the cost is ``O(d k^2)`` per step rather than a
+``d x d`` matrix exponential (which matters at ``d = 2048``), and an initial
+basis (e.g. V_Z) is taken exactly as the starting point. pyvene is not used:
+it is not installed in the offline environment, and the interchange here is
+five lines over :func:`zhunt.models.hooks.patch`.
+
+Scoring
+-------
+The fitted basis is an ordinary subspace: :meth:`DASFit.edits` gives
+:class:`~zhunt.models.generation.SubspaceEdit` objects for
+:func:`zhunt.models.generation.score` / :func:`zhunt.models.generation.generate`, the same
+scoring path as every other subspace (Z, random, ...). Its overlap with Z or
+M_s is :func:`zhunt.subspace.principal_angles` /
+:func:`~zhunt.subspace.grassmann_similarity` of ``fit.basis``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from zhunt.data.extraction import left_pad, tokenize_prompts
+from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _patchable, _resolve_layer
+from zhunt.models.hooks import patch
+from zhunt.models.site import check_site
+
+__all__ = ["DASFit", "fit_das", "ORTHONORMAL_ATOL"]
+
+#: Largest |V V^T - I| accepted for an initial basis.
+ORTHONORMAL_ATOL = 1e-4
+
+
+@dataclass
+class DASFit:
+    """A fitted DAS subspace.
+
+    Attributes
+    ----------
+    basis : np.ndarray
+        ``(k, d)`` float32, orthonormal rows ``V``.
+    losses : np.ndarray
+        ``(steps,)`` float64, the mean cross-entropy ``-log p(y | interchange)``
+        of each step's minibatch (before that step's update).
+    layer, site, k, steps, lr, batch_size, random_state
+        The fit's settings.
+    seconds : float
+        Wall time of the fit.
+    """
+
+    basis: np.ndarray
+    losses: np.ndarray
+    layer: int
+    site: str
+    k: int
+    steps: int
+    lr: float
+    batch_size: int
+    random_state: int
+    seconds: float
+
+    def edits(self, sources: Sequence, mode: str = "span") -> list[SubspaceEdit]:
+        """One :class:`SubspaceEdit` along the fitted basis per source (all share one basis tensor)."""
+        V = torch.from_numpy(self.basis)
+        return [SubspaceEdit(V, s, mode) for s in sources]
+
+
+class _Basis(nn.Module):
+    """Holds ``weight = V^T`` (d, k) under the orthogonal parametrisation."""
+
+    def __init__(self, init_t: torch.Tensor, random_state: int):
+        super().__init__()
+        self.weight = nn.Parameter(init_t.clone())
+        # registering completes V^T to a d x d orthogonal base with torch's global RNG: seed it
+        # locally so the fit is reproducible and the caller's RNG state is left alone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(random_state))
+            torch.nn.utils.parametrizations.orthogonal(self, "weight")
+
+
+def _initial_basis(init, k: int, d: int, random_state: int) -> torch.Tensor:
+    """``(k, d)`` float32 orthonormal rows: ``init`` (checked) or Haar-random (QR of a Gaussian)."""
+    if init is None:
+        g = torch.Generator().manual_seed(int(random_state))
+        q, r = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))[None, :]  # Haar: fix the QR sign ambiguity
+        return q.T.float().contiguous()
+    V = torch.as_tensor(np.asarray(init, dtype=np.float32))
+    if V.shape != (k, d):
+        raise ValueError(f"init basis has shape {tuple(V.shape)}, expected ({k}, {d})")
+    err = float((V.double() @ V.double().T - torch.eye(k, dtype=torch.float64)).abs().max())
+    if err > ORTHONORMAL_ATOL:
+        raise ValueError(f"init basis rows are not orthonormal (max |V V^T - I| = {err:.2e})")
+    return V
+
+
+def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *,
+            layer: int, site: str, k: int, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
+            init=None, random_state: int = 0, add_special_tokens: bool = True,
+            patch_special: bool = False, prefixes: Sequence | None = None) -> DASFit:
+    """Fit a k-dim interchange subspace at ``layer`` / ``site`` by Adam (model weights frozen).
+
+    Parameters
+    ----------
+    model, tokenizer
+        A causal LM and its tokenizer (as for :func:`zhunt.models.generation.generate`).
+    texts : sequence of str
+        ``N`` base prompts ``x_i``.
+    sources : sequence
+        ``N`` sources ``s_i``, as :class:`~zhunt.models.generation.SubspaceEdit` takes
+        them: ``(d,)`` (broadcast to every patched position) or ``(T_i, d)``
+        (one row per patchable position of prompt ``i``, in position order:
+        its non-special tokens, or all real tokens with ``patch_special``).
+    targets : sequence of int
+        ``N`` token ids ``y_i``: the donor run's own first answer token, the
+        next token after ``prefixes[i]``.
+    layer : int
+        Decoder layer ``l`` (0-based).
+    site : {"input", "output"}
+        Where at layer ``l`` the interchange acts (hidden index ``l`` or ``l + 1``).
+    k : int
+        Subspace dimension, ``1 <= k <= d``.
+    steps : int
+        Adam steps (one minibatch each).
+    lr : float
+        Adam learning rate.
+    batch_size : int
+        Prompts per minibatch; minibatches walk through a fresh permutation of
+        the prompts every epoch.
+    init : array-like of shape (k, d), optional
+        Starting basis (orthonormal rows), e.g. V_Z; Haar-random otherwise.
+    random_state : int
+        Seeds the random start and the minibatch order. On CPU the fit is
+        bitwise reproducible; on GPU up to the usual kernel non-determinism.
+    add_special_tokens, patch_special : bool
+        As for :func:`zhunt.models.generation.generate` (pads are never patched).
+    prefixes : sequence, optional
+        ``N`` lists of token ids (possibly empty) teacher-forced after each
+        prompt and never patched, as in :func:`zhunt.models.generation.score`; the
+        loss is ``-log p(y_i | x_i, prefix_i)`` under the interchange.
+
+    Returns
+    -------
+    DASFit
+    """
+    texts = list(texts)
+    n = len(texts)
+    check_site(site)
+    if n == 0:
+        raise ValueError("fit_das needs at least one prompt")
+    if len(sources) != n or len(targets) != n:
+        raise ValueError(f"{n} texts but {len(sources)} sources and {len(targets)} targets")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    d = int(model.config.hidden_size)
+    if not 1 <= int(k) <= d:
+        raise ValueError(f"k must be in 1..{d}, got {k}")
+    layer_mod = _resolve_layer(model, layer)
+    device = _model_device(model)
+
+    ids = tokenize_prompts(tokenizer, texts, add_special_tokens=add_special_tokens)
+    prefs = [[int(t) for t in a] for a in prefixes] if prefixes is not None else [[] for _ in range(n)]
+    if len(prefs) != n:
+        raise ValueError(f"{n} texts but {len(prefs)} prefixes")
+    special = torch.tensor(sorted(set(int(t) for t in (tokenizer.all_special_ids or []))), dtype=torch.long)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    src_rows = []
+    for i, s in enumerate(ids):
+        t = torch.tensor(s)
+        n_patch = len(s) if patch_special else int((~torch.isin(t, special)).sum())
+        e = SubspaceEdit(None, sources[i], "full")  # validates and normalises the source
+        if e.d != d:
+            raise ValueError(f"source {i} has d = {e.d}, the model has {d}")
+        src_rows.append(e.source_rows(n_patch))
+    y = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
+
+    basis = _Basis(_initial_basis(init, int(k), d, random_state).T, random_state).to(device)
+    opt = torch.optim.Adam(basis.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(int(random_state))
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    losses = np.zeros(int(steps))
+    perm, cursor = torch.randperm(n, generator=g), 0
+    t0 = time.perf_counter()
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for step in range(int(steps)):
+            if cursor >= n:
+                perm, cursor = torch.randperm(n, generator=g), 0
+            idx = perm[cursor:cursor + batch_size].tolist()
+            cursor += batch_size
+            input_ids, attn, pos = left_pad([ids[i] + prefs[i] for i in idx], pad)
+            pm = _patchable(input_ids, attn, special, patch_special)
+            for r, i in enumerate(idx):  # prefix positions are never patched
+                pm[r, pm.shape[1] - len(prefs[i]):] = False
+            S = torch.zeros((len(idx), input_ids.shape[1], d))
+            for r, i in enumerate(idx):
+                S[r, pm[r]] = src_rows[i]
+            S = S.to(device)
+            V = basis.weight.T  # (k, d), orthonormal rows
+
+            def interchange(h, ctx, V=V, S=S):
+                hf = h.float()
+                return (hf + ((S - hf) @ V.T) @ V).to(h.dtype)
+
+            with patch(layer_mod, interchange, prompt_mask=pm, site=site):
+                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                               position_ids=pos.to(device), use_cache=False, **keep).logits[:, -1].float()
+            loss = torch.nn.functional.cross_entropy(logits, y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step] = float(loss.detach())
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+    with torch.no_grad():
+        V = basis.weight.T.detach().float().cpu().contiguous().numpy()
+    return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
+                  batch_size=int(batch_size), random_state=int(random_state),
+                  seconds=time.perf_counter() - t0)

@@ -1,0 +1,709 @@
+"""Do the weights predict the layer where the data finds Z? (seed 001, "Key novelty")
+
+The seeds claim that the layer holding a language-agnostic subspace can be found from
+static weights alone: the structure stage (:mod:`zhunt.weights.structure`) predicts a bottleneck
+layer from the attention-kernel effective ranks and the similarity drop that follows.
+This module tests that claim on the data side, layer by layer:
+
+1. **Weight-only scores per layer** are the structure stage's own numbers
+   (``structure/layer_scores.tsv``, :func:`zhunt.weights.structure.layer_score_table`); nothing is
+   recomputed here.
+2. **Data sweep** (:func:`layer_sweep`): at every decoder layer ``l``, at the configured
+   site (hidden index ``j = zhunt.models.site.hidden_index(l, site)``), the Phase 2 metrics of
+   the weight-derived ``Z`` of that layer at one k (pooled vectors, :mod:`zhunt.activations.zspace`):
+   ``ratio_Z``, ``ratio_Zperp``, their quotient ``rel_ratio = ratio_Z / ratio_Zperp``,
+   the percentile of ``ratio_Z`` among Haar-random k-dim subspaces and the language
+   energy ``E_lang(Z) / (k / d)``. Causal per-layer scores (Exp. A IIA / NPE of ``Z`` and
+   of DAS) are read from the patching stage's ``subspaces.tsv`` when it is an input
+   (:func:`causal_scores`).
+3. **Comparison** (:func:`compare_layers`): per data score, the data-best layer, its
+   distance to the predicted layer in layers and as a fraction of depth (``Δ / (L - 1)``),
+   and the Spearman correlation (``scipy.stats.spearmanr``) of every weight score with
+   every data score across layers, each oriented so that positive means "the more
+   bottleneck-like by the weights, the cleaner Z by the data".
+
+Permutation null (:func:`shift_spearman`)
+-----------------------------------------
+Layer profiles are smooth and often trend with depth, so permuting layers freely makes
+any two trending profiles look correlated. The null keeps the order structure of the
+data profile and only moves it relative to the weight profile: all ``n`` circular
+shifts of the ``n`` layers, and the same ``n`` shifts of the reversed order (the
+``2n`` symmetries of a cycle; the reversal doubles the resolution: with circular shifts
+alone, 18 layers could never reach p < 0.05). One-sided exact p-value in the oriented
+direction, identity included::
+
+    p = #{g in G : rho(w, d o g) >= rho(w, d)} / |G|,   |G| = 2n,  p >= 1 / (2n).
+
+Layers where either score is undefined (NaN: e.g. ``sim_prev`` at layer 0, a causal score
+measured at some layers only) are dropped first and the null acts on the remaining
+sequence.
+
+Verdict (:func:`layer_verdict`, thresholds :data:`ALPHA`, :data:`PREDICT_FRAC`,
+:data:`NEAR_FRAC`, :data:`MIN_LAYERS`)
+---------------------------------------------------------------------------------
+From the pre-registered primary pair (weight score :data:`PRIMARY_WEIGHT`, the score the
+prediction itself uses; data score :data:`PRIMARY_DATA`, the seed's Phase 2 criterion):
+
+* ``"too few layers"`` when fewer than :data:`MIN_LAYERS` layers are compared: then
+  ``1 / (2n) > ALPHA`` and no outcome could be significant;
+* ``"predicts"``: ``p <= ALPHA`` and ``Δ / (L - 1) <= PREDICT_FRAC``;
+* ``"near"``: ``p <= ALPHA`` and ``Δ / (L - 1) <= NEAR_FRAC``;
+* ``"does not predict"`` otherwise.
+
+A location hit alone is not evidence (a random data profile puts its best layer within
+one layer of any prediction with probability ~3 / L), so both positive labels need the
+profile correlation; by construction of the exact permutation test, random per-layer
+scores give a positive label in at most ``ALPHA`` of cases (``tests/test_layerpred.py``
+checks it over seeds, and that planted profiles give ``"predicts"``). The other data
+scores get the same verdict as exploratory rows, and every (weight score, data score)
+p-value also gets a Holm-adjusted value across the grid (:func:`zhunt.stats.holm`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from zhunt.errors import ZhuntError
+
+__all__ = [
+    "ALPHA", "PREDICT_FRAC", "NEAR_FRAC", "MIN_LAYERS", "VERDICTS",
+    "WEIGHT_SCORES", "DATA_SCORES", "CAUSAL_SCORES", "PRIMARY_WEIGHT", "PRIMARY_DATA", "PRIMARY_POOLING",
+    "cycle_symmetries", "shift_spearman", "best_layer", "layer_verdict", "compare_layers",
+    "layer_sweep", "causal_scores", "run_layer_sweep", "run_layer_comparison", "plot_layer_profiles",
+    "plot_models_layer_prediction", "run_models_layer_prediction", "thresholds_caption",
+]
+
+log = logging.getLogger("zhunt.experiments.layerpred")
+
+#: Significance level of the shift-permutation test of the primary pair.
+ALPHA = 0.05
+#: "predicts": the data-best layer lies within this fraction of depth of the predicted one
+#: (Qwen2.5-3B's seed numbers, L33 vs L32 of 36 layers, give 1/35 = 0.029).
+PREDICT_FRAC = 0.10
+#: "near": within this fraction of depth.
+NEAR_FRAC = 0.25
+#: Fewest compared layers for which the exact test can reach ALPHA: 1 / (2n) <= ALPHA.
+MIN_LAYERS = math.ceil(1 / (2 * ALPHA))
+VERDICTS = ("predicts", "near", "does not predict", "too few layers")
+
+#: Weight-only scores (columns of ``structure/layer_scores.tsv``) and their orientation:
+#: +1 = higher is more bottleneck-like by the seeds' reading, -1 = lower is.
+WEIGHT_SCORES: dict = {
+    "attn_eff_rank_mean": -1,  # the bottleneck has the lowest head effective rank (1.py)
+    "attn_eff_rank_cv": -1,    # ... and the most uniform one across heads (CV < 0.08 at L33)
+    "ffn_ratio": -1,           # the FFN avoids the attention subspace there (0.57x chance, 2.py)
+    "sim_prev": +1,            # the approach pair L32<->L33 is the most similar (0.482, 2.py)
+    "drop_after": +1,          # the sharpest phase boundary follows it (L33 -> L34, 2.py)
+}
+#: Phase 2 data scores (columns of ``layers/sweep.tsv``): -1 = lower means a cleaner Z.
+DATA_SCORES: dict = {
+    "rel_ratio": -1,             # ratio_Z / ratio_Z⊥: seed 001's ratio_Z < ratio_Zp criterion
+    "ratio_Z_percentile": -1,    # ratio_Z among Haar-random k-dim subspaces (small = better)
+    "E_lang_Z_over_chance": -1,  # language energy in Z relative to k/d (seed: 80-86% at k=20-50)
+}
+#: Causal scores (from ``patching/subspaces.tsv``): +1 = higher means Z carries more of the answer.
+CAUSAL_SCORES: dict = {"iia_z": +1, "npe_z": +1, "iia_das": +1, "npe_das": +1}
+PRIMARY_WEIGHT = "attn_eff_rank_mean"
+PRIMARY_DATA = "rel_ratio"
+#: Pooling of the primary data score (seed 000's best configuration is mean-pooled).
+PRIMARY_POOLING = "mean"
+#: Mask kind of the sweep (the multi-head Z of seed 000's best configuration).
+SWEEP_KIND = "multihead"
+
+
+def thresholds_caption() -> str:
+    """The verdict thresholds in one sentence (for report captions and the verdict file)."""
+    return (f"verdict from {PRIMARY_WEIGHT} vs {PRIMARY_DATA} ({PRIMARY_POOLING} pooling): 'predicts' = "
+            f"shift-permutation p <= {ALPHA} and distance <= {PREDICT_FRAC} of depth; 'near' = p <= {ALPHA} "
+            f"and distance <= {NEAR_FRAC}; 'too few layers' below {MIN_LAYERS} compared layers "
+            f"(then p >= 1/(2n) > {ALPHA}); otherwise 'does not predict'")
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------
+
+def cycle_symmetries(n: int) -> np.ndarray:
+    """The ``2n`` index permutations of the permutation null: circular shifts and reversed shifts.
+
+    Parameters
+    ----------
+    n : int
+        Sequence length, ``n >= 1``.
+
+    Returns
+    -------
+    ndarray of shape (2n, n), int
+        Row ``s`` (``s < n``) is ``roll(arange(n), s)``; row ``n + s`` is
+        ``roll(arange(n)[::-1], s)``. Row 0 is the identity.
+    """
+    base = np.arange(int(n))
+    return np.stack([np.roll(base, s) for s in range(n)] + [np.roll(base[::-1], s) for s in range(n)])
+
+
+def shift_spearman(w, d, w_sign: int = 1, d_sign: int = 1) -> dict:
+    """Oriented Spearman correlation of two per-layer profiles and its exact shift-permutation p.
+
+    Parameters
+    ----------
+    w, d : array_like of shape (L,)
+        A weight score and a data score per layer (NaN where undefined).
+    w_sign, d_sign : {1, -1}
+        Orientations: the correlation is that of ``w_sign * w`` with ``d_sign * d``.
+
+    Returns
+    -------
+    dict
+        ``rho`` (``scipy.stats.spearmanr`` on the layers where both are finite),
+        ``p_shift`` (one-sided, ``#{g: rho_g >= rho} / 2n`` over :func:`cycle_symmetries`),
+        ``p_min`` (``1 / 2n``, the smallest attainable p), ``p_iid`` (scipy's two-sided
+        p for exchangeable layers, for contrast), ``n`` (layers compared). NaN when
+        fewer than 3 layers remain or either profile is constant.
+    """
+    from scipy.stats import rankdata, spearmanr
+
+    w = np.asarray(w, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
+    if w.shape != d.shape or w.ndim != 1:
+        raise ValueError(f"profiles must be 1-D of equal length, got {w.shape} and {d.shape}")
+    ok = np.isfinite(w) & np.isfinite(d)
+    x, y = w_sign * w[ok], d_sign * d[ok]
+    n = int(ok.sum())
+    out = {"rho": math.nan, "p_shift": math.nan, "p_min": 1 / (2 * n) if n else math.nan, "p_iid": math.nan,
+           "n": n}
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    res = spearmanr(x, y)
+    rho = float(res.statistic)
+    # Spearman = Pearson correlation of average ranks; permuting y permutes its ranks
+    rx, ry = rankdata(x) - (n + 1) / 2, rankdata(y) - (n + 1) / 2
+    null = (ry[cycle_symmetries(n)] @ rx) / math.sqrt(float(rx @ rx) * float(ry @ ry))
+    out.update(rho=rho, p_iid=float(res.pvalue), p_shift=float(np.mean(null >= rho - 1e-12)))
+    return out
+
+
+def best_layer(layers, values, sign: int) -> int | None:
+    """The layer with the best (``sign * value`` largest, earliest on ties) finite value; None if none."""
+    v = sign * np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    if not ok.any():
+        return None
+    return int(np.asarray(layers)[ok][int(np.argmax(v[ok]))])
+
+
+def layer_verdict(p: float, distance_frac: float, n: int) -> str:
+    """Verdict of one (weight score, data score) comparison; thresholds in the module docstring.
+
+    Parameters
+    ----------
+    p : float
+        Shift-permutation p-value of the oriented correlation.
+    distance_frac : float
+        ``|predicted - data-best| / (L - 1)``.
+    n : int
+        Number of layers compared.
+    """
+    if n < MIN_LAYERS:
+        return "too few layers"
+    if not (np.isfinite(p) and p <= ALPHA) or not np.isfinite(distance_frac):
+        return "does not predict"
+    if distance_frac <= PREDICT_FRAC:
+        return "predicts"
+    if distance_frac <= NEAR_FRAC:
+        return "near"
+    return "does not predict"
+
+
+def compare_layers(weights: pd.DataFrame, data: pd.DataFrame, predicted_layer: int, num_layers: int,
+                   weight_scores: Mapping[str, int] | None = None, data_scores: Mapping[str, int] | None = None,
+                   primary_weight: str = PRIMARY_WEIGHT, primary_data: str = PRIMARY_DATA):
+    """Predicted vs data-best layer per data score, and every weight x data correlation.
+
+    Parameters
+    ----------
+    weights : DataFrame
+        ``layer`` plus weight-score columns (one row per layer).
+    data : DataFrame
+        ``layer`` plus data-score columns (one row per layer; layers may be missing).
+    predicted_layer : int
+        The weight-only prediction.
+    num_layers : int
+        L, the model's depth (distances are divided by ``L - 1``).
+    weight_scores, data_scores : mapping name -> orientation (+1 / -1)
+        Default: the columns of :data:`WEIGHT_SCORES` / :data:`DATA_SCORES` and
+        :data:`CAUSAL_SCORES` present in the tables.
+    primary_weight, primary_data : str
+        The pre-registered pair; its row of the comparison is flagged ``primary``.
+
+    Returns
+    -------
+    comparison : DataFrame, one row per data score
+        ``data_score, orientation, primary, n_layers, data_best_layer, data_best_value,
+        predicted_layer, distance_layers, distance_frac, location_p`` (fraction of the
+        compared layers at least as close to the prediction: the exact chance of the hit
+        under the shift null), ``weight_score`` (= primary_weight), ``rho, p_shift, p_min,
+        verdict``.
+    correlations : DataFrame, one row per (weight score, data score)
+        ``weight_score, data_score, rho, p_shift, p_min, p_iid, n, p_holm``.
+    """
+    from zhunt.stats import holm
+
+    if weight_scores is None:
+        weight_scores = {c: s for c, s in WEIGHT_SCORES.items() if c in weights.columns}
+    if data_scores is None:
+        data_scores = {c: s for c, s in {**DATA_SCORES, **CAUSAL_SCORES}.items() if c in data.columns}
+    if primary_weight not in weight_scores:
+        raise ZhuntError("layer comparison", f"primary weight score {primary_weight!r} missing "
+                                             f"(have {list(weight_scores)})")
+    merged = pd.DataFrame({"layer": np.arange(int(num_layers))})
+    merged = merged.merge(weights[["layer", *weight_scores]], on="layer", how="left")
+    merged = merged.merge(data[["layer", *data_scores]], on="layer", how="left")
+    span = max(int(num_layers) - 1, 1)
+    corr_rows, comp_rows = [], []
+    for dn, ds in data_scores.items():
+        for wn, ws in weight_scores.items():
+            r = shift_spearman(merged[wn], merged[dn], ws, ds)
+            corr_rows.append({"weight_score": wn, "data_score": dn, "rho": r["rho"], "p_shift": r["p_shift"],
+                              "p_min": r["p_min"], "p_iid": r["p_iid"], "n": r["n"]})
+        prim = shift_spearman(merged[primary_weight], merged[dn], weight_scores[primary_weight], ds)
+        finite = merged[np.isfinite(merged[dn].to_numpy(dtype=np.float64))]
+        best = best_layer(finite["layer"], finite[dn], ds)
+        dist = abs(best - int(predicted_layer)) if best is not None else math.nan
+        frac = dist / span if best is not None else math.nan
+        loc_p = (float(np.mean(np.abs(finite["layer"].to_numpy() - int(predicted_layer)) <= dist))
+                 if best is not None else math.nan)
+        comp_rows.append({
+            "data_score": dn, "orientation": "higher is better" if ds > 0 else "lower is better",
+            "primary": dn == primary_data, "n_layers": len(finite), "data_best_layer": best,
+            "data_best_value": float(finite.loc[finite["layer"] == best, dn].iloc[0]) if best is not None else math.nan,
+            "predicted_layer": int(predicted_layer), "distance_layers": dist, "distance_frac": frac,
+            "location_p": loc_p, "weight_score": primary_weight, "rho": prim["rho"], "p_shift": prim["p_shift"],
+            "p_min": prim["p_min"], "verdict": layer_verdict(prim["p_shift"], frac, prim["n"]),
+        })
+    corr = pd.DataFrame(corr_rows)
+    corr["p_holm"] = holm(corr["p_shift"].to_numpy())
+    return pd.DataFrame(comp_rows), corr
+
+
+# ---------------------------------------------------------------------------------------------
+# data side
+# ---------------------------------------------------------------------------------------------
+
+def layer_sweep(store, masks: Mapping[int, np.ndarray], k: int, *, site: str = "input",
+                poolings: Sequence[str] = ("mean", "last"), langs=("zh", "en"), n_random: int = 100,
+                seed: int = 0) -> pd.DataFrame:
+    """Phase 2 metrics of each layer's own Z at one k, at every given layer (pooled vectors).
+
+    Parameters
+    ----------
+    store : zhunt.data.store.ActivationStore
+    masks : mapping layer -> ndarray of shape (k, d)
+        ``V_Z`` of each decoder layer (orthonormal rows).
+    k : int
+        Subspace dimension (every mask has k rows).
+    site : {"input", "output"}
+        Layer ``l`` is read at hidden index ``zhunt.models.site.hidden_index(l, site)``.
+    poolings : sequence of str
+        Poolings of :data:`zhunt.activations.zspace.POOLINGS`.
+    langs : (str, str)
+        Cross-lingual deltas are ``x_a - x_b``.
+    n_random : int
+        Haar-random k-dim subspaces (the same draws at every layer, as in Phase 2).
+    seed : int
+
+    Returns
+    -------
+    DataFrame, one row per (layer, pooling)
+        ``layer, site, hidden_index, k, kind, pooling, d, n_problems, ratio_full, ratio_Z,
+        ratio_Zperp, rel_ratio, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
+        ratio_Z_percentile, E_lang_Z, E_lang_chance, E_lang_Z_over_chance, E_lang_rand_lo,
+        E_lang_rand_hi, E_prob_Z, E_lang_over_prob_Z`` (definitions: :mod:`zhunt.activations.zspace`;
+        random intervals are the 2.5 / 97.5 percentiles of the draws).
+    """
+    from zhunt.models.site import hidden_index
+    from zhunt.activations.zspace import PairDeltas, paired_pooled, percentile_of, random_baseline, subspace_metrics
+
+    d = store.hidden_size
+    rows = []
+    for l in sorted(masks):
+        j = hidden_index(l, site)
+        for pooling in poolings:
+            X_a, X_b, ids = paired_pooled(store, j, langs, pooling)
+            D = PairDeltas(X_a, X_b)
+            rnd = random_baseline(D, k, n_random=n_random, seed=seed)
+            m = subspace_metrics(D, masks[l])
+            r_lo, r_hi = np.percentile(rnd["ratio"], [2.5, 97.5])
+            e_lo, e_hi = np.percentile(rnd["E_lang"], [2.5, 97.5])
+            chance = k / d
+            rows.append({
+                "layer": int(l), "site": site, "hidden_index": j, "k": int(k), "kind": SWEEP_KIND,
+                "pooling": pooling, "d": d, "n_problems": len(ids), "ratio_full": D.ratio_full,
+                "ratio_Z": m["ratio_S"], "ratio_Zperp": m["ratio_perp"],
+                "rel_ratio": m["ratio_S"] / m["ratio_perp"] if m["ratio_perp"] > 0 else math.nan,
+                "ratio_rand_mean": float(np.mean(rnd["ratio"])), "ratio_rand_lo": float(r_lo),
+                "ratio_rand_hi": float(r_hi), "ratio_Z_percentile": percentile_of(m["ratio_S"], rnd["ratio"]),
+                "E_lang_Z": m["E_lang"], "E_lang_chance": chance, "E_lang_Z_over_chance": m["E_lang"] / chance,
+                "E_lang_rand_lo": float(e_lo), "E_lang_rand_hi": float(e_hi), "E_prob_Z": m["E_prob"],
+                "E_lang_over_prob_Z": m["E_lang"] / m["E_prob"] if m["E_prob"] > 0 else math.nan,
+            })
+    return pd.DataFrame(rows)
+
+
+def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = None,
+                  where: str = "patching/subspaces.tsv") -> pd.DataFrame:
+    """Per-layer causal scores of Z and DAS from the patching stage's per-subspace table.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows with at least ``layer, subspace, iia, npe`` (``subspace`` in ``z``, ``das``, ...;
+        other subspaces are ignored); optional ``site`` and ``k`` columns.
+    site : str, optional
+        Keep rows of this site (when the table has a ``site`` column).
+    k : int, optional
+        Keep rows of this k (when the table has a ``k`` column and holds that k).
+        Rows of the mean-broadcast alignment are kept when the table has them (the
+        design issue 17 names); the rest are averaged per (layer, subspace).
+    where : str
+        File named in errors.
+
+    Returns
+    -------
+    DataFrame
+        ``layer`` and ``iia_z, npe_z, iia_das, npe_das`` (those present): the mean over the
+        remaining rows of each (layer, subspace), e.g. over directions.
+    """
+    need = {"layer", "subspace", "iia", "npe"}
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise ZhuntError(where, f"expected columns {sorted(need)}, missing {missing}")
+    t = table
+    if site is not None and "site" in t.columns:
+        t = t[t["site"] == site]
+    if k is not None and "k" in t.columns and (t["k"] == k).any():
+        t = t[t["k"] == k]
+    if "alignment" in t.columns and (t["alignment"] == "mean").any():
+        t = t[t["alignment"] == "mean"]  # issue 17: the donor design's mean-broadcast cells
+    t = t[t["subspace"].isin(["z", "das"])]
+    out = pd.DataFrame({"layer": sorted(t["layer"].astype(int).unique())})
+    for sub in ("z", "das"):
+        g = t[t["subspace"] == sub].groupby("layer")[["iia", "npe"]].mean()
+        if len(g):
+            g = g.rename(columns={"iia": f"iia_{sub}", "npe": f"npe_{sub}"}).reset_index()
+            out = out.merge(g, on="layer", how="left")
+    return out
+
+
+def run_layer_sweep(store_path, model_dir, model_name: str, k: int, *, site: str = "input",
+                    poolings=("mean", "last"), langs=("zh", "en"), n_random: int = 100, seed: int = 0,
+                    out_tsv, out_md, where=None) -> dict:
+    """The layer-sweep stage: :func:`layer_sweep` at every decoder layer, written as a table.
+
+    The multi-head Z of every layer comes from :func:`zhunt.weights.masks.z_masks` (the function the
+    mask files are written with), computed here in one pass over the weights: one model load
+    instead of one mask job per layer.
+
+    Parameters
+    ----------
+    store_path : path
+        Activation store.
+    model_dir : path
+        Prepared model folder (weights of the same model).
+    model_name : str
+    k : int
+        The primary k, ``0 < k < d``.
+    site, poolings, langs, n_random, seed
+        As in :func:`layer_sweep`.
+    out_tsv, out_md : path
+        Destinations.
+    where : str, optional
+        Config key named in errors about k.
+
+    Returns
+    -------
+    dict
+        ``table`` (DataFrame), ``runtime_s``.
+    """
+    from zhunt.io import write_table
+    from zhunt.weights.masks import z_masks
+    from zhunt.models import get_adapter, load_model
+    from zhunt.models.site import check_site
+    from zhunt.data.store import ActivationStore
+    from zhunt.activations.zspace import POOLINGS
+
+    t0 = time.perf_counter()
+    w = where or "k"
+    try:
+        site = check_site(site)
+    except ValueError as exc:
+        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
+    for p in poolings:
+        if p not in POOLINGS:
+            raise ZhuntError("poolings", f"unknown pooling {p!r} (expected one of {list(POOLINGS)})")
+    if int(n_random) < 20:
+        raise ZhuntError("zspace.n_random", f"n_random={n_random}: need at least 20 random subspaces for a "
+                                            f"95% interval")
+    model, _ = load_model(model_dir, device="cpu", dtype="float32")
+    ad = get_adapter(model)
+    if not 0 < int(k) < ad.hidden_size:
+        raise ZhuntError(w, f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
+    masks = {l: z_masks(ad.layer_weights(l), ks=[int(k)], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][int(k)]
+             for l in range(ad.num_layers)}
+    num_layers, d = ad.num_layers, ad.hidden_size
+    del model, ad
+    t_masks = time.perf_counter() - t0
+    with ActivationStore(store_path) as store:
+        if store.num_layers != num_layers or store.hidden_size != d:
+            raise ZhuntError(str(store_path), f"activation store has {store.num_layers} layers, d="
+                                              f"{store.hidden_size}; the model {model_dir} has {num_layers}, d={d}")
+        table = layer_sweep(store, masks, int(k), site=site, poolings=tuple(poolings), langs=langs,
+                            n_random=int(n_random), seed=seed)
+    table.insert(0, "model", model_name)
+    write_table(table, out_tsv, markdown=out_md)
+    runtime = time.perf_counter() - t0
+    log.info("%s: layer sweep over %d layers at site %s, k=%d in %.1fs (masks %.1fs)", model_name, num_layers,
+             site, k, runtime, t_masks)
+    return {"table": table, "runtime_s": runtime}
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison stage
+# ---------------------------------------------------------------------------------------------
+
+def _read_tsv(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ZhuntError(str(path), "missing")
+    try:
+        return pd.read_csv(path, sep="\t")
+    except Exception as exc:  # pandas raises several types on malformed input
+        raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
+
+
+def _verdict_text(model: str, comp: pd.DataFrame, corr: pd.DataFrame, num_layers: int, site: str, k) -> str:
+    p = comp[comp["primary"]].iloc[0]
+    lines = [f"# Do the weights predict the layer? {model}", "",
+             f"**Verdict: {p['verdict']}** (pre-registered pair: {p['weight_score']} vs {p['data_score']}, "
+             f"{PRIMARY_POOLING} pooling, site {site}, k={k}).", "",
+             f"- predicted layer (weights only): L{int(p['predicted_layer'])} of {num_layers}",
+             f"- data-best layer ({p['data_score']}): "
+             + (f"L{int(p['data_best_layer'])}, distance {int(p['distance_layers'])} layers = "
+                f"{p['distance_frac']:.3f} of depth (chance of a hit this close: {p['location_p']:.3f})"
+                if np.isfinite(p["data_best_layer"]) else "n/a"),
+             f"- Spearman rho = {p['rho']:.3f}, shift-permutation p = {p['p_shift']:.3f} "
+             f"(smallest attainable {p['p_min']:.3f}, n = {int(p['n_layers'])} layers)", "",
+             f"Thresholds: {thresholds_caption()}.", "", "## Per data score (exploratory except the primary)", "",
+             comp.to_markdown(index=False, floatfmt=".4g"), "",
+             "## Every weight score x data score (p_holm: Holm across this grid)", "",
+             corr.to_markdown(index=False, floatfmt=".4g"), ""]
+    return "\n".join(lines)
+
+
+def run_layer_comparison(scores_tsv, sweep_tsv, model_name: str, *, causal_tsv=None, site: str = "input",
+                         out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict,
+                         fig_stem) -> dict:
+    """The comparison stage: weight-only layer scores vs the data sweep (and causal scores if given).
+
+    Parameters
+    ----------
+    scores_tsv : path
+        ``structure/layer_scores.tsv`` (:func:`zhunt.weights.structure.layer_score_table`).
+    sweep_tsv : path
+        ``layers/sweep.tsv`` (:func:`run_layer_sweep`); the :data:`PRIMARY_POOLING` rows are used.
+    model_name : str
+    causal_tsv : path, optional
+        ``patching/subspaces.tsv`` (:func:`causal_scores`), filtered to ``site`` and the sweep's k.
+    site : str
+        The configured site.
+    out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict : path
+    fig_stem : path
+        Figure stem (:func:`plot_layer_profiles`).
+
+    Returns
+    -------
+    dict
+        ``comparison``, ``correlations`` (DataFrames), ``verdict`` (str), ``files``.
+    """
+    from zhunt.io import write_table, write_text
+
+    scores = _read_tsv(scores_tsv)
+    sweep = _read_tsv(sweep_tsv)
+    for col in ("layer", PRIMARY_WEIGHT, "predicted", "phase"):
+        if col not in scores.columns:
+            raise ZhuntError(str(scores_tsv), f"no column {col!r} (expected the structure stage's layer scores)")
+    if "pooling" not in sweep.columns or not (sweep["pooling"] == PRIMARY_POOLING).any():
+        raise ZhuntError(str(sweep_tsv), f"no rows with pooling {PRIMARY_POOLING!r}")
+    data = sweep[sweep["pooling"] == PRIMARY_POOLING].reset_index(drop=True)
+    k = int(data["k"].iloc[0])
+    causal = None
+    if causal_tsv is not None:
+        causal = causal_scores(_read_tsv(causal_tsv), site=site, k=k, where=str(causal_tsv))
+        data = data.merge(causal, on="layer", how="left")
+    num_layers = len(scores)
+    predicted = int(scores.loc[scores["predicted"].astype(bool), "layer"].iloc[0])
+    comp, corr = compare_layers(scores, data, predicted, num_layers)
+    comp.insert(0, "model", model_name)
+    comp.insert(1, "num_layers", num_layers)
+    comp.insert(2, "site", site)
+    comp.insert(3, "k", k)
+    corr.insert(0, "model", model_name)
+    write_table(comp, out_comparison, markdown=out_comparison_md)
+    write_table(corr, out_correlations, markdown=out_correlations_md)
+    write_text(out_verdict, _verdict_text(model_name, comp.drop(columns=["model"]), corr.drop(columns=["model"]),
+                                          num_layers, site, k))
+    files = [out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict]
+    files += plot_layer_profiles(scores, data, comp, model_name, fig_stem)
+    verdict = str(comp.loc[comp["primary"], "verdict"].iloc[0])
+    log.info("%s: predicted L%d, verdict %s", model_name, predicted, verdict)
+    return {"comparison": comp, "correlations": corr, "verdict": verdict, "files": [str(f) for f in files]}
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------
+
+def plot_layer_profiles(scores: pd.DataFrame, data: pd.DataFrame, comparison: pd.DataFrame, model: str,
+                        stem) -> list:
+    """Weight-only and data scores against depth on one page (shared x-axis).
+
+    Phases are shaded, the predicted layer is a dashed line on every panel and each data
+    score's best layer a star on its own panel.
+    """
+    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
+    from zhunt.weights.structure import Phases, _int_xticks, _shade_phases
+
+    labels = list(scores["phase"])
+    enc = [l for l, ph in enumerate(labels) if ph == "encode"]
+    dec = [l for l, ph in enumerate(labels) if ph == "decode"]
+    phases = Phases(labels=labels, encode_last=enc[-1] if enc else -1, decode_first=dec[0] if dec else len(labels),
+                    encode_rise=math.nan, decode_drop=math.nan)  # only the labels are drawn
+    x = scores["layer"].to_numpy()
+    pred = int(scores.loc[scores["predicted"].astype(bool), "layer"].iloc[0])
+    best = {r["data_score"]: r["data_best_layer"] for _, r in comparison.iterrows()}
+    causal = [c for c in CAUSAL_SCORES if c in data.columns]
+    n_panels = 6 + (1 if causal else 0)
+    fig, axes = new_figure(n_panels, 1, width=6.5, height=1.45 * n_panels + 0.6, sharex=True)
+    ca, cg, cs = SERIES_COLORS["attention"], SERIES_COLORS["gate"], SERIES_COLORS["similarity"]
+    cm, cc = SERIES_COLORS["marker"], SERIES_COLORS["chance"]
+
+    ax = axes[0]
+    m, s = scores["attn_eff_rank_mean"], scores["attn_eff_rank_std"]
+    ax.fill_between(x, m - s, m + s, color=ca, alpha=0.2, lw=0)
+    ax.plot(x, m, "o-", color=ca, label="attention eff. rank (head mean ± std)")
+    ax.set_ylabel("eff. rank")
+    ax2 = axes[1]
+    ax2.plot(x, scores["attn_eff_rank_cv"], "o-", color=ca, label="eff. rank CV across heads")
+    ax2.set_ylabel("CV")
+    ax3 = axes[2]
+    ax3.plot(x, scores["ffn_ratio"], "o-", color=cg, label="FFN alignment / chance")
+    ax3.axhline(1.0, color=cc, ls=":", lw=1)
+    ax3.set_ylabel("FFN / chance")
+    ax4 = axes[3]
+    ax4.plot(x, scores["sim_prev"], "o-", color=cs, label="similarity to previous layer")
+    ax4.plot(x, scores["drop_after"], "s--", color=cs, alpha=0.7, label="drop after layer")
+    ax4.set_ylabel("Grassmann sim.")
+    dx = data["layer"].to_numpy()
+    ax5 = axes[4]
+    ax5.fill_between(dx, data["ratio_rand_lo"], data["ratio_rand_hi"], color=cc, alpha=0.2, lw=0,
+                     label="random k-dim, 95%")
+    ax5.plot(dx, data["ratio_Z"], "o-", color=ca, label="ratio_Z")
+    ax5.plot(dx, data["ratio_Zperp"], "s-", color=cg, label="ratio_Z⊥")
+    ax5.set_ylabel("Phase 2 ratio")
+    ax6 = axes[5]
+    ax6.plot(dx, data["rel_ratio"], "o-", color=cm, label="ratio_Z / ratio_Z⊥ (primary)")
+    ax6.plot(dx, data["E_lang_Z_over_chance"], "^:", color=cs, label="language energy in Z / (k/d)")
+    ax6.axhline(1.0, color=cc, ls=":", lw=1)
+    ax6.set_ylabel("data score")
+    for name, axx in (("rel_ratio", ax6), ("E_lang_Z_over_chance", ax6)):
+        b = best.get(name)
+        if b is not None and np.isfinite(b):
+            axx.plot([b], [float(data.loc[data["layer"] == b, name].iloc[0])], "*", color=cm, ms=11, zorder=5)
+    if causal:
+        ax7 = axes[6]
+        for c, mk in zip(causal, "osd^"):
+            ax7.plot(dx, data[c], marker=mk, ls="-", label=c)
+            b = best.get(c)
+            if b is not None and np.isfinite(b):
+                ax7.plot([b], [float(data.loc[data["layer"] == b, c].iloc[0])], "*", color=cm, ms=11, zorder=5)
+        ax7.set_ylabel("causal (Exp. A)")
+    for i, axx in enumerate(axes):
+        _shade_phases(axx, phases, label=(i == 0))
+        axx.axvline(pred, color=cm, ls="--", lw=1.1, label=f"predicted L{pred}" if i == 0 else None)
+        axx.legend(loc="best", fontsize=6)
+    prim = comparison[comparison["primary"]].iloc[0]
+    axes[0].set_title(f"{model}: weights (top 4) vs data (bottom) by depth — verdict: {prim['verdict']} "
+                      f"(rho {prim['rho']:.2f}, p {prim['p_shift']:.3f})", fontsize=8)
+    axes[-1].set_xlabel("decoder layer")
+    axes[-1].set_xlim(-0.5, len(x) - 0.5)
+    _int_xticks(axes[-1])
+    return save_figure(fig, stem)
+
+
+def plot_models_layer_prediction(table: pd.DataFrame, stem) -> list:
+    """Predicted vs data-best layer as a fraction of depth, one point per model (reference hollow)."""
+    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
+
+    fig, ax = new_figure(width=4.8, height=4.4)
+    ax.plot([0, 1], [0, 1], color=SERIES_COLORS["chance"], lw=1, ls="--", label="data-best = predicted")
+    ax.fill_between([0, 1], [-NEAR_FRAC, 1 - NEAR_FRAC], [NEAR_FRAC, 1 + NEAR_FRAC], color="#cccccc", alpha=0.3,
+                    lw=0, label=f"within {NEAR_FRAC} of depth ('near')")
+    ax.fill_between([0, 1], [-PREDICT_FRAC, 1 - PREDICT_FRAC], [PREDICT_FRAC, 1 + PREDICT_FRAC], color="#999999",
+                    alpha=0.3, lw=0, label=f"within {PREDICT_FRAC} ('predicts' if p <= {ALPHA})")
+    for _, r in table.iterrows():
+        if not (np.isfinite(r["predicted_frac"]) and np.isfinite(r["data_best_frac"])):
+            continue
+        ref = bool(r.get("reference", False))
+        ax.plot([r["predicted_frac"]], [r["data_best_frac"]], "o", ms=8, mfc="none" if ref else None,
+                label=f"{r['model']} ({r['verdict']})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("predicted layer / (L - 1)  (weights only)")
+    ax.set_ylabel("data-best layer / (L - 1)  (Phase 2 ratio_Z / ratio_Z⊥)")
+    ax.set_title("Do the weights predict the layer?")
+    ax.legend(loc="upper left", fontsize=6)
+    return save_figure(fig, stem)
+
+
+def run_models_layer_prediction(comparison_paths: Sequence, *, out_tsv, out_md, fig_stem) -> pd.DataFrame:
+    """Cross-model table and figure of the primary comparison, with the seed's Qwen2.5-3B row quoted.
+
+    Columns: ``model, num_layers, predicted_layer, data_best_layer, data_score, predicted_frac,
+    data_best_frac, distance_layers, distance_frac, rho, p_shift, verdict, reference``;
+    fractions are ``layer / (L - 1)``.
+    """
+    from zhunt.io import write_table
+    from zhunt.seeds import QWEN25_3B_LAYER
+
+    rows = []
+    for path in comparison_paths:
+        c = _read_tsv(path)
+        if "primary" not in c.columns or not c["primary"].astype(bool).any():
+            raise ZhuntError(str(path), "no primary row (expected a layer comparison table)")
+        p = c[c["primary"].astype(bool)].iloc[0]
+        span = max(int(p["num_layers"]) - 1, 1)
+        rows.append({"model": p["model"], "num_layers": int(p["num_layers"]),
+                     "predicted_layer": int(p["predicted_layer"]), "data_best_layer": p["data_best_layer"],
+                     "data_score": p["data_score"], "predicted_frac": int(p["predicted_layer"]) / span,
+                     "data_best_frac": p["data_best_layer"] / span, "distance_layers": p["distance_layers"],
+                     "distance_frac": p["distance_frac"], "rho": p["rho"], "p_shift": p["p_shift"],
+                     "verdict": p["verdict"], "reference": False})
+    q = QWEN25_3B_LAYER
+    span = q["num_layers"] - 1
+    dist = abs(q["data_best_layer"] - q["predicted_layer"])
+    rows.append({"model": q["model"], "num_layers": q["num_layers"], "predicted_layer": q["predicted_layer"],
+                 "data_best_layer": q["data_best_layer"], "data_score": q["data_score"],
+                 "predicted_frac": q["predicted_layer"] / span, "data_best_frac": q["data_best_layer"] / span,
+                 "distance_layers": dist, "distance_frac": dist / span, "rho": math.nan, "p_shift": math.nan,
+                 "verdict": "n/a (2 layers measured)", "reference": True})
+    table = pd.DataFrame(rows)
+    write_table(table, out_tsv, markdown=out_md)
+    plot_models_layer_prediction(table, fig_stem)
+    return table

@@ -1,0 +1,1065 @@
+"""Experiment A: is Z causal? Activation patching of Z, Z⊥ and everything (seed 000).
+
+Notation
+--------
+Problem ``i`` is posed in a *target* language (``en`` for the primary
+direction ``en<-zh``) and a *source* language (``zh``). At decoder layer ``l``
+(output = hidden-state index ``l + 1``) let ``h_tgt[t]`` (``t`` over the target
+prompt's real, non-special tokens) be the live hidden states of the target
+forward pass and ``h_src[s]`` the source prompt's stored states
+(:meth:`zhunt.data.store.ActivationStore.tokens`, special tokens dropped with
+:meth:`~zhunt.data.store.ActivationStore.token_mask`). ``V_Z`` (k, d) is the layer's
+Z-mask (:func:`zhunt.weights.masks.read_mask`), ``P_Z = V_Z^T V_Z``, ``P_Z⊥ = I - P_Z``.
+
+Source per target position (``alignment``)
+    ``"mean"`` (mean-broadcast):  ``z(t) = z̄_src = (1/T_src) Σ_s h_src[s]`` for every t.
+    ``"ot"`` (per-token OT): cost ``C[s, t] = ||h_src[s] - h_tgt[t]||²`` (the
+    target cloud from the store too: the same clean states the live forward
+    produces), uniform marginals ``a = 1/T_src``, ``b = 1/T_tgt``, exact plan
+    ``π* = argmin_{π ∈ Π(a, b)} <π, C>`` (:func:`ot.emd`; Sinkhorn optional,
+    :func:`ot_plan`), and ``z(t) = Σ_s (π*[s, t] / b_t) h_src[s]``. Averaged
+    over ``t`` this is exactly ``z̄_src``.
+
+Conditions (applied to every real non-special target prompt position at
+prefill; the KV cache carries the change to the generated tokens; pads are
+never touched; ``patch_generated=True`` also patches every generated position
+with ``z̄_src``)
+
+=============  ==========================================================
+``none``       the target prompt, unpatched (baseline)
+``z``          ``h[t] <- P_Z⊥ h[t] + P_Z z(t)``   (replace Z-content)
+``zperp``      ``h[t] <- P_Z h[t] + P_Z⊥ z(t)``   (replace the Z⊥ "language scaffold")
+``full``       ``h[t] <- z(t)``
+``random``     the ``z`` formula with ``V_R`` a Haar-random k-dim subspace
+               (:func:`zhunt.subspace.random_subspace`, seed ``(seed, k, r)``,
+               ``r = 0..n_random-1``: the same subspaces at every layer and
+               alignment)
+=============  ==========================================================
+
+Batching: one :func:`zhunt.models.generation.generate` call per configuration over
+every (problem, condition) row; the unpatched baseline does not depend on the
+layer, k or alignment, so it is generated once per target language and copied
+into every configuration's records.
+
+Note: as in the seed, the source is the *same* problem in the other language,
+so the key answer does not change; an answer change therefore measures how much
+a patch disrupts (or re-routes) the computation, not a transfer to a different
+ground truth.
+
+Source problem (``source``, see ``docs/patching.md``)
+    ``"same"`` (the seed's design): ``z̄_src`` / the OT cloud of problem ``i``
+    itself in the source language. ``"donor"`` (the corrected design): the
+    source-language states of a DIFFERENT problem ``d(i)``
+    (:func:`donor_map`: the next problem, in a permutation seeded with
+    ``seed``, whose key answer differs from ``answer(i)``; so ``d(i) != i``
+    and ``answer(d(i)) != answer(i)``), with the same formulas (mean-broadcast
+    of the donor's mean; OT between the donor's cloud and the target's). If Z
+    carries the problem, the Z-patch should make the model answer the
+    *donor's* question: :func:`donor_metrics` measures the answer *transfer*
+    rate (patched answer == the donor's key answer) and the *kept* rate
+    (== the own unpatched answer) per condition, and :func:`donor_verdict`
+    judges them (:func:`donor_verdict_caption`).
+
+Scoring of each generation: :func:`zhunt.data.text.extract_answer` (language of the
+output script: ``zh`` for Chinese output, the target language for Latin
+output, all languages for mixed output), ``correct`` against the key,
+:func:`zhunt.data.text.classify_language` and :func:`~zhunt.data.text.cjk_fraction`.
+An *answer change* is ``extracted != extracted(none)`` on the same problem (no
+answer vs an answer counts as a change; no answer twice does not). Language
+*preserved* means the output is classified as the target language (``en`` =
+Latin script); otherwise it is *disrupted*.
+
+Derived metrics per configuration (layer, k, alignment, direction), each a
+rate over the ``N`` problems with a percentile bootstrap 95% CI
+(:func:`zhunt.stats.rate_ci`, 2000 resamples, fixed seed): Z / Z⊥ / full
+answer-change rates, Z language preservation, Z⊥ and Z language disruption,
+full-patch answer agreement with the Z- and with the Z⊥-patch, and the random
+control's answer-change and language-preservation rates (per problem the
+fraction of the ``n_random`` subspaces, then the mean over problems with its
+CI). Paired tests: exact McNemar of Z vs Z⊥ answer changes and language
+disruptions; paired bootstrap CI of ``change_Z - change_random`` per problem.
+
+The verdict (:func:`config_verdict`, thresholds in the module constants,
+:func:`verdict_caption` states them) makes the seed's criteria precise:
+
+* **A** "Z changes answers more than Z⊥": ``rate_Z > rate_Z⊥`` and
+  (McNemar ``p < ALPHA`` or ``CI_lo(Z) > CI_hi(Z⊥)``);
+* **R** "Z beats random": the paired bootstrap CI of
+  ``change_Z - change_random`` lies above 0;
+* **L1** Z preserves language: preservation rate ``>= MIN_Z_LANGUAGE_PRESERVATION``;
+* **L2** Z⊥ disrupts language: ``disruption_Z⊥ > disruption_Z`` and (McNemar
+  ``p < ALPHA`` or ``CI_lo(Z⊥) > CI_hi(Z)``);
+* **K** Z⊥ keeps answers: answer-change rate of Z⊥ ``<= MAX_ZPERP_ANSWER_CHANGE``.
+
+``double dissociation`` iff A, R, L1, L2 and K; ``partial success`` iff A and R
+(not all of L1, L2, K); ``reverse`` iff Z⊥ changes answers more than Z under
+the mirror of A; ``null`` otherwise (including A without R: Z is then no
+better than a random subspace of the same dimension).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from zhunt.errors import ZhuntError
+from zhunt.io import write_table, write_text
+from zhunt.stats import bootstrap_ci, mcnemar_exact, rate_ci
+from zhunt.subspace import random_subspace
+from zhunt.data.text import SUPPORTED_LANGUAGES, classify_language, cjk_fraction, extract_answer
+
+__all__ = [
+    "CONDITIONS", "DIRECTIONS", "ALIGNMENTS", "ALPHA", "MIN_Z_LANGUAGE_PRESERVATION",
+    "MAX_ZPERP_ANSWER_CHANGE", "N_BOOTSTRAP", "SINKHORN_REG", "VERDICTS",
+    "parse_direction", "direction_slug", "ot_plan", "ot_sources", "mean_source", "patch_rows",
+    "random_bases", "score_text", "config_metrics", "config_verdict", "overall_verdict",
+    "verdict_caption", "patch_table", "run_patching",
+    "SOURCES", "MIN_DONOR_Z_LANGUAGE_PRESERVATION", "donor_map", "donor_metrics", "donor_verdict",
+    "donor_verdict_caption",
+]
+
+log = logging.getLogger("zhunt.experiments.patching")
+
+#: Conditions of every configuration (``random`` is repeated over the random subspaces).
+CONDITIONS = ("none", "z", "zperp", "full", "random")
+#: Supported directions ``"target<-source"``.
+DIRECTIONS = ("en<-zh", "zh<-en")
+#: Source alignments.
+ALIGNMENTS = ("mean", "ot")
+
+#: Significance level of the McNemar tests in the verdict.
+ALPHA = 0.05
+#: L1: least Z-patch language-preservation rate for a double dissociation.
+MIN_Z_LANGUAGE_PRESERVATION = 0.8
+#: K: largest Z⊥-patch answer-change rate for a double dissociation ("Z⊥ keeps answers").
+MAX_ZPERP_ANSWER_CHANGE = 0.2
+#: Bootstrap resamples of every CI.
+N_BOOTSTRAP = 2000
+#: Entropic regularisation of the Sinkhorn option (cost normalised by its maximum first).
+SINKHORN_REG = 0.05
+
+#: Verdict labels, strongest first (``reverse`` is the opposite effect).
+VERDICTS = ("double dissociation", "partial success", "null", "reverse")
+#: Source problems: ``same`` = the seed's design (the same problem in the source language),
+#: ``donor`` = the corrected design (a different problem with a different answer).
+SOURCES = ("same", "donor")
+#: Donor verdict: least Z-patch language-preservation rate for "Z carries the problem".
+MIN_DONOR_Z_LANGUAGE_PRESERVATION = 0.8
+
+
+# ------------------------------------------------------------------------------------ helpers
+def parse_direction(direction: str) -> tuple[str, str]:
+    """``"en<-zh"`` -> ``("en", "zh")`` (target, source)."""
+    parts = str(direction).replace("←", "<-").split("<-")
+    if len(parts) != 2 or not all(p in SUPPORTED_LANGUAGES for p in parts) or parts[0] == parts[1]:
+        raise ZhuntError("patching.directions", f"bad direction {direction!r}: expected 'target<-source' "
+                         f"with two different languages of {SUPPORTED_LANGUAGES}, e.g. 'en<-zh'")
+    return parts[0], parts[1]
+
+
+def direction_slug(direction: str) -> str:
+    """File-name form of a direction: ``"en<-zh"`` -> ``"en-from-zh"``."""
+    t, s = parse_direction(direction)
+    return f"{t}-from-{s}"
+
+
+def _arrow(direction: str) -> str:
+    t, s = parse_direction(direction)
+    return f"{t}←{s}"
+
+
+def ot_plan(X_src: np.ndarray, X_tgt: np.ndarray, *, sinkhorn: bool = False,
+            reg: float = SINKHORN_REG) -> np.ndarray:
+    """Optimal transport plan between two token clouds with uniform marginals.
+
+    Parameters
+    ----------
+    X_src : ndarray of shape (T_src, d)
+    X_tgt : ndarray of shape (T_tgt, d)
+        Hidden states (special tokens and pads already removed).
+    sinkhorn : bool
+        Entropic OT (:func:`ot.sinkhorn`, regularisation ``reg`` on the cost
+        divided by its maximum, which keeps ``exp(-C/reg)`` finite) instead of
+        the exact plan (:func:`ot.emd`).
+
+    Returns
+    -------
+    ndarray of shape (T_src, T_tgt), float64
+        ``π*`` with ``π* 1 = a = 1/T_src`` and ``π*^T 1 = b = 1/T_tgt``
+        (exactly for ``ot.emd``, to Sinkhorn's tolerance otherwise), minimising
+        ``Σ_st π[s, t] ||X_src[s] - X_tgt[t]||²``.
+    """
+    import ot
+
+    Xs = np.asarray(X_src, dtype=np.float64)
+    Xt = np.asarray(X_tgt, dtype=np.float64)
+    if Xs.ndim != 2 or Xt.ndim != 2 or Xs.shape[1] != Xt.shape[1] or not len(Xs) or not len(Xt):
+        raise ValueError(f"token clouds must be non-empty (T, d) arrays, got {Xs.shape} and {Xt.shape}")
+    a = np.full(len(Xs), 1.0 / len(Xs))
+    b = np.full(len(Xt), 1.0 / len(Xt))
+    C = ot.dist(Xs, Xt, metric="sqeuclidean")
+    if sinkhorn:
+        cmax = C.max()
+        return ot.sinkhorn(a, b, C / cmax if cmax > 0 else C, reg, numItermax=100000, stopThr=1e-12)
+    return ot.emd(a, b, C, numItermax=1_000_000)
+
+
+def ot_sources(X_src: np.ndarray, X_tgt: np.ndarray, *, sinkhorn: bool = False) -> np.ndarray:
+    """Transport-weighted source per target token: ``z(t) = Σ_s (π*[s, t] / b_t) X_src[s]``.
+
+    Returns
+    -------
+    ndarray of shape (T_tgt, d), float64
+        (``b_t = 1/T_tgt``; the mean over ``t`` equals the source mean.)
+    """
+    pi = ot_plan(X_src, X_tgt, sinkhorn=sinkhorn)
+    b = pi.sum(axis=0) if sinkhorn else np.full(pi.shape[1], 1.0 / pi.shape[1])
+    return (pi / b[None, :]).T @ np.asarray(X_src, dtype=np.float64)
+
+
+def mean_source(X_src: np.ndarray) -> np.ndarray:
+    """``z̄ = (1/T) Σ_s X_src[s]``, shape (d,), float64."""
+    return np.asarray(X_src, dtype=np.float64).mean(axis=0)
+
+
+def random_bases(k: int, d: int, n_random: int, seed: int = 0) -> list[np.ndarray]:
+    """``n_random`` Haar-random (k, d) bases; base ``r`` uses the generator seeded with ``(seed, k, r)``."""
+    return [random_subspace(k, d, np.random.default_rng([int(seed), int(k), int(r)])) for r in range(n_random)]
+
+
+def patch_rows(problems: Sequence[str], sources: Mapping[str, np.ndarray], V_Z, random_V: Sequence,
+               ) -> tuple[list[dict], list]:
+    """Rows (problem x condition) and their :class:`zhunt.models.generation.SubspaceEdit` edits.
+
+    Parameters
+    ----------
+    problems : sequence of str
+        Problem ids, in order.
+    sources : mapping
+        ``problem -> z`` of shape ``(d,)`` (mean) or ``(T_tgt, d)`` (OT).
+    V_Z : (k, d)
+        The Z-basis (array or tensor).
+    random_V : sequence of (k, d)
+        Random bases of the control.
+
+    Returns
+    -------
+    rows : list of dict
+        ``problem, condition, subspace`` (``-1`` except for ``random``: its index).
+    edits : list
+        ``None`` for ``none``, else the condition's edit.
+    """
+    import torch
+
+    from zhunt.models.generation import SubspaceEdit
+
+    Vz = torch.as_tensor(np.asarray(V_Z, dtype=np.float32))
+    Vr = [torch.as_tensor(np.asarray(V, dtype=np.float32)) for V in random_V]
+    rows, edits = [], []
+    for pid in problems:
+        src = torch.as_tensor(np.asarray(sources[pid], dtype=np.float32))
+        spec = [("none", -1, None), ("z", -1, SubspaceEdit(Vz, src, "span")),
+                ("zperp", -1, SubspaceEdit(Vz, src, "complement")), ("full", -1, SubspaceEdit(None, src, "full"))]
+        spec += [("random", r, SubspaceEdit(V, src, "span")) for r, V in enumerate(Vr)]
+        for cond, r, e in spec:
+            rows.append({"problem": pid, "condition": cond, "subspace": r})
+            edits.append(e)
+    return rows, edits
+
+
+def _answer_lang(output_lang: str, target: str) -> str | None:
+    if output_lang == "zh":
+        return "zh"
+    if output_lang == "en":
+        return target if target != "zh" else "en"
+    return None
+
+
+def score_text(text: str, answer: int, target: str) -> dict:
+    """Score one generation: ``extracted``, ``correct``, ``output_lang``, ``cjk_fraction``, ``language_preserved``."""
+    out_lang = classify_language(text)
+    ans = extract_answer(text, _answer_lang(out_lang, target))
+    return {"extracted": ans, "correct": ans is not None and ans == int(answer), "output_lang": out_lang,
+            "cjk_fraction": cjk_fraction(text), "language_preserved": out_lang == (target if target == "zh" else "en")}
+
+
+# ------------------------------------------------------------------------------------ metrics
+def _same(a, b) -> np.ndarray:
+    """Element-wise equality of two answer columns where NA == NA counts as equal."""
+    a = pd.Series(a, dtype="Int64").reset_index(drop=True)
+    b = pd.Series(b, dtype="Int64").reset_index(drop=True)
+    eq = (a == b).fillna(False).to_numpy(bool)
+    return eq | (a.isna() & b.isna()).to_numpy(bool)
+
+
+
+def _put_mcnemar(out: dict, name: str, a, b) -> None:
+    """Store the exact McNemar test of paired booleans ``a`` vs ``b`` as ``mcnemar_{name}_{p,n01,n10}``."""
+    m = mcnemar_exact(a, b)
+    out.update({f"mcnemar_{name}_p": m["p"], f"mcnemar_{name}_n01": m["n01"], f"mcnemar_{name}_n10": m["n10"]})
+
+
+def config_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
+    """Derived metrics of one configuration from its records.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        The rows of ONE configuration: ``problem, condition, subspace,
+        extracted, language_preserved`` (one ``none``, ``z``, ``zperp``,
+        ``full`` row per problem and ``n_random >= 0`` ``random`` rows).
+
+    Returns
+    -------
+    dict
+        For each rate ``name``: ``name`` (point estimate), ``name_lo``,
+        ``name_hi``. Rates: ``z_answer_change``, ``zperp_answer_change``,
+        ``full_answer_change``, ``z_language_preservation``,
+        ``z_language_disruption``, ``zperp_language_disruption``,
+        ``full_language_disruption``, ``full_agree_z``, ``full_agree_zperp``,
+        ``random_answer_change``, ``random_language_preservation``,
+        ``z_minus_random_answer_change`` (paired); plus ``n_problems``,
+        ``n_random``, McNemar ``mcnemar_answer_p/_n01/_n10`` (Z vs Z⊥ answer
+        change; n01 = only Z changed) and ``mcnemar_language_p/_n01/_n10``
+        (Z⊥ vs Z disruption; n01 = only Z⊥ disrupted), ``full_like``
+        (``"Z"``, ``"Z⊥"`` or ``"tie"``).
+    """
+    kw = dict(seed=seed, n_resamples=n_resamples)
+    base = records[records["condition"] == "none"].set_index("problem")
+    problems = list(base.index)
+    if not problems:
+        raise ValueError("no baseline ('none') records")
+
+    def cond(name):
+        c = records[records["condition"] == name].set_index("problem")
+        missing = set(problems) - set(c.index)
+        if missing:
+            raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
+        return c.loc[problems]
+
+    z, zp, full = cond("z"), cond("zperp"), cond("full")
+    b_ans = base["extracted"]
+    ch = {n: ~_same(c["extracted"], b_ans) for n, c in (("z", z), ("zperp", zp), ("full", full))}
+    pres = {n: c["language_preserved"].to_numpy(bool) for n, c in (("z", z), ("zperp", zp), ("full", full))}
+    out: dict = {"n_problems": len(problems)}
+
+    def put(name, flags):
+        r = rate_ci(flags, **kw)
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = r["rate"], r["lo"], r["hi"]
+
+    put("z_answer_change", ch["z"])
+    put("zperp_answer_change", ch["zperp"])
+    put("full_answer_change", ch["full"])
+    put("z_language_preservation", pres["z"])
+    put("z_language_disruption", ~pres["z"])
+    put("zperp_language_disruption", ~pres["zperp"])
+    put("full_language_disruption", ~pres["full"])
+    agree_z = _same(full["extracted"], z["extracted"])
+    agree_zp = _same(full["extracted"], zp["extracted"])
+    put("full_agree_z", agree_z)
+    put("full_agree_zperp", agree_zp)
+    out["full_like"] = "Z" if agree_z.mean() > agree_zp.mean() else "Z⊥" if agree_z.mean() < agree_zp.mean() \
+        else "tie"
+
+    rnd = records[records["condition"] == "random"]
+    n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
+    out["n_random"] = n_random
+    if n_random:
+        base_map = b_ans.to_dict()
+        rnd = rnd.assign(changed=~_same(rnd["extracted"], [base_map[p] for p in rnd["problem"]]))
+        frac_ch = rnd.groupby("problem")["changed"].mean().reindex(problems).to_numpy(float)
+        frac_pr = rnd.groupby("problem")["language_preserved"].mean().reindex(problems).to_numpy(float)
+        put("random_answer_change", frac_ch)
+        put("random_language_preservation", frac_pr)
+        est, lo, hi = bootstrap_ci(ch["z"].astype(float) - frac_ch, **kw)
+        out["z_minus_random_answer_change"], out["z_minus_random_answer_change_lo"], \
+            out["z_minus_random_answer_change_hi"] = est, lo, hi
+    else:
+        for name in ("random_answer_change", "random_language_preservation", "z_minus_random_answer_change"):
+            out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+    _put_mcnemar(out, "answer", ch["z"], ch["zperp"])
+    _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
+    return out
+
+
+def config_verdict(m: Mapping) -> tuple[str, dict]:
+    """Verdict of one configuration from :func:`config_metrics` (criteria in the module docstring).
+
+    Returns
+    -------
+    verdict : str
+        One of :data:`VERDICTS`.
+    criteria : dict
+        ``A`` (Z > Z⊥ on answers), ``R`` (Z > random), ``L1`` (Z keeps
+        language), ``L2`` (Z⊥ disrupts language), ``K`` (Z⊥ keeps answers),
+        ``rev`` (Z⊥ > Z on answers), each a bool.
+    """
+    z, zp = m["z_answer_change"], m["zperp_answer_change"]
+    p = m["mcnemar_answer_p"]
+    A = bool(z > zp and (p < ALPHA or m["z_answer_change_lo"] > m["zperp_answer_change_hi"]))
+    rev = bool(zp > z and (p < ALPHA or m["zperp_answer_change_lo"] > m["z_answer_change_hi"]))
+    lo = m.get("z_minus_random_answer_change_lo", float("nan"))
+    R = bool(np.isfinite(lo) and lo > 0)
+    L1 = bool(m["z_language_preservation"] >= MIN_Z_LANGUAGE_PRESERVATION)
+    dz, dzp = m["z_language_disruption"], m["zperp_language_disruption"]
+    L2 = bool(dzp > dz and (m["mcnemar_language_p"] < ALPHA
+                            or m["zperp_language_disruption_lo"] > m["z_language_disruption_hi"]))
+    K = bool(zp <= MAX_ZPERP_ANSWER_CHANGE)
+    crit = {"A": A, "R": R, "L1": L1, "L2": L2, "K": K, "rev": rev}
+    if A and R and L1 and L2 and K:
+        return "double dissociation", crit
+    if A and R:
+        return "partial success", crit
+    if rev:
+        return "reverse", crit
+    return "null", crit
+
+
+def _criteria_note(crit: Mapping) -> str:
+    names = {"A": "Z>Z⊥ answers", "R": "Z>random", "L1": "Z keeps language", "L2": "Z⊥ disrupts language",
+             "K": "Z⊥ keeps answers"}
+    return "; ".join(f"{'✓' if crit[c] else '✗'} {names[c]}" for c in ("A", "R", "L1", "L2", "K"))
+
+
+def overall_verdict(verdicts: Sequence[str]) -> str:
+    """Overall verdict over the configurations of the primary direction.
+
+    The strongest verdict reached by any configuration (double dissociation >
+    partial success > null); ``reverse`` only when no configuration reaches
+    partial success or better and at least one is ``reverse``. (A maximum over
+    configurations, as the seed asks to try OT before declaring null; not
+    corrected for multiplicity — the per-config table shows how many agree.)
+    """
+    v = list(verdicts)
+    for label in ("double dissociation", "partial success"):
+        if label in v:
+            return label
+    if "reverse" in v:
+        return "reverse"
+    return "null"
+
+
+def verdict_caption() -> str:
+    """One paragraph stating the verdict rule and its thresholds."""
+    return (
+        f"Verdict per configuration (rates over problems, 95% percentile bootstrap CIs with {N_BOOTSTRAP} "
+        f"resamples; exact McNemar tests at alpha = {ALPHA}). A = Z-patch changes the answer (vs the "
+        f"unpatched answer) more often than the Z⊥-patch: rate_Z > rate_Z⊥ and (McNemar p < {ALPHA} or the "
+        f"CIs do not overlap). R = Z beats the random-subspace control of the same k: the paired bootstrap "
+        f"CI of change_Z - change_random lies above 0. L1 = Z-patch keeps the target language in >= "
+        f"{MIN_Z_LANGUAGE_PRESERVATION:.0%} of problems. L2 = Z⊥-patch disrupts the output language more "
+        f"than the Z-patch (McNemar p < {ALPHA} or non-overlapping CIs). K = Z⊥-patch changes <= "
+        f"{MAX_ZPERP_ANSWER_CHANGE:.0%} of answers. double dissociation = A, R, L1, L2 and K; partial "
+        f"success = A and R; reverse = Z⊥ changes answers more than Z (mirror of A); null otherwise. "
+        f"Overall = strongest verdict over the configurations of the primary direction.")
+
+
+# ------------------------------------------------------------------------------------ donor design
+def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int], seed: int = 0) -> dict:
+    """Fixed donor of every problem for the ``donor`` source.
+
+    The problems are put in a permutation seeded with ``seed``; the donor of
+    problem ``i`` is the next problem after it (cyclically) in that order whose
+    answer differs from ``answer(i)``. Hence ``d(i) != i`` and
+    ``answer(d(i)) != answer(i)`` always (a problem may donate to several).
+
+    Parameters
+    ----------
+    problems : sequence of str
+    answers : mapping ``problem -> answer`` or sequence aligned with ``problems``
+
+    Returns
+    -------
+    dict
+        ``problem -> donor problem``.
+
+    Raises
+    ------
+    ZhuntError
+        When some problem has no other problem with a different answer.
+    """
+    problems = list(problems)
+    ans = dict(answers) if isinstance(answers, Mapping) else dict(zip(problems, answers))
+    if len(set(problems)) != len(problems):
+        raise ValueError("duplicate problem ids")
+    order = [problems[i] for i in np.random.default_rng([int(seed), 0xD0]).permutation(len(problems))]
+    n = len(order)
+    out = {}
+    for pos, p in enumerate(order):
+        for step in range(1, n):
+            q = order[(pos + step) % n]
+            if int(ans[q]) != int(ans[p]):
+                out[p] = q
+                break
+        else:
+            raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
+                             f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
+    return {p: out[p] for p in problems}
+
+
+def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
+    """Derived metrics of one ``donor``-source configuration from its records.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        The rows of ONE configuration: ``problem, condition, subspace,
+        extracted, language_preserved, donor_answer`` (the donor's key answer;
+        one ``none``, ``z``, ``zperp``, ``full`` row per problem and
+        ``n_random >= 0`` ``random`` rows).
+
+    Returns
+    -------
+    dict
+        For each rate ``name``: ``name``, ``name_lo``, ``name_hi`` (95%
+        bootstrap CI). ``{c}_transfer`` (patched answer == donor's answer) and
+        ``{c}_kept`` (== own unpatched answer, NA == NA) for ``c`` in ``z,
+        zperp, full, random`` (random: per problem the fraction over the
+        subspaces), ``none_transfer`` (the unpatched answer already equals the
+        donor's: the chance floor), ``z_language_preservation``,
+        ``{z,zperp,full}_language_disruption``,
+        ``random_language_preservation``; paired bootstrap
+        ``z_minus_random_transfer`` and ``z_minus_zperp_transfer``; exact
+        McNemar ``mcnemar_transfer_p/_n01/_n10`` (n01 = only Z transferred)
+        and ``mcnemar_language_p/_n01/_n10`` (n01 = only Z⊥ disrupted);
+        ``n_problems``, ``n_random``.
+    """
+    kw = dict(seed=seed, n_resamples=n_resamples)
+    base = records[records["condition"] == "none"].set_index("problem")
+    problems = list(base.index)
+    if not problems:
+        raise ValueError("no baseline ('none') records")
+    if "donor_answer" not in records.columns:
+        raise ValueError("donor records need a 'donor_answer' column")
+
+    def cond(name):
+        c = records[records["condition"] == name].set_index("problem")
+        missing = set(problems) - set(c.index)
+        if missing:
+            raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
+        return c.loc[problems]
+
+    donor_ans = pd.Series(base["donor_answer"].to_numpy(), index=problems)
+    b_ans = base["extracted"]
+    out: dict = {"n_problems": len(problems)}
+
+    def put(name, flags):
+        r = rate_ci(flags, **kw)
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = r["rate"], r["lo"], r["hi"]
+
+    def transfer(ex, pids):
+        d = pd.Series([donor_ans[p] for p in pids], dtype="Int64")
+        return (pd.Series(ex, dtype="Int64").reset_index(drop=True) == d).fillna(False).to_numpy(bool)
+
+    tr, kept, pres = {}, {}, {}
+    for name in ("z", "zperp", "full"):
+        c = cond(name)
+        tr[name] = transfer(c["extracted"], problems)
+        kept[name] = _same(c["extracted"], b_ans)
+        pres[name] = c["language_preserved"].to_numpy(bool)
+    put("none_transfer", transfer(b_ans, problems))
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_transfer", tr[name])
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_kept", kept[name])
+    put("z_language_preservation", pres["z"])
+    for name in ("z", "zperp", "full"):
+        put(f"{name}_language_disruption", ~pres[name])
+    est, lo, hi = bootstrap_ci(tr["z"].astype(float) - tr["zperp"].astype(float), **kw)
+    out["z_minus_zperp_transfer"], out["z_minus_zperp_transfer_lo"], out["z_minus_zperp_transfer_hi"] = est, lo, hi
+
+    rnd = records[records["condition"] == "random"]
+    n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
+    out["n_random"] = n_random
+    if n_random:
+        rnd = rnd.assign(_tr=transfer(rnd["extracted"], rnd["problem"]),
+                         _kept=_same(rnd["extracted"], [b_ans[p] for p in rnd["problem"]]))
+        g = rnd.groupby("problem")
+        frac_tr = g["_tr"].mean().reindex(problems).to_numpy(float)
+        put("random_transfer", frac_tr)
+        put("random_kept", g["_kept"].mean().reindex(problems).to_numpy(float))
+        put("random_language_preservation", g["language_preserved"].mean().reindex(problems).to_numpy(float))
+        est, lo, hi = bootstrap_ci(tr["z"].astype(float) - frac_tr, **kw)
+        out["z_minus_random_transfer"], out["z_minus_random_transfer_lo"], out["z_minus_random_transfer_hi"] = \
+            est, lo, hi
+    else:
+        for name in ("random_transfer", "random_kept", "random_language_preservation", "z_minus_random_transfer"):
+            out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+    _put_mcnemar(out, "transfer", tr["z"], tr["zperp"])
+    _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
+    return out
+
+
+def donor_verdict(m: Mapping) -> tuple[str, dict]:
+    """Verdict of one ``donor`` configuration from :func:`donor_metrics`.
+
+    Criteria (CIs are the 95% bootstrap intervals of the rates):
+
+    * **T** "Z carries the problem": ``CI_lo(transfer_Z) > CI_hi(transfer_Z⊥)``
+      and ``> CI_hi(transfer_random)`` (when there is a random control), and
+      Z-patch language preservation ``>= MIN_DONOR_Z_LANGUAGE_PRESERVATION``;
+    * **L** "Z⊥ carries the language": ``CI_lo(disruption_Z⊥) > CI_hi(disruption_Z)``;
+    * **rev** "Z⊥ transfers more than Z": ``CI_lo(transfer_Z⊥) > CI_hi(transfer_Z)``.
+
+    ``double dissociation`` = T and L; ``partial success`` = T only;
+    ``reverse`` = rev (then T is impossible); ``null`` otherwise (also L
+    without T: a language effect alone says nothing about where the problem is).
+
+    Returns
+    -------
+    verdict : str
+        One of :data:`VERDICTS`.
+    criteria : dict
+        ``T``, ``L``, ``rev`` (bools).
+    """
+    zlo = m["z_transfer_lo"]
+    rhi = m.get("random_transfer_hi", float("nan"))
+    beats_random = (not np.isfinite(rhi)) or zlo > rhi
+    T = bool(zlo > m["zperp_transfer_hi"] and beats_random
+             and m["z_language_preservation"] >= MIN_DONOR_Z_LANGUAGE_PRESERVATION)
+    L = bool(m["zperp_language_disruption_lo"] > m["z_language_disruption_hi"])
+    rev = bool(m["zperp_transfer_lo"] > m["z_transfer_hi"])
+    crit = {"T": T, "L": L, "rev": rev}
+    if T and L:
+        return "double dissociation", crit
+    if T:
+        return "partial success", crit
+    if rev:
+        return "reverse", crit
+    return "null", crit
+
+
+def _donor_criteria_note(crit: Mapping) -> str:
+    names = {"T": "Z carries the problem", "L": "Z⊥ carries the language", "rev": "Z⊥ transfers more than Z"}
+    return "; ".join(f"{'✓' if crit[c] else '✗'} {names[c]}" for c in ("T", "L", "rev"))
+
+
+def donor_verdict_caption() -> str:
+    """One paragraph stating the donor verdict rule and its thresholds."""
+    return (
+        f"Donor design: each target prompt is patched with the source-language states of a DIFFERENT problem "
+        f"whose key answer differs (fixed seeded derangement). Transfer = the patched answer equals the "
+        f"donor's answer; kept = it equals the own unpatched answer. Rates over problems with 95% percentile "
+        f"bootstrap CIs ({N_BOOTSTRAP} resamples); the random control is the per-problem fraction over the "
+        f"random k-subspaces. \"Z carries the problem\" iff the lower CI bound of the Z-patch transfer rate "
+        f"exceeds the upper CI bounds of both the Z⊥-patch and the random-control transfer rates, and the "
+        f"Z-patch preserves the target language in >= {MIN_DONOR_Z_LANGUAGE_PRESERVATION:.0%} of problems. "
+        f"\"Z⊥ carries the language\" iff the lower CI bound of the Z⊥-patch language disruption exceeds "
+        f"the upper CI bound of the Z-patch's. double dissociation = both; partial success = the first only; "
+        f"reverse = the Z⊥-patch transfer CI lies above the Z-patch's; null otherwise. Exact McNemar p-values "
+        f"(Z vs Z⊥ transfer and language disruption) are reported alongside.")
+
+
+# ------------------------------------------------------------------------------------ tables
+def _short(text, n: int = 60) -> str:
+    s = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+    s = s.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t").replace("|", "\\|")
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def patch_table(records: pd.DataFrame, direction: str, width: int = 60) -> tuple[pd.DataFrame, str]:
+    """Seed 000's "done" table of one configuration.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``Problem`` | ``Original output (t)`` | ``Z-patched (t←s)`` |
+        ``Z⊥-patched (t←s)`` | ``Full-patched`` with the whole generated texts,
+        plus the extracted answers (``answer: ...`` columns) and the key.
+    markdown : str
+        The five seed columns, texts shortened to ``width`` characters with
+        newlines, tabs and pipes escaped.
+    """
+    t, _ = parse_direction(direction)
+    arr = _arrow(direction)
+    cols = {"none": f"Original output ({t})", "z": f"Z-patched ({arr})", "zperp": f"Z⊥-patched ({arr})",
+            "full": "Full-patched"}
+    base = records[records["condition"] == "none"]
+    problems = list(dict.fromkeys(base["problem"]))
+    data = {"Problem": problems}
+    for cond, title in cols.items():
+        c = records[records["condition"] == cond].set_index("problem").reindex(problems)
+        data[title] = c["text"].tolist()
+    for cond in cols:
+        c = records[records["condition"] == cond].set_index("problem").reindex(problems)
+        data[f"answer: {cond}"] = pd.array(c["extracted"].tolist(), dtype="Int64")
+    key = base.set_index("problem").reindex(problems)
+    data["key"] = key["answer"].tolist()
+    donor = "donor" in key.columns and (key["donor"].astype(str) != pd.Series(problems, index=key.index)).any()
+    if donor:  # the donor design: which problem (and answer) was patched in
+        data["donor"] = key["donor"].tolist()
+        data["donor answer"] = key["donor_answer"].tolist()
+    table = pd.DataFrame(data)
+    head = ["Problem", *(["Donor (answer)"] if donor else []), *cols.values()]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        first = [_short(r["Problem"], width)]
+        if donor:
+            first.append(_short(f"{r['donor']} ({r['donor answer']})", width))
+        lines.append("| " + " | ".join(first + [_short(r[c], width) for c in cols.values()]) + " |")
+    return table, "\n".join(lines) + "\n"
+
+
+def _fmt_rate(m: Mapping, name: str) -> str:
+    v = m.get(name, float("nan"))
+    if v is None or not np.isfinite(v):
+        return "—"
+    return f"{v:.2f} [{m[name + '_lo']:.2f}, {m[name + '_hi']:.2f}]"
+
+
+def _rates_markdown(metrics: pd.DataFrame, title: str, intro: str, cols, p_col: str, p_label: str) -> str:
+    """One row per configuration: the rates ``cols`` ([(header, column)]) with CIs, a McNemar p, the verdict."""
+    lines = [f"# {title}", "", intro, "",
+             "| layer | k | alignment | direction | N | " + " | ".join(c for c, _ in cols)
+             + f" | {p_label} | verdict |",
+             "|" + "---|" * (7 + len(cols))]
+    for _, r in metrics.iterrows():
+        m = r.to_dict()
+        lines.append(f"| {m['layer']} | {m['k']} | {m['alignment']} | {m['direction']} | {m['n_problems']} | "
+                     + " | ".join(_fmt_rate(m, n) for _, n in cols)
+                     + f" | {m[p_col]:.3g} | {m['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _donor_metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
+    cols = [("Z transfer", "z_transfer"), ("Z⊥ transfer", "zperp_transfer"), ("full transfer", "full_transfer"),
+            ("random transfer", "random_transfer"), ("Z kept", "z_kept"), ("Z⊥ kept", "zperp_kept"),
+            ("Z lang. preserved", "z_language_preservation"), ("Z⊥ lang. disrupted", "zperp_language_disruption"),
+            ("Z lang. disrupted", "z_language_disruption")]
+    return _rates_markdown(metrics, title, "Donor design (source = a different problem with a different answer). "
+                           "Rates with 95% bootstrap CIs over problems.", cols,
+                           "mcnemar_transfer_p", "McNemar p (transfer)")
+
+
+def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
+    cols = [("Z ans. change", "z_answer_change"), ("Z⊥ ans. change", "zperp_answer_change"),
+            ("random ans. change", "random_answer_change"), ("Z lang. preserved", "z_language_preservation"),
+            ("Z⊥ lang. disrupted", "zperp_language_disruption"), ("full agrees Z", "full_agree_z"),
+            ("full agrees Z⊥", "full_agree_zperp")]
+    return _rates_markdown(metrics, title, "Rates with 95% bootstrap CIs over problems.", cols,
+                           "mcnemar_answer_p", "McNemar p (ans.)")
+
+
+# ------------------------------------------------------------------------------------ stage
+def _transferred(rec: pd.DataFrame) -> np.ndarray:
+    """Per row: the extracted answer equals the donor's answer (NA never transfers)."""
+    a = pd.Series(rec["extracted"], dtype="Int64").reset_index(drop=True)
+    d = pd.Series(rec["donor_answer"], dtype="Int64").reset_index(drop=True)
+    return (a == d).fillna(False).to_numpy(bool)
+
+
+def _clouds(store, pid: str, lang: str, j: int) -> np.ndarray:
+    X = store.tokens(pid, lang, j)
+    keep = ~store.token_mask(pid, lang)
+    if not keep.any():
+        raise ZhuntError(str(store.path), f"prompt {pid!r} ({lang}) has only special tokens")
+    return X[keep]
+
+
+def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, prompts_path,
+                 languages: Sequence[str], templates_path, family: str, layers: Sequence[int],
+                 ks: Sequence[int], alignments: Sequence[str] = ALIGNMENTS,
+                 directions: Sequence[str] = DIRECTIONS, n_random: int = 5, max_new_tokens: int = 100,
+                 batch_size: int = 16, kind: str = "multihead", patch_generated: bool = False,
+                 sinkhorn: bool = False, seed: int = 0, *, out_records, out_metrics_tsv, out_metrics_md,
+                 out_tables_dir, out_verdict_md, threads: int | None = None,
+                 sources: str | Sequence[str] = SOURCES) -> dict:
+    """Experiment A stage: the patching grid, its records, tables, metrics and verdict.
+
+    Parameters
+    ----------
+    model_dir : path
+        Prepared model folder.
+    model_name : str
+        Registry name.
+    store_path : path
+        Activation store of the same prompt set, template and model
+        (:func:`zhunt.stages.pipeline.extract_prompt_set`); the source (and OT target)
+        clouds are read from it. Its token ids must equal the live tokenisation.
+    mask_paths : mapping
+        ``layer -> mask file`` (:func:`zhunt.weights.masks.write_masks`) for every layer.
+    prompts_path, templates_path : path
+        Paired prompt table (every problem is used) and templates file.
+    languages : sequence of str
+        Languages of the table to load (must cover every direction).
+    family : str
+        Template family.
+    layers, ks : sequence of int
+        Decoder layers (primary first) and subspace dimensions (the largest is
+        the primary k).
+    alignments : subset of {"mean", "ot"}
+    directions : subset of {"en<-zh", "zh<-en"}
+        ``target<-source``; the first is the primary direction.
+    n_random : int
+        Random subspaces of the control (>= 1 for the R criterion).
+    max_new_tokens, batch_size : int
+    kind : str
+        Mask kind (``multihead`` or ``head0``).
+    patch_generated : bool
+        Also patch every generated position (with ``z̄_src``).
+    sinkhorn : bool
+        Entropic instead of exact OT.
+    seed : int
+        Seed of the random subspaces, of the donor permutation and of every bootstrap.
+    out_records, out_metrics_tsv, out_metrics_md, out_verdict_md : path
+    out_tables_dir : path
+        Gets ``table_L{l}_k{k}_{alignment}_{en-from-zh|zh-from-en}.{tsv,md}`` per configuration
+        of the ``same`` source and ``..._{direction}_donor.{tsv,md}`` of the ``donor`` source.
+    threads : int, optional
+        ``torch.set_num_threads`` for the run.
+    sources : str or sequence of {"same", "donor"}
+        Source problems (module docstring): the seed's same-problem design,
+        the corrected different-problem design, or both (default); the first
+        is the primary source.
+
+    Returns
+    -------
+    dict
+        ``configs`` (list of per-config metric dicts with ``source`` and
+        ``verdict``), ``overall``, ``primary`` (of the primary source),
+        ``by_source`` (``source -> {"overall", "primary"}``), ``donors``
+        (``problem -> donor``), ``runtime_s``, ``generation_s``.
+    """
+    from zhunt.data.extraction import tokenize_prompts
+    from zhunt.models.generation import generate
+    from zhunt.weights.masks import read_mask
+    from zhunt.models import get_adapter, load_model
+    from zhunt.stages.pipeline import check_ks, check_layer
+    from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
+    from zhunt.data.store import ActivationStore
+
+    t_start = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    layers = [int(x) for x in layers]
+    ks = [int(x) for x in ks]
+    alignments = list(alignments)
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if not sources or len(set(sources)) != len(sources) or not set(sources) <= set(SOURCES):
+        raise ZhuntError("patching.sources", f"sources must be distinct values of {SOURCES}, got {sources}")
+    for a in alignments:
+        if a not in ALIGNMENTS:
+            raise ZhuntError("patching.alignments", f"unknown alignment {a!r} (expected one of {ALIGNMENTS})")
+    dirs = [(d, *parse_direction(d)) for d in directions]
+    if not layers or not ks or not alignments or not dirs:
+        raise ZhuntError("patching", "layers, ks, alignments and directions must all be non-empty")
+    needed = {x for _, t, s in dirs for x in (t, s)}
+    if not needed <= set(languages):
+        raise ZhuntError("patching.languages", f"directions need languages {sorted(needed)}, have {list(languages)}")
+    for layer in layers:
+        if layer not in mask_paths and str(layer) not in mask_paths:
+            raise ZhuntError("patching.mask_paths", f"no mask file for layer {layer}")
+
+    table = load_prompt_table(prompts_path, languages=list(languages))
+    long = to_long(table, list(languages))
+    templates = load_templates(templates_path)
+    model, tok = load_model(model_dir)
+    ad = get_adapter(model)
+    for layer in layers:
+        check_layer(layer, ad.num_layers, model_name, key="patching.layers")
+    check_ks(ks, ad.hidden_size, model_name, key="patching.ks")
+    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
+    add_special = templates["families"][family]["kind"] != "chat"
+    prompt_of = {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])}
+    answer_of = dict(zip(table["id"], table["answer"].astype(int)))
+    problems = list(table["id"])
+    donors = donor_map(problems, answer_of, seed) if "donor" in sources else {}
+
+    store = ActivationStore(store_path)
+    try:
+        if store.hidden_size != ad.hidden_size or store.num_layers != ad.num_layers:
+            raise ZhuntError(str(store_path), f"store has L={store.num_layers}, d={store.hidden_size}; model has "
+                             f"L={ad.num_layers}, d={ad.hidden_size}")
+        # the store must hold exactly the tokens the live forward sees
+        keys = [(p, lg) for p in problems for lg in sorted(needed)]
+        live = tokenize_prompts(tok, [prompt_of[k] for k in keys], add_special_tokens=add_special)
+        for (p, lg), ids in zip(keys, live):
+            try:
+                stored = store.prompt_token_ids(p, lg)
+            except KeyError:
+                raise ZhuntError(str(store_path), f"store lacks prompt {p!r} ({lg})") from None
+            if list(map(int, stored)) != ids:
+                raise ZhuntError(str(store_path), f"prompt {p!r} ({lg}) tokenizes differently from the store "
+                                 "(built from another prompt table or template?)")
+
+        gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size),
+                      add_special_tokens=add_special, positions="all" if patch_generated else "prompt")
+        t_gen = 0.0
+        baselines: dict[str, pd.DataFrame] = {}
+        for _, tgt, _ in dirs:  # the unpatched target generations do not depend on the config
+            if tgt in baselines:
+                continue
+            t0 = time.perf_counter()
+            g = generate(model, tok, [prompt_of[(p, tgt)] for p in problems], **gen_kw)
+            t_gen += time.perf_counter() - t0
+            baselines[tgt] = pd.DataFrame([{"problem": p, "condition": "none", "subspace": -1, "text": x["text"],
+                                            "n_new_tokens": x["n_new_tokens"]} for p, x in zip(problems, g)])
+
+        all_records, all_metrics = [], []
+        tables_dir = Path(out_tables_dir)
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        for layer in layers:
+            mpath = mask_paths[layer] if layer in mask_paths else mask_paths[str(layer)]
+            j = layer + 1
+            for k in ks:
+                V_Z = read_mask(mpath, kind, k)
+                if V_Z.shape != (k, ad.hidden_size):
+                    raise ZhuntError(str(mpath), f"mask {kind}/k{k} has shape {V_Z.shape}, expected "
+                                     f"{(k, ad.hidden_size)}")
+                R = random_bases(k, ad.hidden_size, int(n_random), seed)
+                for alignment, (direction, tgt, src), source in (
+                        (a, d, s) for a in alignments for d in dirs for s in sources):
+                    src_of = donors if source == "donor" else {p: p for p in problems}
+                    zsrc = {}
+                    for p in problems:
+                        Xs = _clouds(store, src_of[p], src, j)
+                        if alignment == "mean":
+                            zsrc[p] = mean_source(Xs)
+                        else:
+                            zsrc[p] = ot_sources(Xs, _clouds(store, p, tgt, j), sinkhorn=sinkhorn)
+                    rows, edits = patch_rows(problems, zsrc, V_Z, R)
+                    keep = [i for i, r in enumerate(rows) if r["condition"] != "none"]
+                    t0 = time.perf_counter()
+                    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in keep],
+                                 layer_module=ad.layers[layer], edits=[edits[i] for i in keep], **gen_kw)
+                    t_gen += time.perf_counter() - t0
+                    rec = pd.DataFrame([{**rows[i], "text": x["text"], "n_new_tokens": x["n_new_tokens"]}
+                                        for i, x in zip(keep, g)])
+                    rec = pd.concat([baselines[tgt], rec], ignore_index=True)
+                    scored = pd.DataFrame([score_text(t, answer_of[p], tgt)
+                                           for t, p in zip(rec["text"], rec["problem"])])
+                    rec = pd.concat([rec, scored], axis=1)
+                    rec["extracted"] = rec["extracted"].astype("Int64")
+                    bmap = rec[rec["condition"] == "none"].set_index("problem")["extracted"].to_dict()
+                    rec["answer_changed"] = ~_same(rec["extracted"], [bmap[p] for p in rec["problem"]])
+                    rec.insert(0, "source", source)
+                    rec.insert(0, "direction", direction)
+                    rec.insert(0, "alignment", alignment)
+                    rec.insert(0, "k", k)
+                    rec.insert(0, "layer", layer)
+                    rec.insert(6, "donor_answer", [answer_of[src_of[p]] for p in rec["problem"]])
+                    rec.insert(6, "donor", [src_of[p] for p in rec["problem"]])
+                    rec.insert(6, "answer", [answer_of[p] for p in rec["problem"]])
+                    rec.insert(6, "source_lang", src)
+                    rec.insert(6, "target_lang", tgt)
+                    rec.insert(len(rec.columns), "answer_transferred", _transferred(rec))
+                    cond_order = {c: i for i, c in enumerate(CONDITIONS)}
+                    rec = rec.assign(_o=rec["condition"].map(cond_order),
+                                     _p=rec["problem"].map({p: i for i, p in enumerate(problems)}))
+                    rec = rec.sort_values(["_p", "_o", "subspace"], kind="stable").drop(columns=["_o", "_p"])
+                    rec = rec.reset_index(drop=True)
+                    if source == "donor":
+                        m = donor_metrics(rec, seed=seed)
+                        verdict, crit = donor_verdict(m)
+                        note = _donor_criteria_note(crit)
+                    else:
+                        m = config_metrics(rec, seed=seed)
+                        verdict, crit = config_verdict(m)
+                        note = _criteria_note(crit)
+                    m = {"layer": layer, "k": k, "alignment": alignment, "direction": direction,
+                         "source": source, **m, "verdict": verdict,
+                         **{f"crit_{c}": v for c, v in crit.items()}, "criteria": note}
+                    all_metrics.append(m)
+                    all_records.append(rec)
+                    tab, md = patch_table(rec, direction)
+                    suffix = "" if source == "same" else f"_{source}"
+                    stem = tables_dir / f"table_L{layer}_k{k}_{alignment}_{direction_slug(direction)}{suffix}"
+                    write_table(tab, f"{stem}.tsv")
+                    write_text(f"{stem}.md", f"# Patching table: {model_name} L{layer} k={k} {alignment} "
+                               f"{_arrow(direction)}{' (' + source + ' source)' if suffix else ''}\n\n{md}\n"
+                               f"Verdict: **{verdict}** ({note})\n")
+                    if source == "donor":
+                        log.info("L%d k=%d %s %s donor: transfer Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k,
+                                 alignment, direction, m["z_transfer"], m["zperp_transfer"],
+                                 m["random_transfer"], verdict)
+                    else:
+                        log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k, alignment,
+                                 direction, m["z_answer_change"], m["zperp_answer_change"],
+                                 m["random_answer_change"], verdict)
+    finally:
+        store.close()
+
+    records = pd.concat(all_records, ignore_index=True)
+    metrics = pd.DataFrame(all_metrics)
+    write_table(records, out_records)
+    write_table(metrics, out_metrics_tsv)
+    md_parts = []
+    for source in sources:
+        ms = metrics[metrics["source"] == source].dropna(axis=1, how="all")
+        if source == "same":
+            md_parts.append(_metrics_markdown(ms, f"Patching metrics: {model_name}"))
+        else:
+            md_parts.append(_donor_metrics_markdown(ms, f"Patching metrics ({source} source): {model_name}"))
+    write_text(out_metrics_md, "\n".join(md_parts))
+
+    primary_dir = dirs[0][0]
+    pk = max(ks)
+    lines = [f"# Experiment A verdict: {model_name}", "",
+             "Exploratory: the seed's designs as written. The causal test is the interchange design "
+             "(`interchange_verdict.md`, `subspaces.tsv`; docs/patching.md).", ""]
+    by_source = {}
+    for source in sources:
+        ms = metrics[metrics["source"] == source]
+        prim = ms[ms["direction"] == primary_dir]
+        overall = overall_verdict(prim["verdict"])
+        sel = ms[(ms["layer"] == layers[0]) & (ms["k"] == pk) & (ms["alignment"] == alignments[0])
+                 & (ms["direction"] == primary_dir)]
+        primary = sel.iloc[0].to_dict()
+        by_source[source] = {"overall": overall, "primary": primary}
+        counts = prim["verdict"].value_counts().to_dict()
+        where = (f"L{layers[0]}, k={pk}, {alignments[0]}, {_arrow(primary_dir)}")
+        if source == "same":
+            if len(sources) > 1:
+                lines += ["## Seed design (source = the same problem)", ""]
+            lines += [f"**Overall ({_arrow(primary_dir)}): {overall}** — "
+                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
+                      + f" over {len(prim)} configurations.", "",
+                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
+                      f"Z-patching changes answers {_fmt_rate(primary, 'z_answer_change')} of the time while "
+                      f"preserving language {_fmt_rate(primary, 'z_language_preservation')}, vs Z⊥-patching which "
+                      f"changes answers {_fmt_rate(primary, 'zperp_answer_change')} and disrupts language "
+                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; random k-subspaces change answers "
+                      f"{_fmt_rate(primary, 'random_answer_change')}; the full patch agrees with Z "
+                      f"{_fmt_rate(primary, 'full_agree_z')} and with Z⊥ {_fmt_rate(primary, 'full_agree_zperp')}."]
+            if len(sources) > 1:
+                lines += ["", "Caveat: the source is the same problem, so an answer change measures disruption, "
+                          "not a transfer of the problem; see the donor design below (docs/patching.md)."]
+        else:
+            lines += [f"## Corrected design (source = a different problem, {source})", "",
+                      f"**Overall donor verdict ({_arrow(primary_dir)}): {overall}** — "
+                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
+                      + f" over {len(prim)} configurations.", "",
+                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
+                      f"The answer moves to the donor's answer under Z-patching {_fmt_rate(primary, 'z_transfer')}, "
+                      f"Z⊥-patching {_fmt_rate(primary, 'zperp_transfer')}, full patching "
+                      f"{_fmt_rate(primary, 'full_transfer')} and random k-subspaces "
+                      f"{_fmt_rate(primary, 'random_transfer')} (unpatched: {_fmt_rate(primary, 'none_transfer')}); "
+                      f"the own answer is kept {_fmt_rate(primary, 'z_kept')} (Z), {_fmt_rate(primary, 'zperp_kept')} "
+                      f"(Z⊥), {_fmt_rate(primary, 'random_kept')} (random); Z preserves language "
+                      f"{_fmt_rate(primary, 'z_language_preservation')}, Z⊥ disrupts it "
+                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; McNemar p (Z vs Z⊥ transfer) = "
+                      f"{primary['mcnemar_transfer_p']:.3g}."]
+        lines += ["", "| layer | k | alignment | direction | verdict | criteria |", "|---|---|---|---|---|---|"]
+        for _, r in ms.iterrows():
+            lines.append(f"| {r['layer']} | {r['k']} | {r['alignment']} | {r['direction']} | {r['verdict']} | "
+                         f"{r['criteria']} |")
+        if len(layers) > 1:
+            by_layer = {lay: overall_verdict(prim[prim["layer"] == lay]["verdict"]) for lay in layers}
+            lines += ["", "Per layer (primary direction): "
+                      + ", ".join(f"L{lay}: {v}" for lay, v in by_layer.items())
+                      + (" — holds at every layer." if len(set(by_layer.values())) == 1 else " — layers differ.")]
+        lines += ["", verdict_caption() if source == "same" else donor_verdict_caption(), ""]
+    write_text(out_verdict_md, "\n".join(lines))
+    runtime = time.perf_counter() - t_start
+    first = by_source[sources[0]]
+    log.info("patching %s: overall %s (%d configs) in %.1fs (generation %.1fs)", model_name,
+             ", ".join(f"{s}: {v['overall']}" for s, v in by_source.items()), len(metrics), runtime, t_gen)
+    return {"configs": all_metrics, "overall": first["overall"], "primary": first["primary"],
+            "by_source": by_source, "donors": donors, "runtime_s": runtime, "generation_s": t_gen}

@@ -1,0 +1,1 @@
+"""Weights-only analyses: Z-masks, structure, weight families, QK operators."""
