@@ -71,7 +71,8 @@ def run_bridge(inputs, params, outputs, *, wildcards=None, threads=1, seed: int 
     from zhunt.report import bridge as fig
 
     model_name, store_path = wildcards["model"], inputs["store"]
-    layers, mask_paths = list(params["layers"]), list(inputs["masks"])
+    masks_in = inputs["masks"]
+    layers, mask_paths = list(params["layers"]), [masks_in] if isinstance(masks_in, str) else list(masks_in)
     if len(mask_paths) != len(layers):
         raise ZhuntError("bridge.masks", f"{len(mask_paths)} mask files for {len(layers)} layers {layers}")
     sites = list(dict.fromkeys([check_site(params["site"])] + [check_site(v) for v in params["site_variants"]]))

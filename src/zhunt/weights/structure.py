@@ -126,28 +126,38 @@ log = logging.getLogger("zhunt.weights.structure")
 MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O", "gate", "up", "down")
 FFN_NAMES = ("gate", "up", "down")
 
+def _reference_rows(text: str) -> dict:
+    """``{statistic: (value, note)}`` from lines ``statistic | value | note`` (``nan``: no number quoted)."""
+    rows = {}
+    for line in text.strip().splitlines():
+        name, value, note = (part.strip() for part in line.split("|"))
+        rows[name] = (float(value), note)
+    return rows
+
+
 #: Seed reference values (Qwen2.5-3B, seed 001: 1.py / 2.py). Reference only: other models
 #: are not expected to match, and our kernels fold the RMSNorm weights in (DESIGN.md).
-SEED_QWEN25_3B = {
-    "min_attn_rank_layer": (33.0, "bottleneck L33"),
-    "min_attn_rank_mean": (80.4, "L33 head eff. rank mean"),
-    "min_attn_rank_std": (6.0, "L33 head eff. rank std"),
-    "min_attn_rank_cv": (6.0 / 80.4, "CV < 0.08 at L33"),
-    "spearman_attn_vs_depth": (math.nan, "attention rank decreases monotonically (rho < 0)"),
-    "spearman_ffn_vs_depth": (math.nan, "FFN rank increases monotonically (rho > 0)"),
-    "wv_eff_rank_mean": (250.0, "W_V eff. rank ~250 at every layer"),
-    "wv_eff_rank_cv": (0.02, "W_V eff. rank CV across layers"),
-    "predicted_bottleneck_layer": (33.0, "L33"),
-    "ffn_ratio_at_bottleneck": (0.57, "FFN alignment 0.57x chance at L33"),
-    "ffn_alignment_std_across_heads_at_bottleneck": (0.0001, "std across heads at L33"),
-    "sim_into_bottleneck": (0.482, "Grassmann sim L32<->L33"),
-    "drop_after_bottleneck": (0.452, "L33 -> L34 drop"),
-    "max_drop_layer": (33.0, "sharpest phase boundary after L33"),
-    "max_drop": (0.452, "largest drop"),
-    "encode_size": (1.0, "1-33-2"),
-    "compute_size": (33.0, "1-33-2"),
-    "decode_size": (2.0, "1-33-2"),
-}
+#: One row per statistic of ``effective_rank_summary.tsv``: name | value | note; min_attn_rank_cv = 6.0 / 80.4.
+SEED_QWEN25_3B = _reference_rows("""
+min_attn_rank_layer                          | 33                  | bottleneck L33
+min_attn_rank_mean                           | 80.4                | L33 head eff. rank mean
+min_attn_rank_std                            | 6                   | L33 head eff. rank std
+min_attn_rank_cv                             | 0.07462686567164178 | CV < 0.08 at L33
+spearman_attn_vs_depth                       | nan                 | attention rank decreases monotonically (rho < 0)
+spearman_ffn_vs_depth                        | nan                 | FFN rank increases monotonically (rho > 0)
+wv_eff_rank_mean                             | 250                 | W_V eff. rank ~250 at every layer
+wv_eff_rank_cv                               | 0.02                | W_V eff. rank CV across layers
+predicted_bottleneck_layer                   | 33                  | L33
+ffn_ratio_at_bottleneck                      | 0.57                | FFN alignment 0.57x chance at L33
+ffn_alignment_std_across_heads_at_bottleneck | 0.0001              | std across heads at L33
+sim_into_bottleneck                          | 0.482               | Grassmann sim L32<->L33
+drop_after_bottleneck                        | 0.452               | L33 -> L34 drop
+max_drop_layer                               | 33                  | sharpest phase boundary after L33
+max_drop                                     | 0.452               | largest drop
+encode_size                                  | 1                   | 1-33-2
+compute_size                                 | 33                  | 1-33-2
+decode_size                                  | 2                   | 1-33-2
+""")
 
 
 # ---------------------------------------------------------------------------------------------
