@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from zhunt.experiments import behaviour as B
+from zhunt.stages.behaviour import run_behaviour
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "resources" / "prompts" / "templates.yaml"
@@ -77,17 +78,31 @@ def tiny(tmp_path_factory):
     return root
 
 
+def _behaviour(model, out, *, family="organism", fewshot=None, n_shots=0, max_new_tokens=5, batch_size=4,
+               step_layer=None, steps=True):
+    """The behaviour stage on ``tiny/prompts.tsv`` (en, zh), outputs in ``out``."""
+    outputs = {"records": str(out / "records.tsv"), "summary": [str(out / "summary.tsv"), str(out / "summary.md")],
+               "fig": [str(out / "acc.pdf"), str(out / "acc.png")]}
+    if steps:
+        outputs["steps"] = str(out / "steps.tsv")
+    inputs = {"model": str(model), "prompts": str(model.parent / "prompts.tsv"), "templates": str(TEMPLATES)}
+    if fewshot is not None:
+        inputs["fewshot"] = str(fewshot)
+    params = {"languages": ["en", "zh"], "runtime": {"template": family}, "batch_size": batch_size,
+              "generation": {"n_shots": n_shots, "max_new_tokens": max_new_tokens}, "step_layer": step_layer}
+    run_behaviour(inputs, params, outputs, wildcards={"model": "organism"})
+
+
 def test_run_behaviour_stage(tiny, tmp_path):
     out = tmp_path / "o"
-    res = B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism",
-                          None, 0, 5, 4, out / "records.tsv", out / "summary.tsv", out / "summary.md", out / "acc",
-                          out_steps=out / "steps.tsv", step_layer=1)
+    _behaviour(tiny / "model", out, step_layer=1)
     rec = pd.read_csv(out / "records.tsv", sep="\t")
     assert len(rec) == 10 and set(rec["lang"]) == {"en", "zh"}
     assert {"output", "extracted", "correct", "output_lang", "cjk_fraction"} <= set(rec.columns)
     summ = pd.read_csv(out / "summary.tsv", sep="\t")
     assert list(summ["lang"]) == ["en", "zh"]
-    assert res["band"] in {"zh advantage", "small zh edge", "equal", "en advantage"}
+    zh = summ.set_index("lang").loc["zh"]
+    assert zh["band"] == B.contingency_band(int(zh["diff_vs_en"]))
     assert (out / "acc.pdf").is_file() and (out / "acc.png").is_file()
     md = (out / "summary.md").read_text()
     assert "diff >= 3" in md and "|diff| <= 1" in md and "diff <= -2" in md and "diff == 2" in md
@@ -104,20 +119,20 @@ def test_fewshot_prompts_hold_exemplars(tiny, tmp_path):
 
     from zhunt.errors import ZhuntError
 
-    args = (["en", "zh"], TEMPLATES, "completion", FEWSHOT, 2, 2, 8, tmp_path / "r.tsv", tmp_path / "s.tsv",
-            tmp_path / "s.md", tmp_path / "f")
+    kw = dict(family="completion", fewshot=FEWSHOT, n_shots=2, max_new_tokens=2, batch_size=8, steps=False)
     # two exemplars make ~220-token prompts: the 128-position organism refuses them before generating
     with pytest.raises(ZhuntError, match="exceed the model's context of 128 positions"):
-        B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", *args)
-    assert not (tmp_path / "r.tsv").exists()
+        _behaviour(tiny / "model", tmp_path, **kw)
+    assert not (tmp_path / "records.tsv").exists()
     # the same model with a longer declared context (the test is about the prompts, not the answers)
-    wide = tmp_path / "model512"
+    wide = tmp_path / "w" / "model512"
     shutil.copytree(tiny / "model", wide)
+    shutil.copy(tiny / "prompts.tsv", wide.parent / "prompts.tsv")
     cfg = json.loads((wide / "config.json").read_text())
     cfg["max_position_embeddings"] = 512
     (wide / "config.json").write_text(json.dumps(cfg))
-    B.run_behaviour(wide, "organism", tiny / "prompts.tsv", *args)
-    rec = pd.read_csv(tmp_path / "r.tsv", sep="\t")
+    _behaviour(wide, tmp_path, **kw)
+    rec = pd.read_csv(tmp_path / "records.tsv", sep="\t")
     en = rec[rec["lang"] == "en"]["prompt"].iloc[0]
     zh = rec[rec["lang"] == "zh"]["prompt"].iloc[0]
     assert "oranges" in en and en.count("Question:") == 3
@@ -127,10 +142,8 @@ def test_fewshot_prompts_hold_exemplars(tiny, tmp_path):
 def test_steps_need_layer(tiny, tmp_path):
     from zhunt.errors import ZhuntError
 
-    with pytest.raises(ZhuntError):
-        B.run_behaviour(tiny / "model", "organism", tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism",
-                        None, 0, 2, 4, tmp_path / "r.tsv", tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "f",
-                        out_steps=tmp_path / "x.tsv")
+    with pytest.raises(ZhuntError, match="without a layer"):
+        _behaviour(tiny / "model", tmp_path, max_new_tokens=2, step_layer=None)
 
 
 @pytest.mark.parametrize("layer", [0, 1])

@@ -11,7 +11,7 @@ from scipy.stats import ortho_group
 
 from zhunt.weights.families import (DELTA_ZERO, FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
                             family_matrices, gaussian_baseline, hypothesis_verdict,
-                            null_table, phase_means, phase_of, raw_cos, run_families, seed_jsons,
+                            null_table, phase_means, phase_of, raw_cos, seed_jsons,
                             shuffled_delta)
 
 
@@ -291,21 +291,24 @@ def test_verdict_calibration(kind, expected):
 # -- end to end on a tiny model folder ---------------------------------------------------------
 def test_run_families_tiny(tiny_qwen2, tmp_path):
     folder, _ = tiny_qwen2
-    res = run_families(folder, "tiny", tmp_path / "structure", tmp_path / "figures")
-    for key, path in res["files"].items():
-        assert Path(path).is_file(), key
-    names = {p.name for p in (tmp_path / "structure").iterdir()}
-    assert {"families.tsv", "families.md", "families_by_phase.tsv", "families_by_phase.md",
-            "families_verdict.md", "tiny-null.json", "tiny-aligned.json"} <= names
-    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"families_by_phase.pdf",
-                                                                   "families_by_phase.png"}
+    from zhunt.stages.weights import run_weight_families
+
+    out, figs = tmp_path / "structure", tmp_path / "figures"
+    names = {"table": "families.tsv", "table_md": "families.md", "by_phase": "families_by_phase.tsv",
+             "by_phase_md": "families_by_phase.md", "verdict": "families_verdict.md",
+             "verdict_tsv": "families_verdict.tsv", "null_json": "tiny-null.json",
+             "aligned_json": "tiny-aligned.json"}
+    outputs = {key: str(out / name) for key, name in names.items()}
+    outputs["fig"] = [str(figs / "families_by_phase.pdf"), str(figs / "families_by_phase.png")]
+    run_weight_families({"model": str(folder)}, {"side": "residual"}, outputs, wildcards={"model": "tiny"})
+    assert {p.name for p in out.iterdir()} == set(names.values())  # exactly the rule's outputs
+    assert {p.name for p in figs.iterdir()} == {"families_by_phase.pdf", "families_by_phase.png"}
     df = pd.read_csv(tmp_path / "structure/families.tsv", sep="\t")
     assert list(df.columns) == ["L", "L_next", "phase", "family", "raw_cos", "aligned_cos", "delta",
                                 "null_delta"]
     assert len(df) == 7 * len(FAMILIES)
     assert (df["delta"] >= -1e-6).all()
     # a random-init model has no shared structure between layers: the null label
-    assert res["verdict"]["label"] == "real-specialization"
     vt = pd.read_csv(tmp_path / "structure/families_verdict.tsv", sep="\t")
     assert list(vt["family"]) == list(FAMILIES) and set(vt["verdict"]) == {"real-specialization"}
     assert str(DELTA_ZERO) in vt.loc[0, "criteria"]
@@ -313,4 +316,4 @@ def test_run_families_tiny(tiny_qwen2, tmp_path):
     n_layers, pairs, _ = _seed_style_reader(tmp_path / "structure/tiny-null.json",
                                             tmp_path / "structure/tiny-aligned.json")
     assert n_layers == 8 and len(pairs["down_proj"]) == 7
-    assert "Verdict" in (tmp_path / "structure/families_verdict.md").read_text()
+    assert "**Verdict: real-specialization**" in (tmp_path / "structure/families_verdict.md").read_text()

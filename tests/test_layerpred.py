@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose
 
 from zhunt.experiments import layerpred as lp
 from zhunt.errors import ZhuntError
+from zhunt.stages.layers import run_layer_comparison, run_models_layer_prediction
 
 
 def _ranks(v):
@@ -253,20 +254,30 @@ def _stage_inputs(tmp_path, L=12, b=5, seed=0):
     return tmp_path
 
 
+def _compare(d, out, prefix="", causal=True, fig=None):
+    """The comparison stage on the inputs in ``d``; outputs ``out/{prefix}comparison.tsv`` etc."""
+    inputs = {"scores": str(d / "layer_scores.tsv"), "sweep": str(d / "sweep.tsv")}
+    if causal:
+        inputs["causal"] = str(d / "subspaces.tsv")
+    table = lambda n: [str(out / f"{prefix}{n}.tsv"), str(out / f"{prefix}{n}.md")]  # noqa: E731
+    fig = fig if fig is not None else out / f"{prefix}fig"
+    outputs = {"comparison": table("comparison"), "correlations": table("correlations"),
+               "verdict": str(out / f"{prefix}verdict.md"), "fig": [f"{fig}.pdf", f"{fig}.png"]}
+    run_layer_comparison(inputs, {"site": "input"}, outputs, wildcards={"model": "m"})
+    return {"c.tsv": out / f"{prefix}comparison.tsv", "r.tsv": out / f"{prefix}correlations.tsv",
+            "v.md": out / f"{prefix}verdict.md"}
+
+
 def test_comparison_stage_and_cross_model_table(tmp_path):
     from zhunt.seeds import QWEN25_3B_LAYER
 
     d = _stage_inputs(tmp_path)
-    out = {n: tmp_path / f"{n}" for n in ("c.tsv", "c.md", "r.tsv", "r.md", "v.md")}
-    res = lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", causal_tsv=d / "subspaces.tsv",
-                                  out_comparison=out["c.tsv"], out_comparison_md=out["c.md"],
-                                  out_correlations=out["r.tsv"], out_correlations_md=out["r.md"],
-                                  out_verdict=out["v.md"], fig_stem=tmp_path / "fig")
+    out = _compare(d, tmp_path)
     comp = pd.read_csv(out["c.tsv"], sep="\t")
     assert set(comp["data_score"]) == set(lp.DATA_SCORES) | set(lp.CAUSAL_SCORES)
     prim = comp[comp["primary"]].iloc[0]
     assert prim["data_score"] == lp.PRIMARY_DATA and prim["data_best_layer"] == 5 and prim["k"] == 8
-    assert prim["verdict"] == res["verdict"] == "predicts"  # 12 layers: p can reach 1/24
+    assert prim["verdict"] == "predicts"  # 12 layers: p can reach 1/24
     corr = pd.read_csv(out["r.tsv"], sep="\t")
     assert len(corr) == len(lp.WEIGHT_SCORES) * len(comp)
     assert (corr["p_holm"] >= corr["p_shift"] - 1e-12).all()
@@ -274,26 +285,29 @@ def test_comparison_stage_and_cross_model_table(tmp_path):
     assert "Verdict: predicts" in text and f"p <= {lp.ALPHA}" in text and f"{lp.PREDICT_FRAC} of depth" in text
     assert (tmp_path / "fig.pdf").stat().st_size > 0 and (tmp_path / "fig.png").stat().st_size > 0
 
-    t = lp.run_models_layer_prediction([out["c.tsv"]], out_tsv=tmp_path / "x.tsv", out_md=tmp_path / "x.md",
-                                       fig_stem=tmp_path / "xfig")
+    run_models_layer_prediction({"comparisons": [str(out["c.tsv"])]}, {},
+                                {"table": [str(tmp_path / "x.tsv"), str(tmp_path / "x.md")],
+                                 "fig": [str(tmp_path / "xfig.pdf"), str(tmp_path / "xfig.png")]})
+    t = pd.read_csv(tmp_path / "x.tsv", sep="\t")
     assert list(t["reference"]) == [False, True]
     ref = t.iloc[1]
     assert ref["predicted_layer"] == QWEN25_3B_LAYER["predicted_layer"] == 33
-    assert ref["data_best_layer"] == 32 and ref["distance_frac"] == pytest.approx(1 / 35)
-    assert t.iloc[0]["predicted_frac"] == pytest.approx(5 / 11)
+    assert ref["data_best_layer"] == 32 and ref["distance_frac"] == pytest.approx(1 / 35, rel=1e-5)  # TSV: 6 digits
+    assert t.iloc[0]["predicted_frac"] == pytest.approx(5 / 11, rel=1e-5)
     assert (tmp_path / "xfig.png").stat().st_size > 0
 
 
 def test_comparison_bad_inputs(tmp_path):
     d = _stage_inputs(tmp_path)
-    kw = dict(out_comparison=tmp_path / "a", out_comparison_md=tmp_path / "b", out_correlations=tmp_path / "c",
-              out_correlations_md=tmp_path / "d", out_verdict=tmp_path / "e", fig_stem=tmp_path / "f")
-    with pytest.raises(ZhuntError, match="missing"):
-        lp.run_layer_comparison(d / "nope.tsv", d / "sweep.tsv", "m", **kw)
+    (d / "layer_scores.tsv").rename(d / "kept.tsv")
+    with pytest.raises(ZhuntError, match="layer_scores.tsv: missing"):
+        _compare(d, tmp_path, prefix="a")
+    (d / "kept.tsv").rename(d / "layer_scores.tsv")
     s = pd.read_csv(d / "sweep.tsv", sep="\t")
     s[s["pooling"] == "last"].to_csv(d / "sweep.tsv", sep="\t", index=False)
     with pytest.raises(ZhuntError, match="pooling 'mean'"):
-        lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", **kw)
+        _compare(d, tmp_path, prefix="b")
+    assert not list(tmp_path.glob("[ab]comparison.tsv"))
 
 
 def test_caption_states_the_thresholds():
@@ -315,10 +329,7 @@ def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
     d = _stage_inputs(tmp_path / "in")
     res = tmp_path / "results" / "m" / "layers"
     res.mkdir(parents=True)
-    lp.run_layer_comparison(d / "layer_scores.tsv", d / "sweep.tsv", "m", out_comparison=res / "comparison.tsv",
-                            out_comparison_md=res / "comparison.md", out_correlations=res / "correlations.tsv",
-                            out_correlations_md=res / "correlations.md", out_verdict=res / "verdict.md",
-                            fig_stem=tmp_path / "fig")
+    _compare(d, res, causal=False, fig=tmp_path / "fig")
     head = headline(tmp_path / "results", "m")
     assert head["layer_verdict"] == "predicts" and head["layer_data_best"] == 5
     assert measured("layer_comparison", "m", tmp_path / "results").startswith("predicts: predicted L5")

@@ -11,7 +11,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from zhunt.weights.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operator_cos, operator_gram,
-                      qk_factors, qk_verdict, random_pa_baseline, run_qk, sign_agreement, sym_eig,
+                      qk_factors, qk_verdict, random_pa_baseline, sign_agreement, sym_eig,
                       VERDICT_BANDS, write_qk_exports)
 
 
@@ -184,8 +184,8 @@ def test_norm_folded_factors_match_masks_kernel():
 # -- exports ----------------------------------------------------------------------------------------------
 def test_exports_roundtrip_and_seed_reading(tmp_path):
     res = analyse_qk(_random_factors(n_layers=3, seed=8), topk=4)
-    json_path, pt_path = write_qk_exports(res, tmp_path, "toy")
-    assert json_path.name == "toy-grams.json" and pt_path.name == "toy-grams-eigdirs.pt"
+    json_path, pt_path = write_qk_exports(res, tmp_path / "toy-grams.json", tmp_path / "toy-grams-eigdirs.pt", "toy")
+    assert json_path == tmp_path / "toy-grams.json" and pt_path == tmp_path / "toy-grams-eigdirs.pt"
     d = json.loads(json_path.read_text())
     assert {"num_layers", "num_heads", "head_dim", "hidden_size", "gram", "eigdirs_path"} <= set(d)
     gram = np.array(d["gram"])
@@ -204,26 +204,32 @@ def test_exports_roundtrip_and_seed_reading(tmp_path):
 # -- end to end --------------------------------------------------------------------------------------------
 def test_run_qk_tiny(tiny_qwen2, tmp_path):
     folder, _ = tiny_qwen2
+    from zhunt.stages.weights import run_qk_operators
+
     out, figs = tmp_path / "structure", tmp_path / "figures"
-    res = run_qk(folder, "tiny", out, figs, anchor=-1)
-    for key, path in res["files"].items():
-        assert Path(path).is_file(), key
-    assert {p.name for p in out.iterdir()} >= {
-        "qk_operator_cos.tsv", "qk_anchor.tsv", "qk_anchor.md", "qk_sign_agreement.tsv",
-        "qk_sign_agreement.md", "qk_verdict.md", "tiny-grams.json", "tiny-grams-eigdirs.pt"}
-    assert {p.name for p in figs.iterdir()} >= {"qk_cos_heatmap.pdf", "qk_cos_heatmap.png"}
+    names = {"cos": "qk_operator_cos.tsv", "anchor": "qk_anchor.tsv", "anchor_md": "qk_anchor.md",
+             "signs": "qk_sign_agreement.tsv", "signs_md": "qk_sign_agreement.md", "verdict": "qk_verdict.md",
+             "verdict_tsv": "qk_verdict.tsv", "grams": "tiny-grams.json", "eigdirs": "tiny-grams-eigdirs.pt"}
+    outputs = {key: str(out / name) for key, name in names.items()}
+    outputs["fig"] = [str(figs / "qk_cos_heatmap.pdf"), str(figs / "qk_cos_heatmap.png")]
+    run_qk_operators({"model": str(folder)}, {"anchor": -1, "factors": "raw"}, outputs, wildcards={"model": "tiny"})
+    assert {p.name for p in out.iterdir()} == set(names.values())  # exactly the rule's outputs
+    assert {p.name for p in figs.iterdir()} == {"qk_cos_heatmap.pdf", "qk_cos_heatmap.png"}
+    vt = pd.read_csv(out / "qk_verdict.tsv", sep="\t")
+    res = {"anchor": int(vt.loc[0, "anchor"]), "verdict": vt.loc[0, "verdict"],
+           "mean_cos_to_anchor_excl": float(vt.loc[0, "mean_cos_to_anchor_excl"])}
+    meta, tensors = load_qk_exports(out / "tiny-grams.json")
+    assert meta["eigdirs_path"] == outputs["eigdirs"] and meta["head_dim"] == 8
     long = pd.read_csv(out / "qk_operator_cos.tsv", sep="\t")
     assert list(long.columns) == ["L", "L2", "cos"] and len(long) == 36
     anchor = pd.read_csv(out / "qk_anchor.tsv", sep="\t")
     assert anchor.loc[5, "cos_to_anchor"] == pytest.approx(1.0, abs=1e-5)
     sign = pd.read_csv(out / "qk_sign_agreement.tsv", sep="\t")
     assert list(sign["k"]) == [2, 4, 8, 16] and list(sign.columns) == ["k", "mean_agree", "early", "mid", "late"]
-    assert res["anchor"] == 5 and res["topk"] == 16 and res["head_dim"] == 8
+    assert res["anchor"] == 5 and tensors["eig_dirs"].shape[2] == 16
     pt = torch.load(out / "tiny-grams-eigdirs.pt", weights_only=True)
     assert tuple(pt["eig_dirs"].shape) == (6, 4, 16, 32)
     assert res["verdict"] == "REJECTED"  # six random-init layers: the null case
     assert res["verdict"] in (out / "qk_verdict.md").read_text()
-    vt = pd.read_csv(out / "qk_verdict.tsv", sep="\t")
     assert vt.loc[0, "verdict"] == "REJECTED" and "REJECTED" in vt.loc[0, "criteria"]
-    assert vt.loc[0, "mean_cos_to_anchor_excl"] == pytest.approx(res["mean_cos_to_anchor_excl"])
     assert all(f"> {lo:g}" in vt.loc[0, "criteria"] for lo, _, _ in VERDICT_BANDS[:-1])

@@ -169,27 +169,35 @@ def test_datadriven_reads_the_site(site_store, reads, site):
     assert set(reads) == {j} and (t["hidden_index"] == j).all() and (t["site"] == site).all()
 
 
+def _bridge(tmp, name, store, masks, *, site, site_variants=(), token_level=True):
+    """The bridge stage on layer LAYER, k = 2, three permutations, outputs named ``tmp/name*``."""
+    from zhunt.stages.bridge import run_bridge
+
+    fig = lambda n: [str(tmp / f"{name}{n}.pdf"), str(tmp / f"{name}{n}.png")]  # noqa: E731
+    outputs = {"table": [str(tmp / f"{name}.tsv"), str(tmp / f"{name}.md")],
+               "extra": [str(tmp / f"{name}.spectra.tsv"), str(tmp / f"{name}.null.tsv")],
+               "fig_spectra": fig("_spectra"), "fig_loo": fig("_loo"), "fig_null": fig("_null")}
+    run_bridge({"store": store, "masks": [masks[LAYER]]},
+               {"layers": [LAYER], "ks": [2], "n_permutations": 3, "site": site, "site_variants": list(site_variants)},
+               outputs, wildcards={"model": "m"}, token_level=token_level)
+
+
 @pytest.mark.parametrize("site", SITES)
 def test_bridge_reads_the_site(site_store, reads, site):
-    from zhunt.experiments.bridge import run_bridge
-
     tmp, store, masks = site_store
-    res = run_bridge(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], tmp / "b.tsv", tmp / "b.md", tmp / "bf",
-                     n_permutations=3, site=site)
+    _bridge(tmp, "b", store, masks, site=site)
     j = hidden_index(LAYER, site)
     assert set(reads) == {j}
     for name in ("b.tsv", "b.spectra.tsv", "b.null.tsv"):
         t = pd.read_csv(tmp / name, sep="\t")
         assert (t["site"] == site).all() and (t["hidden_index"] == j).all(), name
-    assert len(res["table"]) > 0
+    assert len(pd.read_csv(tmp / "b.tsv", sep="\t")) == 2 * 2 * 4  # direction x level x estimator
 
 
 def test_bridge_site_variants(site_store, reads):
-    from zhunt.experiments.bridge import run_bridge
-
     tmp, store, masks = site_store
-    t = run_bridge(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], tmp / "bv.tsv", tmp / "bv.md", tmp / "bvf",
-                   n_permutations=3, token_level=False, site="input", site_variants=["output"])["table"]
+    _bridge(tmp, "bv", store, masks, site="input", site_variants=["output"], token_level=False)
+    t = pd.read_csv(tmp / "bv.tsv", sep="\t")
     assert set(reads) == {LAYER, LAYER + 1}
     assert list(dict.fromkeys(t["site"])) == ["input", "output"]
     assert t.groupby("site")["hidden_index"].first().to_dict() == {"input": LAYER, "output": LAYER + 1}

@@ -20,8 +20,9 @@ from numpy.testing import assert_allclose
 from zhunt.weights.masks import head_factors, kernel_gram, top_right_singular
 from zhunt.weights.structure import (MATRIX_NAMES, across_layers, adjacent_similarity, analyze_model, depth_trend,
                              energy_fraction, grassmann_matrix, grassmann_per_head, head_kernel_spectra,
-                             layer_structure, predict_bottleneck, run_structure, segment_phases,
+                             layer_structure, predict_bottleneck, segment_phases,
                              singular_values)
+from zhunt.stages.weights import run_structure
 from zhunt.subspace import effective_rank, grassmann_similarity, random_subspace
 
 RTOL = 1e-8
@@ -289,12 +290,19 @@ def test_run_structure_tiny_qwen2(tmp_path, make_bpe_tokenizer):
     (folder / "zhunt_model.json").write_text(json.dumps({"name": "tiny", "dtype": "float32"}))
     out, figs = tmp_path / "structure", tmp_path / "figures"
     k = 4
-    result = run_structure(folder, "tiny", out, figs, k=k)
+    table = lambda n: [str(out / f"{n}.tsv"), str(out / f"{n}.md")]  # noqa: E731
+    figure = lambda n: [str(figs / f"{n}.pdf"), str(figs / f"{n}.png")]  # noqa: E731
+    outputs = {"heads": str(out / "effective_rank_heads.tsv"), "erank": table("effective_rank"),
+               "summary": table("effective_rank_summary"), "grassmann": str(out / "grassmann.h5"),
+               "adjacent": table("grassmann_adjacent"), "ffn": table("ffn_alignment"), "phases": table("phases"),
+               "bottleneck": str(out / "bottleneck.tsv"), "layer_scores": table("layer_scores"),
+               "fig_erank": figure("effective_rank"), "fig_grassmann": figure("grassmann_heatmap"),
+               "fig_ffn": figure("ffn_alignment"), "fig_phases": figure("phases")}
+    run_structure({"model": str(folder)}, {"k": k}, outputs, wildcards={"model": "tiny"})
 
-    assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # no temp files left behind
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # exactly the rule's outputs, no temp files
     assert {p.name for p in figs.iterdir()} == EXPECTED_FIGURES
     assert all(p.stat().st_size > 0 for p in figs.iterdir())
-    assert sorted(result["files"]) == sorted(str(p) for p in list(out.iterdir()) + list(figs.iterdir()))
 
     read = lambda name: pd.read_csv(out / name, sep="\t")  # noqa: E731
     heads = read("effective_rank_heads.tsv")
@@ -325,10 +333,9 @@ def test_run_structure_tiny_qwen2(tmp_path, make_bpe_tokenizer):
     assert len(b) == 1 and b["model"][0] == "tiny"
     assert sum(map(int, b["phases"][0].split("-"))) == LAYERS
     assert ph.set_index("layer").loc[int(b["predicted_layer"][0]), "phase"] == "compute"
-    assert result["predicted_layer"] == int(b["predicted_layer"][0])
     # the per-layer score table repeats the stage's own numbers, nothing recomputed (TSVs hold 6 digits)
     sc = read("layer_scores.tsv")
-    assert len(sc) == LAYERS and int(sc.loc[sc["predicted"], "layer"].iloc[0]) == result["predicted_layer"]
+    assert len(sc) == LAYERS and int(sc.loc[sc["predicted"], "layer"].iloc[0]) == int(b["predicted_layer"][0])
     assert_allclose(sc["attn_eff_rank_mean"], per["attn_mean"], rtol=1e-5)
     assert_allclose(sc["attn_eff_rank_cv"], per["attn_cv"], rtol=1e-5)
     assert_allclose(sc["attn_eff_rank_sem"], per["attn_std"] / np.sqrt(H), rtol=1e-5)

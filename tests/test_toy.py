@@ -49,16 +49,37 @@ def test_general_prediction_without_power_normalisation():
     assert df["rel_err_general"].max() < 1e-6  # sigma_i = sqrt(rho_i / q_i) always holds
 
 
-def test_run_toy_theorem(tmp_path):
-    res = toy.run_toy_theorem(tmp_path / "toy.tsv", tmp_path / "toy.md", tmp_path / "fig" / "toy", seed=0)
+def test_toy_theorem():
+    res = toy.toy_theorem(seed=0)
     assert res["rel_error_max"] < 1e-3 and res["converged"]
     assert res["right_vector_alignment"] > 1 - 1e-6
-    t = pd.read_csv(tmp_path / "toy.tsv", sep="\t")
-    assert {"sigma_norm", "sqrt_rho_norm", "rel_err", "z1", "z2"} <= set(t.columns)
-    for ext in ("pdf", "png"):
-        assert (tmp_path / "fig" / f"toy.{ext}").exists()
-    again = toy.run_toy_theorem(tmp_path / "b.tsv", tmp_path / "b.md", tmp_path / "b", seed=0)
+    assert {"sigma_norm", "sqrt_rho_norm", "rel_err", "z1", "z2"} <= set(res["table"].columns)
+    assert sorted(res["table"]["direction"]) == list(range(12))
+    again = toy.toy_theorem(seed=0)
     assert again["rel_error_max"] == res["rel_error_max"]  # seeded: identical
+
+
+def test_run_toy_theorem_stage(tmp_path):
+    from zhunt.stages.toy import run_toy_theorem
+
+    outputs = {"table": [str(tmp_path / "toy.tsv"), str(tmp_path / "toy.md")],
+               "fig": [str(tmp_path / "fig" / "toy.pdf"), str(tmp_path / "fig" / "toy.png")]}
+    run_toy_theorem({}, {}, outputs)
+    t = pd.read_csv(tmp_path / "toy.tsv", sep="\t")
+    np.testing.assert_allclose(t["rel_err"], toy.toy_theorem(seed=0)["table"]["rel_err"], rtol=1e-5)
+    assert (tmp_path / "toy.md").read_text().split("|")[1].strip() == "rank"
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"toy.pdf", "toy.png"}
+
+
+def test_problem_basis_is_the_haar_generator():
+    """The mixing basis Q is zhunt.subspace.random_subspace(n, n) drawn after the gains (same stream)."""
+    from zhunt.subspace import random_subspace
+
+    p = toy.make_problem(n=5, a1=0.6, seed=3)
+    rng = np.random.default_rng(3)
+    rng.uniform(0.5, 1.5, 5), rng.permutation(5), rng.uniform(0, 1, 5)
+    np.testing.assert_array_equal(p.Q, random_subspace(5, 5, rng).T)
+    np.testing.assert_allclose(p.Q.T @ p.Q, np.eye(5), atol=1e-12)
 
 
 def test_bad_parameters():

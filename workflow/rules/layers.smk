@@ -87,7 +87,7 @@ rule layer_comparison:
 rule models_layer_prediction:
     """Predicted vs data-best layer as a fraction of depth, every analysed model and the seed's row."""
     input:
-        lambda wc: expand(
+        comparisons=lambda wc: expand(
             "results/{model}/layers/comparison.tsv", model=config["analyze"]
         ),
     output:

@@ -6,7 +6,7 @@ rule build_masks:
     input:
         model=lambda wc: model_dir(wc.model),
     output:
-        "results/{model}/masks/L{layer}.h5",
+        masks="results/{model}/masks/L{layer}.h5",
     log:
         "logs/{model}/masks_L{layer}.log",
     benchmark:

@@ -1,19 +1,6 @@
 """Glue: effective ranks, subspace overlap, FFN alignment, phases, bottleneck (see zhunt.weights.structure)."""
 
-from pathlib import Path
+from zhunt.stages import call
+from zhunt.stages.weights import run_structure
 
-from zhunt.io import snakemake_main
-from zhunt.weights.structure import run_structure
-
-
-def main(smk):
-    run_structure(
-        smk.input.model,
-        smk.wildcards.model,
-        out_dir=Path(smk.output.bottleneck).parent,
-        figures_dir=Path(smk.output.fig_erank[0]).parent,
-        k=smk.params.k,
-    )
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_structure)  # noqa: F821

@@ -52,20 +52,16 @@ updates of every layer up to ``l``) is kept as a secondary column. One row per
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from zhunt.errors import ZhuntError
-from zhunt.io import write_table, write_text
 from zhunt.stats import mcnemar_exact, rate_ci
 from zhunt.data.text import classify_language, cjk_fraction, extract_answer
 
 __all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
-           "step_record_modules", "step_distances",
-           "plot_accuracy", "run_behaviour"]
+           "step_record_modules", "step_distances"]
 
 log = logging.getLogger("zhunt.experiments.behaviour")
 
@@ -165,7 +161,7 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
     return df
 
 
-#: Keys of the two recorded states of :func:`run_behaviour`'s per-step trajectories.
+#: Keys of the two recorded states of the per-step trajectories (:func:`zhunt.stages.behaviour.run_behaviour`).
 STEP_INPUT, STEP_OUTPUT = "input", "output"
 
 
@@ -229,148 +225,3 @@ def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: s
                                    "y_output": ((oa[:n] - ob[:n]) ** 2).sum(axis=1),
                                    f"T_{a}": len(oa), f"T_{b}": len(ob)}))
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
-
-
-def plot_accuracy(summary: pd.DataFrame, stem, title: str = "") -> None:
-    """Bar chart of accuracy per language with bootstrap 95% CIs (``{stem}.pdf/.png``)."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    fig, ax = new_figure(width=max(3.0, 1.0 + 0.7 * len(summary)), height=3.0)
-    x = np.arange(len(summary))
-    acc = summary["accuracy"].to_numpy(float)
-    err = np.vstack([acc - summary["ci_lo"].to_numpy(float), summary["ci_hi"].to_numpy(float) - acc])
-    ax.bar(x, acc, color=SERIES_COLORS["attention"], width=0.6)
-    ax.errorbar(x, acc, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=3, lw=1)
-    ax.set_xticks(x, summary["lang"])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy (95% bootstrap CI)")
-    ax.set_title(title)
-    save_figure(fig, stem)
-
-
-def _summary_markdown(summary: pd.DataFrame, model_name: str, n_shots: int) -> str:
-    lines = [f"# Phase 0 behaviour: {model_name}", "",
-             f"Greedy generation, {n_shots}-shot; accuracy = extracted answer equals the key; "
-             "95% percentile bootstrap CI over problems (2000 resamples, seed 0).", "",
-             "| lang | n | correct | accuracy [95% CI] | no answer | on-language | mean CJK |",
-             "|---|---|---|---|---|---|---|"]
-    for _, r in summary.iterrows():
-        lines.append(f"| {r['lang']} | {r['n']} | {r['n_correct']} | {r['accuracy']:.3f} "
-                     f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] | {r['n_no_answer']} | "
-                     f"{r['on_language_rate']:.3f} | {r['mean_cjk_fraction']:.3f} |")
-    if "band" in summary:
-        lines += ["", "## Paired comparison with English (same problems)", "",
-                  "| lang | paired | only lang correct | only en correct | diff (lang - en) | "
-                  "exact McNemar p | band |", "|---|---|---|---|---|---|---|"]
-        for _, r in summary[summary["lang"] != "en"].iterrows():
-            if pd.isna(r.get("band")):
-                continue
-            lines.append(f"| {r['lang']} | {r['n_paired']} | {r['n_only_lang']} | {r['n_only_en']} | "
-                         f"{r['diff_vs_en']:+d} | {r['mcnemar_p']:.3g} | {r['band']} |")
-        lines += ["", "Bands of diff = n_correct(lang) - n_correct(en) (seed 001 contingency; every "
-                  "integer falls in exactly one):", ""]
-        for label, rule, action in BANDS:
-            lines.append(f"- **{label.format(lang='zh')}**: {rule} — {action}")
-        zh = summary[summary["lang"] == "zh"]
-        if len(zh) and not pd.isna(zh.iloc[0].get("band")):
-            band = zh.iloc[0]["band"]
-            action = next(a for lab, _, a in BANDS if lab.format(lang="zh") == band)
-            lines += ["", f"**zh vs en: {band}** (diff {zh.iloc[0]['diff_vs_en']:+d}) — {action}."]
-    return "\n".join(lines) + "\n"
-
-
-def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[str], templates_path,
-                  family: str, fewshot_path, n_shots: int, max_new_tokens: int, batch_size: int,
-                  out_records, out_summary_tsv, out_summary_md, fig_stem, out_steps=None,
-                  step_layer: int | None = None, threads: int | None = None) -> dict:
-    """Phase 0 stage: generate, score and summarise every problem in every language.
-
-    Parameters
-    ----------
-    model_dir : path
-        Prepared model folder (:func:`zhunt.models.load_model`).
-    model_name : str
-        Registry name (titles, error messages).
-    prompts_path, templates_path : path
-        Paired prompt table and templates file.
-    languages : sequence of str
-        Languages to pose (``en`` should be among them for the paired comparison).
-    family : str
-        Template family (``templates["families"][family]``).
-    fewshot_path : path or None
-        Few-shot table; its first ``n_shots`` rows are the exemplars.
-    n_shots, max_new_tokens, batch_size : int
-    out_records, out_summary_tsv, out_summary_md : path
-        Records TSV (one row per problem x language), summary TSV/Markdown.
-    fig_stem : path
-        Accuracy figure (``.pdf`` + ``.png``).
-    out_steps : path, optional
-        Per-step table of ``||delta_l^(t)||^2`` (module docstring); needs
-        ``step_layer`` and both ``zh`` and ``en`` in ``languages``.
-    step_layer : int, optional
-        Decoder layer ``l`` (0-based) whose input and output are recorded.
-    threads : int, optional
-        ``torch.set_num_threads`` for the run (tiny models on a shared CPU run
-        much faster with 1 thread than with an oversubscribed pool).
-
-    Returns
-    -------
-    dict
-        ``accuracy`` per language, ``band``, ``mcnemar_p`` (zh vs en), ``n_problems``,
-        ``runtime_s``.
-    """
-    from zhunt.models.generation import generate
-    from zhunt.models import get_adapter, load_model
-    from zhunt.stages.pipeline import check_layer
-    from zhunt.data.prompts import (check_context_length, load_prompt_table, load_templates, model_context_length,
-                          render_prompts, to_long)
-
-    t0 = time.perf_counter()
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    languages = list(languages)
-    if out_steps is not None:
-        if step_layer is None:
-            raise ZhuntError("behaviour.step_layer", "per-step states requested (out_steps) without a layer")
-        if not {"zh", "en"} <= set(languages):
-            raise ZhuntError("behaviour.languages", "per-step zh-en distances need both zh and en")
-    table = load_prompt_table(prompts_path, languages=languages)
-    long = to_long(table, languages)
-    templates = load_templates(templates_path)
-    fewshot = load_prompt_table(fewshot_path, languages=languages) if (fewshot_path and n_shots) else None
-    model, tok = load_model(model_dir)
-    long = long.assign(prompt=render_prompts(long, family, templates, fewshot=fewshot, n_shots=int(n_shots),
-                                             tokenizer=tok))
-    chat = templates["families"][family]["kind"] == "chat"
-    check_context_length(long, long["prompt"], tok, model_context_length(model), int(max_new_tokens),
-                         add_special_tokens=not chat)
-    record = None
-    if out_steps is not None:
-        check_layer(int(step_layer), get_adapter(model).num_layers, model_name, key="behaviour.step_layer")
-        record = step_record_modules(model, int(step_layer))
-    gens = generate(model, tok, list(long["prompt"]), max_new_tokens=int(max_new_tokens),
-                    batch_size=int(batch_size), add_special_tokens=not chat, record_layers=record)
-    records = score_generations(long, gens)
-    summary = summarize_behaviour(records, languages)
-    write_table(records, out_records)
-    write_table(summary, out_summary_tsv)
-    write_text(out_summary_md, _summary_markdown(summary, model_name, int(n_shots)))
-    plot_accuracy(summary, fig_stem, title=f"{model_name}: Phase 0 accuracy ({n_shots}-shot)")
-    if out_steps is not None:
-        steps = step_distances(long, gens)
-        steps.insert(0, "layer", int(step_layer))
-        write_table(steps, out_steps)
-    zh = summary[summary["lang"] == "zh"]
-    res = {
-        "accuracy": dict(zip(summary["lang"], summary["accuracy"].astype(float))),
-        "ci": {r["lang"]: (float(r["ci_lo"]), float(r["ci_hi"])) for _, r in summary.iterrows()},
-        "band": (zh.iloc[0]["band"] if len(zh) and "band" in zh else None),
-        "mcnemar_p": (float(zh.iloc[0]["mcnemar_p"]) if len(zh) and "mcnemar_p" in zh else None),
-        "n_problems": int(len(table)),
-        "runtime_s": time.perf_counter() - t0,
-    }
-    log.info("behaviour %s: accuracy %s, zh vs en %s in %.1fs", model_name, res["accuracy"], res["band"],
-             res["runtime_s"])
-    return res

@@ -79,15 +79,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from zhunt.errors import ZhuntError
-from zhunt.io import write_table
-from zhunt.weights.masks import read_mask
-from zhunt.progress import Progress
 
 __all__ = [
     "ESTIMATORS",
@@ -100,7 +95,11 @@ __all__ = [
     "permutation_null",
     "ot_bary_maps",
     "token_pairs",
-    "run_bridge",
+    "TOKEN_NULL_SEED_OFFSET",
+    "pooled_null_permutations",
+    "token_null_permutations",
+    "bridge_layer",
+    "bridge_frames",
 ]
 
 log = logging.getLogger("zhunt.experiments.bridge")
@@ -374,131 +373,87 @@ def token_pairs(z_zh, z_en, maps, perm=None, direction: str = "en->zh") -> Group
     return GroupStats.stack(items)
 
 
-# =========================================================================== stage
-def run_bridge(store_path, mask_paths: dict, model_name: str, layers, ks, out_tsv, out_md, fig_dir,
-               n_permutations: int = 200, seed: int = 0, kind: str = "multihead", token_level: bool = True,
-               n_permutations_token: int | None = None, site: str = "input", site_variants=()) -> dict:
-    """Exp. D: bridge maps between Chinese and English Z-coordinates, honest metrics and a null.
+# =========================================================================== one layer
+#: Offset of the token-level null's seed: its pairings come from ``default_rng(seed + 7919)``, one
+#: stream per (site, layer), drawn apart from the pooled-level ones (seeded ``(seed, layer, k, direction)``).
+TOKEN_NULL_SEED_OFFSET = 7919
+
+
+def pooled_null_permutations(n: int, n_permutations: int, seed: int, layer: int, k: int,
+                             direction: str) -> list[np.ndarray]:
+    """The shuffled pairings of the pooled-level null of one (layer, k, direction): ``n_permutations``
+    permutations of ``range(n)`` from ``default_rng([seed, layer, k, index of direction])``."""
+    rng = np.random.default_rng([seed, int(layer), int(k), DIRECTIONS.index(direction)])
+    return [rng.permutation(n) for _ in range(n_permutations)]
+
+
+def token_null_permutations(n: int, n_permutations: int, seed: int) -> list[np.ndarray]:
+    """The shuffled pairings of the token-level null (shared by every k and direction of a layer):
+    ``default_rng(seed + TOKEN_NULL_SEED_OFFSET)``."""
+    rng = np.random.default_rng(seed + TOKEN_NULL_SEED_OFFSET)
+    return [rng.permutation(n) for _ in range(n_permutations)]
+
+
+def bridge_layer(Hz: np.ndarray, He: np.ndarray, masks: dict, tokens=None, *, model: str, layer: int,
+                 n_permutations: int = 200, n_permutations_token: int | None = None,
+                 seed: int = 0) -> tuple[list, list, list]:
+    """Every bridge fit of one layer: each k, direction, level (pooled, token) and estimator.
 
     Parameters
     ----------
-    store_path : path
-        Activation store.
-    mask_paths : dict
-        ``{layer: mask file}``.
-    model_name : str
-    layers : sequence of int
-        Decoder layers.
-    ks : sequence of int
-        Mask dimensions.
-    out_tsv, out_md : path
-        Main table (one row per layer, k, direction, level, estimator) and its Markdown.
-    fig_dir : path
-        ``bridge_spectra``, ``bridge_loo_r2``, ``bridge_null`` (.pdf + .png).
-    n_permutations : int
-        Shuffled pairings for the pooled-level null.
+    Hz, He : ndarray of shape (N, d)
+        Mean-pooled Chinese and English prompt vectors, row ``i`` of both the same problem.
+    masks : dict
+        ``{k: V_Z}`` with ``V_Z`` of shape (k, d) (orthonormal rows).
+    tokens : (list of ndarray (T_i, d), list of ndarray (T_i, d)), optional
+        Chinese and English token states of each problem (special tokens excluded); ``None``
+        skips the OT-aligned token level.
+    model : str
+    layer : int
+        Decoder layer (recorded in the rows, and seeds the pooled null).
+    n_permutations, n_permutations_token : int
+        Shuffled pairings of the pooled and token-level nulls (token default: ``n_permutations``).
     seed : int
-    kind : str
-        Mask kind.
-    token_level : bool
-        Also run the OT-aligned token-level variant.
-    n_permutations_token : int, optional
-        Shuffled pairings for the token-level null (default ``n_permutations``).
-    site, site_variants
-        The primary site and extra sites (:mod:`zhunt.models.site`); each site's rows
-        follow the primary's, in every table. The figures show the primary site.
 
     Returns
     -------
-    dict
-        ``files``, ``table``.
-
-    Files written
-    -------------
-    ``out_tsv``, ``out_md``; next to ``out_tsv``: ``{stem}.spectra.tsv`` (singular values of every
-    fitted W, long format) and ``{stem}.null.tsv`` (every permutation's in-sample and LOO R²);
-    the three figures in ``fig_dir``.
+    rows, spectra, nulls : list of dict
+        Table rows (one per k, direction, level, estimator), singular values of every fitted ``W``
+        and every permutation's R² (in-sample and LOO).
     """
-    from zhunt.data.store import ActivationStore
-
-    out_tsv = Path(out_tsv)
-    stem = out_tsv.with_suffix("")
+    N = len(Hz)
     n_perm_tok = n_permutations if n_permutations_token is None else int(n_permutations_token)
-    from zhunt.models.site import check_site, hidden_index
-
-    sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
+    maps = tperms = None
+    if tokens is not None:
+        tz, te = tokens
+        tperms = token_null_permutations(N, n_perm_tok, seed)
+        need = {(i, i) for i in range(N)} | {(i, int(p[i])) for p in tperms for i in range(N)}
+        maps = ot_bary_maps(tz, te, sorted(need))
     rows, spectra, nulls = [], [], []
-    with ActivationStore(store_path) as store:
-        progress = Progress(len(sites) * len(layers), "bridge layer")
-        for n_done, (site_, layer) in enumerate((st, l) for st in sites for l in layers):
-            progress.update(n_done)
-            if layer not in mask_paths and str(layer) not in mask_paths:
-                raise ZhuntError("bridge.mask_paths", f"no mask file for layer {layer}")
-            mpath = mask_paths.get(layer, mask_paths.get(str(layer)))
-            if not 0 <= int(layer) < store.num_layers:
-                raise ZhuntError(str(store_path), f"layer {layer} outside 0..{store.num_layers - 1}")
-            j = hidden_index(int(layer), site_)
-            zh_ids, en_ids = store.prompt_ids("zh"), store.prompt_ids("en")
-            ids = [p for p in zh_ids if p in set(en_ids)]
-            if len(ids) < 3:
-                raise ZhuntError(str(store_path), f"the bridge needs at least 3 paired problems, found {len(ids)}")
-            Hz = store.pooled(j, "zh")[[zh_ids.index(p) for p in ids]].astype(np.float64)
-            He = store.pooled(j, "en")[[en_ids.index(p) for p in ids]].astype(np.float64)
-            N = len(ids)
-            tok = None
-            if token_level:
-                tz = [store.tokens(p, "zh", j)[~store.token_mask(p, "zh")].astype(np.float64) for p in ids]
-                te = [store.tokens(p, "en", j)[~store.token_mask(p, "en")].astype(np.float64) for p in ids]
-                rng = np.random.default_rng(seed + 7919)
-                perms = [rng.permutation(N) for _ in range(n_perm_tok)]
-                need = {(i, i) for i in range(N)} | {(i, int(p[i])) for p in perms for i in range(N)}
-                maps = ot_bary_maps(tz, te, sorted(need))
-                tok = (tz, te, maps, perms)
-            for k in ks:
-                V = read_mask(mpath, kind, int(k))
-                if V.shape[1] != store.hidden_size:
-                    raise ZhuntError(str(mpath), f"mask width {V.shape[1]} != hidden size {store.hidden_size}")
-                Zz, Ze = Hz @ V.T, He @ V.T
-                for direction in DIRECTIONS:
-                    X, Y = (Zz, Ze) if direction == "zh->en" else (Ze, Zz)
-                    rng = np.random.default_rng([seed, int(layer), int(k), DIRECTIONS.index(direction)])
-                    perms = [rng.permutation(N) for _ in range(n_permutations)]
-                    n0, s0, u0 = len(rows), len(spectra), len(nulls)
-                    _emit(rows, spectra, nulls, model_name, layer, k, direction, "pooled",
-                          GroupStats.from_rows(X, Y), lambda perm, X=X, Y=Y: GroupStats.from_rows(X, Y[perm]),
-                          perms, N, N)
-                    if tok is not None:
-                        tz, te, maps, tperms = tok
-                        zz = [t @ V.T for t in tz]
-                        ze = [t @ V.T for t in te]
-                        St = token_pairs(zz, ze, maps, None, direction)
-                        _emit(rows, spectra, nulls, model_name, layer, k, direction, "token", St,
-                              lambda perm, zz=zz, ze=ze, direction=direction: token_pairs(zz, ze, maps, perm,
-                                                                                         direction),
-                              tperms, N, int(St.n.sum()))
-                    for lst, start in ((rows, n0), (spectra, s0), (nulls, u0)):
-                        for r in lst[start:]:
-                            r.update(site=site_, hidden_index=j)
-    def front(df):  # site and hidden_index lead, in every table
+    for k, V in masks.items():
+        Zz, Ze = Hz @ V.T, He @ V.T
+        for direction in DIRECTIONS:
+            X, Y = (Zz, Ze) if direction == "zh->en" else (Ze, Zz)
+            perms = pooled_null_permutations(N, n_permutations, seed, layer, k, direction)
+            _emit(rows, spectra, nulls, model, layer, k, direction, "pooled", GroupStats.from_rows(X, Y),
+                  lambda perm, X=X, Y=Y: GroupStats.from_rows(X, Y[perm]), perms, N, N)
+            if maps is not None:
+                zz = [t @ V.T for t in tokens[0]]
+                ze = [t @ V.T for t in tokens[1]]
+                St = token_pairs(zz, ze, maps, None, direction)
+                _emit(rows, spectra, nulls, model, layer, k, direction, "token", St,
+                      lambda perm, zz=zz, ze=ze, direction=direction: token_pairs(zz, ze, maps, perm, direction),
+                      tperms, N, int(St.n.sum()))
+    return rows, spectra, nulls
+
+
+def bridge_frames(rows, spectra, nulls) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three bridge tables (main, spectra, null) from the row dicts of :func:`bridge_layer` (each
+    carrying ``site`` and ``hidden_index``), with ``site`` and ``hidden_index`` as the leading columns."""
+    def front(df):
         return df[["site", "hidden_index"] + [c for c in df.columns if c not in ("site", "hidden_index")]]
 
-    table, spectra_df, null_df = front(pd.DataFrame(rows)), front(pd.DataFrame(spectra)), front(pd.DataFrame(nulls))
-    files = []
-    write_table(table, out_tsv, markdown=out_md)
-    files += [str(out_tsv), str(out_md)]
-    sp_path, nu_path = Path(f"{stem}.spectra.tsv"), Path(f"{stem}.null.tsv")
-    write_table(spectra_df, sp_path)
-    write_table(null_df, nu_path)
-    files += [str(sp_path), str(nu_path)]
-    fig_dir = Path(fig_dir)
-    prim = sites[0]
-    title = f"{model_name} (site {prim})"
-    files += [str(p) for p in _plot_spectra(spectra_df[spectra_df["site"] == prim], title,
-                                            fig_dir / "bridge_spectra")]
-    files += [str(p) for p in _plot_loo(table[table["site"] == prim], title, fig_dir / "bridge_loo_r2")]
-    files += [str(p) for p in _plot_null(table[table["site"] == prim], null_df[null_df["site"] == prim], title,
-                                         fig_dir / "bridge_null")]
-    return {"files": files, "table": table}
+    return front(pd.DataFrame(rows)), front(pd.DataFrame(spectra)), front(pd.DataFrame(nulls))
 
 
 def _emit(rows, spectra, nulls, model, layer, k, direction, level, S, stats_fn, perms, N, n_samples):
@@ -530,89 +485,3 @@ def _emit(rows, spectra, nulls, model, layer, k, direction, level, S, stats_fn, 
         key = dict(layer=int(layer), k=int(k), direction=direction, level=level, estimator=est)
         spectra.extend(dict(key, index=i, sigma=float(s)) for i, s in enumerate(m["sv"]))
         nulls.extend(dict(key, permutation=b, r2_in=float(v[0]), r2_loo=float(v[1])) for b, v in enumerate(null))
-
-
-# =========================================================================== figures
-_EST_COLOR = {"lstsq": "#0072B2", "ridge": "#009E73", "procrustes": "#D55E00", "affine": "#CC79A7"}
-_LINESTYLES = ["-", "--", ":", "-."]
-
-
-def _plot_spectra(sp, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    ks = sorted(set(sp["k"]))
-    fig, axes = new_figure(len(DIRECTIONS), len(ks), width=3.6 * len(ks), height=5.6,
-                           squeeze=False, layout="constrained")
-    layers = sorted(set(sp["layer"]))
-    for r, direction in enumerate(DIRECTIONS):
-        for c, k in enumerate(ks):
-            ax = axes[r][c]
-            sub = sp[(sp["k"] == k) & (sp["direction"] == direction) & (sp["level"] == "pooled")]
-            for (layer, est), g in sub.groupby(["layer", "estimator"]):
-                ax.semilogy(g["index"] + 1, np.maximum(g["sigma"], 1e-16), _LINESTYLES[layers.index(layer) % 4],
-                            color=_EST_COLOR.get(est), label=f"{est} L{layer}")
-            ax.set_title(f"{direction}, k={k} (pooled)")
-            ax.set_xlabel("index")
-            ax.set_ylabel("singular value of W")
-    axes[0][-1].legend(fontsize=6)
-    fig.suptitle(f"{model}: bridge singular spectra")
-    return save_figure(fig, stem)
-
-
-def _plot_loo(table, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    levels = [lv for lv in ("pooled", "token") if lv in set(table["level"])]
-    fig, axes = new_figure(len(levels), len(DIRECTIONS), width=8.0, height=3.0 * len(levels),
-                           squeeze=False, layout="constrained")
-    layers = sorted(set(table["layer"]))
-    for r, level in enumerate(levels):
-        for c, direction in enumerate(DIRECTIONS):
-            ax = axes[r][c]
-            sub = table[(table["level"] == level) & (table["direction"] == direction)]
-            for (layer, est), g in sub.groupby(["layer", "estimator"]):
-                g = g.sort_values("k")
-                ls = _LINESTYLES[layers.index(layer) % 4]
-                ax.plot(g["k"], g["r2_loo"], ls, marker="o", color=_EST_COLOR.get(est), label=f"{est} L{layer}")
-                ax.plot(g["k"], g["r2_loo_null_q95"], ls, color=_EST_COLOR.get(est), alpha=0.35, linewidth=0.8)
-            ax.axhline(0, color="#555555", linewidth=0.6)
-            ax.set_title(f"{level}, {direction} (faint: null 95%)")
-            ax.set_xlabel("k")
-            ax.set_ylabel("LOO R²")
-            lo = np.nanmin(sub["r2_loo"]) if len(sub) else -1
-            ax.set_ylim(max(-1.0, min(lo, 0) - 0.05), 1.05)
-    axes[0][-1].legend(fontsize=6)
-    fig.suptitle(f"{model}: bridge leave-one-out R² vs k")
-    return save_figure(fig, stem)
-
-
-def _plot_null(table, null_df, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    levels = [lv for lv in ("pooled", "token") if lv in set(table["level"])]
-    fig, axes = new_figure(len(levels), len(ESTIMATORS), width=11.0, height=2.8 * len(levels),
-                           squeeze=False, layout="constrained")
-    layer = sorted(set(table["layer"]))[0]
-    k = max(table["k"])
-    direction = "en->zh"
-    for r, level in enumerate(levels):
-        for c, est in enumerate(ESTIMATORS):
-            ax = axes[r][c]
-            sel = dict(layer=layer, k=k, direction=direction, level=level, estimator=est)
-            q = np.ones(len(null_df), dtype=bool) if len(null_df) else np.zeros(0, dtype=bool)
-            for key, v in sel.items():
-                if len(null_df):
-                    q &= null_df[key].to_numpy() == v
-            vals = null_df.loc[q, "r2_loo"].to_numpy() if len(null_df) else np.zeros(0)
-            vals = vals[np.isfinite(vals)]
-            if len(vals):
-                ax.hist(np.clip(vals, -2, 1), bins=30, color="#999999")
-            row = table[(table["layer"] == layer) & (table["k"] == k) & (table["direction"] == direction)
-                        & (table["level"] == level) & (table["estimator"] == est)]
-            if len(row):
-                obs = float(row["r2_loo"].iloc[0])
-                ax.axvline(max(obs, -2), color=_EST_COLOR[est], linewidth=2)
-                ax.set_title(f"{level} {est}: R²={obs:.3g}, p={float(row['p_loo'].iloc[0]):.3g}", fontsize=7)
-            ax.set_xlabel("null LOO R² (clipped at -2)")
-    fig.suptitle(f"{model}: bridge LOO R² vs permutation null (L{layer}, k={k}, {direction})")
-    return save_figure(fig, stem)

@@ -63,8 +63,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -76,8 +74,8 @@ __all__ = [
     "ALPHA", "PREDICT_FRAC", "NEAR_FRAC", "MIN_LAYERS", "VERDICTS",
     "WEIGHT_SCORES", "DATA_SCORES", "CAUSAL_SCORES", "PRIMARY_WEIGHT", "PRIMARY_DATA", "PRIMARY_POOLING",
     "cycle_symmetries", "shift_spearman", "best_layer", "layer_verdict", "compare_layers",
-    "layer_sweep", "causal_scores", "run_layer_sweep", "run_layer_comparison", "plot_layer_profiles",
-    "plot_models_layer_prediction", "run_models_layer_prediction", "thresholds_caption",
+    "layer_sweep", "causal_scores", "check_sweep_params", "comparison_tables", "models_layer_table",
+    "thresholds_caption", "SWEEP_KIND",
 ]
 
 log = logging.getLogger("zhunt.experiments.layerpred")
@@ -401,45 +399,12 @@ def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = 
     return out
 
 
-def run_layer_sweep(store_path, model_dir, model_name: str, k: int, *, site: str = "input",
-                    poolings=("mean", "last"), langs=("zh", "en"), n_random: int = 100, seed: int = 0,
-                    out_tsv, out_md, where=None) -> dict:
-    """The layer-sweep stage: :func:`layer_sweep` at every decoder layer, written as a table.
-
-    The multi-head Z of every layer comes from :func:`zhunt.weights.masks.z_masks` (the function the
-    mask files are written with), computed here in one pass over the weights: one model load
-    instead of one mask job per layer.
-
-    Parameters
-    ----------
-    store_path : path
-        Activation store.
-    model_dir : path
-        Prepared model folder (weights of the same model).
-    model_name : str
-    k : int
-        The primary k, ``0 < k < d``.
-    site, poolings, langs, n_random, seed
-        As in :func:`layer_sweep`.
-    out_tsv, out_md : path
-        Destinations.
-    where : str, optional
-        Config key named in errors about k.
-
-    Returns
-    -------
-    dict
-        ``table`` (DataFrame), ``runtime_s``.
-    """
-    from zhunt.io import write_table
-    from zhunt.weights.masks import z_masks
-    from zhunt.models import get_adapter, load_model
-    from zhunt.models.site import check_site
-    from zhunt.data.store import ActivationStore
+def check_sweep_params(site: str, poolings, n_random: int, model_name: str) -> str:
+    """The checked site of a layer sweep (:func:`zhunt.models.site.check_site`); raises
+    :class:`ZhuntError` for an unknown site or pooling or fewer than 20 random subspaces."""
     from zhunt.activations.zspace import POOLINGS
+    from zhunt.models.site import check_site
 
-    t0 = time.perf_counter()
-    w = where or "k"
     try:
         site = check_site(site)
     except ValueError as exc:
@@ -450,102 +415,43 @@ def run_layer_sweep(store_path, model_dir, model_name: str, k: int, *, site: str
     if int(n_random) < 20:
         raise ZhuntError("zspace.n_random", f"n_random={n_random}: need at least 20 random subspaces for a "
                                             f"95% interval")
-    model, _ = load_model(model_dir, device="cpu", dtype="float32")
-    ad = get_adapter(model)
-    if not 0 < int(k) < ad.hidden_size:
-        raise ZhuntError(w, f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
-    masks = {l: z_masks(ad.layer_weights(l), ks=[int(k)], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][int(k)]
-             for l in range(ad.num_layers)}
-    num_layers, d = ad.num_layers, ad.hidden_size
-    del model, ad
-    t_masks = time.perf_counter() - t0
-    with ActivationStore(store_path) as store:
-        if store.num_layers != num_layers or store.hidden_size != d:
-            raise ZhuntError(str(store_path), f"activation store has {store.num_layers} layers, d="
-                                              f"{store.hidden_size}; the model {model_dir} has {num_layers}, d={d}")
-        table = layer_sweep(store, masks, int(k), site=site, poolings=tuple(poolings), langs=langs,
-                            n_random=int(n_random), seed=seed)
-    table.insert(0, "model", model_name)
-    write_table(table, out_tsv, markdown=out_md)
-    runtime = time.perf_counter() - t0
-    log.info("%s: layer sweep over %d layers at site %s, k=%d in %.1fs (masks %.1fs)", model_name, num_layers,
-             site, k, runtime, t_masks)
-    return {"table": table, "runtime_s": runtime}
+    return site
 
 
-# ---------------------------------------------------------------------------------------------
-# the comparison stage
-# ---------------------------------------------------------------------------------------------
-
-def _read_tsv(path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise ZhuntError(str(path), "missing")
-    try:
-        return pd.read_csv(path, sep="\t")
-    except Exception as exc:  # pandas raises several types on malformed input
-        raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
-
-
-def _verdict_text(model: str, comp: pd.DataFrame, corr: pd.DataFrame, num_layers: int, site: str, k) -> str:
-    p = comp[comp["primary"]].iloc[0]
-    lines = [f"# Do the weights predict the layer? {model}", "",
-             f"**Verdict: {p['verdict']}** (pre-registered pair: {p['weight_score']} vs {p['data_score']}, "
-             f"{PRIMARY_POOLING} pooling, site {site}, k={k}).", "",
-             f"- predicted layer (weights only): L{int(p['predicted_layer'])} of {num_layers}",
-             f"- data-best layer ({p['data_score']}): "
-             + (f"L{int(p['data_best_layer'])}, distance {int(p['distance_layers'])} layers = "
-                f"{p['distance_frac']:.3f} of depth (chance of a hit this close: {p['location_p']:.3f})"
-                if np.isfinite(p["data_best_layer"]) else "n/a"),
-             f"- Spearman rho = {p['rho']:.3f}, shift-permutation p = {p['p_shift']:.3f} "
-             f"(smallest attainable {p['p_min']:.3f}, n = {int(p['n_layers'])} layers)", "",
-             f"Thresholds: {thresholds_caption()}.", "", "## Per data score (exploratory except the primary)", "",
-             comp.to_markdown(index=False, floatfmt=".4g"), "",
-             "## Every weight score x data score (p_holm: Holm across this grid)", "",
-             corr.to_markdown(index=False, floatfmt=".4g"), ""]
-    return "\n".join(lines)
-
-
-def run_layer_comparison(scores_tsv, sweep_tsv, model_name: str, *, causal_tsv=None, site: str = "input",
-                         out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict,
-                         fig_stem) -> dict:
-    """The comparison stage: weight-only layer scores vs the data sweep (and causal scores if given).
+def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str, *, causal=None,
+                      site: str = "input", where_scores: str = "layer_scores.tsv", where_sweep: str = "sweep.tsv",
+                      where_causal: str = "subspaces.tsv") -> dict:
+    """Weight-only layer scores against the data sweep (and the causal scores, if given).
 
     Parameters
     ----------
-    scores_tsv : path
+    scores : DataFrame
         ``structure/layer_scores.tsv`` (:func:`zhunt.weights.structure.layer_score_table`).
-    sweep_tsv : path
-        ``layers/sweep.tsv`` (:func:`run_layer_sweep`); the :data:`PRIMARY_POOLING` rows are used.
+    sweep : DataFrame
+        ``layers/sweep.tsv`` (:func:`layer_sweep`); its :data:`PRIMARY_POOLING` rows are used.
     model_name : str
-    causal_tsv : path, optional
+    causal : DataFrame, optional
         ``patching/subspaces.tsv`` (:func:`causal_scores`), filtered to ``site`` and the sweep's k.
     site : str
-        The configured site.
-    out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict : path
-    fig_stem : path
-        Figure stem (:func:`plot_layer_profiles`).
+    where_scores, where_sweep, where_causal : str
+        Named in errors (the files the frames came from).
 
     Returns
     -------
     dict
-        ``comparison``, ``correlations`` (DataFrames), ``verdict`` (str), ``files``.
+        ``comparison``, ``correlations`` (:func:`compare_layers`, with model / num_layers / site / k
+        columns), ``data`` (the sweep rows, causal columns merged), ``k``, ``num_layers``,
+        ``predicted`` (the structure stage's layer) and ``verdict`` (of the primary pair).
     """
-    from zhunt.io import write_table, write_text
-
-    scores = _read_tsv(scores_tsv)
-    sweep = _read_tsv(sweep_tsv)
     for col in ("layer", PRIMARY_WEIGHT, "predicted", "phase"):
         if col not in scores.columns:
-            raise ZhuntError(str(scores_tsv), f"no column {col!r} (expected the structure stage's layer scores)")
+            raise ZhuntError(where_scores, f"no column {col!r} (expected the structure stage's layer scores)")
     if "pooling" not in sweep.columns or not (sweep["pooling"] == PRIMARY_POOLING).any():
-        raise ZhuntError(str(sweep_tsv), f"no rows with pooling {PRIMARY_POOLING!r}")
+        raise ZhuntError(where_sweep, f"no rows with pooling {PRIMARY_POOLING!r}")
     data = sweep[sweep["pooling"] == PRIMARY_POOLING].reset_index(drop=True)
     k = int(data["k"].iloc[0])
-    causal = None
-    if causal_tsv is not None:
-        causal = causal_scores(_read_tsv(causal_tsv), site=site, k=k, where=str(causal_tsv))
-        data = data.merge(causal, on="layer", how="left")
+    if causal is not None:
+        data = data.merge(causal_scores(causal, site=site, k=k, where=where_causal), on="layer", how="left")
     num_layers = len(scores)
     predicted = int(scores.loc[scores["predicted"].astype(bool), "layer"].iloc[0])
     comp, corr = compare_layers(scores, data, predicted, num_layers)
@@ -554,139 +460,31 @@ def run_layer_comparison(scores_tsv, sweep_tsv, model_name: str, *, causal_tsv=N
     comp.insert(2, "site", site)
     comp.insert(3, "k", k)
     corr.insert(0, "model", model_name)
-    write_table(comp, out_comparison, markdown=out_comparison_md)
-    write_table(corr, out_correlations, markdown=out_correlations_md)
-    write_text(out_verdict, _verdict_text(model_name, comp.drop(columns=["model"]), corr.drop(columns=["model"]),
-                                          num_layers, site, k))
-    files = [out_comparison, out_comparison_md, out_correlations, out_correlations_md, out_verdict]
-    files += plot_layer_profiles(scores, data, comp, model_name, fig_stem)
-    verdict = str(comp.loc[comp["primary"], "verdict"].iloc[0])
-    log.info("%s: predicted L%d, verdict %s", model_name, predicted, verdict)
-    return {"comparison": comp, "correlations": corr, "verdict": verdict, "files": [str(f) for f in files]}
+    return {"comparison": comp, "correlations": corr, "data": data, "k": k, "num_layers": num_layers,
+            "predicted": predicted, "verdict": str(comp.loc[comp["primary"], "verdict"].iloc[0])}
 
 
-# ---------------------------------------------------------------------------------------------
-# figures
-# ---------------------------------------------------------------------------------------------
+def models_layer_table(comparisons) -> pd.DataFrame:
+    """Cross-model table of the primary comparison, with the seed's Qwen2.5-3B row quoted last.
 
-def plot_layer_profiles(scores: pd.DataFrame, data: pd.DataFrame, comparison: pd.DataFrame, model: str,
-                        stem) -> list:
-    """Weight-only and data scores against depth on one page (shared x-axis).
+    Parameters
+    ----------
+    comparisons : iterable of (str, DataFrame)
+        ``(where, layers/comparison.tsv)`` of each analysed model; ``where`` is named in errors.
 
-    Phases are shaded, the predicted layer is a dashed line on every panel and each data
-    score's best layer a star on its own panel.
+    Returns
+    -------
+    DataFrame
+        ``model, num_layers, predicted_layer, data_best_layer, data_score, predicted_frac,
+        data_best_frac, distance_layers, distance_frac, rho, p_shift, verdict, reference``;
+        fractions are ``layer / (L - 1)``.
     """
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-    from zhunt.weights.structure import Phases, _int_xticks, _shade_phases
-
-    labels = list(scores["phase"])
-    enc = [l for l, ph in enumerate(labels) if ph == "encode"]
-    dec = [l for l, ph in enumerate(labels) if ph == "decode"]
-    phases = Phases(labels=labels, encode_last=enc[-1] if enc else -1, decode_first=dec[0] if dec else len(labels),
-                    encode_rise=math.nan, decode_drop=math.nan)  # only the labels are drawn
-    x = scores["layer"].to_numpy()
-    pred = int(scores.loc[scores["predicted"].astype(bool), "layer"].iloc[0])
-    best = {r["data_score"]: r["data_best_layer"] for _, r in comparison.iterrows()}
-    causal = [c for c in CAUSAL_SCORES if c in data.columns]
-    n_panels = 6 + (1 if causal else 0)
-    fig, axes = new_figure(n_panels, 1, width=6.5, height=1.45 * n_panels + 0.6, sharex=True)
-    ca, cg, cs = SERIES_COLORS["attention"], SERIES_COLORS["gate"], SERIES_COLORS["similarity"]
-    cm, cc = SERIES_COLORS["marker"], SERIES_COLORS["chance"]
-
-    ax = axes[0]
-    m, s = scores["attn_eff_rank_mean"], scores["attn_eff_rank_std"]
-    ax.fill_between(x, m - s, m + s, color=ca, alpha=0.2, lw=0)
-    ax.plot(x, m, "o-", color=ca, label="attention eff. rank (head mean ± std)")
-    ax.set_ylabel("eff. rank")
-    ax2 = axes[1]
-    ax2.plot(x, scores["attn_eff_rank_cv"], "o-", color=ca, label="eff. rank CV across heads")
-    ax2.set_ylabel("CV")
-    ax3 = axes[2]
-    ax3.plot(x, scores["ffn_ratio"], "o-", color=cg, label="FFN alignment / chance")
-    ax3.axhline(1.0, color=cc, ls=":", lw=1)
-    ax3.set_ylabel("FFN / chance")
-    ax4 = axes[3]
-    ax4.plot(x, scores["sim_prev"], "o-", color=cs, label="similarity to previous layer")
-    ax4.plot(x, scores["drop_after"], "s--", color=cs, alpha=0.7, label="drop after layer")
-    ax4.set_ylabel("Grassmann sim.")
-    dx = data["layer"].to_numpy()
-    ax5 = axes[4]
-    ax5.fill_between(dx, data["ratio_rand_lo"], data["ratio_rand_hi"], color=cc, alpha=0.2, lw=0,
-                     label="random k-dim, 95%")
-    ax5.plot(dx, data["ratio_Z"], "o-", color=ca, label="ratio_Z")
-    ax5.plot(dx, data["ratio_Zperp"], "s-", color=cg, label="ratio_Z⊥")
-    ax5.set_ylabel("Phase 2 ratio")
-    ax6 = axes[5]
-    ax6.plot(dx, data["rel_ratio"], "o-", color=cm, label="ratio_Z / ratio_Z⊥ (primary)")
-    ax6.plot(dx, data["E_lang_Z_over_chance"], "^:", color=cs, label="language energy in Z / (k/d)")
-    ax6.axhline(1.0, color=cc, ls=":", lw=1)
-    ax6.set_ylabel("data score")
-    for name, axx in (("rel_ratio", ax6), ("E_lang_Z_over_chance", ax6)):
-        b = best.get(name)
-        if b is not None and np.isfinite(b):
-            axx.plot([b], [float(data.loc[data["layer"] == b, name].iloc[0])], "*", color=cm, ms=11, zorder=5)
-    if causal:
-        ax7 = axes[6]
-        for c, mk in zip(causal, "osd^"):
-            ax7.plot(dx, data[c], marker=mk, ls="-", label=c)
-            b = best.get(c)
-            if b is not None and np.isfinite(b):
-                ax7.plot([b], [float(data.loc[data["layer"] == b, c].iloc[0])], "*", color=cm, ms=11, zorder=5)
-        ax7.set_ylabel("causal (Exp. A)")
-    for i, axx in enumerate(axes):
-        _shade_phases(axx, phases, label=(i == 0))
-        axx.axvline(pred, color=cm, ls="--", lw=1.1, label=f"predicted L{pred}" if i == 0 else None)
-        axx.legend(loc="best", fontsize=6)
-    prim = comparison[comparison["primary"]].iloc[0]
-    axes[0].set_title(f"{model}: weights (top 4) vs data (bottom) by depth — verdict: {prim['verdict']} "
-                      f"(rho {prim['rho']:.2f}, p {prim['p_shift']:.3f})", fontsize=8)
-    axes[-1].set_xlabel("decoder layer")
-    axes[-1].set_xlim(-0.5, len(x) - 0.5)
-    _int_xticks(axes[-1])
-    return save_figure(fig, stem)
-
-
-def plot_models_layer_prediction(table: pd.DataFrame, stem) -> list:
-    """Predicted vs data-best layer as a fraction of depth, one point per model (reference hollow)."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    fig, ax = new_figure(width=4.8, height=4.4)
-    ax.plot([0, 1], [0, 1], color=SERIES_COLORS["chance"], lw=1, ls="--", label="data-best = predicted")
-    ax.fill_between([0, 1], [-NEAR_FRAC, 1 - NEAR_FRAC], [NEAR_FRAC, 1 + NEAR_FRAC], color="#cccccc", alpha=0.3,
-                    lw=0, label=f"within {NEAR_FRAC} of depth ('near')")
-    ax.fill_between([0, 1], [-PREDICT_FRAC, 1 - PREDICT_FRAC], [PREDICT_FRAC, 1 + PREDICT_FRAC], color="#999999",
-                    alpha=0.3, lw=0, label=f"within {PREDICT_FRAC} ('predicts' if p <= {ALPHA})")
-    for _, r in table.iterrows():
-        if not (np.isfinite(r["predicted_frac"]) and np.isfinite(r["data_best_frac"])):
-            continue
-        ref = bool(r.get("reference", False))
-        ax.plot([r["predicted_frac"]], [r["data_best_frac"]], "o", ms=8, mfc="none" if ref else None,
-                label=f"{r['model']} ({r['verdict']})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("predicted layer / (L - 1)  (weights only)")
-    ax.set_ylabel("data-best layer / (L - 1)  (Phase 2 ratio_Z / ratio_Z⊥)")
-    ax.set_title("Do the weights predict the layer?")
-    ax.legend(loc="upper left", fontsize=6)
-    return save_figure(fig, stem)
-
-
-def run_models_layer_prediction(comparison_paths: Sequence, *, out_tsv, out_md, fig_stem) -> pd.DataFrame:
-    """Cross-model table and figure of the primary comparison, with the seed's Qwen2.5-3B row quoted.
-
-    Columns: ``model, num_layers, predicted_layer, data_best_layer, data_score, predicted_frac,
-    data_best_frac, distance_layers, distance_frac, rho, p_shift, verdict, reference``;
-    fractions are ``layer / (L - 1)``.
-    """
-    from zhunt.io import write_table
     from zhunt.seeds import QWEN25_3B_LAYER
 
     rows = []
-    for path in comparison_paths:
-        c = _read_tsv(path)
+    for where, c in comparisons:
         if "primary" not in c.columns or not c["primary"].astype(bool).any():
-            raise ZhuntError(str(path), "no primary row (expected a layer comparison table)")
+            raise ZhuntError(where, "no primary row (expected a layer comparison table)")
         p = c[c["primary"].astype(bool)].iloc[0]
         span = max(int(p["num_layers"]) - 1, 1)
         rows.append({"model": p["model"], "num_layers": int(p["num_layers"]),
@@ -703,7 +501,4 @@ def run_models_layer_prediction(comparison_paths: Sequence, *, out_tsv, out_md, 
                  "predicted_frac": q["predicted_layer"] / span, "data_best_frac": q["data_best_layer"] / span,
                  "distance_layers": dist, "distance_frac": dist / span, "rho": math.nan, "p_shift": math.nan,
                  "verdict": "n/a (2 layers measured)", "reference": True})
-    table = pd.DataFrame(rows)
-    write_table(table, out_tsv, markdown=out_md)
-    plot_models_layer_prediction(table, fig_stem)
-    return table
+    return pd.DataFrame(rows)

@@ -60,17 +60,15 @@ any residual disagreement is optimisation error, which we drive below
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ToyProblem", "agreement_ratio", "make_problem", "sample_data", "optimal_map",
-           "train_shared_map", "compare_spectrum", "run_toy_theorem", "plot_toy"]
+from zhunt.subspace import random_subspace
 
-log = logging.getLogger("zhunt.experiments.toy")
+__all__ = ["ToyProblem", "agreement_ratio", "make_problem", "sample_data", "optimal_map",
+           "train_shared_map", "compare_spectrum", "toy_theorem"]
 
 
 def agreement_ratio(z1: np.ndarray, z2: np.ndarray, a1: float, a2: float) -> np.ndarray:
@@ -158,9 +156,7 @@ def make_problem(n: int = 12, a1: float = 0.7, seed: int = 0, normalise_power: b
         scale = np.sqrt(a1 * z1**2 + a2 * z2**2)
         z1, z2 = z1 / scale, z2 / scale
     lam = np.exp(rng.uniform(np.log(0.5), np.log(2.0), n))
-    G = rng.standard_normal((n, n))
-    Q, R = np.linalg.qr(G)
-    Q = Q * np.sign(np.diag(R))
+    Q = random_subspace(n, n, rng).T  # Haar-random orthogonal basis, drawn after the gains
     return ToyProblem(a1=a1, a2=a2, z1=z1, z2=z2, lam=lam, Q=Q)
 
 
@@ -277,53 +273,27 @@ def compare_spectrum(W: np.ndarray, p: ToyProblem, rho_floor: float = 1e-3) -> p
                          "rel_err_general": rel_g, "rho": rho, "counted": rho / rho[0] >= rho_floor})
 
 
-def plot_toy(df: pd.DataFrame, curve, fig_stem) -> list[Path]:
-    """Two panels: normalised singular values vs ``sqrt(rho)`` prediction; training loss curve."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    fig, (a, b) = new_figure(1, 2, width=8.0, height=3.2)
-    a.plot(df["rank"], df["sqrt_rho_norm"], "o-", color=SERIES_COLORS["chance"], label=r"$\sqrt{\rho_i/\rho_{max}}$")
-    a.plot(df["rank"], df["sigma_norm"], "x", color=SERIES_COLORS["marker"], ms=7,
-           label=r"trained $\sigma_i/\sigma_{max}$")
-    a.set_xlabel("direction (sorted)")
-    a.set_ylabel("normalised singular value")
-    a.set_title("Theorem 1: shared map spectrum")
-    a.legend()
-    c = np.asarray(curve, np.float64)
-    b.semilogy(np.arange(1, len(c) + 1), c - c.min() + 1e-16, color=SERIES_COLORS["attention"])
-    b.set_xlabel("gradient-descent step")
-    b.set_ylabel("loss - final loss")
-    b.set_title("convergence")
-    return save_figure(fig, fig_stem)
-
-
-def run_toy_theorem(out_tsv, out_md, fig_stem, seed: int = 0, n: int = 12, a1: float = 0.7,
-                    n_samples: int = 4000) -> dict:
+def toy_theorem(seed: int = 0, n: int = 12, a1: float = 0.7, n_samples: int = 4000) -> dict:
     """Train the shared bilingual map and compare its spectrum with Theorem 1.
 
     Parameters
     ----------
-    out_tsv, out_md : path
-        Per-direction table (:func:`compare_spectrum`, plus the gains) as TSV / Markdown.
-    fig_stem : path
-        Figure stem (``.pdf`` and ``.png`` written).
     seed : int
-        Seed of the problem and the sample.
+        Seed of the problem (:func:`make_problem`); the sample uses ``seed + 1``.
     n, a1, n_samples : int, float, int
         Dimension, frequency of language 1, sample size.
 
     Returns
     -------
     dict
-        ``rel_error_max`` (max over counted directions of the relative error of
-        ``sigma_i / sigma_max`` vs ``sqrt(rho_i / rho_max)``), ``rel_error_general_max``,
-        ``closed_form_error`` (max abs difference between the trained ``W`` and
-        ``W*``), ``right_vector_alignment`` (min over directions of ``|<v_i, Q e_i>|``:
-        the right singular vectors are the mixing basis, i.e. the gauge is fixed),
-        ``n_iter``, ``converged``, ``files``.
+        ``table`` (:func:`compare_spectrum` with the ``direction`` behind each rank and its gains
+        ``z1``, ``z2``), ``loss_curve`` (the training loss per step), ``rel_error_max`` (max over
+        counted directions of the relative error of ``sigma_i / sigma_max`` vs
+        ``sqrt(rho_i / rho_max)``), ``rel_error_general_max``, ``closed_form_error`` (max abs
+        difference between the trained ``W`` and ``W*``), ``right_vector_alignment`` (min over
+        directions of ``|<v_i, Q e_i>|``: the right singular vectors are the mixing basis, i.e.
+        the gauge is fixed), ``n_iter``, ``converged``, ``final_loss``, ``n``, ``a1``, ``n_samples``.
     """
-    from zhunt.io import write_table
-
     p = make_problem(n=n, a1=a1, seed=seed)
     X, S, _ = sample_data(p, n_samples=n_samples, seed=seed + 1)
     W, info = train_shared_map(X, S)
@@ -336,13 +306,9 @@ def run_toy_theorem(out_tsv, out_md, fig_stem, seed: int = 0, n: int = 12, a1: f
     # distinct singular values: each right singular vector must be one column of Q
     align = float(np.min(np.max(np.abs(Vt @ p.Q), axis=1)))
     counted = df["counted"].to_numpy()
-    out = {"rel_error_max": float(df["rel_err"][counted].max()),
-           "rel_error_general_max": float(df["rel_err_general"][counted].max()),
-           "closed_form_error": float(np.max(np.abs(W - optimal_map(p)))),
-           "right_vector_alignment": align, "n_iter": info["n_iter"], "converged": info["converged"],
-           "final_loss": info["loss"], "n": n, "a1": a1, "n_samples": n_samples}
-    write_table(df, out_tsv, markdown=out_md)
-    files = [str(out_tsv), str(out_md)] + [str(f) for f in plot_toy(df, info["loss_curve"], fig_stem)]
-    out["files"] = files
-    log.info("toy theorem: max rel. error %.2e after %d GD steps", out["rel_error_max"], info["n_iter"])
-    return out
+    return {"table": df, "loss_curve": info["loss_curve"],
+            "rel_error_max": float(df["rel_err"][counted].max()),
+            "rel_error_general_max": float(df["rel_err_general"][counted].max()),
+            "closed_form_error": float(np.max(np.abs(W - optimal_map(p)))),
+            "right_vector_alignment": align, "n_iter": info["n_iter"], "converged": info["converged"],
+            "final_loss": info["loss"], "n": n, "a1": a1, "n_samples": n_samples}

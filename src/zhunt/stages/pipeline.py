@@ -41,28 +41,6 @@ def check_ks(ks, hidden_size: int, model_name: str, head_dim: int | None = None,
                              f"(drop 'head0' from study.mask_kinds or lower k)")
 
 
-def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_path) -> None:
-    """Compute and write the Z-masks of one decoder layer (see :mod:`zhunt.weights.masks`)."""
-    from zhunt.weights.masks import write_masks, z_masks
-    from zhunt.models import get_adapter, load_model
-    from zhunt.models.loader import weights_sha256
-
-    t0 = time.perf_counter()
-    model, _ = load_model(model_dir, device="cpu", dtype="float32")
-    ad = get_adapter(model)
-    check_layer(layer, ad.num_layers, model_name)
-    check_ks(ks, ad.hidden_size, model_name, ad.head_dim if "head0" in kinds else None)
-    masks = z_masks(ad.layer_weights(layer), ks=ks, kinds=kinds)
-    write_masks(out_path, masks, {
-        "model": model_name, "layer": layer, "ks": list(ks), "kinds": list(kinds),
-        "model_weights_sha256": weights_sha256(model_dir),
-        "hidden_size": ad.hidden_size, "num_heads": ad.num_heads, "head_dim": ad.head_dim,
-        "zhunt_version": __version__,
-    })
-    log.info("masks for %s L%d (k=%s, %s) in %.2fs", model_name, layer, list(ks), list(kinds),
-             time.perf_counter() - t0)
-
-
 def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, languages,
                        templates_path, out_path, *, batch_size: int = 16,
                        dtype: str = "float32", threads: int | None = None, layers="all",

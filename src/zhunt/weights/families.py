@@ -88,12 +88,9 @@ E has no pair. Thresholds: :data:`DELTA_ZERO`, :data:`E_OVER_C_MARGIN`,
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 
 import numpy as np
 
-from zhunt.progress import Progress
 
 __all__ = [
     "FAMILIES",
@@ -116,7 +113,7 @@ __all__ = [
     "verdict_criteria",
     "shuffled_delta",
     "seed_jsons",
-    "run_families",
+    "analyse_families",
 ]
 
 log = logging.getLogger(__name__)
@@ -516,177 +513,41 @@ def seed_jsons(df, num_layers: int, model: str | None = None, side: str = "resid
     return null, ali
 
 
-def _plot_by_phase(by_phase, nulls, stem: Path, model_name: str) -> None:
-    from zhunt.report.figures import new_figure, save_figure
-
-    fams = [f for f in FAMILIES if f in by_phase.columns]
-    null = nulls.set_index("family")["null_delta"]
-    phases = list(by_phase["phase"])
-    fig, ax = new_figure(width=7.5, height=3.8)
-    width = 0.8 / max(len(fams), 1)
-    x = np.arange(len(phases))
-    for i, fam in enumerate(fams):
-        ax.bar(x + (i - (len(fams) - 1) / 2) * width, by_phase[fam].to_numpy(float) - float(null[fam]), width,
-               label=fam)
-    ax.axhline(DELTA_ZERO, color="k", lw=0.8, ls="--", label=f"excess = {DELTA_ZERO} (lifted above)")
-    ax.axhline(0.0, color="0.5", lw=0.6)
-    ax.set_xticks(x, [f"{p}\n(n={n})" for p, n in zip(phases, by_phase["n_pairs"])])
-    ax.set_ylabel("mean delta − null delta")
-    ax.set_title(f"{model_name}: aligned − raw cosine of adjacent layers beyond its null, by phase",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_figure(fig, stem)
-
-
-def _verdict_markdown(model_name: str, side: str, df, by_phase, verdict: dict, nulls, n_draws: int,
-                      num_layers: int) -> str:
-    lines = [
-        f"# Aligned vs raw weight-family cosine: {model_name}",
-        "",
-        f"{num_layers} decoder layers, {df[['L']].drop_duplicates().shape[0]} adjacent pairs; "
-        f"rotation on the **{side}** side (scipy orthogonal_procrustes). delta = aligned cos − raw cos "
-        "(≥ 0 by construction: R = I is a candidate), compared with the same quantity on two nulls: "
-        f"independent Gaussian matrices of the family's shape ({n_draws} draws) and the same pair with the "
-        "non-aligned index of the second layer shuffled (keeps both spectra, breaks the correspondence). "
-        "The verdict uses the shuffled null (the Gaussian one ignores the spectra, which alone move the "
-        "aligned cosine); excess = mean delta − shuffled delta.",
-        "",
-        f"Criteria: {verdict['criteria']}.",
-        "",
-        "| family | mean raw cos | mean aligned cos | mean delta | Gaussian-null delta | shuffled delta | "
-        "excess | lifted | excess over Gaussian | delta(E) − delta(C) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in nulls.itertuples():
-        emc = verdict["e_minus_c"].get(r.family)
-        emc_s = f"{emc:+.4f}" if emc is not None else "n/a"
-        lines.append(f"| {r.family} | {r.mean_raw_cos:+.4f} | {r.mean_aligned_cos:+.4f} | {r.mean_delta:+.4f} | "
-                     f"{r.null_delta_gaussian:+.4f} | {r.null_delta_shuffled:+.4f} | {r.excess:+.4f} | "
-                     f"{'yes' if r.lifted else 'no'} | {r.excess_gaussian:+.4f} | {emc_s} |")
-    late = verdict["late_over_middle"]
-    lines += [
-        "",
-        "## Hypotheses",
-        "",
-        f"- Training artifact (the rotation lifts delta beyond the null by more than {verdict['delta_zero']} in a "
-        f"strict majority of families): **{'supported' if verdict['training_artifact'] else 'not supported'}** "
-        f"({verdict['n_lifted']}/{verdict['n_families']} families lifted)",
-        f"- Real specialisation (no family lifted beyond the null): "
-        f"**{'supported' if verdict['real_specialization'] else 'not supported'}** "
-        f"(max excess = {verdict['max_excess']:+.4f})",
-        "- Seed's secondary prediction, late layers lifted more (delta(E) − delta(C) > "
-        f"{verdict['e_over_c_margin']} in a strict majority of families): "
-        + ("not testable (no pair in phase C or E)" if late is None else
-           f"**{'yes' if late else 'no'}** ({verdict['n_e_over_c']}/{len(verdict['e_minus_c'])} families)"),
-        "",
-        f"**Verdict: {verdict['label']}**",
-        "",
-        "Why a null: two unrelated matrices already reach an aligned cosine of order sqrt(m / n) (n x m, "
-        "aligned on m), so delta is never ≈ 0; only a delta above what unrelated matrices show says that "
-        "a rotation was hiding shared structure.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def run_families(model_dir, model_name: str, out_dir, figures_dir, side: str = "residual",
-                 device: str = "cpu", verdict_tsv=None, seed: int = 0) -> dict:
-    """Aligned-vs-raw family analysis of a prepared model folder; writes tables, JSONs and a figure.
+def analyse_families(layer_mats, num_layers: int, side: str = "residual", seed: int = 0,
+                     model: str | None = None) -> dict:
+    """Every quantity of the family stage from the per-layer family matrices.
 
     Parameters
     ----------
-    model_dir : path
-        A prepared zhunt model folder (:func:`zhunt.models.load_model`).
-    model_name : str
-        Used in the JSON file names and titles.
-    out_dir, figures_dir : path
-        Destinations (created if needed).
+    layer_mats : iterable of dict
+        Per decoder layer, in order, ``{family: ndarray}`` (:func:`family_matrices`), consumed lazily.
+    num_layers : int
     side : {"residual", "inner"}
-        Which index the rotation acts on (module docstring).
-    verdict_tsv : path, optional
-        The per-family null table with the verdict (default ``out_dir/families_verdict.tsv``).
     seed : int
-        Seeds both nulls.
-
-    Files written
-    -------------
-    ``out_dir/families.tsv`` + ``.md`` (L, L_next, phase, family, raw_cos,
-    aligned_cos, delta, null_delta), ``out_dir/families_by_phase.tsv`` + ``.md`` (phase x
-    family mean delta), ``out_dir/families_verdict.md``, ``verdict_tsv``
-    (:func:`null_table` + ``verdict``, ``criteria``),
-    ``out_dir/{model_name}-null.json``, ``out_dir/{model_name}-aligned.json``
-    (seed 002 formats, :func:`seed_jsons`),
-    ``figures_dir/families_by_phase.pdf`` + ``.png`` (excess by phase).
+        Seeds both nulls (:func:`compare_layers`, :func:`gaussian_baseline`).
+    model : str, optional
+        Recorded in the seed-format JSONs.
 
     Returns
     -------
     dict
-        ``num_layers``, ``side``, ``by_phase`` {phase: {family: mean delta}},
-        ``verdict`` (:func:`hypothesis_verdict`), ``gaussian_baseline`` (mean null delta),
-        ``nulls`` (records of :func:`null_table`), ``wall_s`` and ``files`` (paths written).
+        ``pairs`` (:func:`compare_layers`), ``by_phase`` (:func:`phase_means`), ``baseline``
+        (:func:`gaussian_baseline` of the first layer's family shapes), ``nulls`` (:func:`null_table`),
+        ``verdict`` (:func:`hypothesis_verdict`), ``null_json`` and ``aligned_json`` (:func:`seed_jsons`).
     """
-    from zhunt.io import write_json, write_table, write_text
-    from zhunt.models import get_adapter, load_model
-
-    t0 = time.perf_counter()
-    out_dir, figures_dir = Path(out_dir), Path(figures_dir)
-    model, _ = load_model(model_dir, device=device)
-    adapter = get_adapter(model)
-    n = adapter.num_layers
     shapes = {}
 
-    progress = Progress(n, "families layer")
-
-    def layers():
-        for L in range(n):
-            progress.update(L)
-            mats = family_matrices(adapter.layer_weights(L))
+    def remember_shapes():
+        for mats in layer_mats:
             if not shapes:
                 shapes.update({f: m.shape for f, m in mats.items()})
             yield mats
 
-    df = compare_layers(layers(), num_layers=n, side=side, seed=seed)
-    del model
+    df = compare_layers(remember_shapes(), num_layers=num_layers, side=side, seed=seed)
     by_phase = phase_means(df)
     baseline = gaussian_baseline(shapes, side=side, seed=seed)
     nulls = null_table(df, baseline)
     verdict = hypothesis_verdict(nulls, by_phase)
-    null, ali = seed_jsons(df, n, model=model_name, side=side)
-
-    files = {
-        "families": out_dir / "families.tsv",
-        "families_md": out_dir / "families.md",
-        "by_phase": out_dir / "families_by_phase.tsv",
-        "by_phase_md": out_dir / "families_by_phase.md",
-        "verdict": out_dir / "families_verdict.md",
-        "verdict_tsv": Path(verdict_tsv) if verdict_tsv is not None else out_dir / "families_verdict.tsv",
-        "null_json": out_dir / f"{model_name}-null.json",
-        "aligned_json": out_dir / f"{model_name}-aligned.json",
-        "figure_pdf": figures_dir / "families_by_phase.pdf",
-        "figure_png": figures_dir / "families_by_phase.png",
-    }
-    write_table(df, files["families"], files["families_md"])
-    write_table(by_phase, files["by_phase"])
-    caption = (f"Mean delta = aligned − raw cosine per phase (rows) and family (columns), {model_name}, "
-               f"rotation on the {side} side. The verdict reads it against the null delta of each family "
-               f"(families_verdict.tsv): {verdict['criteria']}.\n\n")
-    write_text(files["by_phase_md"], caption + by_phase.to_markdown(index=False, floatfmt="+.4f") + "\n")
-    write_text(files["verdict"], _verdict_markdown(model_name, side, df, by_phase, verdict, nulls, NULL_DRAWS, n))
-    write_table(nulls.assign(model=model_name, side=side, verdict=verdict["label"],
-                             criteria=verdict["criteria"]), files["verdict_tsv"])
-    write_json(files["null_json"], null)
-    write_json(files["aligned_json"], ali)
-    _plot_by_phase(by_phase, nulls, figures_dir / "families_by_phase", model_name)
-    wall = time.perf_counter() - t0
-    log.info("families %s: %d pairs, verdict %s (%.1f s)", model_name, n - 1, verdict["label"], wall)
-    fams = [f for f in FAMILIES if f in by_phase.columns]
-    return {
-        "num_layers": n,
-        "side": side,
-        "by_phase": {r["phase"]: {f: float(r[f]) for f in fams} for _, r in by_phase.iterrows()},
-        "verdict": verdict,
-        "gaussian_baseline": baseline,
-        "nulls": nulls.to_dict(orient="records"),
-        "wall_s": wall,
-        "files": {k: str(v) for k, v in files.items()},
-    }
+    null, ali = seed_jsons(df, num_layers, model=model, side=side)
+    return {"pairs": df, "by_phase": by_phase, "baseline": baseline, "nulls": nulls, "verdict": verdict,
+            "null_json": null, "aligned_json": ali}

@@ -63,12 +63,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
-from zhunt.progress import Progress
 
 __all__ = [
     "FACTORS",
@@ -88,7 +86,9 @@ __all__ = [
     "verdict_table",
     "write_qk_exports",
     "load_qk_exports",
-    "run_qk",
+    "operator_cos_table",
+    "anchor_table",
+    "sign_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -393,13 +393,13 @@ def analyse_qk(layer_factors, anchor: int = -1, topk: int | None = None) -> dict
     }
 
 
-def write_qk_exports(res: dict, out_dir, model_name: str, factors: str = "raw") -> tuple[Path, Path]:
-    """Write the seed-004 inputs: ``{model}-grams.json`` and ``{model}-grams-eigdirs.pt``.
+def write_qk_exports(res: dict, json_path, pt_path, model_name: str, factors: str = "raw") -> tuple[Path, Path]:
+    """Write the seed-004 inputs: the grams JSON ``json_path`` and the tensors ``pt_path`` (.pt).
 
     The JSON holds ``num_layers, num_heads, head_dim, hidden_size``, ``gram``
-    as nested lists ``[L][L'][H]``, ``eigdirs_path`` (the .pt path as given by
-    ``out_dir``, i.e. relative to the caller's working directory when
-    ``out_dir`` is relative, which is how the seed opens it), plus extras
+    as nested lists ``[L][L'][H]``, ``eigdirs_path`` (``pt_path`` as given, i.e.
+    relative to the caller's working directory when it is relative, which is how
+    the seed opens it), plus extras
     ``g_fro_sq`` ``[L][H]`` (= the gram diagonal), ``factors``, ``model``,
     ``anchor``. The .pt is a plain dict of tensors (loadable with
     ``torch.load(weights_only=True)``): ``eig_dirs`` (L, H, topk, d) and
@@ -409,9 +409,7 @@ def write_qk_exports(res: dict, out_dir, model_name: str, factors: str = "raw") 
 
     from zhunt.io import atomic_path, write_json
 
-    out_dir = Path(out_dir)
-    json_path = out_dir / f"{model_name}-grams.json"
-    pt_path = out_dir / f"{model_name}-grams-eigdirs.pt"
+    json_path, pt_path = Path(json_path), Path(pt_path)
     with atomic_path(pt_path, suffix=".pt") as tmp:
         torch.save({"eig_dirs": torch.from_numpy(res["eig_dirs"]).float().contiguous(),
                     "sym_eigs": torch.from_numpy(res["sym_eigs"]).float().contiguous()}, tmp)
@@ -441,28 +439,39 @@ def load_qk_exports(json_path) -> tuple[dict, dict]:
     return meta, {k: v.double().numpy() for k, v in tensors.items()}
 
 
-def _markdown(df, fmt: str = ".4f") -> str:
-    """Markdown table with integer columns printed as integers and the others with ``fmt``."""
-    fmts = ["d" if str(t).startswith("int") else fmt for t in df.dtypes]
-    return df.astype(object).to_markdown(index=False, floatfmt=fmts, intfmt="d")
+def operator_cos_table(res: dict):
+    """DataFrame of ``qk_operator_cos.tsv``: every layer pair (L, L2) and its head-mean operator cosine (long)."""
+    import pandas as pd
+
+    nL = res["num_layers"]
+    Ls = np.arange(nL)
+    return pd.DataFrame({"L": np.repeat(Ls, nL), "L2": np.tile(Ls, nL), "cos": res["cos"].ravel()})
 
 
-def _plot_heatmap(res: dict, stem: Path, model_name: str, factors: str) -> None:
-    from zhunt.report.figures import new_figure, save_figure
+def anchor_table(res: dict):
+    """DataFrame of ``qk_anchor.tsv``: per layer, the operator against the anchor (:func:`analyse_qk`):
+    cos_to_anchor, T_opt, residual, residual_of_mean, frac_positive and the head means of the
+    eigen-subspace alignment (pa_mean_cos, pa_min_cos, top1_overlap)."""
+    import pandas as pd
 
-    cos = res["cos"]
-    fig, ax = new_figure(width=5.2, height=4.4)
-    ax.grid(False)
-    lim = max(float(np.abs(cos).max()), 1e-12)
-    im = ax.imshow(cos, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
-    fig.colorbar(im, ax=ax, label="head-mean operator cosine")
-    ax.set_xlabel("layer L'")
-    ax.set_ylabel("layer L")
-    ax.set_title(f"{model_name}: cos(g_L, g_L') of QK operators ({factors})\n"
-                 f"mean to anchor L={res['anchor']} (anchor excluded): "
-                 f"{res['mean_cos_to_anchor_excl']:+.3f} -> {res['verdict']}",
-                 fontsize=9)
-    save_figure(fig, stem)
+    al = res["alignment"]
+    return pd.DataFrame({
+        "L": np.arange(res["num_layers"]), "cos_to_anchor": res["cos_to_anchor"], "T_opt": res["T_opt"],
+        "residual": res["residual"], "residual_of_mean": res["residual_of_mean"],
+        "frac_positive": res["frac_positive"], "pa_mean_cos": al["mean_cos"].mean(axis=1),
+        "pa_min_cos": al["min_cos"].mean(axis=1), "top1_overlap": al["top1"].mean(axis=1),
+    })
+
+
+def sign_table(res: dict):
+    """DataFrame of ``qk_sign_agreement.tsv``: per k, the curvature-sign agreement with the anchor averaged
+    over heads and layers (mean_agree) and over each depth group of :func:`layer_groups`."""
+    import pandas as pd
+
+    groups = layer_groups(res["num_layers"])
+    return pd.DataFrame([{"k": k, "mean_agree": float(ag.mean()),
+                          **{g: float(ag[idx].mean()) for g, idx in groups.items()}}
+                         for k, ag in res["sign"].items()])
 
 
 def verdict_table(res: dict, model_name: str, factors: str):
@@ -476,137 +485,3 @@ def verdict_table(res: dict, model_name: str, factors: str):
         "band_if_anchor_included": qk_verdict(res["mean_cos_to_anchor"])[0],
         "adjacent_mean": res["adjacent_mean"], "verdict": res["verdict"], "criteria": verdict_criteria(),
     }])
-
-
-def run_qk(model_dir, model_name: str, out_dir, figures_dir, anchor: int = -1, topk: int | None = None,
-           factors: str = "raw", device: str = "cpu", verdict_tsv=None) -> dict:
-    """Seed-004 QK-operator analysis of a prepared model folder.
-
-    Parameters
-    ----------
-    model_dir : path -- a prepared zhunt model folder
-    model_name : str -- used in export names and titles
-    out_dir, figures_dir : path
-    anchor : int -- anchor layer, negative from the end (default last)
-    topk : int, optional -- eigenvectors kept per head (default ``min(32, 2 d_head)``)
-    factors : {"raw", "norm_folded"} -- see :func:`qk_factors`
-    verdict_tsv : path, optional -- the verdict table (default ``out_dir/qk_verdict.tsv``)
-
-    Files written
-    -------------
-    ``out_dir/qk_operator_cos.tsv`` (L, L2, cos; long format, all pairs),
-    ``out_dir/qk_anchor.tsv`` + ``.md`` (per layer: cos_to_anchor, T_opt,
-    residual, residual_of_mean, frac_positive, pa_mean_cos, pa_min_cos,
-    top1_overlap), ``out_dir/qk_sign_agreement.tsv`` + ``.md`` (k,
-    mean_agree, early, mid, late), ``out_dir/qk_verdict.md``, ``verdict_tsv``
-    (:func:`verdict_table`),
-    ``out_dir/{model_name}-grams.json``, ``out_dir/{model_name}-grams-eigdirs.pt``,
-    ``figures_dir/qk_cos_heatmap.pdf`` + ``.png``.
-
-    Returns
-    -------
-    dict
-        Scalars (``mean_cos_to_anchor``, ``mean_cos_to_anchor_excl``,
-        ``adjacent_mean``, ``verdict``, ``anchor``, shapes), ``wall_s`` and
-        ``files``.
-    """
-    import pandas as pd
-
-    from zhunt.io import write_table, write_text
-    from zhunt.models import get_adapter, load_model
-
-    t0 = time.perf_counter()
-    out_dir, figures_dir = Path(out_dir), Path(figures_dir)
-    model, _ = load_model(model_dir, device=device)
-    adapter = get_adapter(model)
-    progress = Progress(adapter.num_layers, "QK layer")
-    facs = []
-    for L in range(adapter.num_layers):
-        facs.append(qk_factors(adapter.layer_weights(L), factors))
-        progress.update(L + 1)
-    del model
-    res = analyse_qk(facs, anchor=anchor, topk=topk)
-    nL, a = res["num_layers"], res["anchor"]
-
-    files = {
-        "operator_cos": out_dir / "qk_operator_cos.tsv",
-        "anchor": out_dir / "qk_anchor.tsv",
-        "anchor_md": out_dir / "qk_anchor.md",
-        "sign": out_dir / "qk_sign_agreement.tsv",
-        "sign_md": out_dir / "qk_sign_agreement.md",
-        "verdict": out_dir / "qk_verdict.md",
-        "verdict_tsv": Path(verdict_tsv) if verdict_tsv is not None else out_dir / "qk_verdict.tsv",
-        "figure_pdf": figures_dir / "qk_cos_heatmap.pdf",
-        "figure_png": figures_dir / "qk_cos_heatmap.png",
-    }
-    Ls = np.arange(nL)
-    write_table(pd.DataFrame({"L": np.repeat(Ls, nL), "L2": np.tile(Ls, nL), "cos": res["cos"].ravel()}),
-                files["operator_cos"])
-    al = res["alignment"]
-    anchor_df = pd.DataFrame({
-        "L": Ls, "cos_to_anchor": res["cos_to_anchor"], "T_opt": res["T_opt"], "residual": res["residual"],
-        "residual_of_mean": res["residual_of_mean"], "frac_positive": res["frac_positive"],
-        "pa_mean_cos": al["mean_cos"].mean(axis=1), "pa_min_cos": al["min_cos"].mean(axis=1),
-        "top1_overlap": al["top1"].mean(axis=1),
-    })
-    write_table(anchor_df, files["anchor"])
-    cap = (f"QK operators of {model_name} ({factors} factors) against anchor layer {a}: head-mean operator "
-           "cosine, optimal scalar T (g_L ≈ T g_anchor), residual sqrt(1 − cos²) (per head, averaged), "
-           "fraction of positive eigenvalues of (g + gᵀ)/2, principal-angle cosines (mean, min) between "
-           f"top-{res['topk']} eigen-subspaces (Haar-random level {res['pa_random_baseline']:.3f}), and top-1 "
-           f"eigenvector overlap ⟨a₀, b₀⟩², all averaged over {res['num_heads']} heads.\n\n")
-    write_text(files["anchor_md"], cap + _markdown(anchor_df) + "\n")
-    groups = layer_groups(nL)
-    sign_df = pd.DataFrame([{"k": k, "mean_agree": float(ag.mean()),
-                             **{g: float(ag[idx].mean()) for g, idx in groups.items()}}
-                            for k, ag in res["sign"].items()])
-    write_table(sign_df, files["sign"])
-    gtxt = ", ".join(f"{g} = layers {idx[0]}–{idx[-1]}" for g, idx in groups.items() if idx.size)
-    write_text(files["sign_md"], f"Curvature-sign agreement with anchor layer {a}: fraction of the top-k "
-                                 f"eigenvalues (by magnitude) of (g + gᵀ)/2 with the anchor's sign at the same "
-                                 f"rank, averaged over heads and layers ({gtxt}).\n\n"
-               + _markdown(sign_df) + "\n")
-    verdict_md = "\n".join([
-        f"# QK operator alignment: {model_name}",
-        "",
-        f"{nL} layers, {res['num_heads']} heads, d_head = {res['head_dim']}, d = {res['hidden_size']}; "
-        f"factors = {factors}; anchor layer {a}.",
-        "",
-        f"- mean operator cosine to the anchor (anchor excluded; the verdict's statistic): "
-        f"**{res['mean_cos_to_anchor_excl']:+.4f}**",
-        f"- same with the anchor's self-cosine of 1 included, as seed 004 writes it: "
-        f"{res['mean_cos_to_anchor']:+.4f} (band: {qk_verdict(res['mean_cos_to_anchor'])[0]}; biased upwards "
-        f"by (1 − mean) / {nL})",
-        f"- mean operator cosine of adjacent layers: {res['adjacent_mean']:+.4f}",
-        f"- mean principal-angle cosine of top-{res['topk']} eigen-subspaces to the anchor (anchor excluded): "
-        f"{res['pa_mean_cos_excl']:.4f} (Haar-random subspaces: {res['pa_random_baseline']:.4f})",
-        f"- curvature-sign agreement with the anchor, top-2 / top-{max(res['sign'])}: "
-        f"{res['sign'][min(res['sign'])].mean():.3f} / {res['sign'][max(res['sign'])].mean():.3f}",
-        f"- fraction of positive eigenvalues of (g + gᵀ)/2: {res['frac_positive'].min():.3f}–"
-        f"{res['frac_positive'].max():.3f} (0.5 is forced by Sylvester's law of inertia whenever "
-        "[W_Q; W_K] has full rank 2 d_head ≤ d)",
-        "",
-        f"Bands: {verdict_criteria()}.",
-        "",
-        f"**Verdict: {res['verdict']}** — {res['verdict_text']}.",
-        "",
-    ])
-    write_text(files["verdict"], verdict_md)
-    write_table(verdict_table(res, model_name, factors), files["verdict_tsv"])
-    json_path, pt_path = write_qk_exports(res, out_dir, model_name, factors)
-    files["grams_json"], files["eigdirs_pt"] = json_path, pt_path
-    _plot_heatmap(res, figures_dir / "qk_cos_heatmap", model_name, factors)
-    wall = time.perf_counter() - t0
-    log.info("qk %s: mean cos to anchor %.4f -> %s (%.1f s)", model_name, res["mean_cos_to_anchor"],
-             res["verdict"], wall)
-    return {
-        "num_layers": nL, "num_heads": res["num_heads"], "head_dim": res["head_dim"],
-        "hidden_size": res["hidden_size"], "topk": res["topk"], "anchor": a, "factors": factors,
-        "mean_cos_to_anchor": res["mean_cos_to_anchor"],
-        "mean_cos_to_anchor_excl": res["mean_cos_to_anchor_excl"],
-        "adjacent_mean": res["adjacent_mean"], "verdict": res["verdict"],
-        "pa_mean_cos_excl": res["pa_mean_cos_excl"], "pa_random_baseline": res["pa_random_baseline"],
-        "frac_positive": [float(x) for x in res["frac_positive"]],
-        "sign_agreement": {k: float(v.mean()) for k, v in res["sign"].items()},
-        "wall_s": wall, "files": {k: str(v) for k, v in files.items()},
-    }

@@ -83,7 +83,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -113,11 +112,12 @@ __all__ = [
     "ffn_alignment_table",
     "summary_table",
     "layer_score_table",
-    "run_structure",
-    "plot_effective_rank",
-    "plot_grassmann",
-    "plot_ffn_alignment",
-    "plot_phases",
+    "adjacent_table",
+    "phases_table",
+    "bottleneck_table",
+    "StructureTables",
+    "structure_tables",
+    "check_structure_input",
 ]
 
 log = logging.getLogger("zhunt.weights.structure")
@@ -126,46 +126,43 @@ log = logging.getLogger("zhunt.weights.structure")
 MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O", "gate", "up", "down")
 FFN_NAMES = ("gate", "up", "down")
 
+def _reference_rows(text: str) -> dict:
+    """``{statistic: (value, note)}`` from lines ``statistic | value | note`` (``nan``: no number quoted)."""
+    rows = {}
+    for line in text.strip().splitlines():
+        name, value, note = (part.strip() for part in line.split("|"))
+        rows[name] = (float(value), note)
+    return rows
+
+
 #: Seed reference values (Qwen2.5-3B, seed 001: 1.py / 2.py). Reference only: other models
 #: are not expected to match, and our kernels fold the RMSNorm weights in (DESIGN.md).
-SEED_QWEN25_3B = {
-    "min_attn_rank_layer": (33.0, "bottleneck L33"),
-    "min_attn_rank_mean": (80.4, "L33 head eff. rank mean"),
-    "min_attn_rank_std": (6.0, "L33 head eff. rank std"),
-    "min_attn_rank_cv": (6.0 / 80.4, "CV < 0.08 at L33"),
-    "spearman_attn_vs_depth": (math.nan, "attention rank decreases monotonically (rho < 0)"),
-    "spearman_ffn_vs_depth": (math.nan, "FFN rank increases monotonically (rho > 0)"),
-    "wv_eff_rank_mean": (250.0, "W_V eff. rank ~250 at every layer"),
-    "wv_eff_rank_cv": (0.02, "W_V eff. rank CV across layers"),
-    "predicted_bottleneck_layer": (33.0, "L33"),
-    "ffn_ratio_at_bottleneck": (0.57, "FFN alignment 0.57x chance at L33"),
-    "ffn_alignment_std_across_heads_at_bottleneck": (0.0001, "std across heads at L33"),
-    "sim_into_bottleneck": (0.482, "Grassmann sim L32<->L33"),
-    "drop_after_bottleneck": (0.452, "L33 -> L34 drop"),
-    "max_drop_layer": (33.0, "sharpest phase boundary after L33"),
-    "max_drop": (0.452, "largest drop"),
-    "encode_size": (1.0, "1-33-2"),
-    "compute_size": (33.0, "1-33-2"),
-    "decode_size": (2.0, "1-33-2"),
-}
+#: One row per statistic of ``effective_rank_summary.tsv``: name | value | note; min_attn_rank_cv = 6.0 / 80.4.
+SEED_QWEN25_3B = _reference_rows("""
+min_attn_rank_layer                          | 33                  | bottleneck L33
+min_attn_rank_mean                           | 80.4                | L33 head eff. rank mean
+min_attn_rank_std                            | 6                   | L33 head eff. rank std
+min_attn_rank_cv                             | 0.07462686567164178 | CV < 0.08 at L33
+spearman_attn_vs_depth                       | nan                 | attention rank decreases monotonically (rho < 0)
+spearman_ffn_vs_depth                        | nan                 | FFN rank increases monotonically (rho > 0)
+wv_eff_rank_mean                             | 250                 | W_V eff. rank ~250 at every layer
+wv_eff_rank_cv                               | 0.02                | W_V eff. rank CV across layers
+predicted_bottleneck_layer                   | 33                  | L33
+ffn_ratio_at_bottleneck                      | 0.57                | FFN alignment 0.57x chance at L33
+ffn_alignment_std_across_heads_at_bottleneck | 0.0001              | std across heads at L33
+sim_into_bottleneck                          | 0.482               | Grassmann sim L32<->L33
+drop_after_bottleneck                        | 0.452               | L33 -> L34 drop
+max_drop_layer                               | 33                  | sharpest phase boundary after L33
+max_drop                                     | 0.452               | largest drop
+encode_size                                  | 1                   | 1-33-2
+compute_size                                 | 33                  | 1-33-2
+decode_size                                  | 2                   | 1-33-2
+""")
 
 
 # ---------------------------------------------------------------------------------------------
 # per-layer computations
 # ---------------------------------------------------------------------------------------------
-
-def _gram(W: np.ndarray) -> np.ndarray:
-    """Gram matrix of the smaller side of ``W`` (m, n): ``W^T W`` if m >= n else ``W W^T`` (float64)."""
-    W = np.asarray(W, dtype=np.float64)
-    return W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
-
-
-def _sigma_from_gram(G: np.ndarray) -> np.ndarray:
-    from scipy.linalg import eigvalsh
-
-    ev = eigvalsh((G + G.T) / 2)
-    return np.sqrt(np.clip(ev[::-1], 0.0, None))
-
 
 def singular_values(W) -> np.ndarray:
     """All singular values of a matrix, descending, via the Gram matrix of its smaller side.
@@ -181,7 +178,12 @@ def singular_values(W) -> np.ndarray:
         to about ``1e-8 * sigma_max`` absolute: enough for effective ranks
         and norms, not for tiny singular values.
     """
-    return _sigma_from_gram(_gram(_np(W)))
+    from scipy.linalg import eigvalsh
+
+    W = np.asarray(_np(W), dtype=np.float64)
+    G = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
+    ev = eigvalsh((G + G.T) / 2)
+    return np.sqrt(np.clip(ev[::-1], 0.0, None))
 
 
 def head_kernel_spectra(Q: np.ndarray, K: np.ndarray, kv_head=None, k: int | None = None):
@@ -774,253 +776,116 @@ def layer_score_table(per_layer, ffn, adj: dict, phases: Phases, bottleneck: dic
     })
 
 
-# ---------------------------------------------------------------------------------------------
-# figures
-# ---------------------------------------------------------------------------------------------
-
-def _int_xticks(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _shade_phases(ax, phases: Phases, label: bool = True) -> None:
-    from zhunt.report.figures import PHASE_COLORS
-
-    start = 0
-    labels = phases.labels + [None]
-    for l in range(1, len(labels)):
-        if labels[l] != labels[l - 1]:
-            ph = labels[l - 1]
-            ax.axvspan(start - 0.5, l - 0.5, color=PHASE_COLORS[ph], alpha=0.6, lw=0, zorder=0,
-                       label=f"{ph} ({l - start})" if label else None)
-            start = l
-
-
-def plot_effective_rank(per_layer, model: str, stem, phases: Phases | None = None) -> list:
-    """Attention-kernel effective rank vs depth (mean, head min-max band) over FFN ranks."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    x = per_layer["layer"].to_numpy()
-    fig, (ax1, ax2) = new_figure(2, 1, width=6.0, height=5.0, sharex=True)
-    if phases is not None:
-        _shade_phases(ax1, phases)
-        _shade_phases(ax2, phases, label=False)
-    c = SERIES_COLORS["attention"]
-    ax1.fill_between(x, per_layer["attn_min"], per_layer["attn_max"], color=c, alpha=0.2, lw=0,
-                     label="head min-max")
-    ax1.plot(x, per_layer["attn_mean"], "o-", color=c, label="attention kernel (head mean)")
-    ax1.set_ylabel("effective rank")
-    ax1.set_title(f"{model}: effective rank vs depth")
-    ax1.legend(loc="best")
-    for n in FFN_NAMES:
-        ax2.plot(x, per_layer[n], "o-", color=SERIES_COLORS[n], label=n)
-    ax2.set_ylabel("effective rank (FFN)")
-    ax2.set_xlabel("decoder layer")
-    ax2.legend(loc="best")
-    _int_xticks(ax2)
-    return save_figure(fig, stem)
-
-
-def plot_grassmann(S: np.ndarray, per_head: np.ndarray, model: str, k: int, stem) -> list:
-    """Heatmaps of layer-pair Grassmann similarity: multi-head and per-head mean."""
-    from zhunt.report.figures import new_figure, save_figure
-
-    fig, axes = new_figure(1, 2, width=9.0, height=4.0)
-    for ax, M, title in ((axes[0], S, "multi-head"), (axes[1], per_head.mean(axis=-1), "per head (mean)")):
-        im = ax.imshow(M, vmin=0, vmax=1, origin="lower", interpolation="nearest")
-        ax.set_title(f"{model}: {title}, k={k}")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("layer")
-        ax.grid(False)
-        _int_xticks(ax)
-        fig.colorbar(im, ax=ax, shrink=0.8, label="Grassmann similarity")
-    return save_figure(fig, stem)
-
-
-def plot_ffn_alignment(ffn, model: str, k: int, stem, phases: Phases | None = None) -> list:
-    """FFN-gate alignment with the attention subspace, as a ratio to chance (line at 1)."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    x = ffn["layer"].to_numpy()
-    fig, ax = new_figure()
-    if phases is not None:
-        _shade_phases(ax, phases)
-    sd = ffn["std_across_heads"] / ffn["chance"]
-    c = SERIES_COLORS["gate"]
-    ax.fill_between(x, ffn["ratio_head_mean"] - sd, ffn["ratio_head_mean"] + sd, color=c, alpha=0.2, lw=0,
-                    label="per-head subspaces, mean ± std")
-    ax.plot(x, ffn["ratio"], "o-", color=c, label="multi-head subspace")
-    ax.plot(x, ffn["ratio_raw_gate"], "^:", color=c, alpha=0.7, label="multi-head, raw gate (FFN norm not folded)")
-    ax.axhline(1.0, color=SERIES_COLORS["chance"], ls="--", lw=1, label=f"chance (k/d = {ffn['chance'][0]:.4g})")
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("FFN alignment / chance")
-    ax.set_title(f"{model}: gate top-{k} directions in the attention subspace")
-    ax.legend(loc="best")
-    _int_xticks(ax)
-    return save_figure(fig, stem)
-
-
-def plot_phases(adj: dict, per_layer, phases: Phases, bottleneck: dict, model: str, stem) -> list:
-    """Adjacent Grassmann similarity and attention rank on one depth axis, phases shaded, bottleneck marked."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    fig, ax = new_figure(width=7.0, height=3.8)
-    _shade_phases(ax, phases)
-    sim = adj["sim"]
-    gaps = np.arange(len(sim)) + 0.5
-    ax.plot(gaps, sim, "o-", color=SERIES_COLORS["similarity"], label="Grassmann sim (l, l+1)")
-    ax.set_xlabel("decoder layer (similarity plotted between layers)")
-    ax.set_ylabel("adjacent Grassmann similarity")
-    ax2 = ax.twinx()
-    ax2.grid(False)
-    ax2.spines["right"].set_visible(True)
-    ax2.plot(per_layer["layer"], per_layer["attn_mean"], "s-", color=SERIES_COLORS["attention"], ms=3,
-             label="attention eff. rank (mean)")
-    ax2.set_ylabel("attention eff. rank")
-    b = bottleneck["predicted_layer"]
-    ax.axvline(b, color=SERIES_COLORS["marker"], ls="--", lw=1.2, label=f"predicted bottleneck L{b}")
-    ax2.plot([b], [per_layer["attn_mean"][b]], "*", color=SERIES_COLORS["marker"], ms=12, zorder=5)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="best", fontsize=7)
-    ax.set_title(f"{model}: phases {phases.pattern}")
-    ax.set_xlim(-0.5, len(per_layer) - 0.5)
-    _int_xticks(ax)
-    return save_figure(fig, stem)
-
-
-# ---------------------------------------------------------------------------------------------
-# stage
-# ---------------------------------------------------------------------------------------------
-
-def _write_h5(path, S: np.ndarray, per_head: np.ndarray, adj: dict, res: StructureResult, model: str) -> None:
-    import h5py
-
-    from zhunt.io import atomic_path
-
-    with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("multihead", data=S)
-            f.create_dataset("per_head", data=per_head)
-            f.create_dataset("adjacent", data=adj["sim"])
-            f.attrs["k"] = res.k
-            f.attrs["d"] = res.d
-            f.attrs["model"] = model
-            f.attrs["convention"] = (
-                "multihead[l, m] = Grassmann similarity (mean squared cosine of principal angles) of the "
-                "top-k right singular subspaces of the stacked attention kernels of decoder layers l and m; "
-                "per_head[l, m, h] = the same for query head h alone; adjacent[l] = multihead[l, l+1]")
-
-
-def run_structure(model_dir, model_name: str, out_dir, figures_dir, k: int = 20, edge_fraction: float = 0.25,
-                  fold_mlp_norm: bool = True) -> dict:
-    """The structure stage: load a prepared model folder on CPU, analyse its weights, write tables and figures.
-
-    Parameters
-    ----------
-    model_dir : path
-        Prepared model folder (``zhunt_model.json`` present; see :func:`zhunt.models.load_model`).
-    model_name : str
-        Registry name (recorded in the tables and figure titles).
-    out_dir, figures_dir : path
-        Destinations of the tables / HDF5 and of the figures.
-    k : int
-        Subspace dimension for the overlap analyses (default 20).
-    edge_fraction : float
-        Fraction of depth searched for the encode / decode boundaries (default 0.25).
-    fold_mlp_norm : bool
-        Fold the FFN input norm into the gate for the FFN alignment.
-
-    Returns
-    -------
-    dict
-        ``files`` (list of written paths), ``predicted_layer``, ``phases`` ("a-b-c"),
-        ``bottleneck`` (the dict of :func:`predict_bottleneck`) and ``summary``
-        (``{statistic: value}``).
-
-    Files written (all atomically)
-    ------------------------------
-    ``out_dir``: effective_rank_heads.tsv, effective_rank.{tsv,md}, effective_rank_summary.{tsv,md},
-    grassmann.h5, grassmann_adjacent.{tsv,md}, ffn_alignment.{tsv,md}, phases.{tsv,md}, bottleneck.tsv,
-    layer_scores.{tsv,md} (:func:`layer_score_table`).
-    ``figures_dir``: effective_rank, grassmann_heatmap, ffn_alignment, phases (.pdf and .png each).
-    """
+def adjacent_table(adj: dict, S_heads: np.ndarray):
+    """DataFrame of ``grassmann_adjacent.tsv``: layer, next, sim, drop, rise (:func:`adjacent_similarity`)
+    and sim_head_mean, the mean over heads of ``S_h[l, l+1]`` (``S_heads`` of shape (L, L, H))."""
     import pandas as pd
 
-    from zhunt.io import write_table
-    from zhunt.models import get_adapter, load_model
+    L = S_heads.shape[0]
+    return pd.DataFrame({"layer": np.arange(L - 1), "next": np.arange(1, L), "sim": adj["sim"],
+                         "drop": adj["drop"], "rise": adj["rise"],
+                         "sim_head_mean": [S_heads[l, l + 1].mean() for l in range(L - 1)]})
 
-    out_dir, figures_dir = Path(out_dir), Path(figures_dir)
-    model, _ = load_model(model_dir, device="cpu", dtype="float32")
-    adapter = get_adapter(model)
-    if adapter.num_layers < 3:
-        from zhunt.errors import ZhuntError
 
-        raise ZhuntError(str(model_dir), f"structure analysis needs at least 3 decoder layers, "
-                                         f"the model has {adapter.num_layers}")
-    if not 0 < k <= min(adapter.head_dim, adapter.hidden_size - 1):
-        from zhunt.errors import ZhuntError
+def phases_table(phases: Phases, bottleneck: dict):
+    """DataFrame of ``phases.tsv``: layer, phase, candidate (a compute-phase layer the prediction considers)."""
+    import pandas as pd
 
-        raise ZhuntError("structure.k", f"k={k} must satisfy 0 < k <= head_dim={adapter.head_dim} "
-                                        f"and k < hidden_size={adapter.hidden_size}")
-    res = analyze_model(adapter, k=k, fold_mlp_norm=fold_mlp_norm)
-    del model, adapter
+    L = len(phases.labels)
+    return pd.DataFrame({"layer": np.arange(L), "phase": phases.labels,
+                         "candidate": [l in bottleneck["candidates"] for l in range(L)]})
 
-    x = across_layers(res, edge_fraction=edge_fraction)
-    S, S_heads, adj, phases, bott = x["S"], x["S_heads"], x["adjacent"], x["phases"], x["bottleneck"]
-    heads_df, per_df = effective_rank_tables(res)
-    ffn_df = ffn_alignment_table(res)
-    summary_df = summary_table(per_df, ffn_df, adj, phases, bott)
-    L = res.num_layers
-    adj_df = pd.DataFrame({"layer": np.arange(L - 1), "next": np.arange(1, L), "sim": adj["sim"],
-                           "drop": adj["drop"], "rise": adj["rise"],
-                           "sim_head_mean": [S_heads[l, l + 1].mean() for l in range(L - 1)]})
-    phases_df = pd.DataFrame({"layer": np.arange(L), "phase": phases.labels,
-                              "candidate": [l in bott["candidates"] for l in range(L)]})
+
+def bottleneck_table(bott: dict, ffn, adj: dict, phases: Phases, res: StructureResult, model: str):
+    """One-row DataFrame of ``bottleneck.tsv``: the prediction of :func:`predict_bottleneck`, the FFN
+    alignment at the predicted layer (``ffn``: :func:`ffn_alignment_table`), the phase boundaries and the
+    largest drop ``max_l drop_l`` of the adjacent curve ``adj`` (-1 / NaN when no drop is defined)."""
+    import pandas as pd
+
     finite = np.isfinite(adj["drop"])
     lmax = int(np.nanargmax(adj["drop"])) if finite.any() else -1
     b = bott["predicted_layer"]
-    bott_df = pd.DataFrame([{
-        "model": model_name, "predicted_layer": b,
+    return pd.DataFrame([{
+        "model": model, "predicted_layer": b,
         "attn_eff_rank_mean": bott["attn_eff_rank_mean"], "attn_eff_rank_std": bott["attn_eff_rank_std"],
         "attn_eff_rank_sem": bott["attn_eff_rank_sem"],
         "tied_layers": ",".join(map(str, bott["tied_layers"])),
         "runner_up_layer": bott["runner_up_layer"], "margin": bott["margin"],
         "sim_prev": bott["sim_prev"], "sim_next": bott["sim_next"], "following_drop": bott["following_drop"],
         "drop_rank": bott["drop_rank"], "confirmed_by_drop": bott["confirmed_by_drop"],
-        "ffn_ratio": ffn_df["ratio"][b], "ffn_std_across_heads": ffn_df["std_across_heads"][b],
-        "ffn_ratio_raw_gate": ffn_df["ratio_raw_gate"][b],
+        "ffn_ratio": ffn["ratio"][b], "ffn_std_across_heads": ffn["std_across_heads"][b],
+        "ffn_ratio_raw_gate": ffn["ratio_raw_gate"][b],
         "encode_last_layer": phases.encode_last, "decode_first_layer": phases.decode_first,
         "encode_rise": phases.encode_rise, "decode_drop": phases.decode_drop,
         "max_drop_layer": lmax, "max_drop": adj["drop"][lmax] if lmax >= 0 else math.nan,
         "phases": phases.pattern, "candidates": f"{bott['candidates'][0]}-{bott['candidates'][-1]}",
-        "k": res.k, "d": res.d, "num_layers": L, "num_heads": res.attn_eff_rank.shape[1],
+        "k": res.k, "d": res.d, "num_layers": res.num_layers, "num_heads": res.attn_eff_rank.shape[1],
     }])
 
-    files = []
 
-    def table(df, name, md=True):
-        path = out_dir / f"{name}.tsv"
-        write_table(df, path, markdown=out_dir / f"{name}.md" if md else None)
-        files.extend([path] + ([out_dir / f"{name}.md"] if md else []))
+@dataclass
+class StructureTables:
+    """Everything the structure stage writes, computed from one :class:`StructureResult`.
 
-    table(heads_df, "effective_rank_heads", md=False)
-    table(per_df, "effective_rank")
-    table(summary_df, "effective_rank_summary")
-    _write_h5(out_dir / "grassmann.h5", S, S_heads, adj, res, model_name)
-    files.append(out_dir / "grassmann.h5")
-    table(adj_df, "grassmann_adjacent")
-    table(ffn_df, "ffn_alignment")
-    table(phases_df, "phases")
-    table(bott_df, "bottleneck", md=False)
-    table(layer_score_table(per_df, ffn_df, adj, phases, bott, res.attn_eff_rank.shape[1], model_name),
-          "layer_scores")
+    Attributes
+    ----------
+    heads, per_layer, summary, adjacent, ffn, phases_df, bottleneck_df, layer_scores : DataFrame
+        The tables (:func:`effective_rank_tables`, :func:`summary_table`, :func:`adjacent_table`,
+        :func:`ffn_alignment_table`, :func:`phases_table`, :func:`bottleneck_table`,
+        :func:`layer_score_table`).
+    S : ndarray (L, L)                  multi-head Grassmann matrix
+    S_heads : ndarray (L, L, H)         per-head Grassmann matrices
+    adj : dict                          :func:`adjacent_similarity` of ``S``
+    phases : Phases
+    bottleneck : dict                   :func:`predict_bottleneck`
+    """
 
-    files += plot_effective_rank(per_df, model_name, figures_dir / "effective_rank", phases)
-    files += plot_grassmann(S, S_heads, model_name, res.k, figures_dir / "grassmann_heatmap")
-    files += plot_ffn_alignment(ffn_df, model_name, res.k, figures_dir / "ffn_alignment", phases)
-    files += plot_phases(adj, per_df, phases, bott, model_name, figures_dir / "phases")
-    log.info("%s: predicted bottleneck L%d, phases %s", model_name, b, phases.pattern)
-    return {"files": [str(p) for p in files], "predicted_layer": b, "phases": phases.pattern,
-            "bottleneck": bott, "summary": dict(zip(summary_df["statistic"], summary_df["value"]))}
+    heads: object
+    per_layer: object
+    summary: object
+    adjacent: object
+    ffn: object
+    phases_df: object
+    bottleneck_df: object
+    layer_scores: object
+    S: np.ndarray
+    S_heads: np.ndarray
+    adj: dict
+    phases: Phases
+    bottleneck: dict
+
+
+def structure_tables(res: StructureResult, model: str, edge_fraction: float = 0.25) -> StructureTables:
+    """Across-layer analyses (:func:`across_layers`) and every table of the structure stage.
+
+    Parameters
+    ----------
+    res : StructureResult
+        :func:`analyze_model` of the model.
+    model : str
+        Recorded in the ``model`` columns.
+    edge_fraction : float
+        Fraction of depth searched for the encode / decode boundaries (:func:`segment_phases`).
+    """
+    x = across_layers(res, edge_fraction=edge_fraction)
+    adj, phases, bott = x["adjacent"], x["phases"], x["bottleneck"]
+    heads_df, per_df = effective_rank_tables(res)
+    ffn_df = ffn_alignment_table(res)
+    return StructureTables(
+        heads=heads_df, per_layer=per_df, summary=summary_table(per_df, ffn_df, adj, phases, bott),
+        adjacent=adjacent_table(adj, x["S_heads"]), ffn=ffn_df, phases_df=phases_table(phases, bott),
+        bottleneck_df=bottleneck_table(bott, ffn_df, adj, phases, res, model),
+        layer_scores=layer_score_table(per_df, ffn_df, adj, phases, bott, res.attn_eff_rank.shape[1], model),
+        S=x["S"], S_heads=x["S_heads"], adj=adj, phases=phases, bottleneck=bott)
+
+
+def check_structure_input(num_layers: int, head_dim: int, hidden_size: int, k: int, where: str) -> None:
+    """Raise :class:`ZhuntError` unless the model has >= 3 decoder layers (``where`` names the model folder)
+    and ``0 < k <= head_dim``, ``k < hidden_size`` (config key ``structure.k``)."""
+    from zhunt.errors import ZhuntError
+
+    if num_layers < 3:
+        raise ZhuntError(where, f"structure analysis needs at least 3 decoder layers, the model has {num_layers}")
+    if not 0 < k <= min(head_dim, hidden_size - 1):
+        raise ZhuntError("structure.k", f"k={k} must satisfy 0 < k <= head_dim={head_dim} "
+                                        f"and k < hidden_size={hidden_size}")

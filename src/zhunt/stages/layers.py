@@ -1,0 +1,105 @@
+"""Stages of the layer-prediction rules: ``layer_sweep``, ``layer_comparison``, ``models_layer_prediction``.
+
+Do the weights predict the layer where the data finds Z? The science is
+:mod:`zhunt.experiments.layerpred`; Markdown and figures are :mod:`zhunt.report.layers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from zhunt.errors import ZhuntError
+from zhunt.io import write_table, write_text
+from zhunt.stages.paths import figure_stem, table_paths
+
+__all__ = ["read_tsv", "run_layer_sweep", "run_layer_comparison", "run_models_layer_prediction"]
+
+log = logging.getLogger("zhunt.stages.layers")
+
+
+def read_tsv(path) -> pd.DataFrame:
+    """A TSV as a DataFrame; a missing or unreadable file raises :class:`ZhuntError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZhuntError(str(path), "missing")
+    try:
+        return pd.read_csv(path, sep="\t")
+    except Exception as exc:  # pandas raises several types on malformed input
+        raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
+
+
+def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
+    """Rule ``layer_sweep``: Phase 2 metrics of each layer's own multi-head Z at every decoder layer.
+
+    The Z of every layer comes from :func:`zhunt.weights.masks.z_masks` (the function the mask files
+    are written with), computed here in one pass over ``inputs["model"]``: one model load instead of
+    one mask job per layer. ``params``: ``k`` (the primary k, ``0 < k < d``), ``site``, ``n_random``.
+    """
+    from zhunt.data.store import ActivationStore
+    from zhunt.experiments.layerpred import SWEEP_KIND, check_sweep_params, layer_sweep
+    from zhunt.models import get_adapter, load_model
+    from zhunt.weights.masks import z_masks
+
+    t0 = time.perf_counter()
+    model_name, k, model_dir = wildcards["model"], int(params["k"]), inputs["model"]
+    poolings, n_random = ("mean", "last"), int(params["n_random"])
+    site = check_sweep_params(params["site"], poolings, n_random, model_name)
+    model, _ = load_model(model_dir, device="cpu", dtype="float32")
+    ad = get_adapter(model)
+    if not 0 < k < ad.hidden_size:
+        raise ZhuntError(f"models.{model_name}.study.patch_k",
+                         f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
+    masks = {l: z_masks(ad.layer_weights(l), ks=[k], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][k]
+             for l in range(ad.num_layers)}
+    num_layers, d = ad.num_layers, ad.hidden_size
+    del model, ad
+    t_masks = time.perf_counter() - t0
+    with ActivationStore(inputs["store"]) as store:
+        if store.num_layers != num_layers or store.hidden_size != d:
+            raise ZhuntError(str(inputs["store"]), f"activation store has {store.num_layers} layers, d="
+                                                   f"{store.hidden_size}; the model {model_dir} has {num_layers}, "
+                                                   f"d={d}")
+        table = layer_sweep(store, masks, k, site=site, poolings=poolings, n_random=n_random)
+    table.insert(0, "model", model_name)
+    write_table(table, *table_paths(outputs["table"]))
+    log.info("%s: layer sweep over %d layers at site %s, k=%d in %.1fs (masks %.1fs)", model_name, num_layers,
+             site, k, time.perf_counter() - t0, t_masks)
+
+
+def run_layer_comparison(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
+    """Rule ``layer_comparison``: predicted vs data-best layer, shift-permutation correlations, verdict
+    and the depth figure. ``inputs``: ``scores`` (structure/layer_scores.tsv), ``sweep``
+    (layers/sweep.tsv) and, where the rule lists it, ``causal`` (patching/subspaces.tsv)."""
+    from zhunt.experiments.layerpred import comparison_tables
+    from zhunt.report.layers import plot_layer_profiles, verdict_markdown
+
+    model_name, site = wildcards["model"], params["site"]
+    scores, causal = read_tsv(inputs["scores"]), inputs.get("causal")
+    r = comparison_tables(scores, read_tsv(inputs["sweep"]), model_name, site=site,
+                          causal=read_tsv(causal) if causal is not None else None,
+                          where_scores=str(inputs["scores"]), where_sweep=str(inputs["sweep"]),
+                          where_causal=str(causal))
+    comp, corr = r["comparison"], r["correlations"]
+    write_table(comp, *table_paths(outputs["comparison"]))
+    write_table(corr, *table_paths(outputs["correlations"]))
+    write_text(outputs["verdict"], verdict_markdown(model_name, comp.drop(columns=["model"]),
+                                                    corr.drop(columns=["model"]), r["num_layers"], site, r["k"]))
+    plot_layer_profiles(scores, r["data"], comp, model_name, figure_stem(outputs["fig"]))
+    log.info("%s: predicted L%d, verdict %s", model_name, r["predicted"], r["verdict"])
+
+
+def run_models_layer_prediction(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
+    """Rule ``models_layer_prediction``: the cross-model table and figure of the primary comparison
+    (``inputs["comparisons"]``: every model's layers/comparison.tsv), the seed's row quoted last."""
+    from zhunt.experiments.layerpred import models_layer_table
+    from zhunt.report.layers import plot_models_layer_prediction
+
+    paths = inputs["comparisons"]
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    table = models_layer_table((str(p), read_tsv(p)) for p in paths)
+    write_table(table, *table_paths(outputs["table"]))
+    plot_models_layer_prediction(table, figure_stem(outputs["fig"]))
