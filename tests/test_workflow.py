@@ -202,6 +202,10 @@ def test_layer_auto_uses_the_predicted_bottleneck(workdir):
 
     predicted = int(pd.read_csv(workdir / "results/organism-tiny/structure/bottleneck.tsv",
                                 sep="\t")["predicted_layer"].iloc[0])
-    res = _run_with(workdir, edit)
+    # Exp. B's basis is the primary layer's Z: building its table alone resolves `auto` through
+    # the structure checkpoint (the whole DAG would rerun every Exp. A cell at the new layer)
+    res = _run_with(workdir, edit, "results/organism-tiny/decomposition/R.tsv")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (workdir / f"results/organism-tiny/masks/L{predicted}.h5").exists()
+    R = pd.read_csv(workdir / "results/organism-tiny/decomposition/R.tsv", sep="\t")
+    assert set(R["basis_layer"]) == {predicted}
