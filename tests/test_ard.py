@@ -252,10 +252,16 @@ def test_run_ard_layer_files(stage_files):
     assert (sd["growth_per_100_steps"] > 0).all() and not sd["converged"].any()
 
 
+def figs(d):
+    """The three summary figure stems in ``d``, as the rule names them."""
+    return {"fig_size": d / "ard_z_size.pdf", "fig_spectrum": d / "ard_spectrum.pdf",
+            "fig_traj": d / "ard_trajectories.pdf"}
+
+
 def test_summarise_ard(stage_files, tmp_path):
     tmp, _ = stage_files
     res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", tmp_path / "fig")
+                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", **figs(tmp_path / "fig"))
     t = pd.read_csv(tmp_path / "ard_summary.tsv", sep="\t")
     assert len(t) == 32 and {"z_size", "z_rule", "z_size_median", "threshold_pooled_log10",
                              "overlap_pooled"} <= set(t.columns)
@@ -297,7 +303,7 @@ def test_headline_from_grid_and_heldout(stage_files, tmp_path):
                                           ("median_heuristic", "problem", 0.01))])
     held.to_csv(tmp_path / "held.tsv", sep="\t", index=False)
     res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "fig", heldout_tsv=tmp_path / "held.tsv",
+                        tmp_path / "s.tsv", tmp_path / "s.md", **figs(tmp_path / "fig"), heldout_tsv=tmp_path / "held.tsv",
                         out_headline=tmp_path / "head.tsv")
     h = pd.read_csv(tmp_path / "head.tsv", sep="\t").iloc[0]
     row = res["table"].query("layer == 1 and objective == 'wellposed' and init == 'warm' and basis == 'coord' "

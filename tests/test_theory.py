@@ -15,6 +15,17 @@ L, D, N, K_SHARED = 4, 24, 16, 6
 CATS = ["add", "sub", "mul", "div"]
 
 
+
+def theory_outputs(out, fig):
+    """The theory rule's named outputs, with its file names, under ``out`` (tables) and ``fig`` (figures)."""
+    tables = {"snr": "snr", "summary": "theory_summary", "nn": "nn_retrieval", "depth": "alignment_depth",
+              "crossmap": "crossmap"}
+    o = {k: [out / f"{v}.tsv", out / f"{v}.md"] for k, v in tables.items()}
+    o.update(gram=out / "contrib_gram.tsv", coint=out / "cointegration.tsv")
+    o.update({f"fig_{k}": [fig / f"{v}.pdf", fig / f"{v}.png"]
+              for k, v in (("snr", "snr"), ("nn", "nn_accuracy"), ("gram", "contrib_gram"), ("crossmap", "crossmap"))})
+    return o
+
 def planted_states(langs=("en", "zh"), seed=0, same=False):
     """Pooled-state-like array (K, L+1, N, D) with a planted structure.
 
@@ -110,7 +121,7 @@ def test_empty_store_is_one_line_error(tmp_path):
         theory.load_paired(path)
     assert "\n" not in str(e.value) and "no prompts" in str(e.value)
     with pytest.raises(ZhuntError):
-        theory.run_theory(tmp_path / "missing.h5", "m", tmp_path / "o", tmp_path / "f")
+        theory.run_theory(tmp_path / "missing.h5", "m", theory_outputs(tmp_path / "o", tmp_path / "f"))
 
 
 def test_single_language_is_error(tmp_path):
@@ -430,7 +441,7 @@ def test_step_delta_norms_and_run_garch(tmp_path):
 def test_run_theory_writes_everything(planted, tmp_path):
     path, H, langs = planted
     gl = pd.Series(np.arange(N, dtype=float), index=[f"p{i:02d}" for i in range(N)])
-    res = theory.run_theory(path, "planted", tmp_path / "out", tmp_path / "fig", pca_dim=5,
+    res = theory.run_theory(path, "planted", theory_outputs(tmp_path / "out", tmp_path / "fig"), pca_dim=5,
                             generation_lengths=gl, n_folds=4)
     out, fig = tmp_path / "out", tmp_path / "fig"
     for name in ("snr", "theory_summary", "nn_retrieval", "alignment_depth", "crossmap"):
@@ -454,7 +465,7 @@ def test_run_theory_writes_everything(planted, tmp_path):
     assert len(co) == N
     assert "depth is not time" in res["cointegration_caption"] or "not time" in res["cointegration_caption"]
     with pytest.raises(ZhuntError):
-        theory.run_theory(path, "planted", tmp_path / "o2", tmp_path / "f2", nn_threshold=1.5)
+        theory.run_theory(path, "planted", theory_outputs(tmp_path / "o2", tmp_path / "f2"), nn_threshold=1.5)
 
 
 # --------------------------------------------------------------------------- verdict calibration

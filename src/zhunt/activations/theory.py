@@ -121,6 +121,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.progress import Progress
 
@@ -281,7 +282,8 @@ def load_paired(store, pooling: str = "mean", exclude_special: bool = True, excl
     ------
     ZhuntError
         Empty store, fewer than two languages or three problems, or a problem
-        that lacks a prompt in some language.
+        that lacks a prompt in some language (:func:`zhunt.data.pairing.pair_by_problem`;
+        problems in the store's order of its first language).
     """
     from zhunt.data.store import ActivationStore
 
@@ -293,18 +295,11 @@ def load_paired(store, pooling: str = "mean", exclude_special: bool = True, excl
         if pr.empty:
             raise ZhuntError(where, "activation store holds no prompts")
         langs = st.languages
-        problems = list(dict.fromkeys(pr["prompt_id"]))
         if len(langs) < 2:
             raise ZhuntError(where, f"cross-lingual analysis needs at least 2 languages, store has {langs}")
-        if len(problems) < 3:
-            raise ZhuntError(where, f"need at least 3 problems, store has {len(problems)}")
-        row = {(p, l): r for r, (p, l) in enumerate(zip(pr["prompt_id"], pr["lang"]))}
-        for p in problems:
-            missing = [l for l in langs if (p, l) not in row]
-            if missing:
-                raise ZhuntError(where, f"problem {p!r} has no prompt in language(s) {missing}; "
-                                        f"every problem needs all of {langs}")
-        idx = np.array([[row[(p, l)] for p in problems] for l in langs])  # (K, N)
+        problems, rows = pair_by_problem({l: st.prompt_ids(l) for l in langs}, where=where, min_problems=3)
+        lang_col = pr["lang"].to_numpy()
+        idx = np.array([np.flatnonzero(lang_col == l)[rows[l]] for l in langs])  # (K, N) prompt-table rows
         cat = (pr["category"].to_numpy() if "category" in pr else np.full(len(pr), ""))
         category = np.array([str(cat[r]) for r in idx[0]], dtype=object)
         plen = pr["length"].to_numpy()[idx]
@@ -1380,6 +1375,50 @@ _GARCH_FIELDS = ("beta", "beta_pvalue", "alpha", "alpha_pvalue", "omega", "arch_
                  "status", "verdict")
 
 
+def garch_table(df: pd.DataFrame, *, min_steps: int = GARCH_MIN_STEPS, level: float = GARCH_LEVEL) -> pd.DataFrame:
+    """One GARCH(1,1) fit per problem (and layer) of a step table (columns in :func:`run_garch`).
+
+    Parameters
+    ----------
+    df : DataFrame
+        ``problem``, ``step``, ``y``, optionally ``y_output`` (fitted as a
+        secondary series, fields prefixed ``output_``) and ``layer``.
+    min_steps, level
+        As in :func:`run_garch`.
+    """
+    keys = ["layer", "problem"] if "layer" in df.columns else ["problem"]
+    series = [("y", "")] + ([("y_output", "output_")] if "y_output" in df.columns else [])
+    rows = []
+    for key, g in df.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values("step")
+        row = dict(zip(keys, key))
+        for col, prefix in series:
+            res = garch_beta(g[col].to_numpy(), min_length=min_steps)
+            res["verdict"] = garch_verdict(res, level)
+            if not prefix:
+                row["n"] = res["n"]
+            row.update({prefix + f: res[f] for f in _GARCH_FIELDS})
+            row[prefix + "beta_significant"] = bool(res["beta_pvalue"] < level)
+            row[prefix + "clustering"] = res["verdict"] == "clustered"
+        rows.append(row)
+    cols = keys + ["n"] + [p + f for _, p in series for f in _GARCH_FIELDS + ("beta_significant", "clustering")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _garch_markdown(out: pd.DataFrame, model: dict, model_out, min_steps: int, level: float) -> str:
+    """The GARCH table, the rule and the model verdict of each series (:func:`garch_model_verdict`)."""
+    lines = [out.to_markdown(index=False, floatfmt=".4g"), "", f"Rule: {GARCH_RULE}.", ""]
+    for name, m in (("update difference ||delta_l||^2 (primary)", model), ("output difference", model_out)):
+        if m is not None and m["n_fitted"] == 0:
+            lines.append(f"- {name}: no series of >= {min_steps} steps to fit: **not measured**")
+        elif m is not None:
+            lines.append(f"- {name}: {m['n_clustered']}/{m['n_fitted']} series clustered "
+                         f"(rate {m['rate']:.3g}, Wilson 95% [{m['lo']:.3g}, {m['hi']:.3g}], binomial p vs "
+                         f"{level:g} = {m['binom_p']:.3g}): **{m['verdict']}**")
+    return "\n".join(lines) + "\n"
+
+
 def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = GARCH_MIN_STEPS,
               level: float = GARCH_LEVEL) -> dict:
     """GARCH(1,1) on per-step cross-lingual update-difference norms, one fit per problem (and layer).
@@ -1426,37 +1465,12 @@ def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = GAR
     need = {"problem", "step", "y"}
     if not need <= set(df.columns):
         raise ZhuntError(str(path), f"step table needs columns {sorted(need)}, has {list(df.columns)}")
-    keys = ["layer", "problem"] if "layer" in df.columns else ["problem"]
-    series = [("y", "")] + ([("y_output", "output_")] if "y_output" in df.columns else [])
-    rows = []
-    for key, g in df.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        g = g.sort_values("step")
-        row = dict(zip(keys, key))
-        for col, prefix in series:
-            res = garch_beta(g[col].to_numpy(), min_length=min_steps)
-            res["verdict"] = garch_verdict(res, level)
-            if not prefix:
-                row["n"] = res["n"]
-            row.update({prefix + f: res[f] for f in _GARCH_FIELDS})
-            row[prefix + "beta_significant"] = bool(res["beta_pvalue"] < level)
-            row[prefix + "clustering"] = res["verdict"] == "clustered"
-        rows.append(row)
-    cols = keys + ["n"] + [p + f for _, p in series for f in _GARCH_FIELDS + ("beta_significant", "clustering")]
-    out = pd.DataFrame(rows, columns=cols)
+    out = garch_table(df, min_steps=min_steps, level=level)
     fitted = out[out["status"] == "ok"]
     model = garch_model_verdict(out["verdict"], level)
-    model_out = garch_model_verdict(out["output_verdict"], level) if len(series) > 1 else None
+    model_out = garch_model_verdict(out["output_verdict"], level) if "output_verdict" in out.columns else None
     write_table(out, out_tsv)
-    lines = [out.to_markdown(index=False, floatfmt=".4g"), "", f"Rule: {GARCH_RULE}.", ""]
-    for name, m in (("update difference ||delta_l||^2 (primary)", model), ("output difference", model_out)):
-        if m is not None and m["n_fitted"] == 0:
-            lines.append(f"- {name}: no series of >= {min_steps} steps to fit: **not measured**")
-        elif m is not None:
-            lines.append(f"- {name}: {m['n_clustered']}/{m['n_fitted']} series clustered "
-                         f"(rate {m['rate']:.3g}, Wilson 95% [{m['lo']:.3g}, {m['hi']:.3g}], binomial p vs "
-                         f"{level:g} = {m['binom_p']:.3g}): **{m['verdict']}**")
-    write_text(out_md, "\n".join(lines) + "\n")
+    write_text(out_md, _garch_markdown(out, model, model_out, min_steps, level))
     files = [str(out_tsv), str(out_md)] + [str(f) for f in plot_garch(out, fig_stem, level)]
     nf = len(fitted)
     return {"n_series": int(len(out)), "n_fitted": int(nf),
@@ -1664,7 +1678,13 @@ def _generation_lengths(gl, problems) -> pd.Series | None:
     return s.reindex(problems)
 
 
-def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: float = 0.9,
+#: Output names of :func:`run_theory` (the rule's named outputs): tables (``[tsv, md]`` or one TSV) ...
+THEORY_TABLES = ("snr", "summary", "gram", "nn", "depth", "crossmap", "coint")
+#: ... and figures (``[pdf, png]`` or a stem).
+THEORY_FIGURES = ("fig_snr", "fig_nn", "fig_gram", "fig_crossmap")
+
+
+def run_theory(store_path, model_name: str, outputs, *, nn_threshold: float = 0.9,
                pca_dim: int = 32, coint_components: int = 2, generation_lengths=None, seed: int = 0,
                pooling: str = "mean", n_folds: int = 10, site: str = "input", layers=(),
                numeral_ids=None, digit_tsv=None) -> dict:
@@ -1676,8 +1696,11 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         Activation store (every problem in every language).
     model_name : str
         For titles and the summary.
-    out_dir, fig_dir : path
-        Destinations of tables and figures.
+    outputs : mapping
+        The rule's named outputs: every name of :data:`THEORY_TABLES` (a
+        ``[tsv, md]`` pair, or one TSV path for ``gram`` and ``coint``, which
+        have no Markdown) and of :data:`THEORY_FIGURES` (``[pdf, png]``; the
+        stem is taken from the first).
     nn_threshold : float
         Retrieval accuracy that defines ``L*(l)``.
     pca_dim : int
@@ -1714,16 +1737,17 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
 
     Files written (atomically)
     --------------------------
-    ``out_dir``: snr.{tsv,md} (one block per unordered language pair, column
-    ``pair``), theory_summary.{tsv,md}, contrib_gram.tsv, nn_retrieval.{tsv,md},
-    alignment_depth.{tsv,md} (``kind`` = language / problem / category),
-    crossmap.{tsv,md}, cointegration.tsv. ``fig_dir``: snr, nn_accuracy,
-    contrib_gram, crossmap (.pdf and .png).
+    ``snr`` (one block per unordered language pair, column ``pair``),
+    ``summary``, ``gram``, ``nn``, ``depth`` (``kind`` = language / problem /
+    category), ``crossmap``, ``coint``; figures ``fig_snr``, ``fig_nn``,
+    ``fig_gram``, ``fig_crossmap`` (.pdf and .png).
     """
     from zhunt.io import write_table
 
     t0 = time.perf_counter()
-    out_dir, fig_dir = Path(out_dir), Path(fig_dir)
+    missing = [k for k in THEORY_TABLES + THEORY_FIGURES if k not in outputs]
+    if missing:
+        raise ZhuntError("theory", f"outputs {missing} not given")
     if not 0 < nn_threshold <= 1:
         raise ZhuntError("theory.nn_threshold", f"must be in (0, 1], got {nn_threshold}")
     if pca_dim < 1:
@@ -1734,81 +1758,188 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
     L = P.num_layers
     if L < 2:
         raise ZhuntError(str(store_path), f"need at least 2 decoder layers, store has {L}")
-    pair = default_pair(P.langs)
+    P_nonum = load_paired(store_path, pooling=pooling, exclude_ids=numeral_ids) if numeral_ids is not None else None
     gl = _generation_lengths(generation_lengths, P.problems)
+    R = theory_tests(P, P_nonum, nn_threshold=nn_threshold, pca_dim=pca_dim, coint_components=coint_components,
+                     generation_lengths=gl, seed=seed, n_folds=n_folds)
+    summary = theory_summary(R, nn_threshold=nn_threshold, coint_components=coint_components, n_folds=n_folds)
+    digit = pd.DataFrame()
+    if numeral_ids is not None and len(layers):
+        from zhunt.models.site import hidden_index
 
-    # ---- SNR and Theorem 2, every unordered pair (the main pair first)
+        digit = digit_confound_nn(R.nn, R.pair, [hidden_index(l, site) for l in layers], len(P.problems), site, L,
+                                  model_name)
+    files = _write_theory(R, summary, digit, outputs, digit_tsv, site, model_name, nn_threshold)
+    dt = time.perf_counter() - t0
+    main = R.main_snr
+    log.info("%s: SNR %s %.3f -> %.3f (%d violations) in %.1fs", model_name, R.pair_name, main["SNR"].iloc[0],
+             main["SNR"].iloc[-1], R.mono["violations"], dt)
+    return {"files": [str(f) for f in files], "summary": dict(zip(summary["statistic"], summary["value"])),
+            "digit": digit, "pair": R.pair,
+            "L_star": {f"{r.lang}:{r.space}": r.L_star for r in R.depth_languages.itertuples()},
+            "cointegration_caption": COINTEGRATION_CAPTION, "runtime_s": dt}
+
+
+def _write_theory(R: "TheoryResults", summary, digit, outputs, digit_tsv, site, model_name, nn_threshold) -> list:
+    """Write the tables and figures of :func:`run_theory` to the rule's outputs; returns the paths."""
+    from zhunt.io import write_table
+
+    L = R.P.num_layers
+    files = []
+
+    def table(df, name):
+        paths = [outputs[name]] if isinstance(outputs[name], (str, Path)) else list(outputs[name])
+        write_table(df, paths[0], markdown=paths[1] if len(paths) > 1 else None)
+        files.extend(paths)
+
+    def stem(name):
+        return outputs[name] if isinstance(outputs[name], (str, Path)) else outputs[name][0]
+
+    table(_with_site(R.snr, site, L), "snr")
+    table(summary, "summary")
+    table(R.gram, "gram")
+    table(_with_site(R.nn, site, L), "nn")
+    table(R.depth.assign(site=site), "depth")
+    table(_with_site(R.crossmap, site, L), "crossmap")
+    table(R.coint, "coint")
+    if digit_tsv is not None:
+        write_table(digit, digit_tsv)
+        files.append(Path(digit_tsv))
+    files += plot_snr(R.snr, R.pair, model_name, stem("fig_snr"))
+    files += plot_nn_accuracy(R.nn[R.nn["tokens"] == "all"], R.P.langs, nn_threshold, model_name, stem("fig_nn"))
+    files += plot_contrib_gram(R.G, model_name, stem("fig_gram"))
+    files += plot_crossmap(R.crossmap, R.P.langs, model_name, stem("fig_crossmap"))
+    return files
+
+
+@dataclass
+class TheoryResults:
+    """Everything :func:`theory_tests` measures on one :class:`PairedStates` (``L`` decoder layers).
+
+    ``pair`` is the main language pair (:func:`default_pair`), ``pairs`` every
+    unordered pair (main first); ``snr`` the :func:`snr_profile` of each pair
+    (column ``pair``), ``mono`` the main pair's :func:`monotonicity`; ``G`` the
+    ``(L, L)`` :func:`contribution_gram` of every prompt, ``gram`` it as rows,
+    ``ctf`` the main pair's :func:`cross_term_fraction`; ``nn`` the NN
+    retrieval rows (``tokens`` = all / no_numerals), ``depth_languages``
+    (:func:`alignment_depth_languages`), ``depth_problems``
+    (:func:`alignment_depth_problems` per language, ``max``, ``mean``),
+    ``depth`` the alignment-depth table; ``category`` / ``kw_H`` / ``kw_p``
+    (:func:`depth_vs_category`), ``length_kind`` / ``spearman``
+    (:func:`depth_vs_length`); ``crossmap`` (:func:`crossmap_table`); ``coint``
+    (:func:`cointegration_table`).
+    """
+
+    P: PairedStates
+    pair: tuple
+    pairs: list
+    snr: pd.DataFrame
+    mono: dict
+    G: np.ndarray
+    gram: pd.DataFrame
+    ctf: float
+    nn: pd.DataFrame
+    depth_languages: pd.DataFrame
+    depth_problems: pd.DataFrame
+    depth: pd.DataFrame
+    category: pd.DataFrame
+    kw_H: float
+    kw_p: float
+    length_kind: str
+    length: np.ndarray
+    spearman: tuple
+    crossmap: pd.DataFrame
+    coint: pd.DataFrame
+
+    @property
+    def pair_name(self) -> str:
+        """``"a-b"`` of the main pair."""
+        return f"{self.pair[0]}-{self.pair[1]}"
+
+    @property
+    def main_snr(self) -> pd.DataFrame:
+        """The main pair's rows of :attr:`snr` (``j = 0..L``)."""
+        return self.snr[self.snr["pair"] == self.pair_name]
+
+    @property
+    def updates_snr(self) -> pd.DataFrame:
+        """The main pair's rows with an update ``j -> j + 1`` (``j < L``)."""
+        main = self.main_snr
+        return main[main["j"] < self.P.num_layers]
+
+
+def theory_tests(P: PairedStates, P_nonum: PairedStates | None = None, *, nn_threshold: float = 0.9,
+                 pca_dim: int = 32, coint_components: int = 2, generation_lengths=None, seed: int = 0,
+                 n_folds: int = 10) -> TheoryResults:
+    """Every seed-003 measurement on paired states (:func:`run_theory` documents the parameters).
+
+    ``P_nonum``: the same states under the numeral-free pooling (extra NN rows,
+    ``tokens = no_numerals``); ``generation_lengths``: a Series indexed like
+    ``P.problems`` or None (then the prompt token length, mean over languages).
+    """
+    L = P.num_layers
+    pair = default_pair(P.langs)
     pairs = [pair] + [p for p in combinations(P.langs, 2) if set(p) != set(pair)]
     snr = pd.concat([snr_profile(P.states(a), P.states(b)).assign(pair=f"{a}-{b}", lang_a=a, lang_b=b)
                      for a, b in pairs], ignore_index=True)
     snr.insert(1, "layer", snr["j"] - 1)
     snr = snr[["pair", "lang_a", "lang_b"] + [c for c in snr.columns if c not in ("pair", "lang_a", "lang_b")]]
-    main = snr[snr["pair"] == f"{pair[0]}-{pair[1]}"]
-    mono = monotonicity(main["SNR"])
-    upd = main[main["j"] < L]
-    cond = upd["condition_holds"].astype(bool)
-    agree = upd["agree"].astype(bool)
-
-    # ---- contributions
-    F_all = np.concatenate([P.updates(l) for l in P.langs], axis=1)  # (L, K N, d)
-    G = contribution_gram(F_all)
-    g_mean, g_max = offdiag_stats(G)
-    delta = P.updates(pair[0]) - P.updates(pair[1])
-    ctf = cross_term_fraction(delta)
-    dr = upd["disagreement_ratio"].to_numpy()
-    gram_df = pd.DataFrame([{"layer_j": j, "layer_k": k, "mean_abs_cos": G[j, k]}
-                            for j in range(L) for k in range(L)])
-
-    # ---- NN retrieval and alignment depth (the numeral-free pooling as extra rows)
+    mono = monotonicity(snr.loc[snr["pair"] == f"{pair[0]}-{pair[1]}", "SNR"])
+    G = contribution_gram(np.concatenate([P.updates(l) for l in P.langs], axis=1))  # (L, K N, d) -> (L, L)
+    gram = pd.DataFrame([{"layer_j": j, "layer_k": k, "mean_abs_cos": G[j, k]} for j in range(L) for k in range(L)])
+    ctf = cross_term_fraction(P.updates(pair[0]) - P.updates(pair[1]))
     nn = nn_retrieval_table(P).assign(tokens="all")
-    if numeral_ids is not None:
-        P_nonum = load_paired(store_path, pooling=pooling, exclude_ids=numeral_ids)
+    if P_nonum is not None:
         nn = pd.concat([nn, nn_retrieval_table(P_nonum).assign(tokens="no_numerals")], ignore_index=True)
-    digit = pd.DataFrame()
-    if numeral_ids is not None and len(layers):
-        from zhunt.models.site import hidden_index
-
-        digit = digit_confound_nn(nn, pair, [hidden_index(l, site) for l in layers], len(P.problems), site, L,
-                                  model_name)
-    nn_all = nn[nn["tokens"] == "all"]
-    ldf = alignment_depth_languages(nn_all, P.langs, threshold=nn_threshold)
+    ldf = alignment_depth_languages(nn[nn["tokens"] == "all"], P.langs, threshold=nn_threshold)
     pdf = _problem_depths(P, "h")
+    gl = generation_lengths
     length_kind = "generation_length" if gl is not None else "prompt_tokens_mean"
     length = gl.to_numpy() if gl is not None else P.prompt_length.mean(axis=0)
     cat_tab, kw_H, kw_p = depth_vs_category(pdf["mean"], pdf["category"])
-    sp_rho, sp_p, sp_n = depth_vs_length(pdf["mean"], length)
-    ad_rows = [{"kind": "language", "name": r.lang, "lang": r.lang, "ref": r.ref, "space": r.space,
-                "L_star": r.L_star, "category": "", "length": math.nan, "n": len(P.problems),
-                "max_accuracy": r.max_accuracy} for r in ldf.itertuples()]
+    return TheoryResults(
+        P=P, pair=pair, pairs=pairs, snr=snr, mono=mono, G=G, gram=gram, ctf=ctf, nn=nn, depth_languages=ldf,
+        depth_problems=pdf, depth=alignment_depth_table(P, ldf, pdf, cat_tab, length), category=cat_tab,
+        kw_H=kw_H, kw_p=kw_p, length_kind=length_kind, length=length,
+        spearman=depth_vs_length(pdf["mean"], length),
+        crossmap=crossmap_table(P, pca_dim=pca_dim, n_folds=n_folds, seed=seed),
+        coint=cointegration_table(P, pair, components=coint_components))
+
+
+def alignment_depth_table(P: PairedStates, ldf: pd.DataFrame, pdf: pd.DataFrame, cat_tab: pd.DataFrame,
+                          length) -> pd.DataFrame:
+    """Alignment depth ``L*`` of each language (``kind = language``), problem (one row per language,
+    ``max`` and ``mean``; ``kind = problem``) and category (``kind = category``) in one table."""
+    rows = [{"kind": "language", "name": r.lang, "lang": r.lang, "ref": r.ref, "space": r.space,
+             "L_star": r.L_star, "category": "", "length": math.nan, "n": len(P.problems),
+             "max_accuracy": r.max_accuracy} for r in ldf.itertuples()]
     for i, r in pdf.iterrows():
         for l in list(P.langs) + ["max", "mean"]:
-            ad_rows.append({"kind": "problem", "name": r["problem"], "lang": l,
-                            "ref": reference_language(l, P.langs) if l in P.langs else "", "space": "h",
-                            "L_star": float(r[l]), "category": r["category"], "length": float(length[i]),
-                            "n": 1, "max_accuracy": math.nan})
+            rows.append({"kind": "problem", "name": r["problem"], "lang": l,
+                         "ref": reference_language(l, P.langs) if l in P.langs else "", "space": "h",
+                         "L_star": float(r[l]), "category": r["category"], "length": float(length[i]),
+                         "n": 1, "max_accuracy": math.nan})
     for r in cat_tab.itertuples():
-        ad_rows.append({"kind": "category", "name": r.category, "lang": "mean", "ref": "", "space": "h",
-                        "L_star": r.mean_L_star, "category": r.category, "length": math.nan, "n": r.n,
-                        "max_accuracy": math.nan})
-    ad = pd.DataFrame(ad_rows)
+        rows.append({"kind": "category", "name": r.category, "lang": "mean", "ref": "", "space": "h",
+                     "L_star": r.mean_L_star, "category": r.category, "length": math.nan, "n": r.n,
+                     "max_accuracy": math.nan})
+    return pd.DataFrame(rows)
 
-    # ---- cross-lingual maps
-    cm = crossmap_table(P, pca_dim=pca_dim, n_folds=n_folds, seed=seed)
-    j_mid = (L + 1) // 2
-    mid = cm[cm["j"] == j_mid]
 
-    # ---- cointegration
-    co = cointegration_table(P, pair, components=coint_components)
-    ranks = co["rank"].dropna().astype(int)
-    dist = ranks.value_counts().sort_index()
+def _summary_row(stat, value, note="") -> dict:
+    """One row of the theory summary, with the seed's value (:data:`SEED_003`) and both notes."""
+    sv, snote = SEED_003.get(stat, (math.nan, ""))
+    return {"statistic": stat, "value": float(value) if value is not None else math.nan,
+            "seed_value": sv, "note": "; ".join(x for x in (note, snote) if x)}
 
-    # ---- summary
-    def row(stat, value, note=""):
-        sv, snote = SEED_003.get(stat, (math.nan, ""))
-        return {"statistic": stat, "value": float(value) if value is not None else math.nan,
-                "seed_value": sv, "note": "; ".join(x for x in (note, snote) if x)}
 
-    pname = f"{pair[0]}-{pair[1]}"
+def _snr_rows(R: TheoryResults) -> list[dict]:
+    """Summary rows of the SNR, Theorem 2 and the layer contributions."""
+    row, L, pname = _summary_row, R.P.num_layers, R.pair_name
+    main, upd, mono = R.main_snr, R.updates_snr, R.mono
+    cond, agree = upd["condition_holds"].astype(bool), upd["agree"].astype(bool)
+    dr = upd["disagreement_ratio"].to_numpy()
+    g_mean, g_max = offdiag_stats(R.G)
     rows = [
         row("snr_first", main["SNR"].iloc[0], f"{pname}, j=0 (embeddings)"),
         row("snr_last", main["SNR"].iloc[-1], f"{pname}, j={L}"),
@@ -1821,41 +1952,55 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
         row("theorem2_agreement", int(agree.sum()), f"layers of {len(agree)} where the condition predicts "
                                                      f"the sign of the SNR change"),
     ]
-    for a, b in pairs[1:]:
-        m = monotonicity(snr.loc[snr["pair"] == f"{a}-{b}", "SNR"])
+    for a, b in R.pairs[1:]:
+        m = monotonicity(R.snr.loc[R.snr["pair"] == f"{a}-{b}", "SNR"])
         rows.append(row(f"snr_violations:{a}-{b}", m["violations"], f"spearman {m['spearman']:.3f}"))
-    rows += [
-        row("gram_offdiag_mean_abs_cos", g_mean, f"all {F_all.shape[1]} prompts"),
+    return rows + [
+        row("gram_offdiag_mean_abs_cos", g_mean, f"all {len(R.P.langs) * len(R.P.problems)} prompts"),
         row("gram_offdiag_max_abs_cos", g_max),
-        row("cross_term_fraction", ctf, pname),
+        row("cross_term_fraction", R.ctf, pname),
         row("disagreement_ratio_mean", float(np.mean(dr)), f"{pname}, RMS ratio; sqrt(2)=1.414 if uncorrelated"),
         row("disagreement_ratio_cv", float(np.std(dr) / np.mean(dr)), "std/mean across layers"),
     ]
-    for r in ldf.itertuples():
-        rows.append(row(f"L_star:{r.lang}:{r.space}", r.L_star, f"vs {r.ref}, threshold {nn_threshold}; "
-                                                                 f"max acc {r.max_accuracy:.3f}"))
-    rows += [
+
+
+def _depth_map_rows(R: TheoryResults, nn_threshold: float, n_folds: int) -> list[dict]:
+    """Summary rows of the alignment depth and the cross-lingual maps at the middle index."""
+    row, L, pdf = _summary_row, R.P.num_layers, R.depth_problems
+    sp_rho, sp_p, sp_n = R.spearman
+    j_mid = (L + 1) // 2
+    mid = R.crossmap[R.crossmap["j"] == j_mid]
+    rows = [row(f"L_star:{r.lang}:{r.space}", r.L_star, f"vs {r.ref}, threshold {nn_threshold}; "
+                                                       f"max acc {r.max_accuracy:.3f}")
+            for r in R.depth_languages.itertuples()]
+    return rows + [
         row("L_star_problem_median", float(np.median(pdf["mean"])), f"mean over languages of L*(x, l); "
                                                                     f"{L + 1} = never"),
         row("L_star_problem_never", int(np.sum(pdf["max"] > L)), "problems not retrieved in some language "
                                                                  "at the last index"),
-        row("L_star_category_kruskal_p", kw_p, f"H={kw_H:.3g}, {len(cat_tab)} categories"),
-        row("L_star_length_spearman", sp_rho, f"vs {length_kind}, p={sp_p:.3g}, n={sp_n}"
+        row("L_star_category_kruskal_p", R.kw_p, f"H={R.kw_H:.3g}, {len(R.category)} categories"),
+        row("L_star_length_spearman", sp_rho, f"vs {R.length_kind}, p={sp_p:.3g}, n={sp_n}"
                                               + ("; undefined: every length is the same (all generations hit "
-                                                 "max_new_tokens?)" if np.nanstd(np.asarray(length, float)) == 0
+                                                 "max_new_tokens?)" if np.nanstd(np.asarray(R.length, float)) == 0
                                                  else "")),
         row("crossmap_procrustes_r2_mid", float(mid["procrustes_r2_heldout"].mean()),
             f"j={j_mid}, mean over {len(mid)} ordered pairs, {n_folds}-fold"),
         row("crossmap_affine_r2_mid", float(mid["affine_r2_heldout"].mean()), f"j={j_mid}"),
         row("crossmap_affine_kappa_mid", float(mid["affine_kappa"].median()), f"j={j_mid}, median"),
-        row("cointegration_rank_median", float(ranks.median()) if len(ranks) else math.nan,
-            f"{pname}, {2 * coint_components}-dim series of length {L + 1}"),
     ]
+
+
+def _coint_rows(R: TheoryResults, coint_components: int, cmv: dict) -> list[dict]:
+    """Summary rows of the cointegration ranks (``cmv``: :func:`cointegration_model_verdict`)."""
+    row, L, co, pair = _summary_row, R.P.num_layers, R.coint, R.pair
+    ranks = co["rank"].dropna().astype(int)
+    dist = ranks.value_counts().sort_index()
+    rows = [row("cointegration_rank_median", float(ranks.median()) if len(ranks) else math.nan,
+                f"{R.pair_name}, {2 * coint_components}-dim series of length {L + 1}")]
     for k in range(2 * coint_components + 1):
         rows.append(row(f"cointegration_rank_{k}", int(dist.get(k, 0)), "problems"))
     rows.append(row("cointegration_failed", int(co["rank"].isna().sum()), "problems"))
-    cmv = cointegration_model_verdict(co["rank"], co["alpha_ratio"], *pair)
-    rows += [
+    return rows + [
         row("cointegration_rank_tabulated_median", float(co["rank_tabulated"].median()),
             "statsmodels' tabulated critical values (the rule before: over-rejects)"),
         row("cointegration_rate", cmv["rate"], (f"{cmv['n_cointegrated']}/{cmv['n']} problems rank >= 1, Wilson 95% "
@@ -1866,49 +2011,33 @@ def run_theory(store_path, model_name: str, out_dir, fig_dir, *, nn_threshold: f
             f"|alpha_{pair[0]}|/|alpha_{pair[1]}| (geometric median over cointegrated problems); "
             f"{cmv['adjusts'] or 'no verdict (not cointegrated)'}; threshold {ALPHA_RATIO_THRESHOLD:g}"),
     ]
-    # ---- verdicts (value 1 = the positive label), thresholds in the note
-    v_snr = snr_verdict(main["SNR"])
-    v_t2 = theorem2_verdict(main)
+
+
+def _verdict_rows(R: TheoryResults, nn_threshold: float, cmv: dict) -> list[dict]:
+    """The verdict rows (value 1 = the positive label), each rule in its note."""
+    row, pname = _summary_row, R.pair_name
+    j_mid = (R.P.num_layers + 1) // 2
+    mid = R.crossmap[R.crossmap["j"] == j_mid]
+    v_snr = snr_verdict(R.main_snr["SNR"])
+    v_t2 = theorem2_verdict(R.main_snr)
     v_map = crossmap_verdict(float(mid["procrustes_r2_heldout"].mean()), float(mid["affine_r2_heldout"].mean()))
-    rows += [
+    rows = [
         row("verdict:snr", float(v_snr == "monotone decreasing"), f"{pname}: {v_snr}; rule: {SNR_RULE}"),
         row("verdict:theorem2", float(v_t2 == "holds at every layer"), f"{pname}: {v_t2}; rule: {THEOREM2_RULE}"),
     ]
-    for r in ldf[ldf["space"] == "h"].itertuples():
+    for r in R.depth_languages[R.depth_languages["space"] == "h"].itertuples():
         v = alignment_verdict(r.L_star)
         rows.append(row(f"verdict:alignment:{r.lang}", float(v != "never aligned"),
                         f"{r.lang}->{r.ref}: {v}; rule: {ALIGNMENT_RULE} = {nn_threshold:g}"))
-    rows += [
+    return rows + [
         row("verdict:crossmap", float(v_map == "affine needed"), f"j={j_mid}: {v_map}; rule: {CROSSMAP_RULE}"),
         row("verdict:cointegration", float(cmv["verdict"] == "cointegrated"),
             f"{pname}: {cmv['verdict']}" + (f", {cmv['adjusts']}" if cmv["adjusts"] else "") + f"; rule: {COINT_RULE}"),
     ]
-    summary = pd.DataFrame(rows)
 
-    # ---- write
-    files = []
 
-    def table(df, name, md=True):
-        write_table(df, out_dir / f"{name}.tsv", markdown=out_dir / f"{name}.md" if md else None)
-        files.extend([out_dir / f"{name}.tsv"] + ([out_dir / f"{name}.md"] if md else []))
-
-    table(_with_site(snr, site, L), "snr")
-    table(summary, "theory_summary")
-    table(gram_df, "contrib_gram", md=False)
-    table(_with_site(nn, site, L), "nn_retrieval")
-    table(ad.assign(site=site), "alignment_depth")
-    table(_with_site(cm, site, L), "crossmap")
-    table(co, "cointegration", md=False)
-    if digit_tsv is not None:
-        write_table(digit, digit_tsv)
-        files.append(Path(digit_tsv))
-    files += plot_snr(snr, pair, model_name, fig_dir / "snr")
-    files += plot_nn_accuracy(nn_all, P.langs, nn_threshold, model_name, fig_dir / "nn_accuracy")
-    files += plot_contrib_gram(G, model_name, fig_dir / "contrib_gram")
-    files += plot_crossmap(cm, P.langs, model_name, fig_dir / "crossmap")
-    dt = time.perf_counter() - t0
-    log.info("%s: SNR %s %.3f -> %.3f (%d violations) in %.1fs", model_name, pname, main["SNR"].iloc[0],
-             main["SNR"].iloc[-1], mono["violations"], dt)
-    return {"files": [str(f) for f in files], "summary": dict(zip(summary["statistic"], summary["value"])),
-            "digit": digit, "pair": pair, "L_star": {f"{r.lang}:{r.space}": r.L_star for r in ldf.itertuples()},
-            "cointegration_caption": COINTEGRATION_CAPTION, "runtime_s": dt}
+def theory_summary(R: TheoryResults, *, nn_threshold: float, coint_components: int, n_folds: int) -> pd.DataFrame:
+    """The theory summary: one row per statistic (``statistic, value, seed_value, note``), verdicts last."""
+    cmv = cointegration_model_verdict(R.coint["rank"], R.coint["alpha_ratio"], *R.pair)
+    return pd.DataFrame(_snr_rows(R) + _depth_map_rows(R, nn_threshold, n_folds)
+                        + _coint_rows(R, coint_components, cmv) + _verdict_rows(R, nn_threshold, cmv))

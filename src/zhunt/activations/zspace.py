@@ -113,6 +113,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.weights.masks import MASK_KINDS, read_mask
 from zhunt.data.numerals import TOKEN_SETS, digit_confound_fractions
@@ -225,8 +226,9 @@ def _load_mask(path: Path, layer: int, kind: str, k: int, d: int) -> np.ndarray:
     return V
 
 
-def _check_pairs(store, langs, where) -> list[str]:
-    """Problem ids present in every language of ``langs``; a problem missing in one is an error."""
+def _check_pairs(store, langs, where) -> tuple[list[str], dict]:
+    """Problems of the pair ``langs`` and each language's rows (:func:`zhunt.data.pairing.pair_by_problem`:
+    a problem missing in one language is an error; at least 2 problems)."""
     wl = _where(where, "langs", "langs")
     langs = list(langs)
     if len(langs) != 2 or langs[0] == langs[1]:
@@ -235,19 +237,23 @@ def _check_pairs(store, langs, where) -> list[str]:
     for lang in langs:
         if lang not in have:
             raise ZhuntError(wl, f"language {lang!r} has no prompts in {store.path} (have {have})")
-    ids = {lang: store.prompt_ids(lang) for lang in langs}
-    a, b = (set(ids[x]) for x in langs)
-    for lang, other, mine in ((langs[0], langs[1], b - a), (langs[1], langs[0], a - b)):
-        if mine:
-            miss = sorted(mine)
-            raise ZhuntError(str(store.path), f"problem {miss[0]!r} has a {other!r} prompt but no {lang!r} "
-                                              f"prompt ({len(miss)} such problem(s)); Phase 2 needs every "
-                                              f"problem in both {langs[0]!r} and {langs[1]!r}")
-    common = ids[langs[0]]
-    if len(common) < 2:
-        raise ZhuntError(str(store.path), f"need at least 2 problems in both {langs[0]!r} and {langs[1]!r}, "
-                                          f"found {len(common)}")
-    return common
+    return pair_by_problem({lang: store.prompt_ids(lang) for lang in langs}, where=str(store.path), min_problems=2)
+
+
+def _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed, where):
+    """Checked sweep of one store: ``(layers, d, ks, ids, masks, draws)``.
+
+    ``ids``: the paired problems of ``langs`` (:func:`_check_pairs`); ``masks[(l, kind, k)]``:
+    ``V_Z`` (k, d); ``draws[k]``: the ``n_random`` Haar subspaces of :func:`_random_draws`.
+    """
+    layers = _check_layers(store, layers, where)
+    d = store.hidden_size
+    ks = _check_ks(ks, d, where)
+    paths = _check_mask_paths(mask_paths, layers, where)
+    ids, _ = _check_pairs(store, langs, where)
+    masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
+    draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
+    return layers, d, ks, ids, masks, draws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,13 +290,9 @@ def paired_pooled(store, j: int, langs=("zh", "en"), pooling: str = "mean",
         A language with no prompts, a problem present in only one of the two
         languages, or fewer than 2 problems.
     """
-    ids = _check_pairs(store, langs, None)
-    out = []
-    for lang in langs:
-        X = store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special,
-                         exclude_ids=exclude_ids).astype(np.float64)
-        pos = {p: i for i, p in enumerate(store.prompt_ids(lang))}
-        out.append(X[[pos[p] for p in ids]])
+    ids, rows = _check_pairs(store, langs, None)
+    out = [store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special,
+                        exclude_ids=exclude_ids).astype(np.float64)[rows[lang]] for lang in langs]
     return out[0], out[1], ids
 
 
@@ -706,6 +708,40 @@ def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _phase2_metrics(D: "PairDeltas", m: Mapping, rnd, chance: float) -> dict:
+    """The metric columns of one Phase 2 row: ``m`` = :func:`subspace_metrics` of Z, ``rnd`` = the
+    random baseline and its intervals of the stream (``(rb, ratio, E_lang, E_prob, E_lang_over_prob)``),
+    ``chance`` = k/d."""
+    rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), (es_mean, es_lo, es_hi) = rnd
+    spec = _safe_div(m["E_lang"], m["E_prob"])
+    return {
+        "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"], "ratio_Zperp": m["ratio_perp"],
+        "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
+        "ratio_Z_percentile": percentile_of(m["ratio_S"], rb["ratio"]),
+        "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean, "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi,
+        "E_lang_chance": chance, "E_lang_Z_over_chance": m["E_lang"] / chance,
+        "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
+        "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
+        "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean, "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi,
+        "E_prob_chance": chance, "E_prob_Z_over_chance": m["E_prob"] / chance,
+        "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
+        "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
+        "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
+        "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
+    }
+
+
+def _order_phase2(table: pd.DataFrame, sites, token_sets, poolings, kinds) -> pd.DataFrame:
+    """Rows grouped by site (embedding last), token set, pooling and kind, then layer and k."""
+    site_rank = {s: i for i, s in enumerate(list(sites) + [EMBEDDING])}
+    rank = (((table["site"].map(site_rank) * len(token_sets)
+              + table["tokens"].map({t: i for i, t in enumerate(token_sets)})) * len(poolings)
+             + table["pooling"].map({p: i for i, p in enumerate(poolings)})) * len(kinds)
+            + table["kind"].map({x: i for i, x in enumerate(kinds)}))
+    table = table.assign(_o=rank).sort_values(["_o", "layer", "k"], kind="stable")
+    return table.drop(columns="_o").reset_index(drop=True)
+
+
 def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
                n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
@@ -792,13 +828,8 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
     token_sets = list(TOKEN_SETS) if numeral_ids is not None else ["all"]
     with ActivationStore(store_path) as store:
-        layers = _check_layers(store, layers, where)
-        d = store.hidden_size
-        ks = _check_ks(ks, d, where)
-        paths = _check_mask_paths(mask_paths, layers, where)
-        ids = _check_pairs(store, langs, where)
-        masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
-        draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
+        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
+                                                       where)
         cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals}); streams share indices
 
         def stream(j, pooling, tokens):
@@ -820,41 +851,12 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                     for pooling in poolings:
                         D, rnd = stream(j, pooling, tokens)
                         for k in ks:
-                            rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), \
-                                (es_mean, es_lo, es_hi) = rnd[k]
-                            chance = k / d
                             for kind in kinds:
                                 m = subspace_metrics(D, masks[(l, kind, k)])
-                                spec = _safe_div(m["E_lang"], m["E_prob"])
-                                rows.append({
-                                    "site": st, "hidden_index": j, "tokens": tokens,
-                                    "layer": l, "k": k, "kind": kind, "pooling": pooling, "d": d,
-                                    "n_problems": len(ids),
-                                    "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"],
-                                    "ratio_Zperp": m["ratio_perp"],
-                                    "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
-                                    "ratio_Z_percentile": percentile_of(m["ratio_S"], rb["ratio"]),
-                                    "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean,
-                                    "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi, "E_lang_chance": chance,
-                                    "E_lang_Z_over_chance": m["E_lang"] / chance,
-                                    "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
-                                    "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
-                                    "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean,
-                                    "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi, "E_prob_chance": chance,
-                                    "E_prob_Z_over_chance": m["E_prob"] / chance,
-                                    "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
-                                    "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
-                                    "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
-                                    "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
-                                })
-    table = pd.DataFrame(rows)
-    site_rank = {s: i for i, s in enumerate(sites + [EMBEDDING])}
-    rank = (((table["site"].map(site_rank) * len(token_sets)
-              + table["tokens"].map({t: i for i, t in enumerate(token_sets)})) * len(poolings)
-             + table["pooling"].map({p: i for i, p in enumerate(poolings)})) * len(kinds)
-            + table["kind"].map({x: i for i, x in enumerate(kinds)}))
-    table = table.assign(_o=rank).sort_values(["_o", "layer", "k"], kind="stable")
-    table = table.drop(columns="_o").reset_index(drop=True)
+                                rows.append({"site": st, "hidden_index": j, "tokens": tokens, "layer": l, "k": k,
+                                             "kind": kind, "pooling": pooling, "d": d, "n_problems": len(ids),
+                                             **_phase2_metrics(D, m, rnd[k], k / d)})
+    table = _order_phase2(pd.DataFrame(rows), sites, token_sets, poolings, kinds)
     summary = phase2_summary(table)
     headline = _phase2_headlines(summary, model_name, langs)
     digit = digit_confound_phase2(table, model_name)
@@ -1047,11 +1049,8 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     rows = []
     with ActivationStore(store_path) as store:
-        layers = _check_layers(store, layers, where)
-        d = store.hidden_size
-        ks = _check_ks(ks, d, where)
-        paths = _check_mask_paths(mask_paths, layers, where)
-        ids = _check_pairs(store, langs, where)
+        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
+                                                       where)
         all_langs = store.languages
         if len(all_langs) < 2:
             raise ZhuntError(str(store.path), "the data-driven language subspace needs at least 2 languages")
@@ -1061,8 +1060,6 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                                                             f"{len(all_langs) - 1}")
         if len(ids) < 4:
             raise ZhuntError(str(store.path), f"cross-fitting needs at least 4 paired problems, found {len(ids)}")
-        masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
-        draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
         folds = _cv_folds(ids, seed)
         for site_, l in ((st, l) for st in phase2_sites(site, site_variants) for l in layers):
             j = hidden_index(l, site_)

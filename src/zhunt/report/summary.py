@@ -235,8 +235,11 @@ def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
     sel = s[(s["objective"] == objective) & (s["init"] == "cold") & (s["basis"] == "coord")]
     if not len(sel):
         sel = s[s["objective"] == objective]
-    lambdas = sorted(sel["lambda"].unique())
-    return sel[sel["lambda"] == lambdas[len(lambdas) // 2]] if lambdas else sel
+    if not len(sel):
+        return sel
+    from zhunt.activations.ard import middle_lambda
+
+    return sel[sel["lambda"] == middle_lambda(sel["lambda"].unique())]
 
 
 def _m_ard_size(root, model, wc):
