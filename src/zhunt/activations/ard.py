@@ -704,9 +704,22 @@ def _check_grid(objectives, inits, bases, lambdas) -> list[float]:
     return lambdas
 
 
+#: Store attributes that identify the inputs, carried into the run file for its readers.
+_PROVENANCE_KEYS = ("model_weights_sha256", "prompt_file_sha256", "template")
+
+
 def _write_run_file(out_h5, attrs: Mapping, by_site: Mapping, hidden: Mapping) -> None:
-    """The run file (layout in :func:`run_ard_layer`): root ``attrs``, the first site at the top level,
-    every other site under ``sites/{site}/``; ``by_site[site] = (runs, prep)``, ``hidden[site]`` its index."""
+    """Write the run file of :func:`run_ard_layer` atomically.
+
+    Layout: ``{objective}/{basis}/{init}/lambda{λ:g}/lengthscale`` (d,) (standardised units),
+    ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
+    ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
+    ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes ``attrs``
+    (model, layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma,
+    n_neg, contrast, ...) — all of the primary site (the first of ``by_site``); each variant
+    site's runs and bases in the same layout under ``sites/{site}/`` (attributes ``site``,
+    ``hidden_index``). ``by_site[site] = (runs, prep)``, ``hidden[site]`` its hidden index.
+    """
     import h5py
 
     sites = list(by_site)
@@ -740,7 +753,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
         Mask file of this layer (:func:`zhunt.weights.masks.read_mask`).
     model_name : str
     layer : int
-        Decoder layer ``l`` (hidden index ``l + 1``).
+        Decoder layer ``l``, read at ``hidden_index(l, site)``.
     lambdas : sequence of float
         Sparsity weights (> 0).
     lr, min_steps, max_steps : float, int, int
@@ -749,14 +762,10 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
         Subsets of :data:`OBJECTIVES`, :data:`INITS`, :data:`BASES`.
     k_warm : int
         Dimension of the SVD mask used for the warm start, the rotated basis and the overlap.
-    out_h5, out_tsv : path
-        Outputs (written atomically).
     seed : int
         Seeds the ``sigma0`` subsample, the contrast partners and torch.
-    device : str, optional
-        Default CUDA when available.
-    kind : str
-        Mask kind (``multihead`` or ``head0``).
+    device, kind : str
+        Torch device (default CUDA when available); mask kind (``multihead`` or ``head0``).
     gamma, n_neg, contrast
         Well-posed objective settings (:class:`ArdProblem`).
     site, site_variants
@@ -771,20 +780,13 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
 
     Files written
     -------------
-    ``out_h5``: ``{objective}/{basis}/{init}/lambda{λ:g}/lengthscale`` (d,) (standardised units),
-    ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
-    ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
-    ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes (model,
-    layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma, n_neg,
-    contrast) — all of the primary site; each variant site's runs and bases in the same layout
-    under ``sites/{site}/`` (attributes ``site``, ``hidden_index``).
-    ``out_tsv``: one row per (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
+    Atomically; ``out_h5``: the run file (layout in :func:`_write_run_file`). ``out_tsv``: one row per
+    (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
     """
     from zhunt.data.store import ActivationStore
-
-    lambdas = _check_grid(objectives, inits, bases, lambdas)
     from zhunt.models.site import check_site, hidden_index
 
+    lambdas = _check_grid(objectives, inits, bases, lambdas)
     t_start = time.perf_counter()
     V_Z = read_mask(mask_path, kind, int(k_warm))
     dev = resolve_device(device)
@@ -799,9 +801,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
             by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps,
                                        max_steps, seed, dev, gamma, n_neg, contrast, site_, progress)
         n_problems, d = by_site[sites[0]][2], store.hidden_size
-        # what identifies the inputs, carried into the run file for its readers
-        provenance = {key: store.attrs[key] for key in ("model_weights_sha256", "prompt_file_sha256", "template")
-                      if key in store.attrs}
+        provenance = {key: store.attrs[key] for key in _PROVENANCE_KEYS if key in store.attrs}
     table = _grid_table(by_site, model_name, layer, n_problems, d, k_warm)
     files = []
     if out_h5 is not None:

@@ -742,6 +742,65 @@ def _order_phase2(table: pd.DataFrame, sites, token_sets, poolings, kinds) -> pd
     return table.drop(columns="_o").reset_index(drop=True)
 
 
+def _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
+                 numeral_ids) -> list[dict]:
+    """Rows of the Phase 2 table (before :func:`_order_phase2`); one stream (hidden index, pooling,
+    token set) is read and its random baseline drawn once, however many layers and sites share it.
+
+    Columns: ``site`` (input / output / embedding), ``hidden_index``, ``tokens`` (all /
+    no_numerals), ``layer, k, kind, pooling, d, n_problems``, then :func:`_phase2_metrics`:
+    ``ratio_full, ratio_Z, ratio_Zperp, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
+    ratio_Z_percentile, E_lang_Z, E_lang_rand_mean, E_lang_rand_lo, E_lang_rand_hi, E_lang_chance,
+    E_lang_Z_over_chance, E_lang_Z_percentile, E_lang_side, E_prob_Z, E_prob_rand_mean,
+    E_prob_rand_lo, E_prob_rand_hi, E_prob_chance, E_prob_Z_over_chance, E_lang_over_prob_Z,
+    E_lang_over_prob_rand_mean, E_lang_over_prob_rand_lo, E_lang_over_prob_rand_hi,
+    E_lang_over_prob_side, Z_better`` (``ratio_Z < ratio_Zperp``).
+    """
+    cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals})
+
+    def stream(j, pooling, tokens):
+        if (j, pooling, tokens) not in cache:
+            excl = numeral_ids if tokens == "no_numerals" else None
+            X_a, X_b, _ = paired_pooled(store, j, langs, pooling, exclude_ids=excl)
+            D = PairDeltas(X_a, X_b)
+            rnd = {}
+            for k in ks:
+                rb = random_baseline(D, k, draws=draws[k])
+                rnd[k] = (rb, *(_interval(rb[m]) for m in ("ratio", "E_lang", "E_prob", "E_lang_over_prob")))
+            cache[(j, pooling, tokens)] = (D, rnd)
+        return cache[(j, pooling, tokens)]
+
+    rows = []
+    for l in layers:
+        for st, j in phase2_streams(l, sites):
+            for tokens in token_sets:
+                for pooling in poolings:
+                    D, rnd = stream(j, pooling, tokens)
+                    for k in ks:
+                        for kind in kinds:
+                            m = subspace_metrics(D, masks[(l, kind, k)])
+                            rows.append({"site": st, "hidden_index": j, "tokens": tokens, "layer": l, "k": k,
+                                         "kind": kind, "pooling": pooling, "d": d, "n_problems": len(ids),
+                                         **_phase2_metrics(D, m, rnd[k], k / d)})
+    return rows
+
+
+def _write_phase2(table, summary, headline, digit, primary_site, model_name, *, out_tsv, out_md, summary_tsv,
+                  summary_md, fig_stem, digit_tsv) -> list[Path]:
+    """Write the outputs of :func:`run_phase2` (the heatmap: primary site, every token); returns the paths."""
+    from zhunt.io import write_table, write_text
+
+    write_table(table, out_tsv, markdown=out_md)
+    write_table(summary, summary_tsv)
+    write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
+    files = [Path(out_tsv), Path(out_md), Path(summary_tsv), Path(summary_md)]
+    if digit_tsv is not None:
+        write_table(digit, digit_tsv)
+        files.append(Path(digit_tsv))
+    primary = table[(table["site"] == primary_site) & (table["tokens"] == "all")]
+    return files + plot_phase2_heatmaps(primary, f"{model_name} (site {primary_site})", fig_stem)
+
+
 def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
                n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
@@ -757,29 +816,22 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         ``{layer: path}`` of Z-mask files (:func:`zhunt.weights.masks.write_masks`),
         one per decoder layer of ``layers``.
     model_name : str
-        Recorded in the tables and figure titles.
     layers : sequence of int
         Decoder layers (0-based); layer ``l`` is read at hidden index
         :func:`zhunt.models.site.hidden_index` ``(l, site)``.
     ks : sequence of int
         Subspace dimensions, ``0 < k < d``; each must be stored in every mask file.
-    kinds : sequence of {"multihead", "head0"}
-    poolings : sequence of {"mean", "last"}
+    kinds, poolings : sequences of {"multihead", "head0"}, {"mean", "last"}
     langs : (str, str)
         The language pair ``(a, b)``; cross-lingual deltas are ``x_a - x_b``.
     n_random : int
         Haar-random subspaces per k (at least 20; default 100).
     seed : int
         Seed of the random subspaces (see :func:`random_baseline`).
-    out_tsv, out_md, summary_tsv, summary_md : path
-        Destinations of the per-config table and of the summary.
-    fig_stem : path
-        Heatmap figure stem (``.pdf`` and ``.png`` are written; primary site,
-        every token).
-    site : {"input", "output"}
-        The primary site (``study.site``).
-    site_variants : sequence of str
-        Extra sites (``study.site_variants``), as extra rows.
+    out_tsv, out_md, summary_tsv, summary_md, fig_stem : path
+        The per-config table, the summary, the heatmap (``.pdf`` + ``.png``).
+    site, site_variants : str, sequence of str
+        The primary site (``study.site``) and extra sites (extra rows).
     numeral_ids : array-like of int, optional
         Numeral token ids (:func:`zhunt.data.numerals.store_numeral_ids`): adds the
         ``tokens = no_numerals`` rows (numeral-free pooling). Rows with
@@ -787,29 +839,15 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     digit_tsv : path, optional
         Where to write :func:`digit_confound_phase2` (needs ``numeral_ids``).
     where : str or mapping, optional
-        Config keys to name in errors: one string for all, or
-        ``{"layers": ..., "ks": ..., "kinds": ..., "poolings": ..., "langs": ...,
-        "masks": ..., "n_random": ...}`` (e.g.
-        ``{"layers": "models.gemma3-270m.study.phase2_layers"}``).
+        Config keys to name in errors: one string for all, or ``{"layers": ..., "ks": ...,
+        "kinds": ..., "poolings": ..., "langs": ..., "masks": ..., "n_random": ...}``.
 
     Returns
     -------
     dict
-        ``table`` and ``summary`` (DataFrames), ``digit`` (DataFrame, maybe
-        empty), ``headline`` (list of str), ``files`` (written paths), ``runtime_s``.
-
-    Table columns
-    -------------
-    ``site`` (input / output / embedding), ``hidden_index``, ``tokens`` (all /
-    no_numerals), ``layer, k, kind, pooling, d, n_problems, ratio_full,
-    ratio_Z, ratio_Zperp, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
-    ratio_Z_percentile, E_lang_Z, E_lang_rand_mean, E_lang_rand_lo,
-    E_lang_rand_hi, E_lang_chance, E_lang_Z_over_chance, E_lang_Z_percentile,
-    E_lang_side, E_prob_Z, E_prob_rand_mean, E_prob_rand_lo, E_prob_rand_hi,
-    E_prob_chance, E_prob_Z_over_chance, E_lang_over_prob_Z,
-    E_lang_over_prob_rand_mean, E_lang_over_prob_rand_lo,
-    E_lang_over_prob_rand_hi, E_lang_over_prob_side, Z_better`` (``ratio_Z <
-    ratio_Zperp``).
+        ``table`` (columns in :func:`_phase2_rows`) and ``summary`` (DataFrames),
+        ``digit`` (DataFrame, maybe empty), ``headline`` (list of str), ``files``
+        (written paths), ``runtime_s``.
 
     Raises
     ------
@@ -818,7 +856,6 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         pooling, a language without prompts, a problem missing in one
         language, fewer than 2 problems, a missing or mismatched mask file.
     """
-    from zhunt.io import write_table, write_text
     from zhunt.data.store import ActivationStore
 
     t0 = time.perf_counter()
@@ -830,47 +867,14 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     with ActivationStore(store_path) as store:
         layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
                                                        where)
-        cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals}); streams share indices
-
-        def stream(j, pooling, tokens):
-            if (j, pooling, tokens) not in cache:
-                excl = numeral_ids if tokens == "no_numerals" else None
-                X_a, X_b, _ = paired_pooled(store, j, langs, pooling, exclude_ids=excl)
-                D = PairDeltas(X_a, X_b)
-                rnd = {}
-                for k in ks:
-                    rb = random_baseline(D, k, draws=draws[k])
-                    rnd[k] = (rb, *(_interval(rb[m]) for m in ("ratio", "E_lang", "E_prob", "E_lang_over_prob")))
-                cache[(j, pooling, tokens)] = (D, rnd)
-            return cache[(j, pooling, tokens)]
-
-        rows = []
-        for l in layers:
-            for st, j in phase2_streams(l, sites):
-                for tokens in token_sets:
-                    for pooling in poolings:
-                        D, rnd = stream(j, pooling, tokens)
-                        for k in ks:
-                            for kind in kinds:
-                                m = subspace_metrics(D, masks[(l, kind, k)])
-                                rows.append({"site": st, "hidden_index": j, "tokens": tokens, "layer": l, "k": k,
-                                             "kind": kind, "pooling": pooling, "d": d, "n_problems": len(ids),
-                                             **_phase2_metrics(D, m, rnd[k], k / d)})
+        rows = _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
+                            numeral_ids)
     table = _order_phase2(pd.DataFrame(rows), sites, token_sets, poolings, kinds)
     summary = phase2_summary(table)
     headline = _phase2_headlines(summary, model_name, langs)
     digit = digit_confound_phase2(table, model_name)
-    files = []
-    write_table(table, out_tsv, markdown=out_md)
-    files += [Path(out_tsv), Path(out_md)]
-    write_table(summary, summary_tsv)
-    write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
-    files += [Path(summary_tsv), Path(summary_md)]
-    if digit_tsv is not None:
-        write_table(digit, digit_tsv)
-        files.append(Path(digit_tsv))
-    primary = table[(table["site"] == sites[0]) & (table["tokens"] == "all")]
-    files += plot_phase2_heatmaps(primary, f"{model_name} (site {sites[0]})", fig_stem)
+    files = _write_phase2(table, summary, headline, digit, sites[0], model_name, out_tsv=out_tsv, out_md=out_md,
+                          summary_tsv=summary_tsv, summary_md=summary_md, fig_stem=fig_stem, digit_tsv=digit_tsv)
     runtime = time.perf_counter() - t0
     for line in headline[2:-3]:
         log.info("%s", line)
@@ -998,6 +1002,88 @@ def plot_datadriven(table: pd.DataFrame, model: str, stem) -> list:
     return save_figure(fig, stem)
 
 
+def _datadriven_stream(store, j: int, pooling: str, all_langs, r: int, refine: bool, langs, ids, folds):
+    """``M_s`` at hidden index ``j`` and its metrics on the pair ``langs``: ``(D, M_s, columns)``.
+
+    ``columns``: the stream's data-Z columns of :func:`_datadriven_rows`, the
+    ``*_cv`` ones cross-fitted over the two ``folds`` (``M_s`` estimated on one
+    half of the problems, evaluated on the other).
+    """
+    d = store.hidden_size
+    means, _ = language_means(store, j, pooling, all_langs)
+    sub = language_subspace(means, r, refine=refine)
+    Ms = sub["M_s"]
+    X_a, X_b, _ = paired_pooled(store, j, langs, pooling)
+    D = PairDeltas(X_a, X_b)
+    md = subspace_metrics(D, Ms)  # S = M_s; complement = M_s⊥
+    cv = []
+    pos = {p: i for i, p in enumerate(ids)}
+    for f in range(2):
+        train, test = folds[1 - f], folds[f]
+        sub_f = language_subspace(language_means(store, j, pooling, all_langs, ids=train)[0], r, refine=refine)
+        rows_f = [pos[p] for p in test]
+        cv.append(subspace_metrics(PairDeltas(X_a[rows_f], X_b[rows_f]), sub_f["M_s"]))
+    return D, Ms, {
+        "pooling": pooling, "d": d, "r": r, "n_languages": len(all_langs),
+        "n_problems": len(ids), "ratio_full": D.ratio_full,
+        "ratio_Msperp": md["ratio_perp"], "ratio_Ms": md["ratio_S"],
+        "ratio_Msperp_cv": float(np.mean([c["ratio_perp"] for c in cv])),
+        "ratio_Ms_cv": float(np.mean([c["ratio_S"] for c in cv])),
+        "E_lang_Msperp": 1.0 - md["E_lang"], "E_lang_Msperp_chance": (d - r) / d,
+        "E_lang_Ms": md["E_lang"], "E_lang_Ms_chance": r / d,
+        "E_lang_Ms_over_chance": md["E_lang"] / (r / d),
+        "E_lang_Ms_cv": float(np.mean([c["E_lang"] for c in cv])),
+        "E_prob_Msperp": 1.0 - md["E_prob"],
+        "lsar_vs_svd_similarity": grassmann_similarity(Ms, sub["M_s_svd"]),
+    }
+
+
+def _datadriven_rows(D, Ms, base: Mapping, ks, kinds, masks: Mapping, draws: Mapping) -> list[dict]:
+    """One row per (k, kind) of one stream: ``base`` plus weight-Z and the comparison columns.
+
+    Table columns (one row per site, layer, k, kind, pooling)
+    ----------------------------------------------------------
+    ``site, hidden_index, layer, k, kind, pooling, d, r, n_languages, ratio_full``;
+    weight-Z: ``ratio_Z, ratio_Zperp, E_lang_Z, E_lang_Z_chance (k/d),
+    E_lang_Z_over_chance``;
+    data-Z: ``ratio_Msperp, ratio_Ms, ratio_Msperp_cv, ratio_Ms_cv,
+    E_lang_Msperp, E_lang_Msperp_chance ((d-r)/d), E_lang_Ms, E_lang_Ms_chance
+    (r/d), E_lang_Ms_over_chance, E_lang_Ms_cv, E_prob_Msperp``;
+    comparison: ``cos_mean, cos_max`` (principal angles between Z and M_s),
+    ``cos_mean_rand_mean/lo/hi, cos_max_rand_mean/lo/hi`` (random k-dim
+    subspace vs M_s), ``E_Ms_in_Z`` (``||V_Z M_s^T||_F² / r``),
+    ``E_Ms_in_Z_chance`` (k/d), ``E_Ms_in_Z_over_chance``, ``E_Ms_in_Z_rand_lo/hi``,
+    ``lsar_vs_svd_similarity`` (Grassmann similarity of refined and plain M_s).
+    """
+    d, r, l = base["d"], base["r"], base["layer"]
+    rows = []
+    for k in ks:
+        rc = [np.linalg.svd(V @ Ms.T, compute_uv=False) for V in draws[k]]
+        rc_mean = np.array([c.mean() for c in rc])
+        rc_max = np.array([c.max() for c in rc])
+        rc_energy = np.array([np.sum(c**2) / r for c in rc])
+        cm, cm_lo, cm_hi = _interval(rc_mean)
+        cx, cx_lo, cx_hi = _interval(rc_max)
+        _, e_lo, e_hi = _interval(rc_energy)
+        for kind in kinds:
+            V = masks[(l, kind, k)]
+            mz = subspace_metrics(D, V)
+            cos = np.linalg.svd(V @ Ms.T, compute_uv=False)
+            e_in = float(np.sum((V @ Ms.T) ** 2) / r)
+            rows.append({
+                "k": k, "kind": kind, **base,
+                "ratio_Z": mz["ratio_S"], "ratio_Zperp": mz["ratio_perp"],
+                "E_lang_Z": mz["E_lang"], "E_lang_Z_chance": k / d,
+                "E_lang_Z_over_chance": mz["E_lang"] / (k / d),
+                "cos_mean": float(cos.mean()), "cos_max": float(cos.max()),
+                "cos_mean_rand_mean": cm, "cos_mean_rand_lo": cm_lo, "cos_mean_rand_hi": cm_hi,
+                "cos_max_rand_mean": cx, "cos_max_rand_lo": cx_lo, "cos_max_rand_hi": cx_hi,
+                "E_Ms_in_Z": e_in, "E_Ms_in_Z_chance": k / d, "E_Ms_in_Z_over_chance": e_in / (k / d),
+                "E_Ms_in_Z_rand_lo": e_lo, "E_Ms_in_Z_rand_hi": e_hi,
+            })
+    return rows
+
+
 def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks, kinds=("multihead",),
                    poolings=("last", "mean"), seed: int = 0, *, out_tsv, out_md, fig_stem,
                    langs=("zh", "en"), n_random: int = 100, rank: int | None = None, refine: bool = True,
@@ -1026,21 +1112,9 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     Returns
     -------
     dict
-        ``table`` (DataFrame), ``files``, ``runtime_s``, ``headline`` (list of str).
+        ``table`` (DataFrame, columns in :func:`_datadriven_rows`), ``files``, ``runtime_s``,
+        ``headline`` (list of str).
 
-    Table columns (one row per site, layer, k, kind, pooling)
-    ----------------------------------------------------------
-    ``site, hidden_index, layer, k, kind, pooling, d, r, n_languages, ratio_full``;
-    weight-Z: ``ratio_Z, ratio_Zperp, E_lang_Z, E_lang_Z_chance (k/d),
-    E_lang_Z_over_chance``;
-    data-Z: ``ratio_Msperp, ratio_Ms, ratio_Msperp_cv, ratio_Ms_cv,
-    E_lang_Msperp, E_lang_Msperp_chance ((d-r)/d), E_lang_Ms, E_lang_Ms_chance
-    (r/d), E_lang_Ms_over_chance, E_lang_Ms_cv, E_prob_Msperp``;
-    comparison: ``cos_mean, cos_max`` (principal angles between Z and M_s),
-    ``cos_mean_rand_mean/lo/hi, cos_max_rand_mean/lo/hi`` (random k-dim
-    subspace vs M_s), ``E_Ms_in_Z`` (``||V_Z M_s^T||_F² / r``),
-    ``E_Ms_in_Z_chance`` (k/d), ``E_Ms_in_Z_over_chance``, ``E_Ms_in_Z_rand_lo/hi``,
-    ``lsar_vs_svd_similarity`` (Grassmann similarity of refined and plain M_s).
     """
     from zhunt.io import write_table
     from zhunt.data.store import ActivationStore
@@ -1064,58 +1138,9 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         for site_, l in ((st, l) for st in phase2_sites(site, site_variants) for l in layers):
             j = hidden_index(l, site_)
             for pooling in poolings:
-                means, _ = language_means(store, j, pooling, all_langs)
-                sub = language_subspace(means, r, refine=refine)
-                Ms = sub["M_s"]
-                X_a, X_b, _ = paired_pooled(store, j, langs, pooling)
-                D = PairDeltas(X_a, X_b)
-                md = subspace_metrics(D, Ms)  # S = M_s; complement = M_s⊥
-                cv = []
-                pos = {p: i for i, p in enumerate(ids)}
-                for f in range(2):
-                    train, test = folds[1 - f], folds[f]
-                    sub_f = language_subspace(language_means(store, j, pooling, all_langs, ids=train)[0], r,
-                                              refine=refine)
-                    rows_f = [pos[p] for p in test]
-                    cv.append(subspace_metrics(PairDeltas(X_a[rows_f], X_b[rows_f]), sub_f["M_s"]))
-                base = {
-                    "site": site_, "hidden_index": j,
-                    "layer": l, "pooling": pooling, "d": d, "r": r, "n_languages": len(all_langs),
-                    "n_problems": len(ids), "ratio_full": D.ratio_full,
-                    "ratio_Msperp": md["ratio_perp"], "ratio_Ms": md["ratio_S"],
-                    "ratio_Msperp_cv": float(np.mean([c["ratio_perp"] for c in cv])),
-                    "ratio_Ms_cv": float(np.mean([c["ratio_S"] for c in cv])),
-                    "E_lang_Msperp": 1.0 - md["E_lang"], "E_lang_Msperp_chance": (d - r) / d,
-                    "E_lang_Ms": md["E_lang"], "E_lang_Ms_chance": r / d,
-                    "E_lang_Ms_over_chance": md["E_lang"] / (r / d),
-                    "E_lang_Ms_cv": float(np.mean([c["E_lang"] for c in cv])),
-                    "E_prob_Msperp": 1.0 - md["E_prob"],
-                    "lsar_vs_svd_similarity": grassmann_similarity(Ms, sub["M_s_svd"]),
-                }
-                for k in ks:
-                    rc = [np.linalg.svd(V @ Ms.T, compute_uv=False) for V in draws[k]]
-                    rc_mean = np.array([c.mean() for c in rc])
-                    rc_max = np.array([c.max() for c in rc])
-                    rc_energy = np.array([np.sum(c**2) / r for c in rc])
-                    cm, cm_lo, cm_hi = _interval(rc_mean)
-                    cx, cx_lo, cx_hi = _interval(rc_max)
-                    _, e_lo, e_hi = _interval(rc_energy)
-                    for kind in kinds:
-                        V = masks[(l, kind, k)]
-                        mz = subspace_metrics(D, V)
-                        cos = np.linalg.svd(V @ Ms.T, compute_uv=False)
-                        e_in = float(np.sum((V @ Ms.T) ** 2) / r)
-                        rows.append({
-                            "k": k, "kind": kind, **base,
-                            "ratio_Z": mz["ratio_S"], "ratio_Zperp": mz["ratio_perp"],
-                            "E_lang_Z": mz["E_lang"], "E_lang_Z_chance": k / d,
-                            "E_lang_Z_over_chance": mz["E_lang"] / (k / d),
-                            "cos_mean": float(cos.mean()), "cos_max": float(cos.max()),
-                            "cos_mean_rand_mean": cm, "cos_mean_rand_lo": cm_lo, "cos_mean_rand_hi": cm_hi,
-                            "cos_max_rand_mean": cx, "cos_max_rand_lo": cx_lo, "cos_max_rand_hi": cx_hi,
-                            "E_Ms_in_Z": e_in, "E_Ms_in_Z_chance": k / d, "E_Ms_in_Z_over_chance": e_in / (k / d),
-                            "E_Ms_in_Z_rand_lo": e_lo, "E_Ms_in_Z_rand_hi": e_hi,
-                        })
+                D, Ms, base = _datadriven_stream(store, j, pooling, all_langs, r, refine, langs, ids, folds)
+                rows += _datadriven_rows(D, Ms, {"site": site_, "hidden_index": j, "layer": l, **base}, ks, kinds,
+                                         {key: V for key, V in masks.items() if key[0] == l}, draws)
     table = pd.DataFrame(rows)
     order = ["site", "hidden_index", "layer", "k", "kind", "pooling"]
     table = table[order + [c for c in table.columns if c not in order]]
@@ -1126,12 +1151,11 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     write_table(table, out_tsv, markdown=out_md)
     files += [Path(out_tsv), Path(out_md)]
     files += plot_datadriven(table[table["site"] == sites[0]], f"{model_name} (site {sites[0]})", fig_stem)
-    headline = []
-    for _, x in table.iterrows():
-        headline.append(
-            f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
-            f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
-            f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
-            f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})")
+    headline = [
+        f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
+        f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
+        f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
+        f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})"
+        for _, x in table.iterrows()]
     runtime = time.perf_counter() - t0
     return {"table": table, "files": [str(p) for p in files], "headline": headline, "runtime_s": runtime}

@@ -482,7 +482,7 @@ def _m_coint(root, model, wc):
 
 
 def _m_garch(root, model, wc):
-    from zhunt.activations.theory import GARCH_RULE, garch_model_verdict
+    from zhunt.activations.garch import GARCH_RULE, garch_model_verdict
 
     g = _tsv(root / model / "theory/garch.tsv")
     conv = g[g["converged"].astype(str) == "True"]

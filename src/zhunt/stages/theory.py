@@ -6,7 +6,8 @@ Each ``run_<rule>`` follows the contract of :mod:`zhunt.stages`; the work is don
 
 from __future__ import annotations
 
-from zhunt.activations.theory import THEORY_FIGURES, THEORY_TABLES, run_garch as garch_fits, run_theory as theory_tests
+from zhunt.activations.garch import run_garch as garch_fits
+from zhunt.activations.theory import THEORY_FIGURES, THEORY_TABLES, run_theory as theory_tests
 from zhunt.data.numerals import store_numeral_ids
 
 __all__ = ["run_theory", "run_garch"]
