@@ -1,5 +1,7 @@
 """Cross-lingual nearest-neighbour retrieval and the alignment depth ``L*`` (per language, per problem),
-related to category and length, with :func:`alignment_verdict` (:data:`ALIGNMENT_RULE`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+related to category and length, with :func:`alignment_verdict` (:data:`ALIGNMENT_RULE`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

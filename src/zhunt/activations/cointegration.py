@@ -1,6 +1,8 @@
 """Cointegration of two languages' trajectories through depth: Johansen rank against simulated
 finite-sample critical values, VECM error-correction coefficients, and the per-problem and model
-verdicts (:data:`COINT_RULE`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+verdicts (:data:`COINT_RULE`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Geometry of the layer contributions ``f_j = h(j + 1) - h(j)``: their Gram of cosines and the
-cross-term fraction of the accumulated cross-lingual disagreement. Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+cross-term fraction of the accumulated cross-lingual disagreement.
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

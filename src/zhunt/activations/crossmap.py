@@ -1,5 +1,7 @@
 """Cross-lingual maps between languages' PCA coordinates: orthogonal Procrustes vs affine, held-out
-``R^2`` over a K-fold split of problems, with :func:`crossmap_verdict` (:data:`CROSSMAP_RULE`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+``R^2`` over a K-fold split of problems, with :func:`crossmap_verdict` (:data:`CROSSMAP_RULE`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

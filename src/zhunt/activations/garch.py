@@ -1,6 +1,8 @@
 """GARCH(1,1) on seed 003's per-step cross-lingual update differences ``||delta_l^(t)||^2``: one fit per
 problem, Engle's ARCH-LM gate, the per-series and model verdicts (:data:`GARCH_RULE`), and the
-``garch`` rule's work (:func:`run_garch`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+``garch`` rule's work (:func:`run_garch`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

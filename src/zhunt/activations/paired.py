@@ -1,7 +1,9 @@
 """Paired prompt states: every problem's pooled hidden states in every language, at every depth.
 
 The seed-003 analyses (:mod:`zhunt.activations.theory`) read an activation store once into a
-:class:`PairedStates` (problems paired by :func:`zhunt.data.pairing.pair_by_problem`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+:class:`PairedStates` (problems paired by :func:`zhunt.data.pairing.pair_by_problem`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 ``SNR(j) = D_same(j) / D_diff(j)`` for a language pair, the exact one-step
 decomposition behind Theorem 2, and the labels :func:`snr_verdict` /
-:func:`theorem2_verdict` (rules :data:`SNR_RULE`, :data:`THEOREM2_RULE`). Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
+:func:`theorem2_verdict` (rules :data:`SNR_RULE`, :data:`THEOREM2_RULE`).
+
+Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ def monotonicity(values) -> dict:
 
 
 # The verdicts on the SNR profile, with their thresholds (every seed-003 verdict keeps its thresholds
-# next to its own rule, in the module of its quantity). Each is calibrated in tests/test_theory.py: null inputs over >= 20
-# seeds give the null label in >= 95 %, a planted input the positive label.
+# next to its own rule, in the module of its quantity). Each is calibrated in tests/test_theory.py:
+# null inputs over >= 20 seeds give the null label in >= 95 %, a planted input the positive label.
 #: SNR verdict: "monotone decreasing" needs SNR(j+1) < SNR(j) at every step j = 0..L-1 (the seed's claim).
 SNR_RULE = "SNR strictly decreasing at every step j -> j+1 (seed 003): 'monotone decreasing', else 'not monotone'"
 #: Theorem-2 verdict: "holds at every layer" needs, at every layer j, the condition

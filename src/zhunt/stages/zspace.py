@@ -6,7 +6,7 @@ Each ``run_<rule>`` follows the contract of :mod:`zhunt.stages`; the work is don
 
 from __future__ import annotations
 
-from zhunt.activations.zspace import run_datadriven, run_phase2 as phase2_metrics
+from zhunt.activations import zspace
 from zhunt.data.numerals import store_numeral_ids
 
 __all__ = ["run_phase2", "run_datadriven_z"]
@@ -21,12 +21,13 @@ def _where(model: str, *keys: str) -> dict:
 def run_phase2(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
     """Phase 2 metrics at every site (outputs ``table``, ``summary``, ``fig``, ``digit``)."""
     model, layers = wildcards["model"], list(params["layers"])
-    phase2_metrics(inputs["store"], dict(zip(layers, inputs["masks"])), model, layers, list(params["ks"]),
-                   kinds=tuple(params["kinds"]), n_random=params["n_random"], out_tsv=outputs["table"][0],
-                   out_md=outputs["table"][1], summary_tsv=outputs["summary"][0], summary_md=outputs["summary"][1],
-                   fig_stem=outputs["fig"][0], site=params["site"], site_variants=list(params["site_variants"]),
-                   numeral_ids=store_numeral_ids(inputs["model"], inputs["store"]), digit_tsv=outputs["digit"],
-                   where=_where(model, "layers", "ks", "kinds"))
+    zspace.run_phase2(inputs["store"], dict(zip(layers, inputs["masks"])), model, layers, list(params["ks"]),
+                      kinds=tuple(params["kinds"]), n_random=params["n_random"], out_tsv=outputs["table"][0],
+                      out_md=outputs["table"][1], summary_tsv=outputs["summary"][0],
+                      summary_md=outputs["summary"][1], fig_stem=outputs["fig"][0], site=params["site"],
+                      site_variants=list(params["site_variants"]),
+                      numeral_ids=store_numeral_ids(inputs["model"], inputs["store"]), digit_tsv=outputs["digit"],
+                      where=_where(model, "layers", "ks", "kinds"))
 
 
 def run_datadriven_z(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
@@ -34,8 +35,8 @@ def run_datadriven_z(inputs, params, outputs, *, wildcards=None, threads=1) -> N
     from zhunt.experiments.ablation import write_ms_basis
 
     model, layers = wildcards["model"], list(params["layers"])
-    run_datadriven(inputs["store"], dict(zip(layers, inputs["masks"])), model, layers, list(params["ks"]),
-                   n_random=params["n_random"], out_tsv=outputs["table"][0], out_md=outputs["table"][1],
-                   fig_stem=outputs["fig"][0], site=params["site"], site_variants=list(params["site_variants"]),
-                   where=_where(model, "layers", "ks"))
+    zspace.run_datadriven(inputs["store"], dict(zip(layers, inputs["masks"])), model, layers, list(params["ks"]),
+                          n_random=params["n_random"], out_tsv=outputs["table"][0], out_md=outputs["table"][1],
+                          fig_stem=outputs["fig"][0], site=params["site"],
+                          site_variants=list(params["site_variants"]), where=_where(model, "layers", "ks"))
     write_ms_basis(outputs["basis"], inputs["store"], model)  # every layer, both sites
