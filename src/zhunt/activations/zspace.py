@@ -122,6 +122,7 @@ from zhunt.weights.structure import energy_fraction
 from zhunt.subspace import canonical_signs, grassmann_similarity, project, project_complement, random_subspace
 
 __all__ = [
+    "safe_ratio",
     "POOLINGS",
     "PairDeltas",
     "paired_pooled",
@@ -138,8 +139,6 @@ __all__ = [
     "phase2_sites",
     "phase2_streams",
     "digit_confound_phase2",
-    "plot_phase2_heatmaps",
-    "plot_datadriven",
     "run_phase2",
     "run_datadriven",
 ]
@@ -342,7 +341,7 @@ class PairDeltas:
     @property
     def ratio_full(self) -> float:
         """Phase 2 ratio in the whole space, ``mean ||δ_i|| / mean ||ω||``."""
-        return _safe_div(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
+        return safe_ratio(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
 
     def sq_norms_in(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared norms of the deltas' projections onto the span of orthonormal rows ``W`` (k, d).
@@ -413,14 +412,15 @@ def subspace_metrics(deltas: PairDeltas, V: np.ndarray) -> dict:
     w_in = np.linalg.norm(project(deltas.within, V), axis=1)
     w_out = np.linalg.norm(project_complement(deltas.within, V), axis=1)
     return {
-        "ratio_S": _safe_div(c_in.mean(), w_in.mean()),
-        "ratio_perp": _safe_div(c_out.mean(), w_out.mean()),
+        "ratio_S": safe_ratio(c_in.mean(), w_in.mean()),
+        "ratio_perp": safe_ratio(c_out.mean(), w_out.mean()),
         "E_lang": energy_fraction(deltas.cross, V),
         "E_prob": energy_fraction(deltas.within, V),
     }
 
 
-def _safe_div(a: float, b: float) -> float:
+def safe_ratio(a: float, b: float) -> float:
+    """``a / b``; for ``b <= 0``: ``inf`` when ``a > 0``, else NaN."""
     return float(a / b) if b > 0 else (math.inf if a > 0 else math.nan)
 
 
@@ -458,12 +458,12 @@ def random_baseline(deltas: PairDeltas, k: int, n_random: int = 100, seed: int =
     tot_c, tot_w = deltas.cross_sq.sum(), deltas.within_sq.sum()
     for i, V in enumerate(draws):
         c2, w2 = deltas.sq_norms_in(V)
-        out["ratio"][i] = _safe_div(np.sqrt(c2).mean(), np.sqrt(w2).mean())
-        out["ratio_perp"][i] = _safe_div(np.sqrt(np.clip(deltas.cross_sq - c2, 0, None)).mean(),
+        out["ratio"][i] = safe_ratio(np.sqrt(c2).mean(), np.sqrt(w2).mean())
+        out["ratio_perp"][i] = safe_ratio(np.sqrt(np.clip(deltas.cross_sq - c2, 0, None)).mean(),
                                          np.sqrt(np.clip(deltas.within_sq - w2, 0, None)).mean())
         out["E_lang"][i] = c2.sum() / tot_c if tot_c > 0 else math.nan
         out["E_prob"][i] = w2.sum() / tot_w if tot_w > 0 else math.nan
-        out["E_lang_over_prob"][i] = _safe_div(out["E_lang"][i], out["E_prob"][i])
+        out["E_lang_over_prob"][i] = safe_ratio(out["E_lang"][i], out["E_prob"][i])
     return out
 
 
@@ -577,55 +577,6 @@ def _phase2_headlines(summary: pd.DataFrame, model: str, langs) -> list[str]:
     return out
 
 
-def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:
-    """Heatmaps over (layer, k) of ``ratio_Z / ratio_Zperp``, one panel per mask kind x pooling.
-
-    Colour is centred at 1 (blue: Z separates better than Z⊥); ``*`` marks
-    configs whose ``ratio_Z`` lies below the random 95 % interval.
-    """
-    from matplotlib.colors import TwoSlopeNorm
-
-    from zhunt.report.figures import new_figure, save_figure
-
-    kinds = list(dict.fromkeys(table["kind"]))
-    pools = list(dict.fromkeys(table["pooling"]))
-    layers = sorted(table["layer"].unique())
-    ks = sorted(table["k"].unique())
-    rel = table["ratio_Z"] / table["ratio_Zperp"]
-    span = float(np.nanmax(np.abs(np.log(rel[np.isfinite(rel) & (rel > 0)])))) if np.isfinite(rel).any() else 0.1
-    span = min(max(span, 0.05), math.log(3.0))  # colours saturate beyond a factor 3 either way
-    norm = TwoSlopeNorm(vcenter=1.0, vmin=math.exp(-span), vmax=math.exp(span))
-    fig, axes = new_figure(len(kinds), len(pools), width=3.2 * len(pools) + 1.0,
-                           height=0.45 * len(layers) * len(kinds) + 1.6 * len(kinds), squeeze=False,
-                           layout="constrained")
-    im = None
-    for a, kind in enumerate(kinds):
-        for b, pooling in enumerate(pools):
-            ax = axes[a, b]
-            M = np.full((len(layers), len(ks)), np.nan)
-            star = np.zeros_like(M, dtype=bool)
-            sel = table[(table["kind"] == kind) & (table["pooling"] == pooling)]
-            for _, r in sel.iterrows():
-                i, jj = layers.index(r["layer"]), ks.index(r["k"])
-                M[i, jj] = _safe_div(r["ratio_Z"], r["ratio_Zperp"])
-                star[i, jj] = r["ratio_Z"] < r["ratio_rand_lo"]
-            im = ax.imshow(M, cmap="RdBu_r", norm=norm, origin="lower", aspect="auto", interpolation="nearest")
-            for i in range(len(layers)):
-                for jj in range(len(ks)):
-                    if np.isfinite(M[i, jj]):
-                        dark = abs(math.log(max(M[i, jj], 1e-300))) > 0.6 * span
-                        ax.text(jj, i, f"{M[i, jj]:.2f}{'*' if star[i, jj] else ''}", ha="center",
-                                va="center", fontsize=7, color="white" if dark else "black")
-            ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-            ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers])
-            ax.set_xlabel("k")
-            ax.set_title(f"{kind}, {pooling} pooling")
-            ax.grid(False)
-    fig.colorbar(im, ax=axes, shrink=0.8, extend="both", label="ratio_Z / ratio_Z⊥  (<1: Z separates better)")
-    fig.suptitle(f"{model}: Phase 2 ratio_Z / ratio_Z⊥  (* ratio_Z below random 95% interval)", fontsize=9)
-    return save_figure(fig, stem)
-
-
 def _check_sweep(kinds, poolings, n_random, where):
     """Validated (kinds, poolings) of a Phase 2 / data-driven sweep; n_random must give a 95% interval."""
     kinds = _check_choice(kinds, MASK_KINDS, "kinds", where)
@@ -670,7 +621,7 @@ def _sep(ratio) -> float:
 _DIGIT_MEASURES = {
     "separation_full": lambda r: r["ratio_full"],
     "separation_Z": lambda r: r["ratio_Z"],
-    "z_advantage": lambda r: _safe_div(r["ratio_Z"], r["ratio_Zperp"]),
+    "z_advantage": lambda r: safe_ratio(r["ratio_Z"], r["ratio_Zperp"]),
 }
 
 
@@ -713,7 +664,7 @@ def _phase2_metrics(D: "PairDeltas", m: Mapping, rnd, chance: float) -> dict:
     random baseline and its intervals of the stream (``(rb, ratio, E_lang, E_prob, E_lang_over_prob)``),
     ``chance`` = k/d."""
     rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), (es_mean, es_lo, es_hi) = rnd
-    spec = _safe_div(m["E_lang"], m["E_prob"])
+    spec = safe_ratio(m["E_lang"], m["E_prob"])
     return {
         "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"], "ratio_Zperp": m["ratio_perp"],
         "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
@@ -798,6 +749,8 @@ def _write_phase2(table, summary, headline, digit, primary_site, model_name, *, 
         write_table(digit, digit_tsv)
         files.append(Path(digit_tsv))
     primary = table[(table["site"] == primary_site) & (table["tokens"] == "all")]
+    from zhunt.report.zspace import plot_phase2_heatmaps
+
     return files + plot_phase2_heatmaps(primary, f"{model_name} (site {primary_site})", fig_stem)
 
 
@@ -973,35 +926,6 @@ def _cv_folds(ids: Sequence[str], seed: int) -> list[list[str]]:
     return [[ids[i] for i in sorted(perm[:half])], [ids[i] for i in sorted(perm[half:])]]
 
 
-def plot_datadriven(table: pd.DataFrame, model: str, stem) -> list:
-    """Per layer: mean cosine of the principal angles between Z (k) and M_s vs k, with the random band."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    layers = sorted(table["layer"].unique())
-    fig, axes = new_figure(1, len(layers), width=3.4 * len(layers) + 0.6, height=3.2, squeeze=False, sharey=True,
-                           layout="constrained")
-    styles = {"last": "-", "mean": "--"}
-    marks = {"multihead": "o", "head0": "s"}
-    colors = [SERIES_COLORS["attention"], SERIES_COLORS["gate"], SERIES_COLORS["up"], SERIES_COLORS["down"]]
-    for ax, l in zip(axes[0], layers):
-        t = table[table["layer"] == l]
-        for n, ((kind, pooling), g) in enumerate(t.groupby(["kind", "pooling"], sort=False)):
-            g = g.sort_values("k")
-            c = colors[n % len(colors)]
-            ax.plot(g["k"], g["cos_mean"], marker=marks.get(kind, "o"), ls=styles.get(pooling, "-"), color=c,
-                    label=f"Z {kind} vs M_s ({pooling})")
-        g = t.drop_duplicates("k").sort_values("k")
-        ax.fill_between(g["k"], g["cos_mean_rand_lo"], g["cos_mean_rand_hi"], color=SERIES_COLORS["chance"],
-                        alpha=0.2, lw=0, label="random k-dim subspace, 95%")
-        ax.plot(g["k"], g["cos_mean_rand_mean"], ":", color=SERIES_COLORS["chance"], label="random, mean")
-        ax.set_title(f"L{l} (r={int(t['r'].iloc[0])})")
-        ax.set_xlabel("k (dimension of Z)")
-    axes[0, 0].set_ylabel("mean cos(principal angles)")
-    axes[0, -1].legend(loc="best", fontsize=6)
-    fig.suptitle(f"{model}: weight-derived Z vs data-driven language subspace M_s", fontsize=9)
-    return save_figure(fig, stem)
-
-
 def _datadriven_stream(store, j: int, pooling: str, all_langs, r: int, refine: bool, langs, ids, folds):
     """``M_s`` at hidden index ``j`` and its metrics on the pair ``langs``: ``(D, M_s, columns)``.
 
@@ -1150,6 +1074,8 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     files = []
     write_table(table, out_tsv, markdown=out_md)
     files += [Path(out_tsv), Path(out_md)]
+    from zhunt.report.zspace import plot_datadriven
+
     files += plot_datadriven(table[table["site"] == sites[0]], f"{model_name} (site {sites[0]})", fig_stem)
     headline = [
         f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
