@@ -14,18 +14,9 @@ import pandas as pd
 
 from zhunt.activations.paired import PairedStates, reference_language
 
-__all__ = [
-    "nn_correct",
-    "nn_accuracy",
-    "nn_retrieval_table",
-    "alignment_depth_languages",
-    "alignment_depth_problems",
-    "problem_depths",
-    "depth_vs_category",
-    "depth_vs_length",
-    "ALIGNMENT_RULE",
-    "alignment_verdict",
-]
+__all__ = ["nn_correct", "nn_accuracy", "nn_retrieval_table", "alignment_depth_languages",
+           "alignment_depth_problems", "problem_depths", "depth_vs_category", "depth_vs_length", "ALIGNMENT_RULE",
+           "alignment_verdict"]
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

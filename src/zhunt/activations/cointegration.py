@@ -15,21 +15,9 @@ import pandas as pd
 from zhunt.activations.paired import PairedStates
 from zhunt.errors import ZhuntError
 
-__all__ = [
-    "COINTEGRATION_CAPTION",
-    "COINT_LEVEL",
-    "COINT_MODEL_LEVEL",
-    "COINT_N_SIM",
-    "COINT_SIM_SEED",
-    "ALPHA_RATIO_THRESHOLD",
-    "COINT_RULE",
-    "johansen_null_crit",
-    "johansen_rank",
-    "vecm_alpha",
-    "cointegration_verdict",
-    "cointegration_model_verdict",
-    "cointegration_table",
-]
+__all__ = ["COINTEGRATION_CAPTION", "COINT_LEVEL", "COINT_MODEL_LEVEL", "COINT_N_SIM", "COINT_SIM_SEED",
+           "ALPHA_RATIO_THRESHOLD", "COINT_RULE", "johansen_null_crit", "johansen_rank", "vecm_alpha",
+           "cointegration_verdict", "cointegration_model_verdict", "cointegration_table"]
 
 
 COINTEGRATION_CAPTION = (

@@ -10,11 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = [
-    "contribution_gram",
-    "offdiag_stats",
-    "cross_term_fraction",
-]
+__all__ = ["contribution_gram", "offdiag_stats", "cross_term_fraction"]
 
 
 def contribution_gram(F: np.ndarray) -> np.ndarray:

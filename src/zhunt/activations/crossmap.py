@@ -15,14 +15,8 @@ import pandas as pd
 from zhunt.activations.paired import PairedStates
 from zhunt.progress import Progress
 
-__all__ = [
-    "crossmap_heldout",
-    "crossmap_table",
-    "CROSSMAP_GAP",
-    "CROSSMAP_MIN_R2",
-    "CROSSMAP_RULE",
-    "crossmap_verdict",
-]
+__all__ = ["crossmap_heldout", "crossmap_table", "CROSSMAP_GAP", "CROSSMAP_MIN_R2", "CROSSMAP_RULE",
+           "crossmap_verdict"]
 
 
 def _pca_basis(X: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,19 +16,8 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 
-__all__ = [
-    "GARCH_LEVEL",
-    "GARCH_ARCH_LM_LAGS",
-    "GARCH_MIN_STEPS",
-    "GARCH_RULE",
-    "simulate_garch",
-    "garch_beta",
-    "garch_verdict",
-    "garch_model_verdict",
-    "step_delta_norms",
-    "garch_table",
-    "run_garch",
-]
+__all__ = ["GARCH_LEVEL", "GARCH_ARCH_LM_LAGS", "GARCH_MIN_STEPS", "GARCH_RULE", "simulate_garch", "garch_beta",
+           "garch_verdict", "garch_model_verdict", "step_delta_norms", "garch_table", "run_garch"]
 
 
 #: Significance level of every test in the GARCH verdict (per series and across series).

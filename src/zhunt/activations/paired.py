@@ -15,12 +15,7 @@ import numpy as np
 from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 
-__all__ = [
-    "PairedStates",
-    "load_paired",
-    "default_pair",
-    "reference_language",
-]
+__all__ = ["PairedStates", "load_paired", "default_pair", "reference_language"]
 
 
 @dataclass

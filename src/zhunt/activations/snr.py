@@ -14,15 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = [
-    "mean_pairwise_sqdist",
-    "snr_profile",
-    "monotonicity",
-    "SNR_RULE",
-    "THEOREM2_RULE",
-    "snr_verdict",
-    "theorem2_verdict",
-]
+__all__ = ["mean_pairwise_sqdist", "snr_profile", "monotonicity", "SNR_RULE", "THEOREM2_RULE", "snr_verdict",
+           "theorem2_verdict"]
 
 
 def mean_pairwise_sqdist(X: np.ndarray) -> float:

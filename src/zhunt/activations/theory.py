@@ -137,18 +137,8 @@ from zhunt.activations.snr import SNR_RULE, THEOREM2_RULE, monotonicity, snr_pro
 from zhunt.errors import ZhuntError
 from zhunt.report.theory import plot_contrib_gram, plot_crossmap, plot_nn_accuracy, plot_snr
 
-__all__ = [
-    "SEED_003",
-    "site_layer",
-    "digit_confound_nn",
-    "THEORY_TABLES",
-    "THEORY_FIGURES",
-    "run_theory",
-    "TheoryResults",
-    "theory_tests",
-    "alignment_depth_table",
-    "theory_summary",
-]
+__all__ = ["SEED_003", "site_layer", "digit_confound_nn", "THEORY_TABLES", "THEORY_FIGURES", "run_theory",
+           "TheoryResults", "theory_tests", "alignment_depth_table", "theory_summary"]
 
 log = logging.getLogger("zhunt.activations.theory")
 

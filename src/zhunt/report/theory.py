@@ -11,14 +11,7 @@ import pandas as pd
 from zhunt.activations.garch import GARCH_RULE
 from zhunt.activations.paired import reference_language
 
-__all__ = [
-    "garch_markdown",
-    "plot_snr",
-    "plot_nn_accuracy",
-    "plot_contrib_gram",
-    "plot_crossmap",
-    "plot_garch",
-]
+__all__ = ["garch_markdown", "plot_snr", "plot_nn_accuracy", "plot_contrib_gram", "plot_crossmap", "plot_garch"]
 
 
 def garch_markdown(out: pd.DataFrame, model: dict, model_out, min_steps: int, level: float) -> str:
