@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from zhunt.activations.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem, Standardiser,
-                       ard_headline, cold_start, fit_ard, growth_rate, heldout_verdict, rotation_basis,
+                       ard_headline, cold_start, fit_ard, growth_rate, heldout_verdict, middle_lambda,
+                       rotation_basis,
                        run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start, z_energy, z_size)
+from zhunt.errors import ZhuntError
 from zhunt.stats import gmm_bimodality
 from zhunt.weights.masks import write_masks
 from zhunt.data.store import StoreWriter
@@ -252,10 +254,16 @@ def test_run_ard_layer_files(stage_files):
     assert (sd["growth_per_100_steps"] > 0).all() and not sd["converged"].any()
 
 
+def figs(d):
+    """The three summary figure stems in ``d``, as the rule names them."""
+    return {"fig_size": d / "ard_z_size.pdf", "fig_spectrum": d / "ard_spectrum.pdf",
+            "fig_traj": d / "ard_trajectories.pdf"}
+
+
 def test_summarise_ard(stage_files, tmp_path):
     tmp, _ = stage_files
     res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", tmp_path / "fig")
+                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", **figs(tmp_path / "fig"))
     t = pd.read_csv(tmp_path / "ard_summary.tsv", sep="\t")
     assert len(t) == 32 and {"z_size", "z_rule", "z_size_median", "threshold_pooled_log10",
                              "overlap_pooled"} <= set(t.columns)
@@ -266,6 +274,39 @@ def test_summarise_ard(stage_files, tmp_path):
         assert (tmp_path / "fig" / f"{stem}.pdf").exists() and (tmp_path / "fig" / f"{stem}.png").exists()
     c = res["collapse"]
     assert c["n_runs"] == 16 and c["n_converged"] == 0 and c["median_growth_per_100_steps"] > 0
+
+
+def test_ard_summary_stage_writes_the_rule_outputs(stage_files, tmp_path):
+    """The rule's stage: inputs/params/outputs dicts in, exactly the named outputs out, same table as the function."""
+    from zhunt.stages.ard import run_ard_summary
+
+    tmp, _ = stage_files
+    held = pd.DataFrame([dict(model="planted", layer=1, **{"lambda": 0.1}, objective="wellposed", init="warm",
+                              basis="coord", kernel=k, test=te, p_value=p, z_size_fit=3, z_rule_fit="bimodal", d=12)
+                         for k, te, p in (("learned", "language", 0.6), ("learned", "problem", 0.01))])
+    held.to_csv(tmp_path / "held.tsv", sep="\t", index=False)
+    o = tmp_path / "o"
+    outs = {"table": [o / "summary.tsv", o / "summary.md"], "headline": o / "headline.tsv",
+            **{k: [o / f"{k}.pdf", o / f"{k}.png"] for k in ("fig_size", "fig_spectrum", "fig_traj")}}
+    run_ard_summary({"tsv": [tmp / "L0.tsv", tmp / "L1.tsv"], "h5": [tmp / "L0.h5", tmp / "L1.h5"],
+                     "heldout": tmp_path / "held.tsv"}, {"primary": 1, "site": "input"}, outs,
+                    wildcards={"model": "planted"})
+    assert sorted(f.name for f in o.iterdir()) == sorted(
+        ["summary.tsv", "summary.md", "headline.tsv"] + [f"{k}.{x}" for k in ("fig_size", "fig_spectrum", "fig_traj")
+                                                         for x in ("pdf", "png")])
+    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
+                        tmp_path / "s.tsv", tmp_path / "s.md", **figs(tmp_path / "fig"), site="input")
+    assert (o / "summary.tsv").read_bytes() == (tmp_path / "s.tsv").read_bytes()
+    h = pd.read_csv(o / "headline.tsv", sep="\t").iloc[0]
+    assert h["lambda"] == 0.1 and h["heldout_verdict"] == "problems, not languages"
+    assert len(res["table"]) == 32
+
+
+def test_middle_lambda():
+    assert middle_lambda([0.1, 0.01, 1.0]) == 0.1
+    assert middle_lambda([0.5, 0.01, 0.1, 1.0]) == 0.5  # the upper middle of an even grid
+    with pytest.raises(ZhuntError, match="ard.lambdas"):
+        middle_lambda([])
 
 
 def test_heldout_test(tmp_path):
@@ -297,7 +338,7 @@ def test_headline_from_grid_and_heldout(stage_files, tmp_path):
                                           ("median_heuristic", "problem", 0.01))])
     held.to_csv(tmp_path / "held.tsv", sep="\t", index=False)
     res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "s.tsv", tmp_path / "s.md", tmp_path / "fig", heldout_tsv=tmp_path / "held.tsv",
+                        tmp_path / "s.tsv", tmp_path / "s.md", **figs(tmp_path / "fig"), heldout_tsv=tmp_path / "held.tsv",
                         out_headline=tmp_path / "head.tsv")
     h = pd.read_csv(tmp_path / "head.tsv", sep="\t").iloc[0]
     row = res["table"].query("layer == 1 and objective == 'wellposed' and init == 'warm' and basis == 'coord' "

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from zhunt.activations import decomposition as D
+from zhunt.errors import ZhuntError
 from zhunt.subspace import project, project_complement, random_subspace
 
 d, k = 64, 8
@@ -98,6 +99,26 @@ def test_run_decomposition_stage(tmp_path):
     nz, npp = D.norms_in_subspace(np.array(upd), Vs[8])
     got = df[(df["k"] == 8) & (df["layer"] == 1) & (df["lang"] == "all")]["R"].iloc[0]
     assert got == pytest.approx(np.mean(nz / npp), rel=1e-5)
+    # the rule's stage writes the same table at the paths the rule names
+    from zhunt.stages.decomposition import run_decomposition as stage
+
+    outs = {"table": [tmp_path / "o" / "R.tsv", tmp_path / "o" / "R.md"],
+            "fig": [tmp_path / "o" / "R_fig.pdf", tmp_path / "o" / "R_fig.png"]}
+    stage({"store": str(tmp_path / "s.h5"), "mask": str(tmp_path / "m.h5")},
+          {"ks": [4, 8], "n_random": 20, "site": "input"}, outs, wildcards={"model": "toy"})
+    assert (tmp_path / "o" / "R.tsv").read_bytes() == (tmp_path / "r.tsv").read_bytes()
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["R.md", "R.tsv", "R_fig.pdf", "R_fig.png"]
+
+
+def test_zh_en_pairs_need_every_problem_in_both_languages():
+    rng = np.random.default_rng(3)
+    V = random_subspace(k, d, 5)
+    U = rng.normal(size=(5, d))
+    langs = ["zh", "zh", "zh", "en", "en"]
+    with pytest.raises(ZhuntError, match=r"problem 'p2' has a 'zh' prompt but no 'en' prompt"):
+        D.decompose([U], langs, V, n_random=5, problem_ids=["p0", "p1", "p2", "p1", "p0"])
+    with pytest.raises(ZhuntError, match=r"problem '2' has a 'zh' prompt but no 'en' prompt"):
+        D.decompose([U], langs, V, n_random=5)  # positional pairing: the third zh row has no en row
 
 
 # -- pooled row, zh - en permutation test (brute force), calibration --------------------------------------

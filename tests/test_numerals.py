@@ -112,9 +112,10 @@ def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
 
 
 def test_nn_retrieval_numeral_free_pooling_removes_planted_confound(planted, tmp_path):
+    from test_theory import theory_outputs
     from zhunt.activations.theory import run_theory
 
-    res = run_theory(planted / "acts.h5", "planted", tmp_path, tmp_path / "fig", pca_dim=4, n_folds=2,
+    res = run_theory(planted / "acts.h5", "planted", theory_outputs(tmp_path, tmp_path / "fig"), pca_dim=4, n_folds=2,
                      layers=[1], numeral_ids=NUMERALS, digit_tsv=tmp_path / "digits.tsv")
     nn = pd.read_csv(tmp_path / "nn_retrieval.tsv", sep="\t")
     h = nn[(nn["space"] == "h") & (nn["src_lang"] == "zh") & (nn["tgt_lang"] == "en") & (nn["j"] == 1)]
@@ -160,6 +161,7 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
     import shutil
 
     from zhunt.report.summary import headline, measured
+    from test_theory import theory_outputs
     from zhunt.activations.theory import run_theory
     from zhunt.activations.zspace import run_phase2
 
@@ -169,7 +171,7 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
                numeral_ids=NUMERALS, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
                summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
                digit_tsv=base / "zspace/digit_confound.tsv")
-    run_theory(planted / "acts.h5", "m", tmp_path / "th", tmp_path / "fig", pca_dim=4, n_folds=2, layers=[1],
+    run_theory(planted / "acts.h5", "m", theory_outputs(tmp_path / "th", tmp_path / "fig"), pca_dim=4, n_folds=2, layers=[1],
                numeral_ids=NUMERALS, digit_tsv=tmp_path / "th/digit_confound.tsv")
     (base / "theory").mkdir()
     shutil.copy(tmp_path / "th/digit_confound.tsv", base / "theory/digit_confound.tsv")

@@ -248,6 +248,7 @@ def test_decomposition_names_the_basis_site(site_store):
 
 
 def test_theory_layer_labels_follow_the_site(site_store, tmp_path):
+    from test_theory import theory_outputs
     from zhunt.activations.theory import run_theory, site_layer
 
     assert site_layer([0, 1, 3], "input", 3).tolist() == [0, 1, pd.NA]
@@ -255,7 +256,7 @@ def test_theory_layer_labels_follow_the_site(site_store, tmp_path):
     _, store, _ = site_store
     for site in SITES:
         out = tmp_path / site
-        run_theory(store, "m", out, out / "fig", pca_dim=2, n_folds=2, site=site)
+        run_theory(store, "m", theory_outputs(out, out / "fig"), pca_dim=2, n_folds=2, site=site)
         for name in ("snr", "nn_retrieval", "crossmap"):
             t = pd.read_csv(out / f"{name}.tsv", sep="\t")
             assert (t["site"] == site).all() and (t["hidden_index"] == t["j"]).all()

@@ -1,4 +1,5 @@
-"""Tests for zhunt.activations.theory: seed-003 quantities on planted synthetic activations."""
+"""Tests for the seed-003 analyses (zhunt.activations.theory and its parts: paired, snr, contributions,
+alignment, crossmap, cointegration, garch): quantities on planted synthetic activations."""
 
 import itertools
 
@@ -7,13 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zhunt.activations import theory
+from zhunt.activations import alignment, cointegration, contributions, crossmap, garch, paired, snr, theory
 from zhunt.errors import ZhuntError
 from zhunt.data.store import StoreWriter
 
 L, D, N, K_SHARED = 4, 24, 16, 6
 CATS = ["add", "sub", "mul", "div"]
 
+
+
+def theory_outputs(out, fig):
+    """The theory rule's named outputs, with its file names, under ``out`` (tables) and ``fig`` (figures)."""
+    tables = {"snr": "snr", "summary": "theory_summary", "nn": "nn_retrieval", "depth": "alignment_depth",
+              "crossmap": "crossmap"}
+    o = {k: [out / f"{v}.tsv", out / f"{v}.md"] for k, v in tables.items()}
+    o.update(gram=out / "contrib_gram.tsv", coint=out / "cointegration.tsv")
+    o.update({f"fig_{k}": [fig / f"{v}.pdf", fig / f"{v}.png"]
+              for k, v in (("snr", "snr"), ("nn", "nn_accuracy"), ("gram", "contrib_gram"), ("crossmap", "crossmap"))})
+    return o
 
 def planted_states(langs=("en", "zh"), seed=0, same=False):
     """Pooled-state-like array (K, L+1, N, D) with a planted structure.
@@ -75,7 +87,7 @@ def planted(tmp_path_factory):
 # --------------------------------------------------------------------------- loading / errors
 def test_load_paired_matches_planted(planted):
     path, H, langs = planted
-    P = theory.load_paired(path)
+    P = paired.load_paired(path)
     assert P.langs == list(langs) and P.problems == [f"p{i:02d}" for i in range(N)]
     assert P.H.shape == (3, L + 1, N, D)
     np.testing.assert_allclose(P.H, H, rtol=1e-5, atol=1e-4)  # special row excluded from the mean
@@ -86,7 +98,7 @@ def test_load_paired_matches_planted(planted):
 def test_missing_language_is_one_line_error(tmp_path):
     path = write_store(tmp_path / "m.h5", planted_states(), drop=(3, "zh"))
     with pytest.raises(ZhuntError) as e:
-        theory.load_paired(path)
+        paired.load_paired(path)
     msg = str(e.value)
     assert "\n" not in msg and "p03" in msg and "zh" in msg
 
@@ -107,23 +119,23 @@ def test_empty_store_is_one_line_error(tmp_path):
         ix.create_dataset("token_ids", shape=(0,), dtype=np.int32)
         ix.create_dataset("special", shape=(0,), dtype=bool)
     with pytest.raises(ZhuntError) as e:
-        theory.load_paired(path)
+        paired.load_paired(path)
     assert "\n" not in str(e.value) and "no prompts" in str(e.value)
     with pytest.raises(ZhuntError):
-        theory.run_theory(tmp_path / "missing.h5", "m", tmp_path / "o", tmp_path / "f")
+        theory.run_theory(tmp_path / "missing.h5", "m", theory_outputs(tmp_path / "o", tmp_path / "f"))
 
 
 def test_single_language_is_error(tmp_path):
     path = write_store(tmp_path / "one.h5", planted_states(("en",)), langs=("en",))
     with pytest.raises(ZhuntError, match="at least 2 languages"):
-        theory.load_paired(path)
+        paired.load_paired(path)
 
 
 # --------------------------------------------------------------------------- SNR / Theorem 2
 def test_snr_against_brute_force():
     H = planted_states(seed=3)
     A, B = H[0], H[1]
-    df = theory.snr_profile(A, B)
+    df = snr.snr_profile(A, B)
     for j in range(L + 1):
         same = np.mean([np.sum((A[j, i] - B[j, i]) ** 2) for i in range(N)])
         diff = []
@@ -134,13 +146,13 @@ def test_snr_against_brute_force():
         assert df["D_diff"][j] == pytest.approx(np.mean(diff), rel=1e-10)
         assert df["SNR"][j] == pytest.approx(same / np.mean(diff), rel=1e-10)
     # planted: languages converge through depth
-    assert theory.monotonicity(df["SNR"])["monotone"]
-    assert theory.monotonicity(df["SNR"])["spearman"] == pytest.approx(-1.0)
+    assert snr.monotonicity(df["SNR"])["monotone"]
+    assert snr.monotonicity(df["SNR"])["spearman"] == pytest.approx(-1.0)
 
 
 def test_theorem2_exact_decomposition_and_condition():
     H = planted_states(seed=4)
-    df = theory.snr_profile(H[0], H[1])
+    df = snr.snr_profile(H[0], H[1])
     for j in range(L):
         # D(j+1) = D(j) + increment + cross term, exactly
         assert df["D_same"][j + 1] == pytest.approx(df["D_same"][j] + df["E_delta2"][j] + df["cross_same"][j], rel=1e-9)
@@ -157,13 +169,13 @@ def test_theorem2_exact_decomposition_and_condition():
     A1[1, :, Dq:] = rng.standard_normal((Nq, 30))  # increment in an orthogonal block, centred-free
     B1[1, :, Dq:] = A1[1, :, Dq:] + 0.1 * rng.standard_normal((Nq, 30))
     A1[1, :, Dq:] -= A1[1, :, Dq:].mean(0); B1[1, :, Dq:] -= B1[1, :, Dq:].mean(0)
-    d2 = theory.snr_profile(A1, B1)
+    d2 = snr.snr_profile(A1, B1)
     assert abs(d2["cross_same"][0]) < 1e-9 and abs(d2["cross_diff"][0]) < 1e-9
     assert bool(d2["agree"][0])
 
 
 def test_monotonicity_counts_violations():
-    m = theory.monotonicity([3, 2, 2.5, 1, 1])
+    m = snr.monotonicity([3, 2, 2.5, 1, 1])
     assert m["violations"] == 2 and not m["monotone"]
 
 
@@ -172,7 +184,7 @@ def test_gram_and_cross_terms_vs_explicit():
     rng = np.random.default_rng(5)
     Lq, M, Dq = 5, 7, 9
     F = rng.standard_normal((Lq, M, Dq))
-    G = theory.contribution_gram(F)
+    G = contributions.contribution_gram(F)
     Ge = np.zeros((Lq, Lq))
     for m in range(M):
         for j in range(Lq):
@@ -180,22 +192,22 @@ def test_gram_and_cross_terms_vs_explicit():
                 Ge[j, k] += abs(F[j, m] @ F[k, m] / np.linalg.norm(F[j, m]) / np.linalg.norm(F[k, m])) / M
     np.testing.assert_allclose(G, Ge, rtol=1e-12)
     off = Ge[~np.eye(Lq, dtype=bool)]
-    assert theory.offdiag_stats(G) == pytest.approx((off.mean(), off.max()))
+    assert contributions.offdiag_stats(G) == pytest.approx((off.mean(), off.max()))
     delta = rng.standard_normal((Lq, M, Dq))
     cross = sum(2 * delta[j, i] @ delta[k, i] for i in range(M) for j in range(Lq) for k in range(j + 1, Lq))
     total = sum(np.sum(delta[:, i].sum(0) ** 2) for i in range(M))
-    assert theory.cross_term_fraction(delta) == pytest.approx(cross / total, rel=1e-10)
+    assert contributions.cross_term_fraction(delta) == pytest.approx(cross / total, rel=1e-10)
     # orthogonal per-layer differences: no cross terms
     E = np.zeros((3, 2, 3))
     for j in range(3):
         E[j, :, j] = [1.0, 2.0]
-    assert theory.cross_term_fraction(E) == pytest.approx(0.0, abs=1e-15)
-    assert theory.offdiag_stats(theory.contribution_gram(E)) == pytest.approx((0.0, 0.0))
+    assert contributions.cross_term_fraction(E) == pytest.approx(0.0, abs=1e-15)
+    assert contributions.offdiag_stats(contributions.contribution_gram(E)) == pytest.approx((0.0, 0.0))
 
 
 def test_disagreement_ratio_definition():
     H = planted_states(seed=6)
-    df = theory.snr_profile(H[0], H[1])
+    df = snr.snr_profile(H[0], H[1])
     Fa, Fb = H[0, 1:] - H[0, :-1], H[1, 1:] - H[1, :-1]
     for j in range(L):
         num = np.mean(np.sum((Fa[j] - Fb[j]) ** 2, 1))
@@ -206,14 +218,14 @@ def test_disagreement_ratio_definition():
 # --------------------------------------------------------------------------- retrieval
 def test_nn_identical_languages_is_perfect(tmp_path):
     H = planted_states(("en", "zh"), same=True)
-    P = theory.PairedStates(H=H, langs=["en", "zh"], problems=[f"p{i}" for i in range(N)],
+    P = paired.PairedStates(H=H, langs=["en", "zh"], problems=[f"p{i}" for i in range(N)],
                             category=np.array(["c"] * N, dtype=object), prompt_length=np.ones((2, N)))
-    nn = theory.nn_retrieval_table(P)
+    nn = alignment.nn_retrieval_table(P)
     assert (nn["accuracy"] == 1.0).all()
     assert set(nn["space"]) == {"h", "update"} and nn[nn.space == "update"]["j"].min() == 1
-    ld = theory.alignment_depth_languages(nn, P.langs, threshold=0.9)
+    ld = alignment.alignment_depth_languages(nn, P.langs, threshold=0.9)
     assert (ld["L_star"] == 0).sum() == 2  # both languages, space h
-    assert theory.nn_accuracy(H[0, 2], np.roll(H[1, 2], 1, axis=0)) == 0.0
+    assert alignment.nn_accuracy(H[0, 2], np.roll(H[1, 2], 1, axis=0)) == 0.0
 
 
 def test_alignment_depth_problems():
@@ -221,17 +233,17 @@ def test_alignment_depth_problems():
                   [0, 1, 0, 1],
                   [1, 1, 0, 0],
                   [1, 1, 1, 1]], bool)
-    np.testing.assert_array_equal(theory.alignment_depth_problems(c), [2, 1, 3, 3])
+    np.testing.assert_array_equal(alignment.alignment_depth_problems(c), [2, 1, 3, 3])
     c[-1, 2] = False
-    assert theory.alignment_depth_problems(c)[2] == 4  # wrong at the last index: never (= J)
+    assert alignment.alignment_depth_problems(c)[2] == 4  # wrong at the last index: never (= J)
 
 
 def test_depth_vs_category_and_length():
-    tab, H, p = theory.depth_vs_category([1, 1, 2, 5, 6, 5], ["a", "a", "a", "b", "b", "b"])
+    tab, H, p = alignment.depth_vs_category([1, 1, 2, 5, 6, 5], ["a", "a", "a", "b", "b", "b"])
     assert list(tab["category"]) == ["a", "b"] and tab["mean_L_star"][1] == pytest.approx(16 / 3)
     assert 0 < p < 0.1
-    assert np.isnan(theory.depth_vs_category([2, 2, 2], ["a", "b", "b"])[2])
-    rho, p, n = theory.depth_vs_length([1, 2, 3, 4, np.nan], [10, 20, 30, 40, 50])
+    assert np.isnan(alignment.depth_vs_category([2, 2, 2], ["a", "b", "b"])[2])
+    rho, p, n = alignment.depth_vs_length([1, 2, 3, 4, np.nan], [10, 20, 30, 40, 50])
     assert rho == pytest.approx(1.0) and n == 4
 
 
@@ -242,27 +254,27 @@ def test_procrustes_recovers_rotated_copy():
     X = rng.standard_normal((Nq, Dq)) * np.linspace(5, 0.2, Dq) + 3.0
     Q, _ = np.linalg.qr(rng.standard_normal((Dq, Dq)))
     Y = X @ Q.T + 1.0
-    res = theory.crossmap_heldout(X, Y, pca_dim=8, n_folds=5, seed=0)
+    res = crossmap.crossmap_heldout(X, Y, pca_dim=8, n_folds=5, seed=0)
     assert res["r"] == 8
     assert res["procrustes_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
     assert res["affine_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
     assert res["affine_kappa"] == pytest.approx(1.0, abs=1e-6)
     # a scaled, sheared copy: affine still exact, Procrustes is not
     A = np.diag(np.linspace(0.3, 3, Dq))
-    res2 = theory.crossmap_heldout(X, X @ A, pca_dim=Dq, n_folds=5)
+    res2 = crossmap.crossmap_heldout(X, X @ A, pca_dim=Dq, n_folds=5)
     assert res2["affine_r2_heldout"] == pytest.approx(1.0, abs=1e-8)
     assert res2["procrustes_r2_heldout"] < 0.99 and res2["affine_kappa"] > 5
     # unrelated target: nothing generalises
-    res3 = theory.crossmap_heldout(X, rng.standard_normal((Nq, Dq)), pca_dim=8, n_folds=5)
+    res3 = crossmap.crossmap_heldout(X, rng.standard_normal((Nq, Dq)), pca_dim=8, n_folds=5)
     assert res3["affine_r2_heldout"] < 0.2
 
 
 def test_crossmap_table_matches_single_calls(planted):
     path, H, langs = planted
-    P = theory.load_paired(path)
-    cm = theory.crossmap_table(P, pca_dim=5, n_folds=4, seed=1)
+    P = paired.load_paired(path)
+    cm = crossmap.crossmap_table(P, pca_dim=5, n_folds=4, seed=1)
     assert len(cm) == (L + 1) * 6
-    one = theory.crossmap_heldout(P.states("zh")[2], P.states("en")[2], pca_dim=5, n_folds=4, seed=1)
+    one = crossmap.crossmap_heldout(P.states("zh")[2], P.states("en")[2], pca_dim=5, n_folds=4, seed=1)
     got = cm[(cm.j == 2) & (cm.src == "zh") & (cm.tgt == "en")].iloc[0]
     for k in ("procrustes_r2_heldout", "affine_r2_heldout", "affine_kappa"):
         assert got[k] == pytest.approx(one[k], rel=1e-9)
@@ -285,7 +297,7 @@ def test_johansen_finds_planted_cointegration():
     T = 300
     x = np.cumsum(rng.standard_normal(T))
     y = 2.0 * x + rng.standard_normal(T)
-    res = theory.johansen_rank(np.c_[x, y])
+    res = cointegration.johansen_rank(np.c_[x, y])
     assert res["rank"] == 1 and res["error"] == "" and res["crit_sim"].shape == (2,)
 
 
@@ -294,28 +306,28 @@ def test_vecm_alpha_one_language_adjusts():
     unrestricted OLS fit of the VECM equations (independent computation) within 0.05, the |alpha|
     ratio is small and the label names b."""
     Y = adjusting_pair()
-    res = theory.johansen_rank(Y)
+    res = cointegration.johansen_rank(Y)
     assert res["rank"] == 1
-    fit = theory.vecm_alpha(Y, 1, n_a=1)
+    fit = cointegration.vecm_alpha(Y, 1, n_a=1)
     # OLS: dY_t on [Y_{t-1}, dY_{t-1}, 1]
     dY = np.diff(Y, axis=0)
     X = np.c_[Y[1:-1], dY[:-1], np.ones(len(dY) - 1)]
     coef = np.linalg.lstsq(X, dY[1:], rcond=None)[0]
     np.testing.assert_allclose(fit["Pi"], coef[:2].T, atol=0.05)
     np.testing.assert_allclose(fit["Pi"], [[0.0, 0.0], [0.4, -0.4]], atol=0.08)  # planted Pi
-    assert fit["alpha_ratio"] < 1 / theory.ALPHA_RATIO_THRESHOLD
+    assert fit["alpha_ratio"] < 1 / cointegration.ALPHA_RATIO_THRESHOLD
     np.testing.assert_allclose(fit["alpha_ratio"], np.linalg.norm(fit["alpha"][:1]) / np.linalg.norm(fit["alpha"][1:]),
                                rtol=1e-10)  # rank 1: ratio of Pi rows = ratio of alpha blocks
-    assert theory.cointegration_verdict(res["rank"], fit["alpha_ratio"], 2, "zh", "en") == "en adjusts"
+    assert cointegration.cointegration_verdict(res["rank"], fit["alpha_ratio"], 2, "zh", "en") == "en adjusts"
     # swap the columns: the other language adjusts
-    fit2 = theory.vecm_alpha(Y[:, ::-1], 1, n_a=1)
+    fit2 = cointegration.vecm_alpha(Y[:, ::-1], 1, n_a=1)
     np.testing.assert_allclose(fit2["alpha_ratio"], 1 / fit["alpha_ratio"], rtol=1e-6)
-    assert theory.cointegration_verdict(1, fit2["alpha_ratio"], 2, "zh", "en") == "zh adjusts"
-    assert theory.cointegration_verdict(1, 1.2, 2, "zh", "en") == "both adjust"
-    assert theory.cointegration_verdict(2, 1.2, 2) == "stationary"
-    assert theory.cointegration_verdict(np.nan, 1.2, 2) == "not measured"
-    assert theory.cointegration_verdict(1, np.inf, 2, "zh", "en") == "zh adjusts"
-    assert theory.cointegration_verdict(1, np.nan, 2) == "cointegrated, alpha not measured"
+    assert cointegration.cointegration_verdict(1, fit2["alpha_ratio"], 2, "zh", "en") == "zh adjusts"
+    assert cointegration.cointegration_verdict(1, 1.2, 2, "zh", "en") == "both adjust"
+    assert cointegration.cointegration_verdict(2, 1.2, 2) == "stationary"
+    assert cointegration.cointegration_verdict(np.nan, 1.2, 2) == "not measured"
+    assert cointegration.cointegration_verdict(1, np.inf, 2, "zh", "en") == "zh adjusts"
+    assert cointegration.cointegration_verdict(1, np.nan, 2) == "cointegrated, alpha not measured"
 
 
 def test_random_walks_are_not_cointegrated():
@@ -323,11 +335,11 @@ def test_random_walks_are_not_cointegrated():
     ranks = []
     for seed in range(100):
         rng = np.random.default_rng(100 + seed)
-        res = theory.johansen_rank(np.cumsum(rng.standard_normal((200, 2)), axis=0))
+        res = cointegration.johansen_rank(np.cumsum(rng.standard_normal((200, 2)), axis=0))
         ranks.append(res["rank"])
-    labels = [theory.cointegration_verdict(r, np.nan, 2) for r in ranks]
+    labels = [cointegration.cointegration_verdict(r, np.nan, 2) for r in ranks]
     assert np.mean([l == "not cointegrated" for l in labels]) >= 0.95
-    m = theory.cointegration_model_verdict(ranks)
+    m = cointegration.cointegration_model_verdict(ranks)
     assert m["verdict"] == "not cointegrated" and m["n"] == 100
 
 
@@ -336,18 +348,18 @@ def test_cointegration_model_verdict_null_and_planted():
     verdicts = []
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        ranks = [theory.johansen_rank(np.cumsum(rng.standard_normal((19, 4)), axis=0), n_sim=300)["rank"]
+        ranks = [cointegration.johansen_rank(np.cumsum(rng.standard_normal((19, 4)), axis=0), n_sim=300)["rank"]
                  for _ in range(10)]
-        verdicts.append(theory.cointegration_model_verdict(ranks)["verdict"])
+        verdicts.append(cointegration.cointegration_model_verdict(ranks)["verdict"])
     assert np.mean([v == "not cointegrated" for v in verdicts]) >= 0.95
     # planted: every problem an adjusting pair
     ranks, ratios = [], []
     for seed in range(10):
         Y = adjusting_pair(T=300, seed=seed)
-        r = theory.johansen_rank(Y)["rank"]
+        r = cointegration.johansen_rank(Y)["rank"]
         ranks.append(r)
-        ratios.append(theory.vecm_alpha(Y, int(r), n_a=1)["alpha_ratio"] if r >= 1 else np.nan)
-    m = theory.cointegration_model_verdict(ranks, ratios, "zh", "en")
+        ratios.append(cointegration.vecm_alpha(Y, int(r), n_a=1)["alpha_ratio"] if r >= 1 else np.nan)
+    m = cointegration.cointegration_model_verdict(ranks, ratios, "zh", "en")
     assert m["verdict"] == "cointegrated" and m["adjusts"] == "en adjusts"
     assert m["lo"] < m["rate"]
 
@@ -357,16 +369,16 @@ def test_garch_recovers_known_parameters():
     """A GARCH(1,1) series simulated by arch with known (omega, alpha, beta) is recovered within
     +-0.05 (alpha, beta) and +-50 % (omega), and called clustered."""
     omega, alpha, beta = 0.1, 0.1, 0.85
-    y = theory.simulate_garch(3000, omega=omega, alpha=alpha, beta=beta, mu=1.0, seed=0)
+    y = garch.simulate_garch(3000, omega=omega, alpha=alpha, beta=beta, mu=1.0, seed=0)
     np.testing.assert_allclose(np.var(y), omega / (1 - alpha - beta), rtol=0.25)  # unconditional variance
-    res = theory.garch_beta(y)
+    res = garch.garch_beta(y)
     assert res["status"] == "ok" and res["converged"]
     np.testing.assert_allclose([res["alpha"], res["beta"]], [alpha, beta], atol=0.05)
     np.testing.assert_allclose(res["omega"], omega, rtol=0.5)
     assert res["arch_lm_pvalue"] < 1e-6
-    assert theory.garch_verdict(res) == "clustered"
-    assert theory.garch_beta(y[:10])["status"].startswith("too short")
-    assert theory.garch_verdict(theory.garch_beta(y[:10])) == "not fitted"
+    assert garch.garch_verdict(res) == "clustered"
+    assert garch.garch_beta(y[:10])["status"].startswith("too short")
+    assert garch.garch_verdict(garch.garch_beta(y[:10])) == "not fitted"
 
 
 @pytest.fixture(scope="module")
@@ -378,41 +390,41 @@ def garch_null_labels():
         rng = np.random.default_rng(seed)
         for i in range(10):
             y = rng.standard_normal(100) if i % 2 else rng.chisquare(4, 100)
-            labels[seed, i] = theory.garch_verdict(theory.garch_beta(y))
+            labels[seed, i] = garch.garch_verdict(garch.garch_beta(y))
     return labels
 
 
 def test_garch_iid_null_is_not_clustered(garch_null_labels):
     rate_null = np.mean(garch_null_labels == "not clustered")
     assert rate_null >= 0.95, rate_null
-    model = [theory.garch_model_verdict(row)["verdict"] for row in garch_null_labels]
+    model = [garch.garch_model_verdict(row)["verdict"] for row in garch_null_labels]
     assert np.mean([m == "not clustered" for m in model]) >= 0.95
 
 
 def test_garch_planted_model_is_clustered():
-    labels = [theory.garch_verdict(theory.garch_beta(theory.simulate_garch(300, 0.1, 0.2, 0.75, seed=s)))
+    labels = [garch.garch_verdict(garch.garch_beta(garch.simulate_garch(300, 0.1, 0.2, 0.75, seed=s)))
               for s in range(20)]
-    m = theory.garch_model_verdict(labels)
+    m = garch.garch_model_verdict(labels)
     assert m["verdict"] == "clustered" and m["n_fitted"] == 20 and m["lo"] < m["rate"] <= m["hi"]
-    assert theory.garch_model_verdict(["not fitted"])["verdict"] == "not measured"
+    assert garch.garch_model_verdict(["not fitted"])["verdict"] == "not measured"
 
 
 def test_step_delta_norms_and_run_garch(tmp_path):
     rng = np.random.default_rng(9)
     a = {"p1": rng.standard_normal((5, 3)), "p2": rng.standard_normal((4, 3))}
     b = {"p1": rng.standard_normal((6, 3)), "p3": rng.standard_normal((4, 3))}
-    df = theory.step_delta_norms(a, b)
+    df = garch.step_delta_norms(a, b)
     assert list(df["problem"].unique()) == ["p1"] and len(df) == 5
     assert df["y"][2] == pytest.approx(np.sum((a["p1"][2] - b["p1"][2]) ** 2))
     rows = []
     for i, beta in enumerate([0.85, 0.8]):
-        y = theory.simulate_garch(800, alpha=0.1, beta=beta, seed=i)
+        y = garch.simulate_garch(800, alpha=0.1, beta=beta, seed=i)
         rows.append(pd.DataFrame({"problem": f"q{i}", "step": np.arange(len(y))[::-1], "y": y[::-1],
                                   "y_output": rng.standard_normal(len(y))}))
     rows.append(pd.DataFrame({"problem": "short", "step": range(5), "y": np.ones(5), "y_output": np.ones(5)}))
     tsv = tmp_path / "steps.tsv"
     pd.concat(rows).to_csv(tsv, sep="\t", index=False)
-    out = theory.run_garch(tsv, tmp_path / "g.tsv", tmp_path / "g.md", tmp_path / "fig" / "garch")
+    out = garch.run_garch(tsv, tmp_path / "g.tsv", tmp_path / "g.md", tmp_path / "fig" / "garch")
     assert out["n_series"] == 3 and out["n_fitted"] == 2
     assert out["model"]["n_clustered"] == 2 and out["model_output"]["n_clustered"] == 0
     assert (tmp_path / "fig" / "garch.png").exists() and "Rule: clustered" in (tmp_path / "g.md").read_text()
@@ -423,14 +435,23 @@ def test_step_delta_norms_and_run_garch(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n1\t2\n")
     with pytest.raises(ZhuntError, match="needs columns"):
-        theory.run_garch(bad, tmp_path / "x.tsv", tmp_path / "x.md", tmp_path / "x")
+        garch.run_garch(bad, tmp_path / "x.tsv", tmp_path / "x.md", tmp_path / "x")
+    # the rule's stage: the same table at the paths the rule names
+    from zhunt.stages.theory import run_garch as stage
+
+    outs = {"table": [tmp_path / "s" / "garch.tsv", tmp_path / "s" / "garch.md"],
+            "fig": [tmp_path / "s" / "beta.pdf", tmp_path / "s" / "beta.png"]}
+    stage({"steps": str(tsv)}, {}, outs, wildcards={"model": "m"})
+    assert (tmp_path / "s" / "garch.tsv").read_bytes() == (tmp_path / "g.tsv").read_bytes()
+    assert (tmp_path / "s" / "garch.md").read_bytes() == (tmp_path / "g.md").read_bytes()
+    assert sorted(f.name for f in (tmp_path / "s").iterdir()) == ["beta.pdf", "beta.png", "garch.md", "garch.tsv"]
 
 
 # --------------------------------------------------------------------------- stage
 def test_run_theory_writes_everything(planted, tmp_path):
     path, H, langs = planted
     gl = pd.Series(np.arange(N, dtype=float), index=[f"p{i:02d}" for i in range(N)])
-    res = theory.run_theory(path, "planted", tmp_path / "out", tmp_path / "fig", pca_dim=5,
+    res = theory.run_theory(path, "planted", theory_outputs(tmp_path / "out", tmp_path / "fig"), pca_dim=5,
                             generation_lengths=gl, n_folds=4)
     out, fig = tmp_path / "out", tmp_path / "fig"
     for name in ("snr", "theory_summary", "nn_retrieval", "alignment_depth", "crossmap"):
@@ -444,8 +465,8 @@ def test_run_theory_writes_everything(planted, tmp_path):
     assert s["snr_monotone"] == 1.0 and s["snr_violations"] == 0
     assert "generation_length" in pd.read_csv(out / "theory_summary.tsv", sep="\t").set_index(
         "statistic").loc["L_star_length_spearman", "note"]
-    snr = pd.read_csv(out / "snr.tsv", sep="\t")
-    assert set(snr["pair"]) == {"zh-en", "en-es", "zh-es"}
+    snr_t = pd.read_csv(out / "snr.tsv", sep="\t")
+    assert set(snr_t["pair"]) == {"zh-en", "en-es", "zh-es"}
     gram = pd.read_csv(out / "contrib_gram.tsv", sep="\t")
     assert len(gram) == L * L
     ad = pd.read_csv(out / "alignment_depth.tsv", sep="\t")
@@ -454,7 +475,7 @@ def test_run_theory_writes_everything(planted, tmp_path):
     assert len(co) == N
     assert "depth is not time" in res["cointegration_caption"] or "not time" in res["cointegration_caption"]
     with pytest.raises(ZhuntError):
-        theory.run_theory(path, "planted", tmp_path / "o2", tmp_path / "f2", nn_threshold=1.5)
+        theory.run_theory(path, "planted", theory_outputs(tmp_path / "o2", tmp_path / "f2"), nn_threshold=1.5)
 
 
 # --------------------------------------------------------------------------- verdict calibration
@@ -479,7 +500,7 @@ def converging_states(seed, L_=6, N_=16, D_=24):
 
 def _paired(H):
     N_ = H.shape[2]
-    return theory.PairedStates(H=H, langs=["zh", "en"], problems=[f"p{i}" for i in range(N_)],
+    return paired.PairedStates(H=H, langs=["zh", "en"], problems=[f"p{i}" for i in range(N_)],
                                category=np.array(["c"] * N_, dtype=object), prompt_length=np.ones((2, N_)))
 
 
@@ -487,28 +508,28 @@ def test_snr_and_theorem2_verdicts_calibrated():
     snr_null, t2_null = [], []
     for seed in range(100):
         H = unaligned_states(seed)
-        prof = theory.snr_profile(H[0], H[1])
-        snr_null.append(theory.snr_verdict(prof["SNR"]))
-        t2_null.append(theory.theorem2_verdict(prof))
+        prof = snr.snr_profile(H[0], H[1])
+        snr_null.append(snr.snr_verdict(prof["SNR"]))
+        t2_null.append(snr.theorem2_verdict(prof))
     assert np.mean([v == "not monotone" for v in snr_null]) >= 0.95
     assert np.mean([v == "fails at some layer" for v in t2_null]) >= 0.95
     for seed in range(3):
         H = converging_states(seed)
-        prof = theory.snr_profile(H[0], H[1])
-        assert theory.snr_verdict(prof["SNR"]) == "monotone decreasing"
-        assert theory.theorem2_verdict(prof) == "holds at every layer"
+        prof = snr.snr_profile(H[0], H[1])
+        assert snr.snr_verdict(prof["SNR"]) == "monotone decreasing"
+        assert snr.theorem2_verdict(prof) == "holds at every layer"
 
 
 def test_alignment_verdict_calibrated():
     null = []
     for seed in range(20):
         P = _paired(unaligned_states(seed))
-        ld = theory.alignment_depth_languages(theory.nn_retrieval_table(P), P.langs, threshold=0.9)
-        null += [theory.alignment_verdict(x) for x in ld.loc[ld["space"] == "h", "L_star"]]
+        ld = alignment.alignment_depth_languages(alignment.nn_retrieval_table(P), P.langs, threshold=0.9)
+        null += [alignment.alignment_verdict(x) for x in ld.loc[ld["space"] == "h", "L_star"]]
     assert np.mean([v == "never aligned" for v in null]) >= 0.95
     P = _paired(converging_states(0))
-    ld = theory.alignment_depth_languages(theory.nn_retrieval_table(P), P.langs, threshold=0.9)
-    assert all(theory.alignment_verdict(x).startswith("aligned at j=") for x in ld.loc[ld["space"] == "h", "L_star"])
+    ld = alignment.alignment_depth_languages(alignment.nn_retrieval_table(P), P.langs, threshold=0.9)
+    assert all(alignment.alignment_verdict(x).startswith("aligned at j=") for x in ld.loc[ld["space"] == "h", "L_star"])
 
 
 def test_crossmap_verdict_calibrated():
@@ -517,13 +538,13 @@ def test_crossmap_verdict_calibrated():
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
         Q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
-        r = theory.crossmap_heldout(X, X @ Q + 0.3 * rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
-        rot.append(theory.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]))
-        u = theory.crossmap_heldout(X, rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
-        unrelated.append(theory.crossmap_verdict(u["procrustes_r2_heldout"], u["affine_r2_heldout"]))
+        r = crossmap.crossmap_heldout(X, X @ Q + 0.3 * rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
+        rot.append(crossmap.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]))
+        u = crossmap.crossmap_heldout(X, rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
+        unrelated.append(crossmap.crossmap_verdict(u["procrustes_r2_heldout"], u["affine_r2_heldout"]))
     assert np.mean([v == "Procrustes sufficient" for v in rot]) >= 0.95  # null for "affine needed"
     assert np.mean([v == "no shared geometry" for v in unrelated]) >= 0.95
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
-    r = theory.crossmap_heldout(X, X @ np.diag(np.linspace(0.3, 3, 16)), pca_dim=16, n_folds=5)
-    assert theory.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]) == "affine needed"
+    r = crossmap.crossmap_heldout(X, X @ np.diag(np.linspace(0.3, 3, 16)), pca_dim=16, n_folds=5)
+    assert crossmap.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]) == "affine needed"

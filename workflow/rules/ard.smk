@@ -104,7 +104,7 @@ rule ard_heldout:
         store=lambda wc: activations_path(wc.model),
         mask=lambda wc: mask_files(wc.model, [ard_primary(wc.model)])[0],
     output:
-        report_item(
+        tsv=report_item(
             "results/{model}/ard/heldout.tsv",
             "ard",
             "ard_heldout",

@@ -1,26 +1,6 @@
-"""Glue: held-out permutation MMD test with learned lengthscales (see zhunt.activations.ard.run_heldout_test)."""
+"""Glue: rule ard_heldout (see zhunt.stages.ard.run_ard_heldout)."""
 
-from zhunt.activations.ard import run_heldout_test
-from zhunt.io import snakemake_main
+from zhunt.stages import call
+from zhunt.stages.ard import run_ard_heldout
 
-
-def main(smk):
-    ard = smk.params.ard
-    lambdas = sorted(ard["lambdas"])
-    run_heldout_test(
-        smk.input.store,
-        smk.input.mask,
-        smk.params.layer,
-        lambdas[len(lambdas) // 2],  # the middle of the lambda grid
-        out_tsv=smk.output[0],
-        model_name=smk.wildcards.model,
-        k_warm=smk.params.k_warm,
-        lr=ard["lr"],
-        min_steps=ard["min_steps"],
-        max_steps=ard["max_steps"],
-        n_permutations=smk.params.n_permutations,
-        site=smk.params.site,
-    )
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_ard_heldout)  # noqa: F821

@@ -119,12 +119,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
+from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.progress import Progress
 from zhunt.io import atomic_path, write_table, write_text
@@ -159,6 +160,10 @@ __all__ = [
     "growth_rate",
     "run_ard_layer",
     "summarise_ard",
+    "summary_table",
+    "seed_collapse",
+    "middle_lambda",
+    "read_run_files",
     "run_heldout_test",
     "TSV_COLUMNS",
 ]
@@ -190,7 +195,10 @@ TSV_COLUMNS = ["model", "layer", "lambda", "init", "objective", "basis", "steps"
 
 # =========================================================================== data
 def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None, site: str = "input"):
-    """Token clouds (special tokens removed) of the problems present in every language.
+    """Token clouds (special tokens removed) of every problem, paired across ``langs``.
+
+    The problems are paired by :func:`zhunt.data.pairing.pair_by_problem` (a
+    problem missing in one language is an error).
 
     Parameters
     ----------
@@ -199,8 +207,7 @@ def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None, s
         Decoder layer ``l``, read at hidden index ``hidden_index(l, site)``.
     langs : sequence of str
     problem_ids : sequence of str, optional
-        Subset (default: every prompt id present in all ``langs``, in the
-        store's order for ``langs[0]``).
+        Subset (default: every problem, in the store's order for ``langs[0]``).
     site : {"input", "output"}
         :mod:`zhunt.models.site`.
 
@@ -215,8 +222,7 @@ def load_token_clouds(store, layer: int, langs=("zh", "en"), problem_ids=None, s
     from zhunt.models.site import hidden_index
 
     j = hidden_index(int(layer), site)
-    present = [set(store.prompt_ids(lang)) for lang in langs]
-    ids = [p for p in store.prompt_ids(langs[0]) if all(p in s for s in present)]
+    ids, _ = pair_by_problem({lang: store.prompt_ids(lang) for lang in langs}, where=str(store.path))
     if problem_ids is not None:
         want = set(map(str, problem_ids))
         ids = [p for p in ids if p in want]
@@ -643,6 +649,18 @@ def _lam_id(lam) -> float:
     return float(f"{float(lam):.6g}")
 
 
+def middle_lambda(lambdas) -> float:
+    """The pre-registered λ of a grid: the middle of the sorted values (the upper middle of an even grid).
+
+    The held-out test refits this λ (its TSV and the headline carry it), and
+    the spectrum figure shows it.
+    """
+    v = sorted(float(x) for x in lambdas)
+    if not v:
+        raise ZhuntError("ard.lambdas", "the λ grid is empty")
+    return v[len(v) // 2]
+
+
 def _lam_key(lam: float) -> str:
     return f"lambda{float(lam):g}"
 
@@ -673,6 +691,52 @@ def _init(init, z, std):
     raise ValueError(f"init must be one of {INITS}, not {init!r}")
 
 
+def _check_grid(objectives, inits, bases, lambdas) -> list[float]:
+    """Validate the grid settings (config keys ``ard.*``); returns the λ as floats."""
+    for name, vals, allowed in (("objectives", objectives, OBJECTIVES), ("inits", inits, INITS),
+                                ("bases", bases, BASES)):
+        bad = [v for v in vals if v not in allowed]
+        if bad or not len(vals):
+            raise ZhuntError(f"ard.{name}", f"need a non-empty subset of {list(allowed)}, got {list(vals)}")
+    lambdas = [float(x) for x in lambdas]
+    if not lambdas or min(lambdas) <= 0:
+        raise ZhuntError("ard.lambdas", f"need positive sparsity weights, got {lambdas}")
+    return lambdas
+
+
+#: Store attributes that identify the inputs, carried into the run file for its readers.
+_PROVENANCE_KEYS = ("model_weights_sha256", "prompt_file_sha256", "template")
+
+
+def _write_run_file(out_h5, attrs: Mapping, by_site: Mapping, hidden: Mapping) -> None:
+    """Write the run file of :func:`run_ard_layer` atomically.
+
+    Layout: ``{objective}/{basis}/{init}/lambda{λ:g}/lengthscale`` (d,) (standardised units),
+    ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
+    ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
+    ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes ``attrs``
+    (model, layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma,
+    n_neg, contrast, ...) — all of the primary site (the first of ``by_site``); each variant
+    site's runs and bases in the same layout under ``sites/{site}/`` (attributes ``site``,
+    ``hidden_index``). ``by_site[site] = (runs, prep)``, ``hidden[site]`` its hidden index.
+    """
+    import h5py
+
+    sites = list(by_site)
+    with atomic_path(out_h5, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, val in attrs.items():
+                f.attrs[key] = val
+            f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
+                                "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
+                                "(rotated)")
+            for site_ in sites:
+                g0 = f if site_ == sites[0] else f.create_group(f"sites/{site_}")
+                g0.attrs["site"] = site_
+                g0.attrs["hidden_index"] = hidden[site_]
+                _write_runs(g0, *by_site[site_])
+
+
 def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, lr: float = 0.01,
                   min_steps: int = 500, max_steps: int = 1000, objectives=("seed", "wellposed"),
                   inits=("warm", "cold"), bases=("coord", "rotated"), k_warm: int = 50, out_h5=None,
@@ -689,7 +753,7 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
         Mask file of this layer (:func:`zhunt.weights.masks.read_mask`).
     model_name : str
     layer : int
-        Decoder layer ``l`` (hidden index ``l + 1``).
+        Decoder layer ``l``, read at ``hidden_index(l, site)``.
     lambdas : sequence of float
         Sparsity weights (> 0).
     lr, min_steps, max_steps : float, int, int
@@ -698,14 +762,10 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
         Subsets of :data:`OBJECTIVES`, :data:`INITS`, :data:`BASES`.
     k_warm : int
         Dimension of the SVD mask used for the warm start, the rotated basis and the overlap.
-    out_h5, out_tsv : path
-        Outputs (written atomically).
     seed : int
         Seeds the ``sigma0`` subsample, the contrast partners and torch.
-    device : str, optional
-        Default CUDA when available.
-    kind : str
-        Mask kind (``multihead`` or ``head0``).
+    device, kind : str
+        Torch device (default CUDA when available); mask kind (``multihead`` or ``head0``).
     gamma, n_neg, contrast
         Well-posed objective settings (:class:`ArdProblem`).
     site, site_variants
@@ -720,29 +780,13 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
 
     Files written
     -------------
-    ``out_h5``: ``{objective}/{basis}/{init}/lambda{λ:g}/lengthscale`` (d,) (standardised units),
-    ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
-    ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
-    ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes (model,
-    layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma, n_neg,
-    contrast) — all of the primary site; each variant site's runs and bases in the same layout
-    under ``sites/{site}/`` (attributes ``site``, ``hidden_index``).
-    ``out_tsv``: one row per (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
+    Atomically; ``out_h5``: the run file (layout in :func:`_write_run_file`). ``out_tsv``: one row per
+    (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
     """
-    import h5py
-
     from zhunt.data.store import ActivationStore
-
-    for name, vals, allowed in (("objectives", objectives, OBJECTIVES), ("inits", inits, INITS),
-                                ("bases", bases, BASES)):
-        bad = [v for v in vals if v not in allowed]
-        if bad or not len(vals):
-            raise ZhuntError(f"ard.{name}", f"need a non-empty subset of {list(allowed)}, got {list(vals)}")
-    lambdas = [float(x) for x in lambdas]
-    if not lambdas or min(lambdas) <= 0:
-        raise ZhuntError("ard.lambdas", f"need positive sparsity weights, got {lambdas}")
     from zhunt.models.site import check_site, hidden_index
 
+    lambdas = _check_grid(objectives, inits, bases, lambdas)
     t_start = time.perf_counter()
     V_Z = read_mask(mask_path, kind, int(k_warm))
     dev = resolve_device(device)
@@ -757,41 +801,34 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
             by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps,
                                        max_steps, seed, dev, gamma, n_neg, contrast, site_, progress)
         n_problems, d = by_site[sites[0]][2], store.hidden_size
-        # what identifies the inputs, carried into the run file for its readers
-        provenance = {key: store.attrs[key] for key in ("model_weights_sha256", "prompt_file_sha256", "template")
-                      if key in store.attrs}
-    frames = []
-    for site_ in sites:
-        runs, prep, _ = by_site[site_]
-        t = pd.DataFrame(_run_rows(runs, prep, model_name, layer, n_problems, d, k_warm), columns=TSV_COLUMNS)
-        t.insert(0, "hidden_index", hidden_index(int(layer), site_))
-        t.insert(0, "site", site_)
-        frames.append(t)
-    table = pd.concat(frames, ignore_index=True)
+        provenance = {key: store.attrs[key] for key in _PROVENANCE_KEYS if key in store.attrs}
+    table = _grid_table(by_site, model_name, layer, n_problems, d, k_warm)
     files = []
     if out_h5 is not None:
-        with atomic_path(out_h5, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                for key, val in dict(model=model_name, layer=int(layer), site=sites[0],
-                                     hidden_index=hidden_index(int(layer), sites[0]),
-                                     n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr,
-                                     min_steps=int(min_steps), max_steps=int(max_steps), gamma=gamma,
-                                     n_neg=-1 if n_neg is None else int(n_neg), contrast=contrast,
-                                     seed=int(seed), warm_eps=WARM_EPS, **provenance).items():
-                    f.attrs[key] = val
-                f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
-                                    "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
-                                    "(rotated)")
-                for site_ in sites:
-                    g0 = f if site_ == sites[0] else f.create_group(f"sites/{site_}")
-                    g0.attrs["site"] = site_
-                    g0.attrs["hidden_index"] = hidden_index(int(layer), site_)
-                    _write_runs(g0, *by_site[site_][:2])
+        attrs = dict(model=model_name, layer=int(layer), site=sites[0], hidden_index=hidden_index(int(layer), sites[0]),
+                     n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr, min_steps=int(min_steps),
+                     max_steps=int(max_steps), gamma=gamma, n_neg=-1 if n_neg is None else int(n_neg),
+                     contrast=contrast, seed=int(seed), warm_eps=WARM_EPS, **provenance)
+        _write_run_file(out_h5, attrs, {site_: by_site[site_][:2] for site_ in sites},
+                        {site_: hidden_index(int(layer), site_) for site_ in sites})
         files.append(str(out_h5))
     if out_tsv is not None:
         write_table(table, out_tsv)
         files.append(str(out_tsv))
     return {"files": files, "table": table, "seconds": time.perf_counter() - t_start}
+
+
+def _grid_table(by_site: Mapping, model_name, layer, n_problems, d, k_warm) -> pd.DataFrame:
+    """The per-layer TSV: :func:`_run_rows` of every site, ``site`` and ``hidden_index`` first."""
+    from zhunt.models.site import hidden_index
+
+    frames = []
+    for site_, (runs, prep, _) in by_site.items():
+        t = pd.DataFrame(_run_rows(runs, prep, model_name, layer, n_problems, d, k_warm), columns=TSV_COLUMNS)
+        t.insert(0, "hidden_index", hidden_index(int(layer), site_))
+        t.insert(0, "site", site_)
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps, seed, dev, gamma,
@@ -876,8 +913,8 @@ def _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm) -> list[dict
 
 
 # =========================================================================== stage: summary
-def _read_runs(h5_paths) -> dict:
-    """``{(layer, objective, basis, init, lam): {"log_ell", "trajectory", "steps", "z"}}`` from run files."""
+def read_run_files(h5_paths) -> dict:
+    """``{(layer, objective, basis, init, lam): {"log_ell", "trajectory", "steps", "z", "loss"}}`` from run files."""
     out = {}
     for path in h5_paths:
         try:
@@ -969,46 +1006,25 @@ def ard_headline(table: pd.DataFrame, heldout: pd.DataFrame, primary_layer: int,
         criteria=z_criteria() + f"; held-out tests reject at p < {HELDOUT_ALPHA:g}")])
 
 
-def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_tsv, out_md, fig_dir,
-                  heldout_tsv=None, out_headline=None, site: str | None = None) -> dict:
-    """Exp. C summary over layers: |Z| vs layer, bimodality, SVD overlap, the seed objective's collapse.
+def summary_table(per: pd.DataFrame, runs: Mapping) -> pd.DataFrame:
+    """Per-run rows of every layer with the seed's pooled-median |Z| next to the per-layer columns.
 
     Parameters
     ----------
-    tsv_paths, h5_paths : sequences of path
-        Outputs of :func:`run_ard_layer`, one per layer.
-    primary_layer : int
-        Layer of the spectrum and trajectory figures (must be among the inputs).
-    model_name : str
-    out_tsv, out_md : path
-        One row per run (all layers) with ``z_size_median`` — ``|Z|`` with the
-        median threshold pooled over all layers and λ of the same objective,
-        basis and init — and its overlap with SVD-Z, next to the per-layer columns;
-        the Markdown report (|Z| vs layer, bimodality at the primary layer,
-        overlap, the collapse report).
-    fig_dir : path
-        ``ard_z_size``, ``ard_spectrum``, ``ard_trajectories`` (.pdf + .png).
-    heldout_tsv, out_headline : path, optional
-        :func:`run_heldout_test`'s table, and where to write :func:`ard_headline`
-        (the headline |Z|, also at the top of ``out_md``); both or neither.
-    site : str, optional
-        The primary site (default: the first ``site`` in the TSVs): the summary
-        covers its rows only; variant sites stay in the per-layer TSVs.
+    per : DataFrame
+        The per-layer TSVs of :func:`run_ard_layer` (one site), concatenated.
+    runs : mapping
+        ``{(layer, objective, basis, init, lambda): {"log_ell", "z", ...}}`` (:func:`read_run_files`).
 
     Returns
     -------
-    dict
-        ``files``, ``table``, ``collapse`` (dict of collapse statistics of the seed objective),
-        ``headline`` (DataFrame or None).
+    DataFrame
+        ``per`` plus ``z_size_median`` (``#{ell_j < tau}``, ``tau`` = median of
+        ``log ell`` pooled over all layers and λ of the same objective, basis
+        and init), ``threshold_pooled_log10``, ``overlap_pooled`` and
+        ``overlap_pooled_chance`` (:func:`svd_overlap` of that count), sorted by
+        objective, basis, init, λ, layer.
     """
-    fig_dir = Path(fig_dir)
-    per = pd.concat([pd.read_csv(p, sep="\t") for p in tsv_paths], ignore_index=True)
-    if "site" in per.columns:  # the summary is of the primary site (the run files' top level)
-        per = per[per["site"] == (site or per["site"].iloc[0])].reset_index(drop=True)
-    runs = _read_runs(h5_paths)
-    if primary_layer not in set(per["layer"]):
-        raise ZhuntError("study.primary_layer", f"layer {primary_layer} is not among the ARD layers "
-                                                f"{sorted(set(per['layer']))}")
     pooled = {}
     for (layer, obj, basis, init, lam), r in runs.items():
         pooled.setdefault((obj, basis, init), []).append(r["log_ell"])
@@ -1027,20 +1043,75 @@ def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_
         extra.append(dict(z_size_median=int(active.sum()), threshold_pooled_log10=t / math.log(10),
                           overlap_pooled=ov["overlap"], overlap_pooled_chance=ov["chance"]))
     table = pd.concat([per, pd.DataFrame(extra)], axis=1)
-    table = table.sort_values(["objective", "basis", "init", "lambda", "layer"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["objective", "basis", "init", "lambda", "layer"], kind="stable").reset_index(drop=True)
 
+
+def seed_collapse(table: pd.DataFrame) -> dict:
+    """Collapse statistics of the seed objective's runs in :func:`summary_table` (``{}`` when none ran).
+
+    Returns
+    -------
+    dict
+        ``n_runs``, ``n_converged``, ``median_growth_per_100_steps``,
+        ``min_growth_per_100_steps``, ``median_growth_q10_per_100_steps``,
+        ``median_log10_rise`` (end minus start median ``log10 ell``),
+        ``median_frac_grown``, ``max_steps``.
+    """
     seed_rows = table[table["objective"] == "seed"]
-    collapse = {}
-    if len(seed_rows):
-        collapse = dict(
-            n_runs=int(len(seed_rows)), n_converged=int(seed_rows["converged"].sum()),
-            median_growth_per_100_steps=float(seed_rows["growth_per_100_steps"].median()),
-            min_growth_per_100_steps=float(seed_rows["growth_per_100_steps"].min()),
-            median_growth_q10_per_100_steps=float(seed_rows["growth_q10_per_100_steps"].median()),
-            median_log10_rise=float((seed_rows["log10_ell_median_end"]
-                                     - seed_rows["log10_ell_median_start"]).median()),
-            median_frac_grown=float(seed_rows["frac_grown"].median()),
-            max_steps=int(seed_rows["steps"].max()))
+    if not len(seed_rows):
+        return {}
+    return dict(
+        n_runs=int(len(seed_rows)), n_converged=int(seed_rows["converged"].sum()),
+        median_growth_per_100_steps=float(seed_rows["growth_per_100_steps"].median()),
+        min_growth_per_100_steps=float(seed_rows["growth_per_100_steps"].min()),
+        median_growth_q10_per_100_steps=float(seed_rows["growth_q10_per_100_steps"].median()),
+        median_log10_rise=float((seed_rows["log10_ell_median_end"]
+                                 - seed_rows["log10_ell_median_start"]).median()),
+        median_frac_grown=float(seed_rows["frac_grown"].median()),
+        max_steps=int(seed_rows["steps"].max()))
+
+
+def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_tsv, out_md, *, fig_size,
+                  fig_spectrum, fig_traj, heldout_tsv=None, out_headline=None, site: str | None = None) -> dict:
+    """Exp. C summary over layers: |Z| vs layer, bimodality, SVD overlap, the seed objective's collapse.
+
+    Parameters
+    ----------
+    tsv_paths, h5_paths : sequences of path
+        Outputs of :func:`run_ard_layer`, one per layer.
+    primary_layer : int
+        Layer of the spectrum and trajectory figures (must be among the inputs).
+    model_name : str
+    out_tsv, out_md : path
+        :func:`summary_table` and the Markdown report (|Z| vs layer, bimodality
+        at the primary layer, overlap, the collapse report;
+        :func:`zhunt.report.ard.summary_markdown`).
+    fig_size, fig_spectrum, fig_traj : path
+        Figure stems (``.pdf`` + ``.png``; a path ending in one of them is taken
+        as its stem): |Z| vs layer, the primary layer's spectrum, trajectories.
+    heldout_tsv, out_headline : path, optional
+        :func:`run_heldout_test`'s table, and where to write :func:`ard_headline`
+        (the headline |Z|, also at the top of ``out_md``); both or neither.
+    site : str, optional
+        The primary site (default: the first ``site`` in the TSVs): the summary
+        covers its rows only; variant sites stay in the per-layer TSVs.
+
+    Returns
+    -------
+    dict
+        ``files``, ``table``, ``collapse`` (:func:`seed_collapse`), ``headline`` (DataFrame or None).
+    """
+    from zhunt.report import ard as render
+
+    per = pd.concat([pd.read_csv(p, sep="\t") for p in tsv_paths], ignore_index=True)
+    if "site" in per.columns:  # the summary is of the primary site (the run files' top level)
+        per = per[per["site"] == (site or per["site"].iloc[0])].reset_index(drop=True)
+    runs = read_run_files(h5_paths)
+    if primary_layer not in set(per["layer"]):
+        raise ZhuntError("study.primary_layer", f"layer {primary_layer} is not among the ARD layers "
+                                                f"{sorted(set(per['layer']))}")
+    table = summary_table(per, runs)
+    collapse = seed_collapse(table)
     files = []
     headline = None
     if heldout_tsv is not None:
@@ -1049,160 +1120,46 @@ def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_
             write_table(headline, out_headline)
             files.append(str(out_headline))
     write_table(table, out_tsv)
-    files.append(str(out_tsv))
-    write_text(out_md, _summary_markdown(table, primary_layer, model_name, collapse, headline))
-    files.append(str(out_md))
-    files += [str(p) for p in _plot_z_size(table, model_name, fig_dir / "ard_z_size")]
-    files += [str(p) for p in _plot_spectrum(runs, primary_layer, model_name, fig_dir / "ard_spectrum")]
-    files += [str(p) for p in _plot_trajectories(runs, primary_layer, model_name, fig_dir / "ard_trajectories")]
+    write_text(out_md, render.summary_markdown(table, primary_layer, model_name, collapse, headline))
+    files += [str(out_tsv), str(out_md)]
+    files += [str(p) for p in render.plot_z_size(table, model_name, fig_size)]
+    files += [str(p) for p in render.plot_spectrum(runs, primary_layer, model_name, fig_spectrum)]
+    files += [str(p) for p in render.plot_trajectories(runs, primary_layer, model_name, fig_traj)]
     return {"files": files, "table": table, "collapse": collapse, "headline": headline}
 
 
-def _md(df) -> str:
-    return df.to_markdown(index=False, floatfmt=".4g") + "\n"
-
-
-def _summary_markdown(table, primary, model, collapse, headline=None) -> str:
-    lines = [f"# Exp. C — ARD-MMD ({model})", ""]
-    if headline is not None:
-        h = headline.iloc[0]
-        lines += ["## Headline |Z|", "",
-                  f"Layer {int(h['layer'])}, {h['objective']} objective, {h['basis']} basis, {h['init']} start, "
-                  f"λ = {h['lambda']:g}: **|Z| = {int(h['z_size'])} of {int(h['d'])}** ({h['z_rule']}; BIC gain "
-                  f"{h['bic_gain']:.3g}, Ashman D {h['ashman_d']:.3g}); refit on half of the problems: "
-                  f"|Z| = {int(h['z_size_fit'])}. Held-out tests with the learned kernel: language p = "
-                  f"{h['p_language']:.3g}, problem p = {h['p_problem']:.3g} → the kernel separates "
-                  f"**{h['heldout_verdict']}**. (The seed's pooled-median count for the same run: "
-                  f"{h['z_size_median']}.)", "", f"Criteria: {h['criteria']}.", ""]
-    lines += ["Lengthscales in standardised units (log ell = 0: median heuristic). |Z| (`z_size`) = the "
-              "mixture-model count: " + z_criteria() + ". The seed's count #{ell_j < tau}, tau = median of the "
-              "converged ell pooled over layers and λ of the same objective, basis and init (`z_size_median`), "
-              "is kept for comparison: pooled over runs it forces the mean count to d/2.", ""]
-    lines += ["## |Z| vs layer", ""]
-    piv = table.pivot_table(index=["objective", "basis", "init", "lambda"], columns="layer",
-                            values="z_size", aggfunc="first")
-    piv.columns = [f"L{c}" for c in piv.columns]
-    lines += [_md(piv.reset_index()), ""]
-    prim = table[table["layer"] == primary]
-    lines += [f"## Lengthscale spectrum at layer {primary}: bimodality", "",
-              "bic_gain = BIC(1 Gaussian) - BIC(2-Gaussian mixture) on log10 ell (> 0 favours two modes; "
-              "any non-Gaussian shape can give a gain); Ashman's D > 2 = well-separated modes.", ""]
-    lines += [_md(prim[["objective", "basis", "init", "lambda", "bic_gain", "ashman_d", "z_size", "z_rule",
-                        "z_size_median"]]), ""]
-    lines += [f"## Overlap of ARD-Z with SVD-Z at layer {primary}", "",
-              "Fraction of ARD's surviving axes among the top-|Z| axes by z-energy (median threshold of the "
-              "layer's own grid), chance = |T|/d, hypergeometric p.", ""]
-    lines += [_md(prim[["objective", "basis", "init", "lambda", "n_active_median", "overlap_svd",
-                        "overlap_chance", "overlap_p", "z_size_median", "overlap_pooled", "overlap_pooled_chance"]]),
-              ""]
-    lines += ["## Collapse of the seed objective", ""]
-    if collapse:
-        lines += [f"The seed objective (sum_i MMD² + λ sum 1/ell) has its infimum at ell -> inf. Over "
-                  f"{collapse['n_runs']} runs (budget {collapse['max_steps']} steps) the plateau stop fired in "
-                  f"{collapse['n_converged']}; the median log10 ell rose by {collapse['median_log10_rise']:.3g} "
-                  f"(median over runs) and was still rising at {collapse['median_growth_per_100_steps']:.3g} per "
-                  f"100 steps at the end (slowest run: {collapse['min_growth_per_100_steps']:.3g}), its 10th "
-                  f"percentile (the most-used axes) at {collapse['median_growth_q10_per_100_steps']:.3g}; a median "
-                  f"{100 * collapse['median_frac_grown']:.0f}% of the axes ended with a larger ell than they "
-                  "started with. Whatever 'survives' reflects the step budget, not an optimum. (A well-posed "
-                  "objective also sends unused axes to infinity, which moves the median; the 10th percentile "
-                  "tells the two apart.)", ""]
-        sr = table[table["objective"] == "seed"]
-        lines += [_md(sr[["layer", "basis", "init", "lambda", "steps", "converged", "log10_ell_median_start",
-                          "log10_ell_median_end", "growth_per_100_steps", "growth_q10_per_100_steps",
-                          "frac_grown", "mmd_lang"]]), ""]
-        wp = table[table["objective"] == "wellposed"]
-        if len(wp):
-            lines += ["For comparison, the well-posed objective:", ""]
-            lines += [_md(wp[["layer", "basis", "init", "lambda", "steps", "converged", "log10_ell_median_end",
-                              "growth_per_100_steps", "growth_q10_per_100_steps", "mmd_lang", "mmd_problem"]]),
-                      ""]
-    else:
-        lines += ["(seed objective not run)", ""]
-    return "\n".join(lines)
-
-
-_INIT_STYLE = {"warm": "-", "cold": "--"}
-_BASIS_COLOR = {"coord": "#0072B2", "rotated": "#D55E00"}
-
-
-def _middle(values):
-    v = sorted(values)
-    return v[len(v) // 2]
-
-
-def _plot_z_size(table, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    objs = [o for o in OBJECTIVES if o in set(table["objective"])]
-    fig, axes = new_figure(1, len(objs), width=4.2 * len(objs), height=3.4,
-                           squeeze=False, layout="constrained")
-    lams = sorted(set(table["lambda"]))
-    markers = dict(zip(lams, "osd^v<>"))
-    for ax, obj in zip(axes[0], objs):
-        sub = table[table["objective"] == obj]
-        for (basis, init, lam), g in sub.groupby(["basis", "init", "lambda"]):
-            g = g.sort_values("layer")
-            ax.plot(g["layer"], g["z_size"], _INIT_STYLE.get(init, "-"), marker=markers[lam],
-                    color=_BASIS_COLOR.get(basis), label=f"{basis}/{init}/λ={lam:g}")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("|Z| (mixture-model count)")
-        ax.set_title(f"{model}: {obj}")
-    axes[0][-1].legend(fontsize=6, ncol=1, loc="best")
-    return save_figure(fig, stem)
-
-
-def _plot_spectrum(runs, primary, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    keys = [k for k in runs if k[0] == primary]
-    objs = [o for o in OBJECTIVES if any(k[1] == o for k in keys)]
-    fig, axes = new_figure(len(objs), 2, width=8.0, height=2.8 * len(objs),
-                           squeeze=False, layout="constrained")
-    for row, obj in zip(axes, objs):
-        ks = [k for k in keys if k[1] == obj]
-        lam = _middle({k[4] for k in ks})
-        for k in sorted(k for k in ks if k[4] == lam):
-            x = runs[k]["log_ell"] / math.log(10)
-            lab = f"{k[2]}/{k[3]}"
-            row[0].hist(x, bins=40, histtype="step", color=_BASIS_COLOR.get(k[2]),
-                        linestyle=_INIT_STYLE.get(k[3], "-"), label=lab)
-            row[1].plot(np.sort(x), _INIT_STYLE.get(k[3], "-"), color=_BASIS_COLOR.get(k[2]), label=lab)
-        row[0].set_xlabel("log10 ell")
-        row[0].set_ylabel("axes")
-        row[0].set_title(f"{obj}, L{primary}, λ={lam:g}: histogram")
-        row[1].set_xlabel("rank")
-        row[1].set_ylabel("log10 ell (sorted)")
-        row[1].set_title("sorted spectrum")
-        row[1].legend(fontsize=7)
-    fig.suptitle(f"{model}: ARD lengthscale spectrum")
-    return save_figure(fig, stem)
-
-
-def _plot_trajectories(runs, primary, model, stem):
-    from zhunt.report.figures import new_figure, save_figure
-
-    keys = [k for k in runs if k[0] == primary]
-    objs = [o for o in OBJECTIVES if any(k[1] == o for k in keys)]
-    fig, axes = new_figure(1, len(objs), width=4.2 * len(objs), height=3.4,
-                           squeeze=False, layout="constrained")
-    lams = sorted({k[4] for k in keys})
-    colors = dict(zip(lams, ["#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000"]))
-    for ax, obj in zip(axes[0], objs):
-        for k in sorted(k for k in keys if k[1] == obj and k[2] == "coord"):
-            r = runs[k]
-            q = np.percentile(r["trajectory"], [10, 50, 90], axis=1) / math.log(10)
-            ax.plot(r["steps"], q[1], _INIT_STYLE.get(k[3], "-"), color=colors[k[4]], label=f"{k[3]}/λ={k[4]:g}")
-            ax.fill_between(r["steps"], q[0], q[2], color=colors[k[4]], alpha=0.08)
-        ax.set_xlabel("step")
-        ax.set_ylabel("log10 ell (median, 10-90%)")
-        ax.set_title(f"{obj} (coord basis), L{primary}")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{model}: ARD trajectories")
-    return save_figure(fig, stem)
-
-
 # =========================================================================== stage: held-out test
+def _heldout_rows(fit, tzh, ten, partner, meta: Mapping, *, n_fit: int, n_permutations: int, seed: int,
+                  device) -> list[dict]:
+    """The language and problem permutation tests on the held-out clouds, learned and median-heuristic kernels.
+
+    ``tzh``, ``ten``: the ``n`` held-out clouds per language; ``partner``: the
+    derangement ``π`` of the problem test; ``meta``: the leading columns of every
+    row (:func:`run_heldout_test` documents the statistics).
+    """
+    n = len(tzh)
+    rows = []
+    zfit = z_size(fit.log_ell)
+    for kernel, le in (("learned", fit.log_ell), ("median_heuristic", cold_start(len(fit.log_ell)))):
+        tests = {
+            "language": (tzh, ten),
+            "problem": ([tzh[i] for i in range(n)] + [ten[i] for i in range(n)],
+                        [tzh[j] for j in partner] + [ten[j] for j in partner]),
+        }
+        for ti, (name, (a, b)) in enumerate(tests.items()):
+            obs, null = permutation_mmd2(a, b, le, n_permutations=n_permutations, seed=seed + 1 + ti, device=device)
+            T, Tb = obs.mean(), null.mean(axis=1)
+            p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
+            rows.append(dict(**meta, kernel=kernel, test=name, statistic=float(T),
+                             null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
+                             p_value=float((1 + (Tb >= T).sum()) / (n_permutations + 1)),
+                             frac_reject=float((p_pair < 0.05).mean()), n_pairs=len(a), n_fit=n_fit,
+                             n_test=n, n_permutations=int(n_permutations), fit_steps=fit.steps,
+                             fit_converged=fit.converged, z_size_fit=zfit["z_size"], z_rule_fit=zfit["z_rule"],
+                             d=len(fit.log_ell)))
+    return rows
+
+
 def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, model_name: str = "",
                      objective: str = "wellposed", init: str = "warm", basis: str = "coord", k_warm: int = 50,
                      kind: str = "multihead", lr: float = 0.01, min_steps: int = 500, max_steps: int = 1000,
@@ -1269,27 +1226,10 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
     n = len(test_ids)
     shift = int(rng.integers(1, n))
     partner = (np.arange(n) + shift) % n
-    rows = []
-    zfit = z_size(fit.log_ell)
-    for kernel, le in (("learned", fit.log_ell), ("median_heuristic", cold_start(len(fit.log_ell)))):
-        tests = {
-            "language": (tzh, ten),
-            "problem": ([tzh[i] for i in range(n)] + [ten[i] for i in range(n)],
-                        [tzh[j] for j in partner] + [ten[j] for j in partner]),
-        }
-        for ti, (name, (a, b)) in enumerate(tests.items()):
-            obs, null = permutation_mmd2(a, b, le, n_permutations=n_permutations, seed=seed + 1 + ti, device=dev)
-            T, Tb = obs.mean(), null.mean(axis=1)
-            p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
-            rows.append(dict(site=site, hidden_index=hidden_index(int(layer), site),
-                             model=model_name, layer=int(layer), **{"lambda": float(lam)}, objective=objective,
-                             init=init, basis=basis, kernel=kernel, test=name, statistic=float(T),
-                             null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
-                             p_value=float((1 + (Tb >= T).sum()) / (n_permutations + 1)),
-                             frac_reject=float((p_pair < 0.05).mean()), n_pairs=len(a), n_fit=len(fit_ids),
-                             n_test=n, n_permutations=int(n_permutations), fit_steps=fit.steps,
-                             fit_converged=fit.converged, z_size_fit=zfit["z_size"], z_rule_fit=zfit["z_rule"],
-                             d=len(fit.log_ell)))
+    meta = dict(site=site, hidden_index=hidden_index(int(layer), site), model=model_name, layer=int(layer),
+                **{"lambda": float(lam)}, objective=objective, init=init, basis=basis)
+    rows = _heldout_rows(fit, tzh, ten, partner, meta, n_fit=len(fit_ids), n_permutations=n_permutations,
+                         seed=seed, device=dev)
     table = pd.DataFrame(rows)
     write_table(table, out_tsv)
     return {"files": [str(out_tsv)], "table": table, "fit": fit}

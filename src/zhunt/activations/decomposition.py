@@ -82,6 +82,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.io import write_table, write_text
 from zhunt.stats import holm
@@ -89,7 +90,7 @@ from zhunt.subspace import random_subspace
 
 __all__ = ["Z_DOMINATED_ENRICHMENT", "ALPHA", "N_PERMUTATIONS", "POOLED_LANGS", "iso_expected",
            "norms_in_subspace", "ratio_stats", "random_ratio_stats", "label_layer", "paired_permutation_p",
-           "criteria", "decompose", "plot_decomposition", "run_decomposition"]
+           "criteria", "decompose", "run_decomposition"]
 
 log = logging.getLogger("zhunt.activations.decomposition")
 
@@ -200,16 +201,18 @@ def label_layer(R: float, rand: np.ndarray) -> tuple[str, dict]:
     return "mixed", info
 
 
-def _pairs(langs: np.ndarray, problem_ids) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(zh_rows, en_rows)`` of the problems present in both languages, in zh order."""
+def _zh_en_rows(langs: np.ndarray, problem_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(zh_rows, en_rows)`` of every problem, in zh order (:func:`zhunt.data.pairing.pair_by_problem`:
+    a problem missing in one of the two languages is an error); no ``problem_ids``: the j-th zh row and
+    the j-th en row are problem j."""
     zh, en = np.flatnonzero(langs == "zh"), np.flatnonzero(langs == "en")
     if problem_ids is None:
-        n = min(len(zh), len(en))
-        return zh[:n], en[:n]
-    pid = np.asarray(list(problem_ids)).astype(str)
-    en_of = {p: i for i, p in zip(en, pid[en])}
-    keep = [(i, en_of[p]) for i, p in zip(zh, pid[zh]) if p in en_of]
-    return (np.array([i for i, _ in keep], dtype=int), np.array([j for _, j in keep], dtype=int))
+        ids = {"zh": range(len(zh)), "en": range(len(en))}
+    else:
+        pid = np.asarray(list(problem_ids)).astype(str)
+        ids = {"zh": pid[zh], "en": pid[en]}
+    _, rows = pair_by_problem(ids, where="decomposition problem_ids")
+    return zh[rows["zh"]], en[rows["en"]]
 
 
 def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarray, *, n_random: int = 100,
@@ -232,7 +235,8 @@ def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarr
         permutation test of layer ``l`` with ``(seed, k, l)``.
     problem_ids : sequence of str, optional
         Problem of each row (zh and en rows of one problem share it); default:
-        the j-th zh row and the j-th en row are problem j.
+        the j-th zh row and the j-th en row are problem j. Every problem needs
+        a zh and an en row (:func:`zhunt.data.pairing.pair_by_problem`).
     n_permutations : int
         See :func:`paired_permutation_p`.
 
@@ -256,7 +260,7 @@ def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarr
     groups["all"] = np.isin(langs, pooled)
     pooled_name = "+".join(pooled)
     has_pair = "zh" in groups and "en" in groups
-    zi, ei = _pairs(langs, problem_ids) if has_pair else (np.array([], int), np.array([], int))
+    zi, ei = _zh_en_rows(langs, problem_ids) if has_pair else (np.array([], int), np.array([], int))
     iso = iso_expected(k, d)
     crit = criteria()
     rows, diff_rows = [], []
@@ -291,92 +295,6 @@ def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarr
             rows[i]["p_holm"] = float(pa)
             rows[i]["label"] = ("no difference" if not (pa < ALPHA) else "zh higher" if D > 0 else "en higher")
     return pd.DataFrame(rows)
-
-
-def plot_decomposition(df: pd.DataFrame, stem, title: str = "") -> None:
-    """R vs layer (languages as lines, random 95% band of the pooled R, isotropic line) and R_zh - R_en
-    (random band, layers significant in the permutation test circled)."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
-
-    ks = sorted(df["k"].unique())
-    has_diff = (df["lang"] == "zh-en").any()
-    nrows = 2 if has_diff else 1
-    fig, axes = new_figure(nrows, len(ks), width=4.2 * len(ks), height=3.0 * nrows, squeeze=False, sharex=True)
-    palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
-    for c, k in enumerate(ks):
-        sub = df[df["k"] == k]
-        ax = axes[0, c]
-        pooled = sub[sub["lang"] == "all"]
-        ax.fill_between(pooled["layer"], pooled["rand_q025"], pooled["rand_q975"], color="0.85",
-                        label="random 95% (all)")
-        ax.axhline(float(pooled["iso_expected"].iloc[0]), color=SERIES_COLORS["chance"], ls=":", lw=1,
-                   label=r"isotropic $\sqrt{k/(d-k)}$")
-        langs = [g for g in dict.fromkeys(sub["lang"]) if g not in ("all", "zh-en")] + ["all"]
-        for i, g in enumerate(langs):
-            s = sub[sub["lang"] == g]
-            ax.plot(s["layer"], s["R"], marker="o", color="black" if g == "all" else palette[i % len(palette)],
-                    ls="--" if g == "all" else "-", label=g)
-        zd = pooled[pooled["label"] == "Z-dominated"]
-        ax.scatter(zd["layer"], zd["R"], s=60, facecolors="none", edgecolors=SERIES_COLORS["marker"],
-                   label="Z-dominated (all)", zorder=5)
-        ax.set_yscale("log")
-        if c == 0:
-            ax.set_ylabel(r"$R = \|P_Z \Delta\bar h\| / \|P_{Z^\perp} \Delta\bar h\|$")
-        ax.set_title(f"k = {k}")
-        if c == 0:
-            ax.legend(loc="best")
-        if has_diff:
-            ax2 = axes[1, c]
-            s = sub[sub["lang"] == "zh-en"]
-            ax2.fill_between(s["layer"], s["rand_q025"], s["rand_q975"], color="0.85", label="random 95%")
-            ax2.axhline(0, color=SERIES_COLORS["chance"], lw=0.8)
-            ax2.plot(s["layer"], s["R"], marker="o", color=SERIES_COLORS["attention"], label=r"$R_{zh} - R_{en}$")
-            sig = s[s["label"] != "no difference"]
-            ax2.scatter(sig["layer"], sig["R"], s=60, facecolors="none", edgecolors=SERIES_COLORS["marker"],
-                        label=f"Holm p < {ALPHA:g} (permutation)", zorder=5)
-            if c == 0:
-                ax2.set_ylabel(r"$R_{zh} - R_{en}$")
-            ax2.set_xlabel("decoder layer l (update l -> l+1)")
-            if c == 0:
-                ax2.legend(loc="best")
-        else:
-            ax.set_xlabel("decoder layer l (update l -> l+1)")
-    if title:
-        fig.suptitle(title)
-    save_figure(fig, stem)
-
-
-def _markdown(df: pd.DataFrame, model_name: str, mask_layer, n_random: int) -> str:
-    lines = [f"# Experiment B: update decomposition R(l), {model_name}", "",
-             f"Basis: Z of decoder layer {mask_layer} (fixed for every layer). R = mean over prompts of "
-             "||P_Z Δh̄|| / ||P_Z⊥ Δh̄|| (mean-pooled update of decoder layer l, special tokens excluded); "
-             f"R_of_means = ratio of the prompt-averaged norms. Random: {n_random} Haar subspaces of the same k "
-             f"on the same updates. Z-dominated: R above the random 97.5% quantile and >= "
-             f"{Z_DOMINATED_ENRICHMENT}x the random mean; Z⊥-dominated: below the 2.5% quantile. "
-             "Rows: each language, `all` = the pooled languages named in `pooled` (zh + en, as the seed), "
-             "and zh-en: R = mean over problems of r_zh − r_en, tested by swapping the two languages' labels "
-             f"within each problem (permutation p, Holm across layers; zh/en higher when p_holm < {ALPHA}); "
-             "the random band of the same difference is shown for context.", ""]
-    for k in sorted(df["k"].unique()):
-        sub = df[(df["k"] == k) & (df["lang"] == "all")]
-        zd = sub[sub["label"] == "Z-dominated"]["layer"].tolist()
-        zp = sub[sub["label"] == "Z⊥-dominated"]["layer"].tolist()
-        top = sub.loc[sub["R"].idxmax()]
-        lines += [f"## k = {k}", "",
-                  f"Pooled: Z-dominated layers {zd or 'none'}; Z⊥-dominated layers {zp or 'none'}; "
-                  f"max R = {top['R']:.3g} at layer {int(top['layer'])} ({top['enrichment']:.2f}x random); "
-                  f"layers with R > 1: {int(sub['R_gt_1'].sum())}/{len(sub)}.", "",
-                  "| layer | lang | R | R_of_means | random mean [2.5%, 97.5%] | enrichment | p perm / Holm | "
-                  "label |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for _, r in df[df["k"] == k].iterrows():
-            enr = "" if pd.isna(r.get("enrichment")) else f"{r['enrichment']:.2f}"
-            rom = "" if pd.isna(r.get("R_of_means")) else f"{r['R_of_means']:.3g}"
-            pp = "" if pd.isna(r.get("p_perm")) else f"{r['p_perm']:.3g} / {r['p_holm']:.3g}"
-            lines.append(f"| {r['layer']} | {r['lang']} | {r['R']:.3g} | {rom} | {r['rand_mean']:.3g} "
-                         f"[{r['rand_q025']:.3g}, {r['rand_q975']:.3g}] | {enr} | {pp} | {r['label']} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int], kind: str = "multihead",
@@ -441,8 +359,10 @@ def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int],
     df.insert(0, "basis_layer", int(mask_layer))
     df.insert(0, "hidden_index", basis_j)
     df.insert(0, "site", site)
+    from zhunt.report.decomposition import decomposition_markdown, plot_decomposition
+
     write_table(df, out_tsv)
-    write_text(out_md, _markdown(df, model_name, mask_layer, int(n_random)))
+    write_text(out_md, decomposition_markdown(df, model_name, mask_layer, int(n_random)))
     plot_decomposition(df, fig_stem, title=f"{model_name}: R(l) with Z of layer {mask_layer}")
     out = {"by_k": {}, "runtime_s": time.perf_counter() - t0}
     for k in ks:

@@ -113,6 +113,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.weights.masks import MASK_KINDS, read_mask
 from zhunt.data.numerals import TOKEN_SETS, digit_confound_fractions
@@ -121,6 +122,7 @@ from zhunt.weights.structure import energy_fraction
 from zhunt.subspace import canonical_signs, grassmann_similarity, project, project_complement, random_subspace
 
 __all__ = [
+    "safe_ratio",
     "POOLINGS",
     "PairDeltas",
     "paired_pooled",
@@ -137,8 +139,6 @@ __all__ = [
     "phase2_sites",
     "phase2_streams",
     "digit_confound_phase2",
-    "plot_phase2_heatmaps",
-    "plot_datadriven",
     "run_phase2",
     "run_datadriven",
 ]
@@ -225,8 +225,9 @@ def _load_mask(path: Path, layer: int, kind: str, k: int, d: int) -> np.ndarray:
     return V
 
 
-def _check_pairs(store, langs, where) -> list[str]:
-    """Problem ids present in every language of ``langs``; a problem missing in one is an error."""
+def _check_pairs(store, langs, where) -> tuple[list[str], dict]:
+    """Problems of the pair ``langs`` and each language's rows (:func:`zhunt.data.pairing.pair_by_problem`:
+    a problem missing in one language is an error; at least 2 problems)."""
     wl = _where(where, "langs", "langs")
     langs = list(langs)
     if len(langs) != 2 or langs[0] == langs[1]:
@@ -235,19 +236,23 @@ def _check_pairs(store, langs, where) -> list[str]:
     for lang in langs:
         if lang not in have:
             raise ZhuntError(wl, f"language {lang!r} has no prompts in {store.path} (have {have})")
-    ids = {lang: store.prompt_ids(lang) for lang in langs}
-    a, b = (set(ids[x]) for x in langs)
-    for lang, other, mine in ((langs[0], langs[1], b - a), (langs[1], langs[0], a - b)):
-        if mine:
-            miss = sorted(mine)
-            raise ZhuntError(str(store.path), f"problem {miss[0]!r} has a {other!r} prompt but no {lang!r} "
-                                              f"prompt ({len(miss)} such problem(s)); Phase 2 needs every "
-                                              f"problem in both {langs[0]!r} and {langs[1]!r}")
-    common = ids[langs[0]]
-    if len(common) < 2:
-        raise ZhuntError(str(store.path), f"need at least 2 problems in both {langs[0]!r} and {langs[1]!r}, "
-                                          f"found {len(common)}")
-    return common
+    return pair_by_problem({lang: store.prompt_ids(lang) for lang in langs}, where=str(store.path), min_problems=2)
+
+
+def _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed, where):
+    """Checked sweep of one store: ``(layers, d, ks, ids, masks, draws)``.
+
+    ``ids``: the paired problems of ``langs`` (:func:`_check_pairs`); ``masks[(l, kind, k)]``:
+    ``V_Z`` (k, d); ``draws[k]``: the ``n_random`` Haar subspaces of :func:`_random_draws`.
+    """
+    layers = _check_layers(store, layers, where)
+    d = store.hidden_size
+    ks = _check_ks(ks, d, where)
+    paths = _check_mask_paths(mask_paths, layers, where)
+    ids, _ = _check_pairs(store, langs, where)
+    masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
+    draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
+    return layers, d, ks, ids, masks, draws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,13 +289,9 @@ def paired_pooled(store, j: int, langs=("zh", "en"), pooling: str = "mean",
         A language with no prompts, a problem present in only one of the two
         languages, or fewer than 2 problems.
     """
-    ids = _check_pairs(store, langs, None)
-    out = []
-    for lang in langs:
-        X = store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special,
-                         exclude_ids=exclude_ids).astype(np.float64)
-        pos = {p: i for i, p in enumerate(store.prompt_ids(lang))}
-        out.append(X[[pos[p] for p in ids]])
+    ids, rows = _check_pairs(store, langs, None)
+    out = [store.pooled(j, lang, pooling=pooling, exclude_special=exclude_special,
+                        exclude_ids=exclude_ids).astype(np.float64)[rows[lang]] for lang in langs]
     return out[0], out[1], ids
 
 
@@ -340,7 +341,7 @@ class PairDeltas:
     @property
     def ratio_full(self) -> float:
         """Phase 2 ratio in the whole space, ``mean ||δ_i|| / mean ||ω||``."""
-        return _safe_div(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
+        return safe_ratio(np.sqrt(self.cross_sq).mean(), np.sqrt(self.within_sq).mean())
 
     def sq_norms_in(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared norms of the deltas' projections onto the span of orthonormal rows ``W`` (k, d).
@@ -411,14 +412,15 @@ def subspace_metrics(deltas: PairDeltas, V: np.ndarray) -> dict:
     w_in = np.linalg.norm(project(deltas.within, V), axis=1)
     w_out = np.linalg.norm(project_complement(deltas.within, V), axis=1)
     return {
-        "ratio_S": _safe_div(c_in.mean(), w_in.mean()),
-        "ratio_perp": _safe_div(c_out.mean(), w_out.mean()),
+        "ratio_S": safe_ratio(c_in.mean(), w_in.mean()),
+        "ratio_perp": safe_ratio(c_out.mean(), w_out.mean()),
         "E_lang": energy_fraction(deltas.cross, V),
         "E_prob": energy_fraction(deltas.within, V),
     }
 
 
-def _safe_div(a: float, b: float) -> float:
+def safe_ratio(a: float, b: float) -> float:
+    """``a / b``; for ``b <= 0``: ``inf`` when ``a > 0``, else NaN."""
     return float(a / b) if b > 0 else (math.inf if a > 0 else math.nan)
 
 
@@ -456,12 +458,12 @@ def random_baseline(deltas: PairDeltas, k: int, n_random: int = 100, seed: int =
     tot_c, tot_w = deltas.cross_sq.sum(), deltas.within_sq.sum()
     for i, V in enumerate(draws):
         c2, w2 = deltas.sq_norms_in(V)
-        out["ratio"][i] = _safe_div(np.sqrt(c2).mean(), np.sqrt(w2).mean())
-        out["ratio_perp"][i] = _safe_div(np.sqrt(np.clip(deltas.cross_sq - c2, 0, None)).mean(),
+        out["ratio"][i] = safe_ratio(np.sqrt(c2).mean(), np.sqrt(w2).mean())
+        out["ratio_perp"][i] = safe_ratio(np.sqrt(np.clip(deltas.cross_sq - c2, 0, None)).mean(),
                                          np.sqrt(np.clip(deltas.within_sq - w2, 0, None)).mean())
         out["E_lang"][i] = c2.sum() / tot_c if tot_c > 0 else math.nan
         out["E_prob"][i] = w2.sum() / tot_w if tot_w > 0 else math.nan
-        out["E_lang_over_prob"][i] = _safe_div(out["E_lang"][i], out["E_prob"][i])
+        out["E_lang_over_prob"][i] = safe_ratio(out["E_lang"][i], out["E_prob"][i])
     return out
 
 
@@ -575,55 +577,6 @@ def _phase2_headlines(summary: pd.DataFrame, model: str, langs) -> list[str]:
     return out
 
 
-def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:
-    """Heatmaps over (layer, k) of ``ratio_Z / ratio_Zperp``, one panel per mask kind x pooling.
-
-    Colour is centred at 1 (blue: Z separates better than Z⊥); ``*`` marks
-    configs whose ``ratio_Z`` lies below the random 95 % interval.
-    """
-    from matplotlib.colors import TwoSlopeNorm
-
-    from zhunt.report.figures import new_figure, save_figure
-
-    kinds = list(dict.fromkeys(table["kind"]))
-    pools = list(dict.fromkeys(table["pooling"]))
-    layers = sorted(table["layer"].unique())
-    ks = sorted(table["k"].unique())
-    rel = table["ratio_Z"] / table["ratio_Zperp"]
-    span = float(np.nanmax(np.abs(np.log(rel[np.isfinite(rel) & (rel > 0)])))) if np.isfinite(rel).any() else 0.1
-    span = min(max(span, 0.05), math.log(3.0))  # colours saturate beyond a factor 3 either way
-    norm = TwoSlopeNorm(vcenter=1.0, vmin=math.exp(-span), vmax=math.exp(span))
-    fig, axes = new_figure(len(kinds), len(pools), width=3.2 * len(pools) + 1.0,
-                           height=0.45 * len(layers) * len(kinds) + 1.6 * len(kinds), squeeze=False,
-                           layout="constrained")
-    im = None
-    for a, kind in enumerate(kinds):
-        for b, pooling in enumerate(pools):
-            ax = axes[a, b]
-            M = np.full((len(layers), len(ks)), np.nan)
-            star = np.zeros_like(M, dtype=bool)
-            sel = table[(table["kind"] == kind) & (table["pooling"] == pooling)]
-            for _, r in sel.iterrows():
-                i, jj = layers.index(r["layer"]), ks.index(r["k"])
-                M[i, jj] = _safe_div(r["ratio_Z"], r["ratio_Zperp"])
-                star[i, jj] = r["ratio_Z"] < r["ratio_rand_lo"]
-            im = ax.imshow(M, cmap="RdBu_r", norm=norm, origin="lower", aspect="auto", interpolation="nearest")
-            for i in range(len(layers)):
-                for jj in range(len(ks)):
-                    if np.isfinite(M[i, jj]):
-                        dark = abs(math.log(max(M[i, jj], 1e-300))) > 0.6 * span
-                        ax.text(jj, i, f"{M[i, jj]:.2f}{'*' if star[i, jj] else ''}", ha="center",
-                                va="center", fontsize=7, color="white" if dark else "black")
-            ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-            ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers])
-            ax.set_xlabel("k")
-            ax.set_title(f"{kind}, {pooling} pooling")
-            ax.grid(False)
-    fig.colorbar(im, ax=axes, shrink=0.8, extend="both", label="ratio_Z / ratio_Z⊥  (<1: Z separates better)")
-    fig.suptitle(f"{model}: Phase 2 ratio_Z / ratio_Z⊥  (* ratio_Z below random 95% interval)", fontsize=9)
-    return save_figure(fig, stem)
-
-
 def _check_sweep(kinds, poolings, n_random, where):
     """Validated (kinds, poolings) of a Phase 2 / data-driven sweep; n_random must give a 95% interval."""
     kinds = _check_choice(kinds, MASK_KINDS, "kinds", where)
@@ -668,7 +621,7 @@ def _sep(ratio) -> float:
 _DIGIT_MEASURES = {
     "separation_full": lambda r: r["ratio_full"],
     "separation_Z": lambda r: r["ratio_Z"],
-    "z_advantage": lambda r: _safe_div(r["ratio_Z"], r["ratio_Zperp"]),
+    "z_advantage": lambda r: safe_ratio(r["ratio_Z"], r["ratio_Zperp"]),
 }
 
 
@@ -706,6 +659,101 @@ def digit_confound_phase2(table: pd.DataFrame, model: str = "") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _phase2_metrics(D: "PairDeltas", m: Mapping, rnd, chance: float) -> dict:
+    """The metric columns of one Phase 2 row: ``m`` = :func:`subspace_metrics` of Z, ``rnd`` = the
+    random baseline and its intervals of the stream (``(rb, ratio, E_lang, E_prob, E_lang_over_prob)``),
+    ``chance`` = k/d."""
+    rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), (es_mean, es_lo, es_hi) = rnd
+    spec = safe_ratio(m["E_lang"], m["E_prob"])
+    return {
+        "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"], "ratio_Zperp": m["ratio_perp"],
+        "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
+        "ratio_Z_percentile": percentile_of(m["ratio_S"], rb["ratio"]),
+        "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean, "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi,
+        "E_lang_chance": chance, "E_lang_Z_over_chance": m["E_lang"] / chance,
+        "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
+        "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
+        "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean, "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi,
+        "E_prob_chance": chance, "E_prob_Z_over_chance": m["E_prob"] / chance,
+        "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
+        "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
+        "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
+        "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
+    }
+
+
+def _order_phase2(table: pd.DataFrame, sites, token_sets, poolings, kinds) -> pd.DataFrame:
+    """Rows grouped by site (embedding last), token set, pooling and kind, then layer and k."""
+    site_rank = {s: i for i, s in enumerate(list(sites) + [EMBEDDING])}
+    rank = (((table["site"].map(site_rank) * len(token_sets)
+              + table["tokens"].map({t: i for i, t in enumerate(token_sets)})) * len(poolings)
+             + table["pooling"].map({p: i for i, p in enumerate(poolings)})) * len(kinds)
+            + table["kind"].map({x: i for i, x in enumerate(kinds)}))
+    table = table.assign(_o=rank).sort_values(["_o", "layer", "k"], kind="stable")
+    return table.drop(columns="_o").reset_index(drop=True)
+
+
+def _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
+                 numeral_ids) -> list[dict]:
+    """Rows of the Phase 2 table (before :func:`_order_phase2`); one stream (hidden index, pooling,
+    token set) is read and its random baseline drawn once, however many layers and sites share it.
+
+    Columns: ``site`` (input / output / embedding), ``hidden_index``, ``tokens`` (all /
+    no_numerals), ``layer, k, kind, pooling, d, n_problems``, then :func:`_phase2_metrics`:
+    ``ratio_full, ratio_Z, ratio_Zperp, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
+    ratio_Z_percentile, E_lang_Z, E_lang_rand_mean, E_lang_rand_lo, E_lang_rand_hi, E_lang_chance,
+    E_lang_Z_over_chance, E_lang_Z_percentile, E_lang_side, E_prob_Z, E_prob_rand_mean,
+    E_prob_rand_lo, E_prob_rand_hi, E_prob_chance, E_prob_Z_over_chance, E_lang_over_prob_Z,
+    E_lang_over_prob_rand_mean, E_lang_over_prob_rand_lo, E_lang_over_prob_rand_hi,
+    E_lang_over_prob_side, Z_better`` (``ratio_Z < ratio_Zperp``).
+    """
+    cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals})
+
+    def stream(j, pooling, tokens):
+        if (j, pooling, tokens) not in cache:
+            excl = numeral_ids if tokens == "no_numerals" else None
+            X_a, X_b, _ = paired_pooled(store, j, langs, pooling, exclude_ids=excl)
+            D = PairDeltas(X_a, X_b)
+            rnd = {}
+            for k in ks:
+                rb = random_baseline(D, k, draws=draws[k])
+                rnd[k] = (rb, *(_interval(rb[m]) for m in ("ratio", "E_lang", "E_prob", "E_lang_over_prob")))
+            cache[(j, pooling, tokens)] = (D, rnd)
+        return cache[(j, pooling, tokens)]
+
+    rows = []
+    for l in layers:
+        for st, j in phase2_streams(l, sites):
+            for tokens in token_sets:
+                for pooling in poolings:
+                    D, rnd = stream(j, pooling, tokens)
+                    for k in ks:
+                        for kind in kinds:
+                            m = subspace_metrics(D, masks[(l, kind, k)])
+                            rows.append({"site": st, "hidden_index": j, "tokens": tokens, "layer": l, "k": k,
+                                         "kind": kind, "pooling": pooling, "d": d, "n_problems": len(ids),
+                                         **_phase2_metrics(D, m, rnd[k], k / d)})
+    return rows
+
+
+def _write_phase2(table, summary, headline, digit, primary_site, model_name, *, out_tsv, out_md, summary_tsv,
+                  summary_md, fig_stem, digit_tsv) -> list[Path]:
+    """Write the outputs of :func:`run_phase2` (the heatmap: primary site, every token); returns the paths."""
+    from zhunt.io import write_table, write_text
+
+    write_table(table, out_tsv, markdown=out_md)
+    write_table(summary, summary_tsv)
+    write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
+    files = [Path(out_tsv), Path(out_md), Path(summary_tsv), Path(summary_md)]
+    if digit_tsv is not None:
+        write_table(digit, digit_tsv)
+        files.append(Path(digit_tsv))
+    primary = table[(table["site"] == primary_site) & (table["tokens"] == "all")]
+    from zhunt.report.zspace import plot_phase2_heatmaps
+
+    return files + plot_phase2_heatmaps(primary, f"{model_name} (site {primary_site})", fig_stem)
+
+
 def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
                n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
@@ -721,29 +769,22 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         ``{layer: path}`` of Z-mask files (:func:`zhunt.weights.masks.write_masks`),
         one per decoder layer of ``layers``.
     model_name : str
-        Recorded in the tables and figure titles.
     layers : sequence of int
         Decoder layers (0-based); layer ``l`` is read at hidden index
         :func:`zhunt.models.site.hidden_index` ``(l, site)``.
     ks : sequence of int
         Subspace dimensions, ``0 < k < d``; each must be stored in every mask file.
-    kinds : sequence of {"multihead", "head0"}
-    poolings : sequence of {"mean", "last"}
+    kinds, poolings : sequences of {"multihead", "head0"}, {"mean", "last"}
     langs : (str, str)
         The language pair ``(a, b)``; cross-lingual deltas are ``x_a - x_b``.
     n_random : int
         Haar-random subspaces per k (at least 20; default 100).
     seed : int
         Seed of the random subspaces (see :func:`random_baseline`).
-    out_tsv, out_md, summary_tsv, summary_md : path
-        Destinations of the per-config table and of the summary.
-    fig_stem : path
-        Heatmap figure stem (``.pdf`` and ``.png`` are written; primary site,
-        every token).
-    site : {"input", "output"}
-        The primary site (``study.site``).
-    site_variants : sequence of str
-        Extra sites (``study.site_variants``), as extra rows.
+    out_tsv, out_md, summary_tsv, summary_md, fig_stem : path
+        The per-config table, the summary, the heatmap (``.pdf`` + ``.png``).
+    site, site_variants : str, sequence of str
+        The primary site (``study.site``) and extra sites (extra rows).
     numeral_ids : array-like of int, optional
         Numeral token ids (:func:`zhunt.data.numerals.store_numeral_ids`): adds the
         ``tokens = no_numerals`` rows (numeral-free pooling). Rows with
@@ -751,29 +792,15 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     digit_tsv : path, optional
         Where to write :func:`digit_confound_phase2` (needs ``numeral_ids``).
     where : str or mapping, optional
-        Config keys to name in errors: one string for all, or
-        ``{"layers": ..., "ks": ..., "kinds": ..., "poolings": ..., "langs": ...,
-        "masks": ..., "n_random": ...}`` (e.g.
-        ``{"layers": "models.gemma3-270m.study.phase2_layers"}``).
+        Config keys to name in errors: one string for all, or ``{"layers": ..., "ks": ...,
+        "kinds": ..., "poolings": ..., "langs": ..., "masks": ..., "n_random": ...}``.
 
     Returns
     -------
     dict
-        ``table`` and ``summary`` (DataFrames), ``digit`` (DataFrame, maybe
-        empty), ``headline`` (list of str), ``files`` (written paths), ``runtime_s``.
-
-    Table columns
-    -------------
-    ``site`` (input / output / embedding), ``hidden_index``, ``tokens`` (all /
-    no_numerals), ``layer, k, kind, pooling, d, n_problems, ratio_full,
-    ratio_Z, ratio_Zperp, ratio_rand_mean, ratio_rand_lo, ratio_rand_hi,
-    ratio_Z_percentile, E_lang_Z, E_lang_rand_mean, E_lang_rand_lo,
-    E_lang_rand_hi, E_lang_chance, E_lang_Z_over_chance, E_lang_Z_percentile,
-    E_lang_side, E_prob_Z, E_prob_rand_mean, E_prob_rand_lo, E_prob_rand_hi,
-    E_prob_chance, E_prob_Z_over_chance, E_lang_over_prob_Z,
-    E_lang_over_prob_rand_mean, E_lang_over_prob_rand_lo,
-    E_lang_over_prob_rand_hi, E_lang_over_prob_side, Z_better`` (``ratio_Z <
-    ratio_Zperp``).
+        ``table`` (columns in :func:`_phase2_rows`) and ``summary`` (DataFrames),
+        ``digit`` (DataFrame, maybe empty), ``headline`` (list of str), ``files``
+        (written paths), ``runtime_s``.
 
     Raises
     ------
@@ -782,7 +809,6 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         pooling, a language without prompts, a problem missing in one
         language, fewer than 2 problems, a missing or mismatched mask file.
     """
-    from zhunt.io import write_table, write_text
     from zhunt.data.store import ActivationStore
 
     t0 = time.perf_counter()
@@ -792,83 +818,16 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
     token_sets = list(TOKEN_SETS) if numeral_ids is not None else ["all"]
     with ActivationStore(store_path) as store:
-        layers = _check_layers(store, layers, where)
-        d = store.hidden_size
-        ks = _check_ks(ks, d, where)
-        paths = _check_mask_paths(mask_paths, layers, where)
-        ids = _check_pairs(store, langs, where)
-        masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
-        draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
-        cache: dict = {}  # (j, pooling, tokens) -> (deltas, {k: random intervals}); streams share indices
-
-        def stream(j, pooling, tokens):
-            if (j, pooling, tokens) not in cache:
-                excl = numeral_ids if tokens == "no_numerals" else None
-                X_a, X_b, _ = paired_pooled(store, j, langs, pooling, exclude_ids=excl)
-                D = PairDeltas(X_a, X_b)
-                rnd = {}
-                for k in ks:
-                    rb = random_baseline(D, k, draws=draws[k])
-                    rnd[k] = (rb, *(_interval(rb[m]) for m in ("ratio", "E_lang", "E_prob", "E_lang_over_prob")))
-                cache[(j, pooling, tokens)] = (D, rnd)
-            return cache[(j, pooling, tokens)]
-
-        rows = []
-        for l in layers:
-            for st, j in phase2_streams(l, sites):
-                for tokens in token_sets:
-                    for pooling in poolings:
-                        D, rnd = stream(j, pooling, tokens)
-                        for k in ks:
-                            rb, (r_mean, r_lo, r_hi), (el_mean, el_lo, el_hi), (ep_mean, ep_lo, ep_hi), \
-                                (es_mean, es_lo, es_hi) = rnd[k]
-                            chance = k / d
-                            for kind in kinds:
-                                m = subspace_metrics(D, masks[(l, kind, k)])
-                                spec = _safe_div(m["E_lang"], m["E_prob"])
-                                rows.append({
-                                    "site": st, "hidden_index": j, "tokens": tokens,
-                                    "layer": l, "k": k, "kind": kind, "pooling": pooling, "d": d,
-                                    "n_problems": len(ids),
-                                    "ratio_full": D.ratio_full, "ratio_Z": m["ratio_S"],
-                                    "ratio_Zperp": m["ratio_perp"],
-                                    "ratio_rand_mean": r_mean, "ratio_rand_lo": r_lo, "ratio_rand_hi": r_hi,
-                                    "ratio_Z_percentile": percentile_of(m["ratio_S"], rb["ratio"]),
-                                    "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean,
-                                    "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi, "E_lang_chance": chance,
-                                    "E_lang_Z_over_chance": m["E_lang"] / chance,
-                                    "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
-                                    "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
-                                    "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean,
-                                    "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi, "E_prob_chance": chance,
-                                    "E_prob_Z_over_chance": m["E_prob"] / chance,
-                                    "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
-                                    "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
-                                    "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
-                                    "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
-                                })
-    table = pd.DataFrame(rows)
-    site_rank = {s: i for i, s in enumerate(sites + [EMBEDDING])}
-    rank = (((table["site"].map(site_rank) * len(token_sets)
-              + table["tokens"].map({t: i for i, t in enumerate(token_sets)})) * len(poolings)
-             + table["pooling"].map({p: i for i, p in enumerate(poolings)})) * len(kinds)
-            + table["kind"].map({x: i for i, x in enumerate(kinds)}))
-    table = table.assign(_o=rank).sort_values(["_o", "layer", "k"], kind="stable")
-    table = table.drop(columns="_o").reset_index(drop=True)
+        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
+                                                       where)
+        rows = _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
+                            numeral_ids)
+    table = _order_phase2(pd.DataFrame(rows), sites, token_sets, poolings, kinds)
     summary = phase2_summary(table)
     headline = _phase2_headlines(summary, model_name, langs)
     digit = digit_confound_phase2(table, model_name)
-    files = []
-    write_table(table, out_tsv, markdown=out_md)
-    files += [Path(out_tsv), Path(out_md)]
-    write_table(summary, summary_tsv)
-    write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
-    files += [Path(summary_tsv), Path(summary_md)]
-    if digit_tsv is not None:
-        write_table(digit, digit_tsv)
-        files.append(Path(digit_tsv))
-    primary = table[(table["site"] == sites[0]) & (table["tokens"] == "all")]
-    files += plot_phase2_heatmaps(primary, f"{model_name} (site {sites[0]})", fig_stem)
+    files = _write_phase2(table, summary, headline, digit, sites[0], model_name, out_tsv=out_tsv, out_md=out_md,
+                          summary_tsv=summary_tsv, summary_md=summary_md, fig_stem=fig_stem, digit_tsv=digit_tsv)
     runtime = time.perf_counter() - t0
     for line in headline[2:-3]:
         log.info("%s", line)
@@ -967,33 +926,86 @@ def _cv_folds(ids: Sequence[str], seed: int) -> list[list[str]]:
     return [[ids[i] for i in sorted(perm[:half])], [ids[i] for i in sorted(perm[half:])]]
 
 
-def plot_datadriven(table: pd.DataFrame, model: str, stem) -> list:
-    """Per layer: mean cosine of the principal angles between Z (k) and M_s vs k, with the random band."""
-    from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
+def _datadriven_stream(store, j: int, pooling: str, all_langs, r: int, refine: bool, langs, ids, folds):
+    """``M_s`` at hidden index ``j`` and its metrics on the pair ``langs``: ``(D, M_s, columns)``.
 
-    layers = sorted(table["layer"].unique())
-    fig, axes = new_figure(1, len(layers), width=3.4 * len(layers) + 0.6, height=3.2, squeeze=False, sharey=True,
-                           layout="constrained")
-    styles = {"last": "-", "mean": "--"}
-    marks = {"multihead": "o", "head0": "s"}
-    colors = [SERIES_COLORS["attention"], SERIES_COLORS["gate"], SERIES_COLORS["up"], SERIES_COLORS["down"]]
-    for ax, l in zip(axes[0], layers):
-        t = table[table["layer"] == l]
-        for n, ((kind, pooling), g) in enumerate(t.groupby(["kind", "pooling"], sort=False)):
-            g = g.sort_values("k")
-            c = colors[n % len(colors)]
-            ax.plot(g["k"], g["cos_mean"], marker=marks.get(kind, "o"), ls=styles.get(pooling, "-"), color=c,
-                    label=f"Z {kind} vs M_s ({pooling})")
-        g = t.drop_duplicates("k").sort_values("k")
-        ax.fill_between(g["k"], g["cos_mean_rand_lo"], g["cos_mean_rand_hi"], color=SERIES_COLORS["chance"],
-                        alpha=0.2, lw=0, label="random k-dim subspace, 95%")
-        ax.plot(g["k"], g["cos_mean_rand_mean"], ":", color=SERIES_COLORS["chance"], label="random, mean")
-        ax.set_title(f"L{l} (r={int(t['r'].iloc[0])})")
-        ax.set_xlabel("k (dimension of Z)")
-    axes[0, 0].set_ylabel("mean cos(principal angles)")
-    axes[0, -1].legend(loc="best", fontsize=6)
-    fig.suptitle(f"{model}: weight-derived Z vs data-driven language subspace M_s", fontsize=9)
-    return save_figure(fig, stem)
+    ``columns``: the stream's data-Z columns of :func:`_datadriven_rows`, the
+    ``*_cv`` ones cross-fitted over the two ``folds`` (``M_s`` estimated on one
+    half of the problems, evaluated on the other).
+    """
+    d = store.hidden_size
+    means, _ = language_means(store, j, pooling, all_langs)
+    sub = language_subspace(means, r, refine=refine)
+    Ms = sub["M_s"]
+    X_a, X_b, _ = paired_pooled(store, j, langs, pooling)
+    D = PairDeltas(X_a, X_b)
+    md = subspace_metrics(D, Ms)  # S = M_s; complement = M_s⊥
+    cv = []
+    pos = {p: i for i, p in enumerate(ids)}
+    for f in range(2):
+        train, test = folds[1 - f], folds[f]
+        sub_f = language_subspace(language_means(store, j, pooling, all_langs, ids=train)[0], r, refine=refine)
+        rows_f = [pos[p] for p in test]
+        cv.append(subspace_metrics(PairDeltas(X_a[rows_f], X_b[rows_f]), sub_f["M_s"]))
+    return D, Ms, {
+        "pooling": pooling, "d": d, "r": r, "n_languages": len(all_langs),
+        "n_problems": len(ids), "ratio_full": D.ratio_full,
+        "ratio_Msperp": md["ratio_perp"], "ratio_Ms": md["ratio_S"],
+        "ratio_Msperp_cv": float(np.mean([c["ratio_perp"] for c in cv])),
+        "ratio_Ms_cv": float(np.mean([c["ratio_S"] for c in cv])),
+        "E_lang_Msperp": 1.0 - md["E_lang"], "E_lang_Msperp_chance": (d - r) / d,
+        "E_lang_Ms": md["E_lang"], "E_lang_Ms_chance": r / d,
+        "E_lang_Ms_over_chance": md["E_lang"] / (r / d),
+        "E_lang_Ms_cv": float(np.mean([c["E_lang"] for c in cv])),
+        "E_prob_Msperp": 1.0 - md["E_prob"],
+        "lsar_vs_svd_similarity": grassmann_similarity(Ms, sub["M_s_svd"]),
+    }
+
+
+def _datadriven_rows(D, Ms, base: Mapping, ks, kinds, masks: Mapping, draws: Mapping) -> list[dict]:
+    """One row per (k, kind) of one stream: ``base`` plus weight-Z and the comparison columns.
+
+    Table columns (one row per site, layer, k, kind, pooling)
+    ----------------------------------------------------------
+    ``site, hidden_index, layer, k, kind, pooling, d, r, n_languages, ratio_full``;
+    weight-Z: ``ratio_Z, ratio_Zperp, E_lang_Z, E_lang_Z_chance (k/d),
+    E_lang_Z_over_chance``;
+    data-Z: ``ratio_Msperp, ratio_Ms, ratio_Msperp_cv, ratio_Ms_cv,
+    E_lang_Msperp, E_lang_Msperp_chance ((d-r)/d), E_lang_Ms, E_lang_Ms_chance
+    (r/d), E_lang_Ms_over_chance, E_lang_Ms_cv, E_prob_Msperp``;
+    comparison: ``cos_mean, cos_max`` (principal angles between Z and M_s),
+    ``cos_mean_rand_mean/lo/hi, cos_max_rand_mean/lo/hi`` (random k-dim
+    subspace vs M_s), ``E_Ms_in_Z`` (``||V_Z M_s^T||_F² / r``),
+    ``E_Ms_in_Z_chance`` (k/d), ``E_Ms_in_Z_over_chance``, ``E_Ms_in_Z_rand_lo/hi``,
+    ``lsar_vs_svd_similarity`` (Grassmann similarity of refined and plain M_s).
+    """
+    d, r, l = base["d"], base["r"], base["layer"]
+    rows = []
+    for k in ks:
+        rc = [np.linalg.svd(V @ Ms.T, compute_uv=False) for V in draws[k]]
+        rc_mean = np.array([c.mean() for c in rc])
+        rc_max = np.array([c.max() for c in rc])
+        rc_energy = np.array([np.sum(c**2) / r for c in rc])
+        cm, cm_lo, cm_hi = _interval(rc_mean)
+        cx, cx_lo, cx_hi = _interval(rc_max)
+        _, e_lo, e_hi = _interval(rc_energy)
+        for kind in kinds:
+            V = masks[(l, kind, k)]
+            mz = subspace_metrics(D, V)
+            cos = np.linalg.svd(V @ Ms.T, compute_uv=False)
+            e_in = float(np.sum((V @ Ms.T) ** 2) / r)
+            rows.append({
+                "k": k, "kind": kind, **base,
+                "ratio_Z": mz["ratio_S"], "ratio_Zperp": mz["ratio_perp"],
+                "E_lang_Z": mz["E_lang"], "E_lang_Z_chance": k / d,
+                "E_lang_Z_over_chance": mz["E_lang"] / (k / d),
+                "cos_mean": float(cos.mean()), "cos_max": float(cos.max()),
+                "cos_mean_rand_mean": cm, "cos_mean_rand_lo": cm_lo, "cos_mean_rand_hi": cm_hi,
+                "cos_max_rand_mean": cx, "cos_max_rand_lo": cx_lo, "cos_max_rand_hi": cx_hi,
+                "E_Ms_in_Z": e_in, "E_Ms_in_Z_chance": k / d, "E_Ms_in_Z_over_chance": e_in / (k / d),
+                "E_Ms_in_Z_rand_lo": e_lo, "E_Ms_in_Z_rand_hi": e_hi,
+            })
+    return rows
 
 
 def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks, kinds=("multihead",),
@@ -1024,21 +1036,9 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     Returns
     -------
     dict
-        ``table`` (DataFrame), ``files``, ``runtime_s``, ``headline`` (list of str).
+        ``table`` (DataFrame, columns in :func:`_datadriven_rows`), ``files``, ``runtime_s``,
+        ``headline`` (list of str).
 
-    Table columns (one row per site, layer, k, kind, pooling)
-    ----------------------------------------------------------
-    ``site, hidden_index, layer, k, kind, pooling, d, r, n_languages, ratio_full``;
-    weight-Z: ``ratio_Z, ratio_Zperp, E_lang_Z, E_lang_Z_chance (k/d),
-    E_lang_Z_over_chance``;
-    data-Z: ``ratio_Msperp, ratio_Ms, ratio_Msperp_cv, ratio_Ms_cv,
-    E_lang_Msperp, E_lang_Msperp_chance ((d-r)/d), E_lang_Ms, E_lang_Ms_chance
-    (r/d), E_lang_Ms_over_chance, E_lang_Ms_cv, E_prob_Msperp``;
-    comparison: ``cos_mean, cos_max`` (principal angles between Z and M_s),
-    ``cos_mean_rand_mean/lo/hi, cos_max_rand_mean/lo/hi`` (random k-dim
-    subspace vs M_s), ``E_Ms_in_Z`` (``||V_Z M_s^T||_F² / r``),
-    ``E_Ms_in_Z_chance`` (k/d), ``E_Ms_in_Z_over_chance``, ``E_Ms_in_Z_rand_lo/hi``,
-    ``lsar_vs_svd_similarity`` (Grassmann similarity of refined and plain M_s).
     """
     from zhunt.io import write_table
     from zhunt.data.store import ActivationStore
@@ -1047,11 +1047,8 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     rows = []
     with ActivationStore(store_path) as store:
-        layers = _check_layers(store, layers, where)
-        d = store.hidden_size
-        ks = _check_ks(ks, d, where)
-        paths = _check_mask_paths(mask_paths, layers, where)
-        ids = _check_pairs(store, langs, where)
+        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
+                                                       where)
         all_langs = store.languages
         if len(all_langs) < 2:
             raise ZhuntError(str(store.path), "the data-driven language subspace needs at least 2 languages")
@@ -1061,64 +1058,13 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
                                                             f"{len(all_langs) - 1}")
         if len(ids) < 4:
             raise ZhuntError(str(store.path), f"cross-fitting needs at least 4 paired problems, found {len(ids)}")
-        masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
-        draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
         folds = _cv_folds(ids, seed)
         for site_, l in ((st, l) for st in phase2_sites(site, site_variants) for l in layers):
             j = hidden_index(l, site_)
             for pooling in poolings:
-                means, _ = language_means(store, j, pooling, all_langs)
-                sub = language_subspace(means, r, refine=refine)
-                Ms = sub["M_s"]
-                X_a, X_b, _ = paired_pooled(store, j, langs, pooling)
-                D = PairDeltas(X_a, X_b)
-                md = subspace_metrics(D, Ms)  # S = M_s; complement = M_s⊥
-                cv = []
-                pos = {p: i for i, p in enumerate(ids)}
-                for f in range(2):
-                    train, test = folds[1 - f], folds[f]
-                    sub_f = language_subspace(language_means(store, j, pooling, all_langs, ids=train)[0], r,
-                                              refine=refine)
-                    rows_f = [pos[p] for p in test]
-                    cv.append(subspace_metrics(PairDeltas(X_a[rows_f], X_b[rows_f]), sub_f["M_s"]))
-                base = {
-                    "site": site_, "hidden_index": j,
-                    "layer": l, "pooling": pooling, "d": d, "r": r, "n_languages": len(all_langs),
-                    "n_problems": len(ids), "ratio_full": D.ratio_full,
-                    "ratio_Msperp": md["ratio_perp"], "ratio_Ms": md["ratio_S"],
-                    "ratio_Msperp_cv": float(np.mean([c["ratio_perp"] for c in cv])),
-                    "ratio_Ms_cv": float(np.mean([c["ratio_S"] for c in cv])),
-                    "E_lang_Msperp": 1.0 - md["E_lang"], "E_lang_Msperp_chance": (d - r) / d,
-                    "E_lang_Ms": md["E_lang"], "E_lang_Ms_chance": r / d,
-                    "E_lang_Ms_over_chance": md["E_lang"] / (r / d),
-                    "E_lang_Ms_cv": float(np.mean([c["E_lang"] for c in cv])),
-                    "E_prob_Msperp": 1.0 - md["E_prob"],
-                    "lsar_vs_svd_similarity": grassmann_similarity(Ms, sub["M_s_svd"]),
-                }
-                for k in ks:
-                    rc = [np.linalg.svd(V @ Ms.T, compute_uv=False) for V in draws[k]]
-                    rc_mean = np.array([c.mean() for c in rc])
-                    rc_max = np.array([c.max() for c in rc])
-                    rc_energy = np.array([np.sum(c**2) / r for c in rc])
-                    cm, cm_lo, cm_hi = _interval(rc_mean)
-                    cx, cx_lo, cx_hi = _interval(rc_max)
-                    _, e_lo, e_hi = _interval(rc_energy)
-                    for kind in kinds:
-                        V = masks[(l, kind, k)]
-                        mz = subspace_metrics(D, V)
-                        cos = np.linalg.svd(V @ Ms.T, compute_uv=False)
-                        e_in = float(np.sum((V @ Ms.T) ** 2) / r)
-                        rows.append({
-                            "k": k, "kind": kind, **base,
-                            "ratio_Z": mz["ratio_S"], "ratio_Zperp": mz["ratio_perp"],
-                            "E_lang_Z": mz["E_lang"], "E_lang_Z_chance": k / d,
-                            "E_lang_Z_over_chance": mz["E_lang"] / (k / d),
-                            "cos_mean": float(cos.mean()), "cos_max": float(cos.max()),
-                            "cos_mean_rand_mean": cm, "cos_mean_rand_lo": cm_lo, "cos_mean_rand_hi": cm_hi,
-                            "cos_max_rand_mean": cx, "cos_max_rand_lo": cx_lo, "cos_max_rand_hi": cx_hi,
-                            "E_Ms_in_Z": e_in, "E_Ms_in_Z_chance": k / d, "E_Ms_in_Z_over_chance": e_in / (k / d),
-                            "E_Ms_in_Z_rand_lo": e_lo, "E_Ms_in_Z_rand_hi": e_hi,
-                        })
+                D, Ms, base = _datadriven_stream(store, j, pooling, all_langs, r, refine, langs, ids, folds)
+                rows += _datadriven_rows(D, Ms, {"site": site_, "hidden_index": j, "layer": l, **base}, ks, kinds,
+                                         {key: V for key, V in masks.items() if key[0] == l}, draws)
     table = pd.DataFrame(rows)
     order = ["site", "hidden_index", "layer", "k", "kind", "pooling"]
     table = table[order + [c for c in table.columns if c not in order]]
@@ -1128,13 +1074,14 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     files = []
     write_table(table, out_tsv, markdown=out_md)
     files += [Path(out_tsv), Path(out_md)]
+    from zhunt.report.zspace import plot_datadriven
+
     files += plot_datadriven(table[table["site"] == sites[0]], f"{model_name} (site {sites[0]})", fig_stem)
-    headline = []
-    for _, x in table.iterrows():
-        headline.append(
-            f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
-            f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
-            f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
-            f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})")
+    headline = [
+        f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
+        f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
+        f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
+        f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})"
+        for _, x in table.iterrows()]
     runtime = time.perf_counter() - t0
     return {"table": table, "files": [str(p) for p in files], "headline": headline, "runtime_s": runtime}

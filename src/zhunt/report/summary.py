@@ -235,8 +235,11 @@ def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
     sel = s[(s["objective"] == objective) & (s["init"] == "cold") & (s["basis"] == "coord")]
     if not len(sel):
         sel = s[s["objective"] == objective]
-    lambdas = sorted(sel["lambda"].unique())
-    return sel[sel["lambda"] == lambdas[len(lambdas) // 2]] if lambdas else sel
+    if not len(sel):
+        return sel
+    from zhunt.activations.ard import middle_lambda
+
+    return sel[sel["lambda"] == middle_lambda(sel["lambda"].unique())]
 
 
 def _m_ard_size(root, model, wc):
@@ -479,7 +482,7 @@ def _m_coint(root, model, wc):
 
 
 def _m_garch(root, model, wc):
-    from zhunt.activations.theory import GARCH_RULE, garch_model_verdict
+    from zhunt.activations.garch import GARCH_RULE, garch_model_verdict
 
     g = _tsv(root / model / "theory/garch.tsv")
     conv = g[g["converged"].astype(str) == "True"]
