@@ -228,6 +228,13 @@ def patching_das_input(model, cell):
     return [f"results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5"]
 
 
+def patching_ms_input(model):
+    """The M_s basis file of the cells' ms_ablation rows (empty when study.patching.ms_ablation.enabled is false)."""
+    if not study(model)["patching"]["ms_ablation"]["enabled"]:
+        return []
+    return [f"results/{model}/zspace/ms_basis.h5"]
+
+
 def patching_max_new_tokens(model):
     """Greedy budget of the Exp. A cells and of the DAS fit (study.patching.max_new_tokens or generation's)."""
     st = study(model)

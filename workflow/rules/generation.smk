@@ -126,6 +126,7 @@ rule patching_cell:
         prompts=lambda wc: promptset_path(wc.model),
         templates=config["templates"],
         das=lambda wc: patching_das_input(wc.model, wc.cell),
+        ms_basis=lambda wc: patching_ms_input(wc.model),
     output:
         records="results/{model}/patching/cells/{cell}.tsv",
     log:
@@ -215,6 +216,7 @@ rule patching_interchange:
     threads: 1
     params:
         primary=lambda wc: patching_primary(wc.model),
+        primary_lam=lambda wc: study(wc.model)["patching"]["ms_ablation"]["primary_lam"],
     script:
         "../scripts/patching_interchange.py"
 

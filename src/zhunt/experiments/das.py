@@ -36,8 +36,9 @@ The fitted basis is an ordinary subspace: :meth:`DASFit.edits` gives
 :class:`~zhunt.models.generation.SubspaceEdit` objects for
 :func:`zhunt.models.generation.score` / :func:`zhunt.models.generation.generate`, the same
 scoring path as every other subspace (Z, random, ...). Its overlap with Z or
-M_s is :func:`zhunt.subspace.principal_angles` /
-:func:`~zhunt.subspace.grassmann_similarity` of ``fit.basis``.
+M_s is :func:`subspace_overlap` (Grassmann similarity and median principal
+angle, :func:`zhunt.subspace.grassmann_similarity` /
+:func:`zhunt.subspace.principal_angles`) of ``fit.basis``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site
 
-__all__ = ["DASFit", "fit_das", "ORTHONORMAL_ATOL"]
+__all__ = ["DASFit", "fit_das", "subspace_overlap", "ORTHONORMAL_ATOL"]
 
 #: Largest |V V^T - I| accepted for an initial basis.
 ORTHONORMAL_ATOL = 1e-4
@@ -253,3 +254,26 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
                   batch_size=int(batch_size), random_state=int(random_state),
                   seconds=time.perf_counter() - t0)
+
+
+def subspace_overlap(V: np.ndarray, W: np.ndarray) -> tuple[float, float]:
+    """Overlap of two subspaces given by orthonormal rows: ``(similarity, median angle in degrees)``.
+
+    Parameters
+    ----------
+    V : ndarray (k1, d)
+    W : ndarray (k2, d)
+
+    Returns
+    -------
+    similarity : float
+        Grassmann similarity ``mean_i cos^2 theta_i`` (:func:`zhunt.subspace.grassmann_similarity`):
+        1 for identical subspaces, 0 for orthogonal ones.
+    angle : float
+        Median of the ``min(k1, k2)`` principal angles ``theta_i`` in degrees
+        (:func:`zhunt.subspace.principal_angles`): 0 identical, 90 orthogonal.
+    """
+    from zhunt.subspace import grassmann_similarity, principal_angles
+
+    return (float(grassmann_similarity(V, W)),
+            float(np.degrees(np.median(principal_angles(V, W)))))

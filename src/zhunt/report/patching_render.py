@@ -24,21 +24,28 @@ from zhunt.experiments.patching_verdict import interchange_verdict, positive_con
 __all__ = ["TABLE_COLUMNS", "subspaces_table", "gather_interchange", "plot_interchange"]
 
 #: Leading columns of ``subspaces.tsv`` (then the remaining metric columns).
-TABLE_COLUMNS = ("site", "hidden_index", "layer", "k", "alignment", "direction", "source", "subspace", "primary",
+TABLE_COLUMNS = ("site", "hidden_index", "layer", "k", "alignment", "direction", "source", "subspace", "lam", "primary",
                  "n", "iia", "iia_lo", "iia_hi", "iia_value", "iia_value_lo", "iia_value_hi", "npe", "npe_lo",
                  "npe_hi", "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm")
 
 
-def subspaces_table(cell_paths: Sequence, primary: str, *, seed: int = 0) -> pd.DataFrame:
-    """One row per (cell, subspace) from the cells' record files (named ``<cell>.tsv``)."""
+def subspaces_table(cell_paths: Sequence, primary: str, *, seed: int = 0, primary_lam: float = np.nan) -> pd.DataFrame:
+    """One row per (cell, subspace, lam) from the cells' record files (named ``<cell>.tsv``).
+
+    ``primary`` marks the primary cell's rows; of its ``ms_ablation`` rows only the one at
+    ``primary_lam`` (the other strengths are exploratory). ``lam`` is NaN but on ``ms_ablation`` rows.
+    Holm runs across every row with a p-value (every ``lam`` included).
+    """
     parts = []
     for path in cell_paths:
         cell = parse_cell(Path(path).stem)
         rec = pd.read_csv(path, sep="\t", keep_default_na=True)
         m = subspace_metrics(rec, seed=seed)
+        if "lam" not in m.columns:
+            m.insert(1, "lam", np.nan)
         for col, val in reversed(list(cell.key().items())):
             m.insert(0, col, val)
-        m.insert(len(cell.key()) + 1, "primary", cell.name == primary)
+        m.insert(len(cell.key()) + 2, "primary", (cell.name == primary) & (m["lam"].isna() | (m["lam"] == primary_lam)))
         parts.append(m)
     t = add_holm(pd.concat(parts, ignore_index=True))
     order = {s: i for i, s in enumerate(SUBSPACES)}
@@ -63,7 +70,8 @@ def _rows_markdown(t: pd.DataFrame) -> list[str]:
     for _, r in t.iterrows():
         p = "—" if not np.isfinite(r["p_vs_random_matched"]) else f"{r['p_vs_random_matched']:.3g}"
         ph = "—" if not np.isfinite(r["p_holm"]) else f"{r['p_holm']:.3g}"
-        lines.append(f"| {r['subspace']} | {r['n']} | {_ci(r, 'iia')} ({r['n_iia']}) | {_ci(r, 'iia_value')} "
+        name = r["subspace"] if not np.isfinite(r.get("lam", np.nan)) else f"{r['subspace']} (λ = {r['lam']:g})"
+        lines.append(f"| {name} | {r['n']} | {_ci(r, 'iia')} ({r['n_iia']}) | {_ci(r, 'iia_value')} "
                      f"({r['n_value']}) | {_ci(r, 'npe')} | {_ci(r, 'lang_keep')} ({r['n_lang']}) | "
                      f"{r.get('energy_ratio', float('nan')):.2f} | {p} | {ph} |")
     return lines
@@ -83,7 +91,8 @@ def plot_interchange(t: pd.DataFrame, out_stem, title: str) -> None:
     from zhunt.io import atomic_path
 
     p = t[t["primary"]].iloc[0]
-    sel = t[(t["site"] == p["site"]) & (t["k"] == p["k"])
+    lam_p = set(t.loc[t["primary"] & (t["subspace"] == "ms_ablation"), "lam"])  # ms_ablation: the primary lam only
+    sel = t[(t["lam"].isna() | t["lam"].isin(lam_p)) & (t["site"] == p["site"]) & (t["k"] == p["k"])
             & (t["direction"].str.split("<-").str[0] == p["direction"].split("<-")[0])]
     aligns = [a for a in ("mean", "ot", "aligned") if a in set(sel["alignment"])]
     fig, axes = plt.subplots(2, len(aligns), figsize=(4.2 * len(aligns), 6.4), squeeze=False, sharey="row")
@@ -112,7 +121,7 @@ def plot_interchange(t: pd.DataFrame, out_stem, title: str) -> None:
 
 
 def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, out_tsv, out_md, out_verdict,
-                       out_fig_stem, seed: int = 0) -> dict:
+                       out_fig_stem, seed: int = 0, primary_lam: float = np.nan) -> dict:
     """Gather stage: ``subspaces.tsv`` (+ ``.md``), the verdict (Markdown) and the figure.
 
     Parameters
@@ -125,6 +134,9 @@ def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, o
     out_tsv, out_md, out_verdict : path
     out_fig_stem : path
         Without extension (``.pdf`` and ``.png`` are written).
+    primary_lam : float
+        The ``lam`` of the ``ms_ablation`` row compared in the verdict table
+        (``study.patching.ms_ablation.primary_lam``; must be one of the cells' ``lam``).
 
     Returns
     -------
@@ -136,7 +148,13 @@ def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, o
         from zhunt.errors import ZhuntError
 
         raise ZhuntError("study.patching.primary", f"primary cell {primary} is not among the {len(names)} cells")
-    t = subspaces_table(cell_paths, primary, seed=seed)
+    t = subspaces_table(cell_paths, primary, seed=seed, primary_lam=primary_lam)
+    ms = t[t["subspace"] == "ms_ablation"]
+    if len(ms) and not (ms["lam"] == primary_lam).any():
+        from zhunt.errors import ZhuntError
+
+        raise ZhuntError("study.patching.ms_ablation.primary_lam", f"{primary_lam} is not one of the ablation "
+                                                                   f"strengths lam {sorted(set(ms['lam']))}")
     prim = t[t["primary"]].set_index("subspace")
     verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
     pc = positive_control(t)
