@@ -333,12 +333,12 @@ def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_rando
     das = rec[rec.subspace == "das"]
     assert len(das) and (das.split == "heldout").all()
     assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
-    assert_allclose(das.overlap_z, attrs["overlap_z"])
+    assert_allclose(das.overlap_z, attrs["overlap_z"], rtol=1e-5)  # the records' TSV: 6 significant digits
     # the overlaps with Z and M_s at the cell's layer and site, on the das rows only
     V_Z, M_s = read_mask(root / "L1.h5", "multihead", 4), read_ms_basis(root / "ms_basis.h5", 1, "input")
-    assert_allclose(das.overlap_ms, subspace_overlap(V, M_s)[0], rtol=1e-6)
-    assert_allclose(das.angle_z_deg_median, subspace_overlap(V, V_Z)[1], rtol=1e-6)
-    assert_allclose(das.angle_ms_deg_median, subspace_overlap(V, M_s)[1], rtol=1e-6)
+    assert_allclose(das.overlap_ms, subspace_overlap(V, M_s)[0], rtol=1e-5)
+    assert_allclose(das.angle_z_deg_median, subspace_overlap(V, V_Z)[1], rtol=1e-5)
+    assert_allclose(das.angle_ms_deg_median, subspace_overlap(V, M_s)[1], rtol=1e-5)
     assert rec.loc[rec.subspace != "das", ["overlap_ms", "angle_z_deg_median"]].isna().all().all()
     m = subspace_metrics(rec).set_index("subspace")
     assert_allclose(m.loc["das", "angle_ms_deg_median"], das.angle_ms_deg_median.iloc[0])

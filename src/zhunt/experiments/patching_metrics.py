@@ -54,8 +54,21 @@ RECORD_COLUMNS = ("pair", "subspace", "first_differs", "iia_hit", "value_differs
                   "npe", "ld_seq", "lang_effect", "answer_lang", "base_answer_lang", "dh_norm")
 
 
-def rate(flags, *, method: str = RATE_METHOD) -> tuple[float, float, float, int]:
-    """``(rate, lo, hi, n)`` of a boolean vector with a Wilson / exact interval."""
+def rate(flags, *, method: str = RATE_METHOD, seed: int = 0, n_resamples: int | None = None
+         ) -> tuple[float, float, float, int]:
+    """``(rate, lo, hi, n)``: the condition rate of both patching designs with its interval.
+
+    ``method`` ``"wilson"`` / ``"exact"`` (the interchange design; ``flags``
+    boolean, :func:`zhunt.stats.binomial_ci`) or ``"bootstrap"`` (the seed's
+    grid: the mean of booleans or per-problem fractions with a percentile
+    bootstrap CI, :func:`zhunt.stats.rate_ci` with ``seed`` and
+    ``n_resamples``).
+    """
+    if method == "bootstrap":
+        from zhunt.stats import rate_ci
+
+        r = rate_ci(flags, seed=seed, **({} if n_resamples is None else {"n_resamples": n_resamples}))
+        return r["rate"], r["lo"], r["hi"], r["n"]
     f = np.asarray(flags, dtype=bool)
     r, lo, hi = binomial_ci(int(f.sum()), int(f.size), method=method)
     return r, lo, hi, int(f.size)

@@ -103,19 +103,71 @@ def run_patching_interchange(inputs: Mapping, params: Mapping, outputs: Mapping,
 
 
 def run_patching(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcards=None, threads: int = 1) -> None:
-    """Rule ``patching``: the seed's per-configuration patching grid (records, metrics, tables, verdict).
+    """Rule ``patching``: the seed's per-configuration grid (design -> configurations -> metrics -> verdict -> rendering).
 
-    See :func:`zhunt.experiments.patching.run_patching`.
+    Inputs ``model, store, masks`` (one per layer of ``params["layers"]``), ``prompts, templates``;
+    params ``runtime, languages, layers, ks, patching, max_new_tokens, batch_size``; outputs
+    ``records``, ``metrics`` (TSV, Markdown), ``verdict`` and the directory ``tables`` (one
+    ``table_L{l}_k{k}_{alignment}_{t}-from-{s}[_donor].{tsv,md}`` per configuration). The
+    science is :mod:`zhunt.experiments.patching`, the Markdown :mod:`zhunt.report.patching_grid`.
     """
-    from zhunt.experiments.patching import run_patching as grid
+    from pathlib import Path
 
-    layers = list(params["layers"])
-    opts = params["patching"]
-    grid(inputs["model"], wildcards["model"], inputs["store"], dict(zip(layers, inputs["masks"])), inputs["prompts"],
-         list(params["languages"]), inputs["templates"], params["runtime"]["template"], layers, list(params["ks"]),
-         alignments=tuple(opts["alignments"]), directions=tuple(opts["directions"]), n_random=opts["n_random"],
-         max_new_tokens=params["max_new_tokens"], batch_size=params["batch_size"],
-         patch_generated=opts["patch_generated"], sinkhorn=opts["sinkhorn"],
-         sources=tuple(opts.get("sources", ("same", "donor"))), out_records=outputs["records"],
-         out_metrics_tsv=outputs["metrics"][0], out_metrics_md=outputs["metrics"][1],
-         out_tables_dir=outputs["tables"], out_verdict_md=outputs["verdict"], threads=threads)
+    import pandas as pd
+
+    from zhunt.data.store import ActivationStore
+    from zhunt.experiments import patching as P
+    from zhunt.io import write_table, write_text
+    from zhunt.report.patching_grid import config_table_markdown, metrics_markdown, patch_table, verdict_markdown
+
+    opts, model_name, seed = params["patching"], wildcards["model"], 0
+    masks = dict(zip([int(x) for x in params["layers"]], list(inputs["masks"])))
+    grid = P.check_grid(params["layers"], params["ks"], opts["alignments"], opts["directions"], params["languages"],
+                        masks, tuple(opts.get("sources", P.SOURCES)))
+    ctx = P.grid_context(inputs["model"], model_name, inputs["prompts"], list(params["languages"]),
+                         inputs["templates"], params["runtime"]["template"], grid, seed=seed, threads=threads)
+    gen_kw = dict(max_new_tokens=int(params["max_new_tokens"]), batch_size=int(params["batch_size"]),
+                  add_special_tokens=ctx["add_special"], positions="all" if opts["patch_generated"] else "prompt")
+    tables = Path(outputs["tables"])
+    tables.mkdir(parents=True, exist_ok=True)
+    records, metrics = [], []
+    with ActivationStore(inputs["store"]) as store:
+        P.check_store(store, ctx, grid["needed"])
+        baselines = P.baseline_records(ctx, [t for _, t, _ in grid["dirs"]], gen_kw)
+        bases = {}
+        for cfg in P.grid_configs(grid):
+            V_Z, R = _grid_bases(bases, masks[cfg["layer"]], cfg, ctx["adapter"].hidden_size, opts["n_random"], seed)
+            rec = P.config_records(ctx, store, baselines[cfg["target"]], cfg, V_Z, R, gen_kw, sinkhorn=opts["sinkhorn"])
+            m = P.config_result(rec, cfg, seed=seed)
+            records.append(rec)
+            metrics.append(m)
+            tab, md = patch_table(rec, cfg["direction"])
+            suffix = "" if cfg["source"] == "same" else f"_{cfg['source']}"
+            stem = tables / f"table_L{cfg['layer']}_k{cfg['k']}_{cfg['alignment']}_{P.direction_slug(cfg['direction'])}{suffix}"
+            write_table(tab, f"{stem}.tsv")
+            write_text(f"{stem}.md", config_table_markdown(md, model_name, cfg, m["verdict"], m["criteria"]))
+    metrics = pd.DataFrame(metrics)
+    write_table(pd.concat(records, ignore_index=True), outputs["records"])
+    write_table(metrics, list(outputs["metrics"])[0])
+    write_text(list(outputs["metrics"])[1], metrics_markdown(metrics, grid["sources"], model_name))
+    text, by_source = verdict_markdown(metrics, grid, model_name)
+    write_text(outputs["verdict"], text)
+    P.log.info("patching %s: overall %s (%d configs)", model_name,
+               ", ".join(f"{s}: {v['overall']}" for s, v in by_source.items()), len(metrics))
+
+
+def _grid_bases(cache: dict, mask_path, cfg: Mapping, d: int, n_random: int, seed: int):
+    """``(V_Z, random bases)`` of a config's (layer, k), read once (:func:`zhunt.weights.masks.read_mask`,
+    :func:`zhunt.experiments.patching.random_bases`)."""
+    from zhunt.errors import ZhuntError
+    from zhunt.experiments.patching import random_bases
+    from zhunt.weights.masks import read_mask
+
+    key = (cfg["layer"], cfg["k"])
+    if key not in cache:
+        V_Z = read_mask(mask_path, "multihead", cfg["k"])
+        if V_Z.shape != (cfg["k"], d):
+            raise ZhuntError(str(mask_path), f"mask multihead/k{cfg['k']} has shape {V_Z.shape}, expected "
+                             f"{(cfg['k'], d)}")
+        cache[key] = (V_Z, random_bases(cfg["k"], d, int(n_random), seed))
+    return cache[key]
