@@ -288,14 +288,23 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
                               "input_L1_k4_aligned_en-from-en_donor", "input_L2_k4_aligned_en-from-en_donor"]):
         rec = _records(np.random.default_rng(i), 30, 0.8, 0.3, 0.8, 0.1)
         full = rec[rec.subspace == "z"].assign(subspace="full", iia_hit=True, npe=1.0)
-        rec = pd.concat([rec, full], ignore_index=True)
+        ms = [rec[rec.subspace == "z"].assign(subspace="ms_ablation", iia_hit=False, npe=0.0, lam=lam)
+              for lam in (2.0, 1.0)]
+        rec = pd.concat([rec, full, *ms], ignore_index=True)
         rec.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
         paths.append(tmp_path / f"{name}.tsv")
     res = gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "s.tsv",
-                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig")
+                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig",
+                             primary_lam=1.0)
     t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
     assert list(t.columns[:len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
-    assert len(t) == 4 * 3 and t["primary"].sum() == 3
+    assert len(t) == 4 * 5 and t["primary"].sum() == 4  # z, random_matched, full, ms_ablation at primary_lam
+    ms = t[t.subspace == "ms_ablation"]
+    assert ms["lam"].tolist() == [1.0, 2.0] * 4 and t.loc[t.subspace != "ms_ablation", "lam"].isna().all()
+    assert t.loc[t.primary & (t.subspace == "ms_ablation"), "lam"].tolist() == [1.0]
+    assert (ms["iia"] == 0).all() and (ms["p_vs_random_matched"] < 1).all()
+    assert "ms_ablation (λ = 1)" in (tmp_path / "v.md").read_text() and "λ = 2" not in (tmp_path / "v.md").read_text()
+    assert "ms_ablation (λ = 2)" in (tmp_path / "s.md").read_text()
     assert (t["p_holm"].dropna() >= t["p_vs_random_matched"].dropna()).all()
     assert res["verdict"] == "causal" and res["positive_control"]["holds"]
     text = (tmp_path / "v.md").read_text()
@@ -310,6 +319,10 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     with pytest.raises(ZhuntError, match="primary"):
         gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
                            out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
+    with pytest.raises(ZhuntError, match="primary_lam"):
+        gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
+                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x",
+                           primary_lam=0.5)
 
 
 def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):

@@ -115,4 +115,8 @@ def verdict_caption() -> str:
             f"base's and the donor run's clean continuations diverge; IIA, LD and NPE are read there, the common "
             f"prefix teacher-forced and unpatched). Rates carry Wilson "
             f"95% intervals, NPE a percentile bootstrap interval over pairs. Positive control: the template-aligned "
-            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer.")
+            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer. Beside Z, not in the label: "
+            f"das (a learned k-dim subspace, held-out pairs; overlap_z / overlap_ms = Grassmann similarity with Z / "
+            f"M_s, angle_*_deg_median = median principal angle) and ms_ablation (the base run with the language "
+            f"subspace M_s projected out, h <- h - lam P_Ms h, at study.patching.ms_ablation.primary_lam; the other "
+            f"lam are exploratory rows).")
