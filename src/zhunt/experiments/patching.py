@@ -110,7 +110,6 @@ from zhunt.experiments.patching_thresholds import (ALPHA, MAX_ZPERP_ANSWER_CHANG
                                                    MIN_Z_LANGUAGE_PRESERVATION, N_BOOTSTRAP)
 from zhunt.experiments.patching_thresholds import GRID_VERDICTS as VERDICTS
 from zhunt.stats import bootstrap_ci, mcnemar_exact
-from zhunt.subspace import random_subspace
 from zhunt.data.text import SUPPORTED_LANGUAGES, classify_language, cjk_fraction, extract_answer
 
 __all__ = [
@@ -218,7 +217,9 @@ def mean_source(X_src: np.ndarray) -> np.ndarray:
 
 def random_bases(k: int, d: int, n_random: int, seed: int = 0) -> list[np.ndarray]:
     """``n_random`` Haar-random (k, d) bases; base ``r`` uses the generator seeded with ``(seed, k, r)``."""
-    return [random_subspace(k, d, np.random.default_rng([int(seed), int(k), int(r)])) for r in range(n_random)]
+    from zhunt.experiments.patching_design import pair_bases
+
+    return [pair_bases(k, d, r, seed) for r in range(n_random)]
 
 
 def patch_rows(problems: Sequence[str], sources: Mapping[str, np.ndarray], V_Z, random_V: Sequence,
@@ -469,6 +470,8 @@ def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int
     problem ``i`` is the next problem after it (cyclically) in that order whose
     answer differs from ``answer(i)``. Hence ``d(i) != i`` and
     ``answer(d(i)) != answer(i)`` always (a problem may donate to several).
+    This is :func:`zhunt.experiments.patching_design.donor_pairs` with one
+    donor per problem (the same permutation and rule as the interchange cells).
 
     Parameters
     ----------
@@ -485,23 +488,16 @@ def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int
     ZhuntError
         When some problem has no other problem with a different answer.
     """
+    from zhunt.experiments.patching_design import donor_pairs
+
     problems = list(problems)
     ans = dict(answers) if isinstance(answers, Mapping) else dict(zip(problems, answers))
-    if len(set(problems)) != len(problems):
-        raise ValueError("duplicate problem ids")
-    order = [problems[i] for i in np.random.default_rng([int(seed), 0xD0]).permutation(len(problems))]
-    n = len(order)
-    out = {}
-    for pos, p in enumerate(order):
-        for step in range(1, n):
-            q = order[(pos + step) % n]
-            if int(ans[q]) != int(ans[p]):
-                out[p] = q
-                break
-        else:
-            raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
-                             f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
-    return {p: out[p] for p in problems}
+    pairs, unmatched = donor_pairs(problems, ans, seed=seed, n_donors=1)
+    if unmatched:
+        p = unmatched[0]
+        raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
+                         f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
+    return dict(pairs)
 
 
 def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
