@@ -281,7 +281,9 @@ def test_cross_language_cell_records(near_random_organism, tmp_path):
 
 
 def test_gather_writes_table_verdict_and_figure(tmp_path):
-    from zhunt.report.patching_render import TABLE_COLUMNS, gather_interchange
+    """The stage of rule patching_interchange on planted records: table, Markdown, verdict and figure."""
+    from zhunt.report.patching_render import TABLE_COLUMNS
+    from zhunt.stages.patching import run_patching_interchange
 
     paths = []
     for i, name in enumerate(["input_L1_k4_mean_en-from-zh_donor", "input_L2_k4_mean_en-from-zh_donor",
@@ -292,10 +294,16 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
               for lam in (2.0, 1.0)]
         rec = pd.concat([rec, full, *ms], ignore_index=True)
         rec.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
-        paths.append(tmp_path / f"{name}.tsv")
-    res = gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "s.tsv",
-                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig",
-                             primary_lam=1.0)
+        paths.append(str(tmp_path / f"{name}.tsv"))
+
+    def gather(primary, primary_lam=1.0, stem="s"):
+        outs = {"table": [str(tmp_path / f"{stem}.tsv"), str(tmp_path / f"{stem}.md")],
+                "verdict": str(tmp_path / f"{stem}_v.md"),
+                "fig": [str(tmp_path / f"{stem}_fig.pdf"), str(tmp_path / f"{stem}_fig.png")]}
+        run_patching_interchange({"cells": paths}, {"primary": primary, "primary_lam": primary_lam}, outs,
+                                 wildcards={"model": "toy"})
+
+    gather("input_L1_k4_mean_en-from-zh_donor")
     t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
     assert list(t.columns[:len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
     assert len(t) == 4 * 5 and t["primary"].sum() == 4  # z, random_matched, full, ms_ablation at primary_lam
@@ -303,13 +311,14 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     assert ms["lam"].tolist() == [1.0, 2.0] * 4 and t.loc[t.subspace != "ms_ablation", "lam"].isna().all()
     assert t.loc[t.primary & (t.subspace == "ms_ablation"), "lam"].tolist() == [1.0]
     assert (ms["iia"] == 0).all() and (ms["p_vs_random_matched"] < 1).all()
-    assert "ms_ablation (λ = 1)" in (tmp_path / "v.md").read_text() and "λ = 2" not in (tmp_path / "v.md").read_text()
+    text = (tmp_path / "s_v.md").read_text()
+    assert "ms_ablation (λ = 1)" in text and "λ = 2" not in text
     assert "ms_ablation (λ = 2)" in (tmp_path / "s.md").read_text()
     assert (t["p_holm"].dropna() >= t["p_vs_random_matched"].dropna()).all()
-    assert res["verdict"] == "causal" and res["positive_control"]["holds"]
-    text = (tmp_path / "v.md").read_text()
-    assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
-    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    assert positive_control(t)["holds"]
+    assert "**Primary cell `input_L1_k4_mean_en-from-zh_donor`: causal**" in text
+    assert "Positive control" in text and "holds" in text and "MIN" not in text and "0.1" in text
+    assert (tmp_path / "s_fig.png").stat().st_size > 0 and (tmp_path / "s_fig.pdf").exists()
     from zhunt.report.summary import measured
 
     (tmp_path / "toy/patching").mkdir(parents=True)
@@ -317,12 +326,9 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     line = measured("patching_interchange", "toy", tmp_path)
     assert line.startswith("primary (site input, L1, k=4, mean, en<-zh): causal") and "positive control holds" in line
     with pytest.raises(ZhuntError, match="primary"):
-        gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
-                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
+        gather("input_L9_k4_mean_en-from-zh_donor", stem="x")
     with pytest.raises(ZhuntError, match="primary_lam"):
-        gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
-                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x",
-                           primary_lam=0.5)
+        gather("input_L1_k4_mean_en-from-zh_donor", primary_lam=0.5, stem="x")
 
 
 def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):

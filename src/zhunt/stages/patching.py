@@ -88,18 +88,33 @@ def run_patching_das(inputs: Mapping, params: Mapping, outputs: Mapping, *, wild
 
 def run_patching_interchange(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcards=None,
                              threads: int = 1) -> None:
-    """Rule ``patching_interchange``: gather the cells into ``subspaces.tsv`` (+ ``.md``), the verdict
-    and the IIA/NPE figure (:func:`zhunt.report.patching_render.gather_interchange`).
+    """Rule ``patching_interchange``: the cells (``inputs["cells"]``, named ``<cell>.tsv``) into
+    ``subspaces.tsv`` (+ ``.md``, ``outputs["table"]``), the verdict and the IIA/NPE figure (``.pdf``, ``.png``).
 
     Params ``primary`` (the primary cell's name) and ``primary_lam`` (the ``ms_ablation`` row of
-    the comparisons).
+    the comparisons; :mod:`zhunt.report.patching_render`).
     """
-    from zhunt.report.patching_render import gather_interchange
+    from pathlib import Path
 
+    import pandas as pd
+
+    from zhunt.io import write_table, write_text
+    from zhunt.report import patching_render as R
+
+    cells = {Path(p).stem: pd.read_csv(p, sep="\t", keep_default_na=True) for p in inputs["cells"]}
+    primary, model_name = params["primary"], wildcards["model"]
+    primary_lam = params.get("primary_lam", np.nan)
+    if primary not in cells:
+        from zhunt.errors import ZhuntError
+
+        raise ZhuntError("study.patching.primary", f"primary cell {primary} is not among the {len(cells)} cells")
+    t = R.subspaces_table(cells, primary, primary_lam=primary_lam)
+    judged = R.judge_interchange(t, primary, primary_lam)
     table, fig = list(outputs["table"]), list(outputs["fig"])
-    gather_interchange(list(inputs["cells"]), params["primary"], wildcards["model"], out_tsv=table[0],
-                       out_md=table[1], out_verdict=outputs["verdict"], out_fig_stem=fig[0][: -len(".pdf")],
-                       primary_lam=params.get("primary_lam", np.nan))
+    write_table(t, table[0])
+    write_text(table[1], R.subspaces_markdown(t, primary, model_name))
+    write_text(outputs["verdict"], R.verdict_markdown(t, primary, model_name, judged))
+    R.plot_interchange(t, fig[0][: -len(".pdf")], model_name)
 
 
 def run_patching(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcards=None, threads: int = 1) -> None:
