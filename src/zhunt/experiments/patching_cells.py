@@ -44,7 +44,8 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 from zhunt.io import write_table
-from zhunt.experiments.patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
+from zhunt.experiments.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, pair_bases,
+                                               pair_edits)
 
 __all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "CellBases",
            "ablation_layers", "read_cell_bases", "cell_rows", "PairTargets", "score_pairs", "pair_record",
@@ -327,7 +328,8 @@ def pair_record(row: Mapping, targets: PairTargets, clean: Mapping, key_answer: 
             "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and ans == key_answer[d],
             "ld_clean": base["ld"], "ld_donor_run": donor["ld"], "ld": patched["ld"],
             "npe": (patched["ld"] - base["ld"]) / den if fd and den != 0 else np.nan,
-            "ld_seq": patched["ld_seq"] - base["ld_seq"], "lang_effect": patched["lang"] - base["lang"] if fd else np.nan,
+            "ld_seq": patched["ld_seq"] - base["ld_seq"],
+            "lang_effect": patched["lang"] - base["lang"] if fd else np.nan,
             "answer_lang": ans_lang, "base_answer_lang": base_lang,
             "text": clean[b]["text"] if text is None else text}
 
@@ -426,7 +428,7 @@ def cell_records(ctx: Mapping, cell: Cell, bases: CellBases, *, n_donors: int = 
 
 
 def _with_subspace_columns(rec: pd.DataFrame, bases: CellBases, lam: Sequence[float]) -> pd.DataFrame:
-    """The das rows' overlaps with Z and M_s (:func:`zhunt.experiments.das.subspace_overlap`), the ablation's ``lam``."""
+    """The das rows' overlaps with Z and M_s (:func:`zhunt.experiments.das.subspace_overlap`); the ``lam`` column."""
     from zhunt.experiments.das import subspace_overlap
 
     if bases.V_das is not None:

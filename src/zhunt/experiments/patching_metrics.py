@@ -42,7 +42,8 @@ import pandas as pd
 
 from zhunt.stats import binomial_ci, bootstrap_ci, holm, mcnemar_exact
 
-__all__ = ["REFERENCE", "RATE_METHOD", "RECORD_COLUMNS", "PASSTHROUGH_COLUMNS", "rate", "npe", "wilcoxon_p", "subspace_metrics",
+__all__ = ["REFERENCE", "RATE_METHOD", "RECORD_COLUMNS", "PASSTHROUGH_COLUMNS", "rate", "npe", "wilcoxon_p",
+           "subspace_metrics",
            "add_holm"]
 
 #: The control every subspace is tested against.

@@ -358,9 +358,9 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     texts : sequence of str
         ``N`` prompts (already rendered with their template).
     max_new_tokens, batch_size : int
-        Most tokens generated per prompt (eos included); prompts per ``model.generate`` call, length-sorted (longest first, ties in input order);
-        results come back in input order. A batch that runs out of CUDA memory is retried as two
-        halves (logged), down to one prompt (:func:`zhunt.data.extraction.halve_on_oom`).
+        Most tokens generated per prompt (eos included); prompts per ``model.generate`` call,
+        length-sorted (longest first, ties in input order; results in input order). A batch that runs
+        out of CUDA memory is retried as two halves, down to one (:func:`zhunt.data.extraction.halve_on_oom`).
     add_special_tokens : bool
         Passed to the tokenizer (False for chat-rendered prompts, which already hold BOS).
     layer_module : nn.Module or int, optional
@@ -380,9 +380,8 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     patch_special : bool
         Also edit special-token positions (BOS...). Pads are never edited.
     site : {"output", "input"}
-        Where at ``layer_module`` the edits act (:mod:`zhunt.models.site`): the stream entering
-        layer ``l`` (hidden index ``l``, a forward pre-hook) or its output (``l + 1``). Default
-        ``"output"`` (backward compatible); callers pass the configured site.
+        Where at ``layer_module`` the edits act (:mod:`zhunt.models.site`): the stream entering layer ``l``
+        (hidden index ``l``, a pre-hook) or its output (``l + 1``; the default, callers pass the site).
 
     Returns
     -------

@@ -16,7 +16,7 @@ __all__ = ["run_patching", "run_patching_cell", "run_patching_das", "run_patchin
 
 
 def _context(inputs: Mapping, params: Mapping, threads: int):
-    """The model, prompts and store shared by a cell's stages (:func:`zhunt.experiments.patching_cells.cell_context`)."""
+    """The model, prompts and store a cell's stages share (:func:`zhunt.experiments.patching_cells.cell_context`)."""
     from zhunt.experiments.patching_cells import cell_context
 
     return cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
@@ -118,7 +118,7 @@ def run_patching_interchange(inputs: Mapping, params: Mapping, outputs: Mapping,
 
 
 def run_patching(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcards=None, threads: int = 1) -> None:
-    """Rule ``patching``: the seed's per-configuration grid (design -> configurations -> metrics -> verdict -> rendering).
+    """Rule ``patching``: the seed's per-configuration grid (design, configurations, metrics, verdict, rendering).
 
     Inputs ``model, store, masks`` (one per layer of ``params["layers"]``), ``prompts, templates``;
     params ``runtime, languages, layers, ks, patching, max_new_tokens, batch_size``; outputs
@@ -158,7 +158,8 @@ def run_patching(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcard
             metrics.append(m)
             tab, md = patch_table(rec, cfg["direction"])
             suffix = "" if cfg["source"] == "same" else f"_{cfg['source']}"
-            stem = tables / f"table_L{cfg['layer']}_k{cfg['k']}_{cfg['alignment']}_{P.direction_slug(cfg['direction'])}{suffix}"
+            stem = tables / (f"table_L{cfg['layer']}_k{cfg['k']}_{cfg['alignment']}_"
+                             f"{P.direction_slug(cfg['direction'])}{suffix}")
             write_table(tab, f"{stem}.tsv")
             write_text(f"{stem}.md", config_table_markdown(md, model_name, cfg, m["verdict"], m["criteria"]))
     metrics = pd.DataFrame(metrics)
