@@ -687,34 +687,20 @@ def grid_context(model_dir, model_name: str, prompts_path, languages: Sequence[s
     Returns
     -------
     dict
-        ``model, tokenizer, adapter, add_special, prompt_of`` (``(problem, lang) -> prompt``),
-        ``answer_of`` (``problem -> key answer``), ``problems``, ``donors`` (:func:`donor_map`, or
-        ``{}`` without the ``donor`` source).
+        :func:`zhunt.experiments.patching_cells.cell_context`'s (``model, tokenizer, adapter,
+        add_special, prompt_of``, ...) plus ``answer_of`` (``problem -> key answer``) and ``donors``
+        (:func:`donor_map`, or ``{}`` without the ``donor`` source).
     """
-    from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.models import get_adapter, load_model
+    from zhunt.experiments.patching_cells import cell_context
     from zhunt.stages.pipeline import check_ks, check_layer
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    table = load_prompt_table(prompts_path, languages=list(languages))
-    long = to_long(table, list(languages))
-    templates = load_templates(templates_path)
-    model, tok = load_model(model_dir)
-    ad = get_adapter(model)
+    ctx = cell_context(model_dir, None, prompts_path, languages, templates_path, family, threads=threads)
+    ad = ctx["adapter"]
     for layer in grid["layers"]:
         check_layer(layer, ad.num_layers, model_name, key="patching.layers")
     check_ks(grid["ks"], ad.hidden_size, model_name, key="patching.ks")
-    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
-    answer_of = dict(zip(table["id"], table["answer"].astype(int)))
-    problems = list(table["id"])
-    return {"model": model, "tokenizer": tok, "adapter": ad,
-            "add_special": templates["families"][family]["kind"] != "chat",
-            "prompt_of": {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])},
-            "answer_of": answer_of, "problems": problems,
-            "donors": donor_map(problems, answer_of, seed) if "donor" in grid["sources"] else {}}
+    return {**ctx, "answer_of": ctx["key_answer"],
+            "donors": donor_map(ctx["problems"], ctx["key_answer"], seed) if "donor" in grid["sources"] else {}}
 
 
 def check_store(store, ctx: Mapping, languages) -> None:
