@@ -108,7 +108,7 @@ rule patching:
         languages=lambda wc: promptset_languages(wc.model),
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "grid"),
         provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
         max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
         or study(wc.model)["generation"]["max_new_tokens"],
@@ -145,7 +145,7 @@ rule patching_cell:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "cell"),
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
         batch_size=config["generation"]["batch_size"],
     script:
@@ -180,7 +180,7 @@ rule patching_das:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "das"),
         batch_size=config["generation"]["batch_size"],
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
     script:
