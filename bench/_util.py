@@ -61,6 +61,17 @@ def interleaved(arms: Mapping[str, Callable[[], object]], repeats: int, warmup: 
     return times
 
 
+def print_arms(wall: Mapping[str, list[float]], cpu: Mapping[str, list[float]], width: int = 10,
+               extra: Callable[[str], str] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Print one line per arm (median CPU, median wall, every wall time, ``extra(arm)``); return the
+    median CPU and wall times."""
+    med_c, med_w = medians(cpu), medians(wall)
+    for a in wall:
+        print(f"  {a:{width}s} median CPU {med_c[a]:.3f}s, wall {med_w[a]:.3f}s "
+              f"(wall all: {', '.join(f'{t:.3f}' for t in wall[a])})" + (f"  {extra(a)}" if extra else ""))
+    return med_c, med_w
+
+
 def medians(times: Mapping[str, list[float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 

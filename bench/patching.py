@@ -31,16 +31,14 @@ per forward pass (the cost of the hooks themselves) is printed too.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine  # noqa: E402
+from _util import interleaved, machine, print_arms  # noqa: E402
 
 from zhunt.models.generation import SubspaceEdit, generate  # noqa: E402
 from zhunt.weights.masks import read_mask  # noqa: E402
@@ -96,7 +94,6 @@ def main():
         arms[f"patched/{bs}"] = lambda bs=bs: generate(model, tok, texts, batch_size=bs, layer_module=args.layer,
                                                        edits=edits, **kw)
     arms["loop"] = lambda: generate(model, tok, texts, batch_size=1, layer_module=args.layer, edits=edits, **kw)
-    timings = {k: [] for k in arms}
     n_tok, n_fwd = {}, {}
     first = model.model.layers[0]
     for name, fn in arms.items():  # warm-up; generated tokens and forward passes (prefill + decode steps)
@@ -107,25 +104,14 @@ def main():
         finally:
             hd.remove()
         n_fwd[name] = len(calls)
-    names = list(arms)
-    cpu = {k: [] for k in arms}
-    for r in range(args.repeats):  # interleaved, arm order rotated each repeat
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            c0, t0 = time.process_time(), time.perf_counter()
-            arms[name]()
-            timings[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    wmed = {k: statistics.median(v) for k, v in timings.items()}
-    # verdicts on process CPU time (other processes share the cores; with --threads 1 it is the
-    # time an idle core would take); median wall times are printed alongside
-    med = {k: statistics.median(v) for k, v in cpu.items()}
+    cpu: dict = {}
+    timings = interleaved(arms, args.repeats, warmup=0, cpu=cpu)  # the warm-up above
     print(f"# bench/patching.py  {machine()}")
     print(f"model={args.model_dir} prompts={len(texts)} layer={args.layer} k={args.k} batch sizes={sizes} "
           f"max_new_tokens={args.max_new_tokens} threads={args.threads} repeats={args.repeats}")
-    for name in arms:
-        print(f"  {name:12s} median CPU {med[name]:.3f}s, wall {wmed[name]:.3f}s "
-              f"(wall all: {', '.join(f'{t:.3f}' for t in timings[name])})  "
-              f"generated tokens {n_tok[name]}, forward passes {n_fwd[name]}")
+    # verdicts on process CPU time (other processes share the cores; with --threads 1 it is the
+    # time an idle core would take); median wall times are printed alongside
+    med, wmed = print_arms(timings, cpu, 12, lambda a: f"generated tokens {n_tok[a]}, forward passes {n_fwd[a]}")
     for bs in sizes:
         p, u = f"patched/{bs}", f"unpatched/{bs}"
         r1 = med[p] / med[u]

@@ -9,7 +9,7 @@ On the template-aligned same-language pairs (``input_L{layer}_k1_aligned_en-from
 pairs among the first ``--n-problems`` problems) the full interchange replaces every prompt state
 at the input of ``layer`` by the donor's. Printed: its IIA read at the first generated token and
 at the first token where the two clean runs diverge (the common prefix teacher-forced and not
-patched, as :func:`zhunt.experiments.patching_cells.run_cell` scores it). Where the prefix is empty both are
+patched, as :func:`zhunt.experiments.patching_cells.cell_records` scores it). Where the prefix is empty both are
 exact (1); the gap measures what the prefix tokens' own states below the site read from the base
 prompt. Not a stage: the cells' records carry ``prefix_len`` for the same split.
 """

@@ -27,7 +27,6 @@ rate and the largest |log p| difference over the whole vocabulary
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import interleaved, machine  # noqa: E402
+from _util import interleaved, machine, print_arms  # noqa: E402
 
 from zhunt.models.generation import SubspaceEdit, generate, score  # noqa: E402
 from zhunt.models.hooks import capture_hidden_states  # noqa: E402
@@ -120,15 +119,11 @@ def main():
     arms["loop"] = lambda: score(model, tok, en, batch_size=1, **kw)
     cpu: dict = {}
     wall = interleaved(arms, args.repeats, warmup=1, cpu=cpu)
-    med_c = {a: statistics.median(v) for a, v in cpu.items()}
-    med_w = {a: statistics.median(v) for a, v in wall.items()}
 
     print(f"# bench/score.py  {machine()}")
     print(f"model={args.model_dir} prompts={len(en)} layer={args.layer} site={args.site} k={k} "
           f"threads={args.threads} repeats={args.repeats} (2 candidates, 2 groups, 2 continuations per prompt)")
-    for a in arms:
-        print(f"  {a:10s} median CPU {med_c[a]:.3f}s, wall {med_w[a]:.3f}s "
-              f"(wall all: {', '.join(f'{t:.3f}' for t in wall[a])})")
+    med_c, med_w = print_arms(wall, cpu, 10)
     for bs in sizes:
         s = f"score/{bs}"
         print(f"batch {bs}: loop / score = {med_c['loop'] / med_c[s]:.2f}x CPU, "

@@ -174,7 +174,9 @@ def test_overall_and_caption():
 def test_patch_table_format():
     df = synthetic(n=3)
     df.loc[(df["condition"] == "z") & (df["problem"] == "p00"), "text"] = "a|b\nc" + "x" * 100
-    tab, md = P.patch_table(df, "en<-zh")
+    from zhunt.report.patching_grid import patch_table
+
+    tab, md = patch_table(df, "en<-zh")
     assert list(tab.columns[:5]) == ["Problem", "Original output (en)", "Z-patched (en←zh)",
                                      "Z⊥-patched (en←zh)", "Full-patched"]
     assert tab.loc[0, "Z-patched (en←zh)"] == "a|b\nc" + "x" * 100  # whole text in the TSV frame
@@ -352,18 +354,32 @@ def test_identity_patch_with_own_states_reproduces_baseline(tiny):
         assert [r["token_ids"] for r in out] == [r["token_ids"] for r in base], mode
 
 
+def _run_grid(tiny, out, *, masks, layers, ks, alignments, directions, n_random, max_new_tokens, batch_size=16,
+              sources=("same", "donor"), prompts=None):
+    """The stage of rule patching (zhunt.stages.patching.run_patching) on the tiny organism; its outputs."""
+    from zhunt.stages.patching import run_patching
+
+    outputs = {"records": str(out / "records.tsv"), "metrics": [str(out / "metrics.tsv"), str(out / "metrics.md")],
+               "verdict": str(out / "verdict.md"), "tables": str(out / "tables")}
+    inputs = {"model": str(tiny / "model"), "store": str(tiny / "store.h5"), "masks": [str(m) for m in masks],
+              "prompts": str(prompts or tiny / "prompts.tsv"), "templates": str(TEMPLATES)}
+    params = {"runtime": {"template": "organism"}, "languages": ["en", "zh"], "layers": layers, "ks": ks,
+              "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+              "patching": {"alignments": list(alignments), "directions": list(directions), "n_random": n_random,
+                           "patch_generated": False, "sinkhorn": False, "sources": list(sources)}}
+    run_patching(inputs, params, outputs, wildcards={"model": "organism"})
+    return outputs
+
+
 def test_run_patching_stage(tiny, tmp_path):
     out = tmp_path / "out"
-    res = P.run_patching(
-        tiny / "model", "organism", tiny / "store.h5", {0: tiny / "L0.h5", 1: tiny / "L1.h5"},
-        tiny / "prompts.tsv", ["en", "zh"], TEMPLATES, "organism", layers=[1, 0], ks=[4],
-        alignments=("mean", "ot"), directions=("en<-zh", "zh<-en"), n_random=2, max_new_tokens=4,
-        batch_size=8, out_records=out / "records.tsv", out_metrics_tsv=out / "metrics.tsv",
-        out_metrics_md=out / "metrics.md", out_tables_dir=out / "tables", out_verdict_md=out / "verdict.md")
-    assert len(res["configs"]) == 2 * 1 * 2 * 2 * 2  # layers x k x alignments x directions x sources
-    assert res["overall"] in P.VERDICTS and res["by_source"]["donor"]["overall"] in P.VERDICTS
-    assert (res["primary"]["layer"], res["primary"]["k"], res["primary"]["alignment"],
-            res["primary"]["direction"], res["primary"]["source"]) == (1, 4, "mean", "en<-zh", "same")
+    _run_grid(tiny, out, masks=[tiny / "L1.h5", tiny / "L0.h5"], layers=[1, 0], ks=[4], alignments=("mean", "ot"),
+              directions=("en<-zh", "zh<-en"), n_random=2, max_new_tokens=4, batch_size=8)
+    met = pd.read_csv(out / "metrics.tsv", sep="\t", keep_default_na=False, na_values=["", "NaN", "nan"])  # "null"
+    assert len(met) == 2 * 1 * 2 * 2 * 2  # layers x k x alignments x directions x sources
+    assert list(met["source"][:2]) == ["same", "donor"]
+    assert (met.loc[0, ["layer", "k", "alignment", "direction", "source"]].tolist()
+            == [1, 4, "mean", "en<-zh", "same"])  # the primary configuration comes first
     rec = pd.read_csv(out / "records.tsv", sep="\t")
     assert len(rec) == 2 * 8 * 6 * (4 + 2)
     assert set(rec["condition"]) == {"none", "z", "zperp", "full", "random"}
@@ -380,10 +396,14 @@ def test_run_patching_stage(tiny, tmp_path):
     assert "table_L1_k4_ot_zh-from-en_donor.md" in names and "table_L0_k4_mean_en-from-zh_donor.tsv" in names
     assert len(names) == 32
     assert "Donor (answer)" in (out / "tables" / "table_L1_k4_mean_en-from-zh_donor.md").read_text()
-    met = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert {"z_answer_change_lo", "mcnemar_answer_p", "verdict", "random_answer_change", "source",
             "z_transfer_lo", "random_transfer_hi", "mcnemar_transfer_p"} <= set(met.columns)
     assert met[met["source"] == "donor"]["z_transfer"].notna().all()
+    # every verdict is the one its configuration's records give (recomputed from records.tsv)
+    keys = ["layer", "k", "alignment", "direction", "source"]
+    for (_, m), (key, g) in zip(met.iterrows(), rec.groupby(keys, sort=False)):
+        assert [m[c] for c in keys] == list(key)
+        assert P.config_result(g.reset_index(drop=True), dict(zip(keys, key)))["verdict"] == m["verdict"], key
     text = (out / "verdict.md").read_text()
     assert "Overall" in text and "double dissociation =" in text
     assert "Corrected design" in text and "Z carries the problem" in text and "80%" in text
@@ -392,15 +412,12 @@ def test_run_patching_stage(tiny, tmp_path):
 
 def test_run_patching_single_source(tiny, tmp_path):
     out = tmp_path / "out"
-    res = P.run_patching(
-        tiny / "model", "organism", tiny / "store.h5", {1: tiny / "L1.h5"}, tiny / "prompts.tsv", ["en", "zh"],
-        TEMPLATES, "organism", layers=[1], ks=[4], alignments=("mean",), directions=("en<-zh",), n_random=1,
-        max_new_tokens=3, sources="donor", out_records=out / "r.tsv", out_metrics_tsv=out / "m.tsv",
-        out_metrics_md=out / "m.md", out_tables_dir=out / "t", out_verdict_md=out / "v.md")
-    assert [c["source"] for c in res["configs"]] == ["donor"]
-    assert sorted(p.name for p in (out / "t").iterdir()) == ["table_L1_k4_mean_en-from-zh_donor.md",
-                                                            "table_L1_k4_mean_en-from-zh_donor.tsv"]
-    assert "Corrected design" in (out / "v.md").read_text()
+    _run_grid(tiny, out, masks=[tiny / "L1.h5"], layers=[1], ks=[4], alignments=("mean",), directions=("en<-zh",),
+              n_random=1, max_new_tokens=3, sources=("donor",))
+    assert pd.read_csv(out / "metrics.tsv", sep="\t")["source"].tolist() == ["donor"]
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["table_L1_k4_mean_en-from-zh_donor.md",
+                                                                  "table_L1_k4_mean_en-from-zh_donor.tsv"]
+    assert "Corrected design" in (out / "verdict.md").read_text()
 
 
 def test_run_patching_rejects_foreign_store(tiny, tmp_path):
@@ -409,11 +426,8 @@ def test_run_patching_rejects_foreign_store(tiny, tmp_path):
 
     make_organism_prompt_table(tmp_path / "other.tsv", n=6, seed=99)
     with pytest.raises(ZhuntError, match="tokenizes differently|lacks prompt"):
-        P.run_patching(tiny / "model", "organism", tiny / "store.h5", {1: tiny / "L1.h5"}, tmp_path / "other.tsv",
-                       ["en", "zh"], TEMPLATES, "organism", layers=[1], ks=[4], alignments=("mean",),
-                       directions=("en<-zh",), n_random=1, max_new_tokens=2, out_records=tmp_path / "r.tsv",
-                       out_metrics_tsv=tmp_path / "m.tsv", out_metrics_md=tmp_path / "m.md",
-                       out_tables_dir=tmp_path / "t", out_verdict_md=tmp_path / "v.md")
+        _run_grid(tiny, tmp_path, masks=[tiny / "L1.h5"], layers=[1], ks=[4], alignments=("mean",),
+                  directions=("en<-zh",), n_random=1, max_new_tokens=2, prompts=tmp_path / "other.tsv")
 
 
 # ------------------------------------------------------------------------------- a real effect is found

@@ -187,14 +187,34 @@ def near_random_organism(tmp_path_factory):
     return root, templates
 
 
-def _cell(org, name, tmp_path):
-    from zhunt.experiments.patching_cells import run_cell
+def _stage_io(org, tmp_path, *, n_donors=2, max_new_tokens=4, das=None, ms=True, lam=(1.0, 2.0)):
+    """inputs, params of the stages of rule patching_cell / patching_das on the tiny organism."""
+    from zhunt.experiments.ablation import write_ms_basis
 
     root, templates = org
+    if ms and not (root / "ms_basis.h5").exists():
+        write_ms_basis(root / "ms_basis.h5", root / "store.h5", "toy")
+    inputs = {"model": str(root / "model"), "store": str(root / "store.h5"), "prompts": str(root / "prompts.tsv"),
+              "templates": str(templates), "das": [str(das)] if das else [],
+              "ms_basis": [str(root / "ms_basis.h5")] if ms else []}
+    params = {"runtime": {"template": "organism"}, "languages": ["en", "zh"], "batch_size": 16,
+              "max_new_tokens": max_new_tokens,
+              "patching": {"n_donors": n_donors, "das": {"steps": 5, "lr": 0.01},
+                           "ms_ablation": {"layer_offsets": [0], "lam": list(lam), "primary_lam": 1.0,
+                                           "pooling": "mean"}}}
+    return inputs, params
+
+
+def _cell(org, name, tmp_path, **kw):
+    from zhunt.stages.patching import run_patching_cell
+
+    root, _ = org
     c = parse_cell(name)
-    return run_cell(root / "model", root / "store.h5", root / f"L{c.layer}.h5", root / "prompts.tsv", ["en", "zh"],
-                    templates, "organism", c, n_donors=2, max_new_tokens=4, batch_size=16,
-                    out_records=tmp_path / f"{name}.tsv")
+    inputs, params = _stage_io(org, tmp_path, **kw)
+    out = tmp_path / f"{name}.tsv"
+    run_patching_cell({**inputs, "mask": str(root / f"L{c.layer}.h5")}, params, {"records": str(out)},
+                      wildcards={"cell": name})
+    return pd.read_csv(out, sep="\t")
 
 
 def test_first_divergence():
@@ -251,8 +271,9 @@ def test_iia_is_read_at_the_first_diverging_token(near_random_organism, tmp_path
 
 def test_cross_language_cell_records(near_random_organism, tmp_path):
     rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path)
-    assert set(rec.subspace) == {"none", "z", "zperp", "full", "random", "random_matched", "self_mean"}
-    assert (rec.donor != rec.problem).all() and rec.groupby("pair").size().eq(7).all()
+    assert set(rec.subspace) == {"none", "z", "zperp", "full", "random", "random_matched", "self_mean",
+                                 "ms_ablation"}
+    assert (rec.donor != rec.problem).all() and rec.groupby("pair").size().eq(7 + 2).all()  # + 2 lams
     z = rec[rec.subspace == "z"].set_index("pair").dh_norm
     rm = rec[rec.subspace == "random_matched"].set_index("pair").dh_norm
     assert_allclose(rm / z, 1.0, rtol=1e-6)  # energy-matched within 1e-6 (tolerance 10%)
@@ -261,26 +282,44 @@ def test_cross_language_cell_records(near_random_organism, tmp_path):
 
 
 def test_gather_writes_table_verdict_and_figure(tmp_path):
-    from zhunt.report.patching_render import TABLE_COLUMNS, gather_interchange
+    """The stage of rule patching_interchange on planted records: table, Markdown, verdict and figure."""
+    from zhunt.report.patching_render import TABLE_COLUMNS
+    from zhunt.stages.patching import run_patching_interchange
 
     paths = []
     for i, name in enumerate(["input_L1_k4_mean_en-from-zh_donor", "input_L2_k4_mean_en-from-zh_donor",
                               "input_L1_k4_aligned_en-from-en_donor", "input_L2_k4_aligned_en-from-en_donor"]):
         rec = _records(np.random.default_rng(i), 30, 0.8, 0.3, 0.8, 0.1)
         full = rec[rec.subspace == "z"].assign(subspace="full", iia_hit=True, npe=1.0)
-        rec = pd.concat([rec, full], ignore_index=True)
+        ms = [rec[rec.subspace == "z"].assign(subspace="ms_ablation", iia_hit=False, npe=0.0, lam=lam)
+              for lam in (2.0, 1.0)]
+        rec = pd.concat([rec, full, *ms], ignore_index=True)
         rec.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
-        paths.append(tmp_path / f"{name}.tsv")
-    res = gather_interchange(paths, "input_L1_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "s.tsv",
-                             out_md=tmp_path / "s.md", out_verdict=tmp_path / "v.md", out_fig_stem=tmp_path / "fig")
+        paths.append(str(tmp_path / f"{name}.tsv"))
+
+    def gather(primary, primary_lam=1.0, stem="s"):
+        outs = {"table": [str(tmp_path / f"{stem}.tsv"), str(tmp_path / f"{stem}.md")],
+                "verdict": str(tmp_path / f"{stem}_v.md"),
+                "fig": [str(tmp_path / f"{stem}_fig.pdf"), str(tmp_path / f"{stem}_fig.png")]}
+        run_patching_interchange({"cells": paths}, {"primary": primary, "primary_lam": primary_lam}, outs,
+                                 wildcards={"model": "toy"})
+
+    gather("input_L1_k4_mean_en-from-zh_donor")
     t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
     assert list(t.columns[:len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
-    assert len(t) == 4 * 3 and t["primary"].sum() == 3
+    assert len(t) == 4 * 5 and t["primary"].sum() == 4  # z, random_matched, full, ms_ablation at primary_lam
+    ms = t[t.subspace == "ms_ablation"]
+    assert ms["lam"].tolist() == [1.0, 2.0] * 4 and t.loc[t.subspace != "ms_ablation", "lam"].isna().all()
+    assert t.loc[t.primary & (t.subspace == "ms_ablation"), "lam"].tolist() == [1.0]
+    assert (ms["iia"] == 0).all() and (ms["p_vs_random_matched"] < 1).all()
+    text = (tmp_path / "s_v.md").read_text()
+    assert "ms_ablation (λ = 1)" in text and "λ = 2" not in text
+    assert "ms_ablation (λ = 2)" in (tmp_path / "s.md").read_text()
     assert (t["p_holm"].dropna() >= t["p_vs_random_matched"].dropna()).all()
-    assert res["verdict"] == "causal" and res["positive_control"]["holds"]
-    text = (tmp_path / "v.md").read_text()
-    assert "causal" in text and "Positive control" in text and "MIN" not in text and "0.1" in text
-    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    assert positive_control(t)["holds"]
+    assert "**Primary cell `input_L1_k4_mean_en-from-zh_donor`: causal**" in text
+    assert "Positive control" in text and "holds" in text and "MIN" not in text and "0.1" in text
+    assert (tmp_path / "s_fig.png").stat().st_size > 0 and (tmp_path / "s_fig.pdf").exists()
     from zhunt.report.summary import measured
 
     (tmp_path / "toy/patching").mkdir(parents=True)
@@ -288,46 +327,97 @@ def test_gather_writes_table_verdict_and_figure(tmp_path):
     line = measured("patching_interchange", "toy", tmp_path)
     assert line.startswith("primary (site input, L1, k=4, mean, en<-zh): causal") and "positive control holds" in line
     with pytest.raises(ZhuntError, match="primary"):
-        gather_interchange(paths, "input_L9_k4_mean_en-from-zh_donor", "toy", out_tsv=tmp_path / "x.tsv",
-                           out_md=tmp_path / "x.md", out_verdict=tmp_path / "x.v", out_fig_stem=tmp_path / "x")
+        gather("input_L9_k4_mean_en-from-zh_donor", stem="x")
+    with pytest.raises(ZhuntError, match="primary_lam"):
+        gather("input_L1_k4_mean_en-from-zh_donor", primary_lam=0.5, stem="x")
 
 
 def test_das_is_fitted_on_the_train_split_and_scored_on_heldout_pairs(near_random_organism, tmp_path):
     import h5py
 
-    from zhunt.experiments.patching_cells import fit_cell_das, run_cell
+    from zhunt.experiments.das import subspace_overlap
+    from zhunt.experiments.ablation import read_ms_basis
+    from zhunt.stages.patching import run_patching_das
+    from zhunt.weights.masks import read_mask
 
-    root, templates = near_random_organism
-    args = (root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
-            "organism")
-    attrs = fit_cell_das(*args, site="input", layer=1, k=4, target_lang="en", n_donors=2, steps=5,
-                         out_h5=tmp_path / "das.h5")
+    root, _ = near_random_organism
+    inputs, params = _stage_io(near_random_organism, tmp_path)
+    run_patching_das({**inputs, "mask": str(root / "L1.h5")}, params, {"basis": str(tmp_path / "das.h5")},
+                     wildcards={"site": "input", "layer": "1", "k": "4", "lang": "en"})
     with h5py.File(tmp_path / "das.h5") as f:
-        V = f["basis"][()]
+        V, attrs = f["basis"][()], dict(f.attrs)
     assert_allclose(V @ V.T, np.eye(4), atol=1e-5)
     assert attrs["n_train"] >= 1 and 0 <= attrs["overlap_z"] <= 1 and attrs["hidden_index"] == 1
-    rec = run_cell(*args, parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=2, max_new_tokens=3,
-                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
+    rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path, max_new_tokens=3,
+                das=tmp_path / "das.h5")
     das = rec[rec.subspace == "das"]
     assert len(das) and (das.split == "heldout").all()
     assert set(rec[rec.split == "heldout"].pair) == set(das.pair)
-    assert_allclose(das.overlap_z, attrs["overlap_z"])
+    assert_allclose(das.overlap_z, attrs["overlap_z"], rtol=1e-5)  # the records' TSV: 6 significant digits
+    # the overlaps with Z and M_s at the cell's layer and site, on the das rows only
+    V_Z, M_s = read_mask(root / "L1.h5", "multihead", 4), read_ms_basis(root / "ms_basis.h5", 1, "input")
+    assert_allclose(das.overlap_ms, subspace_overlap(V, M_s)[0], rtol=1e-5)
+    assert_allclose(das.angle_z_deg_median, subspace_overlap(V, V_Z)[1], rtol=1e-5)
+    assert_allclose(das.angle_ms_deg_median, subspace_overlap(V, M_s)[1], rtol=1e-5)
+    assert rec.loc[rec.subspace != "das", ["overlap_ms", "angle_z_deg_median"]].isna().all().all()
+    m = subspace_metrics(rec).set_index("subspace")
+    assert_allclose(m.loc["das", "angle_ms_deg_median"], das.angle_ms_deg_median.iloc[0])
 
 
 def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
     """An empty DAS basis (fit_cell_das found no diverging train pair) is reported by the absence of das rows."""
     import h5py
 
-    from zhunt.experiments.patching_cells import run_cell
-
-    root, templates = near_random_organism
     with h5py.File(tmp_path / "das.h5", "w") as f:
         f["basis"] = np.zeros((0, 32), dtype=np.float32)
         f.attrs["overlap_z"], f.attrs["n_train"] = np.nan, 0
-    rec = run_cell(root / "model", root / "store.h5", root / "L1.h5", root / "prompts.tsv", ["en", "zh"], templates,
-                   "organism", parse_cell("input_L1_k4_mean_en-from-zh_donor"), n_donors=1, max_new_tokens=3,
-                   das_path=tmp_path / "das.h5", out_records=tmp_path / "c.tsv")
-    assert "das" not in set(rec.subspace) and "z" in set(rec.subspace)
+    rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path, n_donors=1, max_new_tokens=3,
+                das=tmp_path / "das.h5", ms=False)
+    assert "das" not in set(rec.subspace) and "z" in set(rec.subspace) and "lam" not in rec.columns
+
+
+def test_subspace_overlap_against_scipy_on_planted_subspaces():
+    from scipy.linalg import subspace_angles
+
+    from zhunt.experiments.das import subspace_overlap
+
+    d = 12
+    E = np.eye(d)
+    assert_allclose(subspace_overlap(E[:3], E[:3]), (1.0, 0.0), atol=1e-7)  # identical: 0 degrees
+    assert_allclose(subspace_overlap(E[:3], E[3:5]), (0.0, 90.0), atol=1e-7)  # orthogonal: 90 degrees
+    Q = random_subspace(4, d, 3)
+    W = random_subspace(2, d, 4)
+    sim, ang = subspace_overlap(Q, W)
+    theta = subspace_angles(Q.T, W.T)
+    assert_allclose(ang, np.degrees(np.median(theta)), rtol=1e-10)
+    assert_allclose(sim, np.mean(np.cos(theta) ** 2), rtol=1e-10)
+    # planted: the first row shared, the second at 60 degrees -> angles (0, 60), median 30
+    V = np.vstack([E[0], E[1]])
+    U = np.vstack([E[0], 0.5 * E[1] + np.sqrt(0.75) * E[2]])
+    assert_allclose(subspace_overlap(V, U), ((1 + 0.25) / 2, 30.0), atol=1e-7)
+
+
+def test_ms_ablation_rows_one_per_lam_and_lam_zero_is_the_clean_run(near_random_organism, tmp_path):
+    """ms_ablation rows: one per (pair, lam); lam = 0 is the identity, so its rows reproduce the none rows."""
+    from zhunt.experiments.ablation import read_ms_basis
+
+    root, _ = near_random_organism
+    rec = _cell(near_random_organism, "input_L1_k4_mean_en-from-zh_donor", tmp_path, lam=(0.0, 1.0))
+    ms = rec[rec.subspace == "ms_ablation"]
+    n_p = rec.pair.nunique()
+    assert len(ms) == 2 * n_p and sorted(set(ms.lam)) == [0.0, 1.0] and rec.loc[rec.subspace != "ms_ablation",
+                                                                             "lam"].isna().all()
+    none = rec[rec.subspace == "none"].set_index("pair")
+    zero = ms[ms.lam == 0.0].set_index("pair")
+    assert_allclose(zero.ld, none.ld, atol=1e-5)
+    assert (zero.text == none.text).all() and (zero.first_token == none.first_token).all()
+    assert_allclose(zero.npe.dropna(), 0.0, atol=1e-4)
+    one = ms[ms.lam == 1.0].set_index("pair")
+    M = read_ms_basis(root / "ms_basis.h5", 1, "input")
+    assert (one.dh_norm > 0).all() and M.shape[1] == 32 and (zero.dh_norm == 0).all()
+    m = subspace_metrics(rec)
+    assert list(m.loc[m.subspace == "ms_ablation", "lam"]) == [0.0, 1.0]
+    assert m.loc[m.subspace != "ms_ablation", "lam"].isna().all()
 
 
 def test_answer_language_reads_the_answer_span_only():

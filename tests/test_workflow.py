@@ -99,7 +99,10 @@ def test_outputs_open_with_right_shapes(workdir):
     sub = pd.read_csv(res / "patching/subspaces.tsv", sep="\t")
     assert {"site", "hidden_index", "n", "iia", "iia_lo", "iia_hi", "iia_value", "npe", "npe_lo", "npe_hi",
             "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm"} <= set(sub.columns)
-    assert sub["primary"].sum() == sub["subspace"].nunique()
+    assert sub["primary"].sum() == sub["subspace"].nunique()  # one row per subspace, ms_ablation at primary_lam
+    ms = sub[sub["subspace"] == "ms_ablation"]
+    assert len(ms) == 24 * 2 and set(ms["lam"]) == {1.0, 2.0}  # every cell, tests/tiny's lam grid
+    assert sub.loc[sub["subspace"] != "ms_ablation", "lam"].isna().all()
     assert set(sub["site"]) == {"input", "output"}
     offset = sub["site"].map({"input": 0, "output": 1})
     assert (sub["hidden_index"] == sub["layer"] + offset).all()

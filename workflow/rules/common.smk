@@ -228,6 +228,27 @@ def patching_das_input(model, cell):
     return [f"results/{model}/patching/das/{site}_L{layer}_k{k}_{lang}.h5"]
 
 
+#: The study.patching keys each Exp. A rule reads (a change of any other key does not rerun it).
+PATCHING_PARAM_KEYS = {
+    "grid": ["alignments", "directions", "n_random", "patch_generated", "sinkhorn", "sources"],
+    "cell": ["n_donors", "ms_ablation"],
+    "das": ["n_donors", "das"],
+}
+
+
+def patching_params(model, rule):
+    """The part of study.patching that rule `patching` ("grid"), `patching_cell` or `patching_das` reads."""
+    pt = study(model)["patching"]
+    return {k: pt[k] for k in PATCHING_PARAM_KEYS[rule]}
+
+
+def patching_ms_input(model):
+    """The M_s basis file of the cells' ms_ablation rows (empty when study.patching.ms_ablation.enabled is false)."""
+    if not study(model)["patching"]["ms_ablation"]["enabled"]:
+        return []
+    return [f"results/{model}/zspace/ms_basis.h5"]
+
+
 def patching_max_new_tokens(model):
     """Greedy budget of the Exp. A cells and of the DAS fit (study.patching.max_new_tokens or generation's)."""
     st = study(model)

@@ -108,7 +108,7 @@ rule patching:
         languages=lambda wc: promptset_languages(wc.model),
         layers=lambda wc: patch_layers(wc.model),
         ks=lambda wc: study(wc.model)["patch_k"],
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "grid"),
         provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
         max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
         or study(wc.model)["generation"]["max_new_tokens"],
@@ -126,6 +126,7 @@ rule patching_cell:
         prompts=lambda wc: promptset_path(wc.model),
         templates=config["templates"],
         das=lambda wc: patching_das_input(wc.model, wc.cell),
+        ms_basis=lambda wc: patching_ms_input(wc.model),
     output:
         records="results/{model}/patching/cells/{cell}.tsv",
     log:
@@ -144,7 +145,7 @@ rule patching_cell:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "cell"),
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
         batch_size=config["generation"]["batch_size"],
     script:
@@ -179,7 +180,7 @@ rule patching_das:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
-        patching=lambda wc: study(wc.model)["patching"],
+        patching=lambda wc: patching_params(wc.model, "das"),
         batch_size=config["generation"]["batch_size"],
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
     script:
@@ -215,6 +216,7 @@ rule patching_interchange:
     threads: 1
     params:
         primary=lambda wc: patching_primary(wc.model),
+        primary_lam=lambda wc: study(wc.model)["patching"]["ms_ablation"]["primary_lam"],
     script:
         "../scripts/patching_interchange.py"
 

@@ -1,19 +1,6 @@
-"""Glue: gather the Exp. A cells (see zhunt.report.patching_render.gather_interchange)."""
+"""Glue: rule patching_interchange (see zhunt.stages.patching.run_patching_interchange)."""
 
-from zhunt.io import snakemake_main
-from zhunt.report.patching_render import gather_interchange
+from zhunt.stages import call
+from zhunt.stages.patching import run_patching_interchange
 
-
-def main(smk):
-    gather_interchange(
-        list(smk.input.cells),
-        smk.params.primary,
-        smk.wildcards.model,
-        out_tsv=smk.output.table[0],
-        out_md=smk.output.table[1],
-        out_verdict=smk.output.verdict,
-        out_fig_stem=smk.output.fig[0][: -len(".pdf")],
-    )
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_patching_interchange)  # noqa: F821

@@ -36,12 +36,14 @@ The fitted basis is an ordinary subspace: :meth:`DASFit.edits` gives
 :class:`~zhunt.models.generation.SubspaceEdit` objects for
 :func:`zhunt.models.generation.score` / :func:`zhunt.models.generation.generate`, the same
 scoring path as every other subspace (Z, random, ...). Its overlap with Z or
-M_s is :func:`zhunt.subspace.principal_angles` /
-:func:`~zhunt.subspace.grassmann_similarity` of ``fit.basis``.
+M_s is :func:`subspace_overlap` (Grassmann similarity and median principal
+angle, :func:`zhunt.subspace.grassmann_similarity` /
+:func:`zhunt.subspace.principal_angles`) of ``fit.basis``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -55,7 +57,7 @@ from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site
 
-__all__ = ["DASFit", "fit_das", "ORTHONORMAL_ATOL"]
+__all__ = ["DASFit", "fit_das", "subspace_overlap", "ORTHONORMAL_ATOL"]
 
 #: Largest |V V^T - I| accepted for an initial basis.
 ORTHONORMAL_ATOL = 1e-4
@@ -174,8 +176,51 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     DASFit
     """
     texts = list(texts)
-    n = len(texts)
     check_site(site)
+    data = _training_data(model, tokenizer, texts, sources, targets, k=k, steps=steps, batch_size=batch_size,
+                          add_special_tokens=add_special_tokens, patch_special=patch_special, prefixes=prefixes)
+    n, d = len(texts), data["d"]
+    layer_mod = _resolve_layer(model, layer)
+    device = _model_device(model)
+    basis = _Basis(_initial_basis(init, int(k), d, random_state).T, random_state).to(device)
+    opt = torch.optim.Adam(basis.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(int(random_state))
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+    losses = np.zeros(int(steps))
+    perm, cursor = torch.randperm(n, generator=g), 0
+    t0 = time.perf_counter()
+    with _frozen(model):
+        for step in range(int(steps)):
+            if cursor >= n:
+                perm, cursor = torch.randperm(n, generator=g), 0
+            idx = perm[cursor:cursor + batch_size].tolist()
+            cursor += batch_size
+            loss = _interchange_loss(model, layer_mod, basis.weight.T, data, idx, site=site,
+                                     patch_special=patch_special, device=device, keep=keep)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step] = float(loss.detach())
+    with torch.no_grad():
+        V = basis.weight.T.detach().float().cpu().contiguous().numpy()
+    return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
+                  batch_size=int(batch_size), random_state=int(random_state),
+                  seconds=time.perf_counter() - t0)
+
+
+def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *, k: int,
+                   steps: int, batch_size: int, add_special_tokens: bool, patch_special: bool,
+                   prefixes: Sequence | None) -> dict:
+    """Checked, tokenised training data of :func:`fit_das`.
+
+    Returns
+    -------
+    dict
+        ``ids`` (prompt token ids), ``prefs`` (prefix token ids), ``src_rows`` (per prompt the
+        ``(n_patch_i, d)`` source rows), ``y`` (N,) targets, ``special`` (special-token ids),
+        ``pad``, ``d``.
+    """
+    n = len(texts)
     if n == 0:
         raise ValueError("fit_das needs at least one prompt")
     if len(sources) != n or len(targets) != n:
@@ -185,9 +230,6 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     d = int(model.config.hidden_size)
     if not 1 <= int(k) <= d:
         raise ValueError(f"k must be in 1..{d}, got {k}")
-    layer_mod = _resolve_layer(model, layer)
-    device = _model_device(model)
-
     ids = tokenize_prompts(tokenizer, texts, add_special_tokens=add_special_tokens)
     prefs = [[int(t) for t in a] for a in prefixes] if prefixes is not None else [[] for _ in range(n)]
     if len(prefs) != n:
@@ -202,54 +244,67 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
         if e.d != d:
             raise ValueError(f"source {i} has d = {e.d}, the model has {d}")
         src_rows.append(e.source_rows(n_patch))
-    y = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
+    return {"ids": ids, "prefs": prefs, "src_rows": src_rows, "special": special, "pad": pad, "d": d,
+            "y": torch.as_tensor([int(t) for t in targets], dtype=torch.long)}
 
-    basis = _Basis(_initial_basis(init, int(k), d, random_state).T, random_state).to(device)
-    opt = torch.optim.Adam(basis.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(int(random_state))
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+
+def _interchange_loss(model, layer_mod, V: torch.Tensor, data: dict, idx: Sequence[int], *, site: str,
+                      patch_special: bool, device, keep: dict) -> torch.Tensor:
+    """Mean cross-entropy of the targets ``y[idx]`` under the interchange along ``V`` (k, d) (module docstring)."""
+    prefs, d = data["prefs"], data["d"]
+    input_ids, attn, pos = left_pad([data["ids"][i] + prefs[i] for i in idx], data["pad"])
+    pm = _patchable(input_ids, attn, data["special"], patch_special)
+    for r, i in enumerate(idx):  # prefix positions are never patched
+        pm[r, pm.shape[1] - len(prefs[i]):] = False
+    S = torch.zeros((len(idx), input_ids.shape[1], d))
+    for r, i in enumerate(idx):
+        S[r, pm[r]] = data["src_rows"][i]
+    S = S.to(device)
+
+    def interchange(h, ctx, V=V, S=S):
+        hf = h.float()
+        return (hf + ((S - hf) @ V.T) @ V).to(h.dtype)
+
+    with patch(layer_mod, interchange, prompt_mask=pm, site=site):
+        logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                       position_ids=pos.to(device), use_cache=False, **keep).logits[:, -1].float()
+    return torch.nn.functional.cross_entropy(logits, data["y"][idx].to(device))
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """Eval mode and no weight gradients for the fit; the model's flags are restored on exit."""
     flags = [p.requires_grad for p in model.parameters()]
     was_training = model.training
-    losses = np.zeros(int(steps))
-    perm, cursor = torch.randperm(n, generator=g), 0
-    t0 = time.perf_counter()
     try:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        for step in range(int(steps)):
-            if cursor >= n:
-                perm, cursor = torch.randperm(n, generator=g), 0
-            idx = perm[cursor:cursor + batch_size].tolist()
-            cursor += batch_size
-            input_ids, attn, pos = left_pad([ids[i] + prefs[i] for i in idx], pad)
-            pm = _patchable(input_ids, attn, special, patch_special)
-            for r, i in enumerate(idx):  # prefix positions are never patched
-                pm[r, pm.shape[1] - len(prefs[i]):] = False
-            S = torch.zeros((len(idx), input_ids.shape[1], d))
-            for r, i in enumerate(idx):
-                S[r, pm[r]] = src_rows[i]
-            S = S.to(device)
-            V = basis.weight.T  # (k, d), orthonormal rows
-
-            def interchange(h, ctx, V=V, S=S):
-                hf = h.float()
-                return (hf + ((S - hf) @ V.T) @ V).to(h.dtype)
-
-            with patch(layer_mod, interchange, prompt_mask=pm, site=site):
-                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                               position_ids=pos.to(device), use_cache=False, **keep).logits[:, -1].float()
-            loss = torch.nn.functional.cross_entropy(logits, y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[step] = float(loss.detach())
+        yield
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
-    with torch.no_grad():
-        V = basis.weight.T.detach().float().cpu().contiguous().numpy()
-    return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
-                  batch_size=int(batch_size), random_state=int(random_state),
-                  seconds=time.perf_counter() - t0)
+
+
+def subspace_overlap(V: np.ndarray, W: np.ndarray) -> tuple[float, float]:
+    """Overlap of two subspaces given by orthonormal rows: ``(similarity, median angle in degrees)``.
+
+    Parameters
+    ----------
+    V : ndarray (k1, d)
+    W : ndarray (k2, d)
+
+    Returns
+    -------
+    similarity : float
+        Grassmann similarity ``mean_i cos^2 theta_i`` (:func:`zhunt.subspace.grassmann_similarity`):
+        1 for identical subspaces, 0 for orthogonal ones.
+    angle : float
+        Median of the ``min(k1, k2)`` principal angles ``theta_i`` in degrees
+        (:func:`zhunt.subspace.principal_angles`): 0 identical, 90 orthogonal.
+    """
+    from zhunt.subspace import grassmann_similarity, principal_angles
+
+    return (float(grassmann_similarity(V, W)),
+            float(np.degrees(np.median(principal_angles(V, W)))))

@@ -100,17 +100,16 @@ better than a random subspace of the same dimension).
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from zhunt.errors import ZhuntError
-from zhunt.io import write_table, write_text
-from zhunt.stats import bootstrap_ci, mcnemar_exact, rate_ci
-from zhunt.subspace import random_subspace
+from zhunt.experiments.patching_thresholds import (ALPHA, MAX_ZPERP_ANSWER_CHANGE, MIN_DONOR_Z_LANGUAGE_PRESERVATION,
+                                                   MIN_Z_LANGUAGE_PRESERVATION, N_BOOTSTRAP)
+from zhunt.experiments.patching_thresholds import GRID_VERDICTS as VERDICTS
+from zhunt.stats import bootstrap_ci, mcnemar_exact
 from zhunt.data.text import SUPPORTED_LANGUAGES, classify_language, cjk_fraction, extract_answer
 
 __all__ = [
@@ -118,7 +117,8 @@ __all__ = [
     "MAX_ZPERP_ANSWER_CHANGE", "N_BOOTSTRAP", "SINKHORN_REG", "VERDICTS",
     "parse_direction", "direction_slug", "ot_plan", "ot_sources", "mean_source", "patch_rows",
     "random_bases", "score_text", "config_metrics", "config_verdict", "overall_verdict",
-    "verdict_caption", "patch_table", "run_patching",
+    "verdict_caption", "check_grid", "grid_context", "check_store", "baseline_records", "config_sources",
+    "config_records", "config_result", "grid_configs",
     "SOURCES", "MIN_DONOR_Z_LANGUAGE_PRESERVATION", "donor_map", "donor_metrics", "donor_verdict",
     "donor_verdict_caption",
 ]
@@ -132,24 +132,12 @@ DIRECTIONS = ("en<-zh", "zh<-en")
 #: Source alignments.
 ALIGNMENTS = ("mean", "ot")
 
-#: Significance level of the McNemar tests in the verdict.
-ALPHA = 0.05
-#: L1: least Z-patch language-preservation rate for a double dissociation.
-MIN_Z_LANGUAGE_PRESERVATION = 0.8
-#: K: largest Z⊥-patch answer-change rate for a double dissociation ("Z⊥ keeps answers").
-MAX_ZPERP_ANSWER_CHANGE = 0.2
-#: Bootstrap resamples of every CI.
-N_BOOTSTRAP = 2000
 #: Entropic regularisation of the Sinkhorn option (cost normalised by its maximum first).
 SINKHORN_REG = 0.05
 
-#: Verdict labels, strongest first (``reverse`` is the opposite effect).
-VERDICTS = ("double dissociation", "partial success", "null", "reverse")
 #: Source problems: ``same`` = the seed's design (the same problem in the source language),
 #: ``donor`` = the corrected design (a different problem with a different answer).
 SOURCES = ("same", "donor")
-#: Donor verdict: least Z-patch language-preservation rate for "Z carries the problem".
-MIN_DONOR_Z_LANGUAGE_PRESERVATION = 0.8
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -229,7 +217,9 @@ def mean_source(X_src: np.ndarray) -> np.ndarray:
 
 def random_bases(k: int, d: int, n_random: int, seed: int = 0) -> list[np.ndarray]:
     """``n_random`` Haar-random (k, d) bases; base ``r`` uses the generator seeded with ``(seed, k, r)``."""
-    return [random_subspace(k, d, np.random.default_rng([int(seed), int(k), int(r)])) for r in range(n_random)]
+    from zhunt.experiments.patching_design import pair_bases
+
+    return [pair_bases(k, d, r, seed) for r in range(n_random)]
 
 
 def patch_rows(problems: Sequence[str], sources: Mapping[str, np.ndarray], V_Z, random_V: Sequence,
@@ -304,6 +294,42 @@ def _put_mcnemar(out: dict, name: str, a, b) -> None:
     out.update({f"mcnemar_{name}_p": m["p"], f"mcnemar_{name}_n01": m["n01"], f"mcnemar_{name}_n10": m["n10"]})
 
 
+def _baseline(records: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """The ``none`` rows indexed by problem, and the problems in their order."""
+    base = records[records["condition"] == "none"].set_index("problem")
+    problems = list(base.index)
+    if not problems:
+        raise ValueError("no baseline ('none') records")
+    return base, problems
+
+
+def _condition(records: pd.DataFrame, name: str, problems: Sequence[str]) -> pd.DataFrame:
+    """The rows of condition ``name`` indexed by problem, in ``problems`` order (every problem required)."""
+    c = records[records["condition"] == name].set_index("problem")
+    missing = set(problems) - set(c.index)
+    if missing:
+        raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
+    return c.loc[problems]
+
+
+def _put_rate(out: dict, name: str, flags, kw: Mapping) -> None:
+    """``out[name], out[name_lo], out[name_hi]``: the rate of ``flags`` with its percentile bootstrap CI
+    (:func:`zhunt.experiments.patching_metrics.rate`, ``method="bootstrap"``; fractions allowed)."""
+    from zhunt.experiments.patching_metrics import rate
+
+    out[name], out[f"{name}_lo"], out[f"{name}_hi"], _ = rate(flags, method="bootstrap", **kw)
+
+
+def _put_difference(out: dict, name: str, diff, kw: Mapping) -> None:
+    """The paired bootstrap estimate and CI of a per-problem difference."""
+    out[name], out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_ci(diff, **kw)
+
+
+def _put_missing(out: dict, names: Sequence[str]) -> None:
+    for name in names:
+        out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+
+
 def config_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
     """Derived metrics of one configuration from its records.
 
@@ -330,58 +356,35 @@ def config_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N
         (``"Z"``, ``"Z⊥"`` or ``"tie"``).
     """
     kw = dict(seed=seed, n_resamples=n_resamples)
-    base = records[records["condition"] == "none"].set_index("problem")
-    problems = list(base.index)
-    if not problems:
-        raise ValueError("no baseline ('none') records")
-
-    def cond(name):
-        c = records[records["condition"] == name].set_index("problem")
-        missing = set(problems) - set(c.index)
-        if missing:
-            raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
-        return c.loc[problems]
-
-    z, zp, full = cond("z"), cond("zperp"), cond("full")
+    base, problems = _baseline(records)
+    z, zp, full = (_condition(records, c, problems) for c in ("z", "zperp", "full"))
     b_ans = base["extracted"]
     ch = {n: ~_same(c["extracted"], b_ans) for n, c in (("z", z), ("zperp", zp), ("full", full))}
     pres = {n: c["language_preserved"].to_numpy(bool) for n, c in (("z", z), ("zperp", zp), ("full", full))}
     out: dict = {"n_problems": len(problems)}
-
-    def put(name, flags):
-        r = rate_ci(flags, **kw)
-        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = r["rate"], r["lo"], r["hi"]
-
-    put("z_answer_change", ch["z"])
-    put("zperp_answer_change", ch["zperp"])
-    put("full_answer_change", ch["full"])
-    put("z_language_preservation", pres["z"])
-    put("z_language_disruption", ~pres["z"])
-    put("zperp_language_disruption", ~pres["zperp"])
-    put("full_language_disruption", ~pres["full"])
+    for name, flags in (("z_answer_change", ch["z"]), ("zperp_answer_change", ch["zperp"]),
+                        ("full_answer_change", ch["full"]), ("z_language_preservation", pres["z"]),
+                        ("z_language_disruption", ~pres["z"]), ("zperp_language_disruption", ~pres["zperp"]),
+                        ("full_language_disruption", ~pres["full"])):
+        _put_rate(out, name, flags, kw)
     agree_z = _same(full["extracted"], z["extracted"])
     agree_zp = _same(full["extracted"], zp["extracted"])
-    put("full_agree_z", agree_z)
-    put("full_agree_zperp", agree_zp)
+    _put_rate(out, "full_agree_z", agree_z, kw)
+    _put_rate(out, "full_agree_zperp", agree_zp, kw)
     out["full_like"] = "Z" if agree_z.mean() > agree_zp.mean() else "Z⊥" if agree_z.mean() < agree_zp.mean() \
         else "tie"
-
     rnd = records[records["condition"] == "random"]
-    n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
-    out["n_random"] = n_random
+    out["n_random"] = n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
     if n_random:
         base_map = b_ans.to_dict()
         rnd = rnd.assign(changed=~_same(rnd["extracted"], [base_map[p] for p in rnd["problem"]]))
         frac_ch = rnd.groupby("problem")["changed"].mean().reindex(problems).to_numpy(float)
         frac_pr = rnd.groupby("problem")["language_preserved"].mean().reindex(problems).to_numpy(float)
-        put("random_answer_change", frac_ch)
-        put("random_language_preservation", frac_pr)
-        est, lo, hi = bootstrap_ci(ch["z"].astype(float) - frac_ch, **kw)
-        out["z_minus_random_answer_change"], out["z_minus_random_answer_change_lo"], \
-            out["z_minus_random_answer_change_hi"] = est, lo, hi
+        _put_rate(out, "random_answer_change", frac_ch, kw)
+        _put_rate(out, "random_language_preservation", frac_pr, kw)
+        _put_difference(out, "z_minus_random_answer_change", ch["z"].astype(float) - frac_ch, kw)
     else:
-        for name in ("random_answer_change", "random_language_preservation", "z_minus_random_answer_change"):
-            out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+        _put_missing(out, ("random_answer_change", "random_language_preservation", "z_minus_random_answer_change"))
     _put_mcnemar(out, "answer", ch["z"], ch["zperp"])
     _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
     return out
@@ -467,6 +470,8 @@ def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int
     problem ``i`` is the next problem after it (cyclically) in that order whose
     answer differs from ``answer(i)``. Hence ``d(i) != i`` and
     ``answer(d(i)) != answer(i)`` always (a problem may donate to several).
+    This is :func:`zhunt.experiments.patching_design.donor_pairs` with one
+    donor per problem (the same permutation and rule as the interchange cells).
 
     Parameters
     ----------
@@ -483,23 +488,16 @@ def donor_map(problems: Sequence[str], answers: Mapping[str, int] | Sequence[int
     ZhuntError
         When some problem has no other problem with a different answer.
     """
+    from zhunt.experiments.patching_design import donor_pairs
+
     problems = list(problems)
     ans = dict(answers) if isinstance(answers, Mapping) else dict(zip(problems, answers))
-    if len(set(problems)) != len(problems):
-        raise ValueError("duplicate problem ids")
-    order = [problems[i] for i in np.random.default_rng([int(seed), 0xD0]).permutation(len(problems))]
-    n = len(order)
-    out = {}
-    for pos, p in enumerate(order):
-        for step in range(1, n):
-            q = order[(pos + step) % n]
-            if int(ans[q]) != int(ans[p]):
-                out[p] = q
-                break
-        else:
-            raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
-                             f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
-    return {p: out[p] for p in problems}
+    pairs, unmatched = donor_pairs(problems, ans, seed=seed, n_donors=1)
+    if unmatched:
+        p = unmatched[0]
+        raise ZhuntError("patching.sources", f"no donor for problem {p!r}: every other problem has the "
+                         f"same answer {ans[p]} (the donor design needs at least two distinct answers)")
+    return dict(pairs)
 
 
 def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_BOOTSTRAP) -> dict:
@@ -530,27 +528,12 @@ def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_
         ``n_problems``, ``n_random``.
     """
     kw = dict(seed=seed, n_resamples=n_resamples)
-    base = records[records["condition"] == "none"].set_index("problem")
-    problems = list(base.index)
-    if not problems:
-        raise ValueError("no baseline ('none') records")
+    base, problems = _baseline(records)
     if "donor_answer" not in records.columns:
         raise ValueError("donor records need a 'donor_answer' column")
-
-    def cond(name):
-        c = records[records["condition"] == name].set_index("problem")
-        missing = set(problems) - set(c.index)
-        if missing:
-            raise ValueError(f"condition {name!r} lacks problems {sorted(missing)[:3]}")
-        return c.loc[problems]
-
     donor_ans = pd.Series(base["donor_answer"].to_numpy(), index=problems)
     b_ans = base["extracted"]
     out: dict = {"n_problems": len(problems)}
-
-    def put(name, flags):
-        r = rate_ci(flags, **kw)
-        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = r["rate"], r["lo"], r["hi"]
 
     def transfer(ex, pids):
         d = pd.Series([donor_ans[p] for p in pids], dtype="Int64")
@@ -558,38 +541,33 @@ def donor_metrics(records: pd.DataFrame, *, seed: int = 0, n_resamples: int = N_
 
     tr, kept, pres = {}, {}, {}
     for name in ("z", "zperp", "full"):
-        c = cond(name)
+        c = _condition(records, name, problems)
         tr[name] = transfer(c["extracted"], problems)
         kept[name] = _same(c["extracted"], b_ans)
         pres[name] = c["language_preserved"].to_numpy(bool)
-    put("none_transfer", transfer(b_ans, problems))
+    _put_rate(out, "none_transfer", transfer(b_ans, problems), kw)
     for name in ("z", "zperp", "full"):
-        put(f"{name}_transfer", tr[name])
+        _put_rate(out, f"{name}_transfer", tr[name], kw)
     for name in ("z", "zperp", "full"):
-        put(f"{name}_kept", kept[name])
-    put("z_language_preservation", pres["z"])
+        _put_rate(out, f"{name}_kept", kept[name], kw)
+    _put_rate(out, "z_language_preservation", pres["z"], kw)
     for name in ("z", "zperp", "full"):
-        put(f"{name}_language_disruption", ~pres[name])
-    est, lo, hi = bootstrap_ci(tr["z"].astype(float) - tr["zperp"].astype(float), **kw)
-    out["z_minus_zperp_transfer"], out["z_minus_zperp_transfer_lo"], out["z_minus_zperp_transfer_hi"] = est, lo, hi
-
+        _put_rate(out, f"{name}_language_disruption", ~pres[name], kw)
+    _put_difference(out, "z_minus_zperp_transfer", tr["z"].astype(float) - tr["zperp"].astype(float), kw)
     rnd = records[records["condition"] == "random"]
-    n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
-    out["n_random"] = n_random
+    out["n_random"] = n_random = int(rnd["subspace"].nunique()) if len(rnd) else 0
     if n_random:
         rnd = rnd.assign(_tr=transfer(rnd["extracted"], rnd["problem"]),
                          _kept=_same(rnd["extracted"], [b_ans[p] for p in rnd["problem"]]))
         g = rnd.groupby("problem")
         frac_tr = g["_tr"].mean().reindex(problems).to_numpy(float)
-        put("random_transfer", frac_tr)
-        put("random_kept", g["_kept"].mean().reindex(problems).to_numpy(float))
-        put("random_language_preservation", g["language_preserved"].mean().reindex(problems).to_numpy(float))
-        est, lo, hi = bootstrap_ci(tr["z"].astype(float) - frac_tr, **kw)
-        out["z_minus_random_transfer"], out["z_minus_random_transfer_lo"], out["z_minus_random_transfer_hi"] = \
-            est, lo, hi
+        _put_rate(out, "random_transfer", frac_tr, kw)
+        _put_rate(out, "random_kept", g["_kept"].mean().reindex(problems).to_numpy(float), kw)
+        _put_rate(out, "random_language_preservation", g["language_preserved"].mean().reindex(problems).to_numpy(float),
+                  kw)
+        _put_difference(out, "z_minus_random_transfer", tr["z"].astype(float) - frac_tr, kw)
     else:
-        for name in ("random_transfer", "random_kept", "random_language_preservation", "z_minus_random_transfer"):
-            out[name] = out[f"{name}_lo"] = out[f"{name}_hi"] = float("nan")
+        _put_missing(out, ("random_transfer", "random_kept", "random_language_preservation", "z_minus_random_transfer"))
     _put_mcnemar(out, "transfer", tr["z"], tr["zperp"])
     _put_mcnemar(out, "language", ~pres["zperp"], ~pres["z"])
     return out
@@ -655,97 +633,7 @@ def donor_verdict_caption() -> str:
         f"(Z vs Z⊥ transfer and language disruption) are reported alongside.")
 
 
-# ------------------------------------------------------------------------------------ tables
-def _short(text, n: int = 60) -> str:
-    s = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
-    s = s.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t").replace("|", "\\|")
-    return s if len(s) <= n else s[:n - 1] + "…"
-
-
-def patch_table(records: pd.DataFrame, direction: str, width: int = 60) -> tuple[pd.DataFrame, str]:
-    """Seed 000's "done" table of one configuration.
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        ``Problem`` | ``Original output (t)`` | ``Z-patched (t←s)`` |
-        ``Z⊥-patched (t←s)`` | ``Full-patched`` with the whole generated texts,
-        plus the extracted answers (``answer: ...`` columns) and the key.
-    markdown : str
-        The five seed columns, texts shortened to ``width`` characters with
-        newlines, tabs and pipes escaped.
-    """
-    t, _ = parse_direction(direction)
-    arr = _arrow(direction)
-    cols = {"none": f"Original output ({t})", "z": f"Z-patched ({arr})", "zperp": f"Z⊥-patched ({arr})",
-            "full": "Full-patched"}
-    base = records[records["condition"] == "none"]
-    problems = list(dict.fromkeys(base["problem"]))
-    data = {"Problem": problems}
-    for cond, title in cols.items():
-        c = records[records["condition"] == cond].set_index("problem").reindex(problems)
-        data[title] = c["text"].tolist()
-    for cond in cols:
-        c = records[records["condition"] == cond].set_index("problem").reindex(problems)
-        data[f"answer: {cond}"] = pd.array(c["extracted"].tolist(), dtype="Int64")
-    key = base.set_index("problem").reindex(problems)
-    data["key"] = key["answer"].tolist()
-    donor = "donor" in key.columns and (key["donor"].astype(str) != pd.Series(problems, index=key.index)).any()
-    if donor:  # the donor design: which problem (and answer) was patched in
-        data["donor"] = key["donor"].tolist()
-        data["donor answer"] = key["donor_answer"].tolist()
-    table = pd.DataFrame(data)
-    head = ["Problem", *(["Donor (answer)"] if donor else []), *cols.values()]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        first = [_short(r["Problem"], width)]
-        if donor:
-            first.append(_short(f"{r['donor']} ({r['donor answer']})", width))
-        lines.append("| " + " | ".join(first + [_short(r[c], width) for c in cols.values()]) + " |")
-    return table, "\n".join(lines) + "\n"
-
-
-def _fmt_rate(m: Mapping, name: str) -> str:
-    v = m.get(name, float("nan"))
-    if v is None or not np.isfinite(v):
-        return "—"
-    return f"{v:.2f} [{m[name + '_lo']:.2f}, {m[name + '_hi']:.2f}]"
-
-
-def _rates_markdown(metrics: pd.DataFrame, title: str, intro: str, cols, p_col: str, p_label: str) -> str:
-    """One row per configuration: the rates ``cols`` ([(header, column)]) with CIs, a McNemar p, the verdict."""
-    lines = [f"# {title}", "", intro, "",
-             "| layer | k | alignment | direction | N | " + " | ".join(c for c, _ in cols)
-             + f" | {p_label} | verdict |",
-             "|" + "---|" * (7 + len(cols))]
-    for _, r in metrics.iterrows():
-        m = r.to_dict()
-        lines.append(f"| {m['layer']} | {m['k']} | {m['alignment']} | {m['direction']} | {m['n_problems']} | "
-                     + " | ".join(_fmt_rate(m, n) for _, n in cols)
-                     + f" | {m[p_col]:.3g} | {m['verdict']} |")
-    return "\n".join(lines) + "\n"
-
-
-def _donor_metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
-    cols = [("Z transfer", "z_transfer"), ("Z⊥ transfer", "zperp_transfer"), ("full transfer", "full_transfer"),
-            ("random transfer", "random_transfer"), ("Z kept", "z_kept"), ("Z⊥ kept", "zperp_kept"),
-            ("Z lang. preserved", "z_language_preservation"), ("Z⊥ lang. disrupted", "zperp_language_disruption"),
-            ("Z lang. disrupted", "z_language_disruption")]
-    return _rates_markdown(metrics, title, "Donor design (source = a different problem with a different answer). "
-                           "Rates with 95% bootstrap CIs over problems.", cols,
-                           "mcnemar_transfer_p", "McNemar p (transfer)")
-
-
-def _metrics_markdown(metrics: pd.DataFrame, title: str) -> str:
-    cols = [("Z ans. change", "z_answer_change"), ("Z⊥ ans. change", "zperp_answer_change"),
-            ("random ans. change", "random_answer_change"), ("Z lang. preserved", "z_language_preservation"),
-            ("Z⊥ lang. disrupted", "zperp_language_disruption"), ("full agrees Z", "full_agree_z"),
-            ("full agrees Z⊥", "full_agree_zperp")]
-    return _rates_markdown(metrics, title, "Rates with 95% bootstrap CIs over problems.", cols,
-                           "mcnemar_answer_p", "McNemar p (ans.)")
-
-
-# ------------------------------------------------------------------------------------ stage
+# ------------------------------------------------------------------------------------ the grid
 def _transferred(rec: pd.DataFrame) -> np.ndarray:
     """Per row: the extracted answer equals the donor's answer (NA never transfers)."""
     a = pd.Series(rec["extracted"], dtype="Int64").reset_index(drop=True)
@@ -761,83 +649,16 @@ def _clouds(store, pid: str, lang: str, j: int) -> np.ndarray:
     return X[keep]
 
 
-def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, prompts_path,
-                 languages: Sequence[str], templates_path, family: str, layers: Sequence[int],
-                 ks: Sequence[int], alignments: Sequence[str] = ALIGNMENTS,
-                 directions: Sequence[str] = DIRECTIONS, n_random: int = 5, max_new_tokens: int = 100,
-                 batch_size: int = 16, kind: str = "multihead", patch_generated: bool = False,
-                 sinkhorn: bool = False, seed: int = 0, *, out_records, out_metrics_tsv, out_metrics_md,
-                 out_tables_dir, out_verdict_md, threads: int | None = None,
-                 sources: str | Sequence[str] = SOURCES) -> dict:
-    """Experiment A stage: the patching grid, its records, tables, metrics and verdict.
-
-    Parameters
-    ----------
-    model_dir : path
-        Prepared model folder.
-    model_name : str
-        Registry name.
-    store_path : path
-        Activation store of the same prompt set, template and model
-        (:func:`zhunt.stages.pipeline.extract_prompt_set`); the source (and OT target)
-        clouds are read from it. Its token ids must equal the live tokenisation.
-    mask_paths : mapping
-        ``layer -> mask file`` (:func:`zhunt.weights.masks.write_masks`) for every layer.
-    prompts_path, templates_path : path
-        Paired prompt table (every problem is used) and templates file.
-    languages : sequence of str
-        Languages of the table to load (must cover every direction).
-    family : str
-        Template family.
-    layers, ks : sequence of int
-        Decoder layers (primary first) and subspace dimensions (the largest is
-        the primary k).
-    alignments : subset of {"mean", "ot"}
-    directions : subset of {"en<-zh", "zh<-en"}
-        ``target<-source``; the first is the primary direction.
-    n_random : int
-        Random subspaces of the control (>= 1 for the R criterion).
-    max_new_tokens, batch_size : int
-    kind : str
-        Mask kind (``multihead`` or ``head0``).
-    patch_generated : bool
-        Also patch every generated position (with ``z̄_src``).
-    sinkhorn : bool
-        Entropic instead of exact OT.
-    seed : int
-        Seed of the random subspaces, of the donor permutation and of every bootstrap.
-    out_records, out_metrics_tsv, out_metrics_md, out_verdict_md : path
-    out_tables_dir : path
-        Gets ``table_L{l}_k{k}_{alignment}_{en-from-zh|zh-from-en}.{tsv,md}`` per configuration
-        of the ``same`` source and ``..._{direction}_donor.{tsv,md}`` of the ``donor`` source.
-    threads : int, optional
-        ``torch.set_num_threads`` for the run.
-    sources : str or sequence of {"same", "donor"}
-        Source problems (module docstring): the seed's same-problem design,
-        the corrected different-problem design, or both (default); the first
-        is the primary source.
+def check_grid(layers: Sequence[int], ks: Sequence[int], alignments: Sequence[str], directions: Sequence[str],
+               languages: Sequence[str], mask_paths: Mapping, sources: str | Sequence[str]) -> dict:
+    """Validate the grid of rule ``patching`` (raises :class:`ZhuntError` naming the config key).
 
     Returns
     -------
     dict
-        ``configs`` (list of per-config metric dicts with ``source`` and
-        ``verdict``), ``overall``, ``primary`` (of the primary source),
-        ``by_source`` (``source -> {"overall", "primary"}``), ``donors``
-        (``problem -> donor``), ``runtime_s``, ``generation_s``.
+        ``layers, ks`` (ints), ``alignments``, ``dirs`` (``[(direction, target, source_lang)]``),
+        ``sources`` (list), ``needed`` (the languages the directions use).
     """
-    from zhunt.data.extraction import tokenize_prompts
-    from zhunt.models.generation import generate
-    from zhunt.weights.masks import read_mask
-    from zhunt.models import get_adapter, load_model
-    from zhunt.stages.pipeline import check_ks, check_layer
-    from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.data.store import ActivationStore
-
-    t_start = time.perf_counter()
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     layers = [int(x) for x in layers]
     ks = [int(x) for x in ks]
     alignments = list(alignments)
@@ -856,210 +677,156 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     for layer in layers:
         if layer not in mask_paths and str(layer) not in mask_paths:
             raise ZhuntError("patching.mask_paths", f"no mask file for layer {layer}")
+    return {"layers": layers, "ks": ks, "alignments": alignments, "dirs": dirs, "sources": sources, "needed": needed}
 
-    table = load_prompt_table(prompts_path, languages=list(languages))
-    long = to_long(table, list(languages))
-    templates = load_templates(templates_path)
-    model, tok = load_model(model_dir)
-    ad = get_adapter(model)
-    for layer in layers:
+
+def grid_context(model_dir, model_name: str, prompts_path, languages: Sequence[str], templates_path, family: str,
+                 grid: Mapping, *, seed: int = 0, threads: int | None = None) -> dict:
+    """Model, rendered prompts, key answers and donors of the grid (layers and ks checked against the model).
+
+    Returns
+    -------
+    dict
+        :func:`zhunt.experiments.patching_cells.cell_context`'s (``model, tokenizer, adapter,
+        add_special, prompt_of``, ...) plus ``answer_of`` (``problem -> key answer``) and ``donors``
+        (:func:`donor_map`, or ``{}`` without the ``donor`` source).
+    """
+    from zhunt.experiments.patching_cells import cell_context
+    from zhunt.stages.pipeline import check_ks, check_layer
+
+    ctx = cell_context(model_dir, None, prompts_path, languages, templates_path, family, threads=threads)
+    ad = ctx["adapter"]
+    for layer in grid["layers"]:
         check_layer(layer, ad.num_layers, model_name, key="patching.layers")
-    check_ks(ks, ad.hidden_size, model_name, key="patching.ks")
-    long = long.assign(prompt=render_prompts(long, family, templates, tokenizer=tok))
-    add_special = templates["families"][family]["kind"] != "chat"
-    prompt_of = {(i, lg): p for i, lg, p in zip(long["id"], long["lang"], long["prompt"])}
-    answer_of = dict(zip(table["id"], table["answer"].astype(int)))
-    problems = list(table["id"])
-    donors = donor_map(problems, answer_of, seed) if "donor" in sources else {}
+    check_ks(grid["ks"], ad.hidden_size, model_name, key="patching.ks")
+    return {**ctx, "answer_of": ctx["key_answer"],
+            "donors": donor_map(ctx["problems"], ctx["key_answer"], seed) if "donor" in grid["sources"] else {}}
 
-    store = ActivationStore(store_path)
-    try:
-        if store.hidden_size != ad.hidden_size or store.num_layers != ad.num_layers:
-            raise ZhuntError(str(store_path), f"store has L={store.num_layers}, d={store.hidden_size}; model has "
-                             f"L={ad.num_layers}, d={ad.hidden_size}")
-        # the store must hold exactly the tokens the live forward sees
-        keys = [(p, lg) for p in problems for lg in sorted(needed)]
-        live = tokenize_prompts(tok, [prompt_of[k] for k in keys], add_special_tokens=add_special)
-        for (p, lg), ids in zip(keys, live):
-            try:
-                stored = store.prompt_token_ids(p, lg)
-            except KeyError:
-                raise ZhuntError(str(store_path), f"store lacks prompt {p!r} ({lg})") from None
-            if list(map(int, stored)) != ids:
-                raise ZhuntError(str(store_path), f"prompt {p!r} ({lg}) tokenizes differently from the store "
-                                 "(built from another prompt table or template?)")
 
-        gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size),
-                      add_special_tokens=add_special, positions="all" if patch_generated else "prompt")
-        t_gen = 0.0
-        baselines: dict[str, pd.DataFrame] = {}
-        for _, tgt, _ in dirs:  # the unpatched target generations do not depend on the config
-            if tgt in baselines:
-                continue
-            t0 = time.perf_counter()
-            g = generate(model, tok, [prompt_of[(p, tgt)] for p in problems], **gen_kw)
-            t_gen += time.perf_counter() - t0
-            baselines[tgt] = pd.DataFrame([{"problem": p, "condition": "none", "subspace": -1, "text": x["text"],
-                                            "n_new_tokens": x["n_new_tokens"]} for p, x in zip(problems, g)])
+def check_store(store, ctx: Mapping, languages) -> None:
+    """The store matches the model and holds exactly the tokens the live forward sees."""
+    from zhunt.data.extraction import tokenize_prompts
 
-        all_records, all_metrics = [], []
-        tables_dir = Path(out_tables_dir)
-        tables_dir.mkdir(parents=True, exist_ok=True)
-        for layer in layers:
-            mpath = mask_paths[layer] if layer in mask_paths else mask_paths[str(layer)]
-            j = layer + 1
-            for k in ks:
-                V_Z = read_mask(mpath, kind, k)
-                if V_Z.shape != (k, ad.hidden_size):
-                    raise ZhuntError(str(mpath), f"mask {kind}/k{k} has shape {V_Z.shape}, expected "
-                                     f"{(k, ad.hidden_size)}")
-                R = random_bases(k, ad.hidden_size, int(n_random), seed)
-                for alignment, (direction, tgt, src), source in (
-                        (a, d, s) for a in alignments for d in dirs for s in sources):
-                    src_of = donors if source == "donor" else {p: p for p in problems}
-                    zsrc = {}
-                    for p in problems:
-                        Xs = _clouds(store, src_of[p], src, j)
-                        if alignment == "mean":
-                            zsrc[p] = mean_source(Xs)
-                        else:
-                            zsrc[p] = ot_sources(Xs, _clouds(store, p, tgt, j), sinkhorn=sinkhorn)
-                    rows, edits = patch_rows(problems, zsrc, V_Z, R)
-                    keep = [i for i, r in enumerate(rows) if r["condition"] != "none"]
-                    t0 = time.perf_counter()
-                    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in keep],
-                                 layer_module=ad.layers[layer], edits=[edits[i] for i in keep], **gen_kw)
-                    t_gen += time.perf_counter() - t0
-                    rec = pd.DataFrame([{**rows[i], "text": x["text"], "n_new_tokens": x["n_new_tokens"]}
-                                        for i, x in zip(keep, g)])
-                    rec = pd.concat([baselines[tgt], rec], ignore_index=True)
-                    scored = pd.DataFrame([score_text(t, answer_of[p], tgt)
-                                           for t, p in zip(rec["text"], rec["problem"])])
-                    rec = pd.concat([rec, scored], axis=1)
-                    rec["extracted"] = rec["extracted"].astype("Int64")
-                    bmap = rec[rec["condition"] == "none"].set_index("problem")["extracted"].to_dict()
-                    rec["answer_changed"] = ~_same(rec["extracted"], [bmap[p] for p in rec["problem"]])
-                    rec.insert(0, "source", source)
-                    rec.insert(0, "direction", direction)
-                    rec.insert(0, "alignment", alignment)
-                    rec.insert(0, "k", k)
-                    rec.insert(0, "layer", layer)
-                    rec.insert(6, "donor_answer", [answer_of[src_of[p]] for p in rec["problem"]])
-                    rec.insert(6, "donor", [src_of[p] for p in rec["problem"]])
-                    rec.insert(6, "answer", [answer_of[p] for p in rec["problem"]])
-                    rec.insert(6, "source_lang", src)
-                    rec.insert(6, "target_lang", tgt)
-                    rec.insert(len(rec.columns), "answer_transferred", _transferred(rec))
-                    cond_order = {c: i for i, c in enumerate(CONDITIONS)}
-                    rec = rec.assign(_o=rec["condition"].map(cond_order),
-                                     _p=rec["problem"].map({p: i for i, p in enumerate(problems)}))
-                    rec = rec.sort_values(["_p", "_o", "subspace"], kind="stable").drop(columns=["_o", "_p"])
-                    rec = rec.reset_index(drop=True)
-                    if source == "donor":
-                        m = donor_metrics(rec, seed=seed)
-                        verdict, crit = donor_verdict(m)
-                        note = _donor_criteria_note(crit)
-                    else:
-                        m = config_metrics(rec, seed=seed)
-                        verdict, crit = config_verdict(m)
-                        note = _criteria_note(crit)
-                    m = {"layer": layer, "k": k, "alignment": alignment, "direction": direction,
-                         "source": source, **m, "verdict": verdict,
-                         **{f"crit_{c}": v for c, v in crit.items()}, "criteria": note}
-                    all_metrics.append(m)
-                    all_records.append(rec)
-                    tab, md = patch_table(rec, direction)
-                    suffix = "" if source == "same" else f"_{source}"
-                    stem = tables_dir / f"table_L{layer}_k{k}_{alignment}_{direction_slug(direction)}{suffix}"
-                    write_table(tab, f"{stem}.tsv")
-                    write_text(f"{stem}.md", f"# Patching table: {model_name} L{layer} k={k} {alignment} "
-                               f"{_arrow(direction)}{' (' + source + ' source)' if suffix else ''}\n\n{md}\n"
-                               f"Verdict: **{verdict}** ({note})\n")
-                    if source == "donor":
-                        log.info("L%d k=%d %s %s donor: transfer Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k,
-                                 alignment, direction, m["z_transfer"], m["zperp_transfer"],
-                                 m["random_transfer"], verdict)
-                    else:
-                        log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", layer, k, alignment,
-                                 direction, m["z_answer_change"], m["zperp_answer_change"],
-                                 m["random_answer_change"], verdict)
-    finally:
-        store.close()
+    ad = ctx["adapter"]
+    if store.hidden_size != ad.hidden_size or store.num_layers != ad.num_layers:
+        raise ZhuntError(str(store.path), f"store has L={store.num_layers}, d={store.hidden_size}; model has "
+                         f"L={ad.num_layers}, d={ad.hidden_size}")
+    keys = [(p, lg) for p in ctx["problems"] for lg in sorted(languages)]
+    live = tokenize_prompts(ctx["tokenizer"], [ctx["prompt_of"][k] for k in keys],
+                            add_special_tokens=ctx["add_special"])
+    for (p, lg), ids in zip(keys, live):
+        try:
+            stored = store.prompt_token_ids(p, lg)
+        except KeyError:
+            raise ZhuntError(str(store.path), f"store lacks prompt {p!r} ({lg})") from None
+        if list(map(int, stored)) != ids:
+            raise ZhuntError(str(store.path), f"prompt {p!r} ({lg}) tokenizes differently from the store "
+                             "(built from another prompt table or template?)")
 
-    records = pd.concat(all_records, ignore_index=True)
-    metrics = pd.DataFrame(all_metrics)
-    write_table(records, out_records)
-    write_table(metrics, out_metrics_tsv)
-    md_parts = []
-    for source in sources:
-        ms = metrics[metrics["source"] == source].dropna(axis=1, how="all")
-        if source == "same":
-            md_parts.append(_metrics_markdown(ms, f"Patching metrics: {model_name}"))
-        else:
-            md_parts.append(_donor_metrics_markdown(ms, f"Patching metrics ({source} source): {model_name}"))
-    write_text(out_metrics_md, "\n".join(md_parts))
 
-    primary_dir = dirs[0][0]
-    pk = max(ks)
-    lines = [f"# Experiment A verdict: {model_name}", "",
-             "Exploratory: the seed's designs as written. The causal test is the interchange design "
-             "(`interchange_verdict.md`, `subspaces.tsv`; docs/patching.md).", ""]
-    by_source = {}
-    for source in sources:
-        ms = metrics[metrics["source"] == source]
-        prim = ms[ms["direction"] == primary_dir]
-        overall = overall_verdict(prim["verdict"])
-        sel = ms[(ms["layer"] == layers[0]) & (ms["k"] == pk) & (ms["alignment"] == alignments[0])
-                 & (ms["direction"] == primary_dir)]
-        primary = sel.iloc[0].to_dict()
-        by_source[source] = {"overall": overall, "primary": primary}
-        counts = prim["verdict"].value_counts().to_dict()
-        where = (f"L{layers[0]}, k={pk}, {alignments[0]}, {_arrow(primary_dir)}")
-        if source == "same":
-            if len(sources) > 1:
-                lines += ["## Seed design (source = the same problem)", ""]
-            lines += [f"**Overall ({_arrow(primary_dir)}): {overall}** — "
-                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
-                      + f" over {len(prim)} configurations.", "",
-                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
-                      f"Z-patching changes answers {_fmt_rate(primary, 'z_answer_change')} of the time while "
-                      f"preserving language {_fmt_rate(primary, 'z_language_preservation')}, vs Z⊥-patching which "
-                      f"changes answers {_fmt_rate(primary, 'zperp_answer_change')} and disrupts language "
-                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; random k-subspaces change answers "
-                      f"{_fmt_rate(primary, 'random_answer_change')}; the full patch agrees with Z "
-                      f"{_fmt_rate(primary, 'full_agree_z')} and with Z⊥ {_fmt_rate(primary, 'full_agree_zperp')}."]
-            if len(sources) > 1:
-                lines += ["", "Caveat: the source is the same problem, so an answer change measures disruption, "
-                          "not a transfer of the problem; see the donor design below (docs/patching.md)."]
-        else:
-            lines += [f"## Corrected design (source = a different problem, {source})", "",
-                      f"**Overall donor verdict ({_arrow(primary_dir)}): {overall}** — "
-                      + ", ".join(f"{counts.get(v, 0)} × {v}" for v in VERDICTS if counts.get(v, 0))
-                      + f" over {len(prim)} configurations.", "",
-                      f"Primary configuration ({where}): **{primary['verdict']}** ({primary['criteria']}).", "",
-                      f"The answer moves to the donor's answer under Z-patching {_fmt_rate(primary, 'z_transfer')}, "
-                      f"Z⊥-patching {_fmt_rate(primary, 'zperp_transfer')}, full patching "
-                      f"{_fmt_rate(primary, 'full_transfer')} and random k-subspaces "
-                      f"{_fmt_rate(primary, 'random_transfer')} (unpatched: {_fmt_rate(primary, 'none_transfer')}); "
-                      f"the own answer is kept {_fmt_rate(primary, 'z_kept')} (Z), {_fmt_rate(primary, 'zperp_kept')} "
-                      f"(Z⊥), {_fmt_rate(primary, 'random_kept')} (random); Z preserves language "
-                      f"{_fmt_rate(primary, 'z_language_preservation')}, Z⊥ disrupts it "
-                      f"{_fmt_rate(primary, 'zperp_language_disruption')}; McNemar p (Z vs Z⊥ transfer) = "
-                      f"{primary['mcnemar_transfer_p']:.3g}."]
-        lines += ["", "| layer | k | alignment | direction | verdict | criteria |", "|---|---|---|---|---|---|"]
-        for _, r in ms.iterrows():
-            lines.append(f"| {r['layer']} | {r['k']} | {r['alignment']} | {r['direction']} | {r['verdict']} | "
-                         f"{r['criteria']} |")
-        if len(layers) > 1:
-            by_layer = {lay: overall_verdict(prim[prim["layer"] == lay]["verdict"]) for lay in layers}
-            lines += ["", "Per layer (primary direction): "
-                      + ", ".join(f"L{lay}: {v}" for lay, v in by_layer.items())
-                      + (" — holds at every layer." if len(set(by_layer.values())) == 1 else " — layers differ.")]
-        lines += ["", verdict_caption() if source == "same" else donor_verdict_caption(), ""]
-    write_text(out_verdict_md, "\n".join(lines))
-    runtime = time.perf_counter() - t_start
-    first = by_source[sources[0]]
-    log.info("patching %s: overall %s (%d configs) in %.1fs (generation %.1fs)", model_name,
-             ", ".join(f"{s}: {v['overall']}" for s, v in by_source.items()), len(metrics), runtime, t_gen)
-    return {"configs": all_metrics, "overall": first["overall"], "primary": first["primary"],
-            "by_source": by_source, "donors": donors, "runtime_s": runtime, "generation_s": t_gen}
+def baseline_records(ctx: Mapping, targets: Sequence[str], gen_kw: Mapping) -> dict:
+    """The unpatched generations of every target language (``none`` rows; they do not depend on the config)."""
+    from zhunt.models.generation import generate
+
+    out = {}
+    for tgt in dict.fromkeys(targets):
+        g = generate(ctx["model"], ctx["tokenizer"], [ctx["prompt_of"][(p, tgt)] for p in ctx["problems"]], **gen_kw)
+        out[tgt] = pd.DataFrame([{"problem": p, "condition": "none", "subspace": -1, "text": x["text"],
+                                  "n_new_tokens": x["n_new_tokens"]} for p, x in zip(ctx["problems"], g)])
+    return out
+
+
+def config_sources(store, problems: Sequence[str], src_of: Mapping, alignment: str, tgt: str, src: str, j: int, *,
+                   sinkhorn: bool = False) -> dict:
+    """``problem -> z``: the source of every target prompt at hidden index ``j`` (module docstring)."""
+    zsrc = {}
+    for p in problems:
+        Xs = _clouds(store, src_of[p], src, j)
+        zsrc[p] = mean_source(Xs) if alignment == "mean" else ot_sources(Xs, _clouds(store, p, tgt, j),
+                                                                          sinkhorn=sinkhorn)
+    return zsrc
+
+
+def config_records(ctx: Mapping, store, baseline: pd.DataFrame, cfg: Mapping, V_Z, random_V, gen_kw: Mapping, *,
+                   sinkhorn: bool = False) -> pd.DataFrame:
+    """The records of one configuration: every (problem, condition) generation, scored.
+
+    Parameters
+    ----------
+    ctx : dict
+        :func:`grid_context`.
+    store : ActivationStore
+    baseline : DataFrame
+        The target language's ``none`` rows (:func:`baseline_records`).
+    cfg : mapping
+        ``layer, k, alignment, direction, target, source_lang, source``.
+    V_Z : (k, d); random_V : list of (k, d)
+    gen_kw : mapping
+        Keyword arguments of :func:`zhunt.models.generation.generate`.
+    """
+    from zhunt.models.generation import generate
+
+    problems, tgt = ctx["problems"], cfg["target"]
+    src_of = ctx["donors"] if cfg["source"] == "donor" else {p: p for p in problems}
+    zsrc = config_sources(store, problems, src_of, cfg["alignment"], tgt, cfg["source_lang"], cfg["layer"] + 1,
+                          sinkhorn=sinkhorn)
+    rows, edits = patch_rows(problems, zsrc, V_Z, random_V)
+    keep = [i for i, r in enumerate(rows) if r["condition"] != "none"]
+    g = generate(ctx["model"], ctx["tokenizer"], [ctx["prompt_of"][(rows[i]["problem"], tgt)] for i in keep],
+                 layer_module=ctx["adapter"].layers[cfg["layer"]], edits=[edits[i] for i in keep], **gen_kw)
+    rec = pd.DataFrame([{**rows[i], "text": x["text"], "n_new_tokens": x["n_new_tokens"]} for i, x in zip(keep, g)])
+    rec = pd.concat([baseline, rec], ignore_index=True)
+    return _labelled(rec, ctx, cfg, src_of)
+
+
+def _labelled(rec: pd.DataFrame, ctx: Mapping, cfg: Mapping, src_of: Mapping) -> pd.DataFrame:
+    """Score every generation (:func:`score_text`), add the config and donor columns, sort by problem and condition."""
+    answer_of, problems, tgt = ctx["answer_of"], ctx["problems"], cfg["target"]
+    scored = pd.DataFrame([score_text(t, answer_of[p], tgt) for t, p in zip(rec["text"], rec["problem"])])
+    rec = pd.concat([rec, scored], axis=1)
+    rec["extracted"] = rec["extracted"].astype("Int64")
+    bmap = rec[rec["condition"] == "none"].set_index("problem")["extracted"].to_dict()
+    rec["answer_changed"] = ~_same(rec["extracted"], [bmap[p] for p in rec["problem"]])
+    for col in ("source", "direction", "alignment", "k", "layer"):
+        rec.insert(0, col, cfg[col])
+    rec.insert(6, "donor_answer", [answer_of[src_of[p]] for p in rec["problem"]])
+    rec.insert(6, "donor", [src_of[p] for p in rec["problem"]])
+    rec.insert(6, "answer", [answer_of[p] for p in rec["problem"]])
+    rec.insert(6, "source_lang", cfg["source_lang"])
+    rec.insert(6, "target_lang", tgt)
+    rec.insert(len(rec.columns), "answer_transferred", _transferred(rec))
+    cond_order = {c: i for i, c in enumerate(CONDITIONS)}
+    rec = rec.assign(_o=rec["condition"].map(cond_order), _p=rec["problem"].map({p: i for i, p in enumerate(problems)}))
+    return rec.sort_values(["_p", "_o", "subspace"], kind="stable").drop(columns=["_o", "_p"]).reset_index(drop=True)
+
+
+def config_result(rec: pd.DataFrame, cfg: Mapping, *, seed: int = 0) -> dict:
+    """One row of ``metrics.tsv``: the config, its metrics (:func:`config_metrics` / :func:`donor_metrics`),
+    ``verdict``, ``crit_*`` and the ``criteria`` note."""
+    if cfg["source"] == "donor":
+        m = donor_metrics(rec, seed=seed)
+        verdict, crit = donor_verdict(m)
+        note = _donor_criteria_note(crit)
+        log.info("L%d k=%d %s %s donor: transfer Z %.2f Z⊥ %.2f rand %.2f -> %s", cfg["layer"], cfg["k"],
+                 cfg["alignment"], cfg["direction"], m["z_transfer"], m["zperp_transfer"], m["random_transfer"],
+                 verdict)
+    else:
+        m = config_metrics(rec, seed=seed)
+        verdict, crit = config_verdict(m)
+        note = _criteria_note(crit)
+        log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", cfg["layer"], cfg["k"], cfg["alignment"],
+                 cfg["direction"], m["z_answer_change"], m["zperp_answer_change"], m["random_answer_change"], verdict)
+    return {"layer": cfg["layer"], "k": cfg["k"], "alignment": cfg["alignment"], "direction": cfg["direction"],
+            "source": cfg["source"], **m, "verdict": verdict, **{f"crit_{c}": v for c, v in crit.items()},
+            "criteria": note}
+
+
+def grid_configs(grid: Mapping):
+    """Every configuration of the grid in table order: layer, k, then alignment x direction x source."""
+    for layer in grid["layers"]:
+        for k in grid["ks"]:
+            for alignment in grid["alignments"]:
+                for direction, tgt, src in grid["dirs"]:
+                    for source in grid["sources"]:
+                        yield {"layer": layer, "k": k, "alignment": alignment, "direction": direction,
+                               "target": tgt, "source_lang": src, "source": source}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -43,9 +44,12 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 from zhunt.io import write_table
-from zhunt.experiments.patching_design import Cell, donor_pairs, heldout_split, interchange_source, pair_bases, pair_edits
+from zhunt.experiments.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, pair_bases,
+                                               pair_edits)
 
-__all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "run_cell"]
+__all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "CellBases",
+           "ablation_layers", "read_cell_bases", "cell_rows", "PairTargets", "score_pairs", "pair_record",
+           "ablation_rows", "cell_records", "fit_cell_das"]
 
 log = logging.getLogger("zhunt.experiments.patching")
 
@@ -161,235 +165,362 @@ def cell_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int = 0):
     return pairs, unmatched, states
 
 
-def run_cell(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
-             family: str, cell: Cell, *, kind: str = "multihead", n_donors: int = 1, seed: int = 0,
-             max_new_tokens: int = 16, batch_size: int = 16, das_path=None, out_records,
-             threads: int | None = None) -> pd.DataFrame:
-    """Run one cell and write its records (TSV).
+@dataclass(frozen=True)
+class CellBases:
+    """The bases one cell patches or ablates along (rows orthonormal, float64).
+
+    Attributes
+    ----------
+    V_Z : ndarray (k, d)
+        Z of the cell's layer (the mask file).
+    V_das : ndarray (k, d) or None
+        The learned DAS basis of (site, layer, k); None = no ``das`` rows.
+    das_overlap_z : float
+        Grassmann similarity of ``V_das`` with ``V_Z`` as fitted (the DAS file's ``overlap_z``).
+    M_s : dict int -> ndarray (r, d), or None
+        ``M_s`` of every layer of the ablation group at the cell's site; None = no ``ms_ablation`` rows.
+    M_s_cell : ndarray (r, d) or None
+        ``M_s`` at the cell's own layer and site (the DAS overlap and the ablation's ``||Δh||``).
+    """
+
+    V_Z: np.ndarray
+    V_das: np.ndarray | None = None
+    das_overlap_z: float = float("nan")
+    M_s: dict | None = None
+    M_s_cell: np.ndarray | None = None
+
+
+def ablation_layers(layer: int, offsets: Sequence[int], n_layers: int) -> list[int]:
+    """The M_s ablation group of a cell: ``layer + offset`` for every offset, inside ``0..n_layers-1``."""
+    return sorted({int(layer) + int(o) for o in offsets if 0 <= int(layer) + int(o) < int(n_layers)})
+
+
+def read_cell_bases(cell: Cell, d: int, mask_path, *, kind: str = "multihead", das_path=None, ms_path=None,
+                    ms_layers: Sequence[int] = (), ms_pooling: str = "mean") -> CellBases:
+    """Read a cell's bases: Z (``mask_path``), DAS (``das_path``, optional) and M_s (``ms_path``, optional).
+
+    An unfitted DAS file (basis ``(0, d)``, :func:`fit_cell_das`) gives ``V_das = None`` (no das rows).
+    ``M_s`` comes from :func:`zhunt.experiments.ablation.read_ms_basis` at ``cell.site`` and ``ms_pooling``.
+    """
+    from zhunt.experiments.ablation import read_ms_basis
+    from zhunt.weights.masks import read_mask
+
+    V_Z = read_mask(mask_path, kind, cell.k)
+    if V_Z.shape != (cell.k, d):
+        raise ZhuntError(str(mask_path), f"mask {kind}/k{cell.k} has shape {V_Z.shape}, expected {(cell.k, d)}")
+    V_das, overlap = None, float("nan")
+    if das_path is not None:
+        import h5py
+
+        with h5py.File(das_path, "r") as f:
+            V_das = np.asarray(f["basis"], dtype=np.float64)
+            overlap = float(f.attrs["overlap_z"])
+        if V_das.shape[0] == 0:  # not fitted (no diverging train pair, fit_cell_das): no das rows
+            log.warning("cell %s: the DAS basis %s was not fitted; no das rows", cell.name, das_path)
+            V_das = None
+    M_s = M_cell = None
+    if ms_path is not None:
+        M_s = {l: read_ms_basis(ms_path, l, cell.site, ms_pooling) for l in ms_layers} or None
+        M_cell = read_ms_basis(ms_path, cell.layer, cell.site, ms_pooling)
+    return CellBases(V_Z, V_das, overlap, M_s, M_cell)
+
+
+def cell_rows(pairs, states, split: Mapping, bases: CellBases, k: int, seed: int = 0) -> tuple[list, list]:
+    """Per pair the ``none`` row and one row per patched subspace (:func:`pair_edits`).
+
+    Returns
+    -------
+    rows : list of dict
+        ``pair, problem, donor, split, subspace, dh_norm``.
+    edits : list
+        The row's :class:`zhunt.models.generation.SubspaceEdit` (None for ``none``).
+    """
+    rows, edits = [], []
+    d = bases.V_Z.shape[1]
+    for pi, ((b, dn), (H, S)) in enumerate(zip(pairs, states)):
+        V_R = pair_bases(k, d, pi, seed)
+        ed = pair_edits(S, H, bases.V_Z, V_R, bases.V_das if split[b] == "heldout" else None)
+        rows.append({"pair": pi, "problem": b, "donor": dn, "split": split[b], "subspace": "none", "dh_norm": 0.0})
+        edits.append(None)
+        for name, (e, norm) in ed.items():
+            rows.append({"pair": pi, "problem": b, "donor": dn, "split": split[b], "subspace": name,
+                         "dh_norm": norm})
+            edits.append(e)
+    return rows, edits
+
+
+@dataclass(frozen=True)
+class PairTargets:
+    """Per pair: the first answer position and what the teacher-forced pass forces and scores there.
+
+    ``div[pi] = (L, base_token, donor_token)`` (:func:`first_divergence`),
+    ``differs[pi]`` = both runs continue past ``L``; ``prefix`` = the common
+    prefix forced after the prompt, ``candidates`` = the two first answer
+    tokens (empty for identical runs), ``continuations`` = the two runs after
+    the prefix (their LD: the prefix cancels).
+    """
+
+    div: list
+    differs: list
+    prefix: list
+    candidates: list
+    continuations: list
+
+    @classmethod
+    def of(cls, clean: Mapping, pairs) -> "PairTargets":
+        div = [first_divergence(clean[b]["token_ids"], clean[d]["token_ids"]) for b, d in pairs]
+        differs = [bt >= 0 and dt >= 0 for _, bt, dt in div]
+        L = [dv[0] if ok else 0 for dv, ok in zip(div, differs)]  # identical runs: nothing to score there
+        return cls(div, differs, [clean[b]["token_ids"][:n] for (b, _), n in zip(pairs, L)],
+                   [list(dv[1:]) if ok else [] for dv, ok in zip(div, differs)],
+                   [[clean[b]["token_ids"][n:], clean[d]["token_ids"][n:]] for (b, d), n in zip(pairs, L)])
+
+
+def score_pairs(ctx: Mapping, prompts: Sequence[str], pair_index: Sequence[int], targets: PairTargets, groups, *,
+                batch_size: int, layer_module=None, site: str = "input", edits=None) -> dict:
+    """One teacher-forced pass (:func:`zhunt.models.generation.score`) of prompts scored at their pair's targets.
+
+    Returns
+    -------
+    dict of ndarray (n,)
+        ``first`` (argmax at the first answer position), ``ld`` = log p(donor
+        run's token) - log p(base's token) (NaN where the runs never diverge),
+        ``ld_seq`` (the same with the whole continuations) and ``lang`` =
+        log m_target - log m_other (script masses).
+    """
+    from zhunt.models.generation import score
+
+    sc = score(ctx["model"], ctx["tokenizer"], list(prompts), candidates=[targets.candidates[p] for p in pair_index],
+               continuations=[targets.continuations[p] for p in pair_index],
+               prefixes=[targets.prefix[p] for p in pair_index], token_groups=groups, layer_module=layer_module,
+               site=site, edits=edits, batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
+    lpc = np.full((len(prompts), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
+    lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
+    return {"first": sc["first_argmax"], "ld": lpc[:, 1] - lpc[:, 0],
+            "ld_seq": sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0],
+            "lang": sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]}
+
+
+def _take(s: Mapping, q: int) -> dict:
+    return {name: v[q] for name, v in s.items()}
+
+
+def pair_record(row: Mapping, targets: PairTargets, clean: Mapping, key_answer: Mapping, tgt: str,
+                base: Mapping, donor: Mapping, patched: Mapping, text: str | None) -> dict:
+    """The per-row quantities of :mod:`zhunt.experiments.patching_metrics` for one (pair, subspace) row.
+
+    ``base``, ``donor``, ``patched`` are the row's pair's clean base, donor run
+    and this row's entries of :func:`score_pairs`; ``text`` is the patched
+    continuation (None: the clean base run, the ``none`` row).
+    """
+    pi, b, d = row["pair"], row["problem"], row["donor"]
+    base_ans, base_lang = answer_of(clean[b]["text"], tgt)
+    donor_ans, _ = answer_of(clean[d]["text"], tgt)
+    ans, ans_lang = (base_ans, base_lang) if text is None else answer_of(text, tgt)
+    prefix_len, base_tok, donor_tok = targets.div[pi]
+    fd = targets.differs[pi]
+    first_tok = int(patched["first"]) if fd else -1
+    den = donor["ld"] - base["ld"]
+    return {"prefix_len": prefix_len, "base_token": base_tok, "donor_token": donor_tok, "first_token": first_tok,
+            "first_differs": fd, "iia_hit": fd and first_tok == donor_tok,
+            "base_answer": base_ans, "donor_answer": donor_ans, "answer": ans, "key_answer": key_answer[d],
+            "value_differs": base_ans is not None and donor_ans is not None and base_ans != donor_ans,
+            "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and ans == key_answer[d],
+            "ld_clean": base["ld"], "ld_donor_run": donor["ld"], "ld": patched["ld"],
+            "npe": (patched["ld"] - base["ld"]) / den if fd and den != 0 else np.nan,
+            "ld_seq": patched["ld_seq"] - base["ld_seq"],
+            "lang_effect": patched["lang"] - base["lang"] if fd else np.nan,
+            "answer_lang": ans_lang, "base_answer_lang": base_lang,
+            "text": clean[b]["text"] if text is None else text}
+
+
+def ablation_rows(ctx: Mapping, cell: Cell, pairs, states, split: Mapping, bases: CellBases, lams: Sequence[float],
+                  targets: PairTargets, groups, gen_kw: Mapping) -> list[tuple[dict, dict, str]]:
+    """The ``ms_ablation`` rows: per ``lam``, every pair's base run under ``h <- h - lam P_{M_s} h``.
+
+    The ablation (:func:`zhunt.experiments.ablation.ablate_subspace`) acts at the cell's site of every
+    layer of ``bases.M_s`` and at every position (prompt, generated and teacher-forced tokens); the
+    base is generated once per ``lam`` and scored at its pair's targets like a patched row.
+    ``dh_norm = lam ||H M_s^T||_F`` over the base's clean prompt states ``H`` at the cell's layer
+    (the push at the cell's own stream; NaN when the cell's layer is not in the group).
+
+    Returns
+    -------
+    list of (row, scores, text)
+        ``row`` as :func:`cell_rows` plus ``lam``; ``scores`` = its :func:`score_pairs` entries.
+    """
+    from zhunt.experiments.ablation import ablate_subspace
+    from zhunt.models.generation import generate
+
+    tgt = cell.languages[0]
+    bases_ids = list(dict.fromkeys(b for b, _ in pairs))
+    prompts = [ctx["prompt_of"][(b, tgt)] for b, _ in pairs]
+    out = []
+    for lam in lams:
+        with ablate_subspace(ctx["model"], bases.M_s, sorted(bases.M_s), site=cell.site, lam=float(lam)):
+            g = generate(ctx["model"], ctx["tokenizer"], [ctx["prompt_of"][(b, tgt)] for b in bases_ids], **gen_kw)
+            s = score_pairs(ctx, prompts, range(len(pairs)), targets, groups, batch_size=gen_kw["batch_size"])
+        text = {b: x["text"] for b, x in zip(bases_ids, g)}
+        for pi, ((b, d), (H, _)) in enumerate(zip(pairs, states)):
+            norm = float(lam) * float(np.linalg.norm(H @ bases.M_s_cell.T)) if cell.layer in bases.M_s else np.nan
+            row = {"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": "ms_ablation",
+                   "dh_norm": norm, "lam": float(lam)}
+            out.append((row, _take(s, pi), text[b]))
+    return out
+
+
+def cell_records(ctx: Mapping, cell: Cell, bases: CellBases, *, n_donors: int = 1, seed: int = 0,
+                 max_new_tokens: int = 16, batch_size: int = 16, ms_lams: Sequence[float] = ()) -> pd.DataFrame:
+    """Run one cell: its records, one row per (pair, subspace) (the module docstring's steps 1-4).
 
     Parameters
     ----------
-    model_dir, store_path : path
-        Prepared model folder and its activation store of the same prompt set.
-    mask_path : path
-        Z-mask file of ``cell.layer`` (:func:`zhunt.weights.masks.read_mask`, ``kind``, ``cell.k``).
-    prompts_path, templates_path, languages, family
-        Prompt table, templates, loaded languages, template family.
+    ctx : dict
+        :func:`cell_context`.
     cell : Cell
+    bases : CellBases
+        :func:`read_cell_bases`; ``V_das`` rows are scored on the ``heldout`` pairs only, ``M_s``
+        gives one ``ms_ablation`` row per pair and ``ms_lams`` entry (column ``lam``).
     n_donors : int
         Donors per base problem.
     seed : int
         Seed of the donor permutation, of the random bases and of the DAS split.
     max_new_tokens, batch_size : int
         Greedy generation budget and prompts per batch.
-    das_path : path, optional
-        HDF5 with a learned basis ``basis`` (k, d) for this (site, layer, k);
-        its rows are scored on the ``heldout`` pairs only.
-    out_records : path
-
-    Returns
-    -------
-    pandas.DataFrame
-        The records written.
     """
-    from zhunt.models.generation import generate, score
-    from zhunt.weights.masks import read_mask
+    from zhunt.models.generation import generate
 
     t0 = time.perf_counter()
-    ctx = cell_context(model_dir, store_path, prompts_path, languages, templates_path, family, threads=threads)
     model, tok, ad = ctx["model"], ctx["tokenizer"], ctx["adapter"]
     tgt, src = cell.languages
-    prompt_of, key_answer, problems = ctx["prompt_of"], ctx["key_answer"], ctx["problems"]
-    V_Z = read_mask(mask_path, kind, cell.k)
-    if V_Z.shape != (cell.k, ad.hidden_size):
-        raise ZhuntError(str(mask_path), f"mask {kind}/k{cell.k} has shape {V_Z.shape}, expected "
-                         f"{(cell.k, ad.hidden_size)}")
-    V_das = None
-    if das_path is not None:
-        import h5py
-
-        with h5py.File(das_path, "r") as f:
-            V_das = np.asarray(f["basis"], dtype=np.float64)
-            das_overlap = float(f.attrs["overlap_z"])
-        if V_das.shape[0] == 0:  # not fitted (no diverging train pair, fit_cell_das): no das rows
-            log.warning("cell %s: the DAS basis %s was not fitted; no das rows", cell.name, das_path)
-            V_das = None
-    split = heldout_split(problems, seed=seed)
+    prompt_of = ctx["prompt_of"]
+    split = heldout_split(ctx["problems"], seed=seed)
     pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
-    rows, edits = [], []
-    for pi, ((b, d), (H, S)) in enumerate(zip(pairs, states)):
-        V_R = pair_bases(cell.k, ad.hidden_size, pi, seed)
-        ed = pair_edits(S, H, V_Z, V_R, V_das if split[b] == "heldout" else None)
-        rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": "none", "dh_norm": 0.0})
-        edits.append(None)
-        for name, (e, norm) in ed.items():
-            rows.append({"pair": pi, "problem": b, "donor": d, "split": split[b], "subspace": name,
-                         "dh_norm": norm})
-            edits.append(e)
-    add_special = ctx["add_special"]
-
-    t_setup = time.perf_counter() - t0
-    gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=add_special)
-    clean_ids = sorted({p for pr in pairs for p in pr}, key=problems.index)
-    g = generate(model, tok, [prompt_of[(p, tgt)] for p in clean_ids], **gen_kw)
-    clean = {p: x for p, x in zip(clean_ids, g)}
+    rows, edits = cell_rows(pairs, states, split, bases, cell.k, seed)
+    gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
+    clean_ids = sorted({p for pr in pairs for p in pr}, key=ctx["problems"].index)
+    clean = dict(zip(clean_ids, generate(model, tok, [prompt_of[(p, tgt)] for p in clean_ids], **gen_kw)))
     patched = [i for i, e in enumerate(edits) if e is not None]
     g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in patched],
                  layer_module=ad.layers[cell.layer], edits=[edits[i] for i in patched], site=cell.site, **gen_kw)
     text = {i: x["text"] for i, x in zip(patched, g)}
-    t_gen = time.perf_counter() - t0 - t_setup
-
     # one teacher-forced pass: per pair the clean base, the donor run, then every patched row
-    other = _other_language(tgt, languages)
-    groups = script_groups(tok, [tgt, other])
-    s_rows = [("base", pi) for pi in range(len(pairs))] + [("donor", pi) for pi in range(len(pairs))] \
-        + [("patched", i) for i in patched]
-
-    def prob_of(kind_, x):
-        return pairs[x][0] if kind_ == "base" else pairs[x][1] if kind_ == "donor" else rows[x]["problem"]
-
-    def pair_of(kind_, x):
-        return x if kind_ != "patched" else rows[x]["pair"]
-
-    # per pair: the first answer position, after the two clean runs' common prefix
-    div = [first_divergence(clean[b]["token_ids"], clean[d]["token_ids"]) for b, d in pairs]
-    differs = [bt >= 0 and dt >= 0 for _, bt, dt in div]
-    cands, conts, prefs = [], [], []
-    for kind_, x in s_rows:
-        pi = pair_of(kind_, x)
-        b, d = pairs[pi]
-        L = div[pi][0] if differs[pi] else 0  # identical runs: no answer position, nothing to score there
-        cands.append(list(div[pi][1:]) if differs[pi] else [])
-        prefs.append(clean[b]["token_ids"][:L])
-        conts.append([clean[b]["token_ids"][L:], clean[d]["token_ids"][L:]])  # LD of the whole runs: a cancels
-    sc = score(model, tok, [prompt_of[(prob_of(k_, x), tgt)] for k_, x in s_rows], candidates=cands,
-               continuations=conts, prefixes=prefs, token_groups=groups, layer_module=ad.layers[cell.layer],
-               site=cell.site, edits=[None] * (2 * len(pairs)) + [edits[i] for i in patched],
-               batch_size=int(batch_size), add_special_tokens=add_special)
-    t_score = time.perf_counter() - t0 - t_setup - t_gen
-    lpc = np.full((len(s_rows), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
-    lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
-    ld = lpc[:, 1] - lpc[:, 0]
-    ld_seq = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
-    lang = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
+    targets = PairTargets.of(clean, pairs)
+    groups = script_groups(tok, [tgt, _other_language(tgt, ctx["languages"])])
     n_p = len(pairs)
+    s_pair = list(range(n_p)) * 2 + [rows[i]["pair"] for i in patched]
+    s_prompt = [prompt_of[(b, tgt)] for b, _ in pairs] + [prompt_of[(d, tgt)] for _, d in pairs] \
+        + [prompt_of[(rows[i]["problem"], tgt)] for i in patched]
+    s = score_pairs(ctx, s_prompt, s_pair, targets, groups, batch_size=batch_size, layer_module=ad.layers[cell.layer],
+                    site=cell.site, edits=[None] * (2 * n_p) + [edits[i] for i in patched])
     pos = {i: 2 * n_p + q for q, i in enumerate(patched)}
-
-    out = []
-    for i, r in enumerate(rows):
-        pi, b, d = r["pair"], r["problem"], r["donor"]
-        base_ans, base_lang = answer_of(clean[b]["text"], tgt)
-        donor_ans, _ = answer_of(clean[d]["text"], tgt)
-        q = pos.get(i, pi)  # the none row is the clean base row
-        ans, ans_lang = (base_ans, base_lang) if i not in pos else answer_of(text[i], tgt)
-        prefix_len, base_tok, donor_tok = div[pi]
-        fd = differs[pi]
-        first_tok = int(sc["first_argmax"][q]) if fd else -1
-        den = ld[n_p + pi] - ld[pi]
-        out.append({**cell.key(), "target_lang": tgt, "source_lang": src, **r, "prefix_len": prefix_len,
-                    "base_token": base_tok, "donor_token": donor_tok, "first_token": first_tok,
-                    "first_differs": fd, "iia_hit": fd and first_tok == donor_tok,
-                    "base_answer": base_ans, "donor_answer": donor_ans, "answer": ans,
-                    "key_answer": key_answer[d],
-                    "value_differs": base_ans is not None and donor_ans is not None and base_ans != donor_ans,
-                    "value_hit": ans is not None and ans == donor_ans, "true_hit": ans is not None and
-                    ans == key_answer[d], "ld_clean": ld[pi], "ld_donor_run": ld[n_p + pi], "ld": ld[q],
-                    "npe": (ld[q] - ld[pi]) / den if fd and den != 0 else np.nan,
-                    "ld_seq": ld_seq[q] - ld_seq[pi], "lang_effect": lang[q] - lang[pi] if fd else np.nan,
-                    "answer_lang": ans_lang, "base_answer_lang": base_lang,
-                    "text": clean[b]["text"] if i not in pos else text[i]})
-    rec = pd.DataFrame(out)
-    if V_das is not None:  # the learned subspace's overlap with Z (Grassmann similarity), on its rows
-        rec["overlap_z"] = np.where(rec["subspace"] == "das", das_overlap, np.nan)
-    for c in ("base_answer", "donor_answer", "answer"):
-        rec[c] = rec[c].astype("Int64")
-    write_table(rec, out_records)
-    log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs (setup %.1fs, generation %.1fs, "
-             "scoring %.1fs)", cell.name, n_p, len(unmatched), len(rec), time.perf_counter() - t0, t_setup, t_gen,
-             t_score)
+    scored = [(r, _take(s, pos.get(i, r["pair"])), text.get(i)) for i, r in enumerate(rows)]  # none: the clean base
+    if bases.M_s is not None and len(ms_lams):
+        scored += ablation_rows(ctx, cell, pairs, states, split, bases, ms_lams, targets, groups, gen_kw)
+    rec = pd.DataFrame([{**cell.key(), "target_lang": tgt, "source_lang": src, **{c: v for c, v in r.items()
+                                                                                 if c != "lam"},
+                         **pair_record(r, targets, clean, ctx["key_answer"], tgt, _take(s, r["pair"]),
+                                       _take(s, n_p + r["pair"]), sc, t)} for r, sc, t in scored])
+    rec = _with_subspace_columns(rec, bases, [r.get("lam", np.nan) for r, _, _ in scored])
+    log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs", cell.name, n_p, len(unmatched),
+             len(rec), time.perf_counter() - t0)
     return rec
 
 
-def fit_cell_das(model_dir, store_path, mask_path, prompts_path, languages: Sequence[str], templates_path,
-                 family: str, *, site: str, layer: int, k: int, target_lang: str, kind: str = "multihead",
-                 n_donors: int = 1, seed: int = 0, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
-                 max_new_tokens: int = 16, out_h5, threads: int | None = None) -> dict:
-    """Fit the DAS subspace of one (site, layer, k) on the train split and save it.
+def _with_subspace_columns(rec: pd.DataFrame, bases: CellBases, lam: Sequence[float]) -> pd.DataFrame:
+    """The das rows' overlaps with Z and M_s (:func:`zhunt.experiments.das.subspace_overlap`); the ``lam`` column."""
+    from zhunt.experiments.das import subspace_overlap
 
-    Training data: the template-aligned same-language pairs of ``target_lang``
-    (:func:`cell_pairs` of the ``aligned`` cell) whose base *and* donor are in
-    the ``train`` split (:func:`zhunt.experiments.patching_design.heldout_split`) and whose
-    clean greedy runs (``max_new_tokens``) diverge; target = the donor run's
-    first answer token after the pair's common prefix, which is teacher-forced
-    and not patched (:func:`first_divergence`, as :func:`run_cell` scores it).
-    :func:`zhunt.experiments.das.fit_das` learns the basis; every cell then scores it on
-    its ``heldout`` pairs like any other subspace.
+    if bases.V_das is not None:
+        is_das = rec["subspace"] == "das"
+        rec["overlap_z"] = np.where(is_das, bases.das_overlap_z, np.nan)
+        if bases.M_s_cell is not None:
+            ov_ms, ang_ms = subspace_overlap(bases.V_das, bases.M_s_cell)
+            rec["overlap_ms"] = np.where(is_das, ov_ms, np.nan)
+        rec["angle_z_deg_median"] = np.where(is_das, subspace_overlap(bases.V_das, bases.V_Z)[1], np.nan)
+        if bases.M_s_cell is not None:
+            rec["angle_ms_deg_median"] = np.where(is_das, ang_ms, np.nan)
+    if bases.M_s is not None:
+        rec["lam"] = np.asarray(lam, dtype=float)
+    for c in ("base_answer", "donor_answer", "answer"):
+        rec[c] = rec[c].astype("Int64")
+    return rec
 
-    Writes ``out_h5`` with dataset ``basis`` (k, d) and attributes ``site``,
-    ``layer``, ``k``, ``hidden_index``, ``n_train``, ``steps``, ``lr``,
-    ``seconds``, ``final_loss``, ``overlap_z`` (Grassmann similarity with V_Z)
-    and ``cos_angles_z`` (cosines of the principal angles). Without a
-    diverging train pair nothing is fitted: ``basis`` is ``(0, d)``,
-    ``n_train = steps = 0`` and ``overlap_z`` NaN, and the cells add no
-    ``das`` rows.
+
+def das_training_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int = 0, max_new_tokens: int = 16,
+                       batch_size: int = 16) -> dict:
+    """The DAS training data of an ``aligned`` same-language cell.
+
+    Pairs (:func:`cell_pairs`) whose base *and* donor are in the ``train``
+    split (:func:`zhunt.experiments.patching_design.heldout_split`) and whose
+    clean greedy runs diverge (:func:`first_divergence`).
 
     Returns
     -------
     dict
-        The attributes written.
+        ``texts`` (base prompts), ``sources`` ((T, d) float32 donor states),
+        ``targets`` (the donor run's first answer token), ``prefixes`` (the
+        common prefix, teacher-forced and not patched); all empty when no
+        train pair diverges.
     """
-    from zhunt.experiments.das import fit_das
     from zhunt.models.generation import generate
-    from zhunt.io import atomic_path
-    from zhunt.weights.masks import read_mask
-    from zhunt.subspace import grassmann_similarity, principal_angles
 
-    import h5py
-
-    ctx = cell_context(model_dir, store_path, prompts_path, languages, templates_path, family, threads=threads)
-    cell = Cell(site, int(layer), int(k), "aligned", f"{target_lang}<-{target_lang}")
+    tgt = cell.languages[0]
     pairs, _, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
     split = heldout_split(ctx["problems"], seed=seed)
     train = [i for i, (b, d) in enumerate(pairs) if split[b] == "train" and split[d] == "train"]
     if not train:
         raise ZhuntError(f"cell {cell.name}", "no template-aligned pair in the DAS train split")
-    prompt = lambda p: ctx["prompt_of"][(p, target_lang)]  # noqa: E731
+    prompt = lambda p: ctx["prompt_of"][(p, tgt)]  # noqa: E731
     ids = sorted({p for i in train for p in pairs[i]}, key=ctx["problems"].index)
     runs = generate(ctx["model"], ctx["tokenizer"], [prompt(p) for p in ids], max_new_tokens=int(max_new_tokens),
                     batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
     clean = {p: r["token_ids"] for p, r in zip(ids, runs)}
     div = {i: first_divergence(clean[pairs[i][0]], clean[pairs[i][1]]) for i in train}
     train = [i for i in train if div[i][1] >= 0 and div[i][2] >= 0]
-    V_Z = read_mask(mask_path, kind, int(k))
-    if not train:  # nothing to learn from: an empty basis, and no das rows in the cells
-        log.warning("DAS %s L%d k=%d: no pair of the train split whose clean runs diverge; not fitted", site,
-                    layer, k)
-        attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index, "n_train": 0,
-                 "steps": 0, "lr": float(lr), "seconds": 0.0, "final_loss": float("nan"),
-                 "overlap_z": float("nan")}
-        with atomic_path(out_h5, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                f["basis"] = np.zeros((0, V_Z.shape[1]), dtype=np.float32)
-                f["losses"] = np.zeros(0)
-                f["cos_angles_z"] = np.zeros(0)
-                for key, v in attrs.items():
-                    f.attrs[key] = v
-        return attrs
-    fit = fit_das(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][0]) for i in train],
-                  [states[i][1].astype(np.float32) for i in train], [div[i][2] for i in train],
-                  layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr), batch_size=int(batch_size),
-                  random_state=int(seed), add_special_tokens=ctx["add_special"],
-                  prefixes=[clean[pairs[i][0]][:div[i][0]] for i in train])
-    attrs = {"site": site, "layer": int(layer), "k": int(k), "hidden_index": cell.hidden_index,
-             "n_train": len(train), "steps": int(steps), "lr": float(lr), "seconds": float(fit.seconds),
-             "final_loss": float(np.mean(fit.losses[-10:])), "overlap_z": float(grassmann_similarity(fit.basis, V_Z))}
-    with atomic_path(out_h5, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f["basis"] = np.asarray(fit.basis, dtype=np.float32)
-            f["losses"] = np.asarray(fit.losses, dtype=np.float64)
-            f["cos_angles_z"] = np.cos(principal_angles(fit.basis, V_Z))
-            for key, v in attrs.items():
-                f.attrs[key] = v
-    log.info("DAS %s L%d k=%d: %d train pairs, loss %.3f -> %.3f, overlap with Z %.3f, %.1fs", site, layer, k,
-             len(train), fit.losses[0], attrs["final_loss"], attrs["overlap_z"], fit.seconds)
-    return attrs
+    return {"texts": [prompt(pairs[i][0]) for i in train],
+            "sources": [states[i][1].astype(np.float32) for i in train], "targets": [div[i][2] for i in train],
+            "prefixes": [clean[pairs[i][0]][:div[i][0]] for i in train]}
+
+
+def fit_cell_das(ctx: Mapping, cell: Cell, V_Z: np.ndarray, *, n_donors: int = 1, seed: int = 0, steps: int = 200,
+                 lr: float = 1e-2, batch_size: int = 16, max_new_tokens: int = 16) -> tuple[dict, dict]:
+    """Fit the DAS subspace of one (site, layer, k) on the train split (:func:`das_training_pairs`).
+
+    :func:`zhunt.experiments.das.fit_das` learns the basis from the
+    template-aligned same-language pairs of ``cell`` (an ``aligned`` cell);
+    every cell then scores it on its ``heldout`` pairs like any other subspace.
+
+    Returns
+    -------
+    arrays : dict
+        ``basis`` (k, d) float32, ``losses`` (steps,), ``cos_angles_z``
+        (cosines of the principal angles with ``V_Z``). Without a diverging
+        train pair nothing is fitted: ``basis`` is ``(0, d)``, the others empty.
+    attrs : dict
+        ``site, layer, k, hidden_index, n_train, steps, lr, seconds,
+        final_loss, overlap_z`` (Grassmann similarity with ``V_Z``; NaN and
+        ``n_train = steps = 0`` when not fitted).
+    """
+    from zhunt.experiments.das import fit_das
+    from zhunt.subspace import grassmann_similarity, principal_angles
+
+    data = das_training_pairs(ctx, cell, n_donors=n_donors, seed=seed, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size)
+    attrs = {"site": cell.site, "layer": cell.layer, "k": cell.k, "hidden_index": cell.hidden_index}
+    if not data["texts"]:  # nothing to learn from: an empty basis, and no das rows in the cells
+        log.warning("DAS %s L%d k=%d: no pair of the train split whose clean runs diverge; not fitted", cell.site,
+                    cell.layer, cell.k)
+        attrs.update(n_train=0, steps=0, lr=float(lr), seconds=0.0, final_loss=float("nan"), overlap_z=float("nan"))
+        return {"basis": np.zeros((0, V_Z.shape[1]), dtype=np.float32), "losses": np.zeros(0),
+                "cos_angles_z": np.zeros(0)}, attrs
+    fit = fit_das(ctx["model"], ctx["tokenizer"], data["texts"], data["sources"], data["targets"], layer=cell.layer,
+                  site=cell.site, k=cell.k, steps=int(steps), lr=float(lr), batch_size=int(batch_size),
+                  random_state=int(seed), add_special_tokens=ctx["add_special"], prefixes=data["prefixes"])
+    attrs.update(n_train=len(data["texts"]), steps=int(steps), lr=float(lr), seconds=float(fit.seconds),
+                 final_loss=float(np.mean(fit.losses[-10:])), overlap_z=float(grassmann_similarity(fit.basis, V_Z)))
+    log.info("DAS %s L%d k=%d: %d train pairs, loss %.3f -> %.3f, overlap with Z %.3f, %.1fs", cell.site,
+             cell.layer, cell.k, attrs["n_train"], fit.losses[0], attrs["final_loss"], attrs["overlap_z"],
+             fit.seconds)
+    return {"basis": np.asarray(fit.basis, dtype=np.float32), "losses": np.asarray(fit.losses, dtype=np.float64),
+            "cos_angles_z": np.cos(principal_angles(fit.basis, V_Z))}, attrs

@@ -1,6 +1,6 @@
 """Exp. A, metrics: per (cell, subspace) rates with intervals, NPE, paired tests, Holm.
 
-Input: a cell's records (:func:`zhunt.experiments.patching_cells.run_cell`), one row per
+Input: a cell's records (:func:`zhunt.experiments.patching_cells.cell_records`), one row per
 (pair, subspace) with
 
 ``first_differs``  the base's and the donor run's clean continuations diverge; their first
@@ -42,7 +42,8 @@ import pandas as pd
 
 from zhunt.stats import binomial_ci, bootstrap_ci, holm, mcnemar_exact
 
-__all__ = ["REFERENCE", "RATE_METHOD", "RECORD_COLUMNS", "rate", "npe", "wilcoxon_p", "subspace_metrics",
+__all__ = ["REFERENCE", "RATE_METHOD", "RECORD_COLUMNS", "PASSTHROUGH_COLUMNS", "rate", "npe", "wilcoxon_p",
+           "subspace_metrics",
            "add_holm"]
 
 #: The control every subspace is tested against.
@@ -54,8 +55,21 @@ RECORD_COLUMNS = ("pair", "subspace", "first_differs", "iia_hit", "value_differs
                   "npe", "ld_seq", "lang_effect", "answer_lang", "base_answer_lang", "dh_norm")
 
 
-def rate(flags, *, method: str = RATE_METHOD) -> tuple[float, float, float, int]:
-    """``(rate, lo, hi, n)`` of a boolean vector with a Wilson / exact interval."""
+def rate(flags, *, method: str = RATE_METHOD, seed: int = 0, n_resamples: int | None = None
+         ) -> tuple[float, float, float, int]:
+    """``(rate, lo, hi, n)``: the condition rate of both patching designs with its interval.
+
+    ``method`` ``"wilson"`` / ``"exact"`` (the interchange design; ``flags``
+    boolean, :func:`zhunt.stats.binomial_ci`) or ``"bootstrap"`` (the seed's
+    grid: the mean of booleans or per-problem fractions with a percentile
+    bootstrap CI, :func:`zhunt.stats.rate_ci` with ``seed`` and
+    ``n_resamples``).
+    """
+    if method == "bootstrap":
+        from zhunt.stats import rate_ci
+
+        r = rate_ci(flags, seed=seed, **({} if n_resamples is None else {"n_resamples": n_resamples}))
+        return r["rate"], r["lo"], r["hi"], r["n"]
     f = np.asarray(flags, dtype=bool)
     r, lo, hi = binomial_ci(int(f.sum()), int(f.size), method=method)
     return r, lo, hi, int(f.size)
@@ -91,72 +105,91 @@ def _lang_keep(g: pd.DataFrame) -> np.ndarray:
     return (g.loc[ok, "answer_lang"] == g.loc[ok, "base_answer_lang"]).to_numpy(bool)
 
 
+#: Per-subspace constants of a cell's records carried into its metrics row (DAS overlaps, in degrees for angles).
+PASSTHROUGH_COLUMNS = ("overlap_z", "overlap_ms", "angle_z_deg_median", "angle_ms_deg_median")
+
+
+def _rates(g: pd.DataFrame, seed: int) -> dict:
+    """IIA, value IIA, true-answer rate, NPE, LD, language effect and language keep of one subspace's rows."""
+    fd = g["first_differs"].astype(bool)
+    vd = g["value_differs"].astype(bool)
+    row = {"n": len(g)}
+    r = rate(g.loc[fd, "iia_hit"].astype(bool))
+    row.update(n_iia=r[3], iia=r[0], iia_lo=r[1], iia_hi=r[2])
+    r = rate(g.loc[vd, "value_hit"].astype(bool))
+    row.update(n_value=r[3], iia_value=r[0], iia_value_lo=r[1], iia_value_hi=r[2])
+    r = rate(g["true_hit"].astype(bool))
+    row.update(true_rate=r[0], true_rate_lo=r[1], true_rate_hi=r[2])
+    e = g.loc[fd, "npe"].to_numpy(float)
+    e = e[np.isfinite(e)]
+    row["npe"], row["npe_lo"], row["npe_hi"] = bootstrap_ci(e, seed=seed)
+    row["ld_seq"] = float(np.nanmean(g["ld_seq"])) if g["ld_seq"].notna().any() else float("nan")
+    row["lang_effect"] = float(np.nanmean(g["lang_effect"])) if g["lang_effect"].notna().any() else float("nan")
+    r = rate(_lang_keep(g))
+    row.update(n_lang=r[3], n_neutral=len(g) - r[3], lang_keep=r[0], lang_keep_lo=r[1], lang_keep_hi=r[2])
+    row["dh_norm"] = float(g["dh_norm"].mean())
+    for c in PASSTHROUGH_COLUMNS:
+        if c in g.columns and g[c].notna().any():
+            row[c] = float(g[c].mean())
+    return row
+
+
+def _paired(g: pd.DataFrame, z: pd.DataFrame | None, ref: pd.DataFrame | None, is_ref: bool) -> dict:
+    """``energy_ratio`` (``||Δh||`` over Z's, same pairs) and the paired tests against :data:`REFERENCE`."""
+    row = {}
+    if z is not None:
+        common = g.index.intersection(z.index)
+        zn = z.loc[common, "dh_norm"].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            row["energy_ratio"] = float(np.nanmean(g.loc[common, "dh_norm"].to_numpy(float) / zn))
+    if ref is not None and not is_ref:
+        common = g.index.intersection(ref.index)
+        a, b = g.loc[common], ref.loc[common]
+        m = a["first_differs"].astype(bool).to_numpy()
+        row["p_vs_random_matched"] = mcnemar_exact(a["iia_hit"].to_numpy(bool)[m],
+                                                   b["iia_hit"].to_numpy(bool)[m])["p"] if m.any() else np.nan
+        row["p_npe_vs_random_matched"] = wilcoxon_p(a["npe"].to_numpy(float)[m], b["npe"].to_numpy(float)[m])
+    else:
+        row["p_vs_random_matched"] = row["p_npe_vs_random_matched"] = float("nan")
+    return row
+
+
 def subspace_metrics(records: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """One row per subspace of one cell (columns in the module docstring).
+    """One row per subspace (and ``lam`` of the ``ms_ablation`` rows) of one cell (module docstring).
 
     Parameters
     ----------
     records : pandas.DataFrame
-        One cell's records (:data:`RECORD_COLUMNS`).
+        One cell's records (:data:`RECORD_COLUMNS`; ``lam`` optional, NaN but
+        on ``ms_ablation`` rows).
     seed : int
         Seed of the NPE bootstrap.
 
     Returns
     -------
     pandas.DataFrame
-        ``subspace, n, n_iia, iia, iia_lo, iia_hi, n_value, iia_value,
+        ``subspace, [lam,] n, n_iia, iia, iia_lo, iia_hi, n_value, iia_value,
         iia_value_lo, iia_value_hi, true_rate, true_rate_lo, true_rate_hi, npe,
         npe_lo, npe_hi, ld_seq, lang_effect, n_lang, n_neutral, lang_keep,
-        lang_keep_lo, lang_keep_hi, dh_norm, energy_ratio,
-        p_vs_random_matched, p_npe_vs_random_matched`` in :data:`SUBSPACES`
-        order.
+        lang_keep_lo, lang_keep_hi, dh_norm, [PASSTHROUGH_COLUMNS,]
+        energy_ratio, p_vs_random_matched, p_npe_vs_random_matched`` in
+        :data:`SUBSPACES` order (``lam`` ascending within ``ms_ablation``).
     """
     from zhunt.experiments.patching_design import SUBSPACES
 
     missing = set(RECORD_COLUMNS) - set(records.columns)
     if missing:
         raise ValueError(f"records lack columns {sorted(missing)}")
-    by = {s: g.set_index("pair").sort_index() for s, g in records.groupby("subspace")}
-    ref = by.get(REFERENCE)
-    z = by.get("z")
+    has_lam = "lam" in records.columns
+    lam = records["lam"].fillna(-1.0) if has_lam else pd.Series(-1.0, index=records.index)
+    by = {key: g.set_index("pair").sort_index() for key, g in records.groupby([records["subspace"], lam])}
+    ref, z = by.get((REFERENCE, -1.0)), by.get(("z", -1.0))
+    order = {s: i for i, s in enumerate(SUBSPACES)}
     rows = []
-    for name in [s for s in SUBSPACES if s in by]:
-        g = by[name]
-        fd = g["first_differs"].astype(bool)
-        vd = g["value_differs"].astype(bool)
-        row = {"subspace": name, "n": len(g)}
-        r = rate(g.loc[fd, "iia_hit"].astype(bool))
-        row.update(n_iia=r[3], iia=r[0], iia_lo=r[1], iia_hi=r[2])
-        r = rate(g.loc[vd, "value_hit"].astype(bool))
-        row.update(n_value=r[3], iia_value=r[0], iia_value_lo=r[1], iia_value_hi=r[2])
-        r = rate(g["true_hit"].astype(bool))
-        row.update(true_rate=r[0], true_rate_lo=r[1], true_rate_hi=r[2])
-        e = g.loc[fd, "npe"].to_numpy(float)
-        e = e[np.isfinite(e)]
-        row["npe"], row["npe_lo"], row["npe_hi"] = bootstrap_ci(e, seed=seed)
-        row["ld_seq"] = float(np.nanmean(g["ld_seq"])) if g["ld_seq"].notna().any() else float("nan")
-        row["lang_effect"] = float(np.nanmean(g["lang_effect"])) if g["lang_effect"].notna().any() else float("nan")
-        keep = _lang_keep(g)
-        r = rate(keep)
-        row.update(n_lang=r[3], n_neutral=len(g) - r[3], lang_keep=r[0], lang_keep_lo=r[1], lang_keep_hi=r[2])
-        row["dh_norm"] = float(g["dh_norm"].mean())
-        if "overlap_z" in g.columns and g["overlap_z"].notna().any():  # das rows: Grassmann similarity with Z
-            row["overlap_z"] = float(g["overlap_z"].mean())
-        if z is not None:
-            common = g.index.intersection(z.index)
-            zn = z.loc[common, "dh_norm"].to_numpy(float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                row["energy_ratio"] = float(np.nanmean(g.loc[common, "dh_norm"].to_numpy(float) / zn))
-        if ref is not None and name != REFERENCE:
-            common = g.index.intersection(ref.index)
-            a, b = g.loc[common], ref.loc[common]
-            m = a["first_differs"].astype(bool).to_numpy()
-            row["p_vs_random_matched"] = mcnemar_exact(a["iia_hit"].to_numpy(bool)[m],
-                                                       b["iia_hit"].to_numpy(bool)[m])["p"] if m.any() else np.nan
-            row["p_npe_vs_random_matched"] = wilcoxon_p(a["npe"].to_numpy(float)[m], b["npe"].to_numpy(float)[m])
-        else:
-            row["p_vs_random_matched"] = row["p_npe_vs_random_matched"] = float("nan")
-        rows.append(row)
+    for name, lm in sorted((k for k in by if k[0] in order), key=lambda k: (order[k[0]], k[1])):
+        g = by[(name, lm)]
+        row = {"subspace": name, **({"lam": lm if lm >= 0 else np.nan} if has_lam else {}), **_rates(g, seed)}
+        rows.append({**row, **_paired(g, z, ref, name == REFERENCE)})
     return pd.DataFrame(rows)
 
 

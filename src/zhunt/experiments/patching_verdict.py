@@ -36,23 +36,14 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from zhunt.experiments.patching_thresholds import (ALPHA, MIN_IIA_GAIN, MIN_NPE_GAIN, MIN_PAIRS,
+                                                   POSITIVE_CONTROL_MIN_IIA)
+from zhunt.experiments.patching_thresholds import INTERCHANGE_VERDICTS as VERDICTS
 from zhunt.stats import holm
 
 __all__ = ["ALPHA", "MIN_IIA_GAIN", "MIN_NPE_GAIN", "MIN_PAIRS", "POSITIVE_CONTROL_MIN_IIA", "VERDICTS",
            "interchange_verdict", "positive_control", "verdict_caption"]
 
-#: Family-wise level of the two primary tests (Holm).
-ALPHA = 0.05
-#: Least IIA gain of Z over the energy-matched random control (absolute).
-MIN_IIA_GAIN = 0.10
-#: Least NPE gain of Z over the energy-matched random control.
-MIN_NPE_GAIN = 0.10
-#: Least pairs with a first answer token (their clean runs diverge) for any label but ``null``.
-MIN_PAIRS = 10
-#: Least IIA of the template-aligned full interchange (positive control) at every layer.
-POSITIVE_CONTROL_MIN_IIA = 0.95
-#: Labels, strongest first.
-VERDICTS = ("causal", "partial", "null", "reverse")
 
 
 def interchange_verdict(z: Mapping, matched: Mapping) -> tuple[str, dict]:
@@ -124,4 +115,8 @@ def verdict_caption() -> str:
             f"base's and the donor run's clean continuations diverge; IIA, LD and NPE are read there, the common "
             f"prefix teacher-forced and unpatched). Rates carry Wilson "
             f"95% intervals, NPE a percentile bootstrap interval over pairs. Positive control: the template-aligned "
-            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer.")
+            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer. Beside Z, not in the label: "
+            f"das (a learned k-dim subspace, held-out pairs; overlap_z / overlap_ms = Grassmann similarity with Z / "
+            f"M_s, angle_*_deg_median = median principal angle) and ms_ablation (the base run with the language "
+            f"subspace M_s projected out, h <- h - lam P_Ms h, at study.patching.ms_ablation.primary_lam; the other "
+            f"lam are exploratory rows).")

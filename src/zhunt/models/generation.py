@@ -21,6 +21,29 @@ batches, padding and edits, one forward pass per batch and no generation. It
 reads the next-token distribution at the first answer position (the last
 prompt position) and the teacher-forced log-likelihood of given continuations.
 
+Teacher-forced scoring
+----------------------
+For prompt ``i`` with tokens ``x_1..x_n``, an optional teacher-forced prefix
+``a_1..a_L`` (``prefixes[i]``, default empty) and the (edited) model's
+next-token distribution ``p_i(. | x, a)`` at the scored position ``n + L``
+(the last prefix position, or the last prompt position when ``L = 0``, whose
+logits produce generated token ``L``), :func:`score` returns
+
+* ``first_argmax[i] = argmax_v p_i(v | x, a)`` — with ``L = 0``, generated
+  token 0 of greedy :func:`generate` with the same edits;
+* ``lp_candidates[i, j] = log p_i(c_ij | x)`` for candidate tokens ``c_ij``;
+* ``lp_groups[i, g] = log sum_{v in G_g} p_i(v | x)`` for token groups ``G_g``
+  (vocabulary masks, e.g. one script's tokens);
+* ``lp_continuations[i, j] = sum_t log p(y_t | x, a, y_<t)`` for continuation
+  ``y = y_1..y_m`` appended after the prefix (teacher forced; edits act on the
+  prompt positions only, exactly as in generation's prefill, and reach the
+  prefix and the continuation through the keys/values of the edited positions).
+
+Positions are ``cumsum(attention_mask) - 1`` as in ``generate``'s prefill, so
+left padding does not shift RoPE. Logits are computed only for the scored
+position and the continuation positions (``logits_to_keep``), in float32 for
+the log-softmax.
+
 Conventions
 -----------
 * Positions: with left padding, prompt ``i`` of length ``n_i`` occupies the
@@ -329,83 +352,58 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
 
     Parameters
     ----------
-    model : transformers causal LM
-        In eval mode (``zhunt.models.load_model`` gives one).
-    tokenizer : transformers tokenizer
-        Its ``eos_token_id`` stops a row; ``pad_token_id`` (or eos) pads.
+    model, tokenizer
+        A transformers causal LM in eval mode (``zhunt.models.load_model``) and its tokenizer
+        (``eos_token_id`` stops a row; ``pad_token_id``, or eos, pads).
     texts : sequence of str
         ``N`` prompts (already rendered with their template).
-    max_new_tokens : int
-        Most tokens generated per prompt (eos included).
-    batch_size : int
-        Prompts per ``model.generate`` call. Prompts are sorted by token length
-        (longest first, ties in input order) before batching to limit padding;
-        results come back in input order. A batch that runs out of CUDA
-        memory is retried as two halves (logged), down to one prompt
-        (:func:`zhunt.data.extraction.halve_on_oom`).
+    max_new_tokens, batch_size : int
+        Most tokens generated per prompt (eos included); prompts per ``model.generate`` call,
+        length-sorted (longest first, ties in input order; results in input order). A batch that runs
+        out of CUDA memory is retried as two halves, down to one (:func:`zhunt.data.extraction.halve_on_oom`).
     add_special_tokens : bool
-        Passed to the tokenizer (False for chat-rendered prompts, which already
-        hold BOS).
+        Passed to the tokenizer (False for chat-rendered prompts, which already hold BOS).
     layer_module : nn.Module or int, optional
-        The decoder layer ``l`` at whose ``site`` the edits act (or its
-        0-based index). Required when ``edits`` is given.
+        The decoder layer ``l`` (or its 0-based index) at whose ``site`` the edits act; required
+        with ``edits``.
     edits : sequence, optional
         ``N`` entries aligned with ``texts``: ``None`` (leave the prompt alone), a
-        :class:`SubspaceEdit` (vectorised over the batch), or any callable
-        ``f(h) -> h_new`` mapping the prompt's ``(T_i, d)`` patchable positions
-        (in position order) to new values of the same shape. With
-        ``positions="all"`` the callable is also called once per generated
-        position with that position's ``(1, d)`` row.
+        :class:`SubspaceEdit` (vectorised over the batch), or any callable ``f(h) -> h_new`` of
+        the prompt's ``(T_i, d)`` patchable positions (in position order); with
+        ``positions="all"`` also called once per generated position with its ``(1, d)`` row.
     positions : {"prompt", "all"}
-        Edit the prompt positions at prefill only (the KV cache carries the
-        change), or also every generated position.
+        Edit the prompt positions at prefill only (the KV cache carries the change), or also
+        every generated position.
     record_layers : sequence or mapping, optional
-        Decoder layers (modules or indices; a mapping ``name -> layer``) whose
-        per-step outputs are recorded (see the module notes for which position
-        step ``t`` is).
+        Decoder layers (modules or indices; a mapping ``name -> layer``) whose per-step outputs
+        are recorded (module docstring: which position step ``t`` is).
     patch_special : bool
         Also edit special-token positions (BOS...). Pads are never edited.
     site : {"output", "input"}
-        Where at ``layer_module`` the edits act (:mod:`zhunt.models.site`):
-        ``"input"`` the stream entering layer ``l`` (hidden index ``l``, a
-        forward pre-hook), ``"output"`` its output (hidden index ``l + 1``).
-        The default stays ``"output"`` for backward compatibility; callers
-        pass the configured site explicitly.
+        Where at ``layer_module`` the edits act (:mod:`zhunt.models.site`): the stream entering layer ``l``
+        (hidden index ``l``, a pre-hook) or its output (``l + 1``; the default, callers pass the site).
 
     Returns
     -------
     list of dict
-        One per text, in input order: ``text`` (decoded continuation, special
-        tokens skipped), ``token_ids`` (list of int, up to and including the
-        first eos), ``n_new_tokens`` (``len(token_ids)``), ``n_prompt_tokens``,
-        and, with ``record_layers``, ``states``: ``{key: ndarray (n_new_tokens,
-        d) float32}`` keyed by the given index / mapping key.
+        One per text, in input order: ``text`` (decoded continuation, special tokens skipped),
+        ``token_ids`` (list of int, up to and including the first eos), ``n_new_tokens``,
+        ``n_prompt_tokens``, and, with ``record_layers``, ``states``: ``{key: ndarray
+        (n_new_tokens, d) float32}`` keyed by the given index / mapping key.
     """
     texts = list(texts)
     n = len(texts)
-    if positions not in ("prompt", "all"):
-        raise ValueError(f"positions must be 'prompt' or 'all', not {positions!r}")
-    check_site(site)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_generate_args(positions, site, batch_size)
     edits, layer = _check_edits(model, edits, n, layer_module)
-    rec_keys, rec_mods = [], []
-    if record_layers is not None:
-        items = record_layers.items() if isinstance(record_layers, Mapping) else \
-            ((k, k) for k in record_layers)
-        for key, lay in items:
-            rec_keys.append(key)
-            rec_mods.append(_resolve_layer(model, lay))
+    rec_keys, rec_mods = _record_modules(model, record_layers)
     if n == 0:
         return []
-
     gc, eos, pad = _generation_config(model, tokenizer, max_new_tokens)
     eos_set = set() if eos is None else set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
     ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
                                             batch_size=batch_size)
     device = _model_device(model)
-    results: list[dict | None] = [None] * n
-
+    results: dict[int, dict] = {}
     with torch.inference_mode():
         queue = list(batches)
         progress, n_done = Progress(n, "generated prompt"), 0
@@ -414,44 +412,79 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
             progress.update(n_done)
             n_done += len(batch)
             seqs = [ids[i] for i in batch]
-            input_ids, attn, _ = left_pad(seqs, pad)
-            T = input_ids.shape[1]
-            patchable = _patchable(input_ids, attn, special, patch_special)
             with contextlib.ExitStack() as stack:
-                if edits is not None:
-                    _enter_edits(stack, layer, [edits[i] for i in batch], patchable,
-                                 positions=positions, site=site)
-                cap = stack.enter_context(capture(rec_mods, range(len(rec_mods)))) if rec_mods else None
                 try:
-                    out = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                                         generation_config=gc)
+                    new, cap = _generate_batch(model, gc, stack, seqs, pad, special, device,
+                                               [edits[i] for i in batch] if edits is not None else None, layer,
+                                               rec_mods, positions=positions, site=site, patch_special=patch_special)
                 except Exception as exc:
                     queue[:0] = halve_on_oom(exc, batch, "generation")
                     continue
-            new = out[:, T:].cpu()
-            states = None
-            if cap is not None:
-                states = []
-                for li in range(len(rec_mods)):
-                    calls = cap[li]
-                    steps = [calls[0][:, -1]] + [c[:, -1] for c in calls[1:]]
-                    states.append(torch.stack(steps, dim=1).float().cpu().numpy())  # (B, calls, d)
-            for r, i in enumerate(batch):
-                toks = new[r].tolist()
-                cut = next((p for p, t in enumerate(toks) if t in eos_set), None)
-                if cut is not None:
-                    toks = toks[:cut + 1]
-                res = {
-                    "text": tokenizer.decode(toks, skip_special_tokens=True),
-                    "token_ids": toks,
-                    "n_new_tokens": len(toks),
-                    "n_prompt_tokens": len(seqs[r]),
-                }
-                if states is not None:
-                    res["states"] = {key: states[li][r, :len(toks)].copy() for li, key in enumerate(rec_keys)}
-                results[i] = res
+            states = _step_states(cap, len(rec_mods)) if cap is not None else None
+            results.update(zip(batch, _batch_results(tokenizer, new, seqs, eos_set, states, rec_keys)))
     progress.update(n)
-    return results  # type: ignore[return-value]
+    return [results[i] for i in range(n)]
+
+
+def _check_generate_args(positions: str, site: str, batch_size: int) -> None:
+    if positions not in ("prompt", "all"):
+        raise ValueError(f"positions must be 'prompt' or 'all', not {positions!r}")
+    check_site(site)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _generate_batch(model, gc, stack: contextlib.ExitStack, seqs, pad: int, special: torch.Tensor, device,
+                    row_edits, layer, rec_mods, *, positions: str, site: str, patch_special: bool):
+    """Left-pad one batch, install its edits and recorders on ``stack`` and generate.
+
+    Returns ``(new, cap)``: the ``(B, n_new)`` generated token ids (CPU) and the capture of the
+    recorded layers (None without any).
+    """
+    input_ids, attn, _ = left_pad(seqs, pad)
+    patchable = _patchable(input_ids, attn, special, patch_special)
+    if row_edits is not None:
+        _enter_edits(stack, layer, row_edits, patchable, positions=positions, site=site)
+    cap = stack.enter_context(capture(rec_mods, range(len(rec_mods)))) if rec_mods else None
+    out = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device), generation_config=gc)
+    return out[:, input_ids.shape[1]:].cpu(), cap
+
+
+def _record_modules(model, record_layers) -> tuple[list, list]:
+    """``(keys, modules)`` of :func:`generate`'s ``record_layers`` (a sequence of layers or ``name -> layer``)."""
+    rec_keys, rec_mods = [], []
+    if record_layers is not None:
+        items = record_layers.items() if isinstance(record_layers, Mapping) else ((k, k) for k in record_layers)
+        for key, lay in items:
+            rec_keys.append(key)
+            rec_mods.append(_resolve_layer(model, lay))
+    return rec_keys, rec_mods
+
+
+def _step_states(cap, n_mods: int) -> list[np.ndarray]:
+    """Per recorded layer ``(B, calls, d)`` float32: the last position of every forward call (prefill, decode steps)."""
+    states = []
+    for li in range(n_mods):
+        calls = cap[li]
+        steps = [calls[0][:, -1]] + [c[:, -1] for c in calls[1:]]
+        states.append(torch.stack(steps, dim=1).float().cpu().numpy())  # (B, calls, d)
+    return states
+
+
+def _batch_results(tokenizer, new: torch.Tensor, seqs, eos_set: set, states, rec_keys) -> list[dict]:
+    """One result dict per row of a generated batch (cut after its first eos; see :func:`generate`)."""
+    results = []
+    for r in range(len(seqs)):
+        toks = new[r].tolist()
+        cut = next((p for p, t in enumerate(toks) if t in eos_set), None)
+        if cut is not None:
+            toks = toks[:cut + 1]
+        res = {"text": tokenizer.decode(toks, skip_special_tokens=True), "token_ids": toks,
+               "n_new_tokens": len(toks), "n_prompt_tokens": len(seqs[r])}
+        if states is not None:
+            res["states"] = {key: states[li][r, :len(toks)].copy() for li, key in enumerate(rec_keys)}
+        results.append(res)
+    return results
 
 
 def _ragged(rows, n: int, what: str) -> list[list] | None:
@@ -485,26 +518,13 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
           patch_special: bool = False, prefixes: Sequence | None = None) -> dict:
     """Teacher-forced scoring of prompts under the same per-prompt edits as :func:`generate`.
 
-    For prompt ``i`` with tokens ``x_1..x_n``, an optional teacher-forced
-    prefix ``a_1..a_L`` (``prefixes[i]``, default empty) and the (edited)
-    model's next-token distribution ``p_i(. | x, a)`` at the scored position
-    ``n + L`` (the last prefix position, or the last prompt position when
-    ``L = 0``, whose logits produce generated token ``L``):
-
-    * ``first_argmax[i] = argmax_v p_i(v | x, a)`` — with ``L = 0``,
-      generated token 0 of greedy :func:`generate` with the same edits;
-    * ``lp_candidates[i, j] = log p_i(c_ij | x)`` for candidate tokens ``c_ij``;
-    * ``lp_groups[i, g] = log sum_{v in G_g} p_i(v | x)`` for token groups
-      ``G_g`` (vocabulary masks, e.g. one script's tokens);
-    * ``lp_continuations[i, j] = sum_t log p(y_t | x, a, y_<t)`` for
-      continuation ``y = y_1..y_m`` appended after the prefix (teacher forced;
-      edits act on the prompt positions only, exactly as in generation's
-      prefill, and reach the prefix and the continuation through the
-      keys/values of the edited positions).
+    Every quantity is read from the (edited) model's next-token distribution
+    ``p_i(. | x, a)`` after prompt ``x`` and the teacher-forced prefix ``a``
+    (module docstring, *Teacher-forced scoring*).
 
     Parameters
     ----------
-    model, tokenizer
+    model, tokenizer, add_special_tokens
         As for :func:`generate`.
     texts : sequence of str
         ``N`` prompts.
@@ -524,12 +544,10 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         (length-sorted, left-padded; results in input order). A prompt with
         ``J_i`` continuations occupies ``J_i`` rows of its pass (the
         continuations are appended after the prompt and right-padded).
-    add_special_tokens : bool
-        Passed to the tokenizer.
     prefixes : sequence, optional
         ``N`` lists of token ids (possibly empty) appended after each prompt
         and never edited, like tokens generated with ``positions="prompt"``;
-        every quantity above is taken at the position after the prefix.
+        every quantity is taken at the position after the prefix.
 
     Returns
     -------
@@ -539,109 +557,135 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         prompt's, without the prefix); and
         when asked for, ``lp_candidates`` (N, max C_i), ``lp_groups`` (N, G),
         ``lp_continuations`` (N, max J_i) float64 with NaN padding.
-
-    Notes
-    -----
-    Positions are ``cumsum(attention_mask) - 1`` as in ``generate``'s prefill,
-    so left padding does not shift RoPE. Logits are computed only for the
-    scored position and the continuation positions (``logits_to_keep``),
-    in float32 for the log-softmax.
     """
     texts = list(texts)
     n = len(texts)
     check_site(site)
     edits, layer = _check_edits(model, edits, n, layer_module)
+    req = _score_requests(n, continuations, candidates, prefixes)
+    out = _score_outputs(n, req, token_groups)
+    if n == 0:
+        return out
+    _, _, pad = _generation_config(model, tokenizer, 1)
+    ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
+                                            batch_size=batch_size)
+    device = _model_device(model)
+    state = {"groups": None, "token_groups": token_groups}
+    keep_kw = "logits_to_keep" in _forward_params(model)
+    progress, n_done = Progress(n, "scored prompt"), 0
+    with torch.inference_mode():
+        for batch in batches:
+            progress.update(n_done)
+            n_done += len(batch)
+            b = _score_batch(batch, ids, req, pad, special, patch_special)
+            kw = {"logits_to_keep": b["C"] + 1} if keep_kw else {}
+            with contextlib.ExitStack() as stack:
+                if edits is not None:
+                    _enter_edits(stack, layer, [edits[batch[r]] for r, _ in b["rows"]], b["patchable"],
+                                 positions="prompt", site=site)
+                logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
+                               position_ids=b["pos"].to(device), use_cache=False, **kw).logits
+            logits = logits[:, -(b["C"] + 1):].float()  # column 0 = last prompt position
+            logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, C + 1, V)
+            _store_first(out, state, logp, b, batch, ids, req)
+            if req["conts"] is not None:
+                _store_continuations(out, logp, b, batch)
+    progress.update(n)
+    return out
+
+
+def _score_requests(n: int, continuations, candidates, prefixes) -> dict:
+    """The ragged per-prompt requests of :func:`score` as lists of ints (``prefs`` default: empty)."""
     conts = _ragged(continuations, n, "continuation lists")
     cands = _ragged(candidates, n, "candidate lists")
     prefs = _ragged(prefixes, n, "prefixes")
     prefs = [[int(t) for t in a] for a in prefs] if prefs is not None else [[] for _ in range(n)]
     if conts is not None:
         conts = [[[int(t) for t in c] for c in row] for row in conts]
+    return {"conts": conts, "cands": cands, "prefs": prefs}
+
+
+def _score_outputs(n: int, req: Mapping, token_groups) -> dict:
+    """The output arrays of :func:`score`, NaN-padded (``lp_groups`` is sized at the first batch)."""
     out: dict = {"first_argmax": np.zeros(n, dtype=np.int64), "lp_first": np.zeros(n),
                  "n_prompt_tokens": np.zeros(n, dtype=np.int64)}
-    if cands is not None:
-        out["lp_candidates"] = np.full((n, max((len(c) for c in cands), default=0)), np.nan)
-    if conts is not None:
-        out["lp_continuations"] = np.full((n, max((len(c) for c in conts), default=0)), np.nan)
-    if n == 0:
-        if token_groups is not None:
-            out["lp_groups"] = np.zeros((0, np.atleast_2d(np.asarray(token_groups, dtype=bool)).shape[0]))
-        return out
-    _, _, pad = _generation_config(model, tokenizer, 1)
-    ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
-                                            batch_size=batch_size)
-    device = _model_device(model)
-    groups = None
-    keep_kw = "logits_to_keep" in _forward_params(model)
-
-    progress, n_done = Progress(n, "scored prompt"), 0
-    with torch.inference_mode():
-        for batch in batches:
-            progress.update(n_done)
-            n_done += len(batch)
-            seqs = [ids[i] + prefs[i] for i in batch]  # the prefix is left-padded with its prompt
-            prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
-            T_p = prompt_ids.shape[1]
-            # rows: (prompt r, continuation j); a prompt without continuations gets one row
-            rows = [(r, j) for r, i in enumerate(batch)
-                    for j in (range(len(conts[i])) if conts is not None and conts[i] else [None])]
-            row_cont = [conts[batch[r]][j] if j is not None else [] for r, j in rows]
-            C = max(len(c) for c in row_cont)
-            src = torch.tensor([r for r, _ in rows])
-            input_ids = torch.full((len(rows), T_p + C), int(pad), dtype=torch.long)
-            attn = torch.zeros((len(rows), T_p + C), dtype=torch.long)
-            input_ids[:, :T_p], attn[:, :T_p] = prompt_ids[src], prompt_attn[src]
-            for q, c in enumerate(row_cont):
-                if c:
-                    input_ids[q, T_p:T_p + len(c)] = torch.tensor(c)
-                    attn[q, T_p:T_p + len(c)] = 1
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            patchable = torch.zeros_like(attn, dtype=torch.bool)
-            patchable[:, :T_p] = _patchable(prompt_ids, prompt_attn, special, patch_special)[src]
-            for q, (r, _) in enumerate(rows):  # prefix positions are never edited
-                patchable[q, T_p - len(prefs[batch[r]]):T_p] = False
-            kw = {"logits_to_keep": C + 1} if keep_kw else {}
-            with contextlib.ExitStack() as stack:
-                if edits is not None:
-                    _enter_edits(stack, layer, [edits[batch[r]] for r, _ in rows], patchable,
-                                 positions="prompt", site=site)
-                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                               position_ids=pos.to(device), use_cache=False, **kw).logits
-            logits = logits[:, -(C + 1):].float()  # column 0 = last prompt position
-            logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, C + 1, V)
-            first = torch.tensor([q for q, (_, j) in enumerate(rows) if j is None or j == 0])
-            lp0 = logp[first.to(logp.device), 0]  # (B, V), one row per prompt
-            if token_groups is not None and groups is None:
-                groups = _group_masks(token_groups, lp0.shape[-1]).to(lp0.device)
-                out["lp_groups"] = np.zeros((n, groups.shape[0]))
-            top = lp0.argmax(dim=-1)
-            lp_g = None
-            if groups is not None:  # (B, G): log of each group's probability mass
-                lp_g = torch.stack([torch.logsumexp(lp0.masked_fill(~gm, -torch.inf), dim=-1) for gm in groups],
-                                   dim=1).double().cpu().numpy()
-            for r, i in enumerate(batch):
-                out["first_argmax"][i] = int(top[r])
-                out["lp_first"][i] = float(lp0[r, top[r]])
-                out["n_prompt_tokens"][i] = len(ids[i])
-                if cands is not None and cands[i]:
-                    out["lp_candidates"][i, :len(cands[i])] = \
-                        lp0[r, torch.tensor(cands[i], device=lp0.device)].double().cpu().numpy()
-                if lp_g is not None:
-                    out["lp_groups"][i] = lp_g[r]
-            if conts is not None:
-                for q, (r, j) in enumerate(rows):
-                    if j is None:
-                        continue
-                    c = row_cont[q]
-                    if c:
-                        tok_lp = logp[q, torch.arange(len(c), device=logp.device),
-                                      torch.tensor(c, device=logp.device)]
-                        val = float(tok_lp.double().sum())
-                    else:
-                        val = 0.0
-                    out["lp_continuations"][batch[r], j] = val
-    progress.update(n)
+    if req["cands"] is not None:
+        out["lp_candidates"] = np.full((n, max((len(c) for c in req["cands"]), default=0)), np.nan)
+    if req["conts"] is not None:
+        out["lp_continuations"] = np.full((n, max((len(c) for c in req["conts"]), default=0)), np.nan)
+    if n == 0 and token_groups is not None:
+        out["lp_groups"] = np.zeros((0, np.atleast_2d(np.asarray(token_groups, dtype=bool)).shape[0]))
     return out
+
+
+def _score_batch(batch: Sequence[int], ids, req: Mapping, pad: int, special: torch.Tensor,
+                 patch_special: bool) -> dict:
+    """One scoring pass's tensors: ``rows`` ((prompt r, continuation j); a prompt without continuations gets
+    one row), ``row_cont``, ``C`` (longest continuation), ``input_ids``, ``attn``, ``pos`` and ``patchable``
+    (prompt positions only, the prefix excluded), all ``(R, T_p + C)``."""
+    conts, prefs = req["conts"], req["prefs"]
+    seqs = [ids[i] + prefs[i] for i in batch]  # the prefix is left-padded with its prompt
+    prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
+    T_p = prompt_ids.shape[1]
+    rows = [(r, j) for r, i in enumerate(batch)
+            for j in (range(len(conts[i])) if conts is not None and conts[i] else [None])]
+    row_cont = [conts[batch[r]][j] if j is not None else [] for r, j in rows]
+    C = max(len(c) for c in row_cont)
+    src = torch.tensor([r for r, _ in rows])
+    input_ids = torch.full((len(rows), T_p + C), int(pad), dtype=torch.long)
+    attn = torch.zeros((len(rows), T_p + C), dtype=torch.long)
+    input_ids[:, :T_p], attn[:, :T_p] = prompt_ids[src], prompt_attn[src]
+    for q, c in enumerate(row_cont):
+        if c:
+            input_ids[q, T_p:T_p + len(c)] = torch.tensor(c)
+            attn[q, T_p:T_p + len(c)] = 1
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    patchable = torch.zeros_like(attn, dtype=torch.bool)
+    patchable[:, :T_p] = _patchable(prompt_ids, prompt_attn, special, patch_special)[src]
+    for q, (r, _) in enumerate(rows):  # prefix positions are never edited
+        patchable[q, T_p - len(prefs[batch[r]]):T_p] = False
+    return {"rows": rows, "row_cont": row_cont, "C": C, "input_ids": input_ids, "attn": attn, "pos": pos,
+            "patchable": patchable}
+
+
+def _store_first(out: dict, state: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int], ids,
+                 req: Mapping) -> None:
+    """Argmax, its log p, candidate log p and group masses at the scored position of every prompt of a batch."""
+    cands = req["cands"]
+    first = torch.tensor([q for q, (_, j) in enumerate(b["rows"]) if j is None or j == 0])
+    lp0 = logp[first.to(logp.device), 0]  # (B, V), one row per prompt
+    if state["token_groups"] is not None and state["groups"] is None:
+        state["groups"] = _group_masks(state["token_groups"], lp0.shape[-1]).to(lp0.device)
+        out["lp_groups"] = np.zeros((len(out["first_argmax"]), state["groups"].shape[0]))
+    groups = state["groups"]
+    top = lp0.argmax(dim=-1)
+    lp_g = None
+    if groups is not None:  # (B, G): log of each group's probability mass
+        lp_g = torch.stack([torch.logsumexp(lp0.masked_fill(~gm, -torch.inf), dim=-1) for gm in groups],
+                           dim=1).double().cpu().numpy()
+    for r, i in enumerate(batch):
+        out["first_argmax"][i] = int(top[r])
+        out["lp_first"][i] = float(lp0[r, top[r]])
+        out["n_prompt_tokens"][i] = len(ids[i])
+        if cands is not None and cands[i]:
+            out["lp_candidates"][i, :len(cands[i])] = \
+                lp0[r, torch.tensor(cands[i], device=lp0.device)].double().cpu().numpy()
+        if lp_g is not None:
+            out["lp_groups"][i] = lp_g[r]
+
+
+def _store_continuations(out: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int]) -> None:
+    """``lp_continuations``: the summed teacher-forced log p of every continuation row of a batch."""
+    for q, (r, j) in enumerate(b["rows"]):
+        if j is None:
+            continue
+        c = b["row_cont"][q]
+        if c:
+            tok_lp = logp[q, torch.arange(len(c), device=logp.device), torch.tensor(c, device=logp.device)]
+            val = float(tok_lp.double().sum())
+        else:
+            val = 0.0
+        out["lp_continuations"][batch[r], j] = val
 
 
 def _forward_params(model) -> set:

@@ -378,42 +378,54 @@ def patch(
 
     def edit(h: torch.Tensor) -> torch.Tensor | None:
         """The edited ``h`` of this call, or None to leave it alone."""
-        B, T = h.shape[0], h.shape[1]
-        call = handle.calls
-        full = call == 0 or T > 1
-        start = 0 if full else handle._seen
-        if handle._prompt_len is None:
-            handle._prompt_len = prompt_mask.shape[1] if prompt_mask is not None else T
-        T_p = handle._prompt_len
-        if full and (T < T_p or (call == 0 and T != T_p)):
-            raise ValueError(f"prompt_mask covers {T_p} positions but the prefill call has {T}")
-        handle._seen = start + T
-
-        pos = torch.arange(start, start + T, device=h.device)
-        in_prompt = pos < T_p  # (T,)
-        mask = torch.zeros((B, T), dtype=torch.bool, device=h.device)
-        n_prompt_cols = int(in_prompt.sum())
-        if n_prompt_cols:
-            if prompt_mask is not None:
-                if prompt_mask.shape[0] != B:
-                    raise ValueError(
-                        f"prompt_mask has batch size {prompt_mask.shape[0]}, layer saw {B}"
-                    )
-                pm = pm_cache.get(h.device)
-                if pm is None:
-                    pm = pm_cache[h.device] = prompt_mask.to(h.device)
-                mask[:, :n_prompt_cols] = pm[:, start:start + n_prompt_cols]
-            else:
-                mask[:, :n_prompt_cols] = True
-        if positions == "all":
-            mask[:, n_prompt_cols:] = True
-        ctx = PatchContext(call=call, start=start, is_prefill=full, prompt_len=T_p,
-                           prompt_mask=prompt_mask, mask=mask)
+        ctx = _next_context(handle, h, prompt_mask, pm_cache, positions)
         handle.contexts.append(ctx)
-        if not bool(mask.any()):
-            return None
-        return replace_rows(h, fn(h, ctx), mask)
+        return replace_rows(h, fn(h, ctx), ctx.mask) if bool(ctx.mask.any()) else None
 
+    with _hooked(layer, site, edit):
+        yield handle
+
+
+def _next_context(handle: PatchHandle, h: torch.Tensor, prompt_mask: torch.Tensor | None, pm_cache: dict,
+                  positions: str) -> PatchContext:
+    """The :class:`PatchContext` of the call that brings ``h`` (``(B, T, d)``), advancing ``handle``'s position."""
+    B, T = h.shape[0], h.shape[1]
+    call = handle.calls
+    full = call == 0 or T > 1
+    start = 0 if full else handle._seen
+    if handle._prompt_len is None:
+        handle._prompt_len = prompt_mask.shape[1] if prompt_mask is not None else T
+    T_p = handle._prompt_len
+    if full and (T < T_p or (call == 0 and T != T_p)):
+        raise ValueError(f"prompt_mask covers {T_p} positions but the prefill call has {T}")
+    handle._seen = start + T
+    pos = torch.arange(start, start + T, device=h.device)
+    in_prompt = pos < T_p  # (T,)
+    mask = torch.zeros((B, T), dtype=torch.bool, device=h.device)
+    n_prompt_cols = int(in_prompt.sum())
+    if n_prompt_cols:
+        if prompt_mask is not None:
+            if prompt_mask.shape[0] != B:
+                raise ValueError(f"prompt_mask has batch size {prompt_mask.shape[0]}, layer saw {B}")
+            pm = pm_cache.get(h.device)
+            if pm is None:
+                pm = pm_cache[h.device] = prompt_mask.to(h.device)
+            mask[:, :n_prompt_cols] = pm[:, start:start + n_prompt_cols]
+        else:
+            mask[:, :n_prompt_cols] = True
+    if positions == "all":
+        mask[:, n_prompt_cols:] = True
+    return PatchContext(call=call, start=start, is_prefill=full, prompt_len=T_p, prompt_mask=prompt_mask, mask=mask)
+
+
+@contextlib.contextmanager
+def _hooked(layer: nn.Module, site: str, edit: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator[None]:
+    """Run ``edit(h) -> new`` (None keeps ``h``) on the stream at ``layer``'s ``site`` in every forward call.
+
+    ``site="output"``: a forward hook on the layer's output (hidden index ``l + 1``);
+    ``"input"``: a forward pre-hook rewriting its ``hidden_states`` argument (hidden index ``l``).
+    Registered with ``prepend=True``; removed on exit.
+    """
     def hook(_mod, _args, output):
         new = edit(layer_hidden(output))
         return None if new is None else with_layer_hidden(output, new)  # None keeps the output
@@ -428,7 +440,7 @@ def patch(
     else:
         hd = layer.register_forward_pre_hook(pre_hook, prepend=True, with_kwargs=True)
     try:
-        yield handle
+        yield
     finally:
         hd.remove()
 
@@ -453,19 +465,5 @@ def transform(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
         As for :func:`patch`.
     """
     check_site(site)
-
-    def hook(_mod, _args, output):
-        return with_layer_hidden(output, fn(layer_hidden(output)))
-
-    def pre_hook(_mod, args, kwargs):
-        h, rebuild = layer_input(args, kwargs)
-        return rebuild(fn(h))
-
-    if site == "output":
-        hd = layer.register_forward_hook(hook, prepend=True)
-    else:
-        hd = layer.register_forward_pre_hook(pre_hook, prepend=True, with_kwargs=True)
-    try:
+    with _hooked(layer, site, fn):
         yield
-    finally:
-        hd.remove()

@@ -1,44 +1,50 @@
-"""Exp. A, rendering: gather the cells into ``subspaces.tsv``, the verdict and the IIA/NPE figure.
+"""Exp. A, rendering: the cells' records into ``subspaces.tsv``, the verdict and the IIA/NPE figure.
 
-:func:`gather_interchange` is the gather stage: it reads every cell's records,
-computes :func:`zhunt.experiments.patching_metrics.subspace_metrics` per cell, Holm-adjusts
-the p-values across the grid (:func:`zhunt.experiments.patching_metrics.add_holm`), marks
-the pre-registered primary cell, judges it
-(:func:`zhunt.experiments.patching_verdict.interchange_verdict`), checks the positive
-control and writes the table, the verdict and the figure.
+:func:`subspaces_table` computes :func:`zhunt.experiments.patching_metrics.subspace_metrics` per cell,
+Holm-adjusts the p-values across the grid (:func:`zhunt.experiments.patching_metrics.add_holm`) and marks
+the pre-registered primary cell; :func:`judge_interchange` judges it
+(:func:`zhunt.experiments.patching_verdict.interchange_verdict`) and checks the positive control;
+:func:`subspaces_markdown`, :func:`verdict_markdown` and :func:`plot_interchange` render them. The
+stage :func:`zhunt.stages.patching.run_patching_interchange` reads the cells and writes the outputs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from zhunt.io import write_table, write_text
 from zhunt.experiments.patching_design import SUBSPACES, parse_cell
 from zhunt.experiments.patching_metrics import add_holm, subspace_metrics
 from zhunt.experiments.patching_verdict import interchange_verdict, positive_control, verdict_caption
 
-__all__ = ["TABLE_COLUMNS", "subspaces_table", "gather_interchange", "plot_interchange"]
+__all__ = ["TABLE_COLUMNS", "subspaces_table", "judge_interchange", "subspaces_markdown", "verdict_markdown",
+           "plot_interchange"]
 
 #: Leading columns of ``subspaces.tsv`` (then the remaining metric columns).
-TABLE_COLUMNS = ("site", "hidden_index", "layer", "k", "alignment", "direction", "source", "subspace", "primary",
+TABLE_COLUMNS = ("site", "hidden_index", "layer", "k", "alignment", "direction", "source", "subspace", "lam", "primary",
                  "n", "iia", "iia_lo", "iia_hi", "iia_value", "iia_value_lo", "iia_value_hi", "npe", "npe_lo",
                  "npe_hi", "lang_keep", "lang_keep_lo", "lang_keep_hi", "p_vs_random_matched", "p_holm")
 
 
-def subspaces_table(cell_paths: Sequence, primary: str, *, seed: int = 0) -> pd.DataFrame:
-    """One row per (cell, subspace) from the cells' record files (named ``<cell>.tsv``)."""
+def subspaces_table(cells: Mapping[str, pd.DataFrame], primary: str, *, seed: int = 0,
+                    primary_lam: float = np.nan) -> pd.DataFrame:
+    """One row per (cell, subspace, lam) from the cells' records (``cell name -> records``).
+
+    ``primary`` marks the primary cell's rows; of its ``ms_ablation`` rows only the one at
+    ``primary_lam`` (the other strengths are exploratory). ``lam`` is NaN but on ``ms_ablation`` rows.
+    Holm runs across every row with a p-value (every ``lam`` included).
+    """
     parts = []
-    for path in cell_paths:
-        cell = parse_cell(Path(path).stem)
-        rec = pd.read_csv(path, sep="\t", keep_default_na=True)
+    for name, rec in cells.items():
+        cell = parse_cell(name)
         m = subspace_metrics(rec, seed=seed)
+        if "lam" not in m.columns:
+            m.insert(1, "lam", np.nan)
         for col, val in reversed(list(cell.key().items())):
             m.insert(0, col, val)
-        m.insert(len(cell.key()) + 1, "primary", cell.name == primary)
+        m.insert(len(cell.key()) + 2, "primary", (cell.name == primary) & (m["lam"].isna() | (m["lam"] == primary_lam)))
         parts.append(m)
     t = add_holm(pd.concat(parts, ignore_index=True))
     order = {s: i for i, s in enumerate(SUBSPACES)}
@@ -63,7 +69,8 @@ def _rows_markdown(t: pd.DataFrame) -> list[str]:
     for _, r in t.iterrows():
         p = "—" if not np.isfinite(r["p_vs_random_matched"]) else f"{r['p_vs_random_matched']:.3g}"
         ph = "—" if not np.isfinite(r["p_holm"]) else f"{r['p_holm']:.3g}"
-        lines.append(f"| {r['subspace']} | {r['n']} | {_ci(r, 'iia')} ({r['n_iia']}) | {_ci(r, 'iia_value')} "
+        name = r["subspace"] if not np.isfinite(r.get("lam", np.nan)) else f"{r['subspace']} (λ = {r['lam']:g})"
+        lines.append(f"| {name} | {r['n']} | {_ci(r, 'iia')} ({r['n_iia']}) | {_ci(r, 'iia_value')} "
                      f"({r['n_value']}) | {_ci(r, 'npe')} | {_ci(r, 'lang_keep')} ({r['n_lang']}) | "
                      f"{r.get('energy_ratio', float('nan')):.2f} | {p} | {ph} |")
     return lines
@@ -83,7 +90,8 @@ def plot_interchange(t: pd.DataFrame, out_stem, title: str) -> None:
     from zhunt.io import atomic_path
 
     p = t[t["primary"]].iloc[0]
-    sel = t[(t["site"] == p["site"]) & (t["k"] == p["k"])
+    lam_p = set(t.loc[t["primary"] & (t["subspace"] == "ms_ablation"), "lam"])  # ms_ablation: the primary lam only
+    sel = t[(t["lam"].isna() | t["lam"].isin(lam_p)) & (t["site"] == p["site"]) & (t["k"] == p["k"])
             & (t["direction"].str.split("<-").str[0] == p["direction"].split("<-")[0])]
     aligns = [a for a in ("mean", "ot", "aligned") if a in set(sel["alignment"])]
     fig, axes = plt.subplots(2, len(aligns), figsize=(4.2 * len(aligns), 6.4), squeeze=False, sharey="row")
@@ -111,41 +119,41 @@ def plot_interchange(t: pd.DataFrame, out_stem, title: str) -> None:
     plt.close(fig)
 
 
-def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, out_tsv, out_md, out_verdict,
-                       out_fig_stem, seed: int = 0) -> dict:
-    """Gather stage: ``subspaces.tsv`` (+ ``.md``), the verdict (Markdown) and the figure.
-
-    Parameters
-    ----------
-    cell_paths : sequence of path
-        Every cell's records (``results/{model}/patching/cells/<cell>.tsv``).
-    primary : str
-        Name of the pre-registered primary cell (one of ``cell_paths``).
-    model_name : str
-    out_tsv, out_md, out_verdict : path
-    out_fig_stem : path
-        Without extension (``.pdf`` and ``.png`` are written).
+def judge_interchange(t: pd.DataFrame, primary: str, primary_lam: float = np.nan) -> dict:
+    """The primary cell's verdict and the positive control of a :func:`subspaces_table`.
 
     Returns
     -------
     dict
-        ``verdict``, ``criteria``, ``positive_control``, ``table``.
+        ``verdict``, ``criteria`` (:func:`zhunt.experiments.patching_verdict.interchange_verdict`),
+        ``positive_control`` (:func:`~zhunt.experiments.patching_verdict.positive_control`).
     """
-    names = [Path(p).stem for p in cell_paths]
-    if primary not in names:
-        from zhunt.errors import ZhuntError
+    from zhunt.errors import ZhuntError
 
-        raise ZhuntError("study.patching.primary", f"primary cell {primary} is not among the {len(names)} cells")
-    t = subspaces_table(cell_paths, primary, seed=seed)
+    if not t["primary"].any():
+        raise ZhuntError("study.patching.primary", f"primary cell {primary} is not among the cells")
+    ms = t[t["subspace"] == "ms_ablation"]
+    if len(ms) and not (ms["lam"] == primary_lam).any():
+        raise ZhuntError("study.patching.ms_ablation.primary_lam", f"{primary_lam} is not one of the ablation "
+                                                                   f"strengths lam {sorted(set(ms['lam']))}")
     prim = t[t["primary"]].set_index("subspace")
     verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
-    pc = positive_control(t)
-    write_table(t, out_tsv)
+    return {"verdict": verdict, "criteria": crit, "positive_control": positive_control(t)}
+
+
+def subspaces_markdown(t: pd.DataFrame, primary: str, model_name: str) -> str:
+    """``subspaces.md``: one table per (site, alignment, direction, layer, k)."""
     md = [f"# Exp. A interchange: {model_name}", "", f"Primary cell (pre-registered): `{primary}`.", ""]
     for key, g in t.groupby(["site", "alignment", "direction", "layer", "k"], sort=False):
         tag = " (primary)" if g["primary"].any() else " (exploratory)"
         md += [f"## site {key[0]}, {key[1]}, {key[2]}, L{key[3]}, k = {key[4]}{tag}", "", *_rows_markdown(g), ""]
-    write_text(out_md, "\n".join(md))
+    return "\n".join(md)
+
+
+def verdict_markdown(t: pd.DataFrame, primary: str, model_name: str, judged: Mapping) -> str:
+    """``interchange_verdict.md``: the primary cell's verdict, its table, the positive control and the rule."""
+    verdict, crit, pc = judged["verdict"], judged["criteria"], judged["positive_control"]
+    prim = t[t["primary"]].set_index("subspace")
     pcl = ", ".join(f"{s} L{l}: {v:.2f}" for (s, l), v in sorted(pc["layers"].items()))
     pc_word = "holds" if pc["holds"] else "FAILS" if pc["testable"] else \
         "not testable (no aligned pair whose clean runs diverge)"
@@ -161,6 +169,4 @@ def gather_interchange(cell_paths: Sequence, primary: str, model_name: str, *, o
              f"({pcl or 'no aligned cells'}).", "",
              f"{int((~t['primary']).sum())} exploratory rows in subspaces.tsv (p-values Holm-adjusted across "
              f"the grid).", "", verdict_caption(), ""]
-    write_text(out_verdict, "\n".join(lines))
-    plot_interchange(t, out_fig_stem, model_name)
-    return {"verdict": verdict, "criteria": crit, "positive_control": pc, "table": t}
+    return "\n".join(lines)
