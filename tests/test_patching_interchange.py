@@ -155,6 +155,18 @@ def test_verdict_borderline_four_of_twenty_is_not_a_success():
     assert _verdict(rec) == "null"
 
 
+def test_verdict_without_a_ceiling_is_untestable():
+    """A planted Z effect cannot be read where the full interchange does not move the answer."""
+    rec = _records(np.random.default_rng(0), 60, 0.8, 0.3, 0.8, 0.1)
+    m = subspace_metrics(rec).set_index("subspace")
+    z, r = m.loc["z"].to_dict(), m.loc["random_matched"].to_dict()
+    assert interchange_verdict(z, r, ceiling_iia=1.0)[0] == "causal"
+    assert interchange_verdict(z, r, ceiling_iia=0.0)[0] == "untestable"
+    assert interchange_verdict(z, r, ceiling_iia=float("nan"))[0] == "causal"  # no aligned cell: no check
+    verdict, crit = interchange_verdict(z, r, ceiling_iia=0.49)
+    assert verdict == "untestable" and crit["ceiling_iia"] == 0.49 and crit["iia_for_z"]
+
+
 def test_positive_control_rule():
     t = pd.DataFrame([{"alignment": "aligned", "subspace": "full", "site": "input", "layer": l, "iia": v}
                       for l, v in ((1, 1.0), (3, 1.0))])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["ALPHA", "N_BOOTSTRAP", "MIN_Z_LANGUAGE_PRESERVATION", "MAX_ZPERP_ANSWER_CHANGE",
            "MIN_DONOR_Z_LANGUAGE_PRESERVATION", "GRID_VERDICTS", "MIN_IIA_GAIN", "MIN_NPE_GAIN", "MIN_PAIRS",
-           "POSITIVE_CONTROL_MIN_IIA", "INTERCHANGE_VERDICTS"]
+           "POSITIVE_CONTROL_MIN_IIA", "MIN_CEILING_IIA", "INTERCHANGE_VERDICTS"]
 
 # ---------------------------------------------------------------- both designs
 #: Significance level: the McNemar tests of the grid's verdict; the family-wise level (Holm) of the
@@ -39,5 +39,10 @@ MIN_NPE_GAIN = 0.10
 MIN_PAIRS = 10
 #: Least IIA of the template-aligned full interchange (positive control) at every layer.
 POSITIVE_CONTROL_MIN_IIA = 0.95
-#: Labels of the interchange verdict, strongest first.
-INTERCHANGE_VERDICTS = ("causal", "partial", "null", "reverse")
+#: Least IIA of the template-aligned full interchange at the primary cell's site and layer for the
+#: primary test to have a ceiling: below it the prompt positions at that site do not carry the
+#: first answer token (it is computed elsewhere, e.g. at a teacher-forced format token), so no
+#: subspace patch there can, and the label is ``untestable`` whatever Z does.
+MIN_CEILING_IIA = 0.5
+#: Labels of the interchange verdict, strongest first (``untestable``: the site has no ceiling).
+INTERCHANGE_VERDICTS = ("causal", "partial", "null", "reverse", "untestable")

@@ -19,7 +19,11 @@ minus that minimum.
 ``causal``  both tests favour Z;
 ``partial`` one test favours Z and neither favours random;
 ``reverse`` a test favours random and none favours Z;
-``null``    otherwise (including too few pairs: fewer than ``MIN_PAIRS``).
+``null``    otherwise (including too few pairs: fewer than ``MIN_PAIRS``);
+``untestable`` the template-aligned *full* interchange at the primary cell's site and layer moves
+            the first answer token in fewer than ``MIN_CEILING_IIA`` of its pairs: the prompt
+            positions there do not carry the answer, so neither Z nor any control can, and a
+            ``null`` would read as evidence against Z that the design cannot give.
 
 Under the null (Z no better than a matched random subspace) the label is
 ``null`` with probability >= 1 - ALPHA (Holm controls the family-wise error of
@@ -36,17 +40,18 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from zhunt.experiments.patching_thresholds import (ALPHA, MIN_IIA_GAIN, MIN_NPE_GAIN, MIN_PAIRS,
-                                                   POSITIVE_CONTROL_MIN_IIA)
+from zhunt.experiments.patching_thresholds import (ALPHA, MIN_CEILING_IIA, MIN_IIA_GAIN, MIN_NPE_GAIN,
+                                                   MIN_PAIRS, POSITIVE_CONTROL_MIN_IIA)
 from zhunt.experiments.patching_thresholds import INTERCHANGE_VERDICTS as VERDICTS
 from zhunt.stats import holm
 
-__all__ = ["ALPHA", "MIN_IIA_GAIN", "MIN_NPE_GAIN", "MIN_PAIRS", "POSITIVE_CONTROL_MIN_IIA", "VERDICTS",
+__all__ = ["ALPHA", "MIN_CEILING_IIA", "MIN_IIA_GAIN", "MIN_NPE_GAIN", "MIN_PAIRS", "POSITIVE_CONTROL_MIN_IIA",
+           "VERDICTS",
            "interchange_verdict", "positive_control", "verdict_caption"]
 
 
 
-def interchange_verdict(z: Mapping, matched: Mapping) -> tuple[str, dict]:
+def interchange_verdict(z: Mapping, matched: Mapping, ceiling_iia: float = float("nan")) -> tuple[str, dict]:
     """Verdict of the primary cell from its ``z`` and ``random_matched`` rows.
 
     Parameters
@@ -54,6 +59,10 @@ def interchange_verdict(z: Mapping, matched: Mapping) -> tuple[str, dict]:
     z, matched : mapping
         Rows of :func:`zhunt.experiments.patching_metrics.subspace_metrics` (``n_iia, iia,
         npe``; ``z`` also ``p_vs_random_matched``, ``p_npe_vs_random_matched``).
+    ceiling_iia : float, optional
+        IIA of the template-aligned full interchange at the primary cell's site and layer
+        (:func:`positive_control`); NaN (no aligned cell, or no pair whose clean runs diverge)
+        skips the ceiling check.
 
     Returns
     -------
@@ -62,7 +71,7 @@ def interchange_verdict(z: Mapping, matched: Mapping) -> tuple[str, dict]:
     criteria : dict
         ``iia_gain, npe_gain, p_iia, p_npe`` (Holm-adjusted over the two),
         ``iia_for_z, npe_for_z, iia_for_random, npe_for_random`` (bools),
-        ``enough_pairs``.
+        ``enough_pairs``, ``ceiling_iia``.
     """
     gains = {"iia": float(z["iia"]) - float(matched["iia"]), "npe": float(z["npe"]) - float(matched["npe"])}
     mins = {"iia": MIN_IIA_GAIN, "npe": MIN_NPE_GAIN}
@@ -70,13 +79,15 @@ def interchange_verdict(z: Mapping, matched: Mapping) -> tuple[str, dict]:
     adj = dict(zip(("iia", "npe"), holm(raw)))
     enough = int(z.get("n_iia", 0)) >= MIN_PAIRS
     crit: dict = {"iia_gain": gains["iia"], "npe_gain": gains["npe"], "p_iia": adj["iia"], "p_npe": adj["npe"],
-                  "enough_pairs": enough}
+                  "enough_pairs": enough, "ceiling_iia": float(ceiling_iia)}
     for t in ("iia", "npe"):
         sig = bool(enough and np.isfinite(adj[t]) and adj[t] < ALPHA and np.isfinite(gains[t]))
         crit[f"{t}_for_z"] = sig and gains[t] >= mins[t]
         crit[f"{t}_for_random"] = sig and gains[t] <= -mins[t]
     for_z = crit["iia_for_z"] + crit["npe_for_z"]
     for_r = crit["iia_for_random"] + crit["npe_for_random"]
+    if np.isfinite(ceiling_iia) and ceiling_iia < MIN_CEILING_IIA:
+        return "untestable", crit
     if for_z == 2:
         return "causal", crit
     if for_z == 1 and not for_r:
@@ -115,7 +126,9 @@ def verdict_caption() -> str:
             f"base's and the donor run's clean continuations diverge; IIA, LD and NPE are read there, the common "
             f"prefix teacher-forced and unpatched). Rates carry Wilson "
             f"95% intervals, NPE a percentile bootstrap interval over pairs. Positive control: the template-aligned "
-            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer. Beside Z, not in the label: "
+            f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer; untestable = at the "
+            f"primary cell's site and layer it gives IIA < {MIN_CEILING_IIA} (those prompt positions do not carry the "
+            f"first answer token, so no subspace patch there can: the test has no ceiling). Beside Z, not in the label: "
             f"das (a learned k-dim subspace, held-out pairs; overlap_z / overlap_ms = Grassmann similarity with Z / "
             f"M_s, angle_*_deg_median = median principal angle) and ms_ablation (the base run with the language "
             f"subspace M_s projected out, h <- h - lam P_Ms h, at study.patching.ms_ablation.primary_lam; the other "

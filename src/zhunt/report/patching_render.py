@@ -137,8 +137,10 @@ def judge_interchange(t: pd.DataFrame, primary: str, primary_lam: float = np.nan
         raise ZhuntError("study.patching.ms_ablation.primary_lam", f"{primary_lam} is not one of the ablation "
                                                                    f"strengths lam {sorted(set(ms['lam']))}")
     prim = t[t["primary"]].set_index("subspace")
-    verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
-    return {"verdict": verdict, "criteria": crit, "positive_control": positive_control(t)}
+    pc = positive_control(t)
+    ceiling = pc["layers"].get((prim.loc["z", "site"], int(prim.loc["z", "layer"])), np.nan)
+    verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict(), ceiling)
+    return {"verdict": verdict, "criteria": crit, "positive_control": pc}
 
 
 def subspaces_markdown(t: pd.DataFrame, primary: str, model_name: str) -> str:
