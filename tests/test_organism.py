@@ -183,7 +183,10 @@ def test_tiny_training_is_deterministic_and_reloads(tmp_path):
     assert logits.shape == (1, enc["input_ids"].shape[1], len(tok))
 
 
-def test_write_training_report(tmp_path):
+def test_training_report_stage(tmp_path, monkeypatch):
+    """run_train_organism writes the curve, the Markdown and the PNG at the rule's output paths."""
+    from zhunt.stages.models import run_train_organism
+
     report = {
         "loss_curve": [(50, 2.5), (100, 0.8), (150, 0.1)],
         "accuracy": {"en": 0.97, "zh": 0.955},
@@ -193,13 +196,24 @@ def test_write_training_report(tmp_path):
         "wall_time_s": 412.3,
         "train_time_s": 400.0,
     }
-    tsv, md, png = tmp_path / "loss.tsv", tmp_path / "r" / "report.md", tmp_path / "loss.png"
-    organism.write_training_report(report, tsv, md, png)
-    rows = list(csv.DictReader(tsv.open(encoding="utf-8"), delimiter="\t"))
+    seen = {}
+
+    def fake_train(out_dir, *, threads, **train):
+        seen.update(out_dir=out_dir, threads=threads, **train)
+        return report
+
+    monkeypatch.setattr(organism, "train_organism", fake_train)
+    outputs = {"model": str(tmp_path / "m"), "loss": str(tmp_path / "loss.tsv"),
+               "report": str(tmp_path / "r" / "report.md"), "figure": str(tmp_path / "loss.png")}
+    run_train_organism({}, {"train": {"steps": 3}}, outputs, wildcards={"model": "o"}, threads=2)
+    assert seen == {"out_dir": tmp_path / "m", "threads": 2, "steps": 3}
+    rows = list(csv.DictReader(open(outputs["loss"], encoding="utf-8"), delimiter="\t"))
     assert [(int(r["step"]), float(r["loss"])) for r in rows] == report["loss_curve"]
-    text = md.read_text(encoding="utf-8")
-    assert "97.0%" in text and "95.5%" in text and "412.3" in text and "n_layers" in text
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = open(outputs["report"], encoding="utf-8").read()
+    assert "| en | 97.0% |" in text and "| zh | 95.5% |" in text
+    assert "Wall time: 412.3 s (training 400.0 s)" in text and "| n_layers | 6 |" in text
+    assert "| ops | [\"plus\", \"minus\"] |" in text and "Final training loss: 0.1 at step 150" in text
+    assert open(outputs["figure"], "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_prompt_table(tmp_path):

@@ -318,7 +318,8 @@ def test_donor_verdict_detects_planted_z_on_toy_model():
 def tiny(tmp_path_factory):
     """A 12-step organism, 6 problems, its activation store and masks (about 10 s)."""
     from zhunt.models import organism
-    from zhunt.stages.pipeline import build_layer_masks, extract_prompt_set
+    from zhunt.stages.data import extract_prompt_set
+    from zhunt.stages.pipeline import build_layer_masks
 
     root = tmp_path_factory.mktemp("tinyorg")
     organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,

@@ -171,7 +171,8 @@ def near_random_organism(tmp_path_factory):
     from pathlib import Path
 
     from zhunt.models import organism
-    from zhunt.stages.pipeline import build_layer_masks, extract_prompt_set
+    from zhunt.stages.data import extract_prompt_set
+    from zhunt.stages.pipeline import build_layer_masks
 
     templates = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "templates.yaml"
     root = tmp_path_factory.mktemp("nearrandom")

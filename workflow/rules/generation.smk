@@ -213,6 +213,9 @@ rule patching_interchange:
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         primary=lambda wc: patching_primary(wc.model),
     script:
@@ -284,5 +287,8 @@ rule garch:
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/garch.py"

@@ -48,7 +48,7 @@ rule train_organism:
 rule prepare_model:
     """Materialise a HF folder: dequantise a GGUF (checksum verified) or snapshot a hub id."""
     output:
-        directory("resources/models/{model}"),
+        model=directory("resources/models/{model}"),
     log:
         "logs/{model}/prepare_model.log",
     benchmark:

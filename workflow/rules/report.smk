@@ -50,9 +50,14 @@ rule summary:
         ),
     log:
         "logs/{model}/summary.log",
+    benchmark:
+        "benchmarks/{model}/summary.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/summary.py"
 
@@ -60,9 +65,7 @@ rule summary:
 rule models_summary:
     """Headline numbers of every analysed model side by side."""
     input:
-        lambda wc: expand(
-            "results/{model}/summary/summary.json", model=config["analyze"]
-        ),
+        heads=expand("results/{model}/summary/summary.json", model=config["analyze"]),
     output:
         html=report(
             "results/summary/models.html",
@@ -80,8 +83,13 @@ rule models_summary:
         ),
     log:
         "logs/models_summary.log",
+    benchmark:
+        "benchmarks/models_summary.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     script:
         "../scripts/summary_models.py"

@@ -133,8 +133,13 @@ rule toy_theorem:
         ),
     log:
         "logs/toy_theorem.log",
+    benchmark:
+        "benchmarks/toy_theorem.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     script:
         "../scripts/toy_theorem.py"

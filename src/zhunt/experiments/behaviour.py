@@ -321,7 +321,7 @@ def run_behaviour(model_dir, model_name: str, prompts_path, languages: Sequence[
     """
     from zhunt.models.generation import generate
     from zhunt.models import get_adapter, load_model
-    from zhunt.stages.pipeline import check_layer
+    from zhunt.config import check_layer
     from zhunt.data.prompts import (check_context_length, load_prompt_table, load_templates, model_context_length,
                           render_prompts, to_long)
 

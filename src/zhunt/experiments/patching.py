@@ -779,7 +779,7 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
         Registry name.
     store_path : path
         Activation store of the same prompt set, template and model
-        (:func:`zhunt.stages.pipeline.extract_prompt_set`); the source (and OT target)
+        (:func:`zhunt.stages.data.extract_prompt_set`); the source (and OT target)
         clouds are read from it. Its token ids must equal the live tokenisation.
     mask_paths : mapping
         ``layer -> mask file`` (:func:`zhunt.weights.masks.write_masks`) for every layer.
@@ -829,7 +829,7 @@ def run_patching(model_dir, model_name: str, store_path, mask_paths: Mapping, pr
     from zhunt.models.generation import generate
     from zhunt.weights.masks import read_mask
     from zhunt.models import get_adapter, load_model
-    from zhunt.stages.pipeline import check_ks, check_layer
+    from zhunt.config import check_ks, check_layer
     from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
     from zhunt.data.store import ActivationStore
 

@@ -19,8 +19,8 @@ Pieces
   so a held-out problem is never seen in training whatever the seeds.
 * :func:`train_organism` -- trains, evaluates (greedy exact match, per language,
   on held-out problems) and saves a ``save_pretrained`` folder.
-* :func:`write_training_report`, :func:`make_organism_prompt_table` -- outputs
-  for the workflow.
+* :func:`make_organism_prompt_table` -- the held-out prompt set for the workflow (the
+  training report is rendered by :mod:`zhunt.report.organism`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from zhunt.errors import ZhuntError
-from zhunt.io import atomic_dir, atomic_path, write_table, write_text
+from zhunt.io import atomic_dir, write_text
 from zhunt.progress import Progress
 
 #: Languages the organism speaks.
@@ -685,66 +685,6 @@ def train_organism(
 
 
 # ------------------------------------------------------------------------ outputs
-
-
-def write_training_report(report: dict, tsv_path, md_path, png_path) -> None:
-    """Write the loss curve (TSV + PNG) and a Markdown summary of a training report.
-
-    Parameters
-    ----------
-    report : dict
-        As returned by :func:`train_organism`.
-    tsv_path, md_path, png_path : path
-        Loss curve table (``step``, ``loss``), summary, figure. All atomic.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    curve = pd.DataFrame(report["loss_curve"], columns=["step", "loss"])
-    write_table(curve, tsv_path)
-
-    tr = report.get("training", {})
-    lines = ["# Model organism: training report", ""]
-    lines += ["| language | held-out exact match |", "|---|---|"]
-    for lang, acc in report["accuracy"].items():
-        lines.append(f"| {lang} | {acc:.1%} |")
-    by_op = report.get("accuracy_by_op") or {}
-    if by_op:
-        ops = sorted({op for d in by_op.values() for op in d})
-        lines += ["", "| language | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
-        for lang, d in by_op.items():
-            lines.append(f"| {lang} | " + " | ".join(f"{d.get(op, float('nan')):.1%}" for op in ops) + " |")
-    lines += ["", f"Wall time: {report['wall_time_s']:.1f} s"
-              + (f" (training {report['train_time_s']:.1f} s)" if "train_time_s" in report else "")]
-    if len(report["loss_curve"]):
-        lines.append(f"Final training loss: {report['loss_curve'][-1][1]:.4g} at step {report['loss_curve'][-1][0]}")
-    lines += ["", "## Hyper-parameters", "", "| parameter | value |", "|---|---|"]
-    for k, v in tr.items():
-        lines.append(f"| {k} | {json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v} |")
-    ex = report.get("examples") or []
-    if ex:
-        lines += ["", "## Examples (held out)", "", "| lang | prompt | expected | output |", "|---|---|---|---|"]
-        for lang, prompt, want, got in ex:
-            lines.append(f"| {lang} | {prompt} | {want} | {got} |")
-    write_text(md_path, "\n".join(lines) + "\n")
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    if len(curve):
-        ax.plot(curve["step"], curve["loss"], marker=".", lw=1)
-        if (curve["loss"] > 0).all():
-            ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (answer tokens)")
-    acc = ", ".join(f"{k} {v:.1%}" for k, v in report["accuracy"].items())
-    ax.set_title(f"organism; held-out exact match: {acc}", fontsize=9)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    with atomic_path(png_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=150)
-    plt.close(fig)
 
 
 def make_organism_prompt_table(path, n: int = 60, seed: int = 2024, ops: Sequence[str] = DEFAULT_OPS) -> list[dict]:
