@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from zhunt.models import organism  # noqa: E402
 from zhunt.errors import ZhuntError  # noqa: E402
-from zhunt.data.text import number_to_words  # noqa: E402
+from zhunt.data.number_words import number_to_words
 
 TEXTS = [
     organism.format_prompt("What is 23 plus 14?", "en") + " thirty-seven" + organism.EOS_TOKEN,

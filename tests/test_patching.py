@@ -423,7 +423,7 @@ def _full_patch_effect(model_dir, tmp_path, layer, n=16):
     from zhunt.models import get_adapter, load_model
     from zhunt.models.organism import make_organism_prompt_table
     from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.data.text import extract_answer
+    from zhunt.data.answers import extract_answer
 
     make_organism_prompt_table(tmp_path / "p.tsv", n=n, seed=5)
     table = load_prompt_table(tmp_path / "p.tsv", ["en", "zh"])

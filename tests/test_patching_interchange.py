@@ -331,7 +331,7 @@ def test_unfitted_das_basis_adds_no_rows(near_random_organism, tmp_path):
 
 
 def test_answer_language_reads_the_answer_span_only():
-    from zhunt.data.text import answer_language, answer_span, extract_answer
+    from zhunt.data.answers import answer_language, answer_span, extract_answer
 
     assert answer_language(" thirty-seven") == "en" and answer_language("三十七") == "zh"
     assert answer_language(" 37") == "neutral" and answer_language("") == "neutral"

@@ -38,10 +38,10 @@ import pandas as pd
 import yaml
 
 from zhunt.errors import ZhuntError
-from zhunt.data.text import SUPPORTED_LANGUAGES
+from zhunt.data.language_id import SUPPORTED_LANGUAGES
 
 #: The languages a prompt table may carry, in canonical order: the languages whose
-#: answers :mod:`zhunt.data.text` can read (one list for the whole project).
+#: answers :mod:`zhunt.data.number_parsing` can read (one list for the whole project).
 KNOWN_LANGUAGES: tuple[str, ...] = SUPPORTED_LANGUAGES
 
 #: Columns every prompt table must have besides its language columns.

@@ -79,7 +79,7 @@ _TOKENIZER_MAX_NUMBER = 9999
 
 
 def _number_to_words(n: int, lang: str) -> str:
-    from zhunt.data.text import number_to_words
+    from zhunt.data.number_words import number_to_words
 
     return number_to_words(n, lang)
 
