@@ -1,5 +1,6 @@
-"""Shared test fixtures: small offline tokenizers for tiny random-init models, and the tiny
-workflow run shared by the end-to-end tests (run once per session)."""
+"""Shared test fixtures: small offline tokenizers for tiny random-init models, the tiny organism
+(trained once per session) and the tiny workflow run shared by the end-to-end tests (run once per
+session)."""
 
 import os
 import shutil
@@ -29,6 +30,23 @@ def make_bpe_tokenizer():
         return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=eos)
 
     return build
+
+
+#: The tiny organism of the unit tests: 12 steps, 2 layers, d 32 (about 5 s to train).
+TINY_ORGANISM = dict(n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2, intermediate_size=64, steps=12,
+                     batch_size=16, lr=3e-3, warmup_steps=2, eval_n=4, log_every=4, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_organism(tmp_path_factory):
+    """``(folder, report, params)``: the tiny organism trained once per session with ``params``
+    (:data:`TINY_ORGANISM`, one thread) and its training report. Read-only: tests that need files
+    beside it link the folder into their own directory."""
+    from zhunt.models.organism import train_organism
+
+    folder = tmp_path_factory.mktemp("organism") / "model"
+    report = train_organism(folder, threads=1, **TINY_ORGANISM)
+    return folder, report, dict(TINY_ORGANISM)
 
 
 @pytest.fixture(scope="session")

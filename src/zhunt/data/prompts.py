@@ -50,6 +50,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("id", "category", "answer")
 #: Default JSON schema of one prompt-table row (repository checkout layout).
 DEFAULT_ROW_SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "prompts.schema.yaml"
 
+#: The shipped prompt templates (repository checkout layout); its ``organism`` family is the
+#: organism's training format (:func:`zhunt.models.organism.prompt_templates`).
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "resources" / "prompts" / "templates.yaml"
+
 _TEMPLATE_KINDS = ("completion", "chat")
 _FAMILY_KEYS = {"kind", "prompt", "shot", "system", "chat_kwargs"}
 _INT_RE = re.compile(r"[+-]?[0-9]+")
