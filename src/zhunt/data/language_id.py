@@ -111,22 +111,11 @@ def cjk_fraction(text: str) -> float:
 
 
 def classify_language(text: str) -> str:
-    """Tag a text by script.
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    str
-        ``"zh"`` when ``cjk_fraction >= ZH_MIN_CJK_FRACTION`` (0.8);
-        ``"en"`` (meaning *Latin script*, whichever Latin language) when
-        ``cjk_fraction <= LATIN_MAX_CJK_FRACTION`` (0.2); ``"mixed"`` in
-        between; ``"other"`` when the text has no CJK ideograph and no Latin
-        letter (empty, digits, punctuation, other scripts). Both boundaries are
-        inclusive.
-    """
+    """Tag a text by script: ``"zh"`` when :func:`cjk_fraction` ``>= ZH_MIN_CJK_FRACTION`` (0.8),
+    ``"en"`` (meaning *Latin script*, whichever Latin language) when it is ``<=
+    LATIN_MAX_CJK_FRACTION`` (0.2), ``"mixed"`` in between (both boundaries inclusive), and
+    ``"other"`` when the text has no CJK ideograph and no Latin letter (empty, digits,
+    punctuation, other scripts)."""
     cjk, latin = _script_counts(text)
     if cjk + latin == 0:
         return "other"

@@ -27,13 +27,19 @@ _EN_TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixt
 _EN_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 
 
-def _en_below100(n: int) -> str:
+def _below100(n: int, units, low, low_end: int, tens, join: str) -> str:
+    """``0 <= n < 100`` in words: ``units[n]`` below 10, ``low[n - 10]`` below ``low_end``, else
+    the tens word, then ``join`` and the unit word when there is a unit."""
     if n < 10:
-        return _EN_ONES[n]
-    if n < 20:
-        return _EN_TEENS[n - 10]
+        return units[n]
+    if n < low_end:
+        return low[n - 10]
     t, u = divmod(n, 10)
-    return _EN_TENS[t] + (f"-{_EN_ONES[u]}" if u else "")
+    return tens[t] + (f"{join}{units[u]}" if u else "")
+
+
+def _en_below100(n: int) -> str:
+    return _below100(n, _EN_ONES, _EN_TEENS, 20, _EN_TENS, "-")
 
 
 def _en_group(n: int) -> str:
@@ -96,12 +102,7 @@ def _es_apocope(s: str) -> str:
 
 
 def _es_below100(n: int) -> str:
-    if n < 10:
-        return _ES_UNITS[n]
-    if n < 30:
-        return _ES_10_29[n - 10]
-    t, u = divmod(n, 10)
-    return _ES_TENS[t] + (f" y {_ES_UNITS[u]}" if u else "")
+    return _below100(n, _ES_UNITS, _ES_10_29, 30, _ES_TENS, " y ")
 
 
 def _es_group(n: int, apocope: bool = False) -> str:
