@@ -309,7 +309,7 @@ def test_caption_states_the_thresholds():
 def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
     import json
 
-    from zhunt.report.summary import headline, measured, write_models_summary
+    from zhunt.report.summary import headline, measured, model_files, write_models_summary
 
     (tmp_path / "in").mkdir()
     d = _stage_inputs(tmp_path / "in")
@@ -319,7 +319,7 @@ def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
                             out_comparison_md=res / "comparison.md", out_correlations=res / "correlations.tsv",
                             out_correlations_md=res / "correlations.md", out_verdict=res / "verdict.md",
                             fig_stem=tmp_path / "fig")
-    head = headline(tmp_path / "results", "m")
+    head = headline(model_files(tmp_path / "results", "m"), "m")
     assert head["layer_verdict"] == "predicts" and head["layer_data_best"] == 5
     assert measured("layer_comparison", "m", tmp_path / "results").startswith("predicts: predicted L5")
     (tmp_path / "m.json").write_text(json.dumps(head))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from zhunt.dryrun import scheduled_jobs
 
-from zhunt.report.summary import checklist, headline, measured, model_page
+from zhunt.report.summary import checklist, headline, measured, model_files, model_page
 
 MODEL = "m"
 
@@ -48,7 +48,7 @@ def _tree(root: Path, *, metrics=None, R_labels=("mixed", "Z-dominated", "mixed"
                        n_active_median=30, z_size_median=30, d=128, ashman_d=3.0, bic_gain=10.0,
                        overlap_svd=0.7, overlap_chance=0.2, overlap_p=0.001, growth_per_100_steps=0.0,
                        frac_grown=0.1)]).to_csv(base / "ard/summary.tsv", sep="\t", index=False)
-    (base / "ard/summary.md").write_text("## Lengthscale spectrum at layer 3: bimodality\n")
+    pd.DataFrame([dict(layer=3, z_size=30)]).to_csv(base / "ard/headline.tsv", sep="\t", index=False)
     pd.DataFrame([dict(layer=3, k=16, direction="zh->en", level="pooled", estimator=est, r2_in=0.95, r2_loo=0.9,
                        orth_err=orth_err, r2_loo_null_q95=0.1, p_loo=0.01, kappa=2.0)
                   for est in ("lstsq", "procrustes")]).to_csv(base / "bridge/bridge.tsv", sep="\t", index=False)
@@ -63,16 +63,18 @@ def _ok(checks):
 
 def test_checklist_all_met_on_synthetic_tsvs(tmp_path):
     root = _tree(tmp_path / "results")
-    checks = checklist(root, MODEL)
+    files = model_files(root, MODEL)
+    checks = checklist(files)
     assert [c.tier for c in checks].count("minimum") == 3
     assert all(_ok(checks).values()), [(c.item, c.evidence) for c in checks if not c.ok]
     sentence = measured("patching", MODEL, root)
     assert "Z-patching changes answers 40% of the time while preserving language 90% of the time" in sentence
     assert "Z⊥-patching which changes answers 10% and disrupts language 60%" in sentence
     assert "overall partial success" in sentence
-    page = model_page(root, MODEL, checks, headline(root, MODEL), href=lambda p: f"#{p}")
+    page = model_page(files, MODEL, checks, headline(files, MODEL), href=lambda p: f"#{p}")
     assert page.count("✅") == len(checks) and "❌" not in page
-    assert f'href="#results/{MODEL}/figures/decomposition_R.png"' in page
+    assert f'href="#{root}/{MODEL}/figures/decomposition_R.png"' in page
+    assert f"on the TSVs of <code>{root}/{MODEL}/</code>" in page
 
 
 @pytest.mark.parametrize("case, failing", [
@@ -83,7 +85,7 @@ def test_checklist_all_met_on_synthetic_tsvs(tmp_path):
     (dict(orth_err=0.5), "Bridge approximately orthogonal"),
 ])
 def test_checklist_flags_the_one_unmet_item(tmp_path, case, failing):
-    ok = _ok(checklist(_tree(tmp_path / "results", **case), MODEL))
+    ok = _ok(checklist(model_files(_tree(tmp_path / "results", **case), MODEL)))
     assert [item for item, v in ok.items() if not v] == [failing]
 
 
@@ -91,7 +93,7 @@ def test_missing_inputs_read_not_available(tmp_path):
     root = _tree(tmp_path / "results")
     (root / MODEL / "bridge/bridge.tsv").unlink()
     assert measured("bridge", MODEL, root).startswith("not available: ")
-    assert not _ok(checklist(root, MODEL))["Bridge R² exists"]
+    assert not _ok(checklist(model_files(root, MODEL)))["Bridge R² exists"]
     assert measured("ard_layer", MODEL, root, SimpleNamespace(layer=9)).startswith("not available: ")
 
 

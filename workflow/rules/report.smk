@@ -13,11 +13,14 @@ rule summary:
         tables="results/{model}/patching/tables",
         subspaces="results/{model}/patching/subspaces.tsv",
         decomposition="results/{model}/decomposition/R.tsv",
-        ard=multiext("results/{model}/ard/summary", ".tsv", ".md"),
+        ard_summary="results/{model}/ard/summary.tsv",
+        ard_headline="results/{model}/ard/headline.tsv",
         bridge="results/{model}/bridge/bridge.tsv",
         bottleneck="results/{model}/structure/bottleneck.tsv",
         behaviour="results/{model}/behaviour/summary.tsv",
         phase2="results/{model}/zspace/phase2_summary.tsv",
+        digit_phase2="results/{model}/zspace/digit_confound.tsv",
+        digit_theory="results/{model}/theory/digit_confound.tsv",
         layers="results/{model}/layers/comparison.tsv",
         figures=expand(
             "results/{{model}}/figures/{name}.png",
@@ -66,6 +69,7 @@ rule models_summary:
     """Headline numbers of every analysed model side by side."""
     input:
         heads=expand("results/{model}/summary/summary.json", model=config["analyze"]),
+        pages=expand("results/{model}/summary/summary.html", model=config["analyze"]),
     output:
         html=report(
             "results/summary/models.html",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["run_summary", "run_models_summary", "report_links"]
+__all__ = ["run_summary", "run_models_summary", "report_links", "summary_files"]
 
 
 def report_links(smk) -> Callable[[str], str]:
@@ -22,20 +22,29 @@ def report_links(smk) -> Callable[[str], str]:
     return href
 
 
+def summary_files(inputs) -> dict:
+    """The files the summary reads (:data:`zhunt.report.summary.MODEL_FILES` keys) from the rule's
+    named inputs: each a path, ``figures`` a list of PNGs (keyed by their stem)."""
+    files = {name: Path(path) for name, path in inputs.items() if name != "figures"}
+    files["figures"] = {Path(p).stem: Path(p) for p in inputs["figures"]}
+    return files
+
+
 def run_summary(inputs, params, outputs, *, wildcards=None, threads=1, href=None) -> None:
     """One model's summary page ``outputs.html``, headline ``outputs.json`` and checklist
-    ``outputs.checklist``, read from the analysis outputs the rule lists as ``inputs``;
+    ``outputs.checklist``, read from the analysis outputs the rule lists as ``inputs``
+    (:func:`summary_files`);
     ``href`` (:func:`report_links`) makes the page's links resolve inside the report."""
     from zhunt.report.summary import write_model_summary
 
-    root = Path(inputs["metrics"]).parents[2]  # results/{model}/patching/metrics.tsv -> results
-    write_model_summary(root, wildcards["model"], outputs["html"], outputs["json"], outputs["checklist"],
-                        href=href)
+    write_model_summary(summary_files(inputs), wildcards["model"], outputs["html"], outputs["json"],
+                        outputs["checklist"], href=href)
 
 
 def run_models_summary(inputs, params, outputs, *, wildcards=None, threads=1, href=None) -> None:
     """The cross-model page ``outputs.html`` and table ``outputs.table`` from the per-model
-    headline JSONs ``inputs.heads``."""
+    headline JSONs ``inputs.heads``, linking their pages ``inputs.pages`` (same order)."""
     from zhunt.report.summary import write_models_summary
 
-    write_models_summary(list(inputs["heads"]), outputs["html"], outputs["table"], href=href)
+    write_models_summary(list(inputs["heads"]), outputs["html"], outputs["table"], href=href,
+                         pages=list(inputs["pages"]))
