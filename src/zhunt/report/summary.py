@@ -477,20 +477,32 @@ def _m_qk(files, wc):
             + (f"; mean operator cosine to the anchor (anchor excluded) {cos.group(1)}" if cos else ""))
 
 
-def _m_snr(files, wc):
+def _theory_line(files, template: str) -> str:
+    """``template`` filled from ``theory/theory_summary.tsv``: ``{f:NAME}`` is statistic NAME to 3
+    significant digits, ``{pct:NAME}`` as a percentage, ``{note:NAME}`` the note of a ``verdict:*``
+    row, ``{every:NAME}`` "every" when the statistic is 1, else "not every"."""
     s = _tsv(files["theory"])
-    return (f"SNR {_f(_stat(s, 'snr_first'))} → {_f(_stat(s, 'snr_last'))}; falls at "
-            f"{'every' if _stat(s, 'snr_monotone') == 1 else 'not every'} layer "
-            f"({_f(_stat(s, 'snr_violations'))} violations); Theorem-2 condition holds at "
-            f"{_f(_stat(s, 'theorem2_condition_holds'))} layers; verdicts {_verdict_note(s, 'verdict:snr')} | "
-            f"{_verdict_note(s, 'verdict:theorem2')}")
+    fill = {"f": lambda n: _f(_stat(s, n)), "pct": lambda n: _pct(_stat(s, n)), "note": lambda n: _verdict_note(s, n),
+            "every": lambda n: "every" if _stat(s, n) == 1 else "not every"}
+    return re.sub(r"\{(\w+):([\w:]+)\}", lambda m: fill[m.group(1)](m.group(2)), template)
+
+
+def _verdict_note(summary: pd.DataFrame, name: str) -> str:
+    """The note of a ``verdict:*`` row of theory_summary.tsv: "label; rule: ..." (or "n/a")."""
+    row = summary[summary["statistic"] == name]
+    return str(row["note"].iloc[0]) if len(row) else "n/a"
+
+
+def _m_snr(files, wc):
+    return _theory_line(files, "SNR {f:snr_first} → {f:snr_last}; falls at {every:snr_monotone} layer "
+                               "({f:snr_violations} violations); Theorem-2 condition holds at "
+                               "{f:theorem2_condition_holds} layers; verdicts {note:verdict:snr} | "
+                               "{note:verdict:theorem2}")
 
 
 def _m_gram(files, wc):
-    s = _tsv(files["theory"])
-    return (f"layer contributions: mean off-diagonal cosine {_f(_stat(s, 'gram_offdiag_mean_abs_cos'))} "
-            f"(max {_f(_stat(s, 'gram_offdiag_max_abs_cos'))}); cross terms "
-            f"{_pct(_stat(s, 'cross_term_fraction'))}")
+    return _theory_line(files, "layer contributions: mean off-diagonal cosine {f:gram_offdiag_mean_abs_cos} "
+                               "(max {f:gram_offdiag_max_abs_cos}); cross terms {pct:cross_term_fraction}")
 
 
 def _m_nn(files, wc):
@@ -501,23 +513,15 @@ def _m_nn(files, wc):
 
 
 def _m_crossmap(files, wc):
-    s = _tsv(files["theory"])
-    return (f"mid-depth held-out R²: Procrustes {_f(_stat(s, 'crossmap_procrustes_r2_mid'))}, affine "
-            f"{_f(_stat(s, 'crossmap_affine_r2_mid'))} (median condition number "
-            f"{_f(_stat(s, 'crossmap_affine_kappa_mid'))}); verdict {_verdict_note(s, 'verdict:crossmap')}")
-
-
-def _verdict_note(summary: pd.DataFrame, name: str) -> str:
-    """The note of a ``verdict:*`` row of theory_summary.tsv: "label; rule: ..." (or "n/a")."""
-    row = summary[summary["statistic"] == name]
-    return str(row["note"].iloc[0]) if len(row) else "n/a"
+    return _theory_line(files, "mid-depth held-out R²: Procrustes {f:crossmap_procrustes_r2_mid}, affine "
+                               "{f:crossmap_affine_r2_mid} (median condition number {f:crossmap_affine_kappa_mid}); "
+                               "verdict {note:verdict:crossmap}")
 
 
 def _m_coint(files, wc):
-    s = _tsv(files["theory"])
-    return (f"median cointegration rank {_f(_stat(s, 'cointegration_rank_median'))} (tabulated critical values: "
-            f"{_f(_stat(s, 'cointegration_rank_tabulated_median'))}); median |α| ratio "
-            f"{_f(_stat(s, 'cointegration_alpha_ratio_median'))}; verdict {_verdict_note(s, 'verdict:cointegration')}")
+    return _theory_line(files, "median cointegration rank {f:cointegration_rank_median} (tabulated critical values: "
+                               "{f:cointegration_rank_tabulated_median}); median |α| ratio "
+                               "{f:cointegration_alpha_ratio_median}; verdict {note:verdict:cointegration}")
 
 
 def _m_garch(files, wc):
