@@ -330,84 +330,53 @@ def _device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def extract_to_store(
-    model: nn.Module,
-    tokenizer,
-    layers: Sequence[nn.Module],
-    prompts: pd.DataFrame,
-    out_path: str | os.PathLike,
-    *,
-    batch_size: int = 16,
-    dtype: str = "float32",
-    attrs: Mapping | None = None,
-    add_special_tokens: bool = True,
-    hidden_indices: Sequence[int] | None = None,
-    shard: tuple[int, int] | None = None,
-) -> dict:
+def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], prompts: pd.DataFrame,
+                     out_path: str | os.PathLike, *, batch_size: int = 16, dtype: str = "float32",
+                     attrs: Mapping | None = None, add_special_tokens: bool = True,
+                     hidden_indices: Sequence[int] | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Run every prompt through the model and store all hidden states of all tokens.
 
-    Prompts are tokenized up front (so the store is pre-sized), grouped into
-    length-sorted batches (:func:`batch_plan`: longest first, to minimise
-    padding), left-padded
-    with explicit ``position_ids``, and run under ``torch.inference_mode()``.
-    Each batch's non-pad rows are gathered in prompt order (one
-    ``index_select`` per hidden state, before the copy to the host) and handed
-    to the store writer with their offsets in the *original* prompt order; the
-    writer buffers at most ``max(32 MiB, one batch)`` of rows and writes them
-    in file order (see :class:`zhunt.data.store.StoreWriter`), so memory depends
-    on the batch, not on the number of prompts. The file appears at
-    ``out_path`` only when complete. A batch that raises a CUDA out-of-memory
-    error is retried as two halves (logged), down to one prompt
-    (:func:`halve_on_oom`).
+    Prompts are tokenized up front (the store is pre-sized) and run in length-sorted, left-padded
+    batches (:func:`plan_extraction`, :func:`_run_batches`); the file appears only when complete.
 
     Parameters
     ----------
     model : nn.Module
-        A causal LM (or base model) whose forward accepts ``input_ids``,
-        ``attention_mask``, ``position_ids``. Put in eval mode for the run
-        (its training flag is restored afterwards).
+        A causal LM (or base model) whose forward accepts ``input_ids``, ``attention_mask``,
+        ``position_ids``; in eval mode for the run (its training flag is restored afterwards).
     tokenizer : transformers tokenizer
-        Used for token ids and ``all_special_ids``; its padding side does not
-        matter (padding is done here, on the left).
+        Token ids and ``all_special_ids``; its padding side does not matter (padding is done here).
     layers : sequence of nn.Module
         The ``L`` decoder layers (``get_adapter(model).layers``).
     prompts : pandas.DataFrame
-        Columns ``id`` (or ``prompt_id``), ``lang``, ``text``; optional
-        ``answer``, ``category`` are copied to the index. ``(id, lang)`` must
-        be unique.
-    out_path : str or os.PathLike
-        Destination ``.h5``.
-    batch_size : int
-        Prompts per forward pass.
-    dtype : {"float32", "float16"}
-        Storage dtype.
+        Columns ``id`` (or ``prompt_id``), ``lang``, ``text``; optional ``answer``, ``category``
+        are copied to the index. ``(id, lang)`` must be unique. Stored at ``out_path`` (``.h5``).
+    batch_size, dtype : int, str
+        Prompts per forward pass; storage dtype (``float32`` or ``float16``).
     attrs : mapping, optional
-        Extra root attributes (model name, source, revision, prompt-file
-        SHA256, ...).
+        Extra root attributes (model name, source, revision, prompt-file SHA256, ...).
     add_special_tokens : bool
         Passed to the tokenizer (BOS for Gemma/Llama; Qwen adds none).
     hidden_indices : sequence of int, optional
-        Hidden indices whose token rows are stored (default all ``0..L``);
-        the others keep only pooled vectors (see :class:`zhunt.data.store.StoreWriter`).
+        Hidden indices whose token rows are stored (default all ``0..L``); the others keep only
+        pooled vectors (see :class:`zhunt.data.store.StoreWriter`).
     shard : (int, int), optional
-        ``(i, N)``: run only shard ``i`` of ``N`` (:func:`shard_batches` of
-        the global batch plan) and write a shard file: a complete store of
-        those prompts, in prompt order, whose attributes ``shard``,
-        ``n_shards``, ``prompt_positions`` (each prompt's position in the full
-        table), ``n_prompts_total`` let :func:`zhunt.data.store.gather_shards` join
-        the shards into one store.
+        ``(i, N)``: run only shard ``i`` of ``N`` (:func:`shard_batches` of the global plan) and
+        write a complete store of those prompts, in prompt order, whose attributes ``shard``,
+        ``n_shards``, ``prompt_positions``, ``n_prompts_total`` let
+        :func:`zhunt.data.store.gather_shards` join the shards into one store.
 
     Returns
     -------
     dict
-        Summary: ``n_prompts``, ``n_rows``, ``num_layers``, ``hidden_size``,
-        ``n_batches``, ``padding_fraction``.
+        ``n_prompts``, ``hidden_indices``, ``n_rows``, ``num_layers``, ``hidden_size``, ``n_batches``,
+        ``padding_fraction``.
 
     Raises
     ------
     ZhuntError
-        Missing columns, duplicate ``(id, lang)`` pairs, a prompt that
-        tokenizes to no tokens, or a bad ``dtype``.
+        Missing columns, duplicate ``(id, lang)`` pairs, a prompt that tokenizes to no tokens, or
+        a bad ``dtype`` or ``batch_size``.
     """
     prompts, keys = _checked_prompts(prompts, dtype, batch_size)
     ids = tokenize_prompts(tokenizer, prompts["text"].astype(str).tolist(), add_special_tokens=add_special_tokens)
@@ -444,8 +413,16 @@ def extract_to_store(
 def _run_batches(model: nn.Module, layers: Sequence[nn.Module], plan: ExtractionPlan, pad_id: int,
                  special_arr: np.ndarray, open_store) -> tuple[StoreWriter, int]:
     """Forward every batch of ``plan`` and hand its non-pad rows to the store ``open_store(d)`` opens
-    at the first batch; a batch that runs out of memory is retried as two halves
-    (:func:`halve_on_oom`). Returns the closed writer and the number of pad positions run."""
+    at the first batch. Returns the closed writer and the number of pad positions run.
+
+    Batches are left-padded with explicit ``position_ids`` and run under
+    ``torch.inference_mode()``. Each batch's non-pad rows are gathered in prompt order (one
+    ``index_select`` per hidden state, before the copy to the host, :func:`batch_rows`) and handed
+    to the writer with their offsets in the original prompt order; the writer buffers at most
+    ``max(32 MiB, one batch)`` of rows and writes them in file order. A batch that raises a CUDA
+    out-of-memory error is retried as two halves (logged), down to one prompt
+    (:func:`halve_on_oom`); any error leaves no file.
+    """
     device, fkw = _device(model), _forward_kwargs(model)
     records = _prompt_records(plan)
     writer: StoreWriter | None = None

@@ -488,14 +488,15 @@ def _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, interme
     )
 
 
-def _new_organism(tokenizer, seed: int, n_layers: int, hidden_size: int, n_heads: int, n_kv_heads: int,
-                  intermediate_size: int, tie: bool):
+def _new_organism(tokenizer, seed: int, *, n_layers: int, hidden_size: int, n_heads: int, n_kv_heads: int,
+                  intermediate_size: int, tie_word_embeddings: bool):
     """A freshly initialised ``Qwen2ForCausalLM`` (weights from ``torch.manual_seed(seed)``), with
     greedy generation defaults (eos = pad = the tokenizer's eos, at most 16 new tokens)."""
     import torch
     from transformers import GenerationConfig, Qwen2ForCausalLM
 
-    config = _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size, tie)
+    config = _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size,
+                           tie_word_embeddings)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.config.use_cache = True
@@ -680,8 +681,7 @@ def train_organism(
         train_problems = make_problems(None, seed, ops, split="train")
         eval_problems = make_problems(eval_n, seed + 1, ops, split="heldout")
         examples = _encode_examples(tokenizer, train_problems, LANGUAGES)
-        model = _new_organism(tokenizer, seed, n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size,
-                              tie_word_embeddings)
+        model = _new_organism(tokenizer, seed, **arch)
         n_params = sum(p.numel() for p in model.parameters())
         opt, sched = _optimiser(model, lr, weight_decay, warmup_steps, steps)
         t_train = time.perf_counter()
