@@ -97,6 +97,53 @@ def test_missing_inputs_read_not_available(tmp_path):
     assert measured("ard_layer", MODEL, root, SimpleNamespace(layer=9)).startswith("not available: ")
 
 
+def _inputs(root: Path) -> dict:
+    """The summary rule's named inputs for the synthetic tree (every file the page may read)."""
+    from zhunt.report.summary import FIGURES
+
+    files = model_files(root, MODEL)
+    inputs = {k: str(v) for k, v in files.items() if k != "figures"}
+    inputs["figures"] = [str(root / MODEL / "figures" / f"{name}.png") for name in FIGURES]
+    return inputs
+
+
+def test_summary_stage_writes_its_outputs(tmp_path):
+    import json
+
+    from zhunt.stages.summary import run_summary
+
+    root = _tree(tmp_path / "results")
+    out = {"html": str(tmp_path / "o" / "summary.html"), "json": str(tmp_path / "o" / "summary.json"),
+           "checklist": str(tmp_path / "o" / "checklist.tsv")}
+    run_summary(_inputs(root), {}, out, wildcards={"model": MODEL}, href=lambda p: f"#{p}")
+    head = json.loads(Path(out["json"]).read_text(encoding="utf-8"))
+    assert head["model"] == MODEL and head["tiers"] == {"minimum": "3/3", "strong": "3/3", "transformative": "4/4"}
+    assert head["patching_primary"] == "L3, k=16, mean, en<-zh" and head["ard_layer"] == 3
+    checks = pd.read_csv(out["checklist"], sep="\t")
+    assert checks["ok"].tolist() == [True] * 10
+    assert checks["artifact"].iloc[0] == str(root / MODEL / "patching/tables/table_L3_k16_mean_en-from-zh.tsv")
+    page = Path(out["html"]).read_text(encoding="utf-8")
+    assert "<title>zhunt summary: m</title>" in page and page.count("✅") == 10
+
+
+def test_models_summary_links_the_pages_it_is_given(tmp_path):
+    import json
+
+    from zhunt.stages.summary import run_models_summary
+
+    heads = []
+    for name in ("a", "b"):
+        heads.append(tmp_path / f"{name}.json")
+        heads[-1].write_text(json.dumps({"model": name, "tiers": {"minimum": "1/3"}}), encoding="utf-8")
+    pages = [f"pages/{name}.html" for name in ("a", "b")]
+    out = {"html": str(tmp_path / "models.html"), "table": str(tmp_path / "models.tsv")}
+    run_models_summary({"heads": [str(h) for h in heads], "pages": pages}, {}, out, href=lambda p: f"#{p}")
+    html = Path(out["html"]).read_text(encoding="utf-8")
+    assert '<a href="#pages/a.html"' in html and '<a href="#pages/b.html"' in html
+    assert "seed 000 / 001 (quoted)" in html
+    assert pd.read_csv(out["table"], sep="\t")["model"].tolist() == ["a", "b", "Qwen2.5-3B (seed, quoted)"]
+
+
 # --------------------------------------------------------------------------- the workflow
 
 FIGURE = "results/organism-tiny/figures/decomposition_R.pdf"
