@@ -69,10 +69,10 @@ def _store_attrs(model_dir, model_name: str, spec: dict, prompts_path) -> dict:
         "model_revision": str(provenance.get("revision") or ""),
         "model_weights_sha256": weights_sha256(model_dir),
         "gguf_sha256": str(provenance.get("gguf_sha256") or ""),
-        "compute_dtype": spec.get("dtype", "float32"),
+        "compute_dtype": spec["dtype"],
         "prompt_file": str(prompts_path),
         "prompt_file_sha256": file_sha256(prompts_path),
-        "template": spec.get("template", "completion"),
+        "template": spec["template"],
         "zhunt_version": __version__,
     }
 
@@ -83,6 +83,7 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
                        study_layers=(), shard=None) -> None:
     """Render a prompt set with the model's template and store every layer's hidden states.
 
+    ``spec`` is the model's runtime (``dtype``, ``template``: rule param ``runtime``);
     ``languages`` are the columns of ``prompts_path`` to render (they must come from the same
     prompt set as the file); ``layers`` (config ``extraction.layers``: all, study or a list of
     hidden indices) and ``study_layers`` (the configured layers ``study`` keeps) pick the hidden
@@ -100,9 +101,9 @@ def extract_prompt_set(model_dir, model_name: str, spec: dict, prompts_path, lan
     if threads:
         torch.set_num_threads(int(threads))
     long = to_long(load_prompt_table(prompts_path, languages=languages), languages)
-    model, tok = load_model(model_dir, dtype=spec.get("dtype", "float32"))
+    model, tok = load_model(model_dir, dtype=spec["dtype"])
     templates = load_templates(templates_path)
-    family = spec.get("template", "completion")
+    family = spec["template"]
     long = long.assign(text=render_prompts(long, family, templates, tokenizer=tok))
     # a chat template already writes BOS and the turn markers itself
     chat = templates["families"][family]["kind"] == "chat"
