@@ -89,6 +89,11 @@ def promptset_path(model, ps=None):
     return promptset_file(config, model, ps)
 
 
+def organism_train(model):
+    """The organism's source.train as configured (a key left out takes train_organism's default)."""
+    return model_spec(model)["source"].get("train", {})
+
+
 def organism_ops(model):
     """Operations of the organism's task (source.train.ops or train_organism's default)."""
     return list(organism_train_spec(config["models"][model]["source"])["ops"])

@@ -40,7 +40,7 @@ rule train_organism:
         mem_mb=4000,
         runtime=60,
     params:
-        train=lambda wc: model_spec(wc.model)["source"].get("train", {}),
+        train=lambda wc: organism_train(wc.model),
     script:
         "../scripts/train_organism.py"
 
