@@ -265,7 +265,8 @@ MIN_PROBLEMS: dict[str, int] = {
 
 
 def check_prompt_tables(config: dict) -> dict[str, int]:
-    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``).
+    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``);
+    ``config`` has the schema's defaults filled in.
 
     Returns
     -------
