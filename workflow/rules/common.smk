@@ -18,6 +18,7 @@ from zhunt.config import (
 )
 from zhunt.errors import ZhuntError
 from zhunt.models.site import study_layers
+from zhunt.report.summary import FIGURES as SUMMARY_FIGURES
 
 _SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:

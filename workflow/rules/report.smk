@@ -22,19 +22,7 @@ rule summary:
         digit_phase2="results/{model}/zspace/digit_confound.tsv",
         digit_theory="results/{model}/theory/digit_confound.tsv",
         layers="results/{model}/layers/comparison.tsv",
-        figures=expand(
-            "results/{{model}}/figures/{name}.png",
-            name=[
-                "decomposition_R",
-                "ard_z_size",
-                "ard_spectrum",
-                "bridge_loo_r2",
-                "bridge_spectra",
-                "behaviour_accuracy",
-                "phase2_heatmap",
-                "phases",
-            ],
-        ),
+        figures=expand("results/{{model}}/figures/{name}.png", name=SUMMARY_FIGURES),
     output:
         html=report(
             "results/{model}/summary/summary.html",

@@ -86,7 +86,8 @@ MODEL_FILES: dict[str, str] = {
 #: Files under ``{root}/`` shared by all models: key -> path.
 SHARED_FILES: dict[str, str] = {"toy": "theory/toy_theorem.tsv", "models": "summary/models.tsv",
                                 "layer_prediction": "summary/layer_prediction.tsv"}
-#: The figures the checklist and the summary page point to (``figures/{name}.png``).
+#: The figures the checklist and the summary page point to (``figures/{name}.png``; the summary
+#: rule's ``figures`` input).
 FIGURES = ("decomposition_R", "ard_z_size", "ard_spectrum", "bridge_loo_r2", "bridge_spectra",
            "behaviour_accuracy", "phase2_heatmap", "phases")
 
