@@ -1,5 +1,6 @@
-"""Shared test fixtures: small offline tokenizers for tiny random-init models, and the tiny
-workflow run shared by the end-to-end tests (run once per session)."""
+"""Shared test fixtures: small offline tokenizers for tiny random-init models, the tiny organism
+(trained once per session) and the tiny workflow run shared by the end-to-end tests (run once per
+session)."""
 
 import os
 import shutil
@@ -31,25 +32,57 @@ def make_bpe_tokenizer():
     return build
 
 
+#: The tiny organism of the unit tests: 12 steps, 2 layers, d 32 (about 5 s to train).
+TINY_ORGANISM = dict(n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2, intermediate_size=64, steps=12,
+                     batch_size=16, lr=3e-3, warmup_steps=2, eval_n=4, log_every=4, seed=7)
+
+
 @pytest.fixture(scope="session")
-def make_tiny_qwen2_folder(tmp_path_factory, make_bpe_tokenizer):
+def tiny_organism(tmp_path_factory):
+    """``(folder, report, params)``: the tiny organism trained once per session with ``params``
+    (:data:`TINY_ORGANISM`, one thread) and its training report. Read-only: tests that need files
+    beside it link the folder into their own directory."""
+    from zhunt.models.organism import train_organism
+
+    folder = tmp_path_factory.mktemp("organism") / "model"
+    report = train_organism(folder, threads=1, **TINY_ORGANISM)
+    return folder, report, dict(TINY_ORGANISM)
+
+
+@pytest.fixture(scope="session")
+def make_qwen2():
+    """Factory ``(n_layers, hidden_size, intermediate_size, seed=0, **config) -> model``: a random-init
+    ``Qwen2ForCausalLM`` in eval mode, 4 query / 2 key-value heads, weights from
+    ``torch.manual_seed(seed)``; by default vocabulary 100 with ids 0/1/2 = pad/bos/eos (those of
+    :func:`tok`); ``config`` overrides any ``Qwen2Config`` argument."""
+
+    def build(n_layers, hidden_size, intermediate_size, seed=0, **config):
+        import torch
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        args = dict(vocab_size=100, hidden_size=hidden_size, num_hidden_layers=n_layers, num_attention_heads=4,
+                    num_key_value_heads=2, intermediate_size=intermediate_size, pad_token_id=0, bos_token_id=1,
+                    eos_token_id=2)
+        args.update(config)
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(Qwen2Config(**args)).eval()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def make_tiny_qwen2_folder(tmp_path_factory, make_bpe_tokenizer, make_qwen2):
     """Factory ``(n_layers, seed) -> (folder, model)``: a random-init Qwen2 (d 32, GQA 4/2, d_head 8)
     saved as a prepared zhunt folder (config + safetensors + tokenizer + zhunt_model.json), so that
     :func:`zhunt.models.load_model` accepts it."""
 
     def build(n_layers, seed):
-        import torch
-        from transformers import Qwen2Config, Qwen2ForCausalLM
-
         from zhunt.io import write_json
         from zhunt.models import PROVENANCE_FILE
 
         tok = make_bpe_tokenizer(["What is 2 plus 3? five", "二加三等于五"] * 10, vocab_size=280)
-        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=n_layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                          eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(cfg).eval()
+        model = make_qwen2(n_layers, 32, 48, seed, vocab_size=len(tok), max_position_embeddings=64,
+                           eos_token_id=tok.eos_token_id, bos_token_id=None, pad_token_id=None)
         folder = tmp_path_factory.mktemp("models") / "tiny-qwen2"
         model.save_pretrained(folder)
         tok.save_pretrained(folder)

@@ -67,13 +67,11 @@ def test_step_distances():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_organism):
     from zhunt.models import organism
 
     root = tmp_path_factory.mktemp("behav")
-    organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
-                            intermediate_size=64, steps=12, batch_size=16, warmup_steps=2, eval_n=4,
-                            log_every=4, seed=7, threads=1)
+    (root / "model").symlink_to(tiny_organism[0], target_is_directory=True)
     organism.make_organism_prompt_table(root / "prompts.tsv", n=5, seed=2)
     return root
 

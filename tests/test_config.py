@@ -65,3 +65,26 @@ def test_bad_config_one_line(tmp_path, override, needle):
     res = _dry_run(tmp_path, override)
     assert res.returncode != 0
     assert needle in res.stderr, res.stderr[-2000:]
+
+
+def test_extraction_prompts_follow_the_promptset_wildcard():
+    """The store of prompt set P reads P's file (whose languages label its rows), whatever the
+    model's own prompt set; a generated set of a model that cannot have one is refused in one line."""
+    from snakemake.utils import validate
+
+    from zhunt.config import promptset_file
+    from zhunt.errors import ZhuntError
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["prompts"]["mgsm"] = {"path": "data/mgsm", "format": "mgsm"}
+    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    math_path = cfg["prompts"]["math"]["path"]
+    assert cfg["models"]["gemma3-270m"]["promptset"] == "math"
+    assert promptset_file(cfg, "gemma3-270m") == math_path
+    assert promptset_file(cfg, "gemma3-270m", "math") == math_path
+    assert promptset_file(cfg, "gemma3-270m", "mgsm") == "results/prompts/mgsm.tsv"
+    assert promptset_file(cfg, "organism", "organism") == "results/organism/prompts/organism.tsv"
+    assert promptset_file(cfg, "organism", "math") == math_path  # not the organism's own file
+    with pytest.raises(ZhuntError, match=r"^prompts.organism: a generated prompt set exists only for an organism "
+                                         r".*; gemma3-270m is of source kind 'gguf_package'$"):
+        promptset_file(cfg, "gemma3-270m", "organism")

@@ -21,14 +21,8 @@ L, D = 3, 64
 
 
 @pytest.fixture(scope="module")
-def model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(vocab_size=100, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, pad_token_id=0, bos_token_id=1,
-                      eos_token_id=2)
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(cfg).eval()
+def model(make_qwen2):
+    return make_qwen2(L, D, 128)
 
 
 @pytest.fixture(scope="module")

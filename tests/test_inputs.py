@@ -133,13 +133,22 @@ def test_source_schema_messages(tiny_config, source, where, message):
     assert str(err.value).startswith(f"models.x.{where}: {message}"), str(err.value)
 
 
+def _filled(cfg):
+    """``cfg`` with the schema's defaults filled in, as the workflow checks it."""
+    from snakemake.utils import validate
+
+    validate(cfg, str(SCHEMA))
+    return cfg
+
+
 def test_problem_counts_and_organism_languages(tiny_config):
     need = max(MIN_PROBLEMS.values())
-    cfg = merge(tiny_config, {"prompts": {"organism": {"n": need}}})
+    cfg = _filled(merge(tiny_config, {"prompts": {"organism": {"n": need}}}))
     check_problem_counts(cfg, {})
     with pytest.raises(ZhuntError, match=rf"^prompts.organism.n: {need - 1} problems .* needs at least {need}$"):
         check_problem_counts(merge(cfg, {"prompts": {"organism": {"n": need - 1}}}), {})
-    hand = merge(cfg, {"prompts": {"small": {"path": "s.tsv"}}, "models": {"organism-tiny": {"promptset": "small"}}})
+    hand = _filled(merge(cfg, {"prompts": {"small": {"path": "s.tsv"}},
+                               "models": {"organism-tiny": {"promptset": "small"}}}))
     with pytest.raises(ZhuntError, match="^s.tsv: 2 problems in prompt set 'small'"):
         check_problem_counts(hand, {"small": 2})
     check_organism_languages(cfg)

@@ -323,14 +323,14 @@ def test_caption_states_the_thresholds():
 def test_summary_pages_show_the_layer_columns_and_the_seed_reference(tmp_path):
     import json
 
-    from zhunt.report.summary import headline, measured, write_models_summary
+    from zhunt.report.summary import headline, measured, model_files, write_models_summary
 
     (tmp_path / "in").mkdir()
     d = _stage_inputs(tmp_path / "in")
     res = tmp_path / "results" / "m" / "layers"
     res.mkdir(parents=True)
     _compare(d, res, causal=False, fig=tmp_path / "fig")
-    head = headline(tmp_path / "results", "m")
+    head = headline(model_files(tmp_path / "results", "m"), "m")
     assert head["layer_verdict"] == "predicts" and head["layer_data_best"] == 5
     assert measured("layer_comparison", "m", tmp_path / "results").startswith("predicts: predicted L5")
     (tmp_path / "m.json").write_text(json.dumps(head))

@@ -106,7 +106,9 @@ def test_missing_language_file_and_folder(tmp_path):
 
 def test_config_check_reads_mgsm_sets(tmp_path):
     folder = write_mgsm(tmp_path / "m", {**FIXTURE, "zh": FIXTURE["zh"][:1]})
-    config = {"prompts": {"mgsm": {"format": "mgsm", "path": str(folder), "languages": ["en", "zh"]}}}
+    # as the workflow passes it: the schema's defaults filled in
+    config = {"prompts": {"mgsm": {"format": "mgsm", "path": str(folder), "languages": ["en", "zh"],
+                                   "generated": False, "limit": None}}}
     with pytest.raises(ZhuntError, match="ragged MGSM files"):
         check_prompt_tables(config)
 

@@ -160,7 +160,7 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
     """The summary states the surviving fraction per stage from the two digit-confound TSVs."""
     import shutil
 
-    from zhunt.report.summary import headline, measured
+    from zhunt.report.summary import headline, measured, model_files
     from test_theory import theory_outputs
     from zhunt.activations.theory import run_theory
     from zhunt.activations.zspace import run_phase2
@@ -177,7 +177,7 @@ def test_summary_reads_the_digit_tables(planted, tmp_path):
     shutil.copy(tmp_path / "th/digit_confound.tsv", base / "theory/digit_confound.tsv")
     text = measured("digit_confound", "m", tmp_path / "results")
     assert "Phase 2 advantage of Z" in text and "NN retrieval zh→en" in text and "surviving both controls" in text
-    h = headline(tmp_path / "results", "m")
+    h = headline(model_files(tmp_path / "results", "m"), "m")
     p2 = pd.read_csv(base / "zspace/digit_confound.tsv", sep="\t")
     row = p2[(p2["measure"] == "z_advantage") & (p2["pooling"] == "mean")].iloc[0]
     assert h["digit_phase2_frac_both"] == pytest.approx(row["frac_both"], nan_ok=True)

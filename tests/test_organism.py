@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from zhunt.models import organism  # noqa: E402
 from zhunt.errors import ZhuntError  # noqa: E402
-from zhunt.data.text import number_to_words  # noqa: E402
+from zhunt.data.number_words import number_to_words
 
 TEXTS = [
     organism.format_prompt("What is 23 plus 14?", "en") + " thirty-seven" + organism.EOS_TOKEN,
@@ -130,21 +130,18 @@ def test_splits_are_disjoint_and_cover():
     assert 0.07 < len(held) / len(every) < 0.13
 
 
-TINY = dict(n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2, intermediate_size=64,
-            steps=12, batch_size=16, lr=3e-3, warmup_steps=2, eval_n=8, log_every=4, seed=7)
-
-
 def _digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
-def test_tiny_training_is_deterministic_and_reloads(tmp_path):
+def test_tiny_training_is_deterministic_and_reloads(tiny_organism, tmp_path):
+    """The session's organism (one thread) and a retrain (default threads) agree bit for bit."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    r1 = organism.train_organism(tmp_path / "a", **TINY)
+    folder, r1, TINY = tiny_organism
     r2 = organism.train_organism(tmp_path / "b", **TINY)
-    w1 = load_file(tmp_path / "a" / "model.safetensors")
+    w1 = load_file(folder / "model.safetensors")
     w2 = load_file(tmp_path / "b" / "model.safetensors")
     assert w1.keys() == w2.keys()
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
@@ -152,23 +149,19 @@ def test_tiny_training_is_deterministic_and_reloads(tmp_path):
     assert [s for s, _ in r1["loss_curve"]] == [4, 8, 12]
     assert set(r1["accuracy"]) == {"en", "zh"}
     assert all(0.0 <= v <= 1.0 for v in r1["accuracy"].values())
-
-    # also independent of the thread count
-    organism.train_organism(tmp_path / "t1", **TINY, threads=1)
-    assert _digest(tmp_path / "t1") == _digest(tmp_path / "a")
+    assert r1["training"]["threads"] == 1  # r2 ran on the default thread count
 
     r3 = organism.train_organism(tmp_path / "c", **{**TINY, "seed": 8})
-    assert _digest(tmp_path / "c") != _digest(tmp_path / "a")
+    assert _digest(tmp_path / "c") != _digest(folder)
     assert r3["training"]["seed"] == 8
 
-    folder = tmp_path / "a"
     meta = json.loads((folder / "zhunt_model.json").read_text(encoding="utf-8"))
     assert meta["name"] == "organism"
     assert meta["source"] == {"kind": "organism"}
     assert meta["training"]["n_layers"] == 2 and meta["training"]["steps"] == 12
     assert set(meta["accuracy"]) == {"en", "zh"}
     assert meta["wall_time_s"] > 0
-    assert not list(tmp_path.glob(".a.*"))  # no temp leftovers
+    assert not list(folder.parent.glob(".model.*"))  # no temp leftovers
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == "qwen2"
@@ -183,7 +176,10 @@ def test_tiny_training_is_deterministic_and_reloads(tmp_path):
     assert logits.shape == (1, enc["input_ids"].shape[1], len(tok))
 
 
-def test_write_training_report(tmp_path):
+def test_training_report_stage(tmp_path, monkeypatch):
+    """run_train_organism writes the curve, the Markdown and the PNG at the rule's output paths."""
+    from zhunt.stages.models import run_train_organism
+
     report = {
         "loss_curve": [(50, 2.5), (100, 0.8), (150, 0.1)],
         "accuracy": {"en": 0.97, "zh": 0.955},
@@ -193,13 +189,24 @@ def test_write_training_report(tmp_path):
         "wall_time_s": 412.3,
         "train_time_s": 400.0,
     }
-    tsv, md, png = tmp_path / "loss.tsv", tmp_path / "r" / "report.md", tmp_path / "loss.png"
-    organism.write_training_report(report, tsv, md, png)
-    rows = list(csv.DictReader(tsv.open(encoding="utf-8"), delimiter="\t"))
+    seen = {}
+
+    def fake_train(out_dir, *, threads, **train):
+        seen.update(out_dir=out_dir, threads=threads, **train)
+        return report
+
+    monkeypatch.setattr(organism, "train_organism", fake_train)
+    outputs = {"model": str(tmp_path / "m"), "loss": str(tmp_path / "loss.tsv"),
+               "report": str(tmp_path / "r" / "report.md"), "figure": str(tmp_path / "loss.png")}
+    run_train_organism({}, {"train": {"steps": 3}}, outputs, wildcards={"model": "o"}, threads=2)
+    assert seen == {"out_dir": tmp_path / "m", "threads": 2, "steps": 3}
+    rows = list(csv.DictReader(open(outputs["loss"], encoding="utf-8"), delimiter="\t"))
     assert [(int(r["step"]), float(r["loss"])) for r in rows] == report["loss_curve"]
-    text = md.read_text(encoding="utf-8")
-    assert "97.0%" in text and "95.5%" in text and "412.3" in text and "n_layers" in text
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = open(outputs["report"], encoding="utf-8").read()
+    assert "| en | 97.0% |" in text and "| zh | 95.5% |" in text
+    assert "Wall time: 412.3 s (training 400.0 s)" in text and "| n_layers | 6 |" in text
+    assert "| ops | [\"plus\", \"minus\"] |" in text and "Final training loss: 0.1 at step 150" in text
+    assert open(outputs["figure"], "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_prompt_table(tmp_path):

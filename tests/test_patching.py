@@ -317,16 +317,14 @@ def test_donor_verdict_detects_planted_z_on_toy_model():
 
 # ------------------------------------------------------------------------------- on a (tiny) organism
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 12-step organism, 6 problems, its activation store and masks (about 10 s)."""
+def tiny(tmp_path_factory, tiny_organism):
+    """The session's 12-step organism, 6 problems, its activation store and masks (about 5 s)."""
     from zhunt.models import organism
-    from zhunt.stages.pipeline import extract_prompt_set
+    from zhunt.stages.data import extract_prompt_set
     from zhunt.stages.weights import build_layer_masks
 
     root = tmp_path_factory.mktemp("tinyorg")
-    organism.train_organism(root / "model", n_layers=2, hidden_size=32, n_heads=4, n_kv_heads=2,
-                            intermediate_size=64, steps=12, batch_size=16, warmup_steps=2, eval_n=4,
-                            log_every=4, seed=7, threads=1)
+    (root / "model").symlink_to(tiny_organism[0], target_is_directory=True)
     organism.make_organism_prompt_table(root / "prompts.tsv", n=6, seed=1)
     extract_prompt_set(root / "model", "organism", {"dtype": "float32", "template": "organism"},
                        root / "prompts.tsv", ["en", "zh"], TEMPLATES, root / "store.h5")
@@ -437,7 +435,7 @@ def _full_patch_effect(model_dir, tmp_path, layer, n=16):
     from zhunt.models import get_adapter, load_model
     from zhunt.models.organism import make_organism_prompt_table
     from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long
-    from zhunt.data.text import extract_answer
+    from zhunt.data.answers import extract_answer
 
     make_organism_prompt_table(tmp_path / "p.tsv", n=n, seed=5)
     table = load_prompt_table(tmp_path / "p.tsv", ["en", "zh"])

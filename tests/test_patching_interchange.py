@@ -183,7 +183,7 @@ def near_random_organism(tmp_path_factory):
     from pathlib import Path
 
     from zhunt.models import organism
-    from zhunt.stages.pipeline import extract_prompt_set
+    from zhunt.stages.data import extract_prompt_set
     from zhunt.stages.weights import build_layer_masks
 
     templates = Path(__file__).resolve().parents[1] / "resources" / "prompts" / "templates.yaml"
@@ -433,7 +433,7 @@ def test_ms_ablation_rows_one_per_lam_and_lam_zero_is_the_clean_run(near_random_
 
 
 def test_answer_language_reads_the_answer_span_only():
-    from zhunt.data.text import answer_language, answer_span, extract_answer
+    from zhunt.data.answers import answer_language, answer_span, extract_answer
 
     assert answer_language(" thirty-seven") == "en" and answer_language("三十七") == "zh"
     assert answer_language(" 37") == "neutral" and answer_language("") == "neutral"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from zhunt.dryrun import scheduled_jobs
 
-from zhunt.report.summary import checklist, headline, measured, model_page
+from zhunt.report.summary import checklist, headline, measured, model_files, model_page
 
 MODEL = "m"
 
@@ -48,7 +48,7 @@ def _tree(root: Path, *, metrics=None, R_labels=("mixed", "Z-dominated", "mixed"
                        n_active_median=30, z_size_median=30, d=128, ashman_d=3.0, bic_gain=10.0,
                        overlap_svd=0.7, overlap_chance=0.2, overlap_p=0.001, growth_per_100_steps=0.0,
                        frac_grown=0.1)]).to_csv(base / "ard/summary.tsv", sep="\t", index=False)
-    (base / "ard/summary.md").write_text("## Lengthscale spectrum at layer 3: bimodality\n")
+    pd.DataFrame([dict(layer=3, z_size=30)]).to_csv(base / "ard/headline.tsv", sep="\t", index=False)
     pd.DataFrame([dict(layer=3, k=16, direction="zh->en", level="pooled", estimator=est, r2_in=0.95, r2_loo=0.9,
                        orth_err=orth_err, r2_loo_null_q95=0.1, p_loo=0.01, kappa=2.0)
                   for est in ("lstsq", "procrustes")]).to_csv(base / "bridge/bridge.tsv", sep="\t", index=False)
@@ -63,16 +63,18 @@ def _ok(checks):
 
 def test_checklist_all_met_on_synthetic_tsvs(tmp_path):
     root = _tree(tmp_path / "results")
-    checks = checklist(root, MODEL)
+    files = model_files(root, MODEL)
+    checks = checklist(files)
     assert [c.tier for c in checks].count("minimum") == 3
     assert all(_ok(checks).values()), [(c.item, c.evidence) for c in checks if not c.ok]
     sentence = measured("patching", MODEL, root)
     assert "Z-patching changes answers 40% of the time while preserving language 90% of the time" in sentence
     assert "Z⊥-patching which changes answers 10% and disrupts language 60%" in sentence
     assert "overall partial success" in sentence
-    page = model_page(root, MODEL, checks, headline(root, MODEL), href=lambda p: f"#{p}")
+    page = model_page(files, MODEL, checks, headline(files, MODEL), href=lambda p: f"#{p}")
     assert page.count("✅") == len(checks) and "❌" not in page
-    assert f'href="#results/{MODEL}/figures/decomposition_R.png"' in page
+    assert f'href="#{root}/{MODEL}/figures/decomposition_R.png"' in page
+    assert f"on the TSVs of <code>{root}/{MODEL}/</code>" in page
 
 
 @pytest.mark.parametrize("case, failing", [
@@ -83,7 +85,7 @@ def test_checklist_all_met_on_synthetic_tsvs(tmp_path):
     (dict(orth_err=0.5), "Bridge approximately orthogonal"),
 ])
 def test_checklist_flags_the_one_unmet_item(tmp_path, case, failing):
-    ok = _ok(checklist(_tree(tmp_path / "results", **case), MODEL))
+    ok = _ok(checklist(model_files(_tree(tmp_path / "results", **case), MODEL)))
     assert [item for item, v in ok.items() if not v] == [failing]
 
 
@@ -91,8 +93,55 @@ def test_missing_inputs_read_not_available(tmp_path):
     root = _tree(tmp_path / "results")
     (root / MODEL / "bridge/bridge.tsv").unlink()
     assert measured("bridge", MODEL, root).startswith("not available: ")
-    assert not _ok(checklist(root, MODEL))["Bridge R² exists"]
+    assert not _ok(checklist(model_files(root, MODEL)))["Bridge R² exists"]
     assert measured("ard_layer", MODEL, root, SimpleNamespace(layer=9)).startswith("not available: ")
+
+
+def _inputs(root: Path) -> dict:
+    """The summary rule's named inputs for the synthetic tree (every file the page may read)."""
+    from zhunt.report.summary import FIGURES
+
+    files = model_files(root, MODEL)
+    inputs = {k: str(v) for k, v in files.items() if k != "figures"}
+    inputs["figures"] = [str(root / MODEL / "figures" / f"{name}.png") for name in FIGURES]
+    return inputs
+
+
+def test_summary_stage_writes_its_outputs(tmp_path):
+    import json
+
+    from zhunt.stages.summary import run_summary
+
+    root = _tree(tmp_path / "results")
+    out = {"html": str(tmp_path / "o" / "summary.html"), "json": str(tmp_path / "o" / "summary.json"),
+           "checklist": str(tmp_path / "o" / "checklist.tsv")}
+    run_summary(_inputs(root), {}, out, wildcards={"model": MODEL}, href=lambda p: f"#{p}")
+    head = json.loads(Path(out["json"]).read_text(encoding="utf-8"))
+    assert head["model"] == MODEL and head["tiers"] == {"minimum": "3/3", "strong": "3/3", "transformative": "4/4"}
+    assert head["patching_primary"] == "L3, k=16, mean, en<-zh" and head["ard_layer"] == 3
+    checks = pd.read_csv(out["checklist"], sep="\t")
+    assert checks["ok"].tolist() == [True] * 10
+    assert checks["artifact"].iloc[0] == str(root / MODEL / "patching/tables/table_L3_k16_mean_en-from-zh.tsv")
+    page = Path(out["html"]).read_text(encoding="utf-8")
+    assert "<title>zhunt summary: m</title>" in page and page.count("✅") == 10
+
+
+def test_models_summary_links_the_pages_it_is_given(tmp_path):
+    import json
+
+    from zhunt.stages.summary import run_models_summary
+
+    heads = []
+    for name in ("a", "b"):
+        heads.append(tmp_path / f"{name}.json")
+        heads[-1].write_text(json.dumps({"model": name, "tiers": {"minimum": "1/3"}}), encoding="utf-8")
+    pages = [f"pages/{name}.html" for name in ("a", "b")]
+    out = {"html": str(tmp_path / "models.html"), "table": str(tmp_path / "models.tsv")}
+    run_models_summary({"heads": [str(h) for h in heads], "pages": pages}, {}, out, href=lambda p: f"#{p}")
+    html = Path(out["html"]).read_text(encoding="utf-8")
+    assert '<a href="#pages/a.html"' in html and '<a href="#pages/b.html"' in html
+    assert "seed 000 / 001 (quoted)" in html
+    assert pd.read_csv(out["table"], sep="\t")["model"].tolist() == ["a", "b", "Qwen2.5-3B (seed, quoted)"]
 
 
 # --------------------------------------------------------------------------- the workflow

@@ -17,14 +17,8 @@ L, D = 4, 32
 
 
 @pytest.fixture(scope="module")
-def model():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(vocab_size=100, hidden_size=D, num_hidden_layers=L, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, pad_token_id=0, bos_token_id=1,
-                      eos_token_id=2)
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(cfg).eval()
+def model(make_qwen2):
+    return make_qwen2(L, D, 64)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +79,19 @@ def test_sharded_reads_equal_unsharded_bit_for_bit(model, tok, prompts, full, tm
     paths[1].unlink()
     with pytest.raises(ZhuntError, match=r"shard file .*shard1of.* is missing; delete s.h5 and re-run"):
         ActivationStore(out)
+
+
+def test_gather_stage_joins_the_rule_inputs(model, tok, prompts, full, tmp_path):
+    from zhunt.stages.data import run_gather_activations
+
+    paths = [tmp_path / f"s.shard{i}of2.h5" for i in range(2)]
+    for i, p in enumerate(paths):
+        extract_to_store(model, tok, model.model.layers, prompts, p, batch_size=3, shard=(i, 2))
+    out = tmp_path / "s.h5"
+    run_gather_activations({"shards": [str(p) for p in paths]}, {}, {"store": str(out)})
+    with ActivationStore(full) as a, ActivationStore(out) as b:
+        _same_store(a, b, range(L + 1))
+        assert b.attrs["n_prompts"] == len(prompts)
 
 
 def test_gather_refuses_incomplete_or_foreign_shards(model, tok, prompts, tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for zhunt.data.text: number words, number extraction, answer extraction, scripts."""
+"""Tests for zhunt.data.number_words, number_parsing, answers and language_id: number words, number
+extraction, answer extraction, scripts."""
 
 from __future__ import annotations
 
@@ -7,20 +8,10 @@ import random
 import pytest
 
 from zhunt.errors import ZhuntError
-from zhunt.data.text import (
-    LATIN_MAX_CJK_FRACTION,
-    STOP_WORDS,
-    SUPPORTED_LANGUAGES,
-    ZH_MIN_CJK_FRACTION,
-    cjk_fraction,
-    classify_language,
-    cut_at_next_question,
-    extract_answer,
-    find_numbers,
-    guess_latin_language,
-    number_to_words,
-    parse_number,
-)
+from zhunt.data.answers import cut_at_next_question, extract_answer
+from zhunt.data.language_id import LATIN_MAX_CJK_FRACTION, STOP_WORDS, SUPPORTED_LANGUAGES, ZH_MIN_CJK_FRACTION, cjk_fraction, classify_language, guess_latin_language
+from zhunt.data.number_parsing import find_numbers, parse_number
+from zhunt.data.number_words import number_to_words
 
 LANGS = ("en", "zh", "es", "fr", "de")
 
@@ -425,7 +416,7 @@ def test_stop_words_disjoint_after_normalisation():
 
 
 def test_extract_answer_rejects_numbers_beyond_int64():
-    from zhunt.data.text import extract_answer
+    from zhunt.data.answers import extract_answer
 
     assert extract_answer("The answer is " + "9" * 30, "en") is None
     assert extract_answer("The answer is 9223372036854775807", "en") == 2**63 - 1

@@ -78,6 +78,62 @@ def study_for(config: dict, model: str) -> dict:
     return merge(config.get("study", {}), config["models"][model].get("study"))
 
 
+def check_layer(layer: int, num_layers: int, model_name: str, key: str = "study", *,
+                where: str | None = None) -> None:
+    """Raise a one-line error when ``layer`` is not a decoder-layer index of the model
+    (``0 <= layer < num_layers``). The message names ``where`` (default
+    ``models.<model_name>.<key>``); config validation and the stages both call this."""
+    if not 0 <= layer < num_layers:
+        raise ZhuntError(where or f"models.{model_name}.{key}",
+                         f"layer {layer} out of range for {model_name} ({num_layers} decoder layers: "
+                         f"0..{num_layers - 1})")
+
+
+def check_ks(ks, hidden_size: int, model_name: str, head_dim: int | None = None,
+             key: str = "study.phase2_k/patch_k", *, where=None) -> None:
+    """Raise a one-line error unless every k satisfies 0 < k < d (and k <= d_head for head-0 masks).
+
+    ``where(i)`` names the key of ``ks[i]`` (default ``models.<model_name>.<key>`` for every k);
+    ``head_dim`` is given only when head-0 masks are built (``study.mask_kinds`` holds ``head0``).
+    """
+    for i, k in enumerate(ks):
+        at = where(i) if where else f"models.{model_name}.{key}"
+        if k <= 0:
+            raise ZhuntError(at, f"k={k} must be > 0")
+        if k >= hidden_size:
+            raise ZhuntError(at, f"k={k} must be < d={hidden_size} (the hidden size of {model_name})")
+        if head_dim is not None and k > head_dim:
+            raise ZhuntError(at, f"k={k} exceeds head_dim={head_dim}: a head-0 kernel has rank <= head_dim "
+                                 f"(drop 'head0' from study.mask_kinds or lower k)")
+
+
+#: Source kinds whose tokenizer a generated (organism) prompt set is written for.
+GENERATING_KINDS = ("organism", "random")
+
+
+def promptset_file(config: dict, model: str, promptset: str | None = None) -> str:
+    """The prompt table of prompt set ``promptset`` (default: the model's own ``promptset``) as
+    ``model`` reads it: ``results/{model}/prompts/{set}.tsv`` for a generated set (rule
+    organism_prompts), ``results/prompts/{set}.tsv`` for a MGSM set (rule mgsm_prompts), else
+    ``prompts.<set>.path``. The languages of that set label its rows, so a file and its
+    languages always come from the same set.
+
+    Raises :class:`ZhuntError` for a generated set asked of a model that is not an organism
+    (nor a random model on its tokenizer): no rule writes it.
+    """
+    ps = promptset or config["models"][model]["promptset"]
+    spec = config["prompts"][ps]
+    if spec["generated"]:
+        kind = config["models"][model]["source"]["kind"]
+        if kind not in GENERATING_KINDS:
+            raise ZhuntError(f"prompts.{ps}", f"a generated prompt set exists only for an organism (or a random "
+                                              f"model on its tokenizer); {model} is of source kind '{kind}'")
+        return f"results/{model}/prompts/{ps}.tsv"
+    if spec["format"] == "mgsm":
+        return f"results/prompts/{ps}.tsv"
+    return spec["path"]
+
+
 def check_semantics(config: dict) -> None:
     """Cross-key checks the schema cannot express (after defaults are filled in)."""
     models = config["models"]
@@ -89,7 +145,7 @@ def check_semantics(config: dict) -> None:
         if not spec.get("generated") and not spec.get("path"):
             raise ZhuntError(f"prompts.{ps}", "needs `path` (or `generated: true`)")
     for name, spec in models.items():
-        ps = spec.get("promptset", "math")
+        ps = spec["promptset"]
         if ps not in config["prompts"]:
             raise ZhuntError(f"models.{name}.promptset",
                              f"unknown prompt set '{ps}' (defined: {', '.join(sorted(config['prompts']))})")
@@ -177,30 +233,24 @@ def check_model_shapes(config: dict, models_root="resources/models") -> None:
         layers += [(f"{key('phase2_layers')}[{i}]", v) for i, v in enumerate(st["phase2_layers"])]
         layers += [(f"{key('ard', 'layers')}[{i}]", v) for i, v in enumerate(st["ard"]["layers"])]
         for where, layer in layers:
-            if layer != "auto" and not 0 <= layer < n_layers:
-                raise ZhuntError(where, f"layer {layer} out of range for {name} "
-                                        f"({n_layers} decoder layers: 0..{n_layers - 1})")
+            if layer != "auto":
+                check_layer(layer, n_layers, name, where=where)
         skey = "structure.k"
-        sk = config.get("structure", {}).get("k", 20)
+        sk = config["structure"]["k"]
         if sk > head_dim or sk >= d:
             raise ZhuntError(skey, f"k={sk} exceeds what {name} allows (0 < k <= head_dim={head_dim} and "
                                    f"k < d={d}): the per-layer attention subspaces have rank <= head_dim")
         if n_layers < 3:
             raise ZhuntError(f"models.{name}.source", f"{name} has {n_layers} decoder layers: the structure "
                                                       "stage (phases, bottleneck) needs at least 3")
-        anchor = config.get("structure", {}).get("qk_anchor", -1)
+        anchor = config["structure"]["qk_anchor"]
         if not -n_layers <= anchor < n_layers:
             raise ZhuntError("structure.qk_anchor", f"layer {anchor} out of range for {name} ({n_layers} "
                                                     f"decoder layers: 0..{n_layers - 1}, or -1..-{n_layers} "
                                                     "from the last)")
         for kkey in ("patch_k", "phase2_k"):
-            for i, k in enumerate(st[kkey]):
-                where = f"{key(kkey)}[{i}]"
-                if k >= d:
-                    raise ZhuntError(where, f"k={k} must be < d={d} (the hidden size of {name})")
-                if "head0" in st["mask_kinds"] and k > head_dim:
-                    raise ZhuntError(where, f"k={k} exceeds head_dim={head_dim}: a head-0 kernel has rank "
-                                            f"<= head_dim (drop 'head0' from study.mask_kinds or lower k)")
+            check_ks(st[kkey], d, name, head_dim if "head0" in st["mask_kinds"] else None,
+                     where=lambda i, kkey=kkey: f"{key(kkey)}[{i}]")
 
 
 #: Fewest problems (paired across languages) each stage of the default DAG can run on: the
@@ -215,7 +265,8 @@ MIN_PROBLEMS: dict[str, int] = {
 
 
 def check_prompt_tables(config: dict) -> dict[str, int]:
-    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``).
+    """Load and validate every hand-written prompt set and MGSM folder (one line naming ``path:line``);
+    ``config`` has the schema's defaults filled in.
 
     Returns
     -------
@@ -226,12 +277,12 @@ def check_prompt_tables(config: dict) -> dict[str, int]:
 
     counts = {}
     for ps, spec in config["prompts"].items():
-        if spec.get("generated"):
+        if spec["generated"]:
             continue
-        if spec.get("format", "table") == "mgsm":
-            table = load_mgsm(spec["path"], spec.get("languages") or ["en", "zh"], limit=spec.get("limit"))
+        if spec["format"] == "mgsm":
+            table = load_mgsm(spec["path"], spec["languages"], limit=spec["limit"])
         else:
-            table = load_prompt_table(spec["path"], languages=spec.get("languages"))
+            table = load_prompt_table(spec["path"], languages=spec["languages"])
         counts[ps] = len(table)
     return counts
 
@@ -245,10 +296,10 @@ def check_problem_counts(config: dict, counts: dict[str, int]) -> None:
     """
     stage, need = max(MIN_PROBLEMS.items(), key=lambda kv: kv[1])
     for name in config["analyze"]:
-        ps = config["models"][name].get("promptset", "math")
+        ps = config["models"][name]["promptset"]
         spec = config["prompts"][ps]
-        if spec.get("generated"):
-            n, where = spec.get("n", 60), f"prompts.{ps}.n"
+        if spec["generated"]:
+            n, where = spec["n"], f"prompts.{ps}.n"
         elif ps in counts:
             n, where = counts[ps], f"{spec['path']}"
         else:
@@ -264,11 +315,11 @@ def check_organism_languages(config: dict) -> None:
 
     for name in config["analyze"]:
         spec = config["models"][name]
-        ps = spec.get("promptset", "math")
+        ps = spec["promptset"]
         pspec = config["prompts"][ps]
-        if spec["source"]["kind"] != "organism" or not pspec.get("generated"):
+        if spec["source"]["kind"] != "organism" or not pspec["generated"]:
             continue
-        for i, lang in enumerate(pspec.get("languages", [])):
+        for i, lang in enumerate(pspec["languages"]):
             if lang not in LANGUAGES:
                 raise ZhuntError(f"prompts.{ps}.languages[{i}]",
                                  f"'{lang}': the organism {name} speaks only {', '.join(LANGUAGES)}")

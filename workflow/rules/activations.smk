@@ -7,10 +7,10 @@ rule extract_activations:
     """Batched forward passes; every decoder layer's raw output streamed to HDF5."""
     input:
         model=lambda wc: model_dir(wc.model),
-        prompts=lambda wc: promptset_path(wc.model),
+        prompts=lambda wc: promptset_path(wc.model, wc.promptset),
         templates=config["templates"],
     output:
-        "results/{model}/activations/{promptset}.h5",
+        store="results/{model}/activations/{promptset}.h5",
     log:
         "logs/{model}/extract_activations_{promptset}.log",
     benchmark:
@@ -40,10 +40,10 @@ rule extract_activations_shard:
     """One shard of the length-sorted batch plan (every N-th batch), as a complete small store."""
     input:
         model=lambda wc: model_dir(wc.model),
-        prompts=lambda wc: promptset_path(wc.model),
+        prompts=lambda wc: promptset_path(wc.model, wc.promptset),
         templates=config["templates"],
     output:
-        "results/{model}/activations/{promptset}.shard{shard}of{n}.h5",
+        store="results/{model}/activations/{promptset}.shard{shard}of{n}.h5",
     log:
         "logs/{model}/extract_activations_{promptset}.shard{shard}of{n}.log",
     benchmark:
@@ -73,9 +73,9 @@ rule extract_activations_shard:
 rule gather_activations:
     """Join the shards into one store (virtual datasets; no row is copied)."""
     input:
-        shard_files,
+        shards=shard_files,
     output:
-        "results/{model}/activations/{promptset}.h5",
+        store="results/{model}/activations/{promptset}.h5",
     log:
         "logs/{model}/gather_activations_{promptset}.log",
     benchmark:
@@ -84,5 +84,8 @@ rule gather_activations:
         promptset=sharded_promptsets(),
     conda:
         "../../envs/zhunt.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/gather_activations.py"

@@ -90,6 +90,9 @@ rule ard_summary:
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         primary=lambda wc: ard_primary(wc.model),
         site=lambda wc: study_site(wc.model),

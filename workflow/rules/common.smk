@@ -12,10 +12,13 @@ from zhunt.config import (
     check_prompt_tables,
     check_schema,
     check_semantics,
+    organism_train_spec,
+    promptset_file,
     study_for,
 )
 from zhunt.errors import ZhuntError
 from zhunt.models.site import study_layers
+from zhunt.report.summary import FIGURES as SUMMARY_FIGURES
 
 _SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
@@ -61,10 +64,7 @@ def model_spec(model):
 def model_runtime(model):
     """The part of a model's spec that affects running it (not its study parameters)."""
     spec = config["models"][model]
-    return {
-        "dtype": spec.get("dtype", "float32"),
-        "template": spec.get("template", "completion"),
-    }
+    return {"dtype": spec["dtype"], "template": spec["template"]}
 
 
 def models_of_kind(*kinds):
@@ -78,20 +78,26 @@ def model_dir(model):
 
 
 def promptset(model):
-    return model_spec(model).get("promptset", "math")
+    return config["models"][model]["promptset"]
 
 
 def promptset_languages(model):
     return config["prompts"][promptset(model)]["languages"]
 
 
-def promptset_path(model):
-    ps = promptset(model)
-    if config["prompts"][ps].get("generated"):
-        return f"results/{model}/prompts/{ps}.tsv"
-    if config["prompts"][ps].get("format") == "mgsm":
-        return f"results/prompts/{ps}.tsv"  # rule mgsm_prompts
-    return config["prompts"][ps]["path"]
+def promptset_path(model, ps=None):
+    """The prompt table of prompt set `ps` (default: the model's own) as `model` reads it."""
+    return promptset_file(config, model, ps)
+
+
+def organism_train(model):
+    """The organism's source.train as configured (a key left out takes train_organism's default)."""
+    return model_spec(model)["source"].get("train", {})
+
+
+def organism_ops(model):
+    """Operations of the organism's task (source.train.ops or train_organism's default)."""
+    return list(organism_train_spec(config["models"][model]["source"])["ops"])
 
 
 def mgsm_promptsets():

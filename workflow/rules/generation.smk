@@ -214,6 +214,9 @@ rule patching_interchange:
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         primary=lambda wc: patching_primary(wc.model),
         primary_lam=lambda wc: study(wc.model)["patching"]["ms_ablation"]["primary_lam"],
@@ -286,5 +289,8 @@ rule garch:
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/garch.py"

@@ -40,7 +40,7 @@ rule train_organism:
         mem_mb=4000,
         runtime=60,
     params:
-        train=lambda wc: model_spec(wc.model)["source"].get("train", {}),
+        train=lambda wc: organism_train(wc.model),
     script:
         "../scripts/train_organism.py"
 
@@ -48,7 +48,7 @@ rule train_organism:
 rule prepare_model:
     """Materialise a HF folder: dequantise a GGUF (checksum verified) or snapshot a hub id."""
     output:
-        directory("resources/models/{model}"),
+        model=directory("resources/models/{model}"),
     log:
         "logs/{model}/prepare_model.log",
     benchmark:

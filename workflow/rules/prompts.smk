@@ -4,18 +4,21 @@
 rule organism_prompts:
     """Held-out organism problems in the same wide TSV format as the hand-written set."""
     output:
-        "results/{model}/prompts/organism.tsv",
+        table="results/{model}/prompts/organism.tsv",
     log:
         "logs/{model}/organism_prompts.log",
+    benchmark:
+        "benchmarks/{model}/organism_prompts.tsv"
     wildcard_constraints:
         model=models_of_kind("organism", "random"),  # random: the organism's tokenizer
     conda:
         "../../envs/zhunt.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
-        n=lambda wc: config["prompts"]["organism"].get("n", 60),
-        ops=lambda wc: model_spec(wc.model)["source"]
-        .get("train", {})
-        .get("ops", ["plus", "minus"]),
+        n=lambda wc: config["prompts"]["organism"]["n"],
+        ops=lambda wc: organism_ops(wc.model),
     script:
         "../scripts/organism_prompts.py"
 
@@ -25,7 +28,7 @@ rule mgsm_prompts:
     input:
         lambda wc: mgsm_files(wc.promptset),
     output:
-        "results/prompts/{promptset}.tsv",
+        table="results/prompts/{promptset}.tsv",
     log:
         "logs/mgsm_prompts_{promptset}.log",
     benchmark:
@@ -34,9 +37,12 @@ rule mgsm_prompts:
         promptset=mgsm_promptsets(),
     conda:
         "../../envs/zhunt.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         folder=lambda wc: config["prompts"][wc.promptset]["path"],
         languages=lambda wc: config["prompts"][wc.promptset]["languages"],
-        limit=lambda wc: config["prompts"][wc.promptset].get("limit"),
+        limit=lambda wc: config["prompts"][wc.promptset]["limit"],
     script:
         "../scripts/mgsm_prompts.py"

@@ -13,25 +13,16 @@ rule summary:
         tables="results/{model}/patching/tables",
         subspaces="results/{model}/patching/subspaces.tsv",
         decomposition="results/{model}/decomposition/R.tsv",
-        ard=multiext("results/{model}/ard/summary", ".tsv", ".md"),
+        ard_summary="results/{model}/ard/summary.tsv",
+        ard_headline="results/{model}/ard/headline.tsv",
         bridge="results/{model}/bridge/bridge.tsv",
         bottleneck="results/{model}/structure/bottleneck.tsv",
         behaviour="results/{model}/behaviour/summary.tsv",
         phase2="results/{model}/zspace/phase2_summary.tsv",
+        digit_phase2="results/{model}/zspace/digit_confound.tsv",
+        digit_theory="results/{model}/theory/digit_confound.tsv",
         layers="results/{model}/layers/comparison.tsv",
-        figures=expand(
-            "results/{{model}}/figures/{name}.png",
-            name=[
-                "decomposition_R",
-                "ard_z_size",
-                "ard_spectrum",
-                "bridge_loo_r2",
-                "bridge_spectra",
-                "behaviour_accuracy",
-                "phase2_heatmap",
-                "phases",
-            ],
-        ),
+        figures=expand("results/{{model}}/figures/{name}.png", name=SUMMARY_FIGURES),
     output:
         html=report(
             "results/{model}/summary/summary.html",
@@ -50,9 +41,14 @@ rule summary:
         ),
     log:
         "logs/{model}/summary.log",
+    benchmark:
+        "benchmarks/{model}/summary.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/summary.py"
 
@@ -60,9 +56,8 @@ rule summary:
 rule models_summary:
     """Headline numbers of every analysed model side by side."""
     input:
-        lambda wc: expand(
-            "results/{model}/summary/summary.json", model=config["analyze"]
-        ),
+        heads=expand("results/{model}/summary/summary.json", model=config["analyze"]),
+        pages=expand("results/{model}/summary/summary.html", model=config["analyze"]),
     output:
         html=report(
             "results/summary/models.html",
@@ -80,8 +75,13 @@ rule models_summary:
         ),
     log:
         "logs/models_summary.log",
+    benchmark:
+        "benchmarks/models_summary.tsv"
     conda:
         "../../envs/zhunt.yaml"
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     script:
         "../scripts/summary_models.py"

@@ -1,11 +1,6 @@
-"""Glue: join the shard stores of a sharded extraction (see zhunt.data.store.gather_shards)."""
+"""Glue: join the shard stores of a sharded extraction (see zhunt.stages.data.run_gather_activations)."""
 
-from zhunt.io import snakemake_main
-from zhunt.stages.pipeline import gather_activation_shards
+from zhunt.stages import call
+from zhunt.stages.data import run_gather_activations
 
-
-def main(smk):
-    gather_activation_shards(list(smk.input), smk.output[0])
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_gather_activations)  # noqa: F821

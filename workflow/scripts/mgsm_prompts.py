@@ -1,11 +1,6 @@
-"""Glue: an MGSM prompt set (the benchmark's own files) as a wide prompt table."""
+"""Glue: an MGSM prompt set (the benchmark's own files) as a wide prompt table (see zhunt.stages.data.run_mgsm_prompts)."""
 
-from zhunt.io import snakemake_main
-from zhunt.stages.pipeline import mgsm_prompt_set
+from zhunt.stages import call
+from zhunt.stages.data import run_mgsm_prompts
 
-
-def main(smk):
-    mgsm_prompt_set(smk.params.folder, list(smk.params.languages), smk.params.limit, smk.output[0])
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_mgsm_prompts)  # noqa: F821

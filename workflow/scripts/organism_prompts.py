@@ -1,11 +1,6 @@
-"""Glue: the organism's held-out prompt set in the paired wide format."""
+"""Glue: the organism's held-out prompt set in the paired wide format (see zhunt.stages.data.run_organism_prompts)."""
 
-from zhunt.io import snakemake_main
-from zhunt.models.organism import make_organism_prompt_table
+from zhunt.stages import call
+from zhunt.stages.data import run_organism_prompts
 
-
-def main(smk):
-    make_organism_prompt_table(smk.output[0], n=smk.params.n, ops=tuple(smk.params.ops))
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_organism_prompts)  # noqa: F821

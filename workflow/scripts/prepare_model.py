@@ -1,11 +1,6 @@
-"""Glue: materialise a model folder (GGUF dequantisation or hub snapshot)."""
+"""Glue: materialise a model folder (GGUF dequantisation or hub snapshot) (see zhunt.stages.models.run_prepare_model)."""
 
-from zhunt.io import snakemake_main
-from zhunt.models import prepare_model_folder
+from zhunt.stages import call
+from zhunt.stages.models import run_prepare_model
 
-
-def main(smk):
-    prepare_model_folder(smk.wildcards.model, dict(smk.params.spec), smk.output[0])
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_prepare_model)  # noqa: F821

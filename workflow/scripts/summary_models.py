@@ -1,13 +1,8 @@
-"""Glue: the cross-model page and table (see zhunt.report.summary.write_models_summary)."""
+"""Glue: the cross-model page and table (see zhunt.stages.summary.run_models_summary)."""
 
-from zhunt.io import snakemake_main
-from zhunt.report.summary import write_models_summary
+from functools import partial
 
+from zhunt.stages import call
+from zhunt.stages.summary import run_models_summary
 
-def main(smk):
-    write_models_summary(
-        list(smk.input), smk.output.html, smk.output.table, href=smk.report_href
-    )
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, partial(run_models_summary, href=snakemake.report_href))  # noqa: F821

@@ -1,19 +1,6 @@
-"""Glue: train the model organism (see zhunt.models.organism)."""
+"""Glue: train the model organism and write its training report (see zhunt.stages.models.run_train_organism)."""
 
-from zhunt.io import snakemake_main
-from zhunt.stages.pipeline import train_organism_stage
+from zhunt.stages import call
+from zhunt.stages.models import run_train_organism
 
-
-def main(smk):
-    train_organism_stage(
-        model_name=smk.wildcards.model,
-        train=dict(smk.params.train),
-        out_dir=smk.output.model,
-        loss_tsv=smk.output.loss,
-        report_md=smk.output.report,
-        figure_png=smk.output.figure,
-        threads=smk.threads,
-    )
-
-
-snakemake_main(snakemake, main)  # noqa: F821
+call(snakemake, run_train_organism)  # noqa: F821

@@ -38,10 +38,10 @@ import pandas as pd
 import yaml
 
 from zhunt.errors import ZhuntError
-from zhunt.data.text import SUPPORTED_LANGUAGES
+from zhunt.data.language_id import SUPPORTED_LANGUAGES
 
 #: The languages a prompt table may carry, in canonical order: the languages whose
-#: answers :mod:`zhunt.data.text` can read (one list for the whole project).
+#: answers :mod:`zhunt.data.number_parsing` can read (one list for the whole project).
 KNOWN_LANGUAGES: tuple[str, ...] = SUPPORTED_LANGUAGES
 
 #: Columns every prompt table must have besides its language columns.
@@ -49,6 +49,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("id", "category", "answer")
 
 #: Default JSON schema of one prompt-table row (repository checkout layout).
 DEFAULT_ROW_SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "prompts.schema.yaml"
+
+#: The shipped prompt templates (repository checkout layout); its ``organism`` family is the
+#: organism's training format (:func:`zhunt.models.organism.prompt_templates`).
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "resources" / "prompts" / "templates.yaml"
 
 _TEMPLATE_KINDS = ("completion", "chat")
 _FAMILY_KEYS = {"kind", "prompt", "shot", "system", "chat_kwargs"}
@@ -201,6 +205,60 @@ def _describe_schema_error(err, header: Sequence[str]) -> tuple[int, str]:
 # --------------------------------------------------------------------------- prompt tables
 
 
+def _header_languages(header: Sequence[str], languages: Sequence[str] | None, hwhere: str) -> list[str]:
+    """The language columns of a prompt-table header (file order), once the header is checked:
+    no empty, padded or repeated cell, every required column, only known languages, at least one,
+    and every requested language present."""
+    seen: set[str] = set()
+    for col in header:
+        if col == "":
+            raise ZhuntError(hwhere, "empty column name in the header")
+        if col != col.strip():
+            raise ZhuntError(hwhere, f"header cell {col!r} has leading or trailing whitespace "
+                             f"(write {col.strip()!r})")
+        if col in seen:
+            raise ZhuntError(hwhere, f"column '{col}' appears twice in the header")
+        seen.add(col)
+    for col in REQUIRED_COLUMNS:
+        if col not in header:
+            raise ZhuntError(hwhere, f"missing required column '{col}' (the header needs "
+                             f"{', '.join(REQUIRED_COLUMNS)} and language columns)")
+    file_langs = [c for c in header if c not in REQUIRED_COLUMNS]
+    for col in file_langs:
+        if col not in KNOWN_LANGUAGES:
+            raise ZhuntError(hwhere, f"unknown language column '{col}' "
+                             f"(expected one of {', '.join(KNOWN_LANGUAGES)})")
+    if not file_langs:
+        raise ZhuntError(hwhere, "no language column (expected at least one of "
+                         f"{', '.join(KNOWN_LANGUAGES)})")
+    for lang in languages or ():
+        if lang not in file_langs:
+            raise ZhuntError(hwhere, f"missing language column '{lang}'")
+    return file_langs
+
+
+def _table_row(where: str, line: str, header: Sequence[str], file_langs: Sequence[str], validator) -> dict:
+    """One checked problem row ``{column: value}`` (``answer`` an int) of a prompt-table line."""
+    fields = line.split("\t")
+    if len(fields) != len(header):
+        raise ZhuntError(where, f"malformed row: expected {len(header)} tab-separated fields "
+                         f"({', '.join(header)}), found {len(fields)}")
+    row: dict[str, Any] = dict(zip(header, fields))
+    if _INT_RE.fullmatch(row["answer"]):
+        value = int(row["answer"])
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ZhuntError(where, f"column 'answer': {row['answer']} is outside the range answers are "
+                             "stored in (64-bit integers, -2^63 .. 2^63-1)")
+        row["answer"] = value
+    errors = list(validator.iter_errors(row))
+    if errors:
+        _, message = min((_describe_schema_error(e, header) for e in errors), key=lambda t: t[0])
+        raise ZhuntError(where, message)
+    for lang in file_langs:
+        check_text(where, row[lang], lang)
+    return row
+
+
 def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None = None,
                       schema: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read and validate a wide prompt table.
@@ -246,58 +304,15 @@ def load_prompt_table(path: str | os.PathLike, languages: Sequence[str] | None =
     head_no, head_line = nonblank[0]
     header = head_line.split("\t")
     hwhere = f"{path}:{head_no}"
-
-    seen: set[str] = set()
-    for col in header:
-        if col == "":
-            raise ZhuntError(hwhere, "empty column name in the header")
-        if col != col.strip():
-            raise ZhuntError(hwhere, f"header cell {col!r} has leading or trailing whitespace "
-                             f"(write {col.strip()!r})")
-        if col in seen:
-            raise ZhuntError(hwhere, f"column '{col}' appears twice in the header")
-        seen.add(col)
-    for col in REQUIRED_COLUMNS:
-        if col not in header:
-            raise ZhuntError(hwhere, f"missing required column '{col}' (the header needs "
-                             f"{', '.join(REQUIRED_COLUMNS)} and language columns)")
-    file_langs = [c for c in header if c not in REQUIRED_COLUMNS]
-    for col in file_langs:
-        if col not in KNOWN_LANGUAGES:
-            raise ZhuntError(hwhere, f"unknown language column '{col}' "
-                             f"(expected one of {', '.join(KNOWN_LANGUAGES)})")
-    if not file_langs:
-        raise ZhuntError(hwhere, "no language column (expected at least one of "
-                         f"{', '.join(KNOWN_LANGUAGES)})")
-    for lang in languages or ():
-        if lang not in file_langs:
-            raise ZhuntError(hwhere, f"missing language column '{lang}'")
-
+    file_langs = _header_languages(header, languages, hwhere)
     validator = _row_validator(str(Path(schema) if schema is not None else DEFAULT_ROW_SCHEMA))
     first_line: dict[str, int] = {}
     records: list[dict[str, Any]] = []
     row_lines: list[int] = []
     for line_no, line in nonblank[1:]:
-        where = f"{path}:{line_no}"
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ZhuntError(where, f"malformed row: expected {len(header)} tab-separated fields "
-                             f"({', '.join(header)}), found {len(fields)}")
-        row: dict[str, Any] = dict(zip(header, fields))
-        if _INT_RE.fullmatch(row["answer"]):
-            value = int(row["answer"])
-            if not INT64_MIN <= value <= INT64_MAX:
-                raise ZhuntError(where, f"column 'answer': {row['answer']} is outside the range answers are "
-                                 "stored in (64-bit integers, -2^63 .. 2^63-1)")
-            row["answer"] = value
-        errors = list(validator.iter_errors(row))
-        if errors:
-            _, message = min((_describe_schema_error(e, header) for e in errors), key=lambda t: t[0])
-            raise ZhuntError(where, message)
-        for lang in file_langs:
-            check_text(where, row[lang], lang)
+        row = _table_row(f"{path}:{line_no}", line, header, file_langs, validator)
         if row["id"] in first_line:
-            raise ZhuntError(where, f"duplicate id '{row['id']}' (first used on line "
+            raise ZhuntError(f"{path}:{line_no}", f"duplicate id '{row['id']}' (first used on line "
                              f"{first_line[row['id']]})")
         first_line[row["id"]] = line_no
         records.append(row)
@@ -588,39 +603,40 @@ def load_templates(path: str | os.PathLike) -> dict:
     if not isinstance(fams, dict) or not fams:
         fail(["families"], "expected a non-empty mapping of family name -> templates")
 
-    families: dict[str, dict] = {}
-    for name, spec in fams.items():
-        name = str(name)
-        key = ["families", name]
-        if not isinstance(spec, dict):
-            fail(key, "expected a mapping with 'kind' and 'prompt'")
-        extra = set(map(str, spec)) - _FAMILY_KEYS
-        if extra:
-            fail(key + [sorted(extra)[0]], f"unknown key (expected some of {', '.join(sorted(_FAMILY_KEYS))})")
-        kind = spec.get("kind")
-        if kind not in _TEMPLATE_KINDS:
-            fail(key + ["kind"], f"expected one of {', '.join(_TEMPLATE_KINDS)}, got {kind!r}")
-        prompt = _lang_map(spec.get("prompt"), None, key + ["prompt"], fail, required=True)
-        for lang, tmpl in prompt.items():
-            if tmpl.count("{question}") != 1:
-                fail(key + ["prompt", lang], "must contain {question} exactly once")
-        shot = _lang_map(spec.get("shot"), list(prompt), key + ["shot"], fail)
-        needed = ("{prompt}", "{answer}") if kind == "completion" else ("{answer}",)
-        for lang, tmpl in (shot or {}).items():
-            for ph in needed:
-                if ph not in tmpl:
-                    fail(key + ["shot"], f"the '{lang}' shot format must contain {ph}")
-        if kind == "completion":
-            for chat_only in ("system", "chat_kwargs"):
-                if chat_only in spec:
-                    fail(key + [chat_only], "only allowed in a chat family")
-        system = _lang_map(spec.get("system"), list(prompt), key + ["system"], fail)
-        chat_kwargs = spec.get("chat_kwargs") or {}
-        if not isinstance(chat_kwargs, dict):
-            fail(key + ["chat_kwargs"], "expected a mapping of keyword arguments")
-        families[name] = {"kind": kind, "prompt": prompt, "shot": shot, "system": system,
-                          "chat_kwargs": dict(chat_kwargs)}
+    families = {str(name): _template_family(["families", str(name)], spec, fail) for name, spec in fams.items()}
     return {"path": str(path), "sha256": file_sha256(path), "families": families}
+
+
+def _template_family(key: list, spec, fail) -> dict:
+    """One checked family of a templates file (``key`` = ``["families", name]``): ``kind``,
+    ``prompt``, ``shot``, ``system`` and ``chat_kwargs`` as :func:`load_templates` returns them."""
+    if not isinstance(spec, dict):
+        fail(key, "expected a mapping with 'kind' and 'prompt'")
+    extra = set(map(str, spec)) - _FAMILY_KEYS
+    if extra:
+        fail(key + [sorted(extra)[0]], f"unknown key (expected some of {', '.join(sorted(_FAMILY_KEYS))})")
+    kind = spec.get("kind")
+    if kind not in _TEMPLATE_KINDS:
+        fail(key + ["kind"], f"expected one of {', '.join(_TEMPLATE_KINDS)}, got {kind!r}")
+    prompt = _lang_map(spec.get("prompt"), None, key + ["prompt"], fail, required=True)
+    for lang, tmpl in prompt.items():
+        if tmpl.count("{question}") != 1:
+            fail(key + ["prompt", lang], "must contain {question} exactly once")
+    shot = _lang_map(spec.get("shot"), list(prompt), key + ["shot"], fail)
+    needed = ("{prompt}", "{answer}") if kind == "completion" else ("{answer}",)
+    for lang, tmpl in (shot or {}).items():
+        for ph in needed:
+            if ph not in tmpl:
+                fail(key + ["shot"], f"the '{lang}' shot format must contain {ph}")
+    if kind == "completion":
+        for chat_only in ("system", "chat_kwargs"):
+            if chat_only in spec:
+                fail(key + [chat_only], "only allowed in a chat family")
+    system = _lang_map(spec.get("system"), list(prompt), key + ["system"], fail)
+    chat_kwargs = spec.get("chat_kwargs") or {}
+    if not isinstance(chat_kwargs, dict):
+        fail(key + ["chat_kwargs"], "expected a mapping of keyword arguments")
+    return {"kind": kind, "prompt": prompt, "shot": shot, "system": system, "chat_kwargs": dict(chat_kwargs)}
 
 
 def _lang_map(value, languages, keys, fail, required: bool = False) -> dict[str, str] | None:

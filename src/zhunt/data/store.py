@@ -317,37 +317,14 @@ class StoreWriter:
                 return
             lengths = np.array([r["length"] for r in records], dtype=np.int64)
             n = int(lengths.sum())
-            if len(hidden) != self.num_layers + 1:
-                raise ValueError(f"expected {self.num_layers + 1} hidden arrays, got {len(hidden)}")
             token_ids = np.asarray(token_ids)
             special = np.asarray(special, dtype=bool)
-            if token_ids.shape != (n,) or special.shape != (n,):
-                raise ValueError(f"token_ids/special must have shape ({n},)")
-            for j, h in enumerate(hidden):
-                if tuple(np.shape(h)) != (n, self.hidden_size):
-                    raise ValueError(
-                        f"hidden[{j}] has shape {tuple(np.shape(h))}, expected {(n, self.hidden_size)}")
-            if offsets is None:
-                offs = self._cursor + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            else:
-                offs = np.asarray(offsets, dtype=np.int64)
-                if offs.shape != lengths.shape:
-                    raise ValueError("offsets must have one entry per prompt")
-            if len(offs) and (offs.min() < 0 or (offs + lengths).max() > self.n_rows_total):
-                raise ValueError(f"rows beyond the pre-sized store of {self.n_rows_total} rows")
-            if self._np_dtype == np.float16:
-                self._check_float16(hidden)
+            offs = self._checked_batch(lengths, hidden, token_ids, special, offsets)
             nbytes = n * self._row_bytes
             if self._pending and self._pending_bytes + nbytes > self.buffer_bytes:
                 self._flush_pending()
             if self._pooled_only:
-                seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-                # pooled from the rows as they would be stored (float16 rounding included)
-                as_stored = [np.asarray(hidden[j]).astype(self._np_dtype).astype(np.float32, copy=False)
-                             for j in self._pooled_only]
-                pooled = [np.stack([pool_segments(H, seg, lengths, ~special, p) for H in as_stored], axis=1)
-                          for p in POOLINGS]  # per pooling: (n_prompts, |missing|, d)
-                self._pooled.append((offs.copy(), pooled))
+                self._pooled.append((offs.copy(), self._pool_rowless(hidden, lengths, special)))
             rows = [np.asarray(hidden[j]).astype(self._np_dtype, order="C", copy=copy) for j in self.hidden_indices]
             self._pending.append((offs.copy(), lengths, rows, token_ids.astype(np.int32),
                                   np.array(special, dtype=bool)))
@@ -362,6 +339,41 @@ class StoreWriter:
         except BaseException as exc:
             self._abort(exc)
             raise
+
+    def _checked_batch(self, lengths: np.ndarray, hidden, token_ids: np.ndarray, special: np.ndarray,
+                       offsets) -> np.ndarray:
+        """The file offset of each prompt of a batch (after the rows so far unless ``offsets``),
+        once the batch's shapes, offsets and (float16 store) magnitudes are checked."""
+        n = int(lengths.sum())
+        if len(hidden) != self.num_layers + 1:
+            raise ValueError(f"expected {self.num_layers + 1} hidden arrays, got {len(hidden)}")
+        if token_ids.shape != (n,) or special.shape != (n,):
+            raise ValueError(f"token_ids/special must have shape ({n},)")
+        for j, h in enumerate(hidden):
+            if tuple(np.shape(h)) != (n, self.hidden_size):
+                raise ValueError(
+                    f"hidden[{j}] has shape {tuple(np.shape(h))}, expected {(n, self.hidden_size)}")
+        if offsets is None:
+            offs = self._cursor + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        else:
+            offs = np.asarray(offsets, dtype=np.int64)
+            if offs.shape != lengths.shape:
+                raise ValueError("offsets must have one entry per prompt")
+        if len(offs) and (offs.min() < 0 or (offs + lengths).max() > self.n_rows_total):
+            raise ValueError(f"rows beyond the pre-sized store of {self.n_rows_total} rows")
+        if self._np_dtype == np.float16:
+            self._check_float16(hidden)
+        return offs
+
+    def _pool_rowless(self, hidden, lengths: np.ndarray, special: np.ndarray) -> list[np.ndarray]:
+        """Pooled vectors of the hidden indices stored without token rows: per pooling of
+        :data:`POOLINGS` an ``(n_prompts, |rowless|, d)`` array, pooled from the rows as they
+        would be stored (float16 rounding included)."""
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        as_stored = [np.asarray(hidden[j]).astype(self._np_dtype).astype(np.float32, copy=False)
+                     for j in self._pooled_only]
+        return [np.stack([pool_segments(H, seg, lengths, ~special, p) for H in as_stored], axis=1)
+                for p in POOLINGS]
 
     def _check_float16(self, hidden) -> None:
         """Refuse values a float16 store would turn into inf (|x| > 65504)."""
@@ -979,91 +991,19 @@ def gather_shards(shard_paths: Sequence, out_path) -> dict:
     paths = [Path(p) for p in shard_paths]
     stores = [ActivationStore(p, cache_layers=0) for p in paths]
     try:
+        _check_shards(paths, stores, out_path)
         first = stores[0]
-        n_shards = len(stores)
-        same = ("n_shards", "n_prompts_total", "prompt_table_sha256", "num_layers", "hidden_size", "dtype")
-        seen = {}
-        for p, st in zip(paths, stores):
-            if "shard" not in st.attrs:
-                raise ZhuntError(str(p), "not a shard store (no `shard` attribute)")
-            if p.parent.resolve() != out_path.parent.resolve():
-                raise ZhuntError(str(p), f"shard files must sit beside the gathered store {out_path}")
-            for key in same:
-                if str(st.attrs.get(key)) != str(first.attrs.get(key)):
-                    raise ZhuntError(str(p), f"shard attribute {key}={st.attrs.get(key)!r} differs from "
-                                     f"{paths[0].name}'s {first.attrs.get(key)!r}")
-            if st.stored_indices != first.stored_indices:
-                raise ZhuntError(str(p), f"shard keeps hidden indices {st.stored_indices}, "
-                                 f"{paths[0].name} keeps {first.stored_indices}")
-            i = int(st.attrs["shard"])
-            if i in seen:
-                raise ZhuntError(str(p), f"shard {i} given twice (also {seen[i]})")
-            seen[i] = p
-        if int(first.attrs["n_shards"]) != n_shards:
-            raise ZhuntError(str(paths[0]), f"written as one of {first.attrs['n_shards']} shards, "
-                             f"but {n_shards} were given")
         n_total = int(first.attrs["n_prompts_total"])
-        owner = np.full(n_total, -1, dtype=np.int64)  # shard of each global prompt
-        local = np.full(n_total, -1, dtype=np.int64)  # its index inside that shard
-        for s, st in enumerate(stores):
-            pos = np.asarray(st.attrs["prompt_positions"], dtype=np.int64).reshape(-1)
-            if len(pos) != len(st.prompts) or (owner[pos] != -1).any():
-                raise ZhuntError(str(paths[s]), "shard prompt positions overlap another shard's")
-            owner[pos] = s
-            local[pos] = np.arange(len(pos))
-        if (owner == -1).any():
-            raise ZhuntError(str(paths[0]), f"{int((owner == -1).sum())} prompts are in no shard")
-
-        parts = [stores[s].prompts.iloc[i] for s, i in zip(owner, local)]
-        index = pd.DataFrame(parts).reset_index(drop=True)
+        owner, local = _shard_owners(paths, stores, n_total)
+        index = pd.DataFrame([stores[s].prompts.iloc[i] for s, i in zip(owner, local)]).reset_index(drop=True)
         lengths = index["length"].to_numpy(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         n_rows = int(lengths.sum())
         src_off = index["offset"].to_numpy(np.int64)  # row offset inside the owning shard
-        tok = np.empty(n_rows, dtype=np.int32)
-        spec = np.empty(n_rows, dtype=bool)
-        for g in range(n_total):
-            st, o, n = stores[owner[g]], src_off[g], lengths[g]
-            tok[offsets[g]:offsets[g] + n] = st.token_ids[o:o + n]
-            spec[offsets[g]:offsets[g] + n] = st.special[o:o + n]
-        # runs: consecutive global prompts that are consecutive rows of one shard
-        runs: list[list[int]] = []  # [shard, global row, shard row, n rows]
-        for g in range(n_total):
-            s = int(owner[g])
-            if runs and runs[-1][0] == s and runs[-1][2] + runs[-1][3] == src_off[g]:
-                runs[-1][3] += int(lengths[g])
-            else:
-                runs.append([s, int(offsets[g]), int(src_off[g]), int(lengths[g])])
-
-        d = first.hidden_size
-        np_dtype = np.dtype(_DTYPES[first.dtype])
+        runs = _row_runs(owner, offsets, src_off, lengths)
         with atomic_path(out_path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
-            vspace = h5py.h5s.create_simple((n_rows, d))
-            sel = []
-            for s, g0, l0, m in runs:
-                vs = vspace.copy()
-                vs.select_hyperslab((g0, 0), (m, d))
-                ss = h5py.h5s.create_simple((stores[s].n_rows, d))
-                ss.select_hyperslab((l0, 0), (m, d))
-                sel.append((vs, paths[s].name.encode(), ss))
-            grp = f.create_group("hidden")
-            for j in first.stored_indices:
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_fill_value(np.array(np.nan, dtype=np_dtype))
-                name = hidden_name(j).encode()
-                for vs, fname, ss in sel:
-                    dcpl.set_virtual(vs, fname, name, ss)
-                h5py.h5d.create(grp.id, f"{j:03d}".encode(), h5py.h5t.py_create(np_dtype), vspace, dcpl=dcpl)
-            ix = f.create_group("index")
-            ix.create_dataset("prompt_id", data=index["prompt_id"].to_numpy(dtype=object), dtype=_STR)
-            ix.create_dataset("lang", data=index["lang"].to_numpy(dtype=object), dtype=_STR)
-            ix.create_dataset("offset", data=offsets)
-            ix.create_dataset("length", data=lengths)
-            for col in ("answer", "category"):
-                if col in index:
-                    ix.create_dataset(col, data=index[col].to_numpy(dtype=object), dtype=_STR)
-            ix.create_dataset("token_ids", data=tok)
-            ix.create_dataset("special", data=spec)
+            _write_virtual_hidden(f, paths, stores, runs, n_rows)
+            _write_gathered_index(f, index, offsets, _gathered_tokens(stores, owner, src_off, offsets, lengths))
             for j in (j for j in range(first.num_layers + 1) if j not in first._stored):
                 for pooling in POOLINGS:
                     P = [st._f[pooled_name(pooling, j)][()] for st in stores]
@@ -1079,4 +1019,111 @@ def gather_shards(shard_paths: Sequence, out_path) -> dict:
     finally:
         for st in stores:
             st.close()
-    return {"n_prompts": n_total, "n_rows": n_rows, "n_shards": n_shards, "n_mappings": len(runs)}
+    return {"n_prompts": n_total, "n_rows": n_rows, "n_shards": len(stores), "n_mappings": len(runs)}
+
+
+def _check_shards(paths: Sequence[Path], stores: Sequence[ActivationStore], out_path: Path) -> None:
+    """Every file is a shard store beside ``out_path``, of the same extraction as the first, and
+    each shard of the ``n_shards`` comes exactly once."""
+    first = stores[0]
+    same = ("n_shards", "n_prompts_total", "prompt_table_sha256", "num_layers", "hidden_size", "dtype")
+    seen = {}
+    for p, st in zip(paths, stores):
+        if "shard" not in st.attrs:
+            raise ZhuntError(str(p), "not a shard store (no `shard` attribute)")
+        if p.parent.resolve() != out_path.parent.resolve():
+            raise ZhuntError(str(p), f"shard files must sit beside the gathered store {out_path}")
+        for key in same:
+            if str(st.attrs.get(key)) != str(first.attrs.get(key)):
+                raise ZhuntError(str(p), f"shard attribute {key}={st.attrs.get(key)!r} differs from "
+                                 f"{paths[0].name}'s {first.attrs.get(key)!r}")
+        if st.stored_indices != first.stored_indices:
+            raise ZhuntError(str(p), f"shard keeps hidden indices {st.stored_indices}, "
+                             f"{paths[0].name} keeps {first.stored_indices}")
+        i = int(st.attrs["shard"])
+        if i in seen:
+            raise ZhuntError(str(p), f"shard {i} given twice (also {seen[i]})")
+        seen[i] = p
+    if int(first.attrs["n_shards"]) != len(stores):
+        raise ZhuntError(str(paths[0]), f"written as one of {first.attrs['n_shards']} shards, "
+                         f"but {len(stores)} were given")
+
+
+def _shard_owners(paths, stores, n_total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(owner, local)``: for each of the ``n_total`` prompts, its shard and its index there."""
+    owner = np.full(n_total, -1, dtype=np.int64)
+    local = np.full(n_total, -1, dtype=np.int64)
+    for s, st in enumerate(stores):
+        pos = np.asarray(st.attrs["prompt_positions"], dtype=np.int64).reshape(-1)
+        if len(pos) != len(st.prompts) or (owner[pos] != -1).any():
+            raise ZhuntError(str(paths[s]), "shard prompt positions overlap another shard's")
+        owner[pos] = s
+        local[pos] = np.arange(len(pos))
+    if (owner == -1).any():
+        raise ZhuntError(str(paths[0]), f"{int((owner == -1).sum())} prompts are in no shard")
+    return owner, local
+
+
+def _gathered_tokens(stores, owner, src_off, offsets, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids ``(N_rows,)`` int32 and special flags ``(N_rows,)`` bool in gathered row order."""
+    n_rows = int(lengths.sum())
+    tok = np.empty(n_rows, dtype=np.int32)
+    spec = np.empty(n_rows, dtype=bool)
+    for g in range(len(owner)):
+        st, o, n = stores[owner[g]], src_off[g], lengths[g]
+        tok[offsets[g]:offsets[g] + n] = st.token_ids[o:o + n]
+        spec[offsets[g]:offsets[g] + n] = st.special[o:o + n]
+    return tok, spec
+
+
+def _row_runs(owner, offsets, src_off, lengths) -> list[list[int]]:
+    """Runs ``[shard, gathered row, shard row, n rows]``: consecutive prompts that are
+    consecutive rows of one shard (one virtual mapping each)."""
+    runs: list[list[int]] = []
+    for g in range(len(owner)):
+        s = int(owner[g])
+        if runs and runs[-1][0] == s and runs[-1][2] + runs[-1][3] == src_off[g]:
+            runs[-1][3] += int(lengths[g])
+        else:
+            runs.append([s, int(offsets[g]), int(src_off[g]), int(lengths[g])])
+    return runs
+
+
+def _write_virtual_hidden(f, paths, stores, runs, n_rows: int) -> None:
+    """``hidden/{j:03d}`` of every stored index as an ``(N_rows, d)`` virtual dataset mapping each
+    run onto its shard file (named relative: the shards sit beside the gathered store)."""
+    first = stores[0]
+    d = first.hidden_size
+    np_dtype = np.dtype(_DTYPES[first.dtype])
+    vspace = h5py.h5s.create_simple((n_rows, d))
+    sel = []
+    for s, g0, l0, m in runs:
+        vs = vspace.copy()
+        vs.select_hyperslab((g0, 0), (m, d))
+        ss = h5py.h5s.create_simple((stores[s].n_rows, d))
+        ss.select_hyperslab((l0, 0), (m, d))
+        sel.append((vs, paths[s].name.encode(), ss))
+    grp = f.create_group("hidden")
+    for j in first.stored_indices:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_fill_value(np.array(np.nan, dtype=np_dtype))
+        name = hidden_name(j).encode()
+        for vs, fname, ss in sel:
+            dcpl.set_virtual(vs, fname, name, ss)
+        h5py.h5d.create(grp.id, f"{j:03d}".encode(), h5py.h5t.py_create(np_dtype), vspace, dcpl=dcpl)
+
+
+def _write_gathered_index(f, index: pd.DataFrame, offsets, tokens) -> None:
+    """The ``index`` group of the gathered store: prompts in table order, offsets, lengths,
+    answers/categories when present, token ids and special flags."""
+    tok, spec = tokens
+    ix = f.create_group("index")
+    ix.create_dataset("prompt_id", data=index["prompt_id"].to_numpy(dtype=object), dtype=_STR)
+    ix.create_dataset("lang", data=index["lang"].to_numpy(dtype=object), dtype=_STR)
+    ix.create_dataset("offset", data=offsets)
+    ix.create_dataset("length", data=index["length"].to_numpy(np.int64))
+    for col in ("answer", "category"):
+        if col in index:
+            ix.create_dataset(col, data=index[col].to_numpy(dtype=object), dtype=_STR)
+    ix.create_dataset("token_ids", data=tok)
+    ix.create_dataset("special", data=spec)

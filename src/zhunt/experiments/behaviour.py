@@ -4,11 +4,11 @@ Every problem of a paired prompt table is posed in every requested language
 (0..n few-shot exemplars, :func:`zhunt.data.prompts.render_prompts`), answered by
 greedy generation (:func:`zhunt.models.generation.generate`) and scored:
 
-* ``extracted`` — :func:`zhunt.data.text.extract_answer` with the prompt's language;
+* ``extracted`` — :func:`zhunt.data.answers.extract_answer` with the prompt's language;
 * ``correct`` — ``extracted == answer``;
-* ``output_lang`` — :func:`zhunt.data.text.classify_language` of the continuation
+* ``output_lang`` — :func:`zhunt.data.language_id.classify_language` of the continuation
   (``en`` = Latin script, ``zh``, ``mixed``, ``other``) and its
-  :func:`zhunt.data.text.cjk_fraction`.
+  :func:`zhunt.data.language_id.cjk_fraction`.
 
 Per language: accuracy with a percentile bootstrap 95% CI over problems
 (:func:`zhunt.stats.rate_ci`). Paired comparison of each language with
@@ -58,7 +58,8 @@ import numpy as np
 import pandas as pd
 
 from zhunt.stats import mcnemar_exact, rate_ci
-from zhunt.data.text import classify_language, cjk_fraction, extract_answer
+from zhunt.data.answers import extract_answer
+from zhunt.data.language_id import cjk_fraction, classify_language
 
 __all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
            "step_record_modules", "step_distances"]

@@ -60,10 +60,10 @@ Source problem (``source``, see ``docs/patching.md``)
     (== the own unpatched answer) per condition, and :func:`donor_verdict`
     judges them (:func:`donor_verdict_caption`).
 
-Scoring of each generation: :func:`zhunt.data.text.extract_answer` (language of the
+Scoring of each generation: :func:`zhunt.data.answers.extract_answer` (language of the
 output script: ``zh`` for Chinese output, the target language for Latin
 output, all languages for mixed output), ``correct`` against the key,
-:func:`zhunt.data.text.classify_language` and :func:`~zhunt.data.text.cjk_fraction`.
+:func:`zhunt.data.language_id.classify_language` and :func:`~zhunt.data.language_id.cjk_fraction`.
 An *answer change* is ``extracted != extracted(none)`` on the same problem (no
 answer vs an answer counts as a change; no answer twice does not). Language
 *preserved* means the output is classified as the target language (``en`` =
@@ -110,7 +110,8 @@ from zhunt.experiments.patching_thresholds import (ALPHA, MAX_ZPERP_ANSWER_CHANG
                                                    MIN_Z_LANGUAGE_PRESERVATION, N_BOOTSTRAP)
 from zhunt.experiments.patching_thresholds import GRID_VERDICTS as VERDICTS
 from zhunt.stats import bootstrap_ci, mcnemar_exact
-from zhunt.data.text import SUPPORTED_LANGUAGES, classify_language, cjk_fraction, extract_answer
+from zhunt.data.answers import extract_answer
+from zhunt.data.language_id import SUPPORTED_LANGUAGES, cjk_fraction, classify_language
 
 __all__ = [
     "CONDITIONS", "DIRECTIONS", "ALIGNMENTS", "ALPHA", "MIN_Z_LANGUAGE_PRESERVATION",
@@ -692,7 +693,7 @@ def grid_context(model_dir, model_name: str, prompts_path, languages: Sequence[s
         (:func:`donor_map`, or ``{}`` without the ``donor`` source).
     """
     from zhunt.experiments.patching_cells import cell_context
-    from zhunt.stages.pipeline import check_ks, check_layer
+    from zhunt.config import check_ks, check_layer
 
     ctx = cell_context(model_dir, None, prompts_path, languages, templates_path, family, threads=threads)
     ad = ctx["adapter"]

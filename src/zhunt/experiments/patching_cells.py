@@ -10,8 +10,8 @@ base–donor pair (:func:`zhunt.experiments.patching_design.donor_pairs`) and ev
    the *donor run* (the counterfactual target: the model's own output on the
    donor's prompt in the target language);
 2. every patched base run is generated with its edit at the site (extracted
-   answer and its script: :func:`zhunt.data.text.answer_span`,
-   :func:`zhunt.data.text.answer_language`);
+   answer and its script: :func:`zhunt.data.answers.answer_span`,
+   :func:`zhunt.data.answers.answer_language`);
 3. the pair's *first answer position* (:func:`first_divergence`): the two clean
    continuations ``c_b`` (base) and ``c_d`` (donor run) share a longest common
    prefix ``a`` (``prefix_len = len(a)``, often a format token); the first
@@ -58,10 +58,10 @@ def script_groups(tokenizer, langs: Sequence[str]) -> np.ndarray:
     """``(G, V)`` vocabulary masks: tokens whose text holds the script of each language.
 
     ``zh``: a CJK ideograph; any other language: a Latin letter
-    (:func:`zhunt.data.text.classify_language` of the decoded token is ``zh`` /
+    (:func:`zhunt.data.language_id.classify_language` of the decoded token is ``zh`` /
     ``en``, or ``mixed``).
     """
-    from zhunt.data.text import classify_language
+    from zhunt.data.language_id import classify_language
 
     V = len(tokenizer)
     tags = [classify_language(t) for t in tokenizer.batch_decode([[i] for i in range(V)])]
@@ -74,7 +74,8 @@ def script_groups(tokenizer, langs: Sequence[str]) -> np.ndarray:
 
 def answer_of(text: str, target: str) -> tuple[int | None, str]:
     """``(extracted answer, script of its span)`` of a continuation (number words of its own script)."""
-    from zhunt.data.text import answer_language, classify_language, cut_at_next_question, extract_answer
+    from zhunt.data.answers import answer_language, cut_at_next_question, extract_answer
+    from zhunt.data.language_id import classify_language
 
     out_lang = classify_language(cut_at_next_question(text))
     lang = "zh" if out_lang == "zh" else (target if target != "zh" else "en") if out_lang == "en" else None

@@ -19,12 +19,13 @@ Pieces
   so a held-out problem is never seen in training whatever the seeds.
 * :func:`train_organism` -- trains, evaluates (greedy exact match, per language,
   on held-out problems) and saves a ``save_pretrained`` folder.
-* :func:`write_training_report`, :func:`make_organism_prompt_table` -- outputs
-  for the workflow.
+* :func:`make_organism_prompt_table` -- the held-out prompt set for the workflow (the
+  training report is rendered by :mod:`zhunt.report.organism`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,17 +37,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from zhunt.errors import ZhuntError
-from zhunt.io import atomic_dir, atomic_path, write_table, write_text
+from zhunt.io import atomic_dir, write_text
 from zhunt.progress import Progress
 
 #: Languages the organism speaks.
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 
-#: Prompt templates; ``{question}`` is the question text of a problem.
-PROMPT_TEMPLATES: dict[str, str] = {
-    "en": "Q: {question} A:",
-    "zh": "问：{question}答：",
-}
 
 #: End-of-sequence (also padding) token.
 EOS_TOKEN = "<|endoftext|>"
@@ -79,7 +75,7 @@ _TOKENIZER_MAX_NUMBER = 9999
 
 
 def _number_to_words(n: int, lang: str) -> str:
-    from zhunt.data.text import number_to_words
+    from zhunt.data.number_words import number_to_words
 
     return number_to_words(n, lang)
 
@@ -95,10 +91,20 @@ def answer_text(n: int, lang: str) -> str:
     return " " + words if lang == "en" else words
 
 
+@functools.lru_cache(maxsize=1)
+def prompt_templates() -> dict[str, str]:
+    """The organism's prompt per language (``{question}`` = a problem's question text): the
+    ``organism`` family of the shipped templates file (:data:`zhunt.data.prompts.DEFAULT_TEMPLATES`),
+    the one place the training format is written."""
+    from zhunt.data.prompts import DEFAULT_TEMPLATES, load_templates
+
+    return dict(load_templates(DEFAULT_TEMPLATES)["families"]["organism"]["prompt"])
+
+
 def format_prompt(question: str, lang: str) -> str:
     """Wrap a question in the organism's prompt template for ``lang``."""
     try:
-        return PROMPT_TEMPLATES[lang].format(question=question)
+        return prompt_templates()[lang].format(question=question)
     except KeyError:
         raise ZhuntError("organism.lang", f"unknown language {lang!r}; expected one of {list(LANGUAGES)}")
 
@@ -168,6 +174,49 @@ def _tokenizer_corpus() -> list[str]:
     return texts
 
 
+def _tokenizer_merges(pre) -> list[tuple[str, str]]:
+    """BPE merges of the organism's corpus: greedy merges of its English chunks
+    (:func:`_learn_merges`), then byte merges that make each non-ASCII character one token."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    ascii_chunks, wide_chars = set(), set()
+    for text in _tokenizer_corpus():
+        for piece, _ in pre.pre_tokenize_str(text):
+            if all(ord(c) < 0x80 for c in text):
+                ascii_chunks.add(piece)
+        wide_chars.update(c for c in text if ord(c) >= 0x80)
+
+    byte_sym = _bytes_to_unicode()
+    if set(byte_sym.values()) != set(ByteLevel.alphabet()):  # pragma: no cover - library drift
+        raise RuntimeError("tokenizers' ByteLevel alphabet differs from the GPT-2 byte map")
+
+    merges = _learn_merges(ascii_chunks)
+    seen = set(merges)
+    for ch in sorted(wide_chars):
+        syms = [byte_sym[b] for b in ch.encode("utf-8")]
+        acc = syms[0]
+        for s in syms[1:]:
+            if (acc, s) not in seen:
+                seen.add((acc, s))
+                merges.append((acc, s))
+            acc = acc + s
+    return merges
+
+
+def _tokenizer_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """Token -> id: the 256 byte symbols, each merge's result in merge order, then the eos."""
+    byte_sym = _bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for b in range(256):
+        vocab[byte_sym[b]] = len(vocab)
+    for left, right in merges:
+        tok = left + right
+        if tok not in vocab:
+            vocab[tok] = len(vocab)
+    vocab[EOS_TOKEN] = len(vocab)
+    return vocab
+
+
 def build_tokenizer():
     """Build the organism's tokenizer offline: a Qwen2-compatible byte-level BPE.
 
@@ -192,41 +241,11 @@ def build_tokenizer():
     """
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers
     from tokenizers.models import BPE
-    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import PreTrainedTokenizerFast
 
     pre = _pre_tokenizer()
-    ascii_chunks, wide_chars = set(), set()
-    for text in _tokenizer_corpus():
-        for piece, _ in pre.pre_tokenize_str(text):
-            if all(ord(c) < 0x80 for c in text):
-                ascii_chunks.add(piece)
-        wide_chars.update(c for c in text if ord(c) >= 0x80)
-
-    byte_sym = _bytes_to_unicode()
-    if set(byte_sym.values()) != set(ByteLevel.alphabet()):  # pragma: no cover - library drift
-        raise RuntimeError("tokenizers' ByteLevel alphabet differs from the GPT-2 byte map")
-
-    merges = _learn_merges(ascii_chunks)
-    seen = set(merges)
-    for ch in sorted(wide_chars):
-        syms = [byte_sym[b] for b in ch.encode("utf-8")]
-        acc = syms[0]
-        for s in syms[1:]:
-            if (acc, s) not in seen:
-                seen.add((acc, s))
-                merges.append((acc, s))
-            acc = acc + s
-
-    vocab: dict[str, int] = {}
-    for b in range(256):
-        vocab[byte_sym[b]] = len(vocab)
-    for left, right in merges:
-        tok = left + right
-        if tok not in vocab:
-            vocab[tok] = len(vocab)
-    vocab[EOS_TOKEN] = len(vocab)
-
+    merges = _tokenizer_merges(pre)
+    vocab = _tokenizer_vocab(merges)
     tok = Tokenizer(
         BPE(
             vocab=vocab,
@@ -469,6 +488,140 @@ def _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, interme
     )
 
 
+def _new_organism(tokenizer, seed: int, *, n_layers: int, hidden_size: int, n_heads: int, n_kv_heads: int,
+                  intermediate_size: int, tie_word_embeddings: bool):
+    """A freshly initialised ``Qwen2ForCausalLM`` (weights from ``torch.manual_seed(seed)``), with
+    greedy generation defaults (eos = pad = the tokenizer's eos, at most 16 new tokens)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    config = _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size,
+                           tie_word_embeddings)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.config.use_cache = True
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id, do_sample=False, max_new_tokens=16,
+    )
+    return model
+
+
+def _optimiser(model, lr: float, weight_decay: float, warmup_steps: int, steps: int):
+    """AdamW (betas 0.9/0.95; no weight decay on vectors) and its schedule: linear warm-up over
+    ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def _train_steps(model, opt, sched, examples, *, steps: int, batch_size: int, seed: int, log_every: int,
+                 verbose: bool) -> list[tuple[int, float]]:
+    """Run ``steps`` optimiser steps; return the loss curve ``[(step, mean loss of the window)]``.
+
+    Each step draws ``batch_size`` rows of ``examples`` = ``(ids, labels, lens)``
+    (:func:`_encode_examples`) with a ``torch.Generator`` seeded with ``seed``, cuts them to the
+    longest, and minimises the next-token cross-entropy over the labelled (answer + eos)
+    positions, gradients clipped at norm 1. A curve point is the mean loss over each window of
+    ``log_every`` steps (and the last, shorter one).
+    """
+    import torch
+
+    ids, labels, lens = examples
+    gen = torch.Generator().manual_seed(seed)
+    loss_curve: list[tuple[int, float]] = []
+    window, window_n = 0.0, 0
+    model.train()
+    t_train = time.perf_counter()
+    progress = Progress(steps, "training step")  # n/N, elapsed, ETA in the rule's log
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(ids), (batch_size,), generator=gen)
+        width = int(lens[idx].max())
+        x = ids[idx, :width]
+        y = labels[idx, :width]
+        logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1), ignore_index=-100
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        window += float(loss.detach())
+        window_n += 1
+        progress.update(step)
+        if step % log_every == 0 or step == steps:
+            loss_curve.append((step, window / window_n))
+            if verbose:
+                print(f"step {step:5d}  loss {window / window_n:.4f}  "
+                      f"lr {sched.get_last_lr()[0]:.2e}  {time.perf_counter() - t_train:.0f}s", flush=True)
+            window, window_n = 0.0, 0
+    return loss_curve
+
+
+def _training_record(tokenizer, arch: dict, schedule: dict, ops, n_params: int, n_train: int, n_eval: int,
+                     seed: int) -> dict:
+    """The hyper-parameters and environment of a training run, as the report and
+    ``zhunt_model.json`` list them (``arch``: the architecture arguments; ``schedule``: steps,
+    batch_size, lr, warmup_steps, weight_decay)."""
+    import torch
+    import transformers
+
+    return {
+        "architecture": "Qwen2ForCausalLM",
+        **{k: arch[k] for k in ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "intermediate_size",
+                                "tie_word_embeddings")},
+        "vocab_size": len(tokenizer),
+        "n_params": n_params,
+        "steps": schedule["steps"],
+        "batch_size": schedule["batch_size"],
+        "optimizer": "AdamW(betas=(0.9, 0.95))",
+        "lr": schedule["lr"],
+        "schedule": f"linear warm-up {schedule['warmup_steps']} steps, cosine to 0",
+        "warmup_steps": schedule["warmup_steps"],
+        "weight_decay": schedule["weight_decay"],
+        "grad_clip": 1.0,
+        "ops": list(ops),
+        "languages": list(LANGUAGES),
+        "prompt_templates": prompt_templates(),
+        "heldout_rule": f"blake2b('op:a:b') % {HELDOUT_MODULUS} == 0",
+        "n_train_problems": n_train,
+        "eval_n": n_eval,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _save_organism(out_dir, model, tokenizer, meta: dict) -> None:
+    """Write the model folder atomically: weights, tokenizer and ``zhunt_model.json`` (mode 0644/0755)."""
+    model.eval()
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (Path(tmp) / "zhunt_model.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        for f in Path(tmp).iterdir():  # some writers create 0600 files
+            f.chmod(0o644)
+        Path(tmp).chmod(0o755)
+
+
 def train_organism(
     out_dir: str | os.PathLike,
     *,
@@ -490,69 +643,36 @@ def train_organism(
     threads: int | None = None,
     verbose: bool = False,
 ) -> dict:
-    """Train the organism from scratch, evaluate it and save it to ``out_dir``.
+    """Train the organism from scratch, evaluate it and save it to ``out_dir`` (replaced if present).
 
-    Model: ``Qwen2ForCausalLM`` (GQA with ``n_kv_heads`` key/value heads, RoPE,
-    SwiGLU, float32). Data: at every step ``batch_size`` (problem, language)
-    pairs drawn uniformly from the *train* split of :func:`make_problems` in both
-    languages; sequence = prompt + answer + eos, right-padded; the loss is the
-    mean cross-entropy over answer tokens and the eos only. Optimiser: AdamW
-    (betas 0.9/0.95, ``weight_decay``), linear warm-up over ``warmup_steps`` then
-    cosine decay to 0 at ``steps``, gradient clipping at norm 1.
-
-    Deterministic: weights come from ``torch.manual_seed(seed)``, batches from a
-    ``torch.Generator`` seeded with ``seed``, and deterministic algorithms are
-    enforced while training, so the same arguments give bitwise-identical
-    weights.
-
-    Evaluation: greedy exact match (:func:`evaluate_organism`) on ``eval_n``
-    held-out problems (never trained on), in each language.
-
-    ``out_dir`` is written atomically and holds ``config.json``,
-    ``model.safetensors``, ``generation_config.json``, the tokenizer files and
-    ``zhunt_model.json`` (``name``, ``source``, ``training``, ``accuracy``,
-    ``wall_time_s``).
-
-    Parameters
-    ----------
-    out_dir : path
-        Destination folder (replaced if present).
-    n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size : int
-        Architecture.
-    steps, batch_size, lr, warmup_steps, weight_decay : training schedule.
-    tie_word_embeddings : bool
-        Share input embedding and LM head (as the small Qwen2.5 models do).
-    ops : sequence of str
-        Operations to learn (see :data:`OPS`).
-    seed : int
-        Seed for initialisation and batch sampling.
-    eval_n : int
-        Number of held-out problems evaluated per language.
-    log_every : int
-        Loss-curve resolution: mean training loss over each window of this many steps.
-    threads : int, optional
-        ``torch.set_num_threads`` for the run (restored afterwards).
-    verbose : bool
-        Print the loss curve while training.
+    Model ``Qwen2ForCausalLM`` (GQA, RoPE, SwiGLU, float32; architecture from ``n_layers`` ..
+    ``tie_word_embeddings``). Data: uniform draws of (problem, language) pairs from the *train*
+    split of :func:`make_problems` (``ops``), prompt + answer + eos, loss on answer and eos only
+    (:func:`_train_steps`); AdamW with warm-up and cosine decay (:func:`_optimiser`). Deterministic:
+    weights and batches from ``seed``, deterministic algorithms enforced while training, so the same
+    arguments give bitwise-identical weights. Evaluation: greedy exact match
+    (:func:`evaluate_organism`) on ``eval_n`` held-out problems per language. ``log_every`` is the
+    loss-curve window, ``threads`` the ``torch.set_num_threads`` of the run (restored afterwards),
+    ``verbose`` prints the curve. ``out_dir`` is written atomically and holds ``config.json``,
+    ``model.safetensors``, ``generation_config.json``, the tokenizer and ``zhunt_model.json``.
 
     Returns
     -------
     dict
-        ``loss_curve`` (list of ``(step, mean loss)``), ``accuracy``
-        (``{"en": .., "zh": ..}``), ``accuracy_by_op``, ``examples``,
-        ``training`` (hyper-parameters), ``n_params``, ``wall_time_s``,
-        ``train_time_s``, ``out_dir``.
+        ``loss_curve`` (list of ``(step, mean loss)``), ``accuracy`` (``{"en": .., "zh": ..}``),
+        ``accuracy_by_op``, ``examples``, ``training`` (hyper-parameters), ``n_params``,
+        ``wall_time_s``, ``train_time_s``, ``out_dir``.
     """
     import torch
-    import transformers
-    from transformers import GenerationConfig, Qwen2ForCausalLM
 
     ops = _check_ops(ops)
     if steps < 1 or batch_size < 1 or log_every < 1:
         raise ZhuntError("organism.steps", "steps, batch_size and log_every must be >= 1")
+    arch = dict(n_layers=n_layers, hidden_size=hidden_size, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                intermediate_size=intermediate_size, tie_word_embeddings=tie_word_embeddings)
+    schedule = dict(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay)
     t0 = time.perf_counter()
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if threads:
         torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True)
@@ -560,191 +680,31 @@ def train_organism(
         tokenizer = build_tokenizer()
         train_problems = make_problems(None, seed, ops, split="train")
         eval_problems = make_problems(eval_n, seed + 1, ops, split="heldout")
-        ids, labels, lens = _encode_examples(tokenizer, train_problems, LANGUAGES)
-
-        config = _model_config(tokenizer, n_layers, hidden_size, n_heads, n_kv_heads, intermediate_size,
-                               tie_word_embeddings)
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-        model.config.use_cache = True
+        examples = _encode_examples(tokenizer, train_problems, LANGUAGES)
+        model = _new_organism(tokenizer, seed, **arch)
         n_params = sum(p.numel() for p in model.parameters())
-        model.generation_config = GenerationConfig(
-            bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id, do_sample=False, max_new_tokens=16,
-        )
-
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr, betas=(0.9, 0.95), eps=1e-8,
-        )
-
-        def lr_lambda(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        gen = torch.Generator().manual_seed(seed)
-        loss_curve: list[tuple[int, float]] = []
-        window = 0.0
-        window_n = 0
-        model.train()
+        opt, sched = _optimiser(model, lr, weight_decay, warmup_steps, steps)
         t_train = time.perf_counter()
-        progress = Progress(steps, "training step")  # n/N, elapsed, ETA in the rule's log
-        for step in range(1, steps + 1):
-            idx = torch.randint(len(ids), (batch_size,), generator=gen)
-            width = int(lens[idx].max())
-            x = ids[idx, :width]
-            y = labels[idx, :width]
-            logits = model(input_ids=x).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1), ignore_index=-100
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            window += float(loss.detach())
-            window_n += 1
-            progress.update(step)
-            if step % log_every == 0 or step == steps:
-                loss_curve.append((step, window / window_n))
-                if verbose:
-                    print(f"step {step:5d}  loss {window / window_n:.4f}  "
-                          f"lr {sched.get_last_lr()[0]:.2e}  {time.perf_counter() - t_train:.0f}s", flush=True)
-                window, window_n = 0.0, 0
+        loss_curve = _train_steps(model, opt, sched, examples, steps=steps, batch_size=batch_size, seed=seed,
+                                  log_every=log_every, verbose=verbose)
         train_time = time.perf_counter() - t_train
-
         ev = evaluate_organism(model, tokenizer, eval_problems, LANGUAGES)
         wall = time.perf_counter() - t0
-        training = {
-            "architecture": "Qwen2ForCausalLM",
-            "n_layers": n_layers,
-            "hidden_size": hidden_size,
-            "n_heads": n_heads,
-            "n_kv_heads": n_kv_heads,
-            "intermediate_size": intermediate_size,
-            "tie_word_embeddings": tie_word_embeddings,
-            "vocab_size": len(tokenizer),
-            "n_params": n_params,
-            "steps": steps,
-            "batch_size": batch_size,
-            "optimizer": "AdamW(betas=(0.9, 0.95))",
-            "lr": lr,
-            "schedule": f"linear warm-up {warmup_steps} steps, cosine to 0",
-            "warmup_steps": warmup_steps,
-            "weight_decay": weight_decay,
-            "grad_clip": 1.0,
-            "ops": list(ops),
-            "languages": list(LANGUAGES),
-            "prompt_templates": dict(PROMPT_TEMPLATES),
-            "heldout_rule": f"blake2b('op:a:b') % {HELDOUT_MODULUS} == 0",
-            "n_train_problems": len(train_problems),
-            "eval_n": len(eval_problems),
-            "seed": seed,
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        }
-        meta = {
-            "name": "organism",
-            "source": {"kind": "organism"},
-            "training": training,
-            "accuracy": ev["accuracy"],
-            "accuracy_by_op": ev["accuracy_by_op"],
-            "wall_time_s": round(wall, 2),
-        }
-        model.eval()
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (Path(tmp) / "zhunt_model.json").write_text(
-                json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
-            for f in Path(tmp).iterdir():  # some writers create 0600 files
-                f.chmod(0o644)
-            Path(tmp).chmod(0o755)
+        training = _training_record(tokenizer, arch, schedule, ops, n_params, len(train_problems),
+                                    len(eval_problems), seed)
+        _save_organism(out_dir, model, tokenizer, {
+            "name": "organism", "source": {"kind": "organism"}, "training": training,
+            "accuracy": ev["accuracy"], "accuracy_by_op": ev["accuracy_by_op"], "wall_time_s": round(wall, 2),
+        })
     finally:
         torch.use_deterministic_algorithms(old_det)
         torch.set_num_threads(old_threads)
-    return {
-        "loss_curve": loss_curve,
-        "accuracy": ev["accuracy"],
-        "accuracy_by_op": ev["accuracy_by_op"],
-        "examples": ev["examples"],
-        "training": training,
-        "n_params": n_params,
-        "wall_time_s": wall,
-        "train_time_s": train_time,
-        "out_dir": str(out_dir),
-    }
+    return {"loss_curve": loss_curve, "accuracy": ev["accuracy"], "accuracy_by_op": ev["accuracy_by_op"],
+            "examples": ev["examples"], "training": training, "n_params": n_params, "wall_time_s": wall,
+            "train_time_s": train_time, "out_dir": str(out_dir)}
 
 
 # ------------------------------------------------------------------------ outputs
-
-
-def write_training_report(report: dict, tsv_path, md_path, png_path) -> None:
-    """Write the loss curve (TSV + PNG) and a Markdown summary of a training report.
-
-    Parameters
-    ----------
-    report : dict
-        As returned by :func:`train_organism`.
-    tsv_path, md_path, png_path : path
-        Loss curve table (``step``, ``loss``), summary, figure. All atomic.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    curve = pd.DataFrame(report["loss_curve"], columns=["step", "loss"])
-    write_table(curve, tsv_path)
-
-    tr = report.get("training", {})
-    lines = ["# Model organism: training report", ""]
-    lines += ["| language | held-out exact match |", "|---|---|"]
-    for lang, acc in report["accuracy"].items():
-        lines.append(f"| {lang} | {acc:.1%} |")
-    by_op = report.get("accuracy_by_op") or {}
-    if by_op:
-        ops = sorted({op for d in by_op.values() for op in d})
-        lines += ["", "| language | " + " | ".join(ops) + " |", "|---" * (len(ops) + 1) + "|"]
-        for lang, d in by_op.items():
-            lines.append(f"| {lang} | " + " | ".join(f"{d.get(op, float('nan')):.1%}" for op in ops) + " |")
-    lines += ["", f"Wall time: {report['wall_time_s']:.1f} s"
-              + (f" (training {report['train_time_s']:.1f} s)" if "train_time_s" in report else "")]
-    if len(report["loss_curve"]):
-        lines.append(f"Final training loss: {report['loss_curve'][-1][1]:.4g} at step {report['loss_curve'][-1][0]}")
-    lines += ["", "## Hyper-parameters", "", "| parameter | value |", "|---|---|"]
-    for k, v in tr.items():
-        lines.append(f"| {k} | {json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v} |")
-    ex = report.get("examples") or []
-    if ex:
-        lines += ["", "## Examples (held out)", "", "| lang | prompt | expected | output |", "|---|---|---|---|"]
-        for lang, prompt, want, got in ex:
-            lines.append(f"| {lang} | {prompt} | {want} | {got} |")
-    write_text(md_path, "\n".join(lines) + "\n")
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    if len(curve):
-        ax.plot(curve["step"], curve["loss"], marker=".", lw=1)
-        if (curve["loss"] > 0).all():
-            ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (answer tokens)")
-    acc = ", ".join(f"{k} {v:.1%}" for k, v in report["accuracy"].items())
-    ax.set_title(f"organism; held-out exact match: {acc}", fontsize=9)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    with atomic_path(png_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=150)
-    plt.close(fig)
 
 
 def make_organism_prompt_table(path, n: int = 60, seed: int = 2024, ops: Sequence[str] = DEFAULT_OPS) -> list[dict]:

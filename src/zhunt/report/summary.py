@@ -1,8 +1,9 @@
 """Report-side summaries: measured headlines, the seed-000 checklist, summary pages.
 
-Everything here only *reads* the TSV/Markdown outputs of the analysis rules
-under ``{root}/{model}/`` (``root`` is ``results`` in the workflow) and never
-recomputes science. Three consumers:
+Everything here only *reads* the TSV/Markdown outputs of the analysis rules and
+never recomputes science. What it reads is a mapping ``files`` (key -> path, keys
+of :data:`MODEL_FILES`): the summary rule's named inputs, or :func:`model_files`
+for the report labels, which know only the wildcards. Three consumers:
 
 * :func:`measured` gives the one-line measured result of one report item
   (``"decomposition"``, ``"patching"``, ...). The workflow calls it from the
@@ -20,8 +21,8 @@ recomputes science. Three consumers:
 Conventions read from the producers: the first row of ``patching/metrics.tsv``
 is the primary layer, alignment and direction (rows are written layer-major
 in config order) and the primary k is the largest k; the ``same`` source is
-the seed's design. The ARD primary layer is the one named in
-``ard/summary.md`` ("Lengthscale spectrum at layer N"). Tables with a ``site`` column
+the seed's design. The ARD primary layer is the ``layer`` of ``ard/headline.tsv``
+(the held-out test runs at the primary layer). Tables with a ``site`` column
 list the primary site (``study.site``) first; headlines read those rows. The digit confound
 (``zspace/digit_confound.tsv``, ``theory/digit_confound.tsv``) is read at the first layer.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,8 +66,50 @@ _VERDICT_RANK = {"double dissociation": 3, "partial success": 2, "null": 1, "rev
 
 # --------------------------------------------------------------------------- reading
 
+#: The files of one model's results this module reads: key -> path under ``{root}/{model}/``. The
+#: summary rule declares each as a named input of the same key; :func:`model_files` builds them
+#: for the report labels, which know only the wildcards.
+MODEL_FILES: dict[str, str] = {
+    "metrics": "patching/metrics.tsv", "verdict": "patching/verdict.md", "tables": "patching/tables",
+    "subspaces": "patching/subspaces.tsv", "decomposition": "decomposition/R.tsv",
+    "ard_summary": "ard/summary.tsv", "ard_headline": "ard/headline.tsv", "ard_heldout": "ard/heldout.tsv",
+    "bridge": "bridge/bridge.tsv", "behaviour": "behaviour/summary.tsv", "phase2": "zspace/phase2_summary.tsv",
+    "datadriven": "zspace/datadriven.tsv", "digit_phase2": "zspace/digit_confound.tsv",
+    "digit_theory": "theory/digit_confound.tsv", "effective_rank": "structure/effective_rank_summary.tsv",
+    "bottleneck": "structure/bottleneck.tsv", "grassmann": "structure/grassmann_adjacent.tsv",
+    "ffn": "structure/ffn_alignment.tsv", "families": "structure/families_verdict.md",
+    "qk": "structure/qk_verdict.md", "layer_scores": "structure/layer_scores.tsv",
+    "theory": "theory/theory_summary.tsv", "garch": "theory/garch.tsv",
+    "training": "organism/training_report.md", "summary_json": "summary/summary.json",
+    "layer_sweep": "layers/sweep.tsv", "layers": "layers/comparison.tsv",
+}
+#: Files under ``{root}/`` shared by all models: key -> path.
+SHARED_FILES: dict[str, str] = {"toy": "theory/toy_theorem.tsv", "models": "summary/models.tsv",
+                                "layer_prediction": "summary/layer_prediction.tsv"}
+#: The figures the checklist and the summary page point to (``figures/{name}.png``; the summary
+#: rule's ``figures`` input).
+FIGURES = ("decomposition_R", "ard_z_size", "ard_spectrum", "bridge_loo_r2", "bridge_spectra",
+           "behaviour_accuracy", "phase2_heatmap", "phases")
 
-def _tsv(path: Path) -> pd.DataFrame:
+
+def model_files(root: str | Path, model: str | None, wildcards=None) -> dict:
+    """Where the rules write what this module reads (:data:`MODEL_FILES`, :data:`SHARED_FILES`):
+    ``{key: Path}``, plus ``figures`` (``{name: Path}``) and ``ard_layer`` (the ARD table of the
+    ``layer`` wildcard, when given). For the report labels; the summary rule passes its inputs."""
+    root = Path(root)
+    out: dict = {k: root / v for k, v in SHARED_FILES.items()}
+    if model is not None:
+        base = root / model
+        out.update({k: base / v for k, v in MODEL_FILES.items()})
+        out["figures"] = {name: base / "figures" / f"{name}.png" for name in FIGURES}
+        if getattr(wildcards, "layer", None) is not None:
+            out["ard_layer"] = base / f"ard/L{int(wildcards.layer)}.tsv"
+    return out
+
+
+
+def _tsv(path) -> pd.DataFrame:
+    path = Path(path)
     if not path.exists():
         raise ZhuntError(str(path), "missing")
     try:
@@ -75,7 +119,8 @@ def _tsv(path: Path) -> pd.DataFrame:
         raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
 
 
-def _text(path: Path) -> str:
+def _text(path) -> str:
+    path = Path(path)
     if not path.exists():
         raise ZhuntError(str(path), "missing")
     return path.read_text(encoding="utf-8")
@@ -113,11 +158,11 @@ def _stat(summary: pd.DataFrame, name: str):
 # --------------------------------------------------------------------------- patching helpers
 
 
-def _patching(root: Path, model: str) -> tuple[pd.DataFrame, dict]:
+def _patching(files: Mapping) -> tuple[pd.DataFrame, dict]:
     """Metrics of the seed's (``same``) source and the primary configuration."""
-    m = _tsv(root / model / "patching/metrics.tsv")
+    m = _tsv(files["metrics"])
     if not len(m):
-        raise ZhuntError(str(root / model / "patching/metrics.tsv"), "no configurations")
+        raise ZhuntError(str(files["metrics"]), "no configurations")
     if "source" in m.columns:
         m = m[m["source"] == "same"] if (m["source"] == "same").any() else m
     first = m.iloc[0]
@@ -148,12 +193,12 @@ def _where(p: Mapping) -> str:
 # --------------------------------------------------------------------------- measures (one line each)
 
 
-def _m_patching(root, model, wc):
-    m, p = _patching(root, model)
+def _m_patching(files, wc):
+    m, p = _patching(files)
     prim = m[m["direction"] == p["direction"]]
     out = (f"overall {_overall(prim['verdict'])}; primary ({_where(p)}, {int(p['n_problems'])} problems): "
            f"{p['verdict']}. {patching_sentence(p)}; random subspaces {_pct(p.get('random_answer_change'))}")
-    full = root / model / "patching/metrics.tsv"
+    full = files["metrics"]
     allm = _tsv(full)
     if "source" in allm.columns and (allm["source"] == "donor").any():
         d = allm[(allm["source"] == "donor") & (allm["direction"] == p["direction"])]
@@ -161,34 +206,34 @@ def _m_patching(root, model, wc):
     return out
 
 
-def _interchange(root: Path, model: str) -> tuple[pd.DataFrame, str, dict]:
+def _interchange(files: Mapping) -> tuple[pd.DataFrame, str, dict]:
     """The interchange table (``patching/subspaces.tsv``), its primary verdict and criteria."""
     from zhunt.experiments.patching_verdict import interchange_verdict
 
-    t = _tsv(root / model / "patching/subspaces.tsv")
+    t = _tsv(files["subspaces"])
     prim = t[t["primary"].astype(str) == "True"].set_index("subspace")
     if not len(prim):
-        raise ZhuntError(str(root / model / "patching/subspaces.tsv"), "no primary cell")
+        raise ZhuntError(str(files["subspaces"]), "no primary cell")
     verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
     return prim, verdict, crit
 
 
-def _m_patching_interchange(root, model, wc):
+def _m_patching_interchange(files, wc):
     from zhunt.experiments.patching_verdict import positive_control
 
-    prim, verdict, crit = _interchange(root, model)
+    prim, verdict, crit = _interchange(files)
     r = prim.iloc[0]
     ci = lambda s, m: f"{prim.loc[s, m]:.2f} [{prim.loc[s, m + '_lo']:.2f}, {prim.loc[s, m + '_hi']:.2f}]"  # noqa
-    pc = positive_control(_tsv(root / model / "patching/subspaces.tsv"))
+    pc = positive_control(_tsv(files["subspaces"]))
     return (f"primary (site {r['site']}, L{int(r['layer'])}, k={int(r['k'])}, {r['alignment']}, {r['direction']}): "
             f"{verdict}; IIA Z {ci('z', 'iia')} vs energy-matched random {ci('random_matched', 'iia')} "
             f"(n = {int(prim.loc['z', 'n_iia'])}); NPE Z {ci('z', 'npe')} vs {ci('random_matched', 'npe')}; "
             f"positive control {'holds' if pc['holds'] else 'fails' if pc['testable'] else 'not testable'}")
 
 
-def _m_patching_table(root, model, wc):
+def _m_patching_table(files, wc):
     cfg = getattr(wc, "config", None)
-    tables = root / model / "patching/tables"
+    tables = Path(files["tables"])
     path = tables / f"table_{cfg}.tsv" if cfg else None
     if path is None or not path.exists():
         n = len(list(tables.glob("table_*.tsv")))
@@ -201,8 +246,8 @@ def _m_patching_table(root, model, wc):
     return f"{len(t)} problems; answer changed: " + ", ".join(f"{k} {_pct(v)}" for k, v in changed.items())
 
 
-def _m_decomposition(root, model, wc):
-    R = _tsv(root / model / "decomposition/R.tsv")
+def _m_decomposition(files, wc):
+    R = _tsv(files["decomposition"])
     k = R["k"].max()
     pooled = R[(R["k"] == k) & (R["lang"] == "all")]
     top = pooled.loc[pooled["R"].idxmax()]
@@ -219,19 +264,17 @@ def _m_decomposition(root, model, wc):
             f"{len(pooled)} layers; Z-dominated layers {zd or 'none'}, Z⊥-dominated {zp or 'none'}" + zh_en)
 
 
-def _ard_primary(root, model) -> int | None:
-    md = root / model / "ard/summary.md"
-    if md.exists():
-        m = re.search(r"Lengthscale spectrum at layer (\d+)", md.read_text(encoding="utf-8"))
-        if m:
-            return int(m.group(1))
-    return None
+def _ard_primary(files) -> int | None:
+    """The ARD primary layer: ``layer`` of ``ard/headline.tsv`` (the held-out test's run, which
+    rule ard_heldout fits at the primary layer); ``None`` when that table is missing."""
+    head = Path(files["ard_headline"])
+    return int(_tsv(head)["layer"].iloc[0]) if head.exists() else None
 
 
-def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
+def _ard_rows(files, objective="wellposed") -> pd.DataFrame:
     # Cold start (log ell = 0): the warm start is seeded from the SVD mask's z-energy, so its
     # overlap with SVD-Z is partly there by construction.
-    s = _tsv(root / model / "ard/summary.tsv")
+    s = _tsv(files["ard_summary"])
     sel = s[(s["objective"] == objective) & (s["init"] == "cold") & (s["basis"] == "coord")]
     if not len(sel):
         sel = s[s["objective"] == objective]
@@ -242,25 +285,25 @@ def _ard_rows(root, model, objective="wellposed") -> pd.DataFrame:
     return sel[sel["lambda"] == middle_lambda(sel["lambda"].unique())]
 
 
-def _m_ard_size(root, model, wc):
-    sel = _ard_rows(root, model).sort_values("layer")
+def _m_ard_size(files, wc):
+    sel = _ard_rows(files).sort_values("layer")
     col = "z_size" if "z_size" in sel.columns else "z_size_median"
     lam = sel["lambda"].iloc[0]
     return (f"well-posed objective, cold start, λ={_f(lam)}: size of Z = "
             + ", ".join(f"L{int(r['layer'])}: {int(r[col])}/{int(r['d'])}" for _, r in sel.iterrows()))
 
 
-def _m_ard_headline(root, model, wc):
-    h = _tsv(root / model / "ard/headline.tsv").iloc[0]
+def _m_ard_headline(files, wc):
+    h = _tsv(files["ard_headline"]).iloc[0]
     return (f"layer {int(h['layer'])} ({h['objective']}, {h['basis']}, {h['init']} start, λ={_f(h['lambda'])}): "
             f"size of Z = {int(h['z_size'])}/{int(h['d'])} ({h['z_rule']}; half-data refit {int(h['z_size_fit'])}); "
             f"held-out kernel separates {h['heldout_verdict']} (language p = {_f(h['p_language'], 2)}, "
             f"problem p = {_f(h['p_problem'], 2)})")
 
 
-def _m_ard_spectrum(root, model, wc):
-    sel = _ard_rows(root, model)
-    layer = _ard_primary(root, model)
+def _m_ard_spectrum(files, wc):
+    sel = _ard_rows(files)
+    layer = _ard_primary(files)
     row = sel[sel["layer"] == layer].iloc[0] if layer is not None and (sel["layer"] == layer).any() else sel.iloc[0]
     bimodal = row["ashman_d"] > 2 and row["bic_gain"] > 0
     return (f"layer {int(row['layer'])} (well-posed, cold start, λ={_f(row['lambda'])}): "
@@ -269,8 +312,8 @@ def _m_ard_spectrum(root, model, wc):
             f"{_pct(row['overlap_chance'])} (p = {_f(row['overlap_p'], 2)})")
 
 
-def _m_ard_collapse(root, model, wc):
-    s = _tsv(root / model / "ard/summary.tsv")
+def _m_ard_collapse(files, wc):
+    s = _tsv(files["ard_summary"])
     seed = s[s["objective"] == "seed"]
     well = s[s["objective"] == "wellposed"]
     return (f"seed objective: median log10 lengthscale grows {_f(seed['growth_per_100_steps'].median())} per 100 "
@@ -278,9 +321,9 @@ def _m_ard_collapse(root, model, wc):
             f"{_f(well['growth_per_100_steps'].median())} per 100 steps")
 
 
-def _m_ard_layer(root, model, wc):
+def _m_ard_layer(files, wc):
     layer = int(getattr(wc, "layer"))
-    t = _primary_site(_tsv(root / model / f"ard/L{layer}.tsv"))
+    t = _primary_site(_tsv(files["ard_layer"]))
     sel = t[(t["objective"] == "wellposed") & (t["init"] == "cold") & (t["basis"] == "coord")]
     sel = sel if len(sel) else t
     col = "z_size" if "z_size" in sel.columns else "n_active_median"
@@ -288,8 +331,8 @@ def _m_ard_layer(root, model, wc):
         f"λ={_f(r['lambda'])}: {int(r[col])}/{int(r['d'])}" for _, r in sel.iterrows())
 
 
-def _m_ard_heldout(root, model, wc):
-    t = _tsv(root / model / "ard/heldout.tsv")
+def _m_ard_heldout(files, wc):
+    t = _tsv(files["ard_heldout"])
     parts = [f"{r['test']} MMD p = {_f(r['p_value'], 2)}" for _, r in t.iterrows()
              if r.get("kernel") == "learned"] or [f"{r['test']} p = {_f(r['p_value'], 2)}" for _, r in t.iterrows()]
     return f"layer {int(t['layer'].iloc[0])}, held-out permutation tests: " + "; ".join(parts)
@@ -300,15 +343,15 @@ def _primary_site(t: pd.DataFrame) -> pd.DataFrame:
     return t[t["site"] == t["site"].iloc[0]] if "site" in t.columns and len(t) else t
 
 
-def _bridge_primary(root, model) -> pd.Series:
-    b = _primary_site(_tsv(root / model / "bridge/bridge.tsv"))
+def _bridge_primary(files) -> pd.Series:
+    b = _primary_site(_tsv(files["bridge"]))
     first = b.iloc[0]
     sel = b[(b["layer"] == first["layer"]) & (b["direction"] == first["direction"]) & (b["level"] == "pooled")]
     return sel
 
 
-def _m_bridge(root, model, wc):
-    sel = _bridge_primary(root, model)
+def _m_bridge(files, wc):
+    sel = _bridge_primary(files)
     best = sel.loc[sel["r2_loo"].idxmax()]
     lst = sel[(sel["estimator"] == "lstsq") & (sel["k"] == best["k"])]
     orth = lst["orth_err"].iloc[0] if len(lst) else float("nan")
@@ -317,24 +360,24 @@ def _m_bridge(root, model, wc):
             f"{_f(best['r2_loo_null_q95'])}, p = {_f(best['p_loo'], 2)}); lstsq orthogonality error {_f(orth)}")
 
 
-def _m_bridge_spectra(root, model, wc):
-    sel = _bridge_primary(root, model)
+def _m_bridge_spectra(files, wc):
+    sel = _bridge_primary(files)
     lst = sel[sel["estimator"] == "lstsq"]
     return "lstsq map: " + "; ".join(
         f"k={int(r['k'])}: condition number {_f(r['kappa'])}, orthogonality error {_f(r['orth_err'])}"
         for _, r in lst.iterrows())
 
 
-def _m_behaviour(root, model, wc):
-    s = _tsv(root / model / "behaviour/summary.tsv")
+def _m_behaviour(files, wc):
+    s = _tsv(files["behaviour"])
     parts = [f"{r['lang']} {_pct(r['accuracy'])} [{_pct(r['ci_lo'])}–{_pct(r['ci_hi'])}]" for _, r in s.iterrows()]
     zh = s[s["lang"] == "zh"]
     test = f"; zh vs en McNemar p = {_f(zh['mcnemar_p'].iloc[0], 2)}" if len(zh) and "mcnemar_p" in s else ""
     return "accuracy " + ", ".join(parts) + test
 
 
-def _m_phase2(root, model, wc):
-    s = _primary_site(_tsv(root / model / "zspace/phase2_summary.tsv"))
+def _m_phase2(files, wc):
+    s = _primary_site(_tsv(files["phase2"]))
     s = s[s["tokens"] == "all"] if "tokens" in s.columns else s
 
     def row(pooling):
@@ -353,8 +396,8 @@ def _m_phase2(root, model, wc):
     return "; ".join(out) or "no summary rows"
 
 
-def _m_datadriven(root, model, wc):
-    t = _primary_site(_tsv(root / model / "zspace/datadriven.tsv"))
+def _m_datadriven(files, wc):
+    t = _primary_site(_tsv(files["datadriven"]))
     sel = t[(t["pooling"] == "mean") & (t["kind"] == "multihead")] if "kind" in t else t
     sel = sel if len(sel) else t
     v = sel["E_Ms_in_Z_over_chance"]
@@ -362,22 +405,22 @@ def _m_datadriven(root, model, wc):
             f"(mean pooling, {len(sel)} layer×k rows)")
 
 
-def _digit_rows(root, model) -> dict:
+def _digit_rows(files) -> dict:
     """The digit-confound row shown per stage: primary site, first layer, mean pooling, Z's advantage
     over Z⊥ at the largest k (Phase 2) / the zh->en (first) direction (NN retrieval)."""
     out = {}
-    p2 = _primary_site(_tsv(root / model / "zspace/digit_confound.tsv"))
+    p2 = _primary_site(_tsv(files["digit_phase2"]))
     sel = p2[(p2["measure"] == "z_advantage") & (p2["pooling"] == "mean") & (p2["kind"] == "multihead")]
     sel = sel[(sel["layer"] == sel["layer"].iloc[0]) & (sel["k"] == sel["k"].max())]
     out["phase2"] = sel.iloc[0]
-    nn = _tsv(root / model / "theory/digit_confound.tsv")
+    nn = _tsv(files["digit_theory"])
     out["nn_retrieval"] = nn.iloc[0]
     return out
 
 
-def _m_digit_confound(root, model, wc):
+def _m_digit_confound(files, wc):
     parts = []
-    for stage, r in _digit_rows(root, model).items():
+    for stage, r in _digit_rows(files).items():
         what = (f"Phase 2 advantage of Z over Z⊥, max(1 − ratio_Z/ratio_Z⊥, 0) (L{int(r['layer'])}, "
                 f"k={int(r['k'])})" if stage == "phase2"
                 else f"NN retrieval {r['src_lang']}→{r['tgt_lang']} accuracy above chance (hidden index "
@@ -389,16 +432,16 @@ def _m_digit_confound(root, model, wc):
     return "; ".join(parts)
 
 
-def _m_structure_rank(root, model, wc):
-    s = _tsv(root / model / "structure/effective_rank_summary.tsv")
-    b = _tsv(root / model / "structure/bottleneck.tsv").iloc[0]
+def _m_structure_rank(files, wc):
+    s = _tsv(files["effective_rank"])
+    b = _tsv(files["bottleneck"]).iloc[0]
     return (f"attention effective rank vs depth: Spearman ρ = {_f(_stat(s, 'spearman_attn_vs_depth'), 2)}; "
             f"at the predicted bottleneck L{int(b['predicted_layer'])}: {_f(b['attn_eff_rank_mean'])} ± "
             f"{_f(b['attn_eff_rank_std'], 2)} over heads (k={int(b['k'])}, d={int(b['d'])})")
 
 
-def _m_grassmann(root, model, wc):
-    a = _tsv(root / model / "structure/grassmann_adjacent.tsv")
+def _m_grassmann(files, wc):
+    a = _tsv(files["grassmann"])
     top = a.loc[a["sim"].idxmax()]
     rest = a.drop(index=top.name)["sim"]
     ratio = top["sim"] / rest.max() if len(rest) and rest.max() > 0 else float("nan")
@@ -406,16 +449,16 @@ def _m_grassmann(root, model, wc):
             f"({_f(ratio, 2)}x the next-highest pair)")
 
 
-def _m_ffn(root, model, wc):
-    b = _tsv(root / model / "structure/bottleneck.tsv").iloc[0]
-    f = _tsv(root / model / "structure/ffn_alignment.tsv")
+def _m_ffn(files, wc):
+    b = _tsv(files["bottleneck"]).iloc[0]
+    f = _tsv(files["ffn"])
     low = f.loc[f["ratio"].idxmin()]
     return (f"FFN alignment at L{int(b['predicted_layer'])}: {_f(b['ffn_ratio'])}x chance; lowest "
             f"{_f(low['ratio'])}x at L{int(low['layer'])}")
 
 
-def _m_phases(root, model, wc):
-    b = _tsv(root / model / "structure/bottleneck.tsv").iloc[0]
+def _m_phases(files, wc):
+    b = _tsv(files["bottleneck"]).iloc[0]
     return (f"phases {b['phases']} (encode ≤ L{int(b['encode_last_layer'])}, decode ≥ L"
             f"{int(b['decode_first_layer'])}); sharpest similarity drop after L{int(b['max_drop_layer'])} "
             f"({_f(b['max_drop'])}); predicted bottleneck L{int(b['predicted_layer'])}, "
@@ -427,45 +470,25 @@ def _md_verdict(path: Path) -> str:
     return m.group(1).strip() if m else "no verdict line"
 
 
-def _m_families(root, model, wc):
-    return f"verdict: {_md_verdict(root / model / 'structure/families_verdict.md')}"
+def _m_families(files, wc):
+    return f"verdict: {_md_verdict(files['families'])}"
 
 
-def _m_qk(root, model, wc):
-    text = _text(root / model / "structure/qk_verdict.md")
+def _m_qk(files, wc):
+    text = _text(files["qk"])
     cos = re.search(r"anchor \(anchor excluded[^)]*\): \*\*([-+0-9.]+)\*\*", text)
-    return (f"verdict: {_md_verdict(root / model / 'structure/qk_verdict.md')}"
+    return (f"verdict: {_md_verdict(files['qk'])}"
             + (f"; mean operator cosine to the anchor (anchor excluded) {cos.group(1)}" if cos else ""))
 
 
-def _m_snr(root, model, wc):
-    s = _tsv(root / model / "theory/theory_summary.tsv")
-    return (f"SNR {_f(_stat(s, 'snr_first'))} → {_f(_stat(s, 'snr_last'))}; falls at "
-            f"{'every' if _stat(s, 'snr_monotone') == 1 else 'not every'} layer "
-            f"({_f(_stat(s, 'snr_violations'))} violations); Theorem-2 condition holds at "
-            f"{_f(_stat(s, 'theorem2_condition_holds'))} layers; verdicts {_verdict_note(s, 'verdict:snr')} | "
-            f"{_verdict_note(s, 'verdict:theorem2')}")
-
-
-def _m_gram(root, model, wc):
-    s = _tsv(root / model / "theory/theory_summary.tsv")
-    return (f"layer contributions: mean off-diagonal cosine {_f(_stat(s, 'gram_offdiag_mean_abs_cos'))} "
-            f"(max {_f(_stat(s, 'gram_offdiag_max_abs_cos'))}); cross terms "
-            f"{_pct(_stat(s, 'cross_term_fraction'))}")
-
-
-def _m_nn(root, model, wc):
-    s = _tsv(root / model / "theory/theory_summary.tsv")
-    rows = s[s["statistic"].astype(str).str.match(r"L_star:[a-z]+:h$")]
-    parts = [f"{r['statistic'].split(':')[1]} {_f(r['value'])}" for _, r in rows.iterrows()]
-    return "alignment depth L* (hidden states): " + (", ".join(parts) if parts else "n/a")
-
-
-def _m_crossmap(root, model, wc):
-    s = _tsv(root / model / "theory/theory_summary.tsv")
-    return (f"mid-depth held-out R²: Procrustes {_f(_stat(s, 'crossmap_procrustes_r2_mid'))}, affine "
-            f"{_f(_stat(s, 'crossmap_affine_r2_mid'))} (median condition number "
-            f"{_f(_stat(s, 'crossmap_affine_kappa_mid'))}); verdict {_verdict_note(s, 'verdict:crossmap')}")
+def _theory_line(files, template: str) -> str:
+    """``template`` filled from ``theory/theory_summary.tsv``: ``{f:NAME}`` is statistic NAME to 3
+    significant digits, ``{pct:NAME}`` as a percentage, ``{note:NAME}`` the note of a ``verdict:*``
+    row, ``{every:NAME}`` "every" when the statistic is 1, else "not every"."""
+    s = _tsv(files["theory"])
+    fill = {"f": lambda n: _f(_stat(s, n)), "pct": lambda n: _pct(_stat(s, n)), "note": lambda n: _verdict_note(s, n),
+            "every": lambda n: "every" if _stat(s, n) == 1 else "not every"}
+    return re.sub(r"\{(\w+):([\w:]+)\}", lambda m: fill[m.group(1)](m.group(2)), template)
 
 
 def _verdict_note(summary: pd.DataFrame, name: str) -> str:
@@ -474,17 +497,41 @@ def _verdict_note(summary: pd.DataFrame, name: str) -> str:
     return str(row["note"].iloc[0]) if len(row) else "n/a"
 
 
-def _m_coint(root, model, wc):
-    s = _tsv(root / model / "theory/theory_summary.tsv")
-    return (f"median cointegration rank {_f(_stat(s, 'cointegration_rank_median'))} (tabulated critical values: "
-            f"{_f(_stat(s, 'cointegration_rank_tabulated_median'))}); median |α| ratio "
-            f"{_f(_stat(s, 'cointegration_alpha_ratio_median'))}; verdict {_verdict_note(s, 'verdict:cointegration')}")
+def _m_snr(files, wc):
+    return _theory_line(files, "SNR {f:snr_first} → {f:snr_last}; falls at {every:snr_monotone} layer "
+                               "({f:snr_violations} violations); Theorem-2 condition holds at "
+                               "{f:theorem2_condition_holds} layers; verdicts {note:verdict:snr} | "
+                               "{note:verdict:theorem2}")
 
 
-def _m_garch(root, model, wc):
+def _m_gram(files, wc):
+    return _theory_line(files, "layer contributions: mean off-diagonal cosine {f:gram_offdiag_mean_abs_cos} "
+                               "(max {f:gram_offdiag_max_abs_cos}); cross terms {pct:cross_term_fraction}")
+
+
+def _m_nn(files, wc):
+    s = _tsv(files["theory"])
+    rows = s[s["statistic"].astype(str).str.match(r"L_star:[a-z]+:h$")]
+    parts = [f"{r['statistic'].split(':')[1]} {_f(r['value'])}" for _, r in rows.iterrows()]
+    return "alignment depth L* (hidden states): " + (", ".join(parts) if parts else "n/a")
+
+
+def _m_crossmap(files, wc):
+    return _theory_line(files, "mid-depth held-out R²: Procrustes {f:crossmap_procrustes_r2_mid}, affine "
+                               "{f:crossmap_affine_r2_mid} (median condition number {f:crossmap_affine_kappa_mid}); "
+                               "verdict {note:verdict:crossmap}")
+
+
+def _m_coint(files, wc):
+    return _theory_line(files, "median cointegration rank {f:cointegration_rank_median} (tabulated critical values: "
+                               "{f:cointegration_rank_tabulated_median}); median |α| ratio "
+                               "{f:cointegration_alpha_ratio_median}; verdict {note:verdict:cointegration}")
+
+
+def _m_garch(files, wc):
     from zhunt.activations.garch import GARCH_RULE, garch_model_verdict
 
-    g = _tsv(root / model / "theory/garch.tsv")
+    g = _tsv(files["garch"])
     conv = g[g["converged"].astype(str) == "True"]
     sig = conv["beta_significant"].astype(str).eq("True").sum()
     parts = [f"GARCH(1,1) on ||δ_l||² fitted on {len(conv)}/{len(g)} series; β significant in {int(sig)}"
@@ -496,38 +543,38 @@ def _m_garch(root, model, wc):
     return "; ".join(parts) + f". Rule: {GARCH_RULE}"
 
 
-def _m_toy(root, model, wc):
-    t = _tsv(root / "theory/toy_theorem.tsv")
+def _m_toy(files, wc):
+    t = _tsv(files["toy"])
     return f"max relative error of σ vs √ρ: {_f(t['rel_err'].max())} over {len(t)} directions"
 
 
-def _m_training(root, model, wc):
-    text = _text(root / model / "organism/training_report.md")
+def _m_training(files, wc):
+    text = _text(files["training"])
     rows = re.findall(r"^\| (\w\w) \| ([0-9.]+%) \|$", text, re.M)
     return "held-out exact match " + ", ".join(f"{lang} {acc}" for lang, acc in rows)
 
 
-def _m_summary(root, model, wc):
-    h = json.loads(_text(root / model / "summary/summary.json"))
+def _m_summary(files, wc):
+    h = json.loads(_text(files["summary_json"]))
     return ", ".join(f"{t}: {h['tiers'][t]}" for t in ("minimum", "strong", "transformative"))
 
 
-def _m_models(root, model, wc):
-    t = _tsv(root / "summary/models.tsv")
+def _m_models(files, wc):
+    t = _tsv(files["models"])
     if "reference" in t.columns:  # the quoted seed column is not an analysed model
         t = t[t["reference"].astype(str) != "True"]
     return f"{len(t)} models: " + ", ".join(f"{r['model']} ({r['patching_verdict']})" for _, r in t.iterrows())
 
 
-def _m_layer_scores(root, model, wc):
-    t = _tsv(root / model / "structure/layer_scores.tsv")
+def _m_layer_scores(files, wc):
+    t = _tsv(files["layer_scores"])
     b = t[t["predicted"].astype(str) == "True"].iloc[0]
     return (f"predicted L{int(b['layer'])} of {len(t)}: head eff. rank {_f(b['attn_eff_rank_mean'])} "
             f"(CV {_f(b['attn_eff_rank_cv'])}), FFN {_f(b['ffn_ratio'])}x chance, drop after {_f(b['drop_after'])}")
 
 
-def _m_layer_sweep(root, model, wc):
-    t = _tsv(root / model / "layers/sweep.tsv")
+def _m_layer_sweep(files, wc):
+    t = _tsv(files["layer_sweep"])
     t = t[t["pooling"] == "mean"]
     best = t.loc[t["rel_ratio"].idxmin()]
     below = int((t["ratio_Z"] < t["ratio_rand_lo"]).sum())
@@ -535,20 +582,21 @@ def _m_layer_sweep(root, model, wc):
             f"({_f(best['rel_ratio'])}); ratio_Z below the random 95% band at {below}/{len(t)} layers")
 
 
-def _m_layer_comparison(root, model, wc):
-    c = _tsv(root / model / "layers/comparison.tsv")
+def _m_layer_comparison(files, wc):
+    c = _tsv(files["layers"])
     p = c[c["primary"].astype(str) == "True"].iloc[0]
     return (f"{p['verdict']}: predicted L{int(p['predicted_layer'])}, data-best L{_f(p['data_best_layer'])} "
             f"(distance {_f(p['distance_frac'])} of depth), rho {_f(p['rho'])}, shift-permutation p {_f(p['p_shift'])}")
 
 
-def _m_layer_models(root, model, wc):
-    t = _tsv(root / "summary/layer_prediction.tsv")
+def _m_layer_models(files, wc):
+    t = _tsv(files["layer_prediction"])
     return "; ".join(f"{r['model']}: L{r['predicted_layer']} vs L{_f(r['data_best_layer'])} ({r['verdict']})"
                      for _, r in t.iterrows())
 
 
-#: Measured-result functions of the report items: ``name -> f(root, model, wildcards) -> str``.
+#: Measured-result functions of the report items: ``name -> f(files, wildcards) -> str``
+#: (``files``: :func:`model_files`, or the summary rule's named inputs).
 MEASURES: dict[str, Callable] = {
     "patching": _m_patching, "patching_table": _m_patching_table, "decomposition": _m_decomposition,
     "patching_interchange": _m_patching_interchange,
@@ -566,7 +614,8 @@ MEASURES: dict[str, Callable] = {
 MEASURES["ard_headline"] = _m_ard_headline
 
 
-def measured(item: str, model: str | None = None, root: str | Path = "results", wildcards=None) -> str:
+def measured(item: str, model: str | None = None, root: str | Path = "results", wildcards=None, *,
+             files: Mapping | None = None) -> str:
     """One-line measured result of a report item, read from the TSVs.
 
     Parameters
@@ -579,6 +628,8 @@ def measured(item: str, model: str | None = None, root: str | Path = "results", 
         The results directory.
     wildcards : object, optional
         The job's wildcards (``layer`` for ARD layers, ``config`` for patching tables).
+    files : mapping, optional
+        The files to read (:func:`model_files` keys); default ``model_files(root, model, wildcards)``.
 
     Returns
     -------
@@ -590,7 +641,7 @@ def measured(item: str, model: str | None = None, root: str | Path = "results", 
     if item not in MEASURES:
         raise ZhuntError("report", f"unknown measured item {item!r}; known: {', '.join(sorted(MEASURES))}")
     try:
-        text = MEASURES[item](Path(root), model, wildcards)
+        text = MEASURES[item](files if files is not None else model_files(root, model, wildcards), wildcards)
     except ZhuntError as exc:
         text = f"not available: {exc}"
     except (KeyError, IndexError, ValueError, TypeError) as exc:
@@ -626,9 +677,9 @@ class Check:
     artifact: str
 
 
-def _check(tier, item, artifact, fn) -> Check:
+def _check(tier, item, artifact, fn, files) -> Check:
     try:
-        ok, evidence = fn()
+        ok, evidence = fn(files)
     except ZhuntError as exc:
         ok, evidence = False, f"not available: {exc}"
     except (KeyError, IndexError, ValueError, TypeError) as exc:
@@ -649,15 +700,78 @@ def _has_phases(labels: Sequence[str]) -> bool:
     return any(any(o < i for o in other) and any(o > i for o in other) for i in zd)
 
 
-def checklist(root: str | Path, model: str) -> list[Check]:
+def _check_table(files):
+    m, p = _patching(files)
+    n = int(p["n_problems"])
+    tables = sorted(Path(files["tables"]).glob("table_*.tsv"))
+    return n >= MIN_PROBLEMS and bool(tables), f"{n} problems in {len(tables)} tables (need ≥ {MIN_PROBLEMS})"
+
+
+def _check_rplot(files):
+    R = _tsv(Path(files["decomposition"]))
+    ok = Path(files["figures"]["decomposition_R"]).exists() and len(R) > 0
+    return ok, f"{R['layer'].nunique()} layers" if ok else "figure or table missing"
+
+
+def _check_sentence(files):
+    _, p = _patching(files)
+    vals = [p.get(c) for c in ("z_answer_change", "z_language_preservation", "zperp_answer_change",
+                               "zperp_language_disruption")]
+    ok = all(v is not None and not math.isnan(float(v)) for v in vals)
+    return ok, f"“{patching_sentence(p)}” ({_where(p)})"
+
+
+def _check_spectrum(files):
+    ok = Path(files["figures"]["ard_spectrum"]).exists()
+    return ok, measured("ard_spectrum", files=files).split(";")[0] if ok else "figure missing"
+
+
+def _check_overlap(files):
+    ok = _ard_rows(files)["overlap_svd"].notna().any()
+    return ok, measured("ard_spectrum", files=files).split("; ", 1)[-1]
+
+
+def _check_bridge(files):
+    return _bridge_primary(files)["r2_loo"].notna().any(), measured("bridge", files=files)
+
+
+def _check_layers(files):
+    m, p = _patching(files)
+    per = _verdict_per_layer(m, p["direction"])
+    good = [v for v in per.values() if _VERDICT_RANK.get(v, -1) >= _VERDICT_RANK["partial success"]]
+    ok = len(per) >= 2 and len(set(per.values())) == 1 and len(good) == len(per)
+    return ok, ", ".join(f"L{k}: {v}" for k, v in per.items())
+
+
+def _check_ot(files):
+    m, p = _patching(files)
+    o = m[(m["alignment"] == "ot") & (m["direction"] == p["direction"])]
+    return len(o) > 0, (f"OT rows: {len(o)}, overall {_overall(o['verdict'])}" if len(o) else "no OT rows")
+
+
+def _check_phases(files):
+    R = _tsv(Path(files["decomposition"]))
+    k = R["k"].max()
+    pooled = R[(R["k"] == k) & (R["lang"] == "all")].sort_values("layer")
+    return _has_phases(pooled["label"]), measured("decomposition", files=files)
+
+
+def _check_orth(files):
+    sel = _bridge_primary(files)
+    lst = sel[sel["estimator"] == "lstsq"]
+    r = lst.loc[lst["r2_loo"].idxmax()]
+    ok = r["orth_err"] <= ORTH_TOL and r["r2_loo"] >= BRIDGE_R2_OK
+    return ok, (f"lstsq k={int(r['k'])}: orthogonality error {_f(r['orth_err'])} (need ≤ {ORTH_TOL}), "
+                f"LOO R² {_f(r['r2_loo'])} (need ≥ {BRIDGE_R2_OK})")
+
+
+def checklist(files: Mapping) -> list[Check]:
     """Evaluate seed 000's "done" checklist on one model's outputs.
 
     Parameters
     ----------
-    root : str or Path
-        The results directory (holds ``{model}/...``).
-    model : str
-        The model.
+    files : mapping
+        The model's files (:func:`model_files` keys: the summary rule's named inputs).
 
     Returns
     -------
@@ -668,86 +782,27 @@ def checklist(root: str | Path, model: str) -> list[Check]:
         OT-aligned patching run, R(k) phases, approximately orthogonal bridge:
         orthogonality error <= :data:`ORTH_TOL` with LOO R² >= :data:`BRIDGE_R2_OK`).
     """
-    root = Path(root)
-    base = root / model
-    fig = base / "figures"
-
-    def table():
-        m, p = _patching(root, model)
-        n = int(p["n_problems"])
-        tables = sorted((base / "patching/tables").glob("table_*.tsv"))
-        return n >= MIN_PROBLEMS and bool(tables), f"{n} problems in {len(tables)} tables (need ≥ {MIN_PROBLEMS})"
-
-    def rplot():
-        R = _tsv(base / "decomposition/R.tsv")
-        ok = (fig / "decomposition_R.png").exists() and len(R) > 0
-        return ok, f"{R['layer'].nunique()} layers" if ok else "figure or table missing"
-
-    def sentence():
-        _, p = _patching(root, model)
-        vals = [p.get(c) for c in ("z_answer_change", "z_language_preservation", "zperp_answer_change",
-                                   "zperp_language_disruption")]
-        ok = all(v is not None and not math.isnan(float(v)) for v in vals)
-        return ok, f"“{patching_sentence(p)}” ({_where(p)})"
-
-    def spectrum():
-        ok = (fig / "ard_spectrum.png").exists()
-        return ok, measured("ard_spectrum", model, root).split(";")[0] if ok else "figure missing"
-
-    def overlap():
-        sel = _ard_rows(root, model)
-        ok = sel["overlap_svd"].notna().any()
-        return ok, measured("ard_spectrum", model, root).split("; ", 1)[-1]
-
-    def bridge():
-        sel = _bridge_primary(root, model)
-        return sel["r2_loo"].notna().any(), measured("bridge", model, root)
-
-    def layers():
-        m, p = _patching(root, model)
-        per = _verdict_per_layer(m, p["direction"])
-        good = [v for v in per.values() if _VERDICT_RANK.get(v, -1) >= _VERDICT_RANK["partial success"]]
-        ok = len(per) >= 2 and len(set(per.values())) == 1 and len(good) == len(per)
-        return ok, ", ".join(f"L{k}: {v}" for k, v in per.items())
-
-    def ot():
-        m, p = _patching(root, model)
-        o = m[(m["alignment"] == "ot") & (m["direction"] == p["direction"])]
-        return len(o) > 0, (f"OT rows: {len(o)}, overall {_overall(o['verdict'])}" if len(o) else "no OT rows")
-
-    def phases():
-        R = _tsv(base / "decomposition/R.tsv")
-        k = R["k"].max()
-        pooled = R[(R["k"] == k) & (R["lang"] == "all")].sort_values("layer")
-        return _has_phases(pooled["label"]), measured("decomposition", model, root)
-
-    def orth():
-        sel = _bridge_primary(root, model)
-        lst = sel[sel["estimator"] == "lstsq"]
-        r = lst.loc[lst["r2_loo"].idxmax()]
-        ok = r["orth_err"] <= ORTH_TOL and r["r2_loo"] >= BRIDGE_R2_OK
-        return ok, (f"lstsq k={int(r['k'])}: orthogonality error {_f(r['orth_err'])} (need ≤ {ORTH_TOL}), "
-                    f"LOO R² {_f(r['r2_loo'])} (need ≥ {BRIDGE_R2_OK})")
-
-    m = f"results/{model}"
+    fig = files["figures"]
     try:
-        _, p = _patching(root, model)
-        primary_table = (f"{m}/patching/tables/table_L{int(p['layer'])}_k{int(p['k'])}_{p['alignment']}_"
-                         f"{direction_slug(p['direction'])}.tsv")
+        _, p = _patching(files)
+        primary_table = str(Path(files["tables"]) / (f"table_L{int(p['layer'])}_k{int(p['k'])}_{p['alignment']}_"
+                                                     f"{direction_slug(p['direction'])}.tsv"))
     except (ZhuntError, KeyError, ValueError):
-        primary_table = f"{m}/patching/metrics.tsv"
+        primary_table = str(files["metrics"])
+    metrics = str(files["metrics"])
     return [
-        _check("minimum", f"Patching table filled in for ≥ {MIN_PROBLEMS} problems", primary_table, table),
-        _check("minimum", "R(k) vs layer plot exists", f"{m}/figures/decomposition_R.png", rplot),
-        _check("minimum", "The patching sentence can be stated", f"{m}/patching/metrics.tsv", sentence),
-        _check("strong", "ARD lengthscale spectrum exists", f"{m}/figures/ard_spectrum.png", spectrum),
-        _check("strong", "SVD-Z / ARD-Z overlap quantified", f"{m}/ard/summary.tsv", overlap),
-        _check("strong", "Bridge R² exists", f"{m}/bridge/bridge.tsv", bridge),
-        _check("transformative", "Results hold at both patching layers", f"{m}/patching/metrics.tsv", layers),
-        _check("transformative", "OT-aligned patching tried", f"{m}/patching/metrics.tsv", ot),
-        _check("transformative", "R(k) reveals encode / reason / decode phases",
-               f"{m}/figures/decomposition_R.png", phases),
-        _check("transformative", "Bridge approximately orthogonal", f"{m}/figures/bridge_spectra.png", orth),
+        _check("minimum", f"Patching table filled in for ≥ {MIN_PROBLEMS} problems", primary_table, _check_table,
+               files),
+        _check("minimum", "R(k) vs layer plot exists", str(fig["decomposition_R"]), _check_rplot, files),
+        _check("minimum", "The patching sentence can be stated", metrics, _check_sentence, files),
+        _check("strong", "ARD lengthscale spectrum exists", str(fig["ard_spectrum"]), _check_spectrum, files),
+        _check("strong", "SVD-Z / ARD-Z overlap quantified", str(files["ard_summary"]), _check_overlap, files),
+        _check("strong", "Bridge R² exists", str(files["bridge"]), _check_bridge, files),
+        _check("transformative", "Results hold at both patching layers", metrics, _check_layers, files),
+        _check("transformative", "OT-aligned patching tried", metrics, _check_ot, files),
+        _check("transformative", "R(k) reveals encode / reason / decode phases", str(fig["decomposition_R"]),
+               _check_phases, files),
+        _check("transformative", "Bridge approximately orthogonal", str(fig["bridge_spectra"]), _check_orth, files),
     ]
 
 
@@ -762,9 +817,9 @@ def _tiers(checks: Sequence[Check]) -> dict:
 # --------------------------------------------------------------------------- headline numbers
 
 
-def headline(root: str | Path, model: str) -> dict:
-    """Numbers compared across models (``None`` where a stage is missing)."""
-    root = Path(root)
+def headline(files: Mapping, model: str) -> dict:
+    """Numbers compared across models, read from the model's ``files`` (:func:`model_files` keys);
+    a stage whose files are missing leaves its numbers out."""
     out: dict = {"model": model}
 
     def put(fn):
@@ -774,13 +829,13 @@ def headline(root: str | Path, model: str) -> dict:
             pass
 
     def bottleneck():
-        b = _tsv(root / model / "structure/bottleneck.tsv").iloc[0]
+        b = _tsv(files["bottleneck"]).iloc[0]
         return {"num_layers": int(b["num_layers"]), "d": int(b["d"]),
                 "bottleneck_layer": int(b["predicted_layer"]), "phases": str(b["phases"])}
 
     def patch():
-        m, p = _patching(root, model)
-        allm = _tsv(root / model / "patching/metrics.tsv")
+        m, p = _patching(files)
+        allm = _tsv(files["metrics"])
         donor = None
         if "source" in allm.columns and (allm["source"] == "donor").any():
             donor = _overall(allm[(allm["source"] == "donor") & (allm["direction"] == p["direction"])]["verdict"])
@@ -793,45 +848,45 @@ def headline(root: str | Path, model: str) -> dict:
                 "donor_verdict": donor}
 
     def rk():
-        R = _tsv(root / model / "decomposition/R.tsv")
+        R = _tsv(files["decomposition"])
         pooled = R[(R["k"] == R["k"].max()) & (R["lang"] == "all")]
         top = pooled.loc[pooled["R"].idxmax()]
         return {"max_R": float(top["R"]), "max_R_layer": int(top["layer"])}
 
     def ard():
-        sel = _ard_rows(root, model)
-        layer = _ard_primary(root, model)
+        sel = _ard_rows(files)
+        layer = _ard_primary(files)
         row = sel[sel["layer"] == layer].iloc[0] if layer is not None and (sel["layer"] == layer).any() \
             else sel.iloc[0]
         col = "z_size" if "z_size" in sel.columns else "z_size_median"
         out = {"ard_layer": int(row["layer"]), "z_size": int(row[col]), "svd_ard_overlap": float(row["overlap_svd"])}
-        head = root / model / "ard/headline.tsv"
+        head = Path(files["ard_headline"])
         if head.exists():
             h = _tsv(head).iloc[0]
             out.update(ard_layer=int(h["layer"]), z_size=int(h["z_size"]))
         return out
 
     def bridge():
-        sel = _bridge_primary(root, model)
+        sel = _bridge_primary(files)
         best = sel.loc[sel["r2_loo"].idxmax()]
         return {"bridge_r2_loo": float(best["r2_loo"]), "bridge_estimator": str(best["estimator"])}
 
     def behaviour():
-        s = _tsv(root / model / "behaviour/summary.tsv")
+        s = _tsv(files["behaviour"])
         return {f"accuracy_{r['lang']}": float(r["accuracy"]) for _, r in s.iterrows() if r["lang"] in ("en", "zh")}
 
     def interchange():
-        prim, verdict, _ = _interchange(root, model)
+        prim, verdict, _ = _interchange(files)
         return {"interchange_verdict": verdict, "iia_z": float(prim.loc["z", "iia"]),
                 "iia_random_matched": float(prim.loc["random_matched", "iia"]), "npe_z": float(prim.loc["z", "npe"])}
 
     def digits():
-        rows = _digit_rows(root, model)
+        rows = _digit_rows(files)
         return {"digit_phase2_frac_both": float(rows["phase2"]["frac_both"]),
                 "digit_nn_frac_both": float(rows["nn_retrieval"]["frac_both"])}
 
     def layers():
-        c = _tsv(root / model / "layers/comparison.tsv")
+        c = _tsv(files["layers"])
         p = c[c["primary"].astype(str) == "True"].iloc[0]
         return {"layer_data_best": None if pd.isna(p["data_best_layer"]) else int(p["data_best_layer"]),
                 "layer_distance_frac": float(p["distance_frac"]), "layer_rho": float(p["rho"]),
@@ -839,7 +894,7 @@ def headline(root: str | Path, model: str) -> dict:
 
     for fn in (bottleneck, patch, rk, ard, bridge, behaviour, interchange, digits, layers):
         put(fn)
-    out["tiers"] = _tiers(checklist(root, model))
+    out["tiers"] = _tiers(checklist(files))
     return out
 
 
@@ -864,14 +919,14 @@ def _link(href: Callable[[str], str] | None, artifact: str) -> str:
     return f"<a href=\"{html.escape(str(target))}\" target=\"_blank\"><code>{html.escape(artifact)}</code></a>"
 
 
-def model_page(root: str | Path, model: str, checks: Sequence[Check], head: Mapping,
+def model_page(files: Mapping, model: str, checks: Sequence[Check], head: Mapping,
                href: Callable[[str], str] | None = None) -> str:
     """The per-model summary page (HTML): the checklist and the headline numbers.
 
     Parameters
     ----------
-    root : str or Path
-        The results directory.
+    files : mapping
+        The model's files (:func:`model_files` keys: the summary rule's named inputs).
     model : str
         The model.
     checks : sequence of Check
@@ -889,24 +944,26 @@ def model_page(root: str | Path, model: str, checks: Sequence[Check], head: Mapp
                     f"<td>{html.escape(c.evidence)}</td><td>{_link(href, c.artifact)}</td></tr>")
     tiers = _tiers(checks)
     try:
-        _, p = _patching(Path(root), model)
+        _, p = _patching(files)
         sentence = f"<p class=\"sentence\">{html.escape(patching_sentence(p))} ({html.escape(_where(p))}, seed design).</p>"
     except (ZhuntError, KeyError, IndexError, ValueError):
         sentence = "<p class=\"sentence\">Patching metrics not available.</p>"
-    items = [("Exp. A patching", "patching", "patching/verdict.md"),
-             ("Exp. A interchange (causal test)", "patching_interchange", "patching/subspaces.tsv"),
-             ("Exp. B R(k)", "decomposition", "figures/decomposition_R.png"),
-             ("Exp. C ARD size of Z", "ard_size", "figures/ard_z_size.png"),
-             ("Exp. C spectrum and overlap", "ard_spectrum", "figures/ard_spectrum.png"),
-             ("Exp. D bridge", "bridge", "figures/bridge_loo_r2.png"),
-             ("Phase 0 behaviour", "behaviour", "figures/behaviour_accuracy.png"),
-             ("Phase 2 projection", "phase2", "figures/phase2_heatmap.png"),
-             ("Digit confound", "digit_confound", "zspace/digit_confound.tsv"),
-             ("Structure: phases", "phases", "figures/phases.png")]
-    meas = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(measured(key, model, root))}</td>"
-                   f"<td>{_link(href, f'results/{model}/{art}')}</td></tr>" for name, key, art in items)
+    fig = files["figures"]
+    items = [("Exp. A patching", "patching", files["verdict"]),
+             ("Exp. A interchange (causal test)", "patching_interchange", files["subspaces"]),
+             ("Exp. B R(k)", "decomposition", fig["decomposition_R"]),
+             ("Exp. C ARD size of Z", "ard_size", fig["ard_z_size"]),
+             ("Exp. C spectrum and overlap", "ard_spectrum", fig["ard_spectrum"]),
+             ("Exp. D bridge", "bridge", fig["bridge_loo_r2"]),
+             ("Phase 0 behaviour", "behaviour", fig["behaviour_accuracy"]),
+             ("Phase 2 projection", "phase2", fig["phase2_heatmap"]),
+             ("Digit confound", "digit_confound", files["digit_phase2"]),
+             ("Structure: phases", "phases", fig["phases"])]
+    meas = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(measured(key, files=files))}</td>"
+                   f"<td>{_link(href, str(art))}</td></tr>" for name, key, art in items)
+    folder = os.path.commonpath([str(files[k]) for k in MODEL_FILES if k in files])
     body = (f"<p>Seed 000 “done” checklist evaluated by <code>zhunt.report.summary.checklist</code> on the TSVs of "
-            f"<code>results/{html.escape(model)}/</code>. Minimum {tiers['minimum']}, strong {tiers['strong']}, "
+            f"<code>{html.escape(folder)}/</code>. Minimum {tiers['minimum']}, strong {tiers['strong']}, "
             f"transformative {tiers['transformative']}.</p>\n{sentence}\n"
             "<h2>Checklist</h2>\n<table><tr><th>tier</th><th></th><th>item</th><th>evidence (measured)</th>"
             f"<th>artifact</th></tr>{''.join(rows)}</table>\n<h2>Headline results</h2>\n<table>{meas}</table>\n"
@@ -951,8 +1008,11 @@ def _reference_head() -> dict:
             "reference": True}
 
 
-def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = None) -> str:
-    """The cross-model page (HTML): one column per model, one row per headline number."""
+def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = None,
+                pages: Sequence | None = None) -> str:
+    """The cross-model page (HTML): one column per model, one row per headline number; ``pages``
+    are the models' summary pages (same order as ``heads``, the quoted reference column last and
+    without one), linked in the last row."""
     rows = []
     for key, header, fmt in _MODEL_COLUMNS[1:]:
         cells = "".join(f"<td>{html.escape(fmt(h[key])) if h.get(key) is not None else 'n/a'}</td>" for h in heads)
@@ -961,8 +1021,10 @@ def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = No
         f"<tr><th>checklist {t}</th>"
         + "".join(f"<td>{html.escape(h.get('tiers', {}).get(t, 'n/a'))}</td>" for h in heads) + "</tr>"
         for t in ("minimum", "strong", "transformative"))
-    links = "".join(f"<td>{_link(href, 'results/' + h['model'] + '/summary/summary.html')}</td>"
-                    if not h.get("reference") else "<td>seed 000 / 001 (quoted)</td>" for h in heads)
+    pages = list(pages or [])
+    links = "".join("<td>seed 000 / 001 (quoted)</td>" if h.get("reference")
+                    else f"<td>{_link(href, str(pages[i]))}</td>" if i < len(pages) else "<td>n/a</td>"
+                    for i, h in enumerate(heads))
     head = "".join(f"<th>{html.escape(h['model'])}</th>" for h in heads)
     body = (f"<p>Headline numbers of every analysed model, read from their TSVs (primary configuration of each "
             f"model; rates over problems).</p>\n<table><tr><th></th>{head}</tr>{''.join(rows)}{tiers}"
@@ -970,19 +1032,22 @@ def models_page(heads: Sequence[Mapping], href: Callable[[str], str] | None = No
     return _page("zhunt: models side by side", body)
 
 
-def write_model_summary(root: str | Path, model: str, out_html, out_json, out_tsv,
+def write_model_summary(files: Mapping, model: str, out_html, out_json, out_tsv,
                         href: Callable[[str], str] | None = None) -> dict:
-    """Write the per-model page, its headline JSON and the checklist TSV; return the headline."""
-    checks = checklist(root, model)
-    head = headline(root, model)
-    write_text(out_html, model_page(root, model, checks, head, href))
+    """Write the per-model page, its headline JSON and the checklist TSV from the model's ``files``
+    (:func:`model_files` keys); return the headline."""
+    checks = checklist(files)
+    head = headline(files, model)
+    write_text(out_html, model_page(files, model, checks, head, href))
     write_json(out_json, head)
     write_table(pd.DataFrame([asdict(c) for c in checks]), out_tsv)
     return head
 
 
-def write_models_summary(json_paths: Sequence, out_html, out_tsv, href: Callable[[str], str] | None = None) -> None:
-    """Write the cross-model page and table from the per-model headline JSONs."""
+def write_models_summary(json_paths: Sequence, out_html, out_tsv, href: Callable[[str], str] | None = None,
+                         pages: Sequence | None = None) -> None:
+    """Write the cross-model page and table from the per-model headline JSONs (and their summary
+    ``pages``, linked from the page)."""
     heads = []
     for p in json_paths:
         try:
@@ -990,7 +1055,7 @@ def write_models_summary(json_paths: Sequence, out_html, out_tsv, href: Callable
         except (OSError, json.JSONDecodeError) as exc:
             raise ZhuntError(str(p), f"cannot read headline JSON ({exc.__class__.__name__})") from None
     heads.append(_reference_head())
-    write_text(out_html, models_page(heads, href))
+    write_text(out_html, models_page(heads, href, pages))
     flat = [{k: (v if not isinstance(v, dict) else json.dumps(v, ensure_ascii=False)) for k, v in h.items()}
             for h in heads]
     write_table(pd.DataFrame(flat), out_tsv)

@@ -55,7 +55,7 @@ def run_behaviour(inputs, params, outputs, *, wildcards=None, threads=1) -> None
     from zhunt.data.prompts import model_context_length
     from zhunt.models.generation import generate
     from zhunt.report.behaviour import plot_accuracy, summary_markdown
-    from zhunt.stages.pipeline import check_layer
+    from zhunt.config import check_layer
 
     t0 = time.perf_counter()
     model_name, languages = wildcards["model"], list(params["languages"])

@@ -32,7 +32,7 @@ def _load_adapter(model_dir, **kwargs):
 def build_layer_masks(model_dir, model_name: str, layer: int, ks, kinds, out_path) -> None:
     """Compute and write the Z-masks of one decoder layer (:func:`zhunt.weights.masks.z_masks`) to ``out_path``."""
     from zhunt.models.loader import weights_sha256
-    from zhunt.stages.pipeline import check_ks, check_layer
+    from zhunt.config import check_ks, check_layer
     from zhunt.weights.masks import write_masks, z_masks
 
     t0 = time.perf_counter()
