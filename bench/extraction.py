@@ -50,7 +50,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved, machine, medians, spread, verdict  # noqa: E402
 
-from zhunt.data.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
+from zhunt.data.extraction import extract_to_store  # noqa: E402
+from zhunt.models.batching import left_pad, tokenize_prompts  # noqa: E402
 from zhunt.models.hooks import capture_hidden_states  # noqa: E402
 from zhunt.models import get_adapter, load_model  # noqa: E402
 from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402

@@ -47,7 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved, machine, medians, spread  # noqa: E402
 
-from zhunt.data.extraction import extract_to_store, left_pad, tokenize_prompts  # noqa: E402
+from zhunt.data.extraction import extract_to_store  # noqa: E402
+from zhunt.models.batching import left_pad, tokenize_prompts  # noqa: E402
 from zhunt.weights.masks import head_factors, kernel_gram, top_right_singular  # noqa: E402
 from zhunt.models import get_adapter  # noqa: E402
 from zhunt.data.prompts import load_prompt_table, load_templates, render_prompts, to_long  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from zhunt.errors import ZhuntError
-from zhunt.data.extraction import extract_to_store, left_pad
+from zhunt.data.extraction import extract_to_store
+from zhunt.models.batching import left_pad
 from zhunt.models.hooks import capture
 from zhunt.data.store import ActivationStore, StoreWriter, hidden_name
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zhunt.data.extraction import left_pad, tokenize_prompts
+from zhunt.models.batching import left_pad, tokenize_prompts
 from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _patchable, _resolve_layer
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site

@@ -706,7 +706,7 @@ def grid_context(model_dir, model_name: str, prompts_path, languages: Sequence[s
 
 def check_store(store, ctx: Mapping, languages) -> None:
     """The store matches the model and holds exactly the tokens the live forward sees."""
-    from zhunt.data.extraction import tokenize_prompts
+    from zhunt.models.batching import tokenize_prompts
 
     ad = ctx["adapter"]
     if store.hidden_size != ad.hidden_size or store.num_layers != ad.num_layers:

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zhunt.data.extraction import halve_on_oom, left_pad, tokenize_prompts
+from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
 from zhunt.models.hooks import capture, patch
 from zhunt.progress import Progress
 from zhunt.models.site import check_site
@@ -360,7 +360,7 @@ def generate(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 10
     max_new_tokens, batch_size : int
         Most tokens generated per prompt (eos included); prompts per ``model.generate`` call,
         length-sorted (longest first, ties in input order; results in input order). A batch that runs
-        out of CUDA memory is retried as two halves, down to one (:func:`zhunt.data.extraction.halve_on_oom`).
+        out of CUDA memory is retried as two halves, down to one (:func:`zhunt.models.batching.halve_on_oom`).
     add_special_tokens : bool
         Passed to the tokenizer (False for chat-rendered prompts, which already hold BOS).
     layer_module : nn.Module or int, optional
