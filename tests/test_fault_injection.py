@@ -106,7 +106,8 @@ def test_kill_9_during_extraction_then_rerun(tmp_path, clone_tiny, tiny_workdir,
     (wd / STORE).unlink()
     script = wd / "workflow/scripts/extract_activations.py"
     text = script.read_text()
-    head, sep, tail = text.partition("\nfrom zhunt.io import")
+    head, sep, tail = text.partition("\nfrom zhunt.stages import")
+    assert sep, f"{script}: the test hook goes before the stage import"
     script.write_text(head + PAUSE_HOOK + sep + tail)
     marker = tmp_path / "writing"
     store, store_dir = wd / STORE, (wd / STORE).parent

@@ -236,7 +236,14 @@ def patching_das_input(model, cell):
 
 #: The study.patching keys each Exp. A rule reads (a change of any other key does not rerun it).
 PATCHING_PARAM_KEYS = {
-    "grid": ["alignments", "directions", "n_random", "patch_generated", "sinkhorn", "sources"],
+    "grid": [
+        "alignments",
+        "directions",
+        "n_random",
+        "patch_generated",
+        "sinkhorn",
+        "sources",
+    ],
     "cell": ["n_donors", "ms_ablation"],
     "das": ["n_donors", "das"],
 }
