@@ -188,3 +188,33 @@ def test_report_builds_with_measured_captions(built, snakemake_cli):
     assert "not available:" not in html and "System Message" not in html
     res = snakemake_cli(built, "-n")
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_summary_reads_the_interchange_verdict_the_gather_gives(tmp_path):
+    """The summary's Exp. A label is judge_interchange's, ceiling included: a primary cell whose
+    aligned full interchange does not move the answer is `untestable` on both pages."""
+    import numpy as np
+
+    from zhunt.experiments.patching_metrics import subspace_metrics
+    from zhunt.report.patching_render import judge_interchange
+    from zhunt.report.summary import MEASURES, _interchange
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, p, e in (("z", 0.8, 0.8), ("random_matched", 0.3, 0.1)):
+        hits, npe = rng.random(60) < p, rng.normal(e, 0.3, 60)
+        rows += [{"pair": i, "subspace": name, "first_differs": True, "iia_hit": bool(hits[i]), "value_differs": True,
+                  "value_hit": bool(hits[i]), "true_hit": False, "npe": npe[i], "ld_seq": 0.0, "lang_effect": 0.0,
+                  "answer_lang": "en", "base_answer_lang": "en", "dh_norm": 1.0} for i in range(60)]
+    m = subspace_metrics(pd.DataFrame(rows))
+    key = {"site": "input", "layer": 3, "k": 16, "direction": "en<-zh", "source": "donor", "lam": np.nan}
+    prim = m.assign(**key, alignment="mean", primary=True)
+    for ceiling, want in ((0.1, "untestable"), (1.0, "causal")):
+        full = pd.DataFrame([{**key, "alignment": "aligned", "subspace": "full", "primary": False, "iia": ceiling,
+                              "iia_lo": 0.0, "iia_hi": 1.0, "npe": 1.0, "npe_lo": 1.0, "npe_hi": 1.0, "n_iia": 60}])
+        t = pd.concat([prim, full], ignore_index=True)
+        path = tmp_path / f"subspaces_{ceiling}.tsv"
+        t.to_csv(path, sep="\t", index=False)
+        assert judge_interchange(t, "primary")["verdict"] == want
+        assert _interchange({"subspaces": path})[1]["verdict"] == want
+        assert MEASURES["patching_interchange"]({"subspaces": path}, None).split("): ")[1].startswith(want + ";")

@@ -206,25 +206,26 @@ def _m_patching(files, wc):
     return out
 
 
-def _interchange(files: Mapping) -> tuple[pd.DataFrame, str, dict]:
-    """The interchange table (``patching/subspaces.tsv``), its primary verdict and criteria."""
-    from zhunt.experiments.patching_verdict import interchange_verdict
+def _interchange(files: Mapping) -> tuple[pd.DataFrame, dict]:
+    """The primary rows of ``patching/subspaces.tsv`` and their judgement, by the gather's own
+    :func:`zhunt.report.patching_render.judge_interchange` (verdict, criteria, positive control)."""
+    from zhunt.report.patching_render import judge_interchange
 
     t = _tsv(files["subspaces"])
-    prim = t[t["primary"].astype(str) == "True"].set_index("subspace")
+    t = t.assign(primary=t["primary"].astype(str) == "True")
+    prim = t[t["primary"]].set_index("subspace")
     if not len(prim):
         raise ZhuntError(str(files["subspaces"]), "no primary cell")
-    verdict, crit = interchange_verdict(prim.loc["z"].to_dict(), prim.loc["random_matched"].to_dict())
-    return prim, verdict, crit
+    # the primary ms_ablation row is the one at study.patching.ms_ablation.primary_lam
+    primary_lam = float(prim.loc["ms_ablation", "lam"]) if "ms_ablation" in prim.index else math.nan
+    return prim, judge_interchange(t, "the primary cell", primary_lam)
 
 
 def _m_patching_interchange(files, wc):
-    from zhunt.experiments.patching_verdict import positive_control
-
-    prim, verdict, crit = _interchange(files)
+    prim, judged = _interchange(files)
+    verdict, pc = judged["verdict"], judged["positive_control"]
     r = prim.iloc[0]
     ci = lambda s, m: f"{prim.loc[s, m]:.2f} [{prim.loc[s, m + '_lo']:.2f}, {prim.loc[s, m + '_hi']:.2f}]"  # noqa
-    pc = positive_control(_tsv(files["subspaces"]))
     return (f"primary (site {r['site']}, L{int(r['layer'])}, k={int(r['k'])}, {r['alignment']}, {r['direction']}): "
             f"{verdict}; IIA Z {ci('z', 'iia')} vs energy-matched random {ci('random_matched', 'iia')} "
             f"(n = {int(prim.loc['z', 'n_iia'])}); NPE Z {ci('z', 'npe')} vs {ci('random_matched', 'npe')}; "
@@ -876,8 +877,8 @@ def headline(files: Mapping, model: str) -> dict:
         return {f"accuracy_{r['lang']}": float(r["accuracy"]) for _, r in s.iterrows() if r["lang"] in ("en", "zh")}
 
     def interchange():
-        prim, verdict, _ = _interchange(files)
-        return {"interchange_verdict": verdict, "iia_z": float(prim.loc["z", "iia"]),
+        prim, judged = _interchange(files)
+        return {"interchange_verdict": judged["verdict"], "iia_z": float(prim.loc["z", "iia"]),
                 "iia_random_matched": float(prim.loc["random_matched", "iia"]), "npe_z": float(prim.loc["z", "npe"])}
 
     def digits():
