@@ -183,6 +183,10 @@ CASES = [
          study(patch_k=[4, 32])),
     Case("k-not-positive", f"models.{TINY}.study.patch_k[0]: 0 is less than the minimum of 1",
          study(patch_k=[0])),
+    Case("generated-prompts-for-a-gguf-model",
+         "prompts.organism: a generated prompt set exists only for an organism (or a random model on its "
+         "tokenizer); gemma3-270m is of source kind 'gguf_package'",
+         {"analyze": ["gemma3-270m"], "models": {"gemma3-270m": {"promptset": "organism"}}}),
     Case("unknown-model-name", "analyze[0]: unknown model name 'nosuchmodel'",
          {"analyze": ["nosuchmodel"]}),
     Case("unsupported-architecture", f"models.{TINY}.architecture: 'gpt2' is not one of",

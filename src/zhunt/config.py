@@ -153,6 +153,7 @@ def check_semantics(config: dict) -> None:
         need = {"gguf_package": "package", "gguf": "path", "folder": "path", "hub": "repo"}.get(src["kind"])
         if need and not src.get(need):
             raise ZhuntError(f"models.{name}.source.{need}", f"required for source kind '{src['kind']}'")
+        promptset_file(config, name)  # a generated set for a model that cannot read it: one line now
         st = study_for(config, name)
         if not st["ard"]["lambdas"]:
             raise ZhuntError(f"models.{name}.study.ard.lambdas", "needs at least one lambda > 0")
