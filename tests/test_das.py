@@ -117,8 +117,9 @@ def test_das_full_rank_equals_full_interchange(planted, tok):
 
 
 def test_das_loss_with_prefixes_equals_score(tok):
-    """With per-row prefixes (teacher-forced, unpatched) the first-step loss is -mean log p(y | x, prefix) of
-    :func:`zhunt.models.generation.score` under the same span interchange (a random 2-layer model, attention on)."""
+    """With per-row prefixes (teacher-forced; unpatched, or patched with ``patch_prefix``) the first-step loss is
+    -mean log p(y | x, prefix) of :func:`zhunt.models.generation.score` under the same span interchange (a random
+    2-layer model, attention on)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=D, num_hidden_layers=2, num_attention_heads=4,
@@ -137,6 +138,18 @@ def test_das_loss_with_prefixes_equals_score(tok):
         ref = score(m, tok, texts, candidates=[[t] for t in y], layer_module=LAYER, site="input", prefixes=pr,
                     edits=[SubspaceEdit(torch.from_numpy(V0), s, "span") for s in sources])
         np.testing.assert_allclose(fit.losses[0], -ref["lp_candidates"][:, 0].mean(), atol=1e-4)
+    # patched prefix: per-token sources with one row per prompt token (BOS dropped) and per prefix token
+    n_tok = [len(tok([t])["input_ids"][0]) - 1 for t in texts]
+    rows = [torch.randn(n + len(a), D, generator=g) * 3 for n, a in zip(n_tok, prefs)]
+    fit = fit_das(m, tok, texts, rows, y, layer=LAYER, site="input", k=K, steps=1, lr=1e-12, batch_size=len(texts),
+                  init=V0, prefixes=prefs, patch_prefix=True)
+    edits = [SubspaceEdit(torch.from_numpy(V0), s, "span") for s in rows]
+    ref = score(m, tok, texts, candidates=[[t] for t in y], layer_module=LAYER, site="input", prefixes=prefs,
+                edits=edits, patch_prefix=True)
+    np.testing.assert_allclose(fit.losses[0], -ref["lp_candidates"][:, 0].mean(), atol=1e-4)
+    unpatched = score(m, tok, texts, candidates=[[t] for t in y], layer_module=LAYER, site="input", prefixes=prefs,
+                      edits=[e.head(n) for e, n in zip(edits, n_tok)])
+    assert abs(fit.losses[0] + unpatched["lp_candidates"][:, 0].mean()) > 1e-3  # the prefix rows matter
     with pytest.raises(ValueError, match="prefixes"):
         fit_das(m, tok, texts, sources, y, layer=LAYER, site="input", k=K, steps=1, prefixes=prefs[:2])
 

@@ -374,3 +374,60 @@ def test_score_full_interchange_at_input_reproduces_donor(model, tok):
         got = score(model, tok, base, candidates=[V] * 3, layer_module=l, site="input", batch_size=3,
                     edits=[SubspaceEdit(None, s, "full") for s in src])
         np.testing.assert_allclose(got["lp_candidates"], ref, atol=SCORE_ATOL)
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+def test_prefix_states_equal_a_plain_forward(model, tok, site):
+    """``prefix_states``: the stream at the site at the prefix positions, batched and left-padded, equals an
+    unpadded forward's hidden states there (independent capture: ``capture_hidden_states``)."""
+    from zhunt.models.generation import score
+    from zhunt.models.hooks import capture_hidden_states
+
+    prefs = [[5, 6], [], [7], [8, 9, 10], [11], [12, 13]]
+    got = score(model, tok, PROMPTS, prefixes=prefs, layer_module=LAYER, site=site, prefix_states=True,
+                batch_size=4)["prefix_states"]
+    j = LAYER if site == "input" else LAYER + 1
+    for text, a, st in zip(PROMPTS, prefs, got):
+        ids = tok([text])["input_ids"][0] + a
+        with torch.no_grad(), capture_hidden_states(model.model.layers) as hc:
+            model(input_ids=torch.tensor([ids]))
+        want = hc.hidden[j][0][0, len(ids) - len(a):].numpy()
+        assert st.shape == (len(a), D)
+        np.testing.assert_allclose(st, want, atol=1e-5)
+
+
+def test_patch_prefix_full_interchange_reproduces_the_donor_after_a_common_prefix(model, tok):
+    """With the prefix patched too, a full interchange of prompt + prefix from a donor of the same token length
+    gives the donor's own distribution after the prefix at every layer; without it, it does not."""
+    from zhunt.models.generation import score
+    from zhunt.models.hooks import capture_hidden_states
+
+    base, donor, a = ["abc def", "q: 7 times 8?"], ["xyz 123", "q: 9 minus 2?"], [[20, 21], [22]]
+    V = list(range(64))
+    ref = score(model, tok, donor, candidates=[V] * 2, prefixes=a)["lp_candidates"]
+    for l in range(3):
+        st = score(model, tok, donor, prefixes=a, layer_module=l, site="input", prefix_states=True)["prefix_states"]
+        src = []
+        for t, p in zip(donor, st):
+            with torch.no_grad(), capture_hidden_states(model.model.layers) as hc:
+                model(**tok([t], return_tensors="pt"))
+            src.append(torch.cat([hc.hidden[l][0][0, 1:], torch.from_numpy(p)]))  # BOS not patched
+        edits = [SubspaceEdit(None, s, "full") for s in src]
+        got = score(model, tok, base, candidates=[V] * 2, prefixes=a, layer_module=l, site="input", edits=edits,
+                    patch_prefix=True)
+        np.testing.assert_allclose(got["lp_candidates"], ref, atol=SCORE_ATOL)
+        if l > 0:  # the unpatched prefix still reads the base prompt below the site
+            off = score(model, tok, base, candidates=[V] * 2, prefixes=a, layer_module=l, site="input",
+                        edits=[e.head(e.source.shape[0] - len(p)) for e, p in zip(edits, a)])
+            assert not np.allclose(off["lp_candidates"], ref, atol=1e-3)
+
+
+def test_subspace_edit_head():
+    V, S = basis(), torch.randn(5, D)
+    e = SubspaceEdit(V, S, "span")
+    h = e.head(3)
+    assert h.source.shape == (3, D) and torch.equal(h.source, S[:3]) and h.basis is e.basis and h.mode == "span"
+    b = SubspaceEdit(V, S[0], "span")
+    assert b.head(2) is b  # a broadcast source covers any number of positions
+    with pytest.raises(ValueError):
+        e.head(6)

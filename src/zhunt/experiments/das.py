@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from zhunt.models.batching import left_pad, tokenize_prompts
-from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _patchable, _resolve_layer
+from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _resolve_layer, prefix_masks
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site
 
@@ -129,7 +129,7 @@ def _initial_basis(init, k: int, d: int, random_state: int) -> torch.Tensor:
 def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *,
             layer: int, site: str, k: int, steps: int = 200, lr: float = 1e-2, batch_size: int = 16,
             init=None, random_state: int = 0, add_special_tokens: bool = True,
-            patch_special: bool = False, prefixes: Sequence | None = None) -> DASFit:
+            patch_special: bool = False, prefixes: Sequence | None = None, patch_prefix: bool = False) -> DASFit:
     """Fit a k-dim interchange subspace at ``layer`` / ``site`` by Adam (model weights frozen).
 
     Parameters
@@ -168,8 +168,11 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
         As for :func:`zhunt.models.generation.generate` (pads are never patched).
     prefixes : sequence, optional
         ``N`` lists of token ids (possibly empty) teacher-forced after each
-        prompt and never patched, as in :func:`zhunt.models.generation.score`; the
-        loss is ``-log p(y_i | x_i, prefix_i)`` under the interchange.
+        prompt, as in :func:`zhunt.models.generation.score`; the loss is
+        ``-log p(y_i | x_i, prefix_i)`` under the interchange.
+    patch_prefix : bool
+        Interchange the prefix positions too (as ``score(..., patch_prefix=True)``):
+        a per-token source then has one more row per patchable prefix position.
 
     Returns
     -------
@@ -178,7 +181,8 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     texts = list(texts)
     check_site(site)
     data = _training_data(model, tokenizer, texts, sources, targets, k=k, steps=steps, batch_size=batch_size,
-                          add_special_tokens=add_special_tokens, patch_special=patch_special, prefixes=prefixes)
+                          add_special_tokens=add_special_tokens, patch_special=patch_special, prefixes=prefixes,
+                          patch_prefix=patch_prefix)
     n, d = len(texts), data["d"]
     layer_mod = _resolve_layer(model, layer)
     device = _model_device(model)
@@ -196,7 +200,8 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
             idx = perm[cursor:cursor + batch_size].tolist()
             cursor += batch_size
             loss = _interchange_loss(model, layer_mod, basis.weight.T, data, idx, site=site,
-                                     patch_special=patch_special, device=device, keep=keep)
+                                     patch_special=patch_special, patch_prefix=patch_prefix, device=device,
+                                     keep=keep)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -210,7 +215,7 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
 
 def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *, k: int,
                    steps: int, batch_size: int, add_special_tokens: bool, patch_special: bool,
-                   prefixes: Sequence | None) -> dict:
+                   prefixes: Sequence | None, patch_prefix: bool = False) -> dict:
     """Checked, tokenised training data of :func:`fit_das`.
 
     Returns
@@ -238,8 +243,8 @@ def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, ta
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     src_rows = []
     for i, s in enumerate(ids):
-        t = torch.tensor(s)
-        n_patch = len(s) if patch_special else int((~torch.isin(t, special)).sum())
+        t = torch.tensor(s + prefs[i] if patch_prefix else s)
+        n_patch = len(t) if patch_special else int((~torch.isin(t, special)).sum())
         e = SubspaceEdit(None, sources[i], "full")  # validates and normalises the source
         if e.d != d:
             raise ValueError(f"source {i} has d = {e.d}, the model has {d}")
@@ -249,13 +254,12 @@ def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, ta
 
 
 def _interchange_loss(model, layer_mod, V: torch.Tensor, data: dict, idx: Sequence[int], *, site: str,
-                      patch_special: bool, device, keep: dict) -> torch.Tensor:
+                      patch_special: bool, patch_prefix: bool, device, keep: dict) -> torch.Tensor:
     """Mean cross-entropy of the targets ``y[idx]`` under the interchange along ``V`` (k, d) (module docstring)."""
     prefs, d = data["prefs"], data["d"]
     input_ids, attn, pos = left_pad([data["ids"][i] + prefs[i] for i in idx], data["pad"])
-    pm = _patchable(input_ids, attn, data["special"], patch_special)
-    for r, i in enumerate(idx):  # prefix positions are never patched
-        pm[r, pm.shape[1] - len(prefs[i]):] = False
+    pm, _ = prefix_masks(input_ids, attn, data["special"], patch_special, [len(prefs[i]) for i in idx],
+                         patch_prefix)
     S = torch.zeros((len(idx), input_ids.shape[1], d))
     for r, i in enumerate(idx):
         S[r, pm[r]] = data["src_rows"][i]

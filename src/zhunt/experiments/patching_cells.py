@@ -9,23 +9,31 @@ base–donor pair (:func:`zhunt.experiments.patching_design.donor_pairs`) and ev
    once (greedy, :func:`zhunt.models.generation.generate`): the base's own output and
    the *donor run* (the counterfactual target: the model's own output on the
    donor's prompt in the target language);
-2. every patched base run is generated with its edit at the site (extracted
-   answer and its script: :func:`zhunt.data.answers.answer_span`,
-   :func:`zhunt.data.answers.answer_language`);
-3. the pair's *first answer position* (:func:`first_divergence`): the two clean
+2. the pair's *first answer position* (:func:`first_divergence`): the two clean
    continuations ``c_b`` (base) and ``c_d`` (donor run) share a longest common
    prefix ``a`` (``prefix_len = len(a)``, often a format token); the first
    answer tokens are ``c_b[len(a)]`` and ``c_d[len(a)]``, the first tokens
    where the two runs diverge;
-4. one teacher-forced pass (:func:`zhunt.models.generation.score`) over every clean and
-   patched row, with ``a`` forced after the prompt (unedited, as the patched
-   generation leaves its generated tokens), gives at the position after ``a``
-   the log-probabilities of the base's and the donor run's first answer
-   tokens, the argmax (the patched first answer token), the probability mass
-   of target-script and other-script tokens, and the teacher-forced log p of
-   the base's and the donor run's whole continuations. Pairs whose clean runs
-   never diverge (identical runs) have no first answer position: their
-   tokens are ``-1`` and their LD, NPE and language effect are NaN.
+3. a clean teacher-forced pass (:func:`zhunt.models.generation.score`) over
+   the base and the donor run of every pair, ``a`` forced after the prompt,
+   scores them and records their states at the site at ``a``'s positions;
+4. the patch covers the prompt *and* ``a``
+   (:func:`zhunt.experiments.patching_design.extend_to_prefix`: the aligned
+   donor's own prefix states, or the mean source row for ``mean`` / ``ot``),
+   because the first answer token is read after ``a``: left unpatched, ``a``'s
+   own states below the site still read the base prompt and even the full
+   interchange would not reproduce the donor run;
+5. every patched base run is generated with its edit at the prompt positions
+   (extracted answer and its script: :func:`zhunt.data.answers.answer_span`,
+   :func:`zhunt.data.answers.answer_language`);
+6. a patched teacher-forced pass, ``a`` forced and patched, gives at the
+   position after ``a`` the log-probabilities of the base's and the donor
+   run's first answer tokens, the argmax (the patched first answer token),
+   the probability mass of target-script and other-script tokens, and the
+   teacher-forced log p of the base's and the donor run's whole
+   continuations. Pairs whose clean runs never diverge (identical runs) have
+   no first answer position: their tokens are ``-1`` and their LD, NPE and
+   language effect are NaN.
 
 The records carry the cell's key columns (``site, hidden_index, layer, k,
 alignment, direction, source``) and the per-row quantities of
@@ -44,8 +52,8 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 from zhunt.io import write_table
-from zhunt.experiments.patching_design import (Cell, donor_pairs, heldout_split, interchange_source, pair_bases,
-                                               pair_edits)
+from zhunt.experiments.patching_design import (Cell, donor_pairs, extend_to_prefix, heldout_split,
+                                               interchange_source, pair_bases, pair_edits)
 
 __all__ = ["script_groups", "answer_of", "first_divergence", "cell_context", "cell_pairs", "CellBases",
            "ablation_layers", "read_cell_bases", "cell_rows", "PairTargets", "score_pairs", "pair_record",
@@ -278,8 +286,13 @@ class PairTargets:
 
 
 def score_pairs(ctx: Mapping, prompts: Sequence[str], pair_index: Sequence[int], targets: PairTargets, groups, *,
-                batch_size: int, layer_module=None, site: str = "input", edits=None) -> dict:
+                batch_size: int, layer_module=None, site: str = "input", edits=None,
+                prefix_states: bool = False) -> dict:
     """One teacher-forced pass (:func:`zhunt.models.generation.score`) of prompts scored at their pair's targets.
+
+    The pair's common prefix is forced after each prompt and patched like
+    the prompt (``patch_prefix=True``): an edit's per-token source holds the
+    prompt rows and then the prefix rows (:func:`zhunt.experiments.patching_design.extend_to_prefix`).
 
     Returns
     -------
@@ -287,19 +300,25 @@ def score_pairs(ctx: Mapping, prompts: Sequence[str], pair_index: Sequence[int],
         ``first`` (argmax at the first answer position), ``ld`` = log p(donor
         run's token) - log p(base's token) (NaN where the runs never diverge),
         ``ld_seq`` (the same with the whole continuations) and ``lang`` =
-        log m_target - log m_other (script masses).
+        log m_target - log m_other (script masses); with ``prefix_states``
+        also ``prefix_states`` (per prompt the ``(m, d)`` stream at the site
+        at the prefix's patched positions).
     """
     from zhunt.models.generation import score
 
     sc = score(ctx["model"], ctx["tokenizer"], list(prompts), candidates=[targets.candidates[p] for p in pair_index],
                continuations=[targets.continuations[p] for p in pair_index],
                prefixes=[targets.prefix[p] for p in pair_index], token_groups=groups, layer_module=layer_module,
-               site=site, edits=edits, batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
+               site=site, edits=edits, batch_size=int(batch_size), add_special_tokens=ctx["add_special"],
+               patch_prefix=True, prefix_states=prefix_states)
     lpc = np.full((len(prompts), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
     lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
-    return {"first": sc["first_argmax"], "ld": lpc[:, 1] - lpc[:, 0],
-            "ld_seq": sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0],
-            "lang": sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]}
+    out = {"first": sc["first_argmax"], "ld": lpc[:, 1] - lpc[:, 0],
+           "ld_seq": sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0],
+           "lang": sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]}
+    if prefix_states:
+        out["prefix_states"] = sc["prefix_states"]
+    return out
 
 
 def _take(s: Mapping, q: int) -> dict:
@@ -372,7 +391,7 @@ def ablation_rows(ctx: Mapping, cell: Cell, pairs, states, split: Mapping, bases
 
 def cell_records(ctx: Mapping, cell: Cell, bases: CellBases, *, n_donors: int = 1, seed: int = 0,
                  max_new_tokens: int = 16, batch_size: int = 16, ms_lams: Sequence[float] = ()) -> pd.DataFrame:
-    """Run one cell: its records, one row per (pair, subspace) (the module docstring's steps 1-4).
+    """Run one cell: its records, one row per (pair, subspace) (the module docstring's steps 1-6).
 
     Parameters
     ----------
@@ -392,36 +411,41 @@ def cell_records(ctx: Mapping, cell: Cell, bases: CellBases, *, n_donors: int = 
     from zhunt.models.generation import generate
 
     t0 = time.perf_counter()
-    model, tok, ad = ctx["model"], ctx["tokenizer"], ctx["adapter"]
+    model, tok, layer = ctx["model"], ctx["tokenizer"], ctx["adapter"].layers[cell.layer]
     tgt, src = cell.languages
     prompt_of = ctx["prompt_of"]
     split = heldout_split(ctx["problems"], seed=seed)
     pairs, unmatched, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
-    rows, edits = cell_rows(pairs, states, split, bases, cell.k, seed)
     gen_kw = dict(max_new_tokens=int(max_new_tokens), batch_size=int(batch_size), add_special_tokens=ctx["add_special"])
     clean_ids = sorted({p for pr in pairs for p in pr}, key=ctx["problems"].index)
     clean = dict(zip(clean_ids, generate(model, tok, [prompt_of[(p, tgt)] for p in clean_ids], **gen_kw)))
-    patched = [i for i, e in enumerate(edits) if e is not None]
-    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in patched],
-                 layer_module=ad.layers[cell.layer], edits=[edits[i] for i in patched], site=cell.site, **gen_kw)
-    text = {i: x["text"] for i, x in zip(patched, g)}
-    # one teacher-forced pass: per pair the clean base, the donor run, then every patched row
     targets = PairTargets.of(clean, pairs)
     groups = script_groups(tok, [tgt, _other_language(tgt, ctx["languages"])])
     n_p = len(pairs)
-    s_pair = list(range(n_p)) * 2 + [rows[i]["pair"] for i in patched]
-    s_prompt = [prompt_of[(b, tgt)] for b, _ in pairs] + [prompt_of[(d, tgt)] for _, d in pairs] \
-        + [prompt_of[(rows[i]["problem"], tgt)] for i in patched]
-    s = score_pairs(ctx, s_prompt, s_pair, targets, groups, batch_size=batch_size, layer_module=ad.layers[cell.layer],
-                    site=cell.site, edits=[None] * (2 * n_p) + [edits[i] for i in patched])
-    pos = {i: 2 * n_p + q for q, i in enumerate(patched)}
-    scored = [(r, _take(s, pos.get(i, r["pair"])), text.get(i)) for i, r in enumerate(rows)]  # none: the clean base
+    # the clean pass: per pair the base and the donor run, with their states at the common prefix
+    s0 = score_pairs(ctx, [prompt_of[(b, tgt)] for b, _ in pairs] + [prompt_of[(d, tgt)] for _, d in pairs],
+                     list(range(n_p)) * 2, targets, groups, batch_size=batch_size, layer_module=layer, site=cell.site,
+                     prefix_states=True)
+    n_prompt = [H.shape[0] for H, _ in states]
+    states = [extend_to_prefix(cell.alignment, S, H, s0["prefix_states"][pi], s0["prefix_states"][n_p + pi])[::-1]
+              for pi, (H, S) in enumerate(states)]  # (H, S) over prompt + prefix
+    rows, edits = cell_rows(pairs, states, split, bases, cell.k, seed)
+    patched = [i for i, e in enumerate(edits) if e is not None]
+    g = generate(model, tok, [prompt_of[(rows[i]["problem"], tgt)] for i in patched], layer_module=layer,
+                 edits=[edits[i].head(n_prompt[rows[i]["pair"]]) for i in patched], site=cell.site, **gen_kw)
+    text = {i: x["text"] for i, x in zip(patched, g)}
+    s1 = score_pairs(ctx, [prompt_of[(rows[i]["problem"], tgt)] for i in patched], [rows[i]["pair"] for i in patched],
+                     targets, groups, batch_size=batch_size, layer_module=layer, site=cell.site,
+                     edits=[edits[i] for i in patched])
+    pos = {i: q for q, i in enumerate(patched)}
+    scored = [(r, _take(s1, pos[i]) if i in pos else _take(s0, r["pair"]), text.get(i))  # none: the clean base
+              for i, r in enumerate(rows)]
     if bases.M_s is not None and len(ms_lams):
         scored += ablation_rows(ctx, cell, pairs, states, split, bases, ms_lams, targets, groups, gen_kw)
     rec = pd.DataFrame([{**cell.key(), "target_lang": tgt, "source_lang": src, **{c: v for c, v in r.items()
                                                                                  if c != "lam"},
-                         **pair_record(r, targets, clean, ctx["key_answer"], tgt, _take(s, r["pair"]),
-                                       _take(s, n_p + r["pair"]), sc, t)} for r, sc, t in scored])
+                         **pair_record(r, targets, clean, ctx["key_answer"], tgt, _take(s0, r["pair"]),
+                                       _take(s0, n_p + r["pair"]), sc, t)} for r, sc, t in scored])
     rec = _with_subspace_columns(rec, bases, [r.get("lam", np.nan) for r, _, _ in scored])
     log.info("cell %s: %d pairs (%d bases without a donor), %d rows in %.1fs", cell.name, n_p, len(unmatched),
              len(rec), time.perf_counter() - t0)
@@ -459,12 +483,14 @@ def das_training_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int
     Returns
     -------
     dict
-        ``texts`` (base prompts), ``sources`` ((T, d) float32 donor states),
+        ``texts`` (base prompts), ``sources`` ((T + m, d) float32: the donor's
+        states at the prompt's and then at the common prefix's patched
+        positions, :func:`zhunt.experiments.patching_design.extend_to_prefix`),
         ``targets`` (the donor run's first answer token), ``prefixes`` (the
-        common prefix, teacher-forced and not patched); all empty when no
-        train pair diverges.
+        common prefix, teacher-forced and patched like the prompt); all empty
+        when no train pair diverges.
     """
-    from zhunt.models.generation import generate
+    from zhunt.models.generation import generate, score
 
     tgt = cell.languages[0]
     pairs, _, states = cell_pairs(ctx, cell, n_donors=n_donors, seed=seed)
@@ -479,9 +505,14 @@ def das_training_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int
     clean = {p: r["token_ids"] for p, r in zip(ids, runs)}
     div = {i: first_divergence(clean[pairs[i][0]], clean[pairs[i][1]]) for i in train}
     train = [i for i in train if div[i][1] >= 0 and div[i][2] >= 0]
-    return {"texts": [prompt(pairs[i][0]) for i in train],
-            "sources": [states[i][1].astype(np.float32) for i in train], "targets": [div[i][2] for i in train],
-            "prefixes": [clean[pairs[i][0]][:div[i][0]] for i in train]}
+    prefixes = [clean[pairs[i][0]][:div[i][0]] for i in train]
+    pre = score(ctx["model"], ctx["tokenizer"], [prompt(pairs[i][1]) for i in train], prefixes=prefixes,
+                layer_module=ctx["adapter"].layers[cell.layer], site=cell.site, prefix_states=True,
+                batch_size=int(batch_size), add_special_tokens=ctx["add_special"])["prefix_states"] if train else []
+    sources = [extend_to_prefix("aligned", states[i][1], states[i][0], p, p)[0].astype(np.float32)
+               for i, p in zip(train, pre)]
+    return {"texts": [prompt(pairs[i][0]) for i in train], "sources": sources, "targets": [div[i][2] for i in train],
+            "prefixes": prefixes}
 
 
 def fit_cell_das(ctx: Mapping, cell: Cell, V_Z: np.ndarray, *, n_donors: int = 1, seed: int = 0, steps: int = 200,
@@ -517,7 +548,8 @@ def fit_cell_das(ctx: Mapping, cell: Cell, V_Z: np.ndarray, *, n_donors: int = 1
                 "cos_angles_z": np.zeros(0)}, attrs
     fit = fit_das(ctx["model"], ctx["tokenizer"], data["texts"], data["sources"], data["targets"], layer=cell.layer,
                   site=cell.site, k=cell.k, steps=int(steps), lr=float(lr), batch_size=int(batch_size),
-                  random_state=int(seed), add_special_tokens=ctx["add_special"], prefixes=data["prefixes"])
+                  random_state=int(seed), add_special_tokens=ctx["add_special"], prefixes=data["prefixes"],
+                  patch_prefix=True)
     attrs.update(n_train=len(data["texts"]), steps=int(steps), lr=float(lr), seconds=float(fit.seconds),
                  final_loss=float(np.mean(fit.losses[-10:])), overlap_z=float(grassmann_similarity(fit.basis, V_Z)))
     log.info("DAS %s L%d k=%d: %d train pairs, loss %.3f -> %.3f, overlap with Z %.3f, %.1fs", cell.site,

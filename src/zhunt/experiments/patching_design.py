@@ -72,7 +72,7 @@ from zhunt.models.site import SITES
 from zhunt.subspace import random_subspace
 
 __all__ = ["SUBSPACES", "CELL_ALIGNMENTS", "CELL_SOURCES", "ENERGY_TOLERANCE", "Cell", "parse_cell",
-           "donor_pairs", "heldout_split", "interchange_source", "matched_source", "patch_norm",
+           "donor_pairs", "heldout_split", "interchange_source", "extend_to_prefix", "matched_source", "patch_norm",
            "pair_bases", "pair_edits"]
 
 #: Every subspace row of ``subspaces.tsv``, in table order.
@@ -231,6 +231,51 @@ def interchange_source(alignment: str, X_src: np.ndarray, H: np.ndarray) -> np.n
             raise ValueError(f"aligned donor has {X.shape} states, base {H.shape}")
         return X
     raise ValueError(f"alignment must be one of {CELL_ALIGNMENTS}, not {alignment!r}")
+
+
+def extend_to_prefix(alignment: str, S: np.ndarray, H: np.ndarray, H_prefix: np.ndarray,
+                     X_prefix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Source and clean rows over the prompt *and* the pair's teacher-forced common prefix ``a``.
+
+    The pair's first answer token is read after ``a`` (module
+    :mod:`zhunt.experiments.patching_cells`), so ``a``'s positions belong to
+    the context that is interchanged: with them left unpatched, their own
+    states below the site still read the base prompt, and even the full
+    interchange would not reproduce the donor run.
+
+    Parameters
+    ----------
+    alignment : {"mean", "ot", "aligned"}
+    S, H : ndarray (T, d)
+        Source and clean base rows at the prompt's patched positions.
+    H_prefix : ndarray (m, d)
+        The base's clean states at the prefix's ``m`` patched positions.
+    X_prefix : ndarray (m, d), optional
+        The donor run's states there (same tokens at the same positions: the
+        aligned donor has the base's token length); required for ``aligned``.
+
+    Returns
+    -------
+    S_ext, H_ext : ndarray (T + m, d)
+        ``aligned``: ``S_ext = [S; X_prefix]``, so the full interchange is the
+        donor run's context exactly; ``mean`` / ``ot``: the prefix rows are
+        the mean of ``S``'s rows, the rule for patched generated positions
+        (:meth:`zhunt.models.generation.SubspaceEdit.generated_source`).
+        ``H_ext = [H; H_prefix]``.
+    """
+    S, H = np.asarray(S, dtype=np.float64), np.asarray(H, dtype=np.float64)
+    H_prefix = np.asarray(H_prefix, dtype=np.float64).reshape(-1, H.shape[1])
+    if alignment == "aligned":
+        if X_prefix is None:
+            raise ValueError("an aligned prefix needs the donor run's prefix states")
+        P = np.asarray(X_prefix, dtype=np.float64).reshape(-1, H.shape[1])
+        if P.shape != H_prefix.shape:
+            raise ValueError(f"donor prefix has {P.shape} states, base {H_prefix.shape}")
+    elif alignment in ("mean", "ot"):
+        P = np.broadcast_to(S.mean(axis=0), H_prefix.shape)
+    else:
+        raise ValueError(f"alignment must be one of {CELL_ALIGNMENTS}, not {alignment!r}")
+    return np.concatenate([S, P]), np.concatenate([H, H_prefix])
 
 
 def patch_norm(S: np.ndarray, H: np.ndarray, V: np.ndarray | None, scale: float = 1.0) -> float:

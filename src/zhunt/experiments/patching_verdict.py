@@ -124,7 +124,7 @@ def verdict_caption() -> str:
             f"both favour Z; partial = one does and none favours random; reverse = random is favoured; null "
             f"otherwise, or with fewer than {MIN_PAIRS} pairs with a first answer token (the first token where the "
             f"base's and the donor run's clean continuations diverge; IIA, LD and NPE are read there, the common "
-            f"prefix teacher-forced and unpatched). Rates carry Wilson "
+            f"prefix teacher-forced and patched like the prompt). Rates carry Wilson "
             f"95% intervals, NPE a percentile bootstrap interval over pairs. Positive control: the template-aligned "
             f"full interchange must give IIA >= {POSITIVE_CONTROL_MIN_IIA} at every layer; untestable = at the "
             f"primary cell's site and layer it gives IIA < {MIN_CEILING_IIA} (those prompt positions do not carry the "

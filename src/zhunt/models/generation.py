@@ -37,7 +37,9 @@ logits produce generated token ``L``), :func:`score` returns
 * ``lp_continuations[i, j] = sum_t log p(y_t | x, a, y_<t)`` for continuation
   ``y = y_1..y_m`` appended after the prefix (teacher forced; edits act on the
   prompt positions only, exactly as in generation's prefill, and reach the
-  prefix and the continuation through the keys/values of the edited positions).
+  prefix and the continuation through the keys/values of the edited positions;
+  with ``patch_prefix=True`` they act on the prefix positions too, so that an
+  interchange of the whole prompt + prefix context is exact).
 
 Positions are ``cumsum(attention_mask) - 1`` as in ``generate``'s prefill, so
 left padding does not shift RoPE. Logits are computed only for the scored
@@ -73,7 +75,7 @@ import torch
 from torch import nn
 
 from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
-from zhunt.models.hooks import capture, patch
+from zhunt.models.hooks import capture, patch, record
 from zhunt.progress import Progress
 from zhunt.models.site import check_site
 
@@ -159,6 +161,20 @@ class SubspaceEdit:
             raise ValueError(f"per-token source has {self.source.shape[0]} rows but the prompt has "
                              f"{n} patchable positions")
         return self.source
+
+    def head(self, n: int) -> "SubspaceEdit":
+        """The same edit on the first ``n`` patched positions only (a per-token source keeps its first ``n`` rows).
+
+        An edit built for prompt + teacher-forced prefix positions
+        (:func:`score` with ``patch_prefix=True``) gives, with ``n`` = the
+        prompt's patchable positions, the edit of the same prompt in
+        :func:`generate`. A broadcast ``(d,)`` source is returned unchanged.
+        """
+        if self.source.ndim == 1:
+            return self
+        if not 0 < int(n) <= self.source.shape[0]:
+            raise ValueError(f"head({n}) of a source with {self.source.shape[0]} rows")
+        return SubspaceEdit(self.basis, self.source[:int(n)], self.mode)
 
     def generated_source(self) -> torch.Tensor:
         """The source used at generated positions, ``(d,)``: the mean of the source rows."""
@@ -331,6 +347,38 @@ def _patchable(input_ids: torch.Tensor, attn: torch.Tensor, special: torch.Tenso
     """``(B, T)`` bool: real tokens, special tokens excluded unless ``patch_special``."""
     real = attn.bool()
     return real if patch_special else real & ~torch.isin(input_ids, special)
+
+
+def prefix_masks(input_ids: torch.Tensor, attn: torch.Tensor, special: torch.Tensor, patch_special: bool,
+                 prefix_lens: Sequence[int], patch_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patchable positions of left-padded prompt + teacher-forced prefix rows.
+
+    Parameters
+    ----------
+    input_ids, attn : torch.Tensor of shape (R, T)
+        Rows whose last ``prefix_lens[r]`` columns hold row ``r``'s prefix.
+    special, patch_special
+        As :func:`_patchable`.
+    prefix_lens : sequence of int
+        ``R`` prefix lengths.
+    patch_prefix : bool
+        Whether the prefix positions are patched like prompt positions.
+
+    Returns
+    -------
+    patchable : torch.Tensor (R, T) bool
+        The positions an edit changes: the prompt's patchable tokens, plus the
+        prefix's with ``patch_prefix``.
+    prefix : torch.Tensor (R, T) bool
+        The prefix's patchable positions (whether patched or not).
+    """
+    pm = _patchable(input_ids, attn, special, patch_special)
+    prefix = torch.zeros_like(pm)
+    T = pm.shape[1]
+    for r, L in enumerate(prefix_lens):
+        if L:
+            prefix[r, T - int(L):] = pm[r, T - int(L):]
+    return (pm if patch_prefix else pm & ~prefix), prefix
 
 
 def _enter_edits(stack: contextlib.ExitStack, layer, row_edits: Sequence, patchable: torch.Tensor, *,
@@ -515,7 +563,8 @@ def _group_masks(token_groups, vocab: int) -> torch.Tensor | None:
 def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | None = None,
           candidates: Sequence | None = None, token_groups=None, layer_module=None, site: str = "output",
           edits: Sequence | None = None, batch_size: int = 16, add_special_tokens: bool = True,
-          patch_special: bool = False, prefixes: Sequence | None = None) -> dict:
+          patch_special: bool = False, prefixes: Sequence | None = None, patch_prefix: bool = False,
+          prefix_states: bool = False) -> dict:
     """Teacher-forced scoring of prompts under the same per-prompt edits as :func:`generate`.
 
     Every quantity is read from the (edited) model's next-token distribution
@@ -545,9 +594,19 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         ``J_i`` continuations occupies ``J_i`` rows of its pass (the
         continuations are appended after the prompt and right-padded).
     prefixes : sequence, optional
-        ``N`` lists of token ids (possibly empty) appended after each prompt
-        and never edited, like tokens generated with ``positions="prompt"``;
-        every quantity is taken at the position after the prefix.
+        ``N`` lists of token ids (possibly empty) appended after each prompt;
+        every quantity is taken at the position after the prefix. Not edited
+        (like tokens generated with ``positions="prompt"``) unless ``patch_prefix``.
+    patch_prefix : bool
+        Edit the prefix's patchable positions like prompt positions: a
+        per-token source then holds one row per patchable prompt position
+        followed by one per patchable prefix position (:meth:`SubspaceEdit.head`
+        gives the prompt-only edit for :func:`generate`).
+    prefix_states : bool
+        Also return ``prefix_states``: per prompt a ``(m_i, d)`` float32 array,
+        the stream at ``layer_module``'s ``site`` (after any edit) at the
+        prefix's ``m_i`` patchable positions, in position order (needs
+        ``layer_module``).
 
     Returns
     -------
@@ -562,8 +621,12 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     n = len(texts)
     check_site(site)
     edits, layer = _check_edits(model, edits, n, layer_module)
+    if prefix_states and layer_module is None:
+        raise ValueError("prefix_states needs layer_module (the decoder layer whose stream is read)")
     req = _score_requests(n, continuations, candidates, prefixes)
     out = _score_outputs(n, req, token_groups)
+    if prefix_states:
+        out["prefix_states"] = [None] * n
     if n == 0:
         return out
     _, _, pad = _generation_config(model, tokenizer, 1)
@@ -577,14 +640,18 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         for batch in batches:
             progress.update(n_done)
             n_done += len(batch)
-            b = _score_batch(batch, ids, req, pad, special, patch_special)
+            b = _score_batch(batch, ids, req, pad, special, patch_special, patch_prefix)
             kw = {"logits_to_keep": b["C"] + 1} if keep_kw else {}
             with contextlib.ExitStack() as stack:
                 if edits is not None:
                     _enter_edits(stack, layer, [edits[batch[r]] for r, _ in b["rows"]], b["patchable"],
                                  positions="prompt", site=site)
+                seen = stack.enter_context(record(_resolve_layer(model, layer_module), site)) \
+                    if prefix_states else None
                 logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
                                position_ids=b["pos"].to(device), use_cache=False, **kw).logits
+            if seen is not None:
+                _store_prefix_states(out, seen[-1], b, batch)
             logits = logits[:, -(b["C"] + 1):].float()  # column 0 = last prompt position
             logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, C + 1, V)
             _store_first(out, state, logp, b, batch, ids, req)
@@ -619,10 +686,11 @@ def _score_outputs(n: int, req: Mapping, token_groups) -> dict:
 
 
 def _score_batch(batch: Sequence[int], ids, req: Mapping, pad: int, special: torch.Tensor,
-                 patch_special: bool) -> dict:
+                 patch_special: bool, patch_prefix: bool = False) -> dict:
     """One scoring pass's tensors: ``rows`` ((prompt r, continuation j); a prompt without continuations gets
-    one row), ``row_cont``, ``C`` (longest continuation), ``input_ids``, ``attn``, ``pos`` and ``patchable``
-    (prompt positions only, the prefix excluded), all ``(R, T_p + C)``."""
+    one row), ``row_cont``, ``C`` (longest continuation), ``input_ids``, ``attn``, ``pos``, ``patchable``
+    (prompt positions, and the prefix's with ``patch_prefix``) and ``prefix`` (the prefix's patchable
+    positions), all ``(R, T_p + C)``."""
     conts, prefs = req["conts"], req["prefs"]
     seqs = [ids[i] + prefs[i] for i in batch]  # the prefix is left-padded with its prompt
     prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
@@ -641,11 +709,12 @@ def _score_batch(batch: Sequence[int], ids, req: Mapping, pad: int, special: tor
             attn[q, T_p:T_p + len(c)] = 1
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     patchable = torch.zeros_like(attn, dtype=torch.bool)
-    patchable[:, :T_p] = _patchable(prompt_ids, prompt_attn, special, patch_special)[src]
-    for q, (r, _) in enumerate(rows):  # prefix positions are never edited
-        patchable[q, T_p - len(prefs[batch[r]]):T_p] = False
+    prefix = torch.zeros_like(patchable)
+    pm, pf = prefix_masks(prompt_ids, prompt_attn, special, patch_special, [len(prefs[i]) for i in batch],
+                          patch_prefix)
+    patchable[:, :T_p], prefix[:, :T_p] = pm[src], pf[src]
     return {"rows": rows, "row_cont": row_cont, "C": C, "input_ids": input_ids, "attn": attn, "pos": pos,
-            "patchable": patchable}
+            "patchable": patchable, "prefix": prefix}
 
 
 def _store_first(out: dict, state: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int], ids,
@@ -672,6 +741,15 @@ def _store_first(out: dict, state: dict, logp: torch.Tensor, b: Mapping, batch: 
                 lp0[r, torch.tensor(cands[i], device=lp0.device)].double().cpu().numpy()
         if lp_g is not None:
             out["lp_groups"][i] = lp_g[r]
+
+
+def _store_prefix_states(out: dict, h: torch.Tensor, b: Mapping, batch: Sequence[int]) -> None:
+    """``prefix_states``: every prompt's stream ``h`` (R, T, d) at its prefix's patchable positions."""
+    done = set()
+    for q, (r, _) in enumerate(b["rows"]):
+        if r not in done:  # the rows of one prompt share its prompt and prefix states
+            done.add(r)
+            out["prefix_states"][batch[r]] = h[q, b["prefix"][q].to(h.device)].float().cpu().numpy()
 
 
 def _store_continuations(out: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int]) -> None:

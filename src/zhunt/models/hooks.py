@@ -47,6 +47,7 @@ __all__ = [
     "with_layer_hidden",
     "layer_input",
     "transform",
+    "record",
 ]
 
 
@@ -467,3 +468,35 @@ def transform(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
     check_site(site)
     with _hooked(layer, site, fn):
         yield
+
+
+@contextlib.contextmanager
+def record(layer: nn.Module, site: str = "output") -> Iterator[list]:
+    """Collect the stream at ``layer``'s ``site`` (:mod:`zhunt.models.site`) in every forward call.
+
+    Registered after any patch already on ``layer`` (not prepended), so it sees
+    the stream as the layer reads it (``site="input"``) or as it leaves it
+    (``"output"``): edited where a :func:`patch` edits it.
+
+    Yields
+    ------
+    list of torch.Tensor
+        One detached ``(B, T, d)`` tensor per forward call, in call order.
+    """
+    check_site(site)
+    seen: list = []
+
+    def hook(_mod, _args, output):
+        seen.append(layer_hidden(output).detach())
+
+    def pre_hook(_mod, args, kwargs):
+        seen.append(layer_input(args, kwargs)[0].detach())
+
+    if site == "output":
+        hd = layer.register_forward_hook(hook)
+    else:
+        hd = layer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        hd.remove()
