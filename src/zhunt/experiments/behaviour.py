@@ -28,9 +28,10 @@ band                   condition          seed's action
 =====================  =================  =====================================================
 
 (for a language other than ``zh`` the labels carry its code.) The bands count problems and
-ignore how many there are: with 40 problems solved half the time in each language, independently,
-``|diff| <= 1`` holds in about a quarter of draws, so the band is the seed's literal reading, not a
-test. The verdict (:func:`paired_verdict`, column ``paired_verdict``) is the exact McNemar test
+ignore how many there are: with 40 problems, each solved with probability 0.5 and the same way in
+both languages for 60 % of them (:func:`zhunt.calibration.generators.paired_correct`), ``|diff| <= 1``
+holds in 38.5 % of 200 draws (BENCHMARKS.md, "Verdict calibration"), so the band is the seed's
+literal reading, not a test. The verdict (:func:`paired_verdict`, column ``paired_verdict``) is the exact McNemar test
 at :data:`PAIRED_ALPHA`: ``{lang} better`` / ``en better`` by the sign of ``diff`` when
 ``p < PAIRED_ALPHA``, else ``no difference`` (a level-``PAIRED_ALPHA`` test: calibrated in
 ``tests/test_calibration.py``).
