@@ -9,6 +9,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.stats import ortho_group
 
+from zhunt.calibration.generators import CAL_SHAPES, family_layers
 from zhunt.weights.families import (DELTA_ZERO, FAMILIES, RESIDUAL_AXIS, aligned_cos, compare_layers, compare_pair,
                             family_matrices, gaussian_baseline, hypothesis_verdict,
                             null_table, phase_means, phase_of, raw_cos, seed_jsons,
@@ -229,63 +230,19 @@ def test_shuffled_null_keeps_spectra():
     assert shuffled_delta(A, A @ R, 1, np.random.default_rng(5)) < 0.9
 
 
-# -- calibration: structureless weights -> real-specialization, planted rotations -> training-artifact ----
-N_SEEDS = 20
-_CAL_SHAPES = {"q_proj": (48, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 48),
-               "gate_proj": (96, 32), "up_proj": (96, 32), "down_proj": (32, 96)}
-
-
-def _flat(rng, shape):
-    """A matrix with all singular values 1 (orthonormal rows or columns), random singular vectors."""
-    n, m = shape
-    r = min(n, m)
-    U, _ = np.linalg.qr(rng.standard_normal((n, r)))
-    V, _ = np.linalg.qr(rng.standard_normal((m, r)))
-    return U @ V.T
-
-
-def _calibration_layers(kind, seed, n_layers=8):
-    rng = np.random.default_rng(1000 + seed)
-    if kind == "gaussian":
-        return [{f: rng.standard_normal(s) for f, s in _CAL_SHAPES.items()} for _ in range(n_layers)]
-    if kind == "flat":
-        return [{f: _flat(rng, s) for f, s in _CAL_SHAPES.items()} for _ in range(n_layers)]
-    # planted: one shared matrix per family, each layer = it under a fresh residual-side rotation + noise
-    base = {f: rng.standard_normal(s) for f, s in _CAL_SHAPES.items()}
-    layers = []
-    for _ in range(n_layers):
-        mats = {}
-        for f, W in base.items():
-            ax = RESIDUAL_AXIS[f]
-            R = ortho_group.rvs(W.shape[ax], random_state=rng)
-            X = W @ R if ax == 1 else R @ W
-            mats[f] = X + 0.5 * rng.standard_normal(X.shape)
-        layers.append(mats)
-    return layers
-
-
-def _verdict_of(layers):
-    df = compare_layers(layers, num_layers=len(layers))
-    nulls = null_table(df, gaussian_baseline(_CAL_SHAPES))
-    return hypothesis_verdict(nulls, phase_means(df)), nulls
-
-
-@pytest.mark.parametrize("kind, expected", [("gaussian", "real-specialization"), ("flat", "real-specialization"),
-                                            ("planted", "training-artifact")])
-def test_verdict_calibration(kind, expected):
-    """Null (independent layers, Gaussian or flat spectra) -> real-specialization, planted -> training-artifact.
-
-    The flat-spectrum case is why the verdict uses the shuffled null: against the Gaussian null the same
-    structureless layers look lifted in every family.
-    """
-    hits, over_gaussian = 0, 0
-    for seed in range(N_SEEDS):
-        v, nulls = _verdict_of(_calibration_layers(kind, seed))
-        hits += v["label"] == expected
-        over_gaussian += bool((nulls["excess_gaussian"] > DELTA_ZERO).sum() > len(nulls) / 2)
-    assert hits / N_SEEDS >= 0.95
-    if kind == "flat":
-        assert over_gaussian == N_SEEDS
+# -- calibration ---------------------------------------------------------------------------------
+# Structureless layers (Gaussian or flat spectra) -> real-specialization and planted rotations ->
+# training-artifact over seeds: tests/test_calibration.py (cases families_gaussian, families_flat).
+def test_flat_layers_look_lifted_against_the_gaussian_null():
+    """Why the verdict reads delta against the shuffled null: structureless flat-spectrum layers exceed the
+    Gaussian null of the same shapes in a majority of families in every seed, yet are not lifted against
+    the shuffled pairs."""
+    for seed in range(10):
+        layers = family_layers("flat", seed)
+        df = compare_layers(layers, num_layers=len(layers))
+        nulls = null_table(df, gaussian_baseline(CAL_SHAPES))
+        assert (nulls["excess_gaussian"] > DELTA_ZERO).sum() > len(nulls) / 2
+        assert hypothesis_verdict(nulls, phase_means(df))["label"] == "real-specialization"
 
 
 # -- end to end on a tiny model folder ---------------------------------------------------------

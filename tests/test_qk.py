@@ -10,6 +10,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
+from zhunt.calibration.generators import qk_random_layers as _random_factors
+from zhunt.calibration.generators import qk_shared_layers
 from zhunt.weights.qk import (analyse_qk, eigenspace_alignment, load_qk_exports, operator_cos, operator_gram,
                       qk_factors, qk_verdict, random_pa_baseline, sign_agreement, sym_eig,
                       VERDICT_BANDS, write_qk_exports)
@@ -21,13 +23,6 @@ from zhunt.weights.qk import (analyse_qk, eigenspace_alignment, load_qk_exports,
 def tiny_qwen2(make_tiny_qwen2_folder):
     """A random-init 6-layer Qwen2 (GQA 4/2, d_head 8, d 32) saved as a prepared zhunt folder."""
     return make_tiny_qwen2_folder(6, seed=1)
-
-
-def _random_factors(n_layers=4, H=4, H_kv=2, dh=5, d=16, seed=0):
-    rng = np.random.default_rng(seed)
-    kv = np.arange(H) // (H // H_kv)
-    return [(rng.standard_normal((H, dh, d)), rng.standard_normal((H_kv, dh, d)), kv)
-            for _ in range(n_layers)]
 
 
 def _explicit_g(fac, h):
@@ -153,14 +148,7 @@ def test_verdict_planted_shared_operator(noise, expected):
     Expected cosine to the anchor ~ 1 / (1 + noise^2)^2 (independent isotropic noise on both Q and K), so
     the band follows from ``noise``: 0.05 -> 0.995 (STRONG), 0.5 -> 0.64 (MEDIUM).
     """
-    hits = 0
-    for seed in range(N_SEEDS):
-        rng = np.random.default_rng(200 + seed)
-        Q0, K0 = rng.standard_normal((4, 8, 32)), rng.standard_normal((2, 8, 32))
-        kv = np.arange(4) // 2
-        facs = [(s * (Q0 + noise * rng.standard_normal(Q0.shape)), K0 + noise * rng.standard_normal(K0.shape), kv)
-                for s in rng.uniform(0.5, 2.0, size=6)]
-        hits += analyse_qk(facs, topk=4)["verdict"] == expected
+    hits = sum(analyse_qk(qk_shared_layers(seed, noise), topk=4)["verdict"] == expected for seed in range(N_SEEDS))
     assert hits / N_SEEDS >= 0.95
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from zhunt.activations import alignment, cointegration, contributions, crossmap, garch, paired, snr, theory
+from zhunt.calibration.generators import adjusting_pair, iid_series, random_walks
 from zhunt.errors import ZhuntError
 from zhunt.data.store import StoreWriter
 
@@ -281,17 +282,6 @@ def test_crossmap_table_matches_single_calls(planted):
 
 
 # --------------------------------------------------------------------------- cointegration
-def adjusting_pair(T=500, speed=0.4, seed=0):
-    """x: a random walk that never adjusts; y error-corrects towards x: dy_t = -speed (y - x)_{t-1} + e_t."""
-    rng = np.random.default_rng(seed)
-    e = rng.standard_normal((T, 2))
-    x = np.cumsum(e[:, 0])
-    y = np.zeros(T)
-    for t in range(1, T):
-        y[t] = y[t - 1] - speed * (y[t - 1] - x[t - 1]) + e[t, 1]
-    return np.c_[x, y]
-
-
 def test_johansen_finds_planted_cointegration():
     rng = np.random.default_rng(8)
     T = 300
@@ -330,29 +320,9 @@ def test_vecm_alpha_one_language_adjusts():
     assert cointegration.cointegration_verdict(1, np.nan, 2) == "cointegrated, alpha not measured"
 
 
-def test_random_walks_are_not_cointegrated():
-    """Null: independent random walks over 100 seeds give rank 0 (1 % test) in >= 95 %."""
-    ranks = []
-    for seed in range(100):
-        rng = np.random.default_rng(100 + seed)
-        res = cointegration.johansen_rank(np.cumsum(rng.standard_normal((200, 2)), axis=0))
-        ranks.append(res["rank"])
-    labels = [cointegration.cointegration_verdict(r, np.nan, 2) for r in ranks]
-    assert np.mean([l == "not cointegrated" for l in labels]) >= 0.95
-    m = cointegration.cointegration_model_verdict(ranks)
-    assert m["verdict"] == "not cointegrated" and m["n"] == 100
-
-
-def test_cointegration_model_verdict_null_and_planted():
-    # null: 20 model runs of 10 problems each (random walks of length 19, 4 dims: Gemma's depth)
-    verdicts = []
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        ranks = [cointegration.johansen_rank(np.cumsum(rng.standard_normal((19, 4)), axis=0), n_sim=300)["rank"]
-                 for _ in range(10)]
-        verdicts.append(cointegration.cointegration_model_verdict(ranks)["verdict"])
-    assert np.mean([v == "not cointegrated" for v in verdicts]) >= 0.95
-    # planted: every problem an adjusting pair
+def test_cointegration_model_verdict_planted_names_the_adjusting_language():
+    """Every problem an adjusting pair (only en error-corrects): the model verdict is cointegrated, en adjusts,
+    with a Wilson interval around the rate (null and planted rates: tests/test_calibration.py)."""
     ranks, ratios = [], []
     for seed in range(10):
         Y = adjusting_pair(T=300, seed=seed)
@@ -362,6 +332,8 @@ def test_cointegration_model_verdict_null_and_planted():
     m = cointegration.cointegration_model_verdict(ranks, ratios, "zh", "en")
     assert m["verdict"] == "cointegrated" and m["adjusts"] == "en adjusts"
     assert m["lo"] < m["rate"]
+    null = [cointegration.johansen_rank(random_walks(np.random.default_rng(100 + s)))["rank"] for s in range(5)]
+    assert cointegration.cointegration_model_verdict(null)["n"] == 5
 
 
 # --------------------------------------------------------------------------- GARCH
@@ -381,32 +353,11 @@ def test_garch_recovers_known_parameters():
     assert garch.garch_verdict(garch.garch_beta(y[:10])) == "not fitted"
 
 
-@pytest.fixture(scope="module")
-def garch_null_labels():
-    """Verdicts of 200 i.i.d. series of 100 steps (the default generation budget): 20 seeds x 10
-    series, half Gaussian, half chi-square(4) (positive and skewed like squared norms)."""
-    labels = np.empty((20, 10), dtype=object)
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        for i in range(10):
-            y = rng.standard_normal(100) if i % 2 else rng.chisquare(4, 100)
-            labels[seed, i] = garch.garch_verdict(garch.garch_beta(y))
-    return labels
-
-
-def test_garch_iid_null_is_not_clustered(garch_null_labels):
-    rate_null = np.mean(garch_null_labels == "not clustered")
-    assert rate_null >= 0.95, rate_null
-    model = [garch.garch_model_verdict(row)["verdict"] for row in garch_null_labels]
-    assert np.mean([m == "not clustered" for m in model]) >= 0.95
-
-
-def test_garch_planted_model_is_clustered():
-    labels = [garch.garch_verdict(garch.garch_beta(garch.simulate_garch(300, 0.1, 0.2, 0.75, seed=s)))
-              for s in range(20)]
-    m = garch.garch_model_verdict(labels)
-    assert m["verdict"] == "clustered" and m["n_fitted"] == 20 and m["lo"] < m["rate"] <= m["hi"]
+def test_garch_model_verdict_without_fits_is_not_measured():
+    """(The i.i.d. null and the simulated-GARCH planted series over seeds: tests/test_calibration.py.)"""
     assert garch.garch_model_verdict(["not fitted"])["verdict"] == "not measured"
+    labels = [garch.garch_verdict(garch.garch_beta(iid_series(np.random.default_rng(s)))) for s in range(3)]
+    assert garch.garch_model_verdict(labels)["n_fitted"] == 3
 
 
 def test_step_delta_norms_and_run_garch(tmp_path):
@@ -479,72 +430,5 @@ def test_run_theory_writes_everything(planted, tmp_path):
 
 
 # --------------------------------------------------------------------------- verdict calibration
-def unaligned_states(seed, L_=6, N_=16, D_=24):
-    """Null for the depth verdicts: each (language, problem) an independent random walk through depth
-    (no shared problem identity, no convergence). Shape (2, L_+1, N_, D_)."""
-    rng = np.random.default_rng(seed)
-    return np.cumsum(rng.standard_normal((2, L_ + 1, N_, D_)), axis=1)
-
-
-def converging_states(seed, L_=6, N_=16, D_=24):
-    """Planted for the depth verdicts (Theorem 2's setting): unrelated language states at j = 0, then
-    every layer adds a fresh per-problem update shared by both languages plus a small language-specific
-    one (update differences tiny against the spread of the shared updates). Shape (2, L_+1, N_, D_)."""
-    rng = np.random.default_rng(seed)
-    H = np.empty((2, L_ + 1, N_, D_))
-    H[:, 0] = rng.standard_normal((2, N_, D_))
-    for j in range(L_):
-        H[:, j + 1] = H[:, j] + rng.standard_normal((N_, D_)) + 0.1 * rng.standard_normal((2, N_, D_))
-    return H
-
-
-def _paired(H):
-    N_ = H.shape[2]
-    return paired.PairedStates(H=H, langs=["zh", "en"], problems=[f"p{i}" for i in range(N_)],
-                               category=np.array(["c"] * N_, dtype=object), prompt_length=np.ones((2, N_)))
-
-
-def test_snr_and_theorem2_verdicts_calibrated():
-    snr_null, t2_null = [], []
-    for seed in range(100):
-        H = unaligned_states(seed)
-        prof = snr.snr_profile(H[0], H[1])
-        snr_null.append(snr.snr_verdict(prof["SNR"]))
-        t2_null.append(snr.theorem2_verdict(prof))
-    assert np.mean([v == "not monotone" for v in snr_null]) >= 0.95
-    assert np.mean([v == "fails at some layer" for v in t2_null]) >= 0.95
-    for seed in range(3):
-        H = converging_states(seed)
-        prof = snr.snr_profile(H[0], H[1])
-        assert snr.snr_verdict(prof["SNR"]) == "monotone decreasing"
-        assert snr.theorem2_verdict(prof) == "holds at every layer"
-
-
-def test_alignment_verdict_calibrated():
-    null = []
-    for seed in range(20):
-        P = _paired(unaligned_states(seed))
-        ld = alignment.alignment_depth_languages(alignment.nn_retrieval_table(P), P.langs, threshold=0.9)
-        null += [alignment.alignment_verdict(x) for x in ld.loc[ld["space"] == "h", "L_star"]]
-    assert np.mean([v == "never aligned" for v in null]) >= 0.95
-    P = _paired(converging_states(0))
-    ld = alignment.alignment_depth_languages(alignment.nn_retrieval_table(P), P.langs, threshold=0.9)
-    assert all(alignment.alignment_verdict(x).startswith("aligned at j=") for x in ld.loc[ld["space"] == "h", "L_star"])
-
-
-def test_crossmap_verdict_calibrated():
-    rot, unrelated = [], []
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
-        Q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
-        r = crossmap.crossmap_heldout(X, X @ Q + 0.3 * rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
-        rot.append(crossmap.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]))
-        u = crossmap.crossmap_heldout(X, rng.standard_normal((40, 16)), pca_dim=8, n_folds=5, seed=0)
-        unrelated.append(crossmap.crossmap_verdict(u["procrustes_r2_heldout"], u["affine_r2_heldout"]))
-    assert np.mean([v == "Procrustes sufficient" for v in rot]) >= 0.95  # null for "affine needed"
-    assert np.mean([v == "no shared geometry" for v in unrelated]) >= 0.95
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 16)) * np.linspace(4, 0.5, 16)
-    r = crossmap.crossmap_heldout(X, X @ np.diag(np.linspace(0.3, 3, 16)), pca_dim=16, n_folds=5)
-    assert crossmap.crossmap_verdict(r["procrustes_r2_heldout"], r["affine_r2_heldout"]) == "affine needed"
+# SNR, Theorem 2, alignment depth, cross-lingual maps, cointegration and GARCH: null and planted
+# calibration over seeds in tests/test_calibration.py (zhunt.calibration, the same generators).

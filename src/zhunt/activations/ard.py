@@ -152,8 +152,10 @@ __all__ = [
     "BIMODAL_ASHMAN_D",
     "LOG10_ELL_OFF",
     "HELDOUT_ALPHA",
+    "is_bimodal",
     "z_size",
     "z_criteria",
+    "heldout_tests",
     "heldout_verdict",
     "ard_headline",
     "svd_overlap",
@@ -533,6 +535,13 @@ def fit_ard(problem: ArdProblem, objective: str, lam: float, init_log_ell: np.nd
 
 
 # =========================================================================== read-outs
+def is_bimodal(bic_gain: float, ashman_d: float, *, min_bic_gain: float = BIMODAL_BIC_GAIN,
+               min_ashman_d: float = BIMODAL_ASHMAN_D) -> bool:
+    """The bimodality rule of the lengthscale spectrum (:func:`z_size`'s step 2): two mixture
+    components beat one by more than ``min_bic_gain`` BIC units and Ashman's D exceeds ``min_ashman_d``."""
+    return bool(bic_gain > min_bic_gain and ashman_d > min_ashman_d)
+
+
 def z_size(log_ell, *, min_bic_gain: float = BIMODAL_BIC_GAIN, min_ashman_d: float = BIMODAL_ASHMAN_D,
            log10_off: float = LOG10_ELL_OFF) -> dict:
     """|Z| of one run from its converged lengthscales: the mixture-model count.
@@ -572,7 +581,7 @@ def z_size(log_ell, *, min_bic_gain: float = BIMODAL_BIC_GAIN, min_ashman_d: flo
     x = np.asarray(log_ell, dtype=np.float64).ravel() / math.log(10)
     d = len(x)
     gm = gmm_bimodality(x)
-    if gm["bic_gain"] > min_bic_gain and gm["ashman_d"] > min_ashman_d:
+    if is_bimodal(gm["bic_gain"], gm["ashman_d"], min_bic_gain=min_bic_gain, min_ashman_d=min_ashman_d):
         if gm["mu_low"] >= log10_off:
             active, rule = np.zeros(d, dtype=bool), "bimodal-off"
         else:
@@ -1129,6 +1138,45 @@ def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_
 
 
 # =========================================================================== stage: held-out test
+def heldout_tests(tzh, ten, partner, log_ell, *, n_permutations: int, seed: int, device=None) -> dict:
+    """The language and the problem permutation test of one kernel on held-out clouds.
+
+    Parameters
+    ----------
+    tzh, ten : sequence of ndarray of shape (T_i, d)
+        The ``n`` held-out clouds per language (problem ``i`` in zh and in en).
+    partner : ndarray of shape (n,)
+        The derangement ``π`` of the problem test.
+    log_ell : array-like of shape (d,)
+        The kernel's log lengthscales.
+    n_permutations : int
+    seed : int
+        The test ``t`` (0 language, 1 problem) relabels with seed ``seed + 1 + t``.
+
+    Returns
+    -------
+    dict
+        ``{"language": row, "problem": row}``, each row ``statistic`` (mean MMD²_u over pairs),
+        ``null_mean``, ``null_q95``, ``p_value`` (``(1 + #{T_b >= T}) / (B + 1)``), ``frac_reject``
+        (pairs with a per-pair p < 0.05) and ``n_pairs`` (:func:`run_heldout_test` defines the tests).
+    """
+    n = len(tzh)
+    tests = {
+        "language": (tzh, ten),
+        "problem": ([tzh[i] for i in range(n)] + [ten[i] for i in range(n)],
+                    [tzh[j] for j in partner] + [ten[j] for j in partner]),
+    }
+    out = {}
+    for ti, (name, (a, b)) in enumerate(tests.items()):
+        obs, null = permutation_mmd2(a, b, log_ell, n_permutations=n_permutations, seed=seed + 1 + ti, device=device)
+        T, Tb = obs.mean(), null.mean(axis=1)
+        p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
+        out[name] = dict(statistic=float(T), null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
+                         p_value=float((1 + (Tb >= T).sum()) / (n_permutations + 1)),
+                         frac_reject=float((p_pair < 0.05).mean()), n_pairs=len(a))
+    return out
+
+
 def _heldout_rows(fit, tzh, ten, partner, meta: Mapping, *, n_fit: int, n_permutations: int, seed: int,
                   device) -> list[dict]:
     """The language and problem permutation tests on the held-out clouds, learned and median-heuristic kernels.
@@ -1137,24 +1185,15 @@ def _heldout_rows(fit, tzh, ten, partner, meta: Mapping, *, n_fit: int, n_permut
     derangement ``π`` of the problem test; ``meta``: the leading columns of every
     row (:func:`run_heldout_test` documents the statistics).
     """
-    n = len(tzh)
     rows = []
     zfit = z_size(fit.log_ell)
     for kernel, le in (("learned", fit.log_ell), ("median_heuristic", cold_start(len(fit.log_ell)))):
-        tests = {
-            "language": (tzh, ten),
-            "problem": ([tzh[i] for i in range(n)] + [ten[i] for i in range(n)],
-                        [tzh[j] for j in partner] + [ten[j] for j in partner]),
-        }
-        for ti, (name, (a, b)) in enumerate(tests.items()):
-            obs, null = permutation_mmd2(a, b, le, n_permutations=n_permutations, seed=seed + 1 + ti, device=device)
-            T, Tb = obs.mean(), null.mean(axis=1)
-            p_pair = (1 + (null >= obs[None, :]).sum(0)) / (n_permutations + 1)
-            rows.append(dict(**meta, kernel=kernel, test=name, statistic=float(T),
-                             null_mean=float(Tb.mean()), null_q95=float(np.quantile(Tb, 0.95)),
-                             p_value=float((1 + (Tb >= T).sum()) / (n_permutations + 1)),
-                             frac_reject=float((p_pair < 0.05).mean()), n_pairs=len(a), n_fit=n_fit,
-                             n_test=n, n_permutations=int(n_permutations), fit_steps=fit.steps,
+        res = heldout_tests(tzh, ten, partner, le, n_permutations=n_permutations, seed=seed, device=device)
+        for name, r in res.items():
+            rows.append(dict(**meta, kernel=kernel, test=name, **{k: r[k] for k in
+                                                                  ("statistic", "null_mean", "null_q95", "p_value",
+                                                                   "frac_reject", "n_pairs")},
+                             n_fit=n_fit, n_test=len(tzh), n_permutations=int(n_permutations), fit_steps=fit.steps,
                              fit_converged=fit.converged, z_size_fit=zfit["z_size"], z_rule_fit=zfit["z_rule"],
                              d=len(fit.log_ell)))
     return rows

@@ -36,6 +36,9 @@ Labels (per layer and language set):
 * ``Z⊥-dominated``: ``R < rand_q025``;
 * ``mixed`` otherwise.
 
+Phases (seed 000's transformative check, :func:`has_phases`): some ``Z-dominated`` layer of the
+pooled row has a layer with another label before it and another after it.
+
 ``enrichment = R / rand_mean``; ``R_gt_1`` records the seed's literal reading
 (``R > 1``: the update is larger in Z than in Z⊥, which for ``k << d`` needs
 strong concentration).
@@ -89,7 +92,7 @@ from zhunt.stats import holm
 from zhunt.subspace import random_subspace
 
 __all__ = ["Z_DOMINATED_ENRICHMENT", "ALPHA", "N_PERMUTATIONS", "POOLED_LANGS", "iso_expected",
-           "norms_in_subspace", "ratio_stats", "random_ratio_stats", "label_layer", "paired_permutation_p",
+           "norms_in_subspace", "ratio_stats", "random_ratio_stats", "label_layer", "has_phases", "paired_permutation_p",
            "criteria", "decompose", "run_decomposition"]
 
 log = logging.getLogger("zhunt.activations.decomposition")
@@ -199,6 +202,15 @@ def label_layer(R: float, rand: np.ndarray) -> tuple[str, dict]:
     if R < lo:
         return "Z⊥-dominated", info
     return "mixed", info
+
+
+def has_phases(labels: Sequence[str]) -> bool:
+    """Seed 000's "R(k) reveals encode / reason / decode phases", from the pooled row's labels by layer:
+    a ``Z-dominated`` layer with a layer of another label somewhere before it and somewhere after it."""
+    labels = list(labels)
+    zd = [i for i, lab in enumerate(labels) if lab == "Z-dominated"]
+    other = [i for i, lab in enumerate(labels) if lab != "Z-dominated"]
+    return any(any(o < i for o in other) and any(o > i for o in other) for i in zd)
 
 
 def _zh_en_rows(langs: np.ndarray, problem_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -131,6 +131,8 @@ __all__ = [
     "subspace_metrics",
     "random_baseline",
     "percentile_of",
+    "RANDOM_BAND",
+    "band_side",
     "language_means",
     "language_subspace",
     "phase2_summary",
@@ -146,7 +148,9 @@ __all__ = [
 log = logging.getLogger("zhunt.activations.zspace")
 
 POOLINGS = ("mean", "last")
-_INTERVAL = (2.5, 97.5)
+#: Percentiles of the random-subspace band every Phase 2 and data-driven value is read against: a
+#: value outside it (``below`` / ``above``, :func:`band_side`) differs from a Haar-random k-subspace.
+RANDOM_BAND = (2.5, 97.5)
 _CHUNK = 4096  # columns of (deltas x random directions) products computed at once
 
 
@@ -474,11 +478,14 @@ def percentile_of(x: float, sample: np.ndarray) -> float:
 
 
 def _interval(sample: np.ndarray) -> tuple[float, float, float]:
-    lo, hi = np.percentile(sample, _INTERVAL)
+    lo, hi = np.percentile(sample, RANDOM_BAND)
     return float(np.mean(sample)), float(lo), float(hi)
 
 
-def _side(x: float, lo: float, hi: float) -> str:
+def band_side(x: float, lo: float, hi: float) -> str:
+    """The Phase 2 label of a value against its random band ``[lo, hi]`` (:data:`RANDOM_BAND`):
+    ``"below"``, ``"inside"`` or ``"above"`` (``ratio_Z`` below the band: Z separates problems from
+    languages better than 97.5 % of random subspaces; ``E_lang_Z`` below it: Z holds less language)."""
     return "below" if x < lo else ("above" if x > hi else "inside")
 
 
@@ -672,12 +679,12 @@ def _phase2_metrics(D: "PairDeltas", m: Mapping, rnd, chance: float) -> dict:
         "E_lang_Z": m["E_lang"], "E_lang_rand_mean": el_mean, "E_lang_rand_lo": el_lo, "E_lang_rand_hi": el_hi,
         "E_lang_chance": chance, "E_lang_Z_over_chance": m["E_lang"] / chance,
         "E_lang_Z_percentile": percentile_of(m["E_lang"], rb["E_lang"]),
-        "E_lang_side": _side(m["E_lang"], el_lo, el_hi),
+        "E_lang_side": band_side(m["E_lang"], el_lo, el_hi),
         "E_prob_Z": m["E_prob"], "E_prob_rand_mean": ep_mean, "E_prob_rand_lo": ep_lo, "E_prob_rand_hi": ep_hi,
         "E_prob_chance": chance, "E_prob_Z_over_chance": m["E_prob"] / chance,
         "E_lang_over_prob_Z": spec, "E_lang_over_prob_rand_mean": es_mean,
         "E_lang_over_prob_rand_lo": es_lo, "E_lang_over_prob_rand_hi": es_hi,
-        "E_lang_over_prob_side": _side(spec, es_lo, es_hi),
+        "E_lang_over_prob_side": band_side(spec, es_lo, es_hi),
         "Z_better": bool(m["ratio_S"] < m["ratio_perp"]),
     }
 

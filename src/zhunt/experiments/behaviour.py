@@ -27,7 +27,14 @@ band                   condition          seed's action
 ``en advantage``       ``diff <= -2``     investigate prompt formatting (retry without few-shot)
 =====================  =================  =====================================================
 
-(for a language other than ``zh`` the labels carry its code.)
+(for a language other than ``zh`` the labels carry its code.) The bands count problems and
+ignore how many there are: with 40 problems, each solved with probability 0.5 and the same way in
+both languages for 60 % of them (:func:`zhunt.calibration.generators.paired_correct`), ``|diff| <= 1``
+holds in 38.5 % of 200 draws (BENCHMARKS.md, "Verdict calibration"), so the band is the seed's
+literal reading, not a test. The verdict (:func:`paired_verdict`, column ``paired_verdict``) is the exact McNemar test
+at :data:`PAIRED_ALPHA`: ``{lang} better`` / ``en better`` by the sign of ``diff`` when
+``p < PAIRED_ALPHA``, else ``no difference`` (a level-``PAIRED_ALPHA`` test: calibrated in
+``tests/test_calibration.py``).
 
 Per-step trajectories (optional, the GARCH input of seed 003): with
 ``out_steps`` the generator records, at every generated step ``t`` (the state
@@ -61,7 +68,7 @@ from zhunt.stats import mcnemar_exact, rate_ci
 from zhunt.data.answers import extract_answer
 from zhunt.data.language_id import cjk_fraction, classify_language
 
-__all__ = ["BANDS", "contingency_band", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
+__all__ = ["BANDS", "contingency_band", "PAIRED_ALPHA", "BEHAVIOUR_RULE", "paired_verdict", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
            "step_record_modules", "step_distances"]
 
 log = logging.getLogger("zhunt.experiments.behaviour")
@@ -74,6 +81,22 @@ BANDS = (
     ("equal", "|diff| <= 1", "proceed anyway; flag the missing asymmetry as a limitation"),
     ("en advantage", "diff <= -2", "investigate prompt formatting (retry without few-shot)"),
 )
+
+
+#: Level of the exact McNemar test behind :func:`paired_verdict`.
+PAIRED_ALPHA = 0.05
+#: The band and the verdict as one line (captions, the summary).
+BEHAVIOUR_RULE = ("seed band of diff = correct(lang) - correct(en): '{lang} advantage' diff >= 3, 'small {lang} edge' "
+                  "diff == 2, 'equal' |diff| <= 1, 'en advantage' diff <= -2; verdict: exact McNemar p < "
+                  f"{PAIRED_ALPHA:g} -> '{{lang}} better' / 'en better' by the sign of diff, else 'no difference'")
+
+
+def paired_verdict(p: float, diff: int, lang: str = "zh") -> str:
+    """Calibrated Phase 0 verdict: ``"{lang} better"`` / ``"en better"`` (sign of ``diff``) when the exact
+    McNemar ``p < PAIRED_ALPHA``, else ``"no difference"`` (also for a NaN ``p``)."""
+    if not (np.isfinite(p) and p < PAIRED_ALPHA) or diff == 0:
+        return "no difference"
+    return f"{lang} better" if diff > 0 else "en better"
 
 
 def contingency_band(diff: int, lang: str = "zh") -> str:
@@ -134,7 +157,7 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
         n_no_answer, on_language_rate`` (output script matches the prompt's:
         ``zh`` for zh, Latin ``en`` for the others), ``mean_cjk_fraction``; for
         languages other than en, paired with en on the problems both have:
-        ``n_paired, n_only_lang, n_only_en, diff_vs_en, mcnemar_p, band``.
+        ``n_paired, n_only_lang, n_only_en, diff_vs_en, mcnemar_p, band, paired_verdict``.
     """
     out = []
     by = {lg: records[records["lang"] == lg].set_index("id") for lg in languages}
@@ -153,7 +176,8 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
             mc = mcnemar_exact(a, b)
             diff = int(a.sum()) - int(b.sum())
             row.update(n_paired=len(common), n_only_lang=mc["n01"], n_only_en=mc["n10"], diff_vs_en=diff,
-                       mcnemar_p=mc["p"], band=contingency_band(diff, lg))
+                       mcnemar_p=mc["p"], band=contingency_band(diff, lg),
+                       paired_verdict=paired_verdict(mc["p"], diff, lg))
         out.append(row)
     df = pd.DataFrame(out)
     for col in ("n_paired", "n_only_lang", "n_only_en", "diff_vs_en"):

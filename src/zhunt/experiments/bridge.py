@@ -100,6 +100,10 @@ __all__ = [
     "token_null_permutations",
     "bridge_layer",
     "bridge_frames",
+    "ORTH_TOL",
+    "BRIDGE_R2_OK",
+    "BRIDGE_RULE",
+    "bridge_verdict",
 ]
 
 log = logging.getLogger("zhunt.experiments.bridge")
@@ -286,6 +290,30 @@ def bridge_metrics(W: np.ndarray) -> dict:
     kappa = float(sv[0] / sv[-1]) if sv[-1] > 1e-12 * max(sv[0], 1e-300) else math.inf
     return dict(orth_err=float(np.linalg.norm(W.T @ W - np.eye(k)) / k), sv=sv, sv_max=float(sv[0]),
                 sv_min=float(sv[-1]), kappa=kappa)
+
+
+#: Seed 000, transformative: the bridge counts as "approximately orthogonal" when the
+#: minimum-norm least-squares map W has ``||WᵀW − I||_F / k`` at most this ...
+ORTH_TOL = 0.1
+#: ... and its leave-one-out R² is at least this (an orthogonal map that predicts nothing
+#: is not a rotation between languages).
+BRIDGE_R2_OK = 0.5
+BRIDGE_RULE = (f"'approximately orthogonal' = the lstsq map's orthogonality error ||W^T W - I||_F / k <= {ORTH_TOL:g} "
+               f"and its leave-one-out R^2 >= {BRIDGE_R2_OK:g}; else 'not orthogonal'")
+
+
+def bridge_verdict(orth_err: float, r2_loo: float) -> str:
+    """Seed 000's "bridge approximately orthogonal" (:data:`BRIDGE_RULE`) from the lstsq map's
+    orthogonality error (:func:`bridge_metrics`) and leave-one-out R² (:func:`loo_r2`).
+
+    Returns
+    -------
+    str
+        ``"approximately orthogonal"``, ``"not orthogonal"``, or ``"not measured"`` when either is NaN.
+    """
+    if not (np.isfinite(orth_err) and np.isfinite(r2_loo)):
+        return "not measured"
+    return "approximately orthogonal" if orth_err <= ORTH_TOL and r2_loo >= BRIDGE_R2_OK else "not orthogonal"
 
 
 def permutation_null(est: str, stats_fn, n: int, n_permutations: int, seed: int) -> np.ndarray:

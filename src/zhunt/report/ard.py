@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from zhunt.activations.ard import OBJECTIVES, middle_lambda, z_criteria
+from zhunt.activations.ard import BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, OBJECTIVES, middle_lambda, z_criteria
 from zhunt.report.figures import new_figure, save_figure
 
 __all__ = ["summary_markdown", "plot_z_size", "plot_spectrum", "plot_trajectories"]
@@ -47,7 +47,8 @@ def summary_markdown(table, primary, model, collapse, headline=None) -> str:
     prim = table[table["layer"] == primary]
     lines += [f"## Lengthscale spectrum at layer {primary}: bimodality", "",
               "bic_gain = BIC(1 Gaussian) - BIC(2-Gaussian mixture) on log10 ell (> 0 favours two modes; "
-              "any non-Gaussian shape can give a gain); Ashman's D > 2 = well-separated modes.", ""]
+              f"any non-Gaussian shape can give a gain); Ashman's D = separation of the modes. Bimodal (the "
+              f"|Z| rule) = bic_gain > {BIMODAL_BIC_GAIN:g} and Ashman's D > {BIMODAL_ASHMAN_D:g}.", ""]
     lines += [_md(prim[["objective", "basis", "init", "lambda", "bic_gain", "ashman_d", "z_size", "z_rule",
                         "z_size_median"]]), ""]
     lines += [f"## Overlap of ARD-Z with SVD-Z at layer {primary}", "",

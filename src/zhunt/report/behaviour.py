@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from zhunt.experiments.behaviour import BANDS
+from zhunt.experiments.behaviour import BANDS, PAIRED_ALPHA
 
 __all__ = ["summary_markdown", "plot_accuracy"]
 
@@ -25,14 +25,17 @@ def summary_markdown(summary: pd.DataFrame, model_name: str, n_shots: int) -> st
     if "band" in summary:
         lines += ["", "## Paired comparison with English (same problems)", "",
                   "| lang | paired | only lang correct | only en correct | diff (lang - en) | "
-                  "exact McNemar p | band |", "|---|---|---|---|---|---|---|"]
+                  "exact McNemar p | verdict | seed band |", "|---|---|---|---|---|---|---|---|"]
         for _, r in summary[summary["lang"] != "en"].iterrows():
             if pd.isna(r.get("band")):
                 continue
             lines.append(f"| {r['lang']} | {r['n_paired']} | {r['n_only_lang']} | {r['n_only_en']} | "
-                         f"{r['diff_vs_en']:+d} | {r['mcnemar_p']:.3g} | {r['band']} |")
-        lines += ["", "Bands of diff = n_correct(lang) - n_correct(en) (seed 001 contingency; every "
-                  "integer falls in exactly one):", ""]
+                         f"{r['diff_vs_en']:+d} | {r['mcnemar_p']:.3g} | {r.get('paired_verdict', 'n/a')} | "
+                         f"{r['band']} |")
+        lines += ["", f"Verdict: exact McNemar p < {PAIRED_ALPHA:g} -> 'lang better' / 'en better' by the sign of "
+                  "diff, else 'no difference'. Bands of diff = n_correct(lang) - n_correct(en) (seed 001 "
+                  "contingency, a count that ignores the number of problems; every integer falls in exactly one):",
+                  ""]
         for label, rule, action in BANDS:
             lines.append(f"- **{label.format(lang='zh')}**: {rule} — {action}")
         zh = summary[summary["lang"] == "zh"]

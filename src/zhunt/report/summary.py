@@ -46,6 +46,8 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 from zhunt.io import write_json, write_table, write_text
+from zhunt.activations.decomposition import has_phases
+from zhunt.experiments.bridge import BRIDGE_R2_OK, ORTH_TOL, bridge_verdict
 from zhunt.experiments.patching import direction_slug
 
 __all__ = ["MIN_PROBLEMS", "ORTH_TOL", "BRIDGE_R2_OK", "Check", "measured", "MEASURES", "checklist",
@@ -54,12 +56,9 @@ __all__ = ["MIN_PROBLEMS", "ORTH_TOL", "BRIDGE_R2_OK", "Check", "measured", "MEA
 
 #: Seed 000, minimum: the patching table must cover at least this many problems.
 MIN_PROBLEMS = 15
-#: Seed 000, transformative: the bridge counts as "approximately orthogonal" when the
-#: minimum-norm least-squares map W has ``||WᵀW − I||_F / k`` at most this.
-ORTH_TOL = 0.1
-#: ... and its leave-one-out R² is at least this (an orthogonal map that predicts nothing
-#: is not a rotation between languages).
-BRIDGE_R2_OK = 0.5
+# The transformative checks' thresholds live next to their rules: the bridge's in
+# zhunt.experiments.bridge (ORTH_TOL, BRIDGE_R2_OK, bridge_verdict), the R(k) phases' in
+# zhunt.activations.decomposition (has_phases).
 
 _VERDICT_RANK = {"double dissociation": 3, "partial success": 2, "null": 1, "reverse": 0}
 
@@ -306,7 +305,9 @@ def _m_ard_spectrum(files, wc):
     sel = _ard_rows(files)
     layer = _ard_primary(files)
     row = sel[sel["layer"] == layer].iloc[0] if layer is not None and (sel["layer"] == layer).any() else sel.iloc[0]
-    bimodal = row["ashman_d"] > 2 and row["bic_gain"] > 0
+    from zhunt.activations.ard import is_bimodal
+
+    bimodal = is_bimodal(row["bic_gain"], row["ashman_d"])
     return (f"layer {int(row['layer'])} (well-posed, cold start, λ={_f(row['lambda'])}): "
             f"{'bimodal' if bimodal else 'not clearly bimodal'} (Ashman D = {_f(row['ashman_d'])}, "
             f"BIC gain {_f(row['bic_gain'])}); SVD–ARD overlap {_pct(row['overlap_svd'])} vs chance "
@@ -373,7 +374,11 @@ def _m_behaviour(files, wc):
     s = _tsv(files["behaviour"])
     parts = [f"{r['lang']} {_pct(r['accuracy'])} [{_pct(r['ci_lo'])}–{_pct(r['ci_hi'])}]" for _, r in s.iterrows()]
     zh = s[s["lang"] == "zh"]
-    test = f"; zh vs en McNemar p = {_f(zh['mcnemar_p'].iloc[0], 2)}" if len(zh) and "mcnemar_p" in s else ""
+    test = ""
+    if len(zh) and "mcnemar_p" in s:
+        r = zh.iloc[0]
+        verdict = f"{r['paired_verdict']}, " if "paired_verdict" in s else ""
+        test = f"; zh vs en: {verdict}McNemar p = {_f(r['mcnemar_p'], 2)} (seed band: {r.get('band', 'n/a')})"
     return "accuracy " + ", ".join(parts) + test
 
 
@@ -693,14 +698,6 @@ def _verdict_per_layer(m: pd.DataFrame, direction: str) -> dict:
     return {int(lay): _overall(g["verdict"]) for lay, g in prim.groupby("layer")}
 
 
-def _has_phases(labels: Sequence[str]) -> bool:
-    """A Z-dominated layer with a non-Z-dominated layer somewhere before and after it."""
-    labels = list(labels)
-    zd = [i for i, lab in enumerate(labels) if lab == "Z-dominated"]
-    other = [i for i, lab in enumerate(labels) if lab != "Z-dominated"]
-    return any(any(o < i for o in other) and any(o > i for o in other) for i in zd)
-
-
 def _check_table(files):
     m, p = _patching(files)
     n = int(p["n_problems"])
@@ -754,14 +751,14 @@ def _check_phases(files):
     R = _tsv(Path(files["decomposition"]))
     k = R["k"].max()
     pooled = R[(R["k"] == k) & (R["lang"] == "all")].sort_values("layer")
-    return _has_phases(pooled["label"]), measured("decomposition", files=files)
+    return has_phases(pooled["label"]), measured("decomposition", files=files)
 
 
 def _check_orth(files):
     sel = _bridge_primary(files)
     lst = sel[sel["estimator"] == "lstsq"]
     r = lst.loc[lst["r2_loo"].idxmax()]
-    ok = r["orth_err"] <= ORTH_TOL and r["r2_loo"] >= BRIDGE_R2_OK
+    ok = bridge_verdict(r["orth_err"], r["r2_loo"]) == "approximately orthogonal"
     return ok, (f"lstsq k={int(r['k'])}: orthogonality error {_f(r['orth_err'])} (need ≤ {ORTH_TOL}), "
                 f"LOO R² {_f(r['r2_loo'])} (need ≥ {BRIDGE_R2_OK})")
 
