@@ -42,6 +42,7 @@ for m in organism gemma3-270m; do
 done
 cat > "$WORK/gpu.yaml" << 'EOF'
 # bench/gpu.sh: the seeds' budgets on a GPU (layered on config.yaml)
+analyze: [organism, gemma3-270m]   # the two models of the timed run (SmolLM2 is default on CPU)
 generation:
   batch_size: 128
 extraction:
@@ -78,12 +79,15 @@ echo "default DAG at the seeds' budgets: ${wall} s wall ($WORK/gpu_run.log)"
 from pathlib import Path
 import pandas as pd
 rows = []
-for f in sorted(Path("benchmarks").glob("*/*.tsv")) + sorted(Path("benchmarks").glob("*.tsv")):
+for f in sorted(Path("benchmarks").rglob("*.tsv")):  # benchmarks/[{model}/][patching/cells/]{job}.tsv
+    rel = f.relative_to("benchmarks").parts
     b = pd.read_csv(f, sep="\t")
-    rows.append((f.parent.name if f.parent.name != "benchmarks" else "-", f.stem, float(b["s"].iloc[-1]),
+    model, sub = (rel[0], rel[1:-1]) if len(rel) > 1 else ("-", ())
+    rows.append((model, "_".join((*sub, f.stem)), "_".join(sub) if sub else None, float(b["s"].iloc[-1]),
                  float(b["max_rss"].iloc[-1])))
-df = pd.DataFrame(rows, columns=["model", "job", "wall_s", "max_rss_MB"])
-df["stage"] = df["job"].str.replace(r"(_L\d+|_math|_organism|\.shard\d+of\d+)+$", "", regex=True)
+df = pd.DataFrame(rows, columns=["model", "job", "group", "wall_s", "max_rss_MB"])
+df["stage"] = df["group"].fillna(df["job"].str.replace(r"(_L\d+|_math|_organism|_mgsm|\.shard\d+of\d+)+$", "",
+                                                        regex=True))
 print(df.groupby(["model", "stage"], sort=False).agg(jobs=("job", "size"), wall_s=("wall_s", "sum"),
       max_rss_MB=("max_rss_MB", "max")).round(1).to_string())
 EOF
@@ -91,13 +95,16 @@ echo "--- extraction ratio (GPU): extract_to_store / HF forward with hidden stat
 for m in organism gemma3-270m; do
     if [ "$m" = organism ]; then extra=(--prompts results/organism/prompts/organism.tsv --template organism); else extra=(); fi
     "$PY" "$ROOT/bench/extraction.py" "resources/models/$m" "${extra[@]}" --device cuda --threads 2 \
-        --batch-size 64 --n 120 --repeats 5 --arms bare,hidden,extract 2>&1 | grep -iE "ratio|extract|hidden" | tail -4
+        --batch-size 64 --n 120 --repeats 5 --arms bare,hidden,extract 2>&1 | grep -iE "ratio|extract|hidden" | tail -4 \
+        || echo "bench/extraction.py failed on $m"
 done
 echo "--- patching ratio (GPU): patched / unpatched batched generation"
 "$PY" "$ROOT/bench/patching.py" resources/models/organism --device cuda --prompts results/organism/prompts/organism.tsv \
     --store results/organism/activations/organism.h5 --mask results/organism/masks/L3.h5 --layer 3 --k 16 \
-    --batch-sizes 16,64 --repeats 5 2>&1 | grep -E "patched / unpatched|loop"
+    --batch-sizes 16,64 --repeats 5 2>&1 | grep -E "patched / unpatched|loop" || echo "bench/patching.py failed on organism"
+# Gemma without the one-prompt loop arm: 70 prompts x 100 steps one at a time is minutes per repeat
 "$PY" "$ROOT/bench/patching.py" resources/models/gemma3-270m --device cuda --prompts resources/prompts/math.tsv \
     --store results/gemma3-270m/activations/math.h5 --mask results/gemma3-270m/masks/L15.h5 --layer 15 --k 20 \
-    --template completion --max-new-tokens 100 --batch-sizes 16,64 --repeats 3 2>&1 | grep -E "patched / unpatched|loop"
+    --template completion --max-new-tokens 100 --batch-sizes 16,64 --repeats 3 --no-loop 2>&1 \
+    | grep -E "patched / unpatched" || echo "bench/patching.py failed on gemma3-270m"
 echo "total: $(( $(date +%s) - start )) s"

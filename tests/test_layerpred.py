@@ -283,6 +283,37 @@ def test_comparison_stage_and_cross_model_table(tmp_path):
     assert (tmp_path / "xfig.png").stat().st_size > 0
 
 
+def test_causal_sweep_gives_z_at_every_layer_and_das_stays_from_the_cells(tmp_path):
+    """With layers/causal.tsv as input, iia_z / npe_z come from the causal sweep (every layer) and
+    iia_das / npe_das from patching/subspaces.tsv (its layers only); a planted IIA peak is found."""
+    L, b = 12, 5
+    d = _stage_inputs(tmp_path, L=L, b=b)
+    x = np.arange(L)
+    iia = 0.2 + 0.05 * np.cos(x)
+    iia[b] = 0.9
+    sweep = pd.DataFrame({"model": "m", "layer": x, "site": "input", "hidden_index": x, "k": 8, "alignment": "mean",
+                          "direction": "en<-zh", "source": "donor", "n_pairs": 20, "n_iia": 18, "iia": iia,
+                          "iia_lo": iia - 0.1, "iia_hi": iia + 0.1, "npe": iia / 2, "npe_lo": 0.0, "npe_hi": 1.0})
+    sweep.to_csv(d / "causal.tsv", sep="\t", index=False)
+    sub = pd.read_csv(d / "subspaces.tsv", sep="\t")  # the cells: DAS at layers 4, 5; decoy z rows at 0, 1
+    das, z = sub["subspace"] == "das", sub["subspace"] == "z"
+    sub = sub[(das & sub["layer"].isin([4, 5])) | (z & (sub["layer"] < 2))]
+    sub = sub.assign(iia=np.where(sub["subspace"] == "z", 99.0, sub["iia"]))
+    sub.to_csv(d / "subspaces.tsv", sep="\t", index=False)
+    r = lp.comparison_tables(pd.read_csv(d / "layer_scores.tsv", sep="\t"), pd.read_csv(d / "sweep.tsv", sep="\t"),
+                             "m", causal=pd.read_csv(d / "subspaces.tsv", sep="\t"), causal_sweep=sweep)
+    assert_allclose(r["data"]["iia_z"], iia)  # the sweep's, not the decoy
+    assert r["data"]["iia_das"].notna().sum() == 2
+    comp = r["comparison"].set_index("data_score")
+    assert comp.loc["iia_z", "n_layers"] == L and comp.loc["iia_z", "data_best_layer"] == b
+    assert comp.loc["iia_z", "distance_layers"] == 0 and comp.loc["npe_z", "data_best_layer"] == b
+    assert comp.loc["iia_das", "n_layers"] == 2 and comp.loc["iia_das", "verdict"] == "too few layers"
+    with pytest.raises(ZhuntError, match=r"^causal\.tsv: no rows at site 'input' and k=8"):
+        lp.sweep_causal_scores(sweep.assign(k=4), "input", 8, "causal.tsv")
+    with pytest.raises(ZhuntError, match=r"missing \['npe'\]"):
+        lp.sweep_causal_scores(sweep.drop(columns="npe"), "input", 8)
+
+
 def test_comparison_bad_inputs(tmp_path):
     d = _stage_inputs(tmp_path)
     (d / "layer_scores.tsv").rename(d / "kept.tsv")

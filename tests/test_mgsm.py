@@ -124,3 +124,28 @@ def test_real_mgsm_files():
     for lang in langs:
         assert df[lang].str.len().min() > 10
     assert len(load_mgsm(REAL_MGSM, langs, limit=20)) == 20
+
+
+def test_mgsm_config_schedules_the_activation_stages_only(tmp_path):
+    """config/mgsm.yaml with the targets its header names: the activation-space stages on MGSM,
+    without Phase 0 or Exp. A (dry run on a fixture MGSM folder)."""
+    import re
+    import sys
+
+    from zhunt.dryrun import scheduled_jobs
+
+    header = (ROOT / "config/mgsm.yaml").read_text().split("analyze:")[0]
+    targets = re.findall(r"results/\S+\.tsv", header)
+    assert len(targets) == 7
+    en = [f"Tom has {i} apples and buys 4 more. How many apples?\t{i + 4}" for i in range(12)]
+    zh = [f"汤姆有{i}个苹果，又买了4个。他有多少个苹果？\t{i + 4}" for i in range(12)]
+    folder = write_mgsm(tmp_path / "m", {"en": en, "zh": zh, "es": en, "fr": en, "de": en})
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile",
+                          "config/mgsm.yaml", "--config", f"prompts={{mgsm: {{path: {folder}}}}}", "--", *targets],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = scheduled_jobs(res.stdout)
+    jobs.pop("prepare_model", None)  # present on a fresh clone only
+    assert jobs == {"mgsm_prompts": 1, "extract_activations": 1, "build_masks": 2, "phase2": 1, "datadriven_z": 1,
+                    "theory": 1, "decomposition": 1, "ard_layer": 1, "ard_summary": 1, "ard_heldout": 1,
+                    "bridge": 1}, jobs

@@ -441,3 +441,35 @@ def test_answer_language_reads_the_answer_span_only():
     assert answer_language(" The answer is 37. 问：下一个问题") == "neutral"  # digits; the rest is not the span
     text = " thirty-seven\n问：23加14等于多少？答：三十七"
     assert answer_span(text)[0] == extract_answer(text) == 37 and answer_language(text) == "en"
+
+
+# ----------------------------------------------------------------------------- the causal layer sweep
+def test_layer_causal_sweep_matches_the_mean_cells_z_rows(near_random_organism, tmp_path):
+    """Rule layer_causal's stage: one row per layer, and at each layer the IIA and NPE of the mean-aligned
+    donor cell's ``z`` rows (the same pairs, Z and source; the sweep's mean is the store's float32 pooled
+    vector, the cell's a float64 mean of the rows: NPE to 1e-4)."""
+    from zhunt.experiments.patching_metrics import subspace_metrics
+    from zhunt.stages.layers import run_layer_causal
+
+    root, _ = near_random_organism
+    inputs, params = _stage_io(near_random_organism, tmp_path, ms=False)
+    params = {**params, "k": 4, "site": "input", "direction": "en<-zh", "n_donors": 2}
+    out = [str(tmp_path / "causal.tsv"), str(tmp_path / "causal.md")]
+    run_layer_causal(inputs, params, {"table": out}, wildcards={"model": "toy"})
+    t = pd.read_csv(out[0], sep="\t")
+    assert list(t["layer"]) == [0, 1, 2] and (t["hidden_index"] == t["layer"]).all()
+    assert set(t[["alignment", "source", "direction"]].itertuples(index=False, name=None)) == {("mean", "donor",
+                                                                                                 "en<-zh")}
+    assert (t["model"] == "toy").all() and (t["iia_lo"] <= t["iia"]).all() and (t["iia"] <= t["iia_hi"]).all()
+    assert t["npe"].notna().all() and (t["n_iia"] >= 3).all()
+    for layer in (0, 1, 2):
+        rec = _cell(near_random_organism, f"input_L{layer}_k4_mean_en-from-zh_donor", tmp_path, ms=False)
+        z = subspace_metrics(rec).set_index("subspace").loc["z"]
+        row = t[t["layer"] == layer].iloc[0]
+        assert row["n_iia"] == z["n_iia"] and row["n_pairs"] == rec["pair"].nunique()
+        assert_allclose(row["iia"], z["iia"], rtol=1e-5)  # the TSV keeps 6 significant digits
+        assert_allclose(row["npe"], z["npe"], atol=1e-4)
+    with pytest.raises(ZhuntError, match=r"^study\.patching\.primary\.direction: 'en<-fr' needs languages en, fr"):
+        run_layer_causal(inputs, {**params, "direction": "en<-fr"}, {"table": out}, wildcards={"model": "toy"})
+    with pytest.raises(ZhuntError, match=r"^models\.toy\.study\.patch_k: k=32"):
+        run_layer_causal(inputs, {**params, "k": 32}, {"table": out}, wildcards={"model": "toy"})

@@ -182,7 +182,7 @@ def test_extraction_oom_backoff(model, tok, prompts, full, tmp_path, monkeypatch
     fake = _OOMOnBig(model.forward, 1, exc)
     monkeypatch.setattr(model, "forward", fake)
     out = tmp_path / "oom.h5"
-    with caplog.at_level("WARNING", logger="zhunt.data.extraction"):
+    with caplog.at_level("WARNING", logger="zhunt.models.batching"):
         extract_to_store(model, tok, model.model.layers, prompts, out, batch_size=3)
     assert fake.sizes[:4] == [3, 2, 1, 1]  # 3 -> 2 + 1 -> (1 + 1) + 1
     assert "out of memory on a batch of 3 prompts; retrying it as 2 + 1" in caplog.text
@@ -209,11 +209,72 @@ def test_generation_oom_backoff(model, tok, prompts, monkeypatch, caplog):
     ref = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
     fake = _OOMOnBig(model.generate, 1, torch.cuda.OutOfMemoryError("CUDA out of memory"))
     monkeypatch.setattr(model, "generate", fake)
-    with caplog.at_level("WARNING", logger="zhunt.data.extraction"):
+    with caplog.at_level("WARNING", logger="zhunt.models.batching"):
         got = generate(model, tok, texts, max_new_tokens=3, batch_size=4)
     assert fake.sizes[:3] == [4, 2, 1]
     assert "generation: out of memory on a batch of 4 prompts" in caplog.text
     assert [r["token_ids"] for r in got] == [r["token_ids"] for r in ref]
+
+
+def test_scoring_oom_backoff(model, tok, prompts, monkeypatch, caplog):
+    """Teacher-forced scoring (Exp. A's patched passes, the layer sweeps) halves a batch on OOM."""
+    from zhunt.models.generation import SubspaceEdit, score
+
+    texts = list(prompts["text"][:5])
+    rng = np.random.default_rng(1)
+    edits = [SubspaceEdit(None, rng.normal(size=D).astype(np.float32), "full") for _ in texts]
+    kw = dict(candidates=[[5, 6]] * 5, continuations=[[[7, 8], [9]]] * 5, layer_module=1, site="input",
+              edits=edits, batch_size=4)
+    ref = score(model, tok, texts, **kw)
+    fake = _OOMOnBig(model.forward, 2, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    monkeypatch.setattr(model, "forward", fake)
+    with caplog.at_level("WARNING", logger="zhunt.models.batching"):
+        got = score(model, tok, texts, **kw)
+    # a batch of 4 prompts is 8 rows (2 continuations each): 8 -> 4 rows -> 2 + 2 rows
+    assert fake.sizes[:3] == [8, 4, 2]
+    assert "scoring: out of memory on a batch of 4 prompts; retrying it as 2 + 2" in caplog.text
+    np.testing.assert_array_equal(got["first_argmax"], ref["first_argmax"])
+    for key in ("lp_first", "lp_candidates", "lp_continuations"):
+        np.testing.assert_allclose(got[key], ref[key], atol=1e-4, rtol=0)  # other padding: float-level
+    monkeypatch.setattr(model, "forward", _OOMOnBig(model.forward, 0, torch.cuda.OutOfMemoryError("oom")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        score(model, tok, texts, **kw)
+
+
+def test_das_oom_backoff_accumulates_the_same_gradient(model, tok, prompts, monkeypatch, caplog):
+    """DAS runs a minibatch that does not fit as accumulated parts: the same loss and gradient."""
+    from zhunt.experiments import das
+
+    texts = list(prompts["text"][:8])
+    rng = np.random.default_rng(2)
+    sources = [rng.normal(size=D).astype(np.float32) for _ in texts]
+    y = rng.integers(4, 40, size=len(texts)).tolist()
+    kw = dict(layer=1, site="input", k=3, steps=3, lr=0.05, batch_size=8, random_state=0)
+    ref = das.fit_das(model, tok, texts, sources, y, **kw)
+    fake = _OOMOnBig(model.forward, 3, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    monkeypatch.setattr(model, "forward", fake)
+    with caplog.at_level("WARNING", logger="zhunt.models.batching"):
+        got = das.fit_das(model, tok, texts, sources, y, **kw)
+    assert fake.sizes[:3] == [8, 4, 2] and set(fake.sizes[2:]) == {2}  # 8 -> 4 -> 2, kept for later steps
+    assert caplog.text.count("DAS: out of memory") == 2
+    assert abs(got.losses[0] - ref.losses[0]) < 1e-5  # (Adam's first step is sign-like: later steps
+    monkeypatch.undo()                                 # amplify float-level gradient differences)
+    # the accumulated gradient equals the one-pass gradient to float precision
+    data = das._training_data(model, tok, texts, sources, y, k=3, steps=1, batch_size=8, add_special_tokens=True,
+                              patch_special=False, prefixes=None)
+    grads, losses = [], []
+    for chunk in (8, 3, 1):
+        basis = das._Basis(das._initial_basis(None, 3, D, 0).T, 0)
+        with das._frozen(model):
+            loss, _ = das._accumulated_step(model, das._resolve_layer(model, 1), basis, data, list(range(8)), chunk,
+                                            site="input", patch_special=False, patch_prefix=False, device="cpu",
+                                            keep={})
+        losses.append(loss)
+        grads.append(next(basis.parameters()).grad.clone())
+    assert float(grads[0].abs().max()) > 1e-3
+    for g, l in zip(grads[1:], losses[1:]):
+        np.testing.assert_allclose(l, losses[0], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(g.numpy(), grads[0].numpy(), atol=1e-5, rtol=0)
 
 
 def test_float16_store_refuses_overflow(tmp_path):

@@ -63,3 +63,26 @@ def test_killed_shard_is_the_only_extraction_job_that_reruns(sharded, snakemake_
     assert _jobs(out) == {"extract_activations_shard": 1, "gather_activations": 1}
     outputs = re.findall(r"^\s+output: (\S+)", out, re.M)
     assert sorted(outputs) == [f"{STORE}", "results/organism-tiny/activations/organism.shard1of2.h5"]
+
+
+def test_qwen_shape_config_reaches_every_rule():
+    """tests/qwen-shape/config.yaml validates and its DAG holds every rule but the three its model
+    source excludes by construction (random weights: no organism training; organism prompts: no MGSM;
+    2 shards: no unsharded extraction), at the seed's layers and ARD layers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from zhunt.dryrun import scheduled_jobs
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                          "tests/qwen-shape/config.yaml"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = scheduled_jobs(res.stdout)
+    rules = {m.group(1) for f in (root / "workflow/rules").glob("*.smk")
+             for m in re.finditer(r"^(?:rule|checkpoint) (\w+):", f.read_text(), re.M)}
+    assert rules - set(jobs) == {"train_organism", "mgsm_prompts", "extract_activations"}, sorted(rules - set(jobs))
+    assert jobs["ard_layer"] == 10 and jobs["extract_activations_shard"] == 2
+    masks = sorted(int(m) for m in re.findall(r"results/qwen-shape/masks/L(\d+)\.h5", res.stdout))
+    assert set(masks) == {10, 15, 20, 25, 28, 30, 32, 33, 34, 35}  # the ten ARD layers, 32 / 33 among them

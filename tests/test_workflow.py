@@ -126,8 +126,13 @@ def test_outputs_open_with_right_shapes(workdir):
     assert len(sweep) == train["n_layers"] * 2 and set(sweep["site"]) == {"input"}  # layers x poolings
     mean = sweep[sweep["pooling"] == "mean"]
     assert list(mean["hidden_index"]) == list(mean["layer"]) == list(range(train["n_layers"]))
+    causal = pd.read_csv(res / "layers/causal.tsv", sep="\t")  # Exp. A's Z interchange at every layer
+    assert list(causal["layer"]) == list(range(train["n_layers"]))
+    assert (causal["iia"].isna() == (causal["n_iia"] == 0)).all()  # the tiny organism's runs may never diverge
+    assert causal["iia"].dropna().between(0, 1).all()
     comp = pd.read_csv(res / "layers/comparison.tsv", sep="\t")
     assert set(comp["verdict"]) == {"too few layers"}  # 4 layers: the shift null cannot reach 0.05
+    assert {"iia_z", "npe_z"} <= set(comp["data_score"])
     layer_pred = pd.read_csv(workdir / "results/summary/layer_prediction.tsv", sep="\t")
     assert list(layer_pred["model"])[:1] == ["organism-tiny"] and layer_pred["reference"].iloc[-1]
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",

@@ -120,6 +120,13 @@ def store_study_layers(model):
     return study_layers(study(model))
 
 
+def theory_generations(model):
+    """Phase 0's records for the seed-003 generation-length test, or none (theory.generation_lengths: prompt)."""
+    if config["theory"]["generation_lengths"] == "prompt":
+        return []
+    return [f"results/{model}/behaviour/records.tsv"]
+
+
 def extraction_shards():
     return int(config["extraction"]["shards"])
 

@@ -33,11 +33,53 @@ rule layer_sweep:
         "../scripts/layer_sweep.py"
 
 
+rule layer_causal:
+    """Exp. A's Z interchange at every layer: each layer's own Z, donor design, mean source,
+    no training (IIA and NPE of the primary direction, one teacher-forced pass per layer).
+    """
+    input:
+        model=lambda wc: model_dir(wc.model),
+        store=lambda wc: activations_path(wc.model),
+        prompts=lambda wc: promptset_path(wc.model),
+        templates=config["templates"],
+    output:
+        table=report_table(
+            "results/{model}/layers/causal",
+            "layers",
+            "layer_causal",
+            "layer_causal",
+            "Exp. A at every layer",
+        ),
+    log:
+        "logs/{model}/layer_causal.log",
+    benchmark:
+        "benchmarks/{model}/layer_causal.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        runtime=lambda wc: model_runtime(wc.model),
+        languages=lambda wc: promptset_languages(wc.model),
+        k=lambda wc: primary_k(wc.model),
+        site=lambda wc: study(wc.model)["site"],
+        direction=lambda wc: study(wc.model)["patching"]["primary"]["direction"],
+        n_donors=lambda wc: study(wc.model)["patching"]["n_donors"],
+        max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
+        batch_size=config["generation"]["batch_size"],
+    script:
+        "../scripts/layer_causal.py"
+
+
 rule layer_comparison:
     """Predicted vs data-best layer, shift-permutation correlations, verdict and the depth figure."""
     input:
         scores="results/{model}/structure/layer_scores.tsv",
         sweep="results/{model}/layers/sweep.tsv",
+        causal_sweep="results/{model}/layers/causal.tsv",
         causal="results/{model}/patching/subspaces.tsv",
     output:
         comparison=report_table(

@@ -6,7 +6,7 @@ rule theory:
     alignment depth, Procrustes vs affine cross-lingual maps, cointegration."""
     input:
         store=lambda wc: activations_path(wc.model),
-        generations="results/{model}/behaviour/records.tsv",
+        generations=lambda wc: theory_generations(wc.model),
         model=lambda wc: model_dir(wc.model),
     output:
         snr=report_table(

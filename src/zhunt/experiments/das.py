@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zhunt.models.batching import left_pad, tokenize_prompts
+from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
 from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _resolve_layer, prefix_masks
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site
@@ -158,7 +158,9 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
         Adam learning rate.
     batch_size : int
         Prompts per minibatch; minibatches walk through a fresh permutation of
-        the prompts every epoch.
+        the prompts every epoch. A minibatch that runs out of CUDA memory is
+        run as accumulated halves (the same gradient), down to one prompt a
+        pass (logged).
     init : array-like of shape (k, d), optional
         Starting basis (orthonormal rows), e.g. V_Z; Haar-random otherwise.
     random_state : int
@@ -192,6 +194,7 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
     keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
     losses = np.zeros(int(steps))
     perm, cursor = torch.randperm(n, generator=g), 0
+    chunk = int(batch_size)  # prompts per forward pass; halved for good on a CUDA out-of-memory error
     t0 = time.perf_counter()
     with _frozen(model):
         for step in range(int(steps)):
@@ -199,13 +202,10 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
                 perm, cursor = torch.randperm(n, generator=g), 0
             idx = perm[cursor:cursor + batch_size].tolist()
             cursor += batch_size
-            loss = _interchange_loss(model, layer_mod, basis.weight.T, data, idx, site=site,
-                                     patch_special=patch_special, patch_prefix=patch_prefix, device=device,
-                                     keep=keep)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses[step], chunk = _accumulated_step(model, layer_mod, basis, data, idx, chunk, site=site,
+                                                    patch_special=patch_special, patch_prefix=patch_prefix,
+                                                    device=device, keep=keep)
             opt.step()
-            losses[step] = float(loss.detach())
     with torch.no_grad():
         V = basis.weight.T.detach().float().cpu().contiguous().numpy()
     return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
@@ -251,6 +251,41 @@ def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, ta
         src_rows.append(e.source_rows(n_patch))
     return {"ids": ids, "prefs": prefs, "src_rows": src_rows, "special": special, "pad": pad, "d": d,
             "y": torch.as_tensor([int(t) for t in targets], dtype=torch.long)}
+
+
+def _accumulated_step(model, layer_mod, basis: nn.Module, data: dict, idx: Sequence[int], chunk: int, *,
+                      site: str, patch_special: bool, patch_prefix: bool, device, keep: dict) -> tuple[float, int]:
+    """The gradient of one minibatch's mean loss on ``basis``, in forward passes of ``chunk`` prompts.
+
+    Each pass adds ``(len(part) / len(idx)) * loss(part)`` to the gradient, so
+    any ``chunk`` gives the minibatch's gradient (exactly the same pass when
+    ``chunk >= len(idx)``). A CUDA out-of-memory error halves ``chunk``
+    (logged, :func:`zhunt.models.batching.halve_on_oom`, down to 1) and
+    redoes the minibatch from zero gradients.
+
+    Returns
+    -------
+    loss : float
+        The minibatch's mean cross-entropy.
+    chunk : int
+        The chunk size that fitted (later steps start from it).
+    """
+    while True:
+        basis.zero_grad(set_to_none=True)
+        try:
+            total = 0.0
+            for s in range(0, len(idx), chunk):
+                part = idx[s:s + chunk]
+                loss = _interchange_loss(model, layer_mod, basis.weight.T, data, part, site=site,
+                                         patch_special=patch_special, patch_prefix=patch_prefix, device=device,
+                                         keep=keep)
+                if len(part) < len(idx):
+                    loss = loss * (len(part) / len(idx))
+                loss.backward()
+                total += float(loss.detach())
+            return total, chunk
+        except Exception as exc:
+            chunk = len(halve_on_oom(exc, list(idx[:chunk]), "DAS")[0])
 
 
 def _interchange_loss(model, layer_mod, V: torch.Tensor, data: dict, idx: Sequence[int], *, site: str,

@@ -13,9 +13,10 @@ This module tests that claim on the data side, layer by layer:
    the weight-derived ``Z`` of that layer at one k (pooled vectors, :mod:`zhunt.activations.zspace`):
    ``ratio_Z``, ``ratio_Zperp``, their quotient ``rel_ratio = ratio_Z / ratio_Zperp``,
    the percentile of ``ratio_Z`` among Haar-random k-dim subspaces and the language
-   energy ``E_lang(Z) / (k / d)``. Causal per-layer scores (Exp. A IIA / NPE of ``Z`` and
-   of DAS) are read from the patching stage's ``subspaces.tsv`` when it is an input
-   (:func:`causal_scores`).
+   energy ``E_lang(Z) / (k / d)``. Causal per-layer scores: Exp. A's IIA / NPE of each
+   layer's own ``Z`` at every layer (the causal sweep, :mod:`zhunt.experiments.layer_causal`,
+   read by :func:`sweep_causal_scores`) and of DAS at the patching layers (the patching
+   stage's ``subspaces.tsv``, :func:`causal_scores`).
 3. **Comparison** (:func:`compare_layers`): per data score, the data-best layer, its
    distance to the predicted layer in layers and as a fraction of depth (``Δ / (L - 1)``),
    and the Spearman correlation (``scipy.stats.spearmanr``) of every weight score with
@@ -74,7 +75,8 @@ __all__ = [
     "ALPHA", "PREDICT_FRAC", "NEAR_FRAC", "MIN_LAYERS", "VERDICTS",
     "WEIGHT_SCORES", "DATA_SCORES", "CAUSAL_SCORES", "PRIMARY_WEIGHT", "PRIMARY_DATA", "PRIMARY_POOLING",
     "cycle_symmetries", "shift_spearman", "best_layer", "layer_verdict", "compare_layers",
-    "layer_sweep", "causal_scores", "check_sweep_params", "comparison_tables", "models_layer_table",
+    "layer_sweep", "causal_scores", "sweep_causal_scores", "check_sweep_params", "comparison_tables",
+    "models_layer_table",
     "thresholds_caption", "SWEEP_KIND",
 ]
 
@@ -355,7 +357,7 @@ def layer_sweep(store, masks: Mapping[int, np.ndarray], k: int, *, site: str = "
 
 
 def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = None,
-                  where: str = "patching/subspaces.tsv") -> pd.DataFrame:
+                  where: str = "patching/subspaces.tsv", subspaces: Sequence[str] = ("z", "das")) -> pd.DataFrame:
     """Per-layer causal scores of Z and DAS from the patching stage's per-subspace table.
 
     Parameters
@@ -371,11 +373,13 @@ def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = 
         design issue 17 names); the rest are averaged per (layer, subspace).
     where : str
         File named in errors.
+    subspaces : sequence of str
+        The subspaces to read (``("das",)`` when the causal sweep gives Z at every layer).
 
     Returns
     -------
     DataFrame
-        ``layer`` and ``iia_z, npe_z, iia_das, npe_das`` (those present): the mean over the
+        ``layer`` and ``iia_<s>, npe_<s>`` for each of ``subspaces`` present: the mean over the
         remaining rows of each (layer, subspace), e.g. over directions.
     """
     need = {"layer", "subspace", "iia", "npe"}
@@ -389,14 +393,35 @@ def causal_scores(table: pd.DataFrame, site: str | None = None, k: int | None = 
         t = t[t["k"] == k]
     if "alignment" in t.columns and (t["alignment"] == "mean").any():
         t = t[t["alignment"] == "mean"]  # issue 17: the donor design's mean-broadcast cells
-    t = t[t["subspace"].isin(["z", "das"])]
+    t = t[t["subspace"].isin(list(subspaces))]
     out = pd.DataFrame({"layer": sorted(t["layer"].astype(int).unique())})
-    for sub in ("z", "das"):
+    for sub in subspaces:
         g = t[t["subspace"] == sub].groupby("layer")[["iia", "npe"]].mean()
         if len(g):
             g = g.rename(columns={"iia": f"iia_{sub}", "npe": f"npe_{sub}"}).reset_index()
             out = out.merge(g, on="layer", how="left")
     return out
+
+
+def sweep_causal_scores(table: pd.DataFrame, site: str, k: int, where: str = "layers/causal.tsv") -> pd.DataFrame:
+    """``layer, iia_z, npe_z``: the causal sweep's Z scores at every layer
+    (:func:`zhunt.experiments.layer_causal.causal_sweep`), at ``site`` and ``k``.
+
+    Raises
+    ------
+    ZhuntError
+        ``where`` without the sweep's columns, or without rows at ``site`` and ``k`` (a sweep
+        of another site or k: rerun rule ``layer_causal``).
+    """
+    need = {"layer", "site", "k", "iia", "npe"}
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise ZhuntError(where, f"expected columns {sorted(need)}, missing {missing}")
+    t = table[(table["site"] == site) & (table["k"].astype(int) == int(k))]
+    if t.empty:
+        raise ZhuntError(where, f"no rows at site {site!r} and k={k} (the Phase 2 sweep's); rerun rule layer_causal")
+    return pd.DataFrame({"layer": t["layer"].astype(int).to_numpy(), "iia_z": t["iia"].to_numpy(float),
+                         "npe_z": t["npe"].to_numpy(float)})
 
 
 def check_sweep_params(site: str, poolings, n_random: int, model_name: str) -> str:
@@ -419,8 +444,9 @@ def check_sweep_params(site: str, poolings, n_random: int, model_name: str) -> s
 
 
 def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str, *, causal=None,
-                      site: str = "input", where_scores: str = "layer_scores.tsv", where_sweep: str = "sweep.tsv",
-                      where_causal: str = "subspaces.tsv") -> dict:
+                      causal_sweep=None, site: str = "input", where_scores: str = "layer_scores.tsv",
+                      where_sweep: str = "sweep.tsv", where_causal: str = "subspaces.tsv",
+                      where_causal_sweep: str = "causal.tsv") -> dict:
     """Weight-only layer scores against the data sweep (and the causal scores, if given).
 
     Parameters
@@ -431,9 +457,12 @@ def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str
         ``layers/sweep.tsv`` (:func:`layer_sweep`); its :data:`PRIMARY_POOLING` rows are used.
     model_name : str
     causal : DataFrame, optional
-        ``patching/subspaces.tsv`` (:func:`causal_scores`), filtered to ``site`` and the sweep's k.
+        ``patching/subspaces.tsv`` (:func:`causal_scores`), filtered to ``site`` and the sweep's k:
+        the DAS scores at the patching layers, and Z's too when there is no ``causal_sweep``.
+    causal_sweep : DataFrame, optional
+        ``layers/causal.tsv`` (:func:`sweep_causal_scores`): Z's IIA and NPE at every layer.
     site : str
-    where_scores, where_sweep, where_causal : str
+    where_scores, where_sweep, where_causal, where_causal_sweep : str
         Named in errors (the files the frames came from).
 
     Returns
@@ -450,8 +479,12 @@ def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str
         raise ZhuntError(where_sweep, f"no rows with pooling {PRIMARY_POOLING!r}")
     data = sweep[sweep["pooling"] == PRIMARY_POOLING].reset_index(drop=True)
     k = int(data["k"].iloc[0])
+    if causal_sweep is not None:
+        data = data.merge(sweep_causal_scores(causal_sweep, site, k, where_causal_sweep), on="layer", how="left")
     if causal is not None:
-        data = data.merge(causal_scores(causal, site=site, k=k, where=where_causal), on="layer", how="left")
+        subs = ("das",) if causal_sweep is not None else ("z", "das")
+        data = data.merge(causal_scores(causal, site=site, k=k, where=where_causal, subspaces=subs), on="layer",
+                          how="left")
     num_layers = len(scores)
     predicted = int(scores.loc[scores["predicted"].astype(bool), "layer"].iloc[0])
     comp, corr = compare_layers(scores, data, predicted, num_layers)

@@ -300,22 +300,25 @@ def score_pairs(ctx: Mapping, prompts: Sequence[str], pair_index: Sequence[int],
         ``first`` (argmax at the first answer position), ``ld`` = log p(donor
         run's token) - log p(base's token) (NaN where the runs never diverge),
         ``ld_seq`` (the same with the whole continuations) and ``lang`` =
-        log m_target - log m_other (script masses); with ``prefix_states``
+        log m_target - log m_other (script masses; these two only with
+        ``groups``, the ``(G, V)`` script masks of :func:`script_groups`;
+        ``groups=None`` reads the first answer position only); with ``prefix_states``
         also ``prefix_states`` (per prompt the ``(m, d)`` stream at the site
         at the prefix's patched positions).
     """
     from zhunt.models.generation import score
 
     sc = score(ctx["model"], ctx["tokenizer"], list(prompts), candidates=[targets.candidates[p] for p in pair_index],
-               continuations=[targets.continuations[p] for p in pair_index],
+               continuations=[targets.continuations[p] for p in pair_index] if groups is not None else None,
                prefixes=[targets.prefix[p] for p in pair_index], token_groups=groups, layer_module=layer_module,
                site=site, edits=edits, batch_size=int(batch_size), add_special_tokens=ctx["add_special"],
                patch_prefix=True, prefix_states=prefix_states)
     lpc = np.full((len(prompts), 2), np.nan)  # (rows, base / donor token); NaN where the runs never diverge
     lpc[:, :sc["lp_candidates"].shape[1]] = sc["lp_candidates"]
-    out = {"first": sc["first_argmax"], "ld": lpc[:, 1] - lpc[:, 0],
-           "ld_seq": sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0],
-           "lang": sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]}
+    out = {"first": sc["first_argmax"], "ld": lpc[:, 1] - lpc[:, 0]}
+    if groups is not None:
+        out["ld_seq"] = sc["lp_continuations"][:, 1] - sc["lp_continuations"][:, 0]
+        out["lang"] = sc["lp_groups"][:, 0] - sc["lp_groups"][:, 1]
     if prefix_states:
         out["prefix_states"] = sc["prefix_states"]
     return out

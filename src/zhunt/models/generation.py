@@ -590,7 +590,8 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         never edited).
     batch_size : int
         Prompts per forward pass, batched exactly as :func:`generate` does
-        (length-sorted, left-padded; results in input order). A prompt with
+        (length-sorted, left-padded; results in input order; a batch that runs
+        out of CUDA memory is retried as two halves, down to one). A prompt with
         ``J_i`` continuations occupies ``J_i`` rows of its pass (the
         continuations are appended after the prompt and right-padded).
     prefixes : sequence, optional
@@ -637,28 +638,43 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     keep_kw = "logits_to_keep" in _forward_params(model)
     progress, n_done = Progress(n, "scored prompt"), 0
     with torch.inference_mode():
-        for batch in batches:
+        queue = list(batches)
+        while queue:  # a batch that runs out of CUDA memory is retried as two halves, first
+            batch = queue.pop(0)
             progress.update(n_done)
             n_done += len(batch)
             b = _score_batch(batch, ids, req, pad, special, patch_special, patch_prefix)
-            kw = {"logits_to_keep": b["C"] + 1} if keep_kw else {}
-            with contextlib.ExitStack() as stack:
-                if edits is not None:
-                    _enter_edits(stack, layer, [edits[batch[r]] for r, _ in b["rows"]], b["patchable"],
-                                 positions="prompt", site=site)
-                seen = stack.enter_context(record(_resolve_layer(model, layer_module), site)) \
-                    if prefix_states else None
-                logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
-                               position_ids=b["pos"].to(device), use_cache=False, **kw).logits
+            try:
+                logp, seen = _score_logp(model, b, device, keep_kw, layer, site,
+                                         [edits[batch[r]] for r, _ in b["rows"]] if edits is not None else None,
+                                         rec_layer=_resolve_layer(model, layer_module) if prefix_states else None)
+            except Exception as exc:
+                queue[:0] = halve_on_oom(exc, batch, "scoring")
+                n_done -= len(batch)
+                continue
             if seen is not None:
-                _store_prefix_states(out, seen[-1], b, batch)
-            logits = logits[:, -(b["C"] + 1):].float()  # column 0 = last prompt position
-            logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (R, C + 1, V)
+                _store_prefix_states(out, seen, b, batch)
             _store_first(out, state, logp, b, batch, ids, req)
             if req["conts"] is not None:
                 _store_continuations(out, logp, b, batch)
     progress.update(n)
     return out
+
+
+def _score_logp(model, b: Mapping, device, keep_kw: bool, layer, site: str, row_edits,
+                rec_layer=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(R, C + 1, V)`` log-softmax of one scoring pass (:func:`_score_batch`'s tensors) under its
+    rows' edits (column 0 is the last prompt position), and the ``(R, T, d)`` stream at ``rec_layer``'s
+    ``site`` after the edits (None without ``rec_layer``)."""
+    kw = {"logits_to_keep": b["C"] + 1} if keep_kw else {}
+    with contextlib.ExitStack() as stack:
+        if row_edits is not None:
+            _enter_edits(stack, layer, row_edits, b["patchable"], positions="prompt", site=site)
+        seen = stack.enter_context(record(rec_layer, site)) if rec_layer is not None else None
+        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
+                       position_ids=b["pos"].to(device), use_cache=False, **kw).logits
+    logits = logits[:, -(b["C"] + 1):].float()
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True), (seen[-1] if seen is not None else None)
 
 
 def _score_requests(n: int, continuations, candidates, prefixes) -> dict:

@@ -80,7 +80,7 @@ MODEL_FILES: dict[str, str] = {
     "qk": "structure/qk_verdict.md", "layer_scores": "structure/layer_scores.tsv",
     "theory": "theory/theory_summary.tsv", "garch": "theory/garch.tsv",
     "training": "organism/training_report.md", "summary_json": "summary/summary.json",
-    "layer_sweep": "layers/sweep.tsv", "layers": "layers/comparison.tsv",
+    "layer_sweep": "layers/sweep.tsv", "layer_causal": "layers/causal.tsv", "layers": "layers/comparison.tsv",
 }
 #: Files under ``{root}/`` shared by all models: key -> path.
 SHARED_FILES: dict[str, str] = {"toy": "theory/toy_theorem.tsv", "models": "summary/models.tsv",
@@ -588,6 +588,15 @@ def _m_layer_sweep(files, wc):
             f"({_f(best['rel_ratio'])}); ratio_Z below the random 95% band at {below}/{len(t)} layers")
 
 
+def _m_layer_causal(files, wc):
+    t = _tsv(files["layer_causal"])
+    b = t.loc[t["iia"].idxmax()] if t["iia"].notna().any() else t.iloc[0]
+    n = t.loc[t["npe"].idxmax()] if t["npe"].notna().any() else t.iloc[0]
+    return (f"{b['direction']}, mean source, site {b['site']}, k={int(b['k'])}, {len(t)} layers: highest IIA at "
+            f"L{int(b['layer'])} ({_f(b['iia'])} [{_f(b['iia_lo'])}, {_f(b['iia_hi'])}], {int(b['n_iia'])} pairs), "
+            f"highest NPE at L{int(n['layer'])} ({_f(n['npe'])})")
+
+
 def _m_layer_comparison(files, wc):
     c = _tsv(files["layers"])
     p = c[c["primary"].astype(str) == "True"].iloc[0]
@@ -614,7 +623,8 @@ MEASURES: dict[str, Callable] = {
     "ffn": _m_ffn, "phases": _m_phases, "families": _m_families, "qk": _m_qk, "snr": _m_snr,
     "gram": _m_gram, "nn": _m_nn, "crossmap": _m_crossmap, "cointegration": _m_coint, "garch": _m_garch,
     "toy": _m_toy, "training": _m_training, "summary": _m_summary, "models": _m_models,
-    "layer_scores": _m_layer_scores, "layer_sweep": _m_layer_sweep, "layer_comparison": _m_layer_comparison,
+    "layer_scores": _m_layer_scores, "layer_sweep": _m_layer_sweep, "layer_causal": _m_layer_causal,
+    "layer_comparison": _m_layer_comparison,
     "layer_models": _m_layer_models,
 }
 MEASURES["ard_headline"] = _m_ard_headline

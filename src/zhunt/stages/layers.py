@@ -1,7 +1,9 @@
-"""Stages of the layer-prediction rules: ``layer_sweep``, ``layer_comparison``, ``models_layer_prediction``.
+"""Stages of the layer-prediction rules: ``layer_sweep``, ``layer_causal``, ``layer_comparison``,
+``models_layer_prediction``.
 
 Do the weights predict the layer where the data finds Z? The science is
-:mod:`zhunt.experiments.layerpred`; Markdown and figures are :mod:`zhunt.report.layers`.
+:mod:`zhunt.experiments.layerpred` (and :mod:`zhunt.experiments.layer_causal`, the causal sweep);
+Markdown and figures are :mod:`zhunt.report.layers`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from zhunt.errors import ZhuntError
 from zhunt.io import write_table, write_text
 from zhunt.stages.paths import figure_stem, table_paths
 
-__all__ = ["read_tsv", "run_layer_sweep", "run_layer_comparison", "run_models_layer_prediction"]
+__all__ = ["read_tsv", "sweep_masks", "run_layer_sweep", "run_layer_causal", "run_layer_comparison",
+           "run_models_layer_prediction"]
 
 log = logging.getLogger("zhunt.stages.layers")
 
@@ -32,6 +35,20 @@ def read_tsv(path) -> pd.DataFrame:
         raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
 
 
+def sweep_masks(ad, k: int, model_name: str) -> dict:
+    """``layer -> V_Z (k, d)`` of every decoder layer: the multi-head Z of the sweeps
+    (:data:`zhunt.experiments.layerpred.SWEEP_KIND`, :func:`zhunt.weights.masks.z_masks`, the
+    function the mask files are written with), from the adapter's float32 weights in one pass."""
+    from zhunt.experiments.layerpred import SWEEP_KIND
+    from zhunt.weights.masks import z_masks
+
+    if not 0 < k < ad.hidden_size:
+        raise ZhuntError(f"models.{model_name}.study.patch_k",
+                         f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
+    return {l: z_masks(ad.layer_weights(l), ks=[k], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][k]
+            for l in range(ad.num_layers)}
+
+
 def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
     """Rule ``layer_sweep``: Phase 2 metrics of each layer's own multi-head Z at every decoder layer.
 
@@ -40,9 +57,8 @@ def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> No
     one mask job per layer. ``params``: ``k`` (the primary k, ``0 < k < d``), ``site``, ``n_random``.
     """
     from zhunt.data.store import ActivationStore
-    from zhunt.experiments.layerpred import SWEEP_KIND, check_sweep_params, layer_sweep
+    from zhunt.experiments.layerpred import check_sweep_params, layer_sweep
     from zhunt.models import get_adapter, load_model
-    from zhunt.weights.masks import z_masks
 
     t0 = time.perf_counter()
     model_name, k, model_dir = wildcards["model"], int(params["k"]), inputs["model"]
@@ -50,11 +66,7 @@ def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> No
     site = check_sweep_params(params["site"], poolings, n_random, model_name)
     model, _ = load_model(model_dir, device="cpu", dtype="float32")
     ad = get_adapter(model)
-    if not 0 < k < ad.hidden_size:
-        raise ZhuntError(f"models.{model_name}.study.patch_k",
-                         f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
-    masks = {l: z_masks(ad.layer_weights(l), ks=[k], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][k]
-             for l in range(ad.num_layers)}
+    masks = sweep_masks(ad, k, model_name)
     num_layers, d = ad.num_layers, ad.hidden_size
     del model, ad
     t_masks = time.perf_counter() - t0
@@ -70,19 +82,49 @@ def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> No
              site, k, time.perf_counter() - t0, t_masks)
 
 
+def run_layer_causal(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
+    """Rule ``layer_causal``: IIA and NPE of each layer's own Z at every decoder layer
+    (:func:`zhunt.experiments.layer_causal.causal_sweep`), written to ``outputs["table"]``.
+
+    ``inputs``: ``model, store, prompts, templates``; ``params``: ``runtime, languages, k`` (the
+    primary k), ``site, direction`` (the primary cell's), ``n_donors, max_new_tokens, batch_size``.
+    """
+    from zhunt.experiments.layer_causal import causal_sweep
+    from zhunt.experiments.patching_cells import cell_context
+    from zhunt.models.site import check_site
+
+    t0 = time.perf_counter()
+    model_name, k = wildcards["model"], int(params["k"])
+    try:
+        site = check_site(params["site"])
+    except ValueError as exc:
+        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
+    ctx = cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
+                       inputs["templates"], params["runtime"]["template"], threads=threads)
+    masks = sweep_masks(ctx["adapter"], k, model_name)
+    table = causal_sweep(ctx, masks, k, site=site, direction=params["direction"], n_donors=int(params["n_donors"]),
+                         max_new_tokens=int(params["max_new_tokens"]), batch_size=int(params["batch_size"]))
+    table.insert(0, "model", model_name)
+    write_table(table, *table_paths(outputs["table"]))
+    log.info("%s: causal sweep over %d layers at site %s, k=%d in %.1fs", model_name, len(table), site, k,
+             time.perf_counter() - t0)
+
+
 def run_layer_comparison(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
     """Rule ``layer_comparison``: predicted vs data-best layer, shift-permutation correlations, verdict
     and the depth figure. ``inputs``: ``scores`` (structure/layer_scores.tsv), ``sweep``
-    (layers/sweep.tsv) and, where the rule lists it, ``causal`` (patching/subspaces.tsv)."""
+    (layers/sweep.tsv) and, where the rule lists them, ``causal_sweep`` (layers/causal.tsv: Z's
+    IIA / NPE at every layer) and ``causal`` (patching/subspaces.tsv: DAS at the patching layers)."""
     from zhunt.experiments.layerpred import comparison_tables
     from zhunt.report.layers import plot_layer_profiles, verdict_markdown
 
     model_name, site = wildcards["model"], params["site"]
-    scores, causal = read_tsv(inputs["scores"]), inputs.get("causal")
+    scores, causal, cs = read_tsv(inputs["scores"]), inputs.get("causal"), inputs.get("causal_sweep")
     r = comparison_tables(scores, read_tsv(inputs["sweep"]), model_name, site=site,
                           causal=read_tsv(causal) if causal is not None else None,
+                          causal_sweep=read_tsv(cs) if cs is not None else None,
                           where_scores=str(inputs["scores"]), where_sweep=str(inputs["sweep"]),
-                          where_causal=str(causal))
+                          where_causal=str(causal), where_causal_sweep=str(cs))
     comp, corr = r["comparison"], r["correlations"]
     write_table(comp, *table_paths(outputs["comparison"]))
     write_table(corr, *table_paths(outputs["correlations"]))
