@@ -26,6 +26,8 @@ are ``sqrt(eig(G))``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from zhunt.subspace import canonical_signs
@@ -196,3 +198,79 @@ def read_mask(path, kind: str = "multihead", k: int = 50, expect: dict | None = 
         raise ZhuntError(str(path), f"no mask {kind}/k{k} in this file ({exc})") from None
     except OSError as exc:  # missing, truncated or not HDF5
         raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
+
+
+def load_layer_masks(paths, layers, kinds, ks, d: int, where: str = "masks") -> dict:
+    """``V_Z`` of every layer, kind and k of a sweep, from one mask file per layer.
+
+    Parameters
+    ----------
+    paths : mapping
+        ``{layer: path}`` of mask files (:func:`write_masks`).
+    layers, kinds, ks : sequences
+        Decoder layers, mask kinds and dimensions of the sweep.
+    d : int
+        Hidden size the masks must have (the activation store's).
+    where : str
+        Config key named when a layer has no file.
+
+    Returns
+    -------
+    dict
+        ``{(layer, kind, k): V_Z}``, each of shape (k, d), float64.
+
+    Raises
+    ------
+    ZhuntError
+        A layer without a file, a missing or unreadable file, a file written for another
+        layer (its ``layer`` attribute), a missing ``kind/k`` or a mask of another width.
+    """
+    import h5py
+
+    from zhunt.errors import ZhuntError
+
+    paths = {int(l): Path(p) for l, p in dict(paths or {}).items()}
+    out = {}
+    for l in layers:
+        if l not in paths:
+            raise ZhuntError(where, f"no Z-mask file given for layer {l} (have layers {sorted(paths)})")
+        path = paths[l]
+        if not path.is_file():
+            raise ZhuntError(str(path), f"Z-mask file for layer {l} not found")
+        try:
+            with h5py.File(path, "r") as f:
+                stored = f.attrs.get("layer")
+        except OSError as exc:
+            raise ZhuntError(str(path), f"not a readable Z-mask file ({exc})") from None
+        if stored is not None and int(stored) != l:
+            raise ZhuntError(str(path), f"mask file is for layer {int(stored)}, but was given for layer {l}")
+        for kind in kinds:
+            for k in ks:
+                V = np.asarray(read_mask(path, kind, k), dtype=np.float64)
+                if V.shape != (k, d):
+                    raise ZhuntError(str(path), f"mask {kind}/k{k} has shape {V.shape}, expected {(k, d)} "
+                                                f"(hidden size of the activation store)")
+                out[(l, kind, k)] = V
+    return out
+
+
+def mask_layer(path) -> int:
+    """The decoder layer a mask file was built for (its ``layer`` attribute).
+
+    Raises
+    ------
+    ZhuntError
+        The file is missing, not HDF5, or has no ``layer`` attribute.
+    """
+    import h5py
+
+    from zhunt.errors import ZhuntError
+
+    try:
+        with h5py.File(path, "r") as f:
+            layer = f.attrs.get("layer")
+    except OSError as exc:
+        raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
+    if layer is None:
+        raise ZhuntError(str(path), "mask file has no layer attribute (needed for the basis's hidden index)")
+    return int(layer)
