@@ -423,13 +423,8 @@ def test_garch_planted_model_is_clustered():
     assert garch.garch_model_verdict(["not fitted"])["verdict"] == "not measured"
 
 
-def test_step_delta_norms_and_garch(tmp_path):
+def test_garch_table_and_stage(tmp_path):
     rng = np.random.default_rng(9)
-    a = {"p1": rng.standard_normal((5, 3)), "p2": rng.standard_normal((4, 3))}
-    b = {"p1": rng.standard_normal((6, 3)), "p3": rng.standard_normal((4, 3))}
-    df = garch.step_delta_norms(a, b)
-    assert list(df["problem"].unique()) == ["p1"] and len(df) == 5
-    assert df["y"][2] == pytest.approx(np.sum((a["p1"][2] - b["p1"][2]) ** 2))
     rows = []
     for i, beta in enumerate([0.85, 0.8]):
         y = garch.simulate_garch(800, alpha=0.1, beta=beta, seed=i)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["GARCH_LEVEL", "GARCH_ARCH_LM_LAGS", "GARCH_MIN_STEPS", "GARCH_RULE", "simulate_garch", "garch_beta",
-           "garch_verdict", "garch_model_verdict", "step_delta_norms", "STEP_COLUMNS", "garch_table"]
+           "garch_verdict", "garch_model_verdict", "STEP_COLUMNS", "garch_table"]
 
 
 #: Significance level of every test in the GARCH verdict (per series and across series).
@@ -166,41 +166,6 @@ def garch_model_verdict(verdicts, level: float = GARCH_LEVEL) -> dict:
     p = float(binomtest(k, n, level, alternative="greater").pvalue)
     return {"n_fitted": n, "n_clustered": int(k), "rate": float(rate), "lo": float(lo), "hi": float(hi),
             "binom_p": p, "verdict": "clustered" if p < level else "not clustered"}
-
-
-def step_delta_norms(states_a: Mapping, states_b: Mapping) -> pd.DataFrame:
-    """Per-step squared norms of cross-lingual differences during generation.
-
-    Definition: for each problem, let ``u_a^(t)`` and ``u_b^(t)`` be the
-    vectors recorded at generation step ``t`` (the ``t``-th generated token)
-    of the language-``a`` and language-``b`` runs at a fixed layer ``l``. The
-    seed's ``delta_l^(t) = f_l(h^1) - f_l(h^2)`` is the difference of the
-    layer's *updates*, so pass ``u = h_{l+1}^(t) - h_l^(t)``; passing the
-    layer outputs gives the state difference instead. Then
-    ``y_t = ||u_a^(t) - u_b^(t)||^2`` for ``t = 0..min(T_a, T_b) - 1``.
-    Step ``t`` of the two runs need not express the same content (the
-    languages tokenise differently), which is a limit of this pairing.
-    (The Phase 0 stage computes both series with
-    :func:`zhunt.experiments.behaviour.step_distances`.)
-
-    Parameters
-    ----------
-    states_a, states_b : mapping problem -> ndarray of shape (T, d)
-
-    Returns
-    -------
-    DataFrame
-        ``problem``, ``step``, ``y``; problems missing from either side are skipped.
-    """
-    rows = []
-    for p, A in states_a.items():
-        if p not in states_b:
-            continue
-        A, B = np.asarray(A, np.float64), np.asarray(states_b[p], np.float64)
-        T = min(len(A), len(B))
-        y = np.sum((A[:T] - B[:T]) ** 2, axis=1)
-        rows.append(pd.DataFrame({"problem": p, "step": np.arange(T), "y": y}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["problem", "step", "y"])
 
 
 #: Fields of one fit that go into the GARCH table (per series; the secondary series prefixed ``output_``).
