@@ -149,6 +149,17 @@ def _rate(row: Mapping, name: str) -> str:
     return f"{_pct(row.get(name))}{ci}"
 
 
+def _flagged(t: pd.DataFrame, col: str, path) -> pd.Series:
+    """The first row of ``t`` whose boolean column ``col`` is true (a producer's flag of its primary or
+    predicted row); one line naming ``path`` when there is none."""
+    if col not in t.columns:
+        raise ZhuntError(str(path), f"no {col!r} column")
+    rows = t[t[col].astype(str) == "True"]
+    if not len(rows):
+        raise ZhuntError(str(path), f"no row with {col} = True")
+    return rows.iloc[0]
+
+
 def _stat(summary: pd.DataFrame, name: str):
     row = summary[summary["statistic"] == name]
     return row["value"].iloc[0] if len(row) else float("nan")
@@ -164,12 +175,7 @@ def _patching(files: Mapping) -> tuple[pd.DataFrame, dict]:
         raise ZhuntError(str(files["metrics"]), "no configurations")
     if "source" in m.columns:
         m = m[m["source"] == "same"] if (m["source"] == "same").any() else m
-    if "primary" not in m.columns:
-        raise ZhuntError(str(files["metrics"]), "no 'primary' column")
-    prim = m[m["primary"].astype(str) == "True"]
-    if not len(prim):
-        raise ZhuntError(str(files["metrics"]), "no primary configuration")
-    return m, prim.iloc[0].to_dict()
+    return m, _flagged(m, "primary", files["metrics"]).to_dict()
 
 
 def _overall(verdicts: Sequence[str]) -> str:
@@ -572,7 +578,7 @@ def _m_models(files, wc):
 
 def _m_layer_scores(files, wc):
     t = _tsv(files["layer_scores"])
-    b = t[t["predicted"].astype(str) == "True"].iloc[0]
+    b = _flagged(t, "predicted", files["layer_scores"])
     return (f"predicted L{int(b['layer'])} of {len(t)}: head eff. rank {_f(b['attn_eff_rank_mean'])} "
             f"(CV {_f(b['attn_eff_rank_cv'])}), FFN {_f(b['ffn_ratio'])}x chance, drop after {_f(b['drop_after'])}")
 
@@ -587,8 +593,7 @@ def _m_layer_sweep(files, wc):
 
 
 def _m_layer_comparison(files, wc):
-    c = _tsv(files["layers"])
-    p = c[c["primary"].astype(str) == "True"].iloc[0]
+    p = _flagged(_tsv(files["layers"]), "primary", files["layers"])
     return (f"{p['verdict']}: predicted L{int(p['predicted_layer'])}, data-best L{_f(p['data_best_layer'])} "
             f"(distance {_f(p['distance_frac'])} of depth), rho {_f(p['rho'])}, shift-permutation p {_f(p['p_shift'])}")
 
@@ -890,8 +895,7 @@ def headline(files: Mapping, model: str) -> dict:
                 "digit_nn_frac_both": float(rows["nn_retrieval"]["frac_both"])}
 
     def layers():
-        c = _tsv(files["layers"])
-        p = c[c["primary"].astype(str) == "True"].iloc[0]
+        p = _flagged(_tsv(files["layers"]), "primary", files["layers"])
         return {"layer_data_best": None if pd.isna(p["data_best_layer"]) else int(p["data_best_layer"]),
                 "layer_distance_frac": float(p["distance_frac"]), "layer_rho": float(p["rho"]),
                 "layer_p": float(p["p_shift"]), "layer_verdict": str(p["verdict"])}

@@ -273,8 +273,6 @@ def load_layer_masks(paths, layers, kinds, ks, d: int, where: str = "masks") -> 
         A layer without a file, a missing or unreadable file, a file written for another
         layer (its ``layer`` attribute), a missing ``kind/k`` or a mask of another width.
     """
-    import h5py
-
     from zhunt.errors import ZhuntError
 
     paths = {int(l): Path(p) for l, p in dict(paths or {}).items()}
@@ -285,13 +283,9 @@ def load_layer_masks(paths, layers, kinds, ks, d: int, where: str = "masks") -> 
         path = paths[l]
         if not path.is_file():
             raise ZhuntError(str(path), f"Z-mask file for layer {l} not found")
-        try:
-            with h5py.File(path, "r") as f:
-                stored = f.attrs.get("layer")
-        except OSError as exc:
-            raise ZhuntError(str(path), f"not a readable Z-mask file ({exc})") from None
-        if stored is not None and int(stored) != l:
-            raise ZhuntError(str(path), f"mask file is for layer {int(stored)}, but was given for layer {l}")
+        stored = mask_layer(path, required=False)
+        if stored is not None and stored != l:
+            raise ZhuntError(str(path), f"mask file is for layer {stored}, but was given for layer {l}")
         for kind in kinds:
             for k in ks:
                 V = np.asarray(read_mask(path, kind, k), dtype=np.float64)
@@ -302,13 +296,15 @@ def load_layer_masks(paths, layers, kinds, ks, d: int, where: str = "masks") -> 
     return out
 
 
-def mask_layer(path) -> int:
+def mask_layer(path, required: bool = True) -> int | None:
     """The decoder layer a mask file was built for (its ``layer`` attribute).
+
+    ``required=False``: ``None`` for a file without the attribute (a hand-made mask).
 
     Raises
     ------
     ZhuntError
-        The file is missing, not HDF5, or has no ``layer`` attribute.
+        The file is missing or not HDF5, or (``required``) has no ``layer`` attribute.
     """
     import h5py
 
@@ -319,6 +315,6 @@ def mask_layer(path) -> int:
             layer = f.attrs.get("layer")
     except OSError as exc:
         raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
-    if layer is None:
+    if layer is None and required:
         raise ZhuntError(str(path), "mask file has no layer attribute (needed for the basis's hidden index)")
-    return int(layer)
+    return None if layer is None else int(layer)
