@@ -28,7 +28,7 @@ peak)`` (1 = at the matmul roofline; the elementwise ``expm1`` on
 ``T x T`` blocks and the ``X w`` products are memory-bound extra work).
 
 Real part (``--store``): the full λ × init × objective × basis grid of
-:func:`zhunt.activations.ard.run_ard_layer` for every ``--layers`` (masks at
+:func:`zhunt.activations.ard.ard_layer` for every ``--layers`` (masks at
 ``{mask-dir}/L{layer}.h5``), with ``--max-steps`` per run; prints the wall
 time per layer and the total, and the projection to ``--budget-steps``
 (1000, the seed's budget) by linear scaling of the step count.
@@ -46,8 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zhunt.activations.ard import ArdProblem, run_ard_layer
+from zhunt.activations.ard import ArdProblem, ard_layer
 from zhunt.activations.mmd import resolve_device
+from zhunt.data.store import ActivationStore
+from zhunt.stages.ard import write_run_file
+from zhunt.weights.masks import read_mask
 
 
 def sync(dev):
@@ -136,13 +139,15 @@ def real_grid(args, dev):
         for layer in args.layers:
             mask = Path(args.mask_dir) / f"L{layer}.h5"
             t, c = time.perf_counter(), time.process_time()
-            res = run_ard_layer(args.store, mask, "bench", layer, lams, min_steps=args.max_steps,
-                                max_steps=args.max_steps, k_warm=args.k_warm, out_h5=Path(tmp) / f"L{layer}.h5",
-                                out_tsv=Path(tmp) / f"L{layer}.tsv", device=dev, n_neg=args.n_neg)
+            with ActivationStore(args.store) as store:
+                res = ard_layer(store, read_mask(mask, "multihead", args.k_warm), "bench", layer, lams,
+                                min_steps=args.max_steps, max_steps=args.max_steps, k_warm=args.k_warm, device=dev,
+                                n_neg=args.n_neg)
+            write_run_file(Path(tmp) / f"L{layer}.h5", res)  # as rule ard_layer does
             dt, dc = time.perf_counter() - t, time.process_time() - c
             total += dt
             total_cpu += dc
-            tab = res["table"]
+            tab = res.table
             per = tab.groupby("objective")["seconds"].sum() / tab.groupby("objective")["steps"].sum()
             print(f"  L{layer}: {len(tab)} runs x {args.max_steps} steps in {dt:.1f} s wall, {dc:.1f} s CPU "
                   f"(s/step: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + ")")

@@ -6,15 +6,18 @@ import pandas as pd
 import pytest
 import torch
 
-from zhunt.activations.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem, Standardiser,
-                       ard_headline, cold_start, fit_ard, growth_rate, heldout_verdict, is_bimodal, middle_lambda,
-                       rotation_basis,
-                       run_ard_layer, run_heldout_test, summarise_ard, svd_overlap, warm_start, z_energy, z_size)
+from zhunt.activations.ard import (BIMODAL_ASHMAN_D, BIMODAL_BIC_GAIN, LOG10_ELL_OFF, TSV_COLUMNS, ArdProblem,
+                                   Standardiser, ard_headline, ard_layer, ard_summary, cold_start, fit_ard,
+                                   growth_rate, heldout_test, heldout_verdict, is_bimodal, middle_lambda,
+                                   rotation_basis, svd_overlap, warm_start, z_energy, z_size)
 from zhunt.calibration.generators import lengthscale_spectrum
 from zhunt.errors import ZhuntError
+from zhunt.io import write_table
+from zhunt.report.ard import summary_markdown
+from zhunt.stages.ard import read_run_files, write_run_file
 from zhunt.stats import gmm_bimodality
-from zhunt.weights.masks import write_masks
-from zhunt.data.store import StoreWriter
+from zhunt.weights.masks import read_mask, write_masks
+from zhunt.data.store import ActivationStore, StoreWriter
 
 SHARED, LANG = [0, 1, 2], [3, 4, 5]
 
@@ -209,14 +212,22 @@ def stage_files(tmp_path_factory):
     write_planted_store(tmp / "acts.h5")
     write_planted_mask(tmp / "mask.h5")
     out = {}
-    for layer in (0, 1):
-        out[layer] = run_ard_layer(tmp / "acts.h5", tmp / "mask.h5", "planted", layer, [0.01, 0.1], lr=0.01,
-                                   min_steps=100, max_steps=200, k_warm=3, out_h5=tmp / f"L{layer}.h5",
-                                   out_tsv=tmp / f"L{layer}.tsv", seed=0, device="cpu", n_neg=4)
+    with ActivationStore(tmp / "acts.h5") as st:
+        for layer in (0, 1):
+            out[layer] = ard_layer(st, read_mask(tmp / "mask.h5", "multihead", 3), "planted", layer, [0.01, 0.1],
+                                   lr=0.01, min_steps=100, max_steps=200, k_warm=3, seed=0, device="cpu", n_neg=4)
+            write_run_file(tmp / f"L{layer}.h5", out[layer])  # as the ard_layer stage writes them
+            write_table(out[layer].table, tmp / f"L{layer}.tsv")
     return tmp, out
 
 
-def test_run_ard_layer_files(stage_files):
+def summary_inputs(tmp):
+    """The per-layer tables and run files of ``stage_files``, as rule ``ard_summary`` reads them."""
+    per = pd.concat([pd.read_csv(tmp / f"L{layer}.tsv", sep="\t") for layer in (0, 1)], ignore_index=True)
+    return per, read_run_files([tmp / "L0.h5", tmp / "L1.h5"])
+
+
+def test_ard_layer_files(stage_files):
     tmp, out = stage_files
     t = pd.read_csv(tmp / "L0.tsv", sep="\t")
     assert list(t.columns) == ["site", "hidden_index"] + TSV_COLUMNS
@@ -247,26 +258,20 @@ def test_run_ard_layer_files(stage_files):
     assert (sd["growth_per_100_steps"] > 0).all() and not sd["converged"].any()
 
 
-def figs(d):
-    """The three summary figure stems in ``d``, as the rule names them."""
-    return {"fig_size": d / "ard_z_size.pdf", "fig_spectrum": d / "ard_spectrum.pdf",
-            "fig_traj": d / "ard_trajectories.pdf"}
-
-
-def test_summarise_ard(stage_files, tmp_path):
+def test_ard_summary(stage_files):
     tmp, _ = stage_files
-    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "ard_summary.tsv", tmp_path / "ard_summary.md", **figs(tmp_path / "fig"))
-    t = pd.read_csv(tmp_path / "ard_summary.tsv", sep="\t")
+    per, runs = summary_inputs(tmp)
+    res = ard_summary(per, runs, 1, "planted")
+    t = res.table
     assert len(t) == 32 and {"z_size", "z_rule", "z_size_median", "threshold_pooled_log10",
                              "overlap_pooled"} <= set(t.columns)
-    assert res["headline"] is None
-    md = (tmp_path / "ard_summary.md").read_text()
+    assert res.headline is None
+    md = summary_markdown(t, 1, "planted", res.collapse)
     assert "Collapse of the seed objective" in md and "|Z| vs layer" in md
-    for stem in ("ard_z_size", "ard_spectrum", "ard_trajectories"):
-        assert (tmp_path / "fig" / f"{stem}.pdf").exists() and (tmp_path / "fig" / f"{stem}.png").exists()
-    c = res["collapse"]
+    c = res.collapse
     assert c["n_runs"] == 16 and c["n_converged"] == 0 and c["median_growth_per_100_steps"] > 0
+    with pytest.raises(ZhuntError, match="layer 5 is not among the ARD layers"):
+        ard_summary(per, runs, 5, "planted")
 
 
 def test_ard_summary_stage_writes_the_rule_outputs(stage_files, tmp_path):
@@ -287,12 +292,13 @@ def test_ard_summary_stage_writes_the_rule_outputs(stage_files, tmp_path):
     assert sorted(f.name for f in o.iterdir()) == sorted(
         ["summary.tsv", "summary.md", "headline.tsv"] + [f"{k}.{x}" for k in ("fig_size", "fig_spectrum", "fig_traj")
                                                          for x in ("pdf", "png")])
-    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "s.tsv", tmp_path / "s.md", **figs(tmp_path / "fig"), site="input")
+    res = ard_summary(*summary_inputs(tmp), 1, "planted", heldout=held, site="input")
+    write_table(res.table, tmp_path / "s.tsv")
     assert (o / "summary.tsv").read_bytes() == (tmp_path / "s.tsv").read_bytes()
     h = pd.read_csv(o / "headline.tsv", sep="\t").iloc[0]
     assert h["lambda"] == 0.1 and h["heldout_verdict"] == "problems, not languages"
-    assert len(res["table"]) == 32
+    assert len(res.table) == 32
+    assert "Headline |Z|" in (o / "summary.md").read_text()
 
 
 def test_middle_lambda():
@@ -305,17 +311,17 @@ def test_middle_lambda():
 def test_heldout_test(tmp_path):
     write_planted_store(tmp_path / "acts.h5", N=16)
     write_planted_mask(tmp_path / "mask.h5")
-    res = run_heldout_test(tmp_path / "acts.h5", tmp_path / "mask.h5", 1, 0.01, out_tsv=tmp_path / "held.tsv",
-                           model_name="planted", k_warm=3, min_steps=100, max_steps=300, n_permutations=100,
-                           seed=0, device="cpu", n_neg=4)
-    t = pd.read_csv(tmp_path / "held.tsv", sep="\t").set_index(["kernel", "test"])
+    with ActivationStore(tmp_path / "acts.h5") as st:
+        res = heldout_test(st, read_mask(tmp_path / "mask.h5", "multihead", 3), 1, 0.01, model_name="planted",
+                           min_steps=100, max_steps=300, n_permutations=100, seed=0, device="cpu", n_neg=4)
+    t = res.table.set_index(["kernel", "test"])
     assert len(t) == 4 and set(t["n_test"]) == {8}
     # the learned kernel no longer tells the languages apart but still tells problems apart ...
     assert t.loc[("learned", "language"), "p_value"] > 0.05
     assert t.loc[("learned", "problem"), "p_value"] < 0.05
     # ... whereas the median-heuristic kernel sees the language axes
     assert t.loc[("median_heuristic", "language"), "p_value"] < 0.05
-    assert res["fit"].steps <= 300
+    assert res.fit.steps <= 300
     # the refit keeps the three shared axes: the mixture-model count says |Z| = 3
     assert set(t["z_size_fit"]) == {3} and set(t["d"]) == {12}
 
@@ -329,16 +335,13 @@ def test_headline_from_grid_and_heldout(stage_files, tmp_path):
                          for k, te, p in (("learned", "language", 0.6), ("learned", "problem", 0.01),
                                           ("median_heuristic", "language", 0.01),
                                           ("median_heuristic", "problem", 0.01))])
-    held.to_csv(tmp_path / "held.tsv", sep="\t", index=False)
-    res = summarise_ard([tmp / "L0.tsv", tmp / "L1.tsv"], [tmp / "L0.h5", tmp / "L1.h5"], 1, "planted",
-                        tmp_path / "s.tsv", tmp_path / "s.md", **figs(tmp_path / "fig"), heldout_tsv=tmp_path / "held.tsv",
-                        out_headline=tmp_path / "head.tsv")
-    h = pd.read_csv(tmp_path / "head.tsv", sep="\t").iloc[0]
-    row = res["table"].query("layer == 1 and objective == 'wellposed' and init == 'warm' and basis == 'coord' "
+    res = ard_summary(*summary_inputs(tmp), 1, "planted", heldout=held)
+    h = res.headline.iloc[0]
+    row = res.table.query("layer == 1 and objective == 'wellposed' and init == 'warm' and basis == 'coord' "
                              "and `lambda` == 0.01").iloc[0]
     assert h["z_size"] == row["z_size"] == 3 and h["z_rule"] == "bimodal"
     assert h["heldout_verdict"] == "problems, not languages" and "BIC gain > 10" in h["criteria"]
-    assert "Headline |Z|" in (tmp_path / "s.md").read_text()
+    assert "Headline |Z|" in summary_markdown(res.table, 1, "planted", res.collapse, res.headline)
     bad = held.assign(objective="seed", init="cold", **{"lambda": 0.5})
-    with pytest.raises(Exception):
-        ard_headline(res["table"], bad, 1, "planted")
+    with pytest.raises(ZhuntError, match="is not in the ARD grid"):
+        ard_headline(res.table, bad, 1, "planted")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from zhunt.errors import ZhuntError
 from zhunt.experiments import behaviour as B
 from zhunt.stages.behaviour import run_behaviour
 
@@ -48,6 +49,30 @@ def test_summary_paired_comparison():
     assert pd.isna(s.loc["en", "band"])
 
 
+def test_paired_comparison_needs_every_problem_in_both_languages():
+    """The zh-en comparison pairs by problem (zhunt.data.pairing): a problem without its en record is an
+    error naming it, not a smaller N."""
+    rec = records([1, 0, 1, 1], [1, 1, 1, 0])
+    rec = rec[~((rec["id"] == "p2") & (rec["lang"] == "en"))]
+    with pytest.raises(ZhuntError, match=r"^prompts\.tsv: problem 'p2' has a 'zh' prompt but no 'en' prompt"):
+        B.summarize_behaviour(rec, ["en", "zh"], where="prompts.tsv")
+    # the pairing is by id, not by row order: shuffled records give the same comparison
+    full = records([1, 0, 1, 1, 0], [1, 1, 1, 0, 1])
+    a = B.summarize_behaviour(full, ["en", "zh"]).set_index("lang")
+    b = B.summarize_behaviour(full.sample(frac=1, random_state=3), ["en", "zh"]).set_index("lang")
+    assert a.loc["zh", "n_paired"] == 5 and a.loc["zh", "diff_vs_en"] == 1
+    assert (a.loc["zh", ["n_only_lang", "n_only_en"]].tolist() == b.loc["zh", ["n_only_lang", "n_only_en"]].tolist()
+            == [2, 1])
+    assert a.loc["zh", "mcnemar_p"] == b.loc["zh", "mcnemar_p"] == pytest.approx(1.0)
+
+
+def test_step_distances_need_both_languages():
+    long = pd.DataFrame({"id": ["a", "a", "b"], "lang": ["en", "zh", "zh"]})
+    gens = [{"states": {B.STEP_INPUT: np.zeros((2, 3)), B.STEP_OUTPUT: np.ones((2, 3))}}] * 3
+    with pytest.raises(ZhuntError, match=r"problem 'b' has a 'zh' prompt but no 'en' prompt"):
+        B.step_distances(long, gens, where="prompts.tsv")
+
+
 def test_step_distances():
     long = pd.DataFrame({"id": ["a", "a", "b", "b"], "lang": ["en", "zh", "en", "zh"]})
     rng = np.random.default_rng(0)
@@ -63,7 +88,8 @@ def test_step_distances():
                                rtol=1e-12)
     assert list(df.columns) == ["problem", "step", "y", "y_output", "T_zh", "T_en"]
     assert df["T_zh"].iloc[0] == 5 and df["T_en"].iloc[0] == 3
-    assert list(B.step_distances(long.iloc[:1], gens[:1]).columns) == list(df.columns)  # no pair: empty
+    with pytest.raises(ZhuntError, match="language 'zh' has no prompts"):  # no pair: an error, not an empty table
+        B.step_distances(long.iloc[:1], gens[:1])
 
 
 @pytest.fixture(scope="module")

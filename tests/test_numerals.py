@@ -87,20 +87,22 @@ def planted(tmp_path_factory):
     return _write_planted(tmp_path_factory.mktemp("digits"))
 
 
-def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
-    from zhunt.activations.zspace import run_phase2
+def _phase2(tmp, **kw):
+    from test_zspace import measure
+    from zhunt.activations.zspace import phase2
 
-    tmp = planted
-    res = run_phase2(tmp / "acts.h5", {1: tmp / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
-                     poolings=("mean",), n_random=20, numeral_ids=NUMERALS, out_tsv=tmp / "p.tsv",
-                     out_md=tmp / "p.md", summary_tsv=tmp / "ps.tsv", summary_md=tmp / "ps.md",
-                     fig_stem=tmp / "pf", digit_tsv=tmp / "digits.tsv")
-    t = res["table"].set_index(["site", "tokens"])
+    return measure(phase2, tmp / "acts.h5", {1: tmp / "L1.h5"}, [1], [4], kinds=("multihead",), n_random=20,
+                   **kw)
+
+
+def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
+    res = _phase2(planted, poolings=("mean",), numeral_ids=NUMERALS, model_name="planted")
+    t = res.table.set_index(["site", "tokens"])
     # normal pooling: the shared numerals make the same problem close across languages
     assert t.loc[("input", "all"), "ratio_full"] < 0.8
     # numeral-free pooling: no same-problem closeness is left (ratio ~ 1 or above: wording and language only)
     assert t.loc[("input", "no_numerals"), "ratio_full"] > 0.95
-    dg = pd.read_csv(tmp / "digits.tsv", sep="\t").set_index("measure")
+    dg = res.digit.set_index("measure")
     full = dg.loc["separation_full"]
     assert full["value"] > 0.2 and full["value_no_numerals"] < 0.05
     # nothing is computed here, so the embedding reproduces the whole signal ...
@@ -111,70 +113,52 @@ def test_phase2_numeral_free_pooling_removes_planted_confound(planted):
     assert {"site", "hidden_index", "layer", "k", "kind", "pooling"} <= set(dg.columns)
 
 
-def test_nn_retrieval_numeral_free_pooling_removes_planted_confound(planted, tmp_path):
-    from test_theory import theory_outputs
-    from zhunt.activations.theory import run_theory
+def test_nn_retrieval_numeral_free_pooling_removes_planted_confound(planted):
+    from test_theory import theory_of
 
-    res = run_theory(planted / "acts.h5", "planted", theory_outputs(tmp_path, tmp_path / "fig"), pca_dim=4, n_folds=2,
-                     layers=[1], numeral_ids=NUMERALS, digit_tsv=tmp_path / "digits.tsv")
-    nn = pd.read_csv(tmp_path / "nn_retrieval.tsv", sep="\t")
+    res = theory_of(planted / "acts.h5", numeral_ids=NUMERALS, pca_dim=4, n_folds=2, layers=[1],
+                    model_name="planted")
+    nn = res.tables["nn"]
     h = nn[(nn["space"] == "h") & (nn["src_lang"] == "zh") & (nn["tgt_lang"] == "en") & (nn["j"] == 1)]
     acc = h.set_index("tokens")["accuracy"]
     assert acc["all"] >= 0.5             # shared numerals: retrieval far above chance (1/20)
     assert acc["no_numerals"] <= 0.25    # chance is 1/20; nothing but numerals carried identity
-    dg = pd.read_csv(tmp_path / "digits.tsv", sep="\t")
+    dg = res.digit
     assert len(dg) == 2 and set(dg["src_lang"]) == {"zh", "en"} and (dg["hidden_index"] == 1).all()
     assert (dg["value"] > 0.4).all() and (dg["frac_both"] < 0.25).all()
     assert_allclose(dg["chance"], 1 / N)
-    assert res["digit"].shape[0] == 2
 
 
-def test_digit_tables_need_numeral_ids(planted, tmp_path):
-    from zhunt.errors import ZhuntError
-    from zhunt.activations.zspace import run_phase2
+def test_digit_tables_need_numeral_ids(planted):
+    """Without numeral-free states there is nothing to compare: both digit tables are empty."""
+    from test_theory import theory_of
 
-    with pytest.raises(ZhuntError, match="needs numeral_ids"):
-        run_phase2(planted / "acts.h5", {1: planted / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
-                   n_random=20, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
-                   summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
-                   digit_tsv=tmp_path / "d.tsv")
+    assert _phase2(planted).digit.empty
+    assert theory_of(planted / "acts.h5", pca_dim=4, n_folds=2, layers=[1]).digit.empty
 
 
 def test_one_template_without_numerals_is_no_signal(tmp_path):
     """A one-template prompt set without noise: numeral-free, every problem pools to the same vector
     (ratio 0/0 or inf); the stage still runs and reads that as no signal."""
-    from zhunt.activations.zspace import run_phase2
-
     _write_planted(tmp_path, template=True)
-    res = run_phase2(tmp_path / "acts.h5", {1: tmp_path / "L1.h5"}, "planted", [1], [4], kinds=("multihead",),
-                     n_random=20, numeral_ids=NUMERALS, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
-                     summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
-                     digit_tsv=tmp_path / "d.tsv")
-    d = pd.read_csv(tmp_path / "d.tsv", sep="\t")
+    res = _phase2(tmp_path, numeral_ids=NUMERALS)
+    d = res.digit
     mean = d[(d["pooling"] == "mean") & (d["measure"] == "separation_full")].iloc[0]
     assert mean["value"] > 0.2 and mean["value_no_numerals"] == 0 and mean["frac_both"] == 0
-    assert len(res["summary"]) > 0
+    # (input, embedding) x (all, no_numerals) x (mean, last), each: all, the kind, the (layer, kind)
+    assert len(res.summary) == 2 * 2 * 2 * 3
 
 
 def test_summary_reads_the_digit_tables(planted, tmp_path):
     """The summary states the surviving fraction per stage from the two digit-confound TSVs."""
-    import shutil
-
+    from zhunt.io import write_table
     from zhunt.report.summary import headline, measured, model_files
-    from test_theory import theory_outputs
-    from zhunt.activations.theory import run_theory
-    from zhunt.activations.zspace import run_phase2
+    from test_theory import theory_of
 
     base = tmp_path / "results" / "m"
-    (base / "zspace").mkdir(parents=True)
-    run_phase2(planted / "acts.h5", {1: planted / "L1.h5"}, "m", [1], [4], kinds=("multihead",), n_random=20,
-               numeral_ids=NUMERALS, out_tsv=tmp_path / "p.tsv", out_md=tmp_path / "p.md",
-               summary_tsv=tmp_path / "ps.tsv", summary_md=tmp_path / "ps.md", fig_stem=tmp_path / "pf",
-               digit_tsv=base / "zspace/digit_confound.tsv")
-    run_theory(planted / "acts.h5", "m", theory_outputs(tmp_path / "th", tmp_path / "fig"), pca_dim=4, n_folds=2, layers=[1],
-               numeral_ids=NUMERALS, digit_tsv=tmp_path / "th/digit_confound.tsv")
-    (base / "theory").mkdir()
-    shutil.copy(tmp_path / "th/digit_confound.tsv", base / "theory/digit_confound.tsv")
+    write_table(_phase2(planted, numeral_ids=NUMERALS, model_name="m").digit, base / "zspace/digit_confound.tsv")
+    write_table(theory_of(planted / "acts.h5", numeral_ids=NUMERALS, pca_dim=4, n_folds=2, layers=[1],
+                          model_name="m").digit, base / "theory/digit_confound.tsv")
     text = measured("digit_confound", "m", tmp_path / "results")
     assert "Phase 2 advantage of Z" in text and "NN retrieval zh→en" in text and "surviving both controls" in text
     h = headline(model_files(tmp_path / "results", "m"), "m")

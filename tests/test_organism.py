@@ -177,7 +177,7 @@ def test_tiny_training_is_deterministic_and_reloads(tiny_organism, tmp_path):
 
 
 def test_training_report_stage(tmp_path, monkeypatch):
-    """run_train_organism writes the curve, the Markdown and the PNG at the rule's output paths."""
+    """run_train_organism writes the curve, the accuracy, the Markdown and the PNG at the rule's output paths."""
     from zhunt.stages.models import run_train_organism
 
     report = {
@@ -196,12 +196,16 @@ def test_training_report_stage(tmp_path, monkeypatch):
         return report
 
     monkeypatch.setattr(organism, "train_organism", fake_train)
-    outputs = {"model": str(tmp_path / "m"), "loss": str(tmp_path / "loss.tsv"),
+    outputs = {"model": str(tmp_path / "m"), "loss": str(tmp_path / "loss.tsv"), "accuracy": str(tmp_path / "acc.tsv"),
                "report": str(tmp_path / "r" / "report.md"), "figure": str(tmp_path / "loss.png")}
     run_train_organism({}, {"train": {"steps": 3}}, outputs, wildcards={"model": "o"}, threads=2)
     assert seen == {"out_dir": tmp_path / "m", "threads": 2, "steps": 3}
     rows = list(csv.DictReader(open(outputs["loss"], encoding="utf-8"), delimiter="\t"))
     assert [(int(r["step"]), float(r["loss"])) for r in rows] == report["loss_curve"]
+    acc = [(r["lang"], r["op"], float(r["exact_match"]))
+           for r in csv.DictReader(open(outputs["accuracy"], encoding="utf-8"), delimiter="\t")]
+    assert acc == [("en", "all", 0.97), ("zh", "all", 0.955), ("en", "minus", 0.98), ("en", "plus", 0.96),
+                   ("zh", "minus", 0.96), ("zh", "plus", 0.95)]
     text = open(outputs["report"], encoding="utf-8").read()
     assert "| en | 97.0% |" in text and "| zh | 95.5% |" in text
     assert "Wall time: 412.3 s (training 400.0 s)" in text and "| n_layers | 6 |" in text

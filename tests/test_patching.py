@@ -378,6 +378,7 @@ def test_run_patching_stage(tiny, tmp_path):
     assert list(met["source"][:2]) == ["same", "donor"]
     assert (met.loc[0, ["layer", "k", "alignment", "direction", "source"]].tolist()
             == [1, 4, "mean", "en<-zh", "same"])  # the primary configuration comes first
+    assert met["primary"].tolist() == [True, True] + [False] * 14  # ... and is flagged, once per source
     rec = pd.read_csv(out / "records.tsv", sep="\t")
     assert len(rec) == 2 * 8 * 6 * (4 + 2)
     assert set(rec["condition"]) == {"none", "z", "zperp", "full", "random"}
@@ -401,7 +402,8 @@ def test_run_patching_stage(tiny, tmp_path):
     keys = ["layer", "k", "alignment", "direction", "source"]
     for (_, m), (key, g) in zip(met.iterrows(), rec.groupby(keys, sort=False)):
         assert [m[c] for c in keys] == list(key)
-        assert P.config_result(g.reset_index(drop=True), dict(zip(keys, key)))["verdict"] == m["verdict"], key
+        cfg = {**dict(zip(keys, key)), "primary": m["primary"]}
+        assert P.config_result(g.reset_index(drop=True), cfg)["verdict"] == m["verdict"], key
     text = (out / "verdict.md").read_text()
     assert "Overall" in text and "double dissociation =" in text
     assert "Corrected design" in text and "Z carries the problem" in text and "80%" in text

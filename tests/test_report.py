@@ -25,6 +25,7 @@ def _metrics(n_problems=20, layers=(3, 4), alignments=("mean", "ot"), verdicts=N
                 for source in ("same", "donor"):
                     rows.append(dict(
                         source=source, layer=layer, k=k, alignment=alignment, direction="en<-zh",
+                        primary=(layer, k, alignment) == (layers[0], 16, alignments[0]),
                         n_problems=n_problems, z_answer_change=0.4, zperp_answer_change=0.1,
                         z_language_preservation=0.9, zperp_language_disruption=0.6, random_answer_change=0.05,
                         verdict=(verdicts or {}).get(layer, "partial success")))
@@ -218,3 +219,26 @@ def test_summary_reads_the_interchange_verdict_the_gather_gives(tmp_path):
         assert judge_interchange(t, "primary")["verdict"] == want
         assert _interchange({"subspaces": path})[1]["verdict"] == want
         assert MEASURES["patching_interchange"]({"subspaces": path}, None).split("): ")[1].startswith(want + ";")
+
+
+def test_measures_read_verdicts_and_accuracy_from_tsvs(tmp_path):
+    """The families / QK verdicts and the organism's accuracy come from their TSVs, not from Markdown."""
+    from zhunt.report.summary import measured
+
+    base = tmp_path / "results" / "m"
+    (base / "structure").mkdir(parents=True)
+    (base / "organism").mkdir()
+    pd.DataFrame([{"family": f, "verdict": "neither"} for f in ("attn_qk", "ffn")]).to_csv(
+        base / "structure/families_verdict.tsv", sep="\t", index=False)
+    pd.DataFrame([{"verdict": "WEAK", "mean_cos_to_anchor_excl": 0.123456, "mean_cos_to_anchor_incl": 0.3}]).to_csv(
+        base / "structure/qk_verdict.tsv", sep="\t", index=False)
+    pd.DataFrame({"lang": ["en", "zh", "en"], "op": ["all", "all", "plus"], "exact_match": [0.97, 0.955, 0.5]}).to_csv(
+        base / "organism/training_accuracy.tsv", sep="\t", index=False)
+    root = tmp_path / "results"
+    assert measured("families", "m", root) == "verdict: neither"
+    assert measured("qk", "m", root) == "verdict: WEAK; mean operator cosine to the anchor (anchor excluded) +0.1235"
+    assert measured("training", "m", root) == "held-out exact match en 97.0%, zh 95.5%"
+    (base / "structure/families_verdict.md").write_text("**Verdict: training-artifact**\n")  # never read
+    assert measured("families", "m", root) == "verdict: neither"
+    pd.DataFrame({"family": ["x"]}).to_csv(base / "structure/families_verdict.tsv", sep="\t", index=False)
+    assert measured("families", "m", root).startswith("not available: ") and "no verdict" in measured("families", "m", root)

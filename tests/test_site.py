@@ -126,15 +126,14 @@ def reads(monkeypatch):
 
 @pytest.mark.parametrize("site", SITES)
 def test_phase2_reads_the_site(site_store, reads, site):
-    from zhunt.activations.zspace import PairDeltas, paired_pooled, run_phase2
+    from test_zspace import measure
+    from zhunt.activations.zspace import PairDeltas, paired_pooled, phase2
 
     tmp, store, masks = site_store
-    res = run_phase2(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], kinds=("multihead",), n_random=20,
-                     site=site, out_tsv=tmp / "p.tsv", out_md=tmp / "p.md", summary_tsv=tmp / "ps.tsv",
-                     summary_md=tmp / "ps.md", fig_stem=tmp / "pf")
+    res = measure(phase2, store, masks, [LAYER], [2], kinds=("multihead",), n_random=20, site=site)
     j = LAYER if site == "input" else LAYER + 1
     assert set(reads) == {j, 0}  # the site and the embedding reference, nothing else
-    t = res["table"]
+    t = res.table
     row = t[t["site"] == site]
     assert (row["hidden_index"] == j).all() and set(t["site"]) == {site, "embedding"}
     with ActivationStore(store) as st:
@@ -145,26 +144,26 @@ def test_phase2_reads_the_site(site_store, reads, site):
 
 
 def test_phase2_site_variant_rows(site_store):
-    from zhunt.activations.zspace import run_phase2
+    from test_zspace import measure
+    from zhunt.activations.zspace import phase2
 
     tmp, store, masks = site_store
-    t = run_phase2(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], kinds=("multihead",), n_random=20,
-                   site="input", site_variants=["output", "input"], out_tsv=tmp / "v.tsv", out_md=tmp / "v.md",
-                   summary_tsv=tmp / "vs.tsv", summary_md=tmp / "vs.md", fig_stem=tmp / "vf")["table"]
+    res = measure(phase2, store, masks, [LAYER], [2], kinds=("multihead",), n_random=20, site="input",
+                  site_variants=["output", "input"])
+    t = res.table
     assert list(dict.fromkeys(t["site"])) == ["input", "output", "embedding"]  # primary first
     by = t.set_index(["site", "pooling"])["ratio_full"]
     assert by[("input", "mean")] != by[("output", "mean")]
-    s = pd.read_csv(tmp / "vs.tsv", sep="\t")
-    assert list(dict.fromkeys(s["site"])) == ["input", "output", "embedding"]
+    assert list(dict.fromkeys(res.summary["site"])) == ["input", "output", "embedding"]
 
 
 @pytest.mark.parametrize("site", SITES)
 def test_datadriven_reads_the_site(site_store, reads, site):
-    from zhunt.activations.zspace import run_datadriven
+    from test_zspace import measure
+    from zhunt.activations.zspace import datadriven
 
     tmp, store, masks = site_store
-    t = run_datadriven(store, {LAYER: masks[LAYER]}, "m", [LAYER], [2], site=site, n_random=20,
-                       out_tsv=tmp / "d.tsv", out_md=tmp / "d.md", fig_stem=tmp / "df")["table"]
+    t = measure(datadriven, store, masks, [LAYER], [2], kinds=("multihead",), site=site, n_random=20)
     j = hidden_index(LAYER, site)
     assert set(reads) == {j} and (t["hidden_index"] == j).all() and (t["site"] == site).all()
 
@@ -206,7 +205,9 @@ def test_bridge_site_variants(site_store, reads):
 def test_ard_reads_the_site(site_store, reads):
     import h5py
 
-    from zhunt.activations.ard import TSV_COLUMNS, load_token_clouds, run_ard_layer
+    from zhunt.activations.ard import TSV_COLUMNS, ard_layer, load_token_clouds
+    from zhunt.stages.ard import write_run_file
+    from zhunt.weights.masks import read_mask
 
     tmp, store, masks = site_store
     with ActivationStore(store) as st:
@@ -217,11 +218,13 @@ def test_ard_reads_the_site(site_store, reads):
             tok = st.tokens(ids[0], "zh", hidden_index(LAYER, site))
             assert_allclose(clouds["zh"][0], tok[~st.token_mask(ids[0], "zh")])
     reads.clear()
-    res = run_ard_layer(store, masks[LAYER], "m", LAYER, [0.1], min_steps=1, max_steps=2, objectives=("wellposed",),
-                        inits=("cold",), bases=("coord",), k_warm=2, out_h5=tmp / "a.h5", out_tsv=tmp / "a.tsv",
-                        device="cpu", n_neg=2, site="input", site_variants=["output"])
+    with ActivationStore(store) as st:
+        res = ard_layer(st, read_mask(masks[LAYER], "multihead", 2), "m", LAYER, [0.1], min_steps=1, max_steps=2,
+                        objectives=("wellposed",), inits=("cold",), bases=("coord",), k_warm=2, device="cpu",
+                        n_neg=2, site="input", site_variants=["output"])
     assert set(reads) == {LAYER, LAYER + 1}
-    t = pd.read_csv(tmp / "a.tsv", sep="\t")
+    write_run_file(tmp / "a.h5", res)
+    t = res.table
     assert list(t.columns) == ["site", "hidden_index"] + TSV_COLUMNS
     assert t[["site", "hidden_index"]].values.tolist() == [["input", LAYER], ["output", LAYER + 1]]
     with h5py.File(tmp / "a.h5", "r") as f:
@@ -229,18 +232,19 @@ def test_ard_reads_the_site(site_store, reads):
         assert f["sites/output"].attrs["hidden_index"] == LAYER + 1
         assert "wellposed/coord/cold/lambda0.1/log_lengthscale" in f
         assert "sites/output/wellposed/coord/cold/lambda0.1/log_lengthscale" in f
-    assert len(res["table"]) == 2
+    assert len(res.table) == 2
 
 
 def test_decomposition_names_the_basis_site(site_store):
-    from zhunt.activations.decomposition import run_decomposition
+    from zhunt.activations.decomposition import decomposition
+    from zhunt.weights.masks import mask_layer, read_mask
 
     tmp, store, masks = site_store
     R = {}
     for site in SITES:
-        run_decomposition(store, masks[LAYER], "m", [2], n_random=5, site=site, out_tsv=tmp / f"R{site}.tsv",
-                          out_md=tmp / f"R{site}.md", fig_stem=tmp / f"Rf{site}")
-        R[site] = pd.read_csv(tmp / f"R{site}.tsv", sep="\t")
+        with ActivationStore(store) as st:
+            R[site] = decomposition(st, {2: read_mask(masks[LAYER], "multihead", 2)}, mask_layer(masks[LAYER]),
+                                    n_random=5, site=site)
         assert (R[site]["site"] == site).all() and (R[site]["basis_layer"] == LAYER).all()
         assert (R[site]["hidden_index"] == hidden_index(LAYER, site)).all()
     # layer updates h[l+1] - h[l] do not depend on the site
@@ -248,17 +252,16 @@ def test_decomposition_names_the_basis_site(site_store):
 
 
 def test_theory_layer_labels_follow_the_site(site_store, tmp_path):
-    from test_theory import theory_outputs
-    from zhunt.activations.theory import run_theory, site_layer
+    from test_theory import theory_of
+    from zhunt.activations.theory import site_layer
 
     assert site_layer([0, 1, 3], "input", 3).tolist() == [0, 1, pd.NA]
     assert site_layer([0, 1, 3], "output", 3).tolist() == [pd.NA, 0, 2]
     _, store, _ = site_store
     for site in SITES:
-        out = tmp_path / site
-        run_theory(store, "m", theory_outputs(out, out / "fig"), pca_dim=2, n_folds=2, site=site)
-        for name in ("snr", "nn_retrieval", "crossmap"):
-            t = pd.read_csv(out / f"{name}.tsv", sep="\t")
+        tables = theory_of(store, pca_dim=2, n_folds=2, site=site).tables
+        for name in ("snr", "nn", "crossmap"):
+            t = tables[name]
             assert (t["site"] == site).all() and (t["hidden_index"] == t["j"]).all()
             lay = t["layer"].dropna().astype(int)
             jj = t.loc[lay.index, "j"]

@@ -17,11 +17,10 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from zhunt.weights.masks import head_factors, kernel_gram, top_right_singular
+from zhunt.weights.masks import head_factors, head_kernel_spectra, kernel_gram, top_right_singular, z_masks
 from zhunt.weights.structure import (MATRIX_NAMES, across_layers, adjacent_similarity, analyze_model, depth_trend,
-                             energy_fraction, grassmann_matrix, grassmann_per_head, head_kernel_spectra,
-                             layer_structure, predict_bottleneck, segment_phases,
-                             singular_values)
+                                     energy_fraction, grassmann_matrix, grassmann_per_head, layer_structure,
+                                     predict_bottleneck, segment_phases, singular_values)
 from zhunt.stages.weights import run_structure
 from zhunt.subspace import effective_rank, grassmann_similarity, random_subspace
 
@@ -82,9 +81,13 @@ def test_head_kernels_brute_force(qk_norm):
         assert_allclose(effective_rank(sigma[h]), effective_rank(s_ref), rtol=RTOL)
         assert_allclose(V[h] @ V[h].T, np.eye(5), atol=1e-10)
         assert grassmann_similarity(V[h], V_ref) > SUB
-        # and the masks module's head-alone route (eigh of the d x d Gram) agrees
-        V_mask, _ = top_right_singular(kernel_gram(Q, K, [h]), 5)
-        assert grassmann_similarity(V[h], V_mask) > SUB
+        # the head-alone route through the d x d Gram gives the same subspace
+        V_gram, _ = top_right_singular(kernel_gram(Q, K, [h]), 5)
+        assert grassmann_similarity(V[h], V_gram) > SUB
+    # the head-0 Z-mask is this algorithm for h = 0 (one algorithm, bit for bit), its other singular values 0
+    m = z_masks(w, ks=[5], kinds=["head0"])["head0"]
+    assert np.array_equal(m["V"][5], V[0])
+    assert np.array_equal(m["sigma"][:8], sigma[0]) and not m["sigma"][8:].any()
 
 
 def test_head_subspace_k_above_head_dim():

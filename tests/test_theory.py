@@ -11,7 +11,7 @@ import pytest
 from zhunt.activations import alignment, cointegration, contributions, crossmap, garch, paired, snr, theory
 from zhunt.calibration.generators import adjusting_pair, iid_series, random_walks
 from zhunt.errors import ZhuntError
-from zhunt.data.store import StoreWriter
+from zhunt.data.store import ActivationStore, StoreWriter
 
 L, D, N, K_SHARED = 4, 24, 16, 6
 CATS = ["add", "sub", "mul", "div"]
@@ -27,6 +27,20 @@ def theory_outputs(out, fig):
     o.update({f"fig_{k}": [fig / f"{v}.pdf", fig / f"{v}.png"]
               for k, v in (("snr", "snr"), ("nn", "nn_accuracy"), ("gram", "contrib_gram"), ("crossmap", "crossmap"))})
     return o
+
+def load(path, **kw) -> "paired.PairedStates":
+    """:func:`paired.load_paired` of a store file."""
+    with ActivationStore(path) as st:
+        return paired.load_paired(st, **kw)
+
+
+def theory_of(store_path, numeral_ids=None, **kw):
+    """:func:`theory.theory` on a store file (its numeral-free states too when ``numeral_ids`` is given)."""
+    with ActivationStore(store_path) as st:
+        P = paired.load_paired(st)
+        P_nonum = paired.load_paired(st, exclude_ids=numeral_ids) if numeral_ids is not None else None
+    return theory.theory(P, P_nonum, **kw)
+
 
 def planted_states(langs=("en", "zh"), seed=0, same=False):
     """Pooled-state-like array (K, L+1, N, D) with a planted structure.
@@ -88,7 +102,7 @@ def planted(tmp_path_factory):
 # --------------------------------------------------------------------------- loading / errors
 def test_load_paired_matches_planted(planted):
     path, H, langs = planted
-    P = paired.load_paired(path)
+    P = load(path)
     assert P.langs == list(langs) and P.problems == [f"p{i:02d}" for i in range(N)]
     assert P.H.shape == (3, L + 1, N, D)
     np.testing.assert_allclose(P.H, H, rtol=1e-5, atol=1e-4)  # special row excluded from the mean
@@ -99,7 +113,7 @@ def test_load_paired_matches_planted(planted):
 def test_missing_language_is_one_line_error(tmp_path):
     path = write_store(tmp_path / "m.h5", planted_states(), drop=(3, "zh"))
     with pytest.raises(ZhuntError) as e:
-        paired.load_paired(path)
+        load(path)
     msg = str(e.value)
     assert "\n" not in msg and "p03" in msg and "zh" in msg
 
@@ -120,16 +134,16 @@ def test_empty_store_is_one_line_error(tmp_path):
         ix.create_dataset("token_ids", shape=(0,), dtype=np.int32)
         ix.create_dataset("special", shape=(0,), dtype=bool)
     with pytest.raises(ZhuntError) as e:
-        paired.load_paired(path)
+        load(path)
     assert "\n" not in str(e.value) and "no prompts" in str(e.value)
-    with pytest.raises(ZhuntError):
-        theory.run_theory(tmp_path / "missing.h5", "m", theory_outputs(tmp_path / "o", tmp_path / "f"))
+    with pytest.raises(ZhuntError, match="missing.h5"):
+        run_theory_stage(tmp_path / "missing.h5", tmp_path / "o", tmp_path / "f")
 
 
 def test_single_language_is_error(tmp_path):
     path = write_store(tmp_path / "one.h5", planted_states(("en",)), langs=("en",))
     with pytest.raises(ZhuntError, match="at least 2 languages"):
-        paired.load_paired(path)
+        load(path)
 
 
 # --------------------------------------------------------------------------- SNR / Theorem 2
@@ -272,7 +286,7 @@ def test_procrustes_recovers_rotated_copy():
 
 def test_crossmap_table_matches_single_calls(planted):
     path, H, langs = planted
-    P = paired.load_paired(path)
+    P = load(path)
     cm = crossmap.crossmap_table(P, pca_dim=5, n_folds=4, seed=1)
     assert len(cm) == (L + 1) * 6
     one = crossmap.crossmap_heldout(P.states("zh")[2], P.states("en")[2], pca_dim=5, n_folds=4, seed=1)
@@ -360,50 +374,66 @@ def test_garch_model_verdict_without_fits_is_not_measured():
     assert garch.garch_model_verdict(labels)["n_fitted"] == 3
 
 
-def test_step_delta_norms_and_run_garch(tmp_path):
+def test_garch_table_and_stage(tmp_path):
     rng = np.random.default_rng(9)
-    a = {"p1": rng.standard_normal((5, 3)), "p2": rng.standard_normal((4, 3))}
-    b = {"p1": rng.standard_normal((6, 3)), "p3": rng.standard_normal((4, 3))}
-    df = garch.step_delta_norms(a, b)
-    assert list(df["problem"].unique()) == ["p1"] and len(df) == 5
-    assert df["y"][2] == pytest.approx(np.sum((a["p1"][2] - b["p1"][2]) ** 2))
     rows = []
     for i, beta in enumerate([0.85, 0.8]):
         y = garch.simulate_garch(800, alpha=0.1, beta=beta, seed=i)
         rows.append(pd.DataFrame({"problem": f"q{i}", "step": np.arange(len(y))[::-1], "y": y[::-1],
                                   "y_output": rng.standard_normal(len(y))}))
     rows.append(pd.DataFrame({"problem": "short", "step": range(5), "y": np.ones(5), "y_output": np.ones(5)}))
-    tsv = tmp_path / "steps.tsv"
-    pd.concat(rows).to_csv(tsv, sep="\t", index=False)
-    out = garch.run_garch(tsv, tmp_path / "g.tsv", tmp_path / "g.md", tmp_path / "fig" / "garch")
-    assert out["n_series"] == 3 and out["n_fitted"] == 2
-    assert out["model"]["n_clustered"] == 2 and out["model_output"]["n_clustered"] == 0
-    assert (tmp_path / "fig" / "garch.png").exists() and "Rule: clustered" in (tmp_path / "g.md").read_text()
-    t = pd.read_csv(tmp_path / "g.tsv", sep="\t").set_index("problem")
+    steps = pd.concat(rows)
+    out = garch.garch_table(steps)
+    assert len(out) == 3 and int((out["status"] == "ok").sum()) == 2
+    assert garch.garch_model_verdict(out["verdict"])["n_clustered"] == 2
+    assert garch.garch_model_verdict(out["output_verdict"])["n_clustered"] == 0
+    t = out.set_index("problem")
     assert t.loc["short", "status"].startswith("too short") and t.loc["short", "verdict"] == "not fitted"
     assert list(t.loc[["q0", "q1"], "verdict"]) == ["clustered"] * 2
     assert list(t.loc[["q0", "q1"], "output_verdict"]) == ["not clustered"] * 2
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("a\tb\n1\t2\n")
-    with pytest.raises(ZhuntError, match="needs columns"):
-        garch.run_garch(bad, tmp_path / "x.tsv", tmp_path / "x.md", tmp_path / "x")
-    # the rule's stage: the same table at the paths the rule names
+    # the rule's stage: the table, its Markdown and the figure at the paths the rule names
     from zhunt.stages.theory import run_garch as stage
 
+    tsv = tmp_path / "steps.tsv"
+    steps.to_csv(tsv, sep="\t", index=False)
     outs = {"table": [tmp_path / "s" / "garch.tsv", tmp_path / "s" / "garch.md"],
             "fig": [tmp_path / "s" / "beta.pdf", tmp_path / "s" / "beta.png"]}
     stage({"steps": str(tsv)}, {}, outs, wildcards={"model": "m"})
-    assert (tmp_path / "s" / "garch.tsv").read_bytes() == (tmp_path / "g.tsv").read_bytes()
-    assert (tmp_path / "s" / "garch.md").read_bytes() == (tmp_path / "g.md").read_bytes()
+    back = pd.read_csv(tmp_path / "s" / "garch.tsv", sep="\t")
+    assert list(back["verdict"]) == list(out["verdict"]) and list(back["problem"]) == list(out["problem"])
+    assert "Rule: clustered" in (tmp_path / "s" / "garch.md").read_text()
     assert sorted(f.name for f in (tmp_path / "s").iterdir()) == ["beta.pdf", "beta.png", "garch.md", "garch.tsv"]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ZhuntError, match="needs columns"):
+        stage({"steps": str(bad)}, {}, {"table": [tmp_path / "x.tsv", tmp_path / "x.md"], "fig": outs["fig"]},
+              wildcards={"model": "m"})
+    assert not (tmp_path / "x.tsv").exists()
 
 
 # --------------------------------------------------------------------------- stage
+def run_theory_stage(store_path, out, fig, generations=None, **params):
+    """Rule ``theory`` through its stage (no tokenizer: no numeral ids, so no digit-confound rows)."""
+    from zhunt.stages import theory as stage
+
+    outputs = {**theory_outputs(out, fig), "digit": out / "digit_confound.tsv"}
+    params = {"nn_threshold": 0.9, "pca_dim": 5, "coint_components": 2, "site": "input", "layers": [], **params}
+    inputs = {"store": str(store_path), "model": "no-tokenizer", "generations": generations}
+    real = stage.store_numeral_ids
+    stage.store_numeral_ids = lambda model, store: np.zeros(0, dtype=np.int64)
+    try:
+        stage.run_theory(inputs, params, outputs, wildcards={"model": "planted"})
+    finally:
+        stage.store_numeral_ids = real
+    return outputs
+
+
 def test_run_theory_writes_everything(planted, tmp_path):
     path, H, langs = planted
-    gl = pd.Series(np.arange(N, dtype=float), index=[f"p{i:02d}" for i in range(N)])
-    res = theory.run_theory(path, "planted", theory_outputs(tmp_path / "out", tmp_path / "fig"), pca_dim=5,
-                            generation_lengths=gl, n_folds=4)
+    gl = tmp_path / "generations.tsv"
+    pd.DataFrame({"problem": [f"p{i:02d}" for i in range(N) for _ in range(2)],
+                  "gen_length": [float(i) for i in range(N) for _ in range(2)]}).to_csv(gl, sep="\t", index=False)
+    run_theory_stage(path, tmp_path / "out", tmp_path / "fig", generations=str(gl))
     out, fig = tmp_path / "out", tmp_path / "fig"
     for name in ("snr", "theory_summary", "nn_retrieval", "alignment_depth", "crossmap"):
         assert (out / f"{name}.tsv").exists() and (out / f"{name}.md").exists()
@@ -411,22 +441,21 @@ def test_run_theory_writes_everything(planted, tmp_path):
     for stem in ("snr", "nn_accuracy", "contrib_gram", "crossmap"):
         assert (fig / f"{stem}.pdf").exists() and (fig / f"{stem}.png").exists()
     assert not list(out.glob(".*")) and not list(fig.glob(".*"))  # no temp files left behind
-    s = res["summary"]
-    assert res["pair"] == ("zh", "en")
-    assert s["snr_monotone"] == 1.0 and s["snr_violations"] == 0
-    assert "generation_length" in pd.read_csv(out / "theory_summary.tsv", sep="\t").set_index(
-        "statistic").loc["L_star_length_spearman", "note"]
+    s = pd.read_csv(out / "theory_summary.tsv", sep="\t").set_index("statistic")
+    assert s.loc["snr_monotone", "value"] == 1.0 and s.loc["snr_violations", "value"] == 0
+    assert "generation_length" in s.loc["L_star_length_spearman", "note"]
     snr_t = pd.read_csv(out / "snr.tsv", sep="\t")
-    assert set(snr_t["pair"]) == {"zh-en", "en-es", "zh-es"}
+    assert snr_t["pair"].iloc[0] == "zh-en" and set(snr_t["pair"]) == {"zh-en", "en-es", "zh-es"}
     gram = pd.read_csv(out / "contrib_gram.tsv", sep="\t")
     assert len(gram) == L * L
     ad = pd.read_csv(out / "alignment_depth.tsv", sep="\t")
     assert set(ad["kind"]) == {"language", "problem", "category"}
     co = pd.read_csv(out / "cointegration.tsv", sep="\t")
     assert len(co) == N
-    assert "depth is not time" in res["cointegration_caption"] or "not time" in res["cointegration_caption"]
-    with pytest.raises(ZhuntError):
-        theory.run_theory(path, "planted", theory_outputs(tmp_path / "o2", tmp_path / "f2"), nn_threshold=1.5)
+    assert "not time" in cointegration.COINTEGRATION_CAPTION
+    with pytest.raises(ZhuntError, match="theory.nn_threshold"):
+        run_theory_stage(path, tmp_path / "o2", tmp_path / "f2", nn_threshold=1.5)
+    assert not (tmp_path / "o2").exists()
 
 
 # --------------------------------------------------------------------------- verdict calibration

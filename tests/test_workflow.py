@@ -58,10 +58,13 @@ def test_outputs_open_with_right_shapes(workdir):
                     V = f[kind][f"k{k}"][()]
                     assert V.shape == (k, train["hidden_size"])
                     np.testing.assert_allclose(V @ V.T, np.eye(k), atol=1e-8)
-    report = (workdir / "results/organism-tiny/organism/training_report.md").read_text()
-    assert "en" in report and "zh" in report
-
     import pandas as pd
+
+    report = (workdir / "results/organism-tiny/organism/training_report.md").read_text()
+    assert "| en |" in report and "| zh |" in report
+    acc = pd.read_csv(workdir / "results/organism-tiny/organism/training_accuracy.tsv", sep="\t")
+    assert acc.loc[acc["op"] == "all", "lang"].tolist() == ["en", "zh"]
+    assert ((acc["exact_match"] >= 0) & (acc["exact_match"] <= 1)).all()
 
     structure = workdir / "results/organism-tiny/structure"
     erank = pd.read_csv(structure / "effective_rank.tsv", sep="\t")

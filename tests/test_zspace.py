@@ -20,11 +20,12 @@ import pytest
 from numpy.testing import assert_allclose
 
 from zhunt.errors import ZhuntError
-from zhunt.weights.masks import write_masks
+from zhunt.weights.masks import load_layer_masks, write_masks
 from zhunt.data.store import ActivationStore, StoreWriter
 from zhunt.subspace import grassmann_similarity, random_subspace
-from zhunt.activations.zspace import (PairDeltas, language_means, language_subspace, paired_pooled, percentile_of,
-                          phase2_ratio, random_baseline, run_datadriven, run_phase2, subspace_metrics)
+from zhunt.activations.zspace import (PairDeltas, datadriven, language_means, language_subspace, paired_pooled,
+                                      percentile_of, phase2, phase2_ratio, random_baseline, subspace_metrics)
+from zhunt.stages import zspace as stage
 
 D, L, K = 24, 3, 4
 LANGS = ("zh", "en", "es", "fr")
@@ -78,8 +79,35 @@ def planted(tmp_path_factory):
     return tmp, store, masks
 
 
-def outputs(tmp, tag):
-    return dict(out_tsv=tmp / f"{tag}.tsv", out_md=tmp / f"{tag}.md", fig_stem=tmp / f"{tag}_fig")
+def measure(fn, store_path, mask_paths, layers, ks, kinds=("multihead", "head0"), **kw):
+    """``fn`` (:func:`phase2` or :func:`datadriven`) on the open store with the masks of the sweep."""
+    with ActivationStore(store_path) as st:
+        masks = load_layer_masks(mask_paths, layers, kinds, ks, st.hidden_size)
+        return fn(st, masks, layers, ks, kinds=kinds, **kw)
+
+
+@pytest.fixture
+def no_numerals(monkeypatch):
+    """The stages' numeral ids without a tokenizer: none (the numeral-free rows equal the others)."""
+    monkeypatch.setattr(stage, "store_numeral_ids", lambda model, store: np.zeros(0, dtype=np.int64))
+
+
+def run_stage(rule, tmp, tag, store_path, mask_paths, layers=(1,), ks=(4,), kinds=("multihead", "head0"),
+              n_random=20):
+    """Rule ``phase2`` or ``datadriven_z`` through its stage, outputs ``{tmp}/{tag}*``."""
+    layers = list(layers)
+    inputs = {"store": str(store_path), "masks": [str(mask_paths[l]) for l in layers if l in mask_paths],
+              "model": "no-tokenizer"}
+    params = {"layers": layers, "ks": list(ks), "kinds": list(kinds), "n_random": n_random, "site": "input",
+              "site_variants": []}
+    outs = {"table": [tmp / f"{tag}.tsv", tmp / f"{tag}.md"], "fig": [tmp / f"{tag}_fig.pdf", tmp / f"{tag}_fig.png"]}
+    if rule == "phase2":
+        outs.update(summary=[tmp / f"{tag}s.tsv", tmp / f"{tag}s.md"], digit=tmp / f"{tag}_digit.tsv")
+        stage.run_phase2(inputs, params, outs, wildcards={"model": "planted"})
+    else:
+        outs.update(basis=tmp / f"{tag}_ms.h5")
+        stage.run_datadriven_z(inputs, params, outs, wildcards={"model": "planted"})
+    return outs
 
 
 # ------------------------------------------------------------------------------ definitions
@@ -134,14 +162,12 @@ def test_planted_Z_separates(planted):
             assert_allclose(random_baseline(Dl, K, n_random=200, seed=0)["ratio"], rb["ratio"])
 
 
-def test_run_phase2(planted):
+def test_phase2(planted):
     tmp, store_path, masks = planted
-    res = run_phase2(store_path, masks, "planted", [1, 2], [4, 8], n_random=100, seed=0,
-                     out_tsv=tmp / "p2.tsv", out_md=tmp / "p2.md", summary_tsv=tmp / "p2s.tsv",
-                     summary_md=tmp / "p2s.md", fig_stem=tmp / "p2fig")
-    full = res["table"]
+    res = measure(phase2, store_path, masks, [1, 2], [4, 8], n_random=100, seed=0)
+    full = res.table
     assert len(full) == 2 * 2 * 2 * 2 * 2  # (input site + embedding reference) x layers x k x kinds x poolings
-    assert set(full["tokens"]) == {"all"} and res["digit"].empty  # no numeral ids given
+    assert set(full["tokens"]) == {"all"} and res.digit.empty  # no numeral ids given
     assert_allclose(full.loc[full["site"] == "input", "hidden_index"], full.loc[full["site"] == "input", "layer"])
     assert (full.loc[full["site"] == "embedding", "hidden_index"] == 0).all()
     t = full[full["site"] == "input"]
@@ -157,7 +183,7 @@ def test_run_phase2(planted):
     assert (mh["E_lang_over_prob_side"] == "below").all()
     assert (t["E_lang_over_prob_rand_lo"] < 1).all() and (t["E_lang_over_prob_rand_hi"] > 1).all()
     assert_allclose(t["E_lang_chance"], t["k"] / D)
-    s = res["summary"]
+    s = res.summary
     s = s[s["site"] == "input"]
     top = s[(s["layer"] == "all") & (s["kind"] == "all")].set_index("pooling")
     assert set(top.index) == {"mean", "last"}
@@ -166,11 +192,20 @@ def test_run_phase2(planted):
     per = s[(s["layer"] != "all") & (s["kind"] == "multihead")]
     assert per["vanish_k"].isna().all()  # E_lang(Z) stays below random at every k of the sweep
     assert per["vanish_k_spec"].isna().all()
-    for f in ("p2.tsv", "p2.md", "p2s.tsv", "p2s.md", "p2fig.pdf", "p2fig.png"):
+
+
+def test_phase2_stage_writes_the_rule_outputs(planted, no_numerals):
+    tmp, store_path, masks = planted
+    outs = run_stage("phase2", tmp, "p2", store_path, masks, layers=(1, 2), ks=(4, 8))
+    for f in ("p2.tsv", "p2.md", "p2s.tsv", "p2s.md", "p2_fig.pdf", "p2_fig.png", "p2_digit.tsv"):
         assert (tmp / f).is_file()
     back = pd.read_csv(tmp / "p2.tsv", sep="\t")
-    assert len(back) == len(full)
+    # numeral-free rows (here: no numerals) next to every row of the plain sweep
+    assert len(back) == 2 * (2 * 2 * 2 * 2 * 2) and set(back["tokens"]) == {"all", "no_numerals"}
+    plain = measure(phase2, store_path, masks, [1, 2], [4, 8], n_random=20).table
+    assert_allclose(back[back["tokens"] == "all"]["ratio_Z"], plain["ratio_Z"], rtol=1e-5)
     assert "ratio_Z < ratio_Z⊥ in" in (tmp / "p2s.md").read_text()
+    assert sorted(outs) == ["digit", "fig", "summary", "table"]
 
 
 def test_language_subspace_recovers_planted(planted):
@@ -191,11 +226,9 @@ def test_language_subspace_recovers_planted(planted):
     assert_allclose(sub["M_s"] @ sub["M_s"].T, np.eye(2), atol=1e-12)
 
 
-def test_run_datadriven(planted):
+def test_datadriven(planted):
     tmp, store_path, masks = planted
-    res = run_datadriven(store_path, masks, "planted", [1, 2], [4, 8], kinds=("multihead", "head0"),
-                         seed=0, n_random=50, **outputs(tmp, "dd"))
-    t = res["table"]
+    t = measure(datadriven, store_path, masks, [1, 2], [4, 8], kinds=("multihead", "head0"), seed=0, n_random=50)
     assert len(t) == 2 * 2 * 2 * 2
     assert (t["site"] == "input").all() and (t["hidden_index"] == t["layer"]).all()
     assert (t["r"] == 3).all() and (t["n_languages"] == 4).all()
@@ -207,8 +240,16 @@ def test_run_datadriven(planted):
     assert ((t["cos_mean"] >= 0) & (t["cos_max"] <= 1 + 1e-12)).all()
     assert (t["cos_mean_rand_lo"] <= t["cos_mean_rand_hi"]).all()
     assert_allclose(t["lsar_vs_svd_similarity"], 1.0, atol=1e-9)
-    for f in ("dd.tsv", "dd.md", "dd_fig.pdf", "dd_fig.png"):
+
+
+def test_datadriven_stage_writes_the_rule_outputs(planted):
+    tmp, store_path, masks = planted
+    run_stage("datadriven_z", tmp, "dd", store_path, masks, layers=(1, 2), ks=(4, 8), n_random=50)
+    for f in ("dd.tsv", "dd.md", "dd_fig.pdf", "dd_fig.png", "dd_ms.h5"):
         assert (tmp / f).is_file()
+    back = pd.read_csv(tmp / "dd.tsv", sep="\t")
+    t = measure(datadriven, store_path, masks, [1, 2], [4, 8], kinds=("multihead",), n_random=50)
+    assert_allclose(back["ratio_Ms"], t["ratio_Ms"], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -216,19 +257,17 @@ WHERE = {"layers": "models.planted.study.phase2_layers", "ks": "models.planted.s
 
 
 def _p2(tmp, store, masks, layers=(1,), ks=(4,), **kw):
-    return run_phase2(store, masks, "planted", list(layers), list(ks), n_random=20,
-                      out_tsv=tmp / "e.tsv", out_md=tmp / "e.md", summary_tsv=tmp / "es.tsv",
-                      summary_md=tmp / "es.md", fig_stem=tmp / "efig", where=WHERE, **kw)
+    return run_stage("phase2", tmp, "e", store, masks, layers, ks, **kw)
 
 
-def test_bad_layer_and_k(planted):
+def test_bad_layer_and_k(planted, no_numerals):
     tmp, store_path, masks = planted
     with pytest.raises(ZhuntError, match=r"^models\.planted\.study\.phase2_layers: layer 3 is outside 0\.\.2"):
         _p2(tmp, store_path, {**masks, 3: masks[1]}, layers=(1, 3))
     with pytest.raises(ZhuntError, match=r"^models\.planted\.study\.phase2_k: k=24 must satisfy 0 < k < d=24"):
         _p2(tmp, store_path, masks, ks=(4, 24))
     with pytest.raises(ZhuntError, match=r"^models\.planted\.study\.phase2_k: k=24"):
-        run_datadriven(store_path, masks, "planted", [1], [24], where=WHERE, **outputs(tmp, "e2"))
+        run_stage("datadriven_z", tmp, "e2", store_path, masks, ks=(24,))
     with pytest.raises(ZhuntError, match="no Z-mask file given for layer 2"):
         _p2(tmp, store_path, {1: masks[1]}, layers=(1, 2))
     with pytest.raises(ZhuntError, match="mask file is for layer 2"):
@@ -240,7 +279,7 @@ def test_bad_layer_and_k(planted):
     assert not (tmp / "e.tsv").exists()
 
 
-def test_missing_language_and_empty(planted, tmp_path):
+def test_missing_language_and_empty(planted, tmp_path, no_numerals):
     _, _, masks = planted
     store = write_store(tmp_path / "gap.h5", n_problems=4, langs=("zh", "en"), drop=[("p02", "zh")])
     with pytest.raises(ZhuntError, match=r"gap\.h5: problem 'p02' has a 'en' prompt but no 'zh' prompt"):
@@ -252,10 +291,10 @@ def test_missing_language_and_empty(planted, tmp_path):
     with pytest.raises(ZhuntError, match="need at least 2 problems"):
         _p2(tmp_path, one, masks)
     with pytest.raises(ZhuntError, match="need at least 2 problems"):
-        run_datadriven(one, masks, "planted", [1], [4], **outputs(tmp_path, "dd"))
+        run_stage("datadriven_z", tmp_path, "dd", one, masks)
 
 
-def test_mask_width_mismatch(planted, tmp_path):
+def test_mask_width_mismatch(planted, tmp_path, no_numerals):
     _, store_path, _ = planted
     bad = tmp_path / "L1.h5"
     write_masks(bad, {"multihead": {"sigma": np.ones(D + 1), "V": {4: random_subspace(4, D + 1, 0)}}}, {"layer": 1})

@@ -12,6 +12,7 @@ rule train_organism:
             "training",
             "training loss",
         ),
+        accuracy="results/{model}/organism/training_accuracy.tsv",
         report=report_item(
             "results/{model}/organism/training_report.md",
             "organism",

@@ -61,8 +61,8 @@ def nn_retrieval_table(P: PairedStates) -> pd.DataFrame:
     -------
     DataFrame
         ``j`` (hidden index), ``layer`` (``j - 1``: the decoder layer whose
-        output / update it is; -1 = embeddings; :func:`run_theory` relabels it
-        by the site, :func:`site_layer`), ``src_lang``, ``tgt_lang``,
+        output / update it is; -1 = embeddings; :func:`zhunt.activations.theory.theory`
+        relabels it by the site, :func:`~zhunt.activations.theory.site_layer`), ``src_lang``, ``tgt_lang``,
         ``space`` (``h`` for ``j = 0..L``; ``update`` for ``j = 1..L``),
         ``accuracy``.
     """

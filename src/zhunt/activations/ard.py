@@ -97,8 +97,8 @@ Read-outs
 * The seed's count, ``#{j : ell_j < tau}`` with ``tau`` the median of the
   converged ``ell``, kept for comparison. The median of one run's own ``ell``
   gives ``d/2`` by construction, so ``tau`` is pooled: over the λ grid of one
-  objective, basis and init at the layer (:func:`run_ard_layer`,
-  ``n_active_median``), and over all layers as well (:func:`summarise_ard`,
+  objective, basis and init at the layer (:func:`ard_layer`,
+  ``n_active_median``), and over all layers as well (:func:`ard_summary`,
   ``z_size_median``); pooled, it still forces the mean count over the pooled
   runs to ``d/2``, so only differences between runs carry information. Inits
   are never pooled: the warm start's lengthscales sit on another scale.
@@ -107,7 +107,7 @@ Read-outs
 * Overlap with SVD-Z (:func:`svd_overlap`): the fraction of ARD's surviving
   axes that lie among the top-|Z| axes by ``z_j``; chance is ``|T|/d``, with a
   hypergeometric p-value.
-* Held-out test (:func:`run_heldout_test`, Liu et al. 2020 practice): fit
+* Held-out test (:func:`heldout_test`, Liu et al. 2020 practice): fit
   ``ell`` on half of the problems; on the other half run permutation
   two-sample tests with the learned kernel — language (zh_i vs en_i) and
   problem (i vs a partner j in the same language).
@@ -128,8 +128,6 @@ import torch
 from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
 from zhunt.progress import Progress
-from zhunt.io import atomic_path, write_table, write_text
-from zhunt.weights.masks import read_mask
 from zhunt.activations.mmd import CloudSet, permutation_mmd2, resolve_device
 from zhunt.stats import gmm_bimodality
 from zhunt.subspace import canonical_signs
@@ -160,13 +158,17 @@ __all__ = [
     "ard_headline",
     "svd_overlap",
     "growth_rate",
-    "run_ard_layer",
-    "summarise_ard",
+    "ArdLayer",
+    "ard_layer",
+    "ArdSummary",
+    "ard_summary",
     "summary_table",
     "seed_collapse",
     "middle_lambda",
-    "read_run_files",
-    "run_heldout_test",
+    "HeldoutTest",
+    "heldout_test",
+    "run_key",
+    "lam_id",
     "TSV_COLUMNS",
 ]
 
@@ -185,7 +187,7 @@ BIMODAL_ASHMAN_D = 2.0
 LOG10_ELL_OFF = 1.0
 #: Held-out tests (:func:`heldout_verdict`) reject at this level.
 HELDOUT_ALPHA = 0.05
-#: Columns of the per-layer TSV written by :func:`run_ard_layer` (one row per run).
+#: Columns of the per-layer table of :func:`ard_layer` (one row per run).
 TSV_COLUMNS = ["model", "layer", "lambda", "init", "objective", "basis", "steps", "converged", "mmd_lang",
                "mmd_problem", "penalty", "total", "n_active_median", "threshold_log10", "n_active_alt",
                "z_size", "z_rule",
@@ -653,7 +655,7 @@ def growth_rate(trajectory: np.ndarray, steps: np.ndarray, tail: float = 0.5, q:
     return float(np.polyfit(steps[sel], med[sel], 1)[0] * 100)
 
 
-def _lam_id(lam) -> float:
+def lam_id(lam) -> float:
     """λ as matched between HDF5 attributes and TSV text (6 significant digits, the TSV format)."""
     return float(f"{float(lam):.6g}")
 
@@ -674,11 +676,12 @@ def _lam_key(lam: float) -> str:
     return f"lambda{float(lam):g}"
 
 
-def _run_key(objective, basis, init, lam) -> str:
+def run_key(objective, basis, init, lam) -> str:
+    """HDF5 group of one run in an ARD run file: ``{objective}/{basis}/{init}/lambda{λ:g}``."""
     return f"{objective}/{basis}/{init}/{_lam_key(lam)}"
 
 
-# =========================================================================== stage: one layer
+# =========================================================================== one layer
 def _prepare_basis(store, layer, V_Z, basis, ids=None, seed=0, standardiser=None, site="input"):
     """Clouds in ``basis``, the standardiser and z-energy; returns (ids, zh, en, std, z, B)."""
     ids, clouds = load_token_clouds(store, layer, ("zh", "en"), ids, site=site)
@@ -717,49 +720,43 @@ def _check_grid(objectives, inits, bases, lambdas) -> list[float]:
 _PROVENANCE_KEYS = ("model_weights_sha256", "prompt_file_sha256", "template")
 
 
-def _write_run_file(out_h5, attrs: Mapping, by_site: Mapping, hidden: Mapping) -> None:
-    """Write the run file of :func:`run_ard_layer` atomically.
+@dataclass
+class ArdLayer:
+    """Exp. C at one layer (:func:`ard_layer`).
 
-    Layout: ``{objective}/{basis}/{init}/lambda{λ:g}/lengthscale`` (d,) (standardised units),
-    ``.../log_lengthscale`` (d,), ``.../trajectory`` (S, d) log ell, ``.../trajectory_steps`` (S,),
-    ``.../loss`` (steps,), attributes = final terms, steps, converged, seconds;
-    ``basis/{basis}/{z_energy, mean, std}`` with attribute ``sigma0``; root attributes ``attrs``
-    (model, layer, site, hidden_index, n_problems, d, k_warm, kind, lr, min/max_steps, gamma,
-    n_neg, contrast, ...) — all of the primary site (the first of ``by_site``); each variant
-    site's runs and bases in the same layout under ``sites/{site}/`` (attributes ``site``,
-    ``hidden_index``). ``by_site[site] = (runs, prep)``, ``hidden[site]`` its hidden index.
+    Attributes
+    ----------
+    table : DataFrame
+        One row per (site, run): ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
+    attrs : dict
+        The run's settings and the store's provenance (model, layer, site, hidden_index,
+        n_problems, d, k_warm, kind, lr, min/max_steps, gamma, n_neg, contrast, seed, warm_eps, ...),
+        of the primary site.
+    sites : dict
+        ``{site: (runs, prep, hidden_index)}``, the primary site first: ``runs`` a list of
+        ``{"objective", "basis", "init", "lam", "fit"}`` (:class:`ArdFit`), ``prep``
+        ``{basis: (Standardiser, z_energy)}``.
     """
-    import h5py
 
-    sites = list(by_site)
-    with atomic_path(out_h5, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, val in attrs.items():
-                f.attrs[key] = val
-            f.attrs["units"] = ("lengthscales in standardised units: u = (c - mean)/(std*sigma0), "
-                                "log ell = 0 is the median heuristic; c = h (coord) or [V_Z; V_Z_perp] h "
-                                "(rotated)")
-            for site_ in sites:
-                g0 = f if site_ == sites[0] else f.create_group(f"sites/{site_}")
-                g0.attrs["site"] = site_
-                g0.attrs["hidden_index"] = hidden[site_]
-                _write_runs(g0, *by_site[site_])
+    table: pd.DataFrame
+    attrs: dict
+    sites: dict
 
 
-def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, lr: float = 0.01,
-                  min_steps: int = 500, max_steps: int = 1000, objectives=("seed", "wellposed"),
-                  inits=("warm", "cold"), bases=("coord", "rotated"), k_warm: int = 50, out_h5=None,
-                  out_tsv=None, seed: int = 0, device=None, kind: str = "multihead", gamma: float = 1.0,
-                  n_neg: int | None = 16, contrast: str = "cross", site: str = "input",
-                  site_variants=()) -> dict:
+def ard_layer(store, V_Z: np.ndarray, model_name: str, layer: int, lambdas, lr: float = 0.01,
+              min_steps: int = 500, max_steps: int = 1000, objectives=("seed", "wellposed"),
+              inits=("warm", "cold"), bases=("coord", "rotated"), k_warm: int = 50, seed: int = 0, device=None,
+              kind: str = "multihead", gamma: float = 1.0, n_neg: int | None = 16, contrast: str = "cross",
+              site: str = "input", site_variants=()) -> ArdLayer:
     """Exp. C at one layer: the whole λ × init × objective × basis grid, at each site.
 
     Parameters
     ----------
-    store_path : path
-        Activation store (:class:`zhunt.data.store.ActivationStore`).
-    mask_path : path
-        Mask file of this layer (:func:`zhunt.weights.masks.read_mask`).
+    store : ActivationStore
+        The open activation store (:class:`zhunt.data.store.ActivationStore`).
+    V_Z : ndarray of shape (k_warm, d)
+        The layer's SVD mask (kind ``kind``, dimension ``k_warm``): the warm start, the rotated
+        basis and the overlap.
     model_name : str
     layer : int
         Decoder layer ``l``, read at ``hidden_index(l, site)``.
@@ -770,61 +767,43 @@ def run_ard_layer(store_path, mask_path, model_name: str, layer: int, lambdas, l
     objectives, inits, bases : sequences
         Subsets of :data:`OBJECTIVES`, :data:`INITS`, :data:`BASES`.
     k_warm : int
-        Dimension of the SVD mask used for the warm start, the rotated basis and the overlap.
+        Dimension of ``V_Z`` (recorded).
     seed : int
         Seeds the ``sigma0`` subsample, the contrast partners and torch.
     device, kind : str
-        Torch device (default CUDA when available); mask kind (``multihead`` or ``head0``).
+        Torch device (default CUDA when available); the mask kind (recorded).
     gamma, n_neg, contrast
         Well-posed objective settings (:class:`ArdProblem`).
     site, site_variants
         The primary site and extra sites (:mod:`zhunt.models.site`): the whole grid
-        runs at each, the TSV has one block of rows per site (``site``,
+        runs at each, the table has one block of rows per site (``site``,
         ``hidden_index`` columns; the median threshold is per site).
 
     Returns
     -------
-    dict
-        ``files``, ``table`` (the TSV as a DataFrame), ``seconds``.
-
-    Files written
-    -------------
-    Atomically; ``out_h5``: the run file (layout in :func:`_write_run_file`). ``out_tsv``: one row per
-    (site, run), columns ``site``, ``hidden_index`` then :data:`TSV_COLUMNS`.
+    ArdLayer
     """
-    from zhunt.data.store import ActivationStore
     from zhunt.models.site import check_site, hidden_index
 
     lambdas = _check_grid(objectives, inits, bases, lambdas)
-    t_start = time.perf_counter()
-    V_Z = read_mask(mask_path, kind, int(k_warm))
+    if V_Z.shape[1] != store.hidden_size:
+        raise ValueError(f"mask width {V_Z.shape[1]} != hidden size {store.hidden_size}")
     dev = resolve_device(device)
     sites = list(dict.fromkeys([check_site(site)] + [check_site(v) for v in site_variants]))
     by_site = {}
-    with ActivationStore(store_path) as store:
-        if V_Z.shape[1] != store.hidden_size:
-            raise ZhuntError(str(mask_path), f"mask width {V_Z.shape[1]} != hidden size {store.hidden_size}")
-        progress = Progress(len(sites) * len(bases) * len(objectives) * len(inits) * len(lambdas),
-                            f"L{layer} ARD run")
-        for site_ in sites:
-            by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps,
-                                       max_steps, seed, dev, gamma, n_neg, contrast, site_, progress)
-        n_problems, d = by_site[sites[0]][2], store.hidden_size
-        provenance = {key: store.attrs[key] for key in _PROVENANCE_KEYS if key in store.attrs}
+    progress = Progress(len(sites) * len(bases) * len(objectives) * len(inits) * len(lambdas), f"L{layer} ARD run")
+    for site_ in sites:
+        by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps,
+                                   seed, dev, gamma, n_neg, contrast, site_, progress)
+    n_problems, d = by_site[sites[0]][2], store.hidden_size
+    provenance = {key: store.attrs[key] for key in _PROVENANCE_KEYS if key in store.attrs}
     table = _grid_table(by_site, model_name, layer, n_problems, d, k_warm)
-    files = []
-    if out_h5 is not None:
-        attrs = dict(model=model_name, layer=int(layer), site=sites[0], hidden_index=hidden_index(int(layer), sites[0]),
-                     n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr, min_steps=int(min_steps),
-                     max_steps=int(max_steps), gamma=gamma, n_neg=-1 if n_neg is None else int(n_neg),
-                     contrast=contrast, seed=int(seed), warm_eps=WARM_EPS, **provenance)
-        _write_run_file(out_h5, attrs, {site_: by_site[site_][:2] for site_ in sites},
-                        {site_: hidden_index(int(layer), site_) for site_ in sites})
-        files.append(str(out_h5))
-    if out_tsv is not None:
-        write_table(table, out_tsv)
-        files.append(str(out_tsv))
-    return {"files": files, "table": table, "seconds": time.perf_counter() - t_start}
+    attrs = dict(model=model_name, layer=int(layer), site=sites[0], hidden_index=hidden_index(int(layer), sites[0]),
+                 n_problems=n_problems, d=d, k_warm=int(k_warm), kind=kind, lr=lr, min_steps=int(min_steps),
+                 max_steps=int(max_steps), gamma=gamma, n_neg=-1 if n_neg is None else int(n_neg),
+                 contrast=contrast, seed=int(seed), warm_eps=WARM_EPS, **provenance)
+    return ArdLayer(table=table, attrs=attrs,
+                    sites={s_: (*by_site[s_][:2], hidden_index(int(layer), s_)) for s_ in sites})
 
 
 def _grid_table(by_site: Mapping, model_name, layer, n_problems, d, k_warm) -> pd.DataFrame:
@@ -864,31 +843,6 @@ def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_step
     return runs, prep, len(ids)
 
 
-def _write_runs(f, runs, prep) -> None:
-    """One site's bases and runs into the HDF5 group ``f`` (layout in :func:`run_ard_layer`)."""
-    for basis, (std, z) in prep.items():
-        g = f.create_group(f"basis/{basis}")
-        g.create_dataset("z_energy", data=z)
-        g.create_dataset("mean", data=std.mean)
-        g.create_dataset("std", data=std.std)
-        g.attrs["sigma0"] = std.sigma0
-    for r in runs:
-        fit = r["fit"]
-        g = f.create_group(_run_key(r["objective"], r["basis"], r["init"], r["lam"]))
-        g.create_dataset("lengthscale", data=np.exp(fit.log_ell))
-        g.create_dataset("log_lengthscale", data=fit.log_ell)
-        g.create_dataset("init_log_lengthscale", data=fit.init_log_ell)
-        g.create_dataset("trajectory", data=fit.trajectory)
-        g.create_dataset("trajectory_steps", data=fit.trajectory_steps)
-        g.create_dataset("loss", data=fit.loss)
-        for k, v in fit.terms.items():
-            g.attrs[k] = v
-        g.attrs["steps"] = fit.steps
-        g.attrs["converged"] = fit.converged
-        g.attrs["seconds"] = fit.seconds
-        g.attrs["lambda"] = r["lam"]
-
-
 def _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm) -> list[dict]:
     """Per-run TSV rows; the median threshold is pooled over the λ of one objective, basis and init."""
     thresholds = {}
@@ -921,43 +875,9 @@ def _run_rows(runs, prep, model_name, layer, n_problems, d, k_warm) -> list[dict
     return rows
 
 
-# =========================================================================== stage: summary
-def read_run_files(h5_paths) -> dict:
-    """``{(layer, objective, basis, init, lam): {"log_ell", "trajectory", "steps", "z", "loss"}}`` from run files."""
-    out = {}
-    for path in h5_paths:
-        try:
-            out.update(_read_run(path))
-        except (OSError, KeyError) as exc:  # truncated, not HDF5, or missing datasets
-            raise ZhuntError(str(path), f"not a complete ARD run file ({' '.join(str(exc).split())})") from None
-    return out
-
-
-def _read_run(path) -> dict:
-    import h5py
-
-    from zhunt.io import check_provenance, expected_provenance
-
-    out = {}
-    with h5py.File(path, "r") as f:
-        check_provenance(path, f.attrs, expected_provenance("ard", path))
-        layer = int(f.attrs["layer"])
-        z = {b: f[f"basis/{b}/z_energy"][()] for b in f["basis"]} if "basis" in f else {}
-        for obj in OBJECTIVES:
-            if obj not in f:
-                continue
-            for basis in f[obj]:
-                for init in f[obj][basis]:
-                    for lk in f[obj][basis][init]:
-                        g = f[obj][basis][init][lk]
-                        out[(layer, obj, basis, init, _lam_id(g.attrs["lambda"]))] = dict(
-                            log_ell=g["log_lengthscale"][()], trajectory=g["trajectory"][()],
-                            steps=g["trajectory_steps"][()], z=z.get(basis), loss=g["loss"][()])
-    return out
-
-
+# =========================================================================== summary
 def heldout_verdict(p_language: float, p_problem: float, alpha: float = HELDOUT_ALPHA) -> str:
-    """Label of the held-out tests with the learned kernel (:func:`run_heldout_test`).
+    """Label of the held-out tests with the learned kernel (:func:`heldout_test`).
 
     ``"problems, not languages"`` (the language-agnostic Z the experiment looks
     for: p_problem < alpha <= p_language), ``"languages and problems"``,
@@ -982,9 +902,9 @@ def ard_headline(table: pd.DataFrame, heldout: pd.DataFrame, primary_layer: int,
     Parameters
     ----------
     table : DataFrame
-        :func:`summarise_ard`'s table (needs ``z_size``, ``z_rule``).
+        :func:`ard_summary`'s table (needs ``z_size``, ``z_rule``).
     heldout : DataFrame
-        :func:`run_heldout_test`'s table.
+        :func:`heldout_test`'s table.
 
     Returns
     -------
@@ -998,7 +918,7 @@ def ard_headline(table: pd.DataFrame, heldout: pd.DataFrame, primary_layer: int,
     layer = int(first["layer"]) if "layer" in heldout.columns else int(primary_layer)
     sel = table[(table["layer"] == layer) & (table["objective"] == first["objective"])
                 & (table["basis"] == first["basis"]) & (table["init"] == first["init"])
-                & (table["lambda"].map(_lam_id) == _lam_id(first["lambda"]))]
+                & (table["lambda"].map(lam_id) == lam_id(first["lambda"]))]
     if not len(sel):
         raise ZhuntError("ard_test", f"the held-out run ({first['objective']}/{first['basis']}/{first['init']}, "
                                      f"λ={first['lambda']:g}, layer {layer}) is not in the ARD grid")
@@ -1021,9 +941,10 @@ def summary_table(per: pd.DataFrame, runs: Mapping) -> pd.DataFrame:
     Parameters
     ----------
     per : DataFrame
-        The per-layer TSVs of :func:`run_ard_layer` (one site), concatenated.
+        The per-layer TSVs of :func:`ard_layer` (one site), concatenated.
     runs : mapping
-        ``{(layer, objective, basis, init, lambda): {"log_ell", "z", ...}}`` (:func:`read_run_files`).
+        ``{(layer, objective, basis, init, lambda): {"log_ell", "z", ...}}``
+        (:func:`zhunt.stages.ard.read_run_files`).
 
     Returns
     -------
@@ -1040,7 +961,7 @@ def summary_table(per: pd.DataFrame, runs: Mapping) -> pd.DataFrame:
     tau = {k: float(np.median(np.concatenate(v))) for k, v in pooled.items()}
     extra = []
     for _, row in per.iterrows():
-        key = (int(row["layer"]), row["objective"], row["basis"], row["init"], _lam_id(row["lambda"]))
+        key = (int(row["layer"]), row["objective"], row["basis"], row["init"], lam_id(row["lambda"]))
         r = runs.get(key)
         if r is None:
             extra.append(dict(z_size_median=math.nan, threshold_pooled_log10=math.nan,
@@ -1080,64 +1001,60 @@ def seed_collapse(table: pd.DataFrame) -> dict:
         max_steps=int(seed_rows["steps"].max()))
 
 
-def summarise_ard(tsv_paths, h5_paths, primary_layer: int, model_name: str, out_tsv, out_md, *, fig_size,
-                  fig_spectrum, fig_traj, heldout_tsv=None, out_headline=None, site: str | None = None) -> dict:
+@dataclass
+class ArdSummary:
+    """Exp. C over layers (:func:`ard_summary`).
+
+    Attributes
+    ----------
+    table : DataFrame
+        :func:`summary_table` of the primary site.
+    collapse : dict
+        :func:`seed_collapse` (``{}`` when the seed objective did not run).
+    headline : DataFrame or None
+        :func:`ard_headline` (``None`` without a held-out table).
+    """
+
+    table: pd.DataFrame
+    collapse: dict
+    headline: pd.DataFrame | None
+
+
+def ard_summary(per: pd.DataFrame, runs: Mapping, primary_layer: int, model_name: str,
+                heldout: pd.DataFrame | None = None, site: str | None = None) -> ArdSummary:
     """Exp. C summary over layers: |Z| vs layer, bimodality, SVD overlap, the seed objective's collapse.
 
     Parameters
     ----------
-    tsv_paths, h5_paths : sequences of path
-        Outputs of :func:`run_ard_layer`, one per layer.
+    per : DataFrame
+        The per-layer tables of :func:`ard_layer`, concatenated.
+    runs : mapping
+        ``{(layer, objective, basis, init, lambda): {"log_ell", "z", ...}}`` of the same runs
+        (the run files of the primary site, :func:`zhunt.stages.ard.read_run_files`).
     primary_layer : int
-        Layer of the spectrum and trajectory figures (must be among the inputs).
+        Layer of the spectrum and trajectory figures (must be among the layers of ``per``).
     model_name : str
-    out_tsv, out_md : path
-        :func:`summary_table` and the Markdown report (|Z| vs layer, bimodality
-        at the primary layer, overlap, the collapse report;
-        :func:`zhunt.report.ard.summary_markdown`).
-    fig_size, fig_spectrum, fig_traj : path
-        Figure stems (``.pdf`` + ``.png``; a path ending in one of them is taken
-        as its stem): |Z| vs layer, the primary layer's spectrum, trajectories.
-    heldout_tsv, out_headline : path, optional
-        :func:`run_heldout_test`'s table, and where to write :func:`ard_headline`
-        (the headline |Z|, also at the top of ``out_md``); both or neither.
+    heldout : DataFrame, optional
+        :func:`heldout_test`'s table: gives the headline |Z| (:func:`ard_headline`).
     site : str, optional
-        The primary site (default: the first ``site`` in the TSVs): the summary
-        covers its rows only; variant sites stay in the per-layer TSVs.
+        The primary site (default: the first ``site`` of ``per``): the summary
+        covers its rows only; variant sites stay in the per-layer tables.
 
     Returns
     -------
-    dict
-        ``files``, ``table``, ``collapse`` (:func:`seed_collapse`), ``headline`` (DataFrame or None).
+    ArdSummary
     """
-    from zhunt.report import ard as render
-
-    per = pd.concat([pd.read_csv(p, sep="\t") for p in tsv_paths], ignore_index=True)
     if "site" in per.columns:  # the summary is of the primary site (the run files' top level)
         per = per[per["site"] == (site or per["site"].iloc[0])].reset_index(drop=True)
-    runs = read_run_files(h5_paths)
     if primary_layer not in set(per["layer"]):
         raise ZhuntError("study.primary_layer", f"layer {primary_layer} is not among the ARD layers "
                                                 f"{sorted(set(per['layer']))}")
     table = summary_table(per, runs)
-    collapse = seed_collapse(table)
-    files = []
-    headline = None
-    if heldout_tsv is not None:
-        headline = ard_headline(table, pd.read_csv(heldout_tsv, sep="\t"), primary_layer, model_name)
-        if out_headline is not None:
-            write_table(headline, out_headline)
-            files.append(str(out_headline))
-    write_table(table, out_tsv)
-    write_text(out_md, render.summary_markdown(table, primary_layer, model_name, collapse, headline))
-    files += [str(out_tsv), str(out_md)]
-    files += [str(p) for p in render.plot_z_size(table, model_name, fig_size)]
-    files += [str(p) for p in render.plot_spectrum(runs, primary_layer, model_name, fig_spectrum)]
-    files += [str(p) for p in render.plot_trajectories(runs, primary_layer, model_name, fig_traj)]
-    return {"files": files, "table": table, "collapse": collapse, "headline": headline}
+    headline = ard_headline(table, heldout, primary_layer, model_name) if heldout is not None else None
+    return ArdSummary(table=table, collapse=seed_collapse(table), headline=headline)
 
 
-# =========================================================================== stage: held-out test
+# =========================================================================== held-out test
 def heldout_tests(tzh, ten, partner, log_ell, *, n_permutations: int, seed: int, device=None) -> dict:
     """The language and the problem permutation test of one kernel on held-out clouds.
 
@@ -1158,7 +1075,7 @@ def heldout_tests(tzh, ten, partner, log_ell, *, n_permutations: int, seed: int,
     dict
         ``{"language": row, "problem": row}``, each row ``statistic`` (mean MMD²_u over pairs),
         ``null_mean``, ``null_q95``, ``p_value`` (``(1 + #{T_b >= T}) / (B + 1)``), ``frac_reject``
-        (pairs with a per-pair p < 0.05) and ``n_pairs`` (:func:`run_heldout_test` defines the tests).
+        (pairs with a per-pair p < 0.05) and ``n_pairs`` (:func:`heldout_test` defines the tests).
     """
     n = len(tzh)
     tests = {
@@ -1183,7 +1100,7 @@ def _heldout_rows(fit, tzh, ten, partner, meta: Mapping, *, n_fit: int, n_permut
 
     ``tzh``, ``ten``: the ``n`` held-out clouds per language; ``partner``: the
     derangement ``π`` of the problem test; ``meta``: the leading columns of every
-    row (:func:`run_heldout_test` documents the statistics).
+    row (:func:`heldout_test` documents the statistics).
     """
     rows = []
     zfit = z_size(fit.log_ell)
@@ -1199,11 +1116,20 @@ def _heldout_rows(fit, tzh, ten, partner, meta: Mapping, *, n_fit: int, n_permut
     return rows
 
 
-def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, model_name: str = "",
-                     objective: str = "wellposed", init: str = "warm", basis: str = "coord", k_warm: int = 50,
-                     kind: str = "multihead", lr: float = 0.01, min_steps: int = 500, max_steps: int = 1000,
-                     gamma: float = 1.0, n_neg: int | None = 16, contrast: str = "cross",
-                     n_permutations: int = 200, seed: int = 0, device=None, site: str = "input") -> dict:
+@dataclass
+class HeldoutTest:
+    """The held-out tests of one learned kernel (:func:`heldout_test`): ``table`` one row per
+    (kernel, test), ``fit`` the :class:`ArdFit` on the first half of the problems."""
+
+    table: pd.DataFrame
+    fit: "ArdFit"
+
+
+def heldout_test(store, V_Z: np.ndarray, layer: int, lam: float, *, model_name: str = "",
+                 objective: str = "wellposed", init: str = "warm", basis: str = "coord", lr: float = 0.01,
+                 min_steps: int = 500, max_steps: int = 1000, gamma: float = 1.0, n_neg: int | None = 16,
+                 contrast: str = "cross", n_permutations: int = 200, seed: int = 0, device=None,
+                 site: str = "input") -> HeldoutTest:
     """Held-out two-sample tests with a learned ARD kernel (Liu et al. 2020 practice), at one site.
 
     The problems are split in two halves (seeded). ``ell`` is fitted on the
@@ -1224,11 +1150,11 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
 
     Parameters
     ----------
-    store_path, mask_path, layer, lam
-        As in :func:`run_ard_layer` (one λ).
-    out_tsv : path
-        One row per (kernel, test).
-    objective, init, basis, k_warm, kind, lr, min_steps, max_steps, gamma, n_neg, contrast
+    store, V_Z, layer
+        As in :func:`ard_layer`.
+    lam : float
+        The one λ of the fitted run.
+    objective, init, basis, lr, min_steps, max_steps, gamma, n_neg, contrast
         The fitted run (defaults: the well-posed objective, warm start, coordinate basis).
     n_permutations : int
     seed : int
@@ -1239,29 +1165,24 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
 
     Returns
     -------
-    dict
-        ``files``, ``table``, ``fit`` (the :class:`ArdFit`).
+    HeldoutTest
     """
     from zhunt.models.site import hidden_index
-    from zhunt.data.store import ActivationStore
 
-    V_Z = read_mask(mask_path, kind, int(k_warm))
     dev = resolve_device(device)
-    with ActivationStore(store_path) as store:
-        ids, _ = load_token_clouds(store, layer, ("zh", "en"), site=site)
-        if len(ids) < 6:
-            raise ZhuntError(str(store_path), f"the held-out test needs at least 6 problems, found {len(ids)}")
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(ids))
-        half = len(ids) // 2
-        fit_ids = [ids[i] for i in sorted(perm[:half])]
-        test_ids = [ids[i] for i in sorted(perm[half:])]
-        _, zh, en, std, z, B = _prepare_basis(store, layer, V_Z, basis, fit_ids, seed=seed, site=site)
-        prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
-        fit = fit_ard(prob, objective, lam, _init(init, z, std), lr=lr, min_steps=min_steps,
-                      max_steps=max_steps, seed=seed)
-        _, tzh, ten, _, _, _ = _prepare_basis(store, layer, V_Z, basis, test_ids, seed=seed, standardiser=std,
-                                              site=site)
+    ids, _ = load_token_clouds(store, layer, ("zh", "en"), site=site)
+    if len(ids) < 6:
+        raise ZhuntError(str(store.path), f"the held-out test needs at least 6 problems, found {len(ids)}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ids))
+    half = len(ids) // 2
+    fit_ids = [ids[i] for i in sorted(perm[:half])]
+    test_ids = [ids[i] for i in sorted(perm[half:])]
+    _, zh, en, std, z, B = _prepare_basis(store, layer, V_Z, basis, fit_ids, seed=seed, site=site)
+    prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
+    fit = fit_ard(prob, objective, lam, _init(init, z, std), lr=lr, min_steps=min_steps, max_steps=max_steps,
+                  seed=seed)
+    _, tzh, ten, _, _, _ = _prepare_basis(store, layer, V_Z, basis, test_ids, seed=seed, standardiser=std, site=site)
     n = len(test_ids)
     shift = int(rng.integers(1, n))
     partner = (np.arange(n) + shift) % n
@@ -1269,6 +1190,4 @@ def run_heldout_test(store_path, mask_path, layer: int, lam: float, *, out_tsv, 
                 **{"lambda": float(lam)}, objective=objective, init=init, basis=basis)
     rows = _heldout_rows(fit, tzh, ten, partner, meta, n_fit=len(fit_ids), n_permutations=n_permutations,
                          seed=seed, device=dev)
-    table = pd.DataFrame(rows)
-    write_table(table, out_tsv)
-    return {"files": [str(out_tsv)], "table": table, "fit": fit}
+    return HeldoutTest(table=pd.DataFrame(rows), fit=fit)

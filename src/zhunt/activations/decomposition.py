@@ -78,24 +78,19 @@ built; ``basis_layer`` is that layer.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
-from zhunt.io import write_table, write_text
 from zhunt.stats import holm
 from zhunt.subspace import random_subspace
 
 __all__ = ["Z_DOMINATED_ENRICHMENT", "ALPHA", "N_PERMUTATIONS", "POOLED_LANGS", "iso_expected",
            "norms_in_subspace", "ratio_stats", "random_ratio_stats", "label_layer", "has_phases", "paired_permutation_p",
-           "criteria", "decompose", "run_decomposition"]
-
-log = logging.getLogger("zhunt.activations.decomposition")
+           "criteria", "decompose", "decomposition"]
 
 #: ``Z-dominated`` needs ``R >= Z_DOMINATED_ENRICHMENT * rand_mean`` besides ``R > rand_q975``.
 Z_DOMINATED_ENRICHMENT = 1.5
@@ -309,82 +304,43 @@ def decompose(updates: Sequence[np.ndarray], langs: Sequence[str], V_Z: np.ndarr
     return pd.DataFrame(rows)
 
 
-def run_decomposition(store_path, mask_path, model_name: str, ks: Sequence[int], kind: str = "multihead",
-                      n_random: int = 100, seed: int = 0, *, out_tsv, out_md, fig_stem,
-                      site: str = "input") -> dict:
-    """Experiment B stage: R(l) for every decoder layer, each language and pooled, every k.
+def decomposition(store, masks: Mapping[int, np.ndarray], basis_layer: int, n_random: int = 100, seed: int = 0,
+                  site: str = "input") -> pd.DataFrame:
+    """Experiment B: R(l) for every decoder layer, each language and pooled, every k.
 
     Parameters
     ----------
-    store_path : path
-        Activation store (every hidden state of every prompt).
-    mask_path : path
-        Mask file of the PRIMARY layer (its ``V_Z`` is the fixed basis).
-    model_name : str
-    ks : sequence of int
-        Subspace dimensions (each must be in the mask file).
-    kind : str
-        Mask kind.
+    store : ActivationStore
+        The open activation store (every hidden state of every prompt).
+    masks : mapping
+        ``{k: V_Z}``, ``V_Z`` of shape (k, d): the PRIMARY layer's Z (the fixed basis), one per k.
+    basis_layer : int
+        The decoder layer the masks were built for.
     n_random : int
         Random subspaces of the baseline (>= 100 recommended).
     seed : int
-    out_tsv, out_md, fig_stem : path
     site : {"input", "output"}
         Recorded with the basis's hidden index (see the module docstring: R does not depend on it).
 
     Returns
     -------
-    dict
-        ``{"by_k": {k: {"labels": {layer: label (pooled)}, "R": {lang: [R per layer]}}},
-        "runtime_s": float}``.
+    DataFrame
+        ``site``, ``hidden_index``, ``basis_layer``, then :func:`decompose`'s columns, for every k
+        in the order of ``masks``.
     """
-    import h5py
-
-    from zhunt.weights.masks import read_mask
-    from zhunt.data.store import ActivationStore
-
-    t0 = time.perf_counter()
-    try:
-        with h5py.File(mask_path, "r") as f:
-            mask_layer = f.attrs.get("layer", "?")
-    except OSError as exc:
-        raise ZhuntError(str(mask_path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
-    with ActivationStore(store_path) as store:
-        langs = store.prompts["lang"].tolist()
-        problem_ids = store.prompts["prompt_id"].astype(str).tolist()
-        updates = [store.pooled_update(l) for l in store.layers]
-        d = store.hidden_size
-    frames = []
-    for k in ks:
-        V = read_mask(mask_path, kind, int(k))
-        if V.shape[1] != d:
-            raise ZhuntError(str(mask_path), f"mask has d={V.shape[1]}, store has d={d}")
-        frames.append(decompose(updates, langs, V, n_random=int(n_random), seed=seed, problem_ids=problem_ids))
-    df = pd.concat(frames, ignore_index=True)
     from zhunt.models.site import hidden_index
 
-    try:
-        basis_j = hidden_index(int(mask_layer), site)
-    except (TypeError, ValueError):
-        raise ZhuntError(str(mask_path), "mask file has no layer attribute (needed for the basis's hidden index)") \
-            from None
-    df.insert(0, "basis_layer", int(mask_layer))
-    df.insert(0, "hidden_index", basis_j)
+    langs = store.prompts["lang"].tolist()
+    problem_ids = store.prompts["prompt_id"].astype(str).tolist()
+    updates = [store.pooled_update(l) for l in store.layers]
+    d = store.hidden_size
+    frames = []
+    for k, V in masks.items():
+        if V.shape != (k, d):
+            raise ValueError(f"mask k={k} has shape {V.shape}, expected {(k, d)} (the store's hidden size)")
+        frames.append(decompose(updates, langs, V, n_random=int(n_random), seed=seed, problem_ids=problem_ids))
+    df = pd.concat(frames, ignore_index=True)
+    df.insert(0, "basis_layer", int(basis_layer))
+    df.insert(0, "hidden_index", hidden_index(int(basis_layer), site))
     df.insert(0, "site", site)
-    from zhunt.report.decomposition import decomposition_markdown, plot_decomposition
-
-    write_table(df, out_tsv)
-    write_text(out_md, decomposition_markdown(df, model_name, mask_layer, int(n_random)))
-    plot_decomposition(df, fig_stem, title=f"{model_name}: R(l) with Z of layer {mask_layer}")
-    out = {"by_k": {}, "runtime_s": time.perf_counter() - t0}
-    for k in ks:
-        sub = df[df["k"] == int(k)]
-        pooled = sub[sub["lang"] == "all"]
-        out["by_k"][int(k)] = {
-            "labels": dict(zip(pooled["layer"].astype(int), pooled["label"])),
-            "R": {g: sub[sub["lang"] == g]["R"].tolist() for g in dict.fromkeys(sub["lang"])},
-            "enrichment": dict(zip(pooled["layer"].astype(int), pooled["enrichment"])),
-        }
-    log.info("decomposition %s: %s in %.1fs", model_name,
-             {k: v["labels"] for k, v in out["by_k"].items()}, out["runtime_s"])
-    return out
+    return df

@@ -1,6 +1,6 @@
 """GARCH(1,1) on seed 003's per-step cross-lingual update differences ``||delta_l^(t)||^2``: one fit per
 problem, Engle's ARCH-LM gate, the per-series and model verdicts (:data:`GARCH_RULE`), and the
-``garch`` rule's work (:func:`run_garch`).
+table of the ``garch`` rule (:func:`garch_table`).
 
 Notation and definitions: :mod:`zhunt.activations.theory` (one list for every seed-003 quantity).
 """
@@ -8,16 +8,13 @@ Notation and definitions: :mod:`zhunt.activations.theory` (one list for every se
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from zhunt.errors import ZhuntError
-
 __all__ = ["GARCH_LEVEL", "GARCH_ARCH_LM_LAGS", "GARCH_MIN_STEPS", "GARCH_RULE", "simulate_garch", "garch_beta",
-           "garch_verdict", "garch_model_verdict", "step_delta_norms", "garch_table", "run_garch"]
+           "garch_verdict", "garch_model_verdict", "STEP_COLUMNS", "garch_table"]
 
 
 #: Significance level of every test in the GARCH verdict (per series and across series).
@@ -171,56 +168,37 @@ def garch_model_verdict(verdicts, level: float = GARCH_LEVEL) -> dict:
             "binom_p": p, "verdict": "clustered" if p < level else "not clustered"}
 
 
-def step_delta_norms(states_a: Mapping, states_b: Mapping) -> pd.DataFrame:
-    """Per-step squared norms of cross-lingual differences during generation.
-
-    Definition: for each problem, let ``u_a^(t)`` and ``u_b^(t)`` be the
-    vectors recorded at generation step ``t`` (the ``t``-th generated token)
-    of the language-``a`` and language-``b`` runs at a fixed layer ``l``. The
-    seed's ``delta_l^(t) = f_l(h^1) - f_l(h^2)`` is the difference of the
-    layer's *updates*, so pass ``u = h_{l+1}^(t) - h_l^(t)``; passing the
-    layer outputs gives the state difference instead. Then
-    ``y_t = ||u_a^(t) - u_b^(t)||^2`` for ``t = 0..min(T_a, T_b) - 1``.
-    Step ``t`` of the two runs need not express the same content (the
-    languages tokenise differently), which is a limit of this pairing.
-    (The Phase 0 stage computes both series with
-    :func:`zhunt.experiments.behaviour.step_distances`.)
-
-    Parameters
-    ----------
-    states_a, states_b : mapping problem -> ndarray of shape (T, d)
-
-    Returns
-    -------
-    DataFrame
-        ``problem``, ``step``, ``y``; problems missing from either side are skipped.
-    """
-    rows = []
-    for p, A in states_a.items():
-        if p not in states_b:
-            continue
-        A, B = np.asarray(A, np.float64), np.asarray(states_b[p], np.float64)
-        T = min(len(A), len(B))
-        y = np.sum((A[:T] - B[:T]) ** 2, axis=1)
-        rows.append(pd.DataFrame({"problem": p, "step": np.arange(T), "y": y}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["problem", "step", "y"])
-
-
 #: Fields of one fit that go into the GARCH table (per series; the secondary series prefixed ``output_``).
 _GARCH_FIELDS = ("beta", "beta_pvalue", "alpha", "alpha_pvalue", "omega", "arch_lm_pvalue", "converged",
                  "status", "verdict")
 
 
+#: Columns a step table must have (seed 003's ``||delta_l^(t)||^2`` per problem and step,
+#: :func:`zhunt.experiments.behaviour.step_distances`).
+STEP_COLUMNS = ("problem", "step", "y")
+
+
 def garch_table(df: pd.DataFrame, *, min_steps: int = GARCH_MIN_STEPS, level: float = GARCH_LEVEL) -> pd.DataFrame:
-    """One GARCH(1,1) fit per problem (and layer) of a step table (columns in :func:`run_garch`).
+    """GARCH(1,1) on per-step cross-lingual update-difference norms, one fit per problem (and layer).
 
     Parameters
     ----------
     df : DataFrame
-        ``problem``, ``step``, ``y``, optionally ``y_output`` (fitted as a
-        secondary series, fields prefixed ``output_``) and ``layer``.
-    min_steps, level
-        As in :func:`run_garch`.
+        The step table: :data:`STEP_COLUMNS` (``y`` is seed 003's ``||delta_l^(t)||^2``),
+        optionally ``y_output`` (the output-difference series, fitted as a secondary
+        series) and ``layer`` (one fit per (layer, problem)).
+    min_steps : int
+        Series shorter than this are listed but not fitted.
+    level : float
+
+    Returns
+    -------
+    DataFrame
+        One row per fit: the keys, ``n`` and :func:`garch_beta`'s fields,
+        ``beta_significant``, ``verdict`` (:func:`garch_verdict`) and
+        ``clustering`` (``verdict == "clustered"``); with ``y_output`` the
+        same fields prefixed ``output_``. :func:`garch_model_verdict` of the
+        ``verdict`` column is the model verdict of a series.
     """
     keys = ["layer", "problem"] if "layer" in df.columns else ["problem"]
     series = [("y", "")] + ([("y_output", "output_")] if "y_output" in df.columns else [])
@@ -240,65 +218,3 @@ def garch_table(df: pd.DataFrame, *, min_steps: int = GARCH_MIN_STEPS, level: fl
         rows.append(row)
     cols = keys + ["n"] + [p + f for _, p in series for f in _GARCH_FIELDS + ("beta_significant", "clustering")]
     return pd.DataFrame(rows, columns=cols)
-
-
-def run_garch(step_table_tsv, out_tsv, out_md, fig_stem, *, min_steps: int = GARCH_MIN_STEPS,
-              level: float = GARCH_LEVEL) -> dict:
-    """GARCH(1,1) on per-step cross-lingual update-difference norms, one fit per problem (and layer).
-
-    Parameters
-    ----------
-    step_table_tsv : path
-        TSV with columns ``problem``, ``step``, ``y`` (seed 003's
-        ``||delta_l^(t)||^2``, :func:`zhunt.experiments.behaviour.step_distances`), optionally
-        ``y_output`` (the output-difference series, fitted as a secondary
-        series) and ``layer`` (one fit per (layer, problem)).
-    out_tsv, out_md : path
-        Per-fit table: the keys, ``n`` and :func:`garch_beta`'s fields,
-        ``beta_significant``, ``verdict`` (:func:`garch_verdict`) and
-        ``clustering`` (``verdict == "clustered"``); with ``y_output`` the
-        same fields prefixed ``output_``. The Markdown adds the rule and the
-        model verdict (:func:`garch_model_verdict`) of each series.
-    fig_stem : path
-        Histogram of the fitted ``beta`` (significant ones highlighted).
-    min_steps : int
-        Series shorter than this are listed but not fitted.
-    level : float
-
-    Returns
-    -------
-    dict
-        ``n_series``, ``n_fitted``, ``frac_beta_significant`` (the seed's
-        criterion), ``frac_clustering``, ``median_beta``, ``model`` (the
-        update series' :func:`garch_model_verdict`), ``model_output`` (the
-        output series', or None), ``files``.
-
-    Raises
-    ------
-    ZhuntError
-        Unreadable table or missing columns.
-    """
-    from zhunt.io import write_table, write_text
-    from zhunt.report.theory import garch_markdown, plot_garch
-
-    path = Path(step_table_tsv)
-    try:
-        df = pd.read_csv(path, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ZhuntError(str(path), f"cannot read step table ({' '.join(str(exc).split())[:160]})") from None
-    need = {"problem", "step", "y"}
-    if not need <= set(df.columns):
-        raise ZhuntError(str(path), f"step table needs columns {sorted(need)}, has {list(df.columns)}")
-    out = garch_table(df, min_steps=min_steps, level=level)
-    fitted = out[out["status"] == "ok"]
-    model = garch_model_verdict(out["verdict"], level)
-    model_out = garch_model_verdict(out["output_verdict"], level) if "output_verdict" in out.columns else None
-    write_table(out, out_tsv)
-    write_text(out_md, garch_markdown(out, model, model_out, min_steps, level))
-    files = [str(out_tsv), str(out_md)] + [str(f) for f in plot_garch(out, fig_stem, level)]
-    nf = len(fitted)
-    return {"n_series": int(len(out)), "n_fitted": int(nf),
-            "frac_beta_significant": float(out.loc[fitted.index, "beta_significant"].mean()) if nf else math.nan,
-            "frac_clustering": float(out.loc[fitted.index, "clustering"].mean()) if nf else math.nan,
-            "median_beta": float(fitted["beta"].median()) if nf else math.nan, "model": model,
-            "model_output": model_out, "files": files}

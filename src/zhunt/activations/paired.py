@@ -65,7 +65,8 @@ def load_paired(store, pooling: str = "mean", exclude_special: bool = True, excl
 
     Parameters
     ----------
-    store : str, path or ActivationStore
+    store : ActivationStore
+        The open activation store.
     pooling : {"mean", "last"}
     exclude_special, exclude_ids
         Passed to :meth:`zhunt.data.store.ActivationStore.pooled` (``exclude_ids``:
@@ -82,34 +83,25 @@ def load_paired(store, pooling: str = "mean", exclude_special: bool = True, excl
         that lacks a prompt in some language (:func:`zhunt.data.pairing.pair_by_problem`;
         problems in the store's order of its first language).
     """
-    from zhunt.data.store import ActivationStore
-
-    own = not isinstance(store, ActivationStore)
-    st = ActivationStore(store) if own else store
-    try:
-        where = str(st.path)
-        pr = st.prompts
-        if pr.empty:
-            raise ZhuntError(where, "activation store holds no prompts")
-        langs = st.languages
-        if len(langs) < 2:
-            raise ZhuntError(where, f"cross-lingual analysis needs at least 2 languages, store has {langs}")
-        problems, rows = pair_by_problem({l: st.prompt_ids(l) for l in langs}, where=where, min_problems=3)
-        lang_col = pr["lang"].to_numpy()
-        idx = np.array([np.flatnonzero(lang_col == l)[rows[l]] for l in langs])  # (K, N) prompt-table rows
-        cat = (pr["category"].to_numpy() if "category" in pr else np.full(len(pr), ""))
-        category = np.array([str(cat[r]) for r in idx[0]], dtype=object)
-        plen = pr["length"].to_numpy()[idx]
-        L, d = st.num_layers, st.hidden_size
-        H = np.empty((len(langs), L + 1, len(problems), d))
-        for j in range(L + 1):
-            P = st.pooled(j, pooling=pooling, exclude_special=exclude_special, exclude_ids=exclude_ids)
-            H[:, j] = P[idx]
-        return PairedStates(H=H, langs=langs, problems=problems, category=category,
-                            prompt_length=plen, source=where)
-    finally:
-        if own:
-            st.close()
+    where = str(store.path)
+    pr = store.prompts
+    if pr.empty:
+        raise ZhuntError(where, "activation store holds no prompts")
+    langs = store.languages
+    if len(langs) < 2:
+        raise ZhuntError(where, f"cross-lingual analysis needs at least 2 languages, store has {langs}")
+    problems, rows = pair_by_problem({l: store.prompt_ids(l) for l in langs}, where=where, min_problems=3)
+    lang_col = pr["lang"].to_numpy()
+    idx = np.array([np.flatnonzero(lang_col == l)[rows[l]] for l in langs])  # (K, N) prompt-table rows
+    cat = (pr["category"].to_numpy() if "category" in pr else np.full(len(pr), ""))
+    category = np.array([str(cat[r]) for r in idx[0]], dtype=object)
+    plen = pr["length"].to_numpy()[idx]
+    L, d = store.num_layers, store.hidden_size
+    H = np.empty((len(langs), L + 1, len(problems), d))
+    for j in range(L + 1):
+        P = store.pooled(j, pooling=pooling, exclude_special=exclude_special, exclude_ids=exclude_ids)
+        H[:, j] = P[idx]
+    return PairedStates(H=H, langs=langs, problems=problems, category=category, prompt_length=plen, source=where)
 
 
 def default_pair(langs) -> tuple[str, str]:

@@ -10,8 +10,9 @@ named after it — :mod:`~zhunt.activations.paired` (the paired states),
 (Gram, cross terms), :mod:`~zhunt.activations.alignment` (NN retrieval, alignment
 depth), :mod:`~zhunt.activations.crossmap`, :mod:`~zhunt.activations.cointegration`,
 :mod:`~zhunt.activations.garch` — and this module combines them
-(:func:`theory_tests`, :func:`theory_summary`, :func:`run_theory`); the figures are
-in :mod:`zhunt.report.theory`. The definitions below are the one list for all of them.
+(:func:`theory_tests`, :func:`theory_summary`, :func:`theory`); the figures are in
+:mod:`zhunt.report.theory` and the files are written by :mod:`zhunt.stages.theory`. The
+definitions below are the one list for all of them.
 
 Notation and definitions (fixed here once)
 ------------------------------------------
@@ -95,7 +96,7 @@ Notation and definitions (fixed here once)
 * GARCH: on seed 003's ``y_t = ||delta_l^(t)||^2``, ``delta_l^(t) = f_l^(t)(zh) -
   f_l^(t)(en)`` with ``f_l^(t) = h_{l+1}^(t) - h_l^(t)`` the update of layer
   ``l`` at generation step ``t`` (:func:`zhunt.experiments.behaviour.step_distances`); see
-  :func:`garch_beta`, :func:`garch_verdict`, :func:`garch_model_verdict`, :func:`run_garch`.
+  :func:`garch_beta`, :func:`garch_verdict`, :func:`garch_model_verdict`, :func:`garch_table`.
 * Verdicts: every label comes from one function with its thresholds as named
   module constants (``*_RULE`` strings print them): :func:`snr_verdict`,
   :func:`theorem2_verdict`, :func:`alignment_verdict`, :func:`crossmap_verdict`,
@@ -116,31 +117,25 @@ accuracy above chance at the analysed layers with the same at ``j = 0``
 """
 from __future__ import annotations
 
-import logging
 import math
-import time
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from zhunt.activations.alignment import (ALIGNMENT_RULE, alignment_depth_languages, alignment_verdict,
                                          depth_vs_category, depth_vs_length, nn_retrieval_table, problem_depths)
-from zhunt.activations.cointegration import (ALPHA_RATIO_THRESHOLD, COINT_LEVEL, COINT_RULE, COINTEGRATION_CAPTION,
+from zhunt.activations.cointegration import (ALPHA_RATIO_THRESHOLD, COINT_LEVEL, COINT_RULE,
                                              cointegration_model_verdict, cointegration_table)
 from zhunt.activations.contributions import contribution_gram, cross_term_fraction, offdiag_stats
 from zhunt.activations.crossmap import CROSSMAP_RULE, crossmap_table, crossmap_verdict
-from zhunt.activations.paired import PairedStates, default_pair, load_paired, reference_language
+from zhunt.activations.paired import PairedStates, default_pair, reference_language
 from zhunt.activations.snr import SNR_RULE, THEOREM2_RULE, monotonicity, snr_profile, snr_verdict, theorem2_verdict
 from zhunt.errors import ZhuntError
-from zhunt.report.theory import plot_contrib_gram, plot_crossmap, plot_nn_accuracy, plot_snr
 
-__all__ = ["SEED_003", "site_layer", "digit_confound_nn", "THEORY_TABLES", "THEORY_FIGURES", "run_theory",
+__all__ = ["SEED_003", "site_layer", "digit_confound_nn", "check_theory_settings", "TheoryTables", "theory",
            "TheoryResults", "theory_tests", "alignment_depth_table", "theory_summary"]
-
-log = logging.getLogger("zhunt.activations.theory")
 
 #: Seed-003 reference values (a synthetic 6-layer residual model, not a pretrained LLM).
 SEED_003 = {
@@ -212,67 +207,63 @@ def digit_confound_nn(nn: pd.DataFrame, pair, hidden_indices, n_problems: int, s
     return pd.DataFrame(rows)
 
 
-# =============================================================================== stage
-def _generation_lengths(gl, problems) -> pd.Series | None:
-    if gl is None:
-        return None
-    if isinstance(gl, (str, Path)):
-        path = Path(gl)
-        try:
-            t = pd.read_csv(path, sep="\t")
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            why = " ".join(str(exc).split())[:160]
-            raise ZhuntError(str(path), f"cannot read generation lengths ({why})") from None
-        idc = next((c for c in ("problem", "prompt_id", "id") if c in t.columns), None)
-        valc = next((c for c in ("gen_length", "generation_length", "n_generated", "n_new_tokens", "length")
-                     if c in t.columns), None)
-        if idc is None or valc is None:
-            raise ZhuntError(str(path), "generation-length table needs a 'problem' or 'prompt_id' column and one "
-                                        "of 'gen_length', 'generation_length', 'n_generated', 'n_new_tokens', 'length'")
-        gl = t.groupby(t[idc].astype(str))[valc].mean()
-    s = pd.Series(gl, dtype=np.float64)
-    s.index = s.index.astype(str)
-    return s.reindex(problems)
+# =============================================================================== the rule's tables
+def check_theory_settings(nn_threshold: float, pca_dim: int) -> None:
+    """User errors in the theory settings (config keys ``theory.*``)."""
+    if not 0 < nn_threshold <= 1:
+        raise ZhuntError("theory.nn_threshold", f"must be in (0, 1], got {nn_threshold}")
+    if pca_dim < 1:
+        raise ZhuntError("theory.pca_dim", f"must be >= 1, got {pca_dim}")
 
 
-#: Output names of :func:`run_theory` (the rule's named outputs): tables (``[tsv, md]`` or one TSV) ...
-THEORY_TABLES = ("snr", "summary", "gram", "nn", "depth", "crossmap", "coint")
-#: ... and figures (``[pdf, png]`` or a stem).
-THEORY_FIGURES = ("fig_snr", "fig_nn", "fig_gram", "fig_crossmap")
+@dataclass
+class TheoryTables:
+    """What :func:`theory` measures, as the rule's tables.
+
+    Attributes
+    ----------
+    R : TheoryResults
+        Every measurement (:func:`theory_tests`), for the figures.
+    summary : DataFrame
+        :func:`theory_summary`.
+    digit : DataFrame
+        :func:`digit_confound_nn` (empty without numeral-free states or layers).
+    tables : dict
+        ``{name: DataFrame}`` of the rule's tables: ``snr``, ``summary``, ``gram``, ``nn``,
+        ``depth``, ``crossmap``, ``coint``; the ones indexed by hidden index ``j`` carry
+        ``site``, ``hidden_index`` and the site-relative ``layer`` (:func:`site_layer`).
+    """
+
+    R: "TheoryResults"
+    summary: pd.DataFrame
+    digit: pd.DataFrame
+    tables: dict
 
 
-def run_theory(store_path, model_name: str, outputs, *, nn_threshold: float = 0.9,
-               pca_dim: int = 32, coint_components: int = 2, generation_lengths=None, seed: int = 0,
-               pooling: str = "mean", n_folds: int = 10, site: str = "input", layers=(),
-               numeral_ids=None, digit_tsv=None) -> dict:
-    """The seed-003 theory stage on one activation store.
+def theory(P: PairedStates, P_nonum: PairedStates | None = None, *, generation_lengths=None,
+           nn_threshold: float = 0.9, pca_dim: int = 32, coint_components: int = 2, seed: int = 0,
+           n_folds: int = 10, site: str = "input", layers=(), model_name: str = "") -> TheoryTables:
+    """The seed-003 tests on one model's paired states.
 
     Parameters
     ----------
-    store_path : path
-        Activation store (every problem in every language).
-    model_name : str
-        For titles and the summary.
-    outputs : mapping
-        The rule's named outputs: every name of :data:`THEORY_TABLES` (a
-        ``[tsv, md]`` pair, or one TSV path for ``gram`` and ``coint``, which
-        have no Markdown) and of :data:`THEORY_FIGURES` (``[pdf, png]``; the
-        stem is taken from the first), all written atomically. ``snr`` has one
-        block per unordered language pair (column ``pair``), ``depth`` rows of
-        ``kind`` language / problem / category.
+    P : PairedStates
+        Pooled states of every problem in every language at every hidden index
+        (:func:`zhunt.activations.paired.load_paired`).
+    P_nonum : PairedStates, optional
+        The same under the numeral-free pooling (:mod:`zhunt.data.numerals`): NN retrieval
+        is also run on it (``tokens = no_numerals`` rows) and feeds the digit-confound rows.
+    generation_lengths : pandas.Series or mapping, optional
+        Per-problem generation length (index: problem id). ``None``: the prompt token length
+        (mean over languages) is used instead, and the summary says so.
     nn_threshold : float
         Retrieval accuracy that defines ``L*(l)``.
     pca_dim : int
         Reduced dimension of the cross-lingual maps.
     coint_components : int
         Principal components per language in the cointegration series.
-    generation_lengths : pandas.Series, mapping, path or None
-        Per-problem generation length (index: problem id; a TSV path is read,
-        several rows per problem are averaged). ``None``: the prompt token
-        length (mean over languages) is used instead, and the summary says so.
     seed : int
         Seed of the K-fold split.
-    pooling : {"mean", "last"}
     n_folds : int
         K of the held-out cross-map evaluation.
     site : {"input", "output"}
@@ -282,89 +273,40 @@ def run_theory(store_path, model_name: str, outputs, *, nn_threshold: float = 0.
         themselves cover every ``j`` and do not depend on the site.
     layers : sequence of int
         Decoder layers of the digit-confound rows (read at ``hidden_index(l, site)``).
-    numeral_ids : array-like of int, optional
-        Numeral token ids (:mod:`zhunt.data.numerals`): NN retrieval is also run on
-        the numeral-free pooling (``tokens = no_numerals`` rows).
-    digit_tsv : path, optional
-        Destination of :func:`digit_confound_nn` (needs ``numeral_ids`` and ``layers``).
+    model_name : str
+        The ``model`` column of the digit-confound rows.
 
     Returns
     -------
-    dict
-        ``files``, ``summary`` (statistic -> value), ``pair``, ``L_star``
-        (language -> j), ``cointegration_caption``, ``runtime_s``.
+    TheoryTables
+
+    Raises
+    ------
+    ZhuntError
+        A bad setting (:func:`check_theory_settings`) or fewer than 2 decoder layers.
     """
-    t0 = time.perf_counter()
-    _check_theory_args(outputs, nn_threshold, pca_dim, digit_tsv, numeral_ids, layers)
-    P = load_paired(store_path, pooling=pooling)
+    from zhunt.models.site import hidden_index
+
+    check_theory_settings(nn_threshold, pca_dim)
     L = P.num_layers
     if L < 2:
-        raise ZhuntError(str(store_path), f"need at least 2 decoder layers, store has {L}")
-    P_nonum = load_paired(store_path, pooling=pooling, exclude_ids=numeral_ids) if numeral_ids is not None else None
-    gl = _generation_lengths(generation_lengths, P.problems)
+        raise ZhuntError(P.source, f"need at least 2 decoder layers, store has {L}")
+    gl = None
+    if generation_lengths is not None:
+        gl = pd.Series(generation_lengths, dtype=np.float64)
+        gl.index = gl.index.astype(str)
+        gl = gl.reindex(P.problems)
     R = theory_tests(P, P_nonum, nn_threshold=nn_threshold, pca_dim=pca_dim, coint_components=coint_components,
                      generation_lengths=gl, seed=seed, n_folds=n_folds)
     summary = theory_summary(R, nn_threshold=nn_threshold, coint_components=coint_components, n_folds=n_folds)
     digit = pd.DataFrame()
-    if numeral_ids is not None and len(layers):
-        from zhunt.models.site import hidden_index
-
+    if P_nonum is not None and len(layers):
         digit = digit_confound_nn(R.nn, R.pair, [hidden_index(l, site) for l in layers], len(P.problems), site, L,
                                   model_name)
-    files = _write_theory(R, summary, digit, outputs, digit_tsv, site, model_name, nn_threshold)
-    dt = time.perf_counter() - t0
-    main = R.main_snr
-    log.info("%s: SNR %s %.3f -> %.3f (%d violations) in %.1fs", model_name, R.pair_name, main["SNR"].iloc[0],
-             main["SNR"].iloc[-1], R.mono["violations"], dt)
-    return {"files": [str(f) for f in files], "summary": dict(zip(summary["statistic"], summary["value"])),
-            "digit": digit, "pair": R.pair,
-            "L_star": {f"{r.lang}:{r.space}": r.L_star for r in R.depth_languages.itertuples()},
-            "cointegration_caption": COINTEGRATION_CAPTION, "runtime_s": dt}
-
-
-def _check_theory_args(outputs, nn_threshold, pca_dim, digit_tsv, numeral_ids, layers) -> None:
-    """User errors in :func:`run_theory`'s settings (config keys ``theory.*``) or outputs."""
-    missing = [k for k in THEORY_TABLES + THEORY_FIGURES if k not in outputs]
-    if missing:
-        raise ZhuntError("theory", f"outputs {missing} not given")
-    if not 0 < nn_threshold <= 1:
-        raise ZhuntError("theory.nn_threshold", f"must be in (0, 1], got {nn_threshold}")
-    if pca_dim < 1:
-        raise ZhuntError("theory.pca_dim", f"must be >= 1, got {pca_dim}")
-    if digit_tsv is not None and (numeral_ids is None or not len(layers)):
-        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids and layers")
-
-
-def _write_theory(R: "TheoryResults", summary, digit, outputs, digit_tsv, site, model_name, nn_threshold) -> list:
-    """Write the tables and figures of :func:`run_theory` to the rule's outputs; returns the paths."""
-    from zhunt.io import write_table
-
-    L = R.P.num_layers
-    files = []
-
-    def table(df, name):
-        paths = [outputs[name]] if isinstance(outputs[name], (str, Path)) else list(outputs[name])
-        write_table(df, paths[0], markdown=paths[1] if len(paths) > 1 else None)
-        files.extend(paths)
-
-    def stem(name):
-        return outputs[name] if isinstance(outputs[name], (str, Path)) else outputs[name][0]
-
-    table(_with_site(R.snr, site, L), "snr")
-    table(summary, "summary")
-    table(R.gram, "gram")
-    table(_with_site(R.nn, site, L), "nn")
-    table(R.depth.assign(site=site), "depth")
-    table(_with_site(R.crossmap, site, L), "crossmap")
-    table(R.coint, "coint")
-    if digit_tsv is not None:
-        write_table(digit, digit_tsv)
-        files.append(Path(digit_tsv))
-    files += plot_snr(R.snr, R.pair, model_name, stem("fig_snr"))
-    files += plot_nn_accuracy(R.nn[R.nn["tokens"] == "all"], R.P.langs, nn_threshold, model_name, stem("fig_nn"))
-    files += plot_contrib_gram(R.G, model_name, stem("fig_gram"))
-    files += plot_crossmap(R.crossmap, R.P.langs, model_name, stem("fig_crossmap"))
-    return files
+    tables = {"snr": _with_site(R.snr, site, L), "summary": summary, "gram": R.gram,
+              "nn": _with_site(R.nn, site, L), "depth": R.depth.assign(site=site),
+              "crossmap": _with_site(R.crossmap, site, L), "coint": R.coint}
+    return TheoryTables(R=R, summary=summary, digit=digit, tables=tables)
 
 
 @dataclass
@@ -426,7 +368,7 @@ class TheoryResults:
 def theory_tests(P: PairedStates, P_nonum: PairedStates | None = None, *, nn_threshold: float = 0.9,
                  pca_dim: int = 32, coint_components: int = 2, generation_lengths=None, seed: int = 0,
                  n_folds: int = 10) -> TheoryResults:
-    """Every seed-003 measurement on paired states (:func:`run_theory` documents the parameters).
+    """Every seed-003 measurement on paired states (:func:`theory` documents the parameters).
 
     ``P_nonum``: the same states under the numeral-free pooling (extra NN rows,
     ``tokens = no_numerals``); ``generation_lengths``: a Series indexed like

@@ -104,10 +104,8 @@ the same ``n_random`` Haar-random k-dimensional subspaces.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -115,7 +113,7 @@ import pandas as pd
 
 from zhunt.data.pairing import pair_by_problem
 from zhunt.errors import ZhuntError
-from zhunt.weights.masks import MASK_KINDS, read_mask
+from zhunt.weights.masks import MASK_KINDS
 from zhunt.data.numerals import TOKEN_SETS, digit_confound_fractions
 from zhunt.models.site import DEFAULT_SITE, check_site, hidden_index
 from zhunt.weights.structure import energy_fraction
@@ -141,11 +139,11 @@ __all__ = [
     "phase2_sites",
     "phase2_streams",
     "digit_confound_phase2",
-    "run_phase2",
-    "run_datadriven",
+    "check_sweep",
+    "Phase2Result",
+    "phase2",
+    "datadriven",
 ]
-
-log = logging.getLogger("zhunt.activations.zspace")
 
 POOLINGS = ("mean", "last")
 #: Percentiles of the random-subspace band every Phase 2 and data-driven value is read against: a
@@ -201,32 +199,18 @@ def _check_choice(values, allowed, key: str, where) -> list[str]:
     return values
 
 
-def _check_mask_paths(mask_paths: Mapping, layers, where) -> dict[int, Path]:
+def _check_masks(masks: Mapping, layers, kinds, ks, d: int, where) -> None:
+    """Every ``masks[(layer, kind, k)]`` of the sweep is there and has shape ``(k, d)``."""
     w = _where(where, "masks", "masks")
-    paths = {int(l): Path(p) for l, p in dict(mask_paths or {}).items()}
     for l in layers:
-        if l not in paths:
-            raise ZhuntError(w, f"no Z-mask file given for layer {l} (have layers {sorted(paths)})")
-        if not paths[l].is_file():
-            raise ZhuntError(str(paths[l]), f"Z-mask file for layer {l} not found")
-    return paths
-
-
-def _load_mask(path: Path, layer: int, kind: str, k: int, d: int) -> np.ndarray:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            stored = f.attrs.get("layer")
-    except OSError as exc:
-        raise ZhuntError(str(path), f"not a readable Z-mask file ({exc})") from None
-    if stored is not None and int(stored) != layer:
-        raise ZhuntError(str(path), f"mask file is for layer {int(stored)}, but was given for layer {layer}")
-    V = np.asarray(read_mask(path, kind, k), dtype=np.float64)
-    if V.shape != (k, d):
-        raise ZhuntError(str(path), f"mask {kind}/k{k} has shape {V.shape}, expected {(k, d)} "
-                                    f"(hidden size of the activation store)")
-    return V
+        for kind in kinds:
+            for k in ks:
+                V = masks.get((l, kind, k))
+                if V is None:
+                    raise ZhuntError(w, f"no Z-mask {kind}/k{k} given for layer {l}")
+                if np.shape(V) != (k, d):
+                    raise ZhuntError(w, f"Z-mask {kind}/k{k} of layer {l} has shape {np.shape(V)}, expected "
+                                        f"{(k, d)} (hidden size of the activation store)")
 
 
 def _check_pairs(store, langs, where) -> tuple[list[str], dict]:
@@ -243,20 +227,32 @@ def _check_pairs(store, langs, where) -> tuple[list[str], dict]:
     return pair_by_problem({lang: store.prompt_ids(lang) for lang in langs}, where=str(store.path), min_problems=2)
 
 
-def _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed, where):
-    """Checked sweep of one store: ``(layers, d, ks, ids, masks, draws)``.
+def check_sweep(store, layers, ks, kinds, poolings, n_random, where=None):
+    """The checked settings of a Phase 2 / data-driven sweep on ``store``: ``(layers, ks, kinds, poolings)``.
 
-    ``ids``: the paired problems of ``langs`` (:func:`_check_pairs`); ``masks[(l, kind, k)]``:
-    ``V_Z`` (k, d); ``draws[k]``: the ``n_random`` Haar subspaces of :func:`_random_draws`.
+    Layers must lie in the store, ``0 < k < d``, kinds and poolings be known and
+    ``n_random >= 20`` (a 95 % interval); ``where`` names the config keys in errors
+    (see :func:`phase2`). A stage calls it before it reads the masks of the sweep.
     """
+    kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     layers = _check_layers(store, layers, where)
+    ks = _check_ks(ks, store.hidden_size, where)
+    return layers, ks, kinds, poolings
+
+
+def _open_sweep(store, masks, layers, ks, kinds, poolings, langs, n_random, seed, where):
+    """Checked sweep of one store: ``(layers, d, ks, kinds, poolings, ids, draws)``.
+
+    ``ids``: the paired problems of ``langs`` (:func:`_check_pairs`); ``draws[k]``: the
+    ``n_random`` Haar subspaces of :func:`_random_draws`; ``masks`` holds every
+    ``(layer, kind, k)`` of the sweep.
+    """
+    layers, ks, kinds, poolings = check_sweep(store, layers, ks, kinds, poolings, n_random, where)
     d = store.hidden_size
-    ks = _check_ks(ks, d, where)
-    paths = _check_mask_paths(mask_paths, layers, where)
+    _check_masks(masks, layers, kinds, ks, d, where)
     ids, _ = _check_pairs(store, langs, where)
-    masks = {(l, kind, k): _load_mask(paths[l], l, kind, k, d) for l in layers for kind in kinds for k in ks}
     draws = {k: _random_draws(k, d, int(n_random), seed) for k in ks}
-    return layers, d, ks, ids, masks, draws
+    return layers, d, ks, kinds, poolings, ids, draws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,7 +502,7 @@ def phase2_summary(table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     table : DataFrame
-        From :func:`run_phase2` (one row per site, token set, layer, k, kind, pooling).
+        From :func:`phase2` (one row per site, token set, layer, k, kind, pooling).
 
     Returns
     -------
@@ -556,32 +552,6 @@ def phase2_summary(table: pd.DataFrame) -> pd.DataFrame:
                 "ks": ",".join(str(k) for k in sorted(g["k"].unique())),
             })
     return pd.DataFrame(rows)
-
-
-def _phase2_headlines(summary: pd.DataFrame, model: str, langs) -> list[str]:
-    out = [f"# Phase 2 Z-projection: {model} ({langs[0]}/{langs[1]})", ""]
-    def vanish(v) -> str:
-        return f"k={int(v)}" if np.isfinite(v) else "never within the sweep"
-
-    top = summary[summary["layer"] == "all"]
-    for (site, tokens, pooling), sp in top.groupby(["site", "tokens", "pooling"], sort=False):
-        r = sp[sp["kind"] == "all"].iloc[0]
-        per_kind = "; ".join(f"{x['kind']} {vanish(x['vanish_k'])} (specificity: {vanish(x['vanish_k_spec'])})"
-                             for _, x in sp[sp["kind"] != "all"].iterrows())
-        out.append(
-            f"- site {site}, {tokens} tokens, {pooling} pooling: ratio_Z < ratio_Z⊥ in "
-            f"{r['n_Z_better']}/{r['n_configs']} configs "
-            f"(ratio_Z below the random 95% interval in {r['n_Z_better_than_random']}); best L{r['best_layer']} "
-            f"{r['best_kind']} k={r['best_k']}: ratio_Z {r['best_ratio_Z']:.3f} vs ratio_Z⊥ "
-            f"{r['best_ratio_Zperp']:.3f} (percentile among random {r['best_ratio_Z_percentile']:.1f}); "
-            f"language energy in Z below the random interval in {r['n_lang_energy_below']}/{r['n_configs']} "
-            f"(problem energy too in {r['n_prob_energy_below']}; language-specific, E_lang/E_prob below random, "
-            f"in {r['n_lang_specific']}); effect vanishes (E_lang(Z) inside the random interval at every layer) "
-            f"from: {per_kind}.")
-    out += ["", "Seed 000 (Qwen2.5-3B, L32/L33, k=20/50/78): mean pooling 12/12 with ratio_Z < ratio_Zp, "
-                "language energy in Z 80-86% of k/d at k=20-50, gone at k=78, last-token pooling reversed, "
-                "best L32 multi-head k=50 (0.730 vs 0.824).", ""]
-    return out
 
 
 def _check_sweep(kinds, poolings, n_random, where):
@@ -743,44 +713,46 @@ def _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poo
     return rows
 
 
-def _write_phase2(table, summary, headline, digit, primary_site, model_name, *, out_tsv, out_md, summary_tsv,
-                  summary_md, fig_stem, digit_tsv) -> list[Path]:
-    """Write the outputs of :func:`run_phase2` (the heatmap: primary site, every token); returns the paths."""
-    from zhunt.io import write_table, write_text
+@dataclass
+class Phase2Result:
+    """What :func:`phase2` measures.
 
-    write_table(table, out_tsv, markdown=out_md)
-    write_table(summary, summary_tsv)
-    write_text(summary_md, "\n".join(headline) + "\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
-    files = [Path(out_tsv), Path(out_md), Path(summary_tsv), Path(summary_md)]
-    if digit_tsv is not None:
-        write_table(digit, digit_tsv)
-        files.append(Path(digit_tsv))
-    primary = table[(table["site"] == primary_site) & (table["tokens"] == "all")]
-    from zhunt.report.zspace import plot_phase2_heatmaps
+    Attributes
+    ----------
+    table : DataFrame
+        One row per site, token set, layer, k, kind and pooling (columns in :func:`_phase2_rows`),
+        ordered by :func:`_order_phase2`.
+    summary : DataFrame
+        :func:`phase2_summary` of ``table``.
+    digit : DataFrame
+        :func:`digit_confound_phase2` of ``table`` (empty without numeral ids).
+    sites : list of str
+        The real sites of the rows, the primary one first (:func:`phase2_sites`).
+    """
 
-    return files + plot_phase2_heatmaps(primary, f"{model_name} (site {primary_site})", fig_stem)
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    digit: pd.DataFrame
+    sites: list
 
 
-def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
-               kinds=("multihead", "head0"), poolings=("mean", "last"), langs=("zh", "en"),
-               n_random: int = 100, seed: int = 0, *, out_tsv, out_md, summary_tsv, summary_md, fig_stem,
-               site: str = DEFAULT_SITE, site_variants=(), numeral_ids=None, digit_tsv=None,
-               where=None) -> dict:
-    """The Phase 2 stage: Z-projection metrics for every site x layer x k x mask kind x pooling x token set.
+def phase2(store, masks: Mapping, layers, ks, kinds=("multihead", "head0"), poolings=("mean", "last"),
+           langs=("zh", "en"), n_random: int = 100, seed: int = 0, *, model_name: str = "",
+           site: str = DEFAULT_SITE, site_variants=(), numeral_ids=None, where=None) -> Phase2Result:
+    """Phase 2: Z-projection metrics for every site x layer x k x mask kind x pooling x token set.
 
     Parameters
     ----------
-    store_path : path
-        Activation store (:class:`zhunt.data.store.ActivationStore`).
-    mask_paths : mapping
-        ``{layer: path}`` of Z-mask files (:func:`zhunt.weights.masks.write_masks`),
-        one per decoder layer of ``layers``.
-    model_name : str
+    store : ActivationStore
+        The open activation store (:class:`zhunt.data.store.ActivationStore`).
+    masks : mapping
+        ``{(layer, kind, k): V_Z}``, ``V_Z`` of shape (k, d) with orthonormal rows
+        (:func:`zhunt.weights.masks.load_layer_masks`), for every layer, kind and k of the sweep.
     layers : sequence of int
         Decoder layers (0-based); layer ``l`` is read at hidden index
         :func:`zhunt.models.site.hidden_index` ``(l, site)``.
     ks : sequence of int
-        Subspace dimensions, ``0 < k < d``; each must be stored in every mask file.
+        Subspace dimensions, ``0 < k < d``.
     kinds, poolings : sequences of {"multihead", "head0"}, {"mean", "last"}
     langs : (str, str)
         The language pair ``(a, b)``; cross-lingual deltas are ``x_a - x_b``.
@@ -788,58 +760,38 @@ def run_phase2(store_path, mask_paths: Mapping, model_name: str, layers, ks,
         Haar-random subspaces per k (at least 20; default 100).
     seed : int
         Seed of the random subspaces (see :func:`random_baseline`).
-    out_tsv, out_md, summary_tsv, summary_md, fig_stem : path
-        The per-config table, the summary, the heatmap (``.pdf`` + ``.png``).
+    model_name : str
+        The ``model`` column of the digit-confound rows.
     site, site_variants : str, sequence of str
         The primary site (``study.site``) and extra sites (extra rows).
     numeral_ids : array-like of int, optional
         Numeral token ids (:func:`zhunt.data.numerals.store_numeral_ids`): adds the
-        ``tokens = no_numerals`` rows (numeral-free pooling). Rows with
-        ``site = embedding`` (hidden index 0, the same masks) are always added.
-    digit_tsv : path, optional
-        Where to write :func:`digit_confound_phase2` (needs ``numeral_ids``).
+        ``tokens = no_numerals`` rows (numeral-free pooling) and the digit-confound
+        rows. Rows with ``site = embedding`` (hidden index 0, the same masks) are always added.
     where : str or mapping, optional
         Config keys to name in errors: one string for all, or ``{"layers": ..., "ks": ...,
         "kinds": ..., "poolings": ..., "langs": ..., "masks": ..., "n_random": ...}``.
 
     Returns
     -------
-    dict
-        ``table`` (columns in :func:`_phase2_rows`) and ``summary`` (DataFrames),
-        ``digit`` (DataFrame, maybe empty), ``headline`` (list of str), ``files``
-        (written paths), ``runtime_s``.
+    Phase2Result
 
     Raises
     ------
     ZhuntError
         A layer beyond the store's depth, ``k >= d``, an unknown kind or
         pooling, a language without prompts, a problem missing in one
-        language, fewer than 2 problems, a missing or mismatched mask file.
+        language, fewer than 2 problems, a missing mask or one of the wrong shape.
     """
-    from zhunt.data.store import ActivationStore
-
-    t0 = time.perf_counter()
-    kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     sites = phase2_sites(site, site_variants)
-    if digit_tsv is not None and numeral_ids is None:
-        raise ZhuntError(str(digit_tsv), "the digit-confound table needs numeral_ids (numeral-free pooling)")
     token_sets = list(TOKEN_SETS) if numeral_ids is not None else ["all"]
-    with ActivationStore(store_path) as store:
-        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
-                                                       where)
-        rows = _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
-                            numeral_ids)
+    layers, d, ks, kinds, poolings, ids, draws = _open_sweep(store, masks, layers, ks, kinds, poolings, langs,
+                                                             n_random, seed, where)
+    rows = _phase2_rows(store, layers, d, ks, ids, masks, draws, sites, token_sets, poolings, kinds, langs,
+                        numeral_ids)
     table = _order_phase2(pd.DataFrame(rows), sites, token_sets, poolings, kinds)
-    summary = phase2_summary(table)
-    headline = _phase2_headlines(summary, model_name, langs)
-    digit = digit_confound_phase2(table, model_name)
-    files = _write_phase2(table, summary, headline, digit, sites[0], model_name, out_tsv=out_tsv, out_md=out_md,
-                          summary_tsv=summary_tsv, summary_md=summary_md, fig_stem=fig_stem, digit_tsv=digit_tsv)
-    runtime = time.perf_counter() - t0
-    for line in headline[2:-3]:
-        log.info("%s", line)
-    return {"table": table, "summary": summary, "digit": digit, "headline": headline,
-            "files": [str(p) for p in files], "runtime_s": runtime}
+    return Phase2Result(table=table, summary=phase2_summary(table), digit=digit_confound_phase2(table, model_name),
+                        sites=sites)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1015,19 +967,16 @@ def _datadriven_rows(D, Ms, base: Mapping, ks, kinds, masks: Mapping, draws: Map
     return rows
 
 
-def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks, kinds=("multihead",),
-                   poolings=("last", "mean"), seed: int = 0, *, out_tsv, out_md, fig_stem,
-                   langs=("zh", "en"), n_random: int = 100, rank: int | None = None, refine: bool = True,
-                   site: str = DEFAULT_SITE, site_variants=(), where=None) -> dict:
+def datadriven(store, masks: Mapping, layers, ks, kinds=("multihead",), poolings=("last", "mean"), seed: int = 0,
+               *, langs=("zh", "en"), n_random: int = 100, rank: int | None = None, refine: bool = True,
+               site: str = DEFAULT_SITE, site_variants=(), where=None) -> pd.DataFrame:
     """Data-driven language subspace ``M_s`` (2505.15257) next to the weight-derived ``Z``.
 
     Parameters
     ----------
-    store_path, mask_paths, model_name, layers, ks, kinds, poolings, seed, where
-        As in :func:`run_phase2`. ``M_s`` is estimated from every language of
+    store, masks, layers, ks, kinds, poolings, seed, where
+        As in :func:`phase2`. ``M_s`` is estimated from every language of
         the store; the Phase 2 metrics use the pair ``langs``.
-    out_tsv, out_md, fig_stem : path
-        Table and figure destinations.
     n_random : int
         Haar-random k-dimensional subspaces for the principal-angle baseline.
     rank : int, optional
@@ -1035,60 +984,38 @@ def run_datadriven(store_path, mask_paths: Mapping, model_name: str, layers, ks,
     refine : bool
         LSAR refinement (a no-op for ``span(M_s)`` at ``r = n_lang - 1``).
     site, site_variants
-        As in :func:`run_phase2`: layer ``l`` is read at
+        As in :func:`phase2`: layer ``l`` is read at
         :func:`zhunt.models.site.hidden_index` ``(l, site)``, every site its own rows
-        (``M_s`` is estimated at that same hidden index). The figure shows the
-        primary site.
+        (``M_s`` is estimated at that same hidden index).
 
     Returns
     -------
-    dict
-        ``table`` (DataFrame, columns in :func:`_datadriven_rows`), ``files``, ``runtime_s``,
-        ``headline`` (list of str).
-
+    DataFrame
+        One row per site, layer, k, kind and pooling (columns in :func:`_datadriven_rows`), the
+        primary site first.
     """
-    from zhunt.io import write_table
-    from zhunt.data.store import ActivationStore
-
-    t0 = time.perf_counter()
-    kinds, poolings = _check_sweep(kinds, poolings, n_random, where)
     rows = []
-    with ActivationStore(store_path) as store:
-        layers, d, ks, ids, masks, draws = _open_sweep(store, mask_paths, layers, ks, kinds, langs, n_random, seed,
-                                                       where)
-        all_langs = store.languages
-        if len(all_langs) < 2:
-            raise ZhuntError(str(store.path), "the data-driven language subspace needs at least 2 languages")
-        r = len(all_langs) - 1 if rank is None else int(rank)
-        if not 0 < r < len(all_langs):
-            raise ZhuntError(_where(where, "rank", "rank"), f"rank {r} must satisfy 0 < r <= n_lang - 1 = "
-                                                            f"{len(all_langs) - 1}")
-        if len(ids) < 4:
-            raise ZhuntError(str(store.path), f"cross-fitting needs at least 4 paired problems, found {len(ids)}")
-        folds = _cv_folds(ids, seed)
-        for site_, l in ((st, l) for st in phase2_sites(site, site_variants) for l in layers):
-            j = hidden_index(l, site_)
-            for pooling in poolings:
-                D, Ms, base = _datadriven_stream(store, j, pooling, all_langs, r, refine, langs, ids, folds)
-                rows += _datadriven_rows(D, Ms, {"site": site_, "hidden_index": j, "layer": l, **base}, ks, kinds,
-                                         {key: V for key, V in masks.items() if key[0] == l}, draws)
+    layers, d, ks, kinds, poolings, ids, draws = _open_sweep(store, masks, layers, ks, kinds, poolings, langs,
+                                                             n_random, seed, where)
+    all_langs = store.languages
+    if len(all_langs) < 2:
+        raise ZhuntError(str(store.path), "the data-driven language subspace needs at least 2 languages")
+    r = len(all_langs) - 1 if rank is None else int(rank)
+    if not 0 < r < len(all_langs):
+        raise ZhuntError(_where(where, "rank", "rank"), f"rank {r} must satisfy 0 < r <= n_lang - 1 = "
+                                                        f"{len(all_langs) - 1}")
+    if len(ids) < 4:
+        raise ZhuntError(str(store.path), f"cross-fitting needs at least 4 paired problems, found {len(ids)}")
+    folds = _cv_folds(ids, seed)
+    sites = phase2_sites(site, site_variants)
+    for site_, l in ((st, l) for st in sites for l in layers):
+        j = hidden_index(l, site_)
+        for pooling in poolings:
+            D, Ms, base = _datadriven_stream(store, j, pooling, all_langs, r, refine, langs, ids, folds)
+            rows += _datadriven_rows(D, Ms, {"site": site_, "hidden_index": j, "layer": l, **base}, ks, kinds,
+                                     {key: V for key, V in masks.items() if key[0] == l}, draws)
     table = pd.DataFrame(rows)
     order = ["site", "hidden_index", "layer", "k", "kind", "pooling"]
     table = table[order + [c for c in table.columns if c not in order]]
-    sites = phase2_sites(site, site_variants)
     table = table.assign(_s=table["site"].map({x: i for i, x in enumerate(sites)}))
-    table = table.sort_values(["_s", "layer", "k"], kind="stable").drop(columns="_s").reset_index(drop=True)
-    files = []
-    write_table(table, out_tsv, markdown=out_md)
-    files += [Path(out_tsv), Path(out_md)]
-    from zhunt.report.zspace import plot_datadriven
-
-    files += plot_datadriven(table[table["site"] == sites[0]], f"{model_name} (site {sites[0]})", fig_stem)
-    headline = [
-        f"{x['site']} L{x['layer']} {x['kind']} k={x['k']} {x['pooling']}: ratio_Z {x['ratio_Z']:.3f} / ratio_Z⊥ "
-        f"{x['ratio_Zperp']:.3f}; ratio_Ms⊥ {x['ratio_Msperp']:.3f} (cv {x['ratio_Msperp_cv']:.3f}) / "
-        f"ratio_Ms {x['ratio_Ms']:.3f}; E_Ms_in_Z/chance {x['E_Ms_in_Z_over_chance']:.2f}; "
-        f"mean cos {x['cos_mean']:.3f} (random {x['cos_mean_rand_lo']:.3f}-{x['cos_mean_rand_hi']:.3f})"
-        for _, x in table.iterrows()]
-    runtime = time.perf_counter() - t0
-    return {"table": table, "files": [str(p) for p in files], "headline": headline, "runtime_s": runtime}
+    return table.sort_values(["_s", "layer", "k"], kind="stable").drop(columns="_s").reset_index(drop=True)

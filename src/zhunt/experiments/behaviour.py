@@ -66,6 +66,7 @@ import pandas as pd
 
 from zhunt.stats import mcnemar_exact, rate_ci
 from zhunt.data.answers import extract_answer
+from zhunt.data.pairing import pair_by_problem
 from zhunt.data.language_id import cjk_fraction, classify_language
 
 __all__ = ["BANDS", "contingency_band", "PAIRED_ALPHA", "BEHAVIOUR_RULE", "paired_verdict", "score_generations", "summarize_behaviour", "STEP_INPUT", "STEP_OUTPUT",
@@ -147,8 +148,19 @@ def score_generations(long: pd.DataFrame, gens: Sequence[dict]) -> pd.DataFrame:
 
 
 def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed: int = 0,
-                        n_resamples: int = 2000) -> pd.DataFrame:
+                        n_resamples: int = 2000, where: str = "behaviour records") -> pd.DataFrame:
     """Per-language accuracy (bootstrap 95% CI) and the paired comparison with English.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        :func:`score_generations` (``id``, ``lang``, ``correct``, ``extracted``, ``output_lang``,
+        ``cjk_fraction``).
+    languages : sequence of str
+    seed, n_resamples
+        The bootstrap of the accuracy intervals.
+    where : str
+        Named in errors (the prompt table the records come from).
 
     Returns
     -------
@@ -156,7 +168,8 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
         One row per language: ``lang, n, n_correct, accuracy, ci_lo, ci_hi,
         n_no_answer, on_language_rate`` (output script matches the prompt's:
         ``zh`` for zh, Latin ``en`` for the others), ``mean_cjk_fraction``; for
-        languages other than en, paired with en on the problems both have:
+        languages other than en, paired with en by problem
+        (:func:`zhunt.data.pairing.pair_by_problem`: a problem missing in either is an error):
         ``n_paired, n_only_lang, n_only_en, diff_vs_en, mcnemar_p, band, paired_verdict``.
     """
     out = []
@@ -170,12 +183,12 @@ def summarize_behaviour(records: pd.DataFrame, languages: Sequence[str], *, seed
                "on_language_rate": float((r["output_lang"] == script).mean()) if len(r) else np.nan,
                "mean_cjk_fraction": float(r["cjk_fraction"].mean()) if len(r) else np.nan}
         if lg != "en" and "en" in by:
-            common = r.index.intersection(by["en"].index)
-            a = r.loc[common, "correct"].to_numpy(bool)
-            b = by["en"].loc[common, "correct"].to_numpy(bool)
+            _, rows = pair_by_problem({lg: list(r.index), "en": list(by["en"].index)}, where=where)
+            a = r["correct"].to_numpy(bool)[rows[lg]]
+            b = by["en"]["correct"].to_numpy(bool)[rows["en"]]
             mc = mcnemar_exact(a, b)
             diff = int(a.sum()) - int(b.sum())
-            row.update(n_paired=len(common), n_only_lang=mc["n01"], n_only_en=mc["n10"], diff_vs_en=diff,
+            row.update(n_paired=len(a), n_only_lang=mc["n01"], n_only_en=mc["n10"], diff_vs_en=diff,
                        mcnemar_p=mc["p"], band=contingency_band(diff, lg),
                        paired_verdict=paired_verdict(mc["p"], diff, lg))
         out.append(row)
@@ -210,7 +223,8 @@ def step_record_modules(model, layer: int) -> dict:
     return {STEP_INPUT: inp, STEP_OUTPUT: layers[layer]}
 
 
-def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: str = "en") -> pd.DataFrame:
+def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: str = "en", *,
+                   where: str = "behaviour prompts") -> pd.DataFrame:
     """Per-step squared norms of the cross-lingual update difference and output difference.
 
     Parameters
@@ -222,24 +236,27 @@ def step_distances(long: pd.DataFrame, gens: Sequence[dict], a: str = "zh", b: s
         ``STEP_INPUT`` and ``STEP_OUTPUT``, each of shape ``(T, d)``: the
         input ``h_l^(t)`` and output ``h_{l+1}^(t)`` of the recorded layer ``l``.
     a, b : str
-        The pair (seed 003: zh and en).
+        The pair (seed 003: zh and en), paired by problem
+        (:func:`zhunt.data.pairing.pair_by_problem`: a problem missing in either is an error).
+    where : str
+        Named in errors (the prompt table).
 
     Returns
     -------
     pandas.DataFrame
         ``problem, step, y, y_output, T_zh, T_en`` (named after ``a``/``b``),
-        problems in table order, steps ascending, ``t < min(T_a, T_b)``:
+        problems in the order of ``a``'s rows, steps ascending, ``t < min(T_a, T_b)``:
         ``y = ||f^(t)(a) - f^(t)(b)||^2`` with ``f^(t) = h_{l+1}^(t) - h_l^(t)``
         (seed 003's ``||delta_l^(t)||^2``) and
         ``y_output = ||h_{l+1}^(t)(a) - h_{l+1}^(t)(b)||^2``.
     """
-    idx = {(i, lg): k for k, (i, lg) in enumerate(zip(long["id"], long["lang"]))}
+    lang = long["lang"].to_numpy()
+    pos = {lg: np.flatnonzero(lang == lg) for lg in (a, b)}  # rows of ``long`` / ``gens`` per language
+    problems, rows = pair_by_problem({lg: list(long["id"].to_numpy()[pos[lg]]) for lg in (a, b)}, where=where)
     cols = ["problem", "step", "y", "y_output", f"T_{a}", f"T_{b}"]
     parts = []
-    for pid in dict.fromkeys(long["id"]):
-        if (pid, a) not in idx or (pid, b) not in idx:
-            continue
-        sa, sb = gens[idx[(pid, a)]]["states"], gens[idx[(pid, b)]]["states"]
+    for i, pid in enumerate(problems):
+        sa, sb = gens[pos[a][rows[a][i]]]["states"], gens[pos[b][rows[b][i]]]["states"]
         oa = np.asarray(sa[STEP_OUTPUT], dtype=np.float64)
         ob = np.asarray(sb[STEP_OUTPUT], dtype=np.float64)
         fa = oa - np.asarray(sa[STEP_INPUT], dtype=np.float64)

@@ -802,8 +802,8 @@ def _labelled(rec: pd.DataFrame, ctx: Mapping, cfg: Mapping, src_of: Mapping) ->
 
 
 def config_result(rec: pd.DataFrame, cfg: Mapping, *, seed: int = 0) -> dict:
-    """One row of ``metrics.tsv``: the config, its metrics (:func:`config_metrics` / :func:`donor_metrics`),
-    ``verdict``, ``crit_*`` and the ``criteria`` note."""
+    """One row of ``metrics.tsv``: the config (with its ``primary`` flag, :func:`grid_configs`), its metrics
+    (:func:`config_metrics` / :func:`donor_metrics`), ``verdict``, ``crit_*`` and the ``criteria`` note."""
     if cfg["source"] == "donor":
         m = donor_metrics(rec, seed=seed)
         verdict, crit = donor_verdict(m)
@@ -818,16 +818,22 @@ def config_result(rec: pd.DataFrame, cfg: Mapping, *, seed: int = 0) -> dict:
         log.info("L%d k=%d %s %s: Z %.2f Z⊥ %.2f rand %.2f -> %s", cfg["layer"], cfg["k"], cfg["alignment"],
                  cfg["direction"], m["z_answer_change"], m["zperp_answer_change"], m["random_answer_change"], verdict)
     return {"layer": cfg["layer"], "k": cfg["k"], "alignment": cfg["alignment"], "direction": cfg["direction"],
-            "source": cfg["source"], **m, "verdict": verdict, **{f"crit_{c}": v for c, v in crit.items()},
-            "criteria": note}
+            "source": cfg["source"], "primary": bool(cfg["primary"]), **m, "verdict": verdict,
+            **{f"crit_{c}": v for c, v in crit.items()}, "criteria": note}
 
 
 def grid_configs(grid: Mapping):
-    """Every configuration of the grid in table order: layer, k, then alignment x direction x source."""
+    """Every configuration of the grid in table order: layer, k, then alignment x direction x source.
+
+    ``primary`` marks the pre-registered primary configuration of each source: the first layer,
+    the largest k, the first alignment and the first direction of the grid.
+    """
     for layer in grid["layers"]:
         for k in grid["ks"]:
             for alignment in grid["alignments"]:
                 for direction, tgt, src in grid["dirs"]:
+                    primary = (layer == grid["layers"][0] and k == max(grid["ks"])
+                               and alignment == grid["alignments"][0] and direction == grid["dirs"][0][0])
                     for source in grid["sources"]:
                         yield {"layer": layer, "k": k, "alignment": alignment, "direction": direction,
-                               "target": tgt, "source_lang": src, "source": source}
+                               "target": tgt, "source_lang": src, "source": source, "primary": primary}

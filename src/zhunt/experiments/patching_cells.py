@@ -51,7 +51,6 @@ import numpy as np
 import pandas as pd
 
 from zhunt.errors import ZhuntError
-from zhunt.io import write_table
 from zhunt.experiments.patching_design import (Cell, donor_pairs, extend_to_prefix, heldout_split,
                                                interchange_source, pair_bases, pair_edits)
 

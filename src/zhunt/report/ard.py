@@ -3,7 +3,7 @@
 The numbers come from :mod:`zhunt.activations.ard` (:func:`~zhunt.activations.ard.summary_table`,
 :func:`~zhunt.activations.ard.seed_collapse`, :func:`~zhunt.activations.ard.ard_headline`); run
 trajectories are the ``{(layer, objective, basis, init, lambda): run}`` mapping of
-:func:`zhunt.activations.ard.read_run_files`.
+:func:`zhunt.stages.ard.read_run_files`.
 """
 
 from __future__ import annotations

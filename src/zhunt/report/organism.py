@@ -1,4 +1,4 @@
-"""The organism's training report: loss-curve table, Markdown summary and loss figure.
+"""The organism's training report: loss-curve and accuracy tables, Markdown summary and loss figure.
 
 Rendered from the report dict :func:`zhunt.models.organism.train_organism` returns; the stage
 (:func:`zhunt.stages.models.run_train_organism`) writes them.
@@ -12,12 +12,21 @@ import pandas as pd
 
 from zhunt.io import atomic_path
 
-__all__ = ["loss_curve_table", "training_report_markdown", "training_loss_figure"]
+__all__ = ["loss_curve_table", "accuracy_table", "training_report_markdown", "training_loss_figure"]
 
 
 def loss_curve_table(report: dict) -> pd.DataFrame:
     """The training loss curve, columns ``step``, ``loss`` (one row per logged step)."""
     return pd.DataFrame(report["loss_curve"], columns=["step", "loss"])
+
+
+def accuracy_table(report: dict) -> pd.DataFrame:
+    """Held-out exact match, columns ``lang``, ``op`` and ``exact_match``: per language over every
+    operation (``op = all``), then per language and operation when measured."""
+    rows = [{"lang": lang, "op": "all", "exact_match": float(acc)} for lang, acc in report["accuracy"].items()]
+    for lang, by_op in (report.get("accuracy_by_op") or {}).items():
+        rows += [{"lang": lang, "op": op, "exact_match": float(by_op[op])} for op in sorted(by_op)]
+    return pd.DataFrame(rows, columns=["lang", "op", "exact_match"])
 
 
 def _accuracy_lines(report: dict) -> list[str]:

@@ -166,8 +166,9 @@ def _donor_lines(primary: Mapping, overall: str, counts: Mapping, n: int, where:
 def verdict_markdown(metrics: pd.DataFrame, grid: Mapping, model_name: str) -> tuple[str, dict]:
     """``verdict.md`` of the grid and, per source, its overall verdict and primary configuration.
 
-    The primary configuration is the first layer, the largest k, the first alignment and the first
-    direction (:func:`zhunt.experiments.patching.overall_verdict` over the primary direction).
+    The primary configuration is the row with ``primary`` true (the first layer, the largest k, the
+    first alignment and the first direction: :func:`zhunt.experiments.patching.grid_configs`); the
+    overall verdict is :func:`zhunt.experiments.patching.overall_verdict` over its direction.
 
     Returns
     -------
@@ -176,21 +177,19 @@ def verdict_markdown(metrics: pd.DataFrame, grid: Mapping, model_name: str) -> t
         ``source -> {"overall", "primary"}`` (``primary``: its metrics row as a dict).
     """
     layers, sources = grid["layers"], grid["sources"]
-    primary_dir, pk, a0 = grid["dirs"][0][0], max(grid["ks"]), grid["alignments"][0]
     lines = [f"# Experiment A verdict: {model_name}", "",
              "Exploratory: the seed's designs as written. The causal test is the interchange design "
              "(`interchange_verdict.md`, `subspaces.tsv`; docs/patching.md).", ""]
     by_source = {}
     for source in sources:
         ms = metrics[metrics["source"] == source]
+        primary = ms[ms["primary"]].iloc[0].to_dict()
+        primary_dir = primary["direction"]
         prim = ms[ms["direction"] == primary_dir]
         overall = overall_verdict(prim["verdict"])
-        sel = ms[(ms["layer"] == layers[0]) & (ms["k"] == pk) & (ms["alignment"] == a0)
-                 & (ms["direction"] == primary_dir)]
-        primary = sel.iloc[0].to_dict()
         by_source[source] = {"overall": overall, "primary": primary}
         counts = prim["verdict"].value_counts().to_dict()
-        where = f"L{layers[0]}, k={pk}, {a0}, {_arrow(primary_dir)}"
+        where = f"L{primary['layer']}, k={primary['k']}, {primary['alignment']}, {_arrow(primary_dir)}"
         lines += (_seed_lines(primary, overall, counts, len(prim), where, _arrow(primary_dir), len(sources) > 1)
                   if source == "same" else
                   _donor_lines(primary, overall, counts, len(prim), where, _arrow(primary_dir), source))

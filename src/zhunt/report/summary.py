@@ -18,9 +18,8 @@ for the report labels, which know only the wildcards. Three consumers:
   :func:`model_page` and :func:`models_page` render the per-model and the
   cross-model HTML pages.
 
-Conventions read from the producers: the first row of ``patching/metrics.tsv``
-is the primary layer, alignment and direction (rows are written layer-major
-in config order) and the primary k is the largest k; the ``same`` source is
+Conventions read from the producers: the primary configuration of
+``patching/metrics.tsv`` is its row with ``primary`` true; the ``same`` source is
 the seed's design. The ARD primary layer is the ``layer`` of ``ard/headline.tsv``
 (the held-out test runs at the primary layer). Tables with a ``site`` column
 list the primary site (``study.site``) first; headlines read those rows. The digit confound
@@ -76,10 +75,10 @@ MODEL_FILES: dict[str, str] = {
     "datadriven": "zspace/datadriven.tsv", "digit_phase2": "zspace/digit_confound.tsv",
     "digit_theory": "theory/digit_confound.tsv", "effective_rank": "structure/effective_rank_summary.tsv",
     "bottleneck": "structure/bottleneck.tsv", "grassmann": "structure/grassmann_adjacent.tsv",
-    "ffn": "structure/ffn_alignment.tsv", "families": "structure/families_verdict.md",
-    "qk": "structure/qk_verdict.md", "layer_scores": "structure/layer_scores.tsv",
+    "ffn": "structure/ffn_alignment.tsv", "families": "structure/families_verdict.tsv",
+    "qk": "structure/qk_verdict.tsv", "layer_scores": "structure/layer_scores.tsv",
     "theory": "theory/theory_summary.tsv", "garch": "theory/garch.tsv",
-    "training": "organism/training_report.md", "summary_json": "summary/summary.json",
+    "training": "organism/training_accuracy.tsv", "summary_json": "summary/summary.json",
     "layer_sweep": "layers/sweep.tsv", "layer_causal": "layers/causal.tsv", "layers": "layers/comparison.tsv",
 }
 #: Files under ``{root}/`` shared by all models: key -> path.
@@ -149,6 +148,17 @@ def _rate(row: Mapping, name: str) -> str:
     return f"{_pct(row.get(name))}{ci}"
 
 
+def _flagged(t: pd.DataFrame, col: str, path) -> pd.Series:
+    """The first row of ``t`` whose boolean column ``col`` is true (a producer's flag of its primary or
+    predicted row); one line naming ``path`` when there is none."""
+    if col not in t.columns:
+        raise ZhuntError(str(path), f"no {col!r} column")
+    rows = t[t[col].astype(str) == "True"]
+    if not len(rows):
+        raise ZhuntError(str(path), f"no row with {col} = True")
+    return rows.iloc[0]
+
+
 def _stat(summary: pd.DataFrame, name: str):
     row = summary[summary["statistic"] == name]
     return row["value"].iloc[0] if len(row) else float("nan")
@@ -164,10 +174,7 @@ def _patching(files: Mapping) -> tuple[pd.DataFrame, dict]:
         raise ZhuntError(str(files["metrics"]), "no configurations")
     if "source" in m.columns:
         m = m[m["source"] == "same"] if (m["source"] == "same").any() else m
-    first = m.iloc[0]
-    prim = m[(m["layer"] == first["layer"]) & (m["k"] == m["k"].max()) & (m["alignment"] == first["alignment"])
-             & (m["direction"] == first["direction"])]
-    return m, (prim.iloc[0] if len(prim) else first).to_dict()
+    return m, _flagged(m, "primary", files["metrics"]).to_dict()
 
 
 def _overall(verdicts: Sequence[str]) -> str:
@@ -471,20 +478,22 @@ def _m_phases(files, wc):
             f"{'confirmed' if str(b['confirmed_by_drop']) == 'True' else 'not confirmed'} by the following drop")
 
 
-def _md_verdict(path: Path) -> str:
-    m = re.search(r"\*\*Verdict: ([^*]+)\*\*", _text(path))
-    return m.group(1).strip() if m else "no verdict line"
+def _verdict_row(path) -> pd.Series:
+    """The first row of a verdict TSV (its ``verdict`` column is the label)."""
+    t = _tsv(path)
+    if not len(t) or "verdict" not in t.columns:
+        raise ZhuntError(str(path), "no verdict")
+    return t.iloc[0]
 
 
 def _m_families(files, wc):
-    return f"verdict: {_md_verdict(files['families'])}"
+    return f"verdict: {_verdict_row(files['families'])['verdict']}"
 
 
 def _m_qk(files, wc):
-    text = _text(files["qk"])
-    cos = re.search(r"anchor \(anchor excluded[^)]*\): \*\*([-+0-9.]+)\*\*", text)
-    return (f"verdict: {_md_verdict(files['qk'])}"
-            + (f"; mean operator cosine to the anchor (anchor excluded) {cos.group(1)}" if cos else ""))
+    r = _verdict_row(files["qk"])
+    return (f"verdict: {r['verdict']}; mean operator cosine to the anchor (anchor excluded) "
+            f"{float(r['mean_cos_to_anchor_excl']):+.4f}")
 
 
 def _theory_line(files, template: str) -> str:
@@ -555,9 +564,9 @@ def _m_toy(files, wc):
 
 
 def _m_training(files, wc):
-    text = _text(files["training"])
-    rows = re.findall(r"^\| (\w\w) \| ([0-9.]+%) \|$", text, re.M)
-    return "held-out exact match " + ", ".join(f"{lang} {acc}" for lang, acc in rows)
+    t = _tsv(files["training"])
+    t = t[t["op"] == "all"]
+    return "held-out exact match " + ", ".join(f"{r['lang']} {float(r['exact_match']):.1%}" for _, r in t.iterrows())
 
 
 def _m_summary(files, wc):
@@ -574,7 +583,7 @@ def _m_models(files, wc):
 
 def _m_layer_scores(files, wc):
     t = _tsv(files["layer_scores"])
-    b = t[t["predicted"].astype(str) == "True"].iloc[0]
+    b = _flagged(t, "predicted", files["layer_scores"])
     return (f"predicted L{int(b['layer'])} of {len(t)}: head eff. rank {_f(b['attn_eff_rank_mean'])} "
             f"(CV {_f(b['attn_eff_rank_cv'])}), FFN {_f(b['ffn_ratio'])}x chance, drop after {_f(b['drop_after'])}")
 
@@ -598,8 +607,7 @@ def _m_layer_causal(files, wc):
 
 
 def _m_layer_comparison(files, wc):
-    c = _tsv(files["layers"])
-    p = c[c["primary"].astype(str) == "True"].iloc[0]
+    p = _flagged(_tsv(files["layers"]), "primary", files["layers"])
     return (f"{p['verdict']}: predicted L{int(p['predicted_layer'])}, data-best L{_f(p['data_best_layer'])} "
             f"(distance {_f(p['distance_frac'])} of depth), rho {_f(p['rho'])}, shift-permutation p {_f(p['p_shift'])}")
 
@@ -894,8 +902,7 @@ def headline(files: Mapping, model: str) -> dict:
                 "digit_nn_frac_both": float(rows["nn_retrieval"]["frac_both"])}
 
     def layers():
-        c = _tsv(files["layers"])
-        p = c[c["primary"].astype(str) == "True"].iloc[0]
+        p = _flagged(_tsv(files["layers"]), "primary", files["layers"])
         return {"layer_data_best": None if pd.isna(p["data_best_layer"]) else int(p["data_best_layer"]),
                 "layer_distance_frac": float(p["distance_frac"]), "layer_rho": float(p["rho"]),
                 "layer_p": float(p["p_shift"]), "layer_verdict": str(p["verdict"])}

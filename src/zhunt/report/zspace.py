@@ -1,4 +1,4 @@
-"""Phase 2 and data-driven-subspace figures (tables from :mod:`zhunt.activations.zspace`)."""
+"""Phase 2 and data-driven-subspace Markdown and figures (tables from :mod:`zhunt.activations.zspace`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,42 @@ import pandas as pd
 from zhunt.activations.zspace import safe_ratio
 from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
 
-__all__ = ["plot_phase2_heatmaps", "plot_datadriven"]
+__all__ = ["phase2_headlines", "phase2_summary_markdown", "plot_phase2_heatmaps", "plot_datadriven"]
+
+
+def phase2_headlines(summary: pd.DataFrame, model: str, langs) -> list[str]:
+    """The Phase 2 summary's heading, one line per (site, token set, pooling) and the seed's numbers
+    (:func:`zhunt.activations.zspace.phase2_summary` of the table)."""
+    out = [f"# Phase 2 Z-projection: {model} ({langs[0]}/{langs[1]})", ""]
+
+    def vanish(v) -> str:
+        return f"k={int(v)}" if np.isfinite(v) else "never within the sweep"
+
+    top = summary[summary["layer"] == "all"]
+    for (site, tokens, pooling), sp in top.groupby(["site", "tokens", "pooling"], sort=False):
+        r = sp[sp["kind"] == "all"].iloc[0]
+        per_kind = "; ".join(f"{x['kind']} {vanish(x['vanish_k'])} (specificity: {vanish(x['vanish_k_spec'])})"
+                             for _, x in sp[sp["kind"] != "all"].iterrows())
+        out.append(
+            f"- site {site}, {tokens} tokens, {pooling} pooling: ratio_Z < ratio_Z⊥ in "
+            f"{r['n_Z_better']}/{r['n_configs']} configs "
+            f"(ratio_Z below the random 95% interval in {r['n_Z_better_than_random']}); best L{r['best_layer']} "
+            f"{r['best_kind']} k={r['best_k']}: ratio_Z {r['best_ratio_Z']:.3f} vs ratio_Z⊥ "
+            f"{r['best_ratio_Zperp']:.3f} (percentile among random {r['best_ratio_Z_percentile']:.1f}); "
+            f"language energy in Z below the random interval in {r['n_lang_energy_below']}/{r['n_configs']} "
+            f"(problem energy too in {r['n_prob_energy_below']}; language-specific, E_lang/E_prob below random, "
+            f"in {r['n_lang_specific']}); effect vanishes (E_lang(Z) inside the random interval at every layer) "
+            f"from: {per_kind}.")
+    out += ["", "Seed 000 (Qwen2.5-3B, L32/L33, k=20/50/78): mean pooling 12/12 with ratio_Z < ratio_Zp, "
+                "language energy in Z 80-86% of k/d at k=20-50, gone at k=78, last-token pooling reversed, "
+                "best L32 multi-head k=50 (0.730 vs 0.824).", ""]
+    return out
+
+
+def phase2_summary_markdown(summary: pd.DataFrame, model: str, langs) -> str:
+    """The Markdown of ``zspace/phase2_summary``: :func:`phase2_headlines` above the summary table."""
+    return ("\n".join(phase2_headlines(summary, model, langs)) + "\n"
+            + summary.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
 def plot_phase2_heatmaps(table: pd.DataFrame, model: str, stem) -> list:

@@ -78,14 +78,14 @@ def run_behaviour(inputs, params, outputs, *, wildcards=None, threads=1) -> None
     gens = generate(model, tok, list(long["prompt"]), max_new_tokens=max_new, batch_size=int(params["batch_size"]),
                     add_special_tokens=not chat, record_layers=record)
     records = score_generations(long, gens)
-    summary = summarize_behaviour(records, languages)
+    summary = summarize_behaviour(records, languages, where=str(inputs["prompts"]))
     write_table(records, outputs["records"])
     summary_tsv, summary_md = table_paths(outputs["summary"])
     write_table(summary, summary_tsv)
     write_text(summary_md, summary_markdown(summary, model_name, n_shots))
     plot_accuracy(summary, figure_stem(outputs["fig"]), title=f"{model_name}: Phase 0 accuracy ({n_shots}-shot)")
     if steps_path is not None:
-        steps = step_distances(long, gens)
+        steps = step_distances(long, gens, where=str(inputs["prompts"]))
         steps.insert(0, "layer", int(step_layer))
         write_table(steps, steps_path)
     log.info("behaviour %s: accuracy %s on %d problems in %.1fs", model_name,

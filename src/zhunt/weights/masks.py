@@ -21,10 +21,14 @@ eigenvectors of the Gram matrix
     G = sum_h A_h^T A_h = sum_h K_h^T (Q_h Q_h^T) K_h,
 
 which costs d^2 * d_head per head instead of H * d^3, and its singular values
-are ``sqrt(eig(G))``.
+are ``sqrt(eig(G))``. A single head's kernel (the head-0 mask, and every head of the
+structure analysis, :func:`head_kernel_spectra`) has rank <= d_head and is taken apart from its
+thin QR factors instead, without any d x d matrix.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -89,6 +93,48 @@ def kernel_gram(Q: np.ndarray, K: np.ndarray, heads=None) -> np.ndarray:
     return (G + G.T) / 2
 
 
+def head_kernel_spectra(Q: np.ndarray, K: np.ndarray, kv_head=None, k: int | None = None):
+    """Singular values (and top-k right singular vectors) of every per-head kernel ``A_h = Q_h^T K_h``.
+
+    Never forms a d x d matrix: with ``Q_h^T = U_q R_q`` and ``K_h^T = U_k R_k``
+    (thin QR), ``A_h = U_q (R_q R_k^T) U_k^T``.
+
+    Parameters
+    ----------
+    Q, K : ndarray of shape (H, d_head, d)
+        Per-head factors from :func:`head_factors`.
+    kv_head : array of shape (H,), optional
+        Query head -> kv head map; heads of one kv group share the QR of ``K``.
+    k : int, optional
+        Also return the top-k right singular vectors; ``0 < k <= min(d_head, d)``.
+
+    Returns
+    -------
+    sigma : ndarray of shape (H, r), r = min(d_head, d)
+        Singular values of each ``A_h``, descending.
+    V : ndarray of shape (H, k, d) or None
+        Orthonormal rows, signs canonicalised (:func:`zhunt.subspace.canonical_signs`).
+    """
+    H, d_head, d = Q.shape
+    r = min(d_head, d)
+    if k is not None and not 0 < k <= r:
+        raise ValueError(f"per-head subspaces need 0 < k <= min(d_head, d) = {r}, got k={k}")
+    sigma = np.empty((H, r))
+    V = np.empty((H, k, d)) if k else None
+    cache: dict = {}
+    for h in range(H):
+        key = int(kv_head[h]) if kv_head is not None else ("head", h)
+        if key not in cache:
+            cache[key] = np.linalg.qr(K[h].T)  # U_k (d, r), R_k (r, d_head)
+        U_k, R_k = cache[key]
+        _, R_q = np.linalg.qr(Q[h].T)
+        _, s, Yt = np.linalg.svd(R_q @ R_k.T)
+        sigma[h] = s
+        if k:
+            V[h] = canonical_signs(Yt[:k] @ U_k.T)
+    return sigma, V
+
+
 def top_right_singular(G: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k right singular vectors and all singular values from a kernel Gram matrix.
 
@@ -141,12 +187,16 @@ def z_masks(weights, ks, kinds=MASK_KINDS) -> dict:
     for kind in kinds:
         if kind not in MASK_KINDS:
             raise ValueError(f"unknown mask kind {kind!r} (expected one of {MASK_KINDS})")
-        heads = None if kind == "multihead" else [0]
-        G = kernel_gram(Q, K, heads)
         kmax = max(ks)
-        if kind == "head0" and kmax > d_head:
-            raise ValueError(f"head0 mask with k={kmax} exceeds head_dim={d_head}, the kernel's rank")
-        V, sigma = top_right_singular(G, kmax)
+        if kind == "multihead":
+            V, sigma = top_right_singular(kernel_gram(Q, K), kmax)
+        else:  # head 0 alone: the per-head kernels' SVD (the structure analysis's route for every head)
+            if kmax > d_head:
+                raise ValueError(f"head0 mask with k={kmax} exceeds head_dim={d_head}, the kernel's rank")
+            s0, V0 = head_kernel_spectra(Q[:1], K[:1], None, kmax)
+            sigma = np.zeros(d)
+            sigma[:s0.shape[1]] = s0[0]  # A_0 has rank <= d_head: the other singular values are 0
+            V = V0[0]
         out[kind] = {"sigma": sigma, "V": {int(k): V[:k] for k in ks}}
     return out
 
@@ -196,3 +246,75 @@ def read_mask(path, kind: str = "multihead", k: int = 50, expect: dict | None = 
         raise ZhuntError(str(path), f"no mask {kind}/k{k} in this file ({exc})") from None
     except OSError as exc:  # missing, truncated or not HDF5
         raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
+
+
+def load_layer_masks(paths, layers, kinds, ks, d: int, where: str = "masks") -> dict:
+    """``V_Z`` of every layer, kind and k of a sweep, from one mask file per layer.
+
+    Parameters
+    ----------
+    paths : mapping
+        ``{layer: path}`` of mask files (:func:`write_masks`).
+    layers, kinds, ks : sequences
+        Decoder layers, mask kinds and dimensions of the sweep.
+    d : int
+        Hidden size the masks must have (the activation store's).
+    where : str
+        Config key named when a layer has no file.
+
+    Returns
+    -------
+    dict
+        ``{(layer, kind, k): V_Z}``, each of shape (k, d), float64.
+
+    Raises
+    ------
+    ZhuntError
+        A layer without a file, a missing or unreadable file, a file written for another
+        layer (its ``layer`` attribute), a missing ``kind/k`` or a mask of another width.
+    """
+    from zhunt.errors import ZhuntError
+
+    paths = {int(l): Path(p) for l, p in dict(paths or {}).items()}
+    out = {}
+    for l in layers:
+        if l not in paths:
+            raise ZhuntError(where, f"no Z-mask file given for layer {l} (have layers {sorted(paths)})")
+        path = paths[l]
+        if not path.is_file():
+            raise ZhuntError(str(path), f"Z-mask file for layer {l} not found")
+        stored = mask_layer(path, required=False)
+        if stored is not None and stored != l:
+            raise ZhuntError(str(path), f"mask file is for layer {stored}, but was given for layer {l}")
+        for kind in kinds:
+            for k in ks:
+                V = np.asarray(read_mask(path, kind, k), dtype=np.float64)
+                if V.shape != (k, d):
+                    raise ZhuntError(str(path), f"mask {kind}/k{k} has shape {V.shape}, expected {(k, d)} "
+                                                f"(hidden size of the activation store)")
+                out[(l, kind, k)] = V
+    return out
+
+
+def mask_layer(path, required: bool = True) -> int | None:
+    """The decoder layer a mask file was built for (its ``layer`` attribute).
+
+    ``required=False``: ``None`` for a file without the attribute (a hand-made mask).
+
+    Raises
+    ------
+    ZhuntError
+        The file is missing or not HDF5, or (``required``) has no ``layer`` attribute.
+    """
+    import h5py
+
+    from zhunt.errors import ZhuntError
+
+    try:
+        with h5py.File(path, "r") as f:
+            layer = f.attrs.get("layer")
+    except OSError as exc:
+        raise ZhuntError(str(path), f"not a readable Z-mask file ({' '.join(str(exc).split())})") from None
+    if layer is None and required:
+        raise ZhuntError(str(path), "mask file has no layer attribute (needed for the basis's hidden index)")
+    return None if layer is None else int(layer)

@@ -86,7 +86,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zhunt.weights.masks import _np, head_factors, kernel_gram, top_right_singular
+from zhunt.weights.masks import _np, head_factors, head_kernel_spectra, kernel_gram, top_right_singular
 from zhunt.progress import Progress
 from zhunt.subspace import canonical_signs, effective_rank, grassmann_similarity, project
 
@@ -97,7 +97,6 @@ __all__ = [
     "StructureResult",
     "Phases",
     "singular_values",
-    "head_kernel_spectra",
     "energy_fraction",
     "layer_structure",
     "analyze_model",
@@ -184,48 +183,6 @@ def singular_values(W) -> np.ndarray:
     G = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
     ev = eigvalsh((G + G.T) / 2)
     return np.sqrt(np.clip(ev[::-1], 0.0, None))
-
-
-def head_kernel_spectra(Q: np.ndarray, K: np.ndarray, kv_head=None, k: int | None = None):
-    """Singular values (and top-k right singular vectors) of every per-head kernel ``A_h = Q_h^T K_h``.
-
-    Never forms a d x d matrix: with ``Q_h^T = U_q R_q`` and ``K_h^T = U_k R_k``
-    (thin QR), ``A_h = U_q (R_q R_k^T) U_k^T``.
-
-    Parameters
-    ----------
-    Q, K : ndarray of shape (H, d_head, d)
-        Per-head factors from :func:`zhunt.weights.masks.head_factors`.
-    kv_head : array of shape (H,), optional
-        Query head -> kv head map; heads of one kv group share the QR of ``K``.
-    k : int, optional
-        Also return the top-k right singular vectors; ``0 < k <= min(d_head, d)``.
-
-    Returns
-    -------
-    sigma : ndarray of shape (H, r), r = min(d_head, d)
-        Singular values of each ``A_h``, descending.
-    V : ndarray of shape (H, k, d) or None
-        Orthonormal rows, signs canonicalised (:func:`zhunt.subspace.canonical_signs`).
-    """
-    H, d_head, d = Q.shape
-    r = min(d_head, d)
-    if k is not None and not 0 < k <= r:
-        raise ValueError(f"per-head subspaces need 0 < k <= min(d_head, d) = {r}, got k={k}")
-    sigma = np.empty((H, r))
-    V = np.empty((H, k, d)) if k else None
-    cache: dict = {}
-    for h in range(H):
-        key = int(kv_head[h]) if kv_head is not None else ("head", h)
-        if key not in cache:
-            cache[key] = np.linalg.qr(K[h].T)  # U_k (d, r), R_k (r, d_head)
-        U_k, R_k = cache[key]
-        _, R_q = np.linalg.qr(Q[h].T)
-        _, s, Yt = np.linalg.svd(R_q @ R_k.T)
-        sigma[h] = s
-        if k:
-            V[h] = canonical_signs(Yt[:k] @ U_k.T)
-    return sigma, V
 
 
 def energy_fraction(X: np.ndarray, V: np.ndarray) -> float:
