@@ -405,7 +405,7 @@ def test_run_patching_stage(tiny, tmp_path):
         cfg = {**dict(zip(keys, key)), "primary": m["primary"]}
         assert P.config_result(g.reset_index(drop=True), cfg)["verdict"] == m["verdict"], key
     text = (out / "verdict.md").read_text()
-    assert "Overall" in text and "double dissociation =" in text
+    assert "Headline, the pre-registered primary configuration" in text and "double dissociation =" in text
     assert "Corrected design" in text and "Z carries the problem" in text and "80%" in text
     assert "Donor design" in (out / "metrics.md").read_text()
 

@@ -178,7 +178,8 @@ def _patching(files: Mapping) -> tuple[pd.DataFrame, dict]:
 
 
 def _overall(verdicts: Sequence[str]) -> str:
-    """The overall verdict exactly as Exp. A states it (zhunt.experiments.patching.overall_verdict)."""
+    """The seed's rule: the strongest verdict over configurations (zhunt.experiments.patching.overall_verdict);
+    exploratory, the headline is the primary configuration's own verdict."""
     from zhunt.experiments.patching import overall_verdict
 
     v = [x for x in verdicts if isinstance(x, str)]
@@ -202,13 +203,14 @@ def _where(p: Mapping) -> str:
 def _m_patching(files, wc):
     m, p = _patching(files)
     prim = m[m["direction"] == p["direction"]]
-    out = (f"overall {_overall(prim['verdict'])}; primary ({_where(p)}, {int(p['n_problems'])} problems): "
-           f"{p['verdict']}. {patching_sentence(p)}; random subspaces {_pct(p.get('random_answer_change'))}")
+    out = (f"primary ({_where(p)}, {int(p['n_problems'])} problems, pre-registered): {p['verdict']} "
+           f"(strongest of {len(prim)} configurations, uncorrected: {_overall(prim['verdict'])}). "
+           f"{patching_sentence(p)}; random subspaces {_pct(p.get('random_answer_change'))}")
     full = files["metrics"]
     allm = _tsv(full)
     if "source" in allm.columns and (allm["source"] == "donor").any():
         d = allm[(allm["source"] == "donor") & (allm["direction"] == p["direction"])]
-        out += f"; donor design overall {_overall(d['verdict'])}"
+        out += f"; donor design primary {_flagged(d, 'primary', full)['verdict']}"
     return out
 
 
@@ -762,7 +764,7 @@ def _check_layers(files):
 def _check_ot(files):
     m, p = _patching(files)
     o = m[(m["alignment"] == "ot") & (m["direction"] == p["direction"])]
-    return len(o) > 0, (f"OT rows: {len(o)}, overall {_overall(o['verdict'])}" if len(o) else "no OT rows")
+    return len(o) > 0, (f"OT rows: {len(o)}, strongest {_overall(o['verdict'])}" if len(o) else "no OT rows")
 
 
 def _check_phases(files):
@@ -854,8 +856,10 @@ def headline(files: Mapping, model: str) -> dict:
         allm = _tsv(files["metrics"])
         donor = None
         if "source" in allm.columns and (allm["source"] == "donor").any():
-            donor = _overall(allm[(allm["source"] == "donor") & (allm["direction"] == p["direction"])]["verdict"])
-        return {"patching_verdict": _overall(m[m["direction"] == p["direction"]]["verdict"]),
+            donor = _flagged(allm[(allm["source"] == "donor") & (allm["direction"] == p["direction"])], "primary",
+                             files["metrics"])["verdict"]
+        return {"patching_verdict": p["verdict"],
+                "patching_strongest": _overall(m[m["direction"] == p["direction"]]["verdict"]),
                 "patching_primary": _where(p), "n_problems": int(p["n_problems"]),
                 "z_answer_change": float(p["z_answer_change"]), "zperp_answer_change": float(p["zperp_answer_change"]),
                 "z_language_preservation": float(p["z_language_preservation"]),
