@@ -209,24 +209,11 @@ def test_donor_map_edge_cases():
 
 def synthetic_donor(n=30, z_tr=1.0, zp_tr=0.0, full_tr=1.0, z_keep=1.0, zp_keep=0.0, rand_tr=0.0, n_random=5):
     """Donor records of one config: the first fractions of the problems show each effect."""
-    rows = []
-    for i in range(n):
-        pid, own, donor = f"p{i:02d}", 100 + i, 200 + i
+    from zhunt.calibration.generators import donor_rows
 
-        def rec(cond, transferred, kept, r=-1):
-            rows.append({"problem": pid, "condition": cond, "subspace": r, "donor": f"p{(i + 1) % n:02d}",
-                         "donor_answer": donor, "answer": own, "extracted": donor if transferred else own,
-                         "language_preserved": kept, "text": f"out {cond} {i}"})
-
-        rec("none", False, True)
-        rec("z", i < z_tr * n, i < z_keep * n)
-        rec("zperp", i < zp_tr * n, i < zp_keep * n)
-        rec("full", i < full_tr * n, i < zp_keep * n)
-        for r in range(n_random):
-            rec("random", i < rand_tr * n, True, r)
-    df = pd.DataFrame(rows)
-    df["extracted"] = df["extracted"].astype("Int64")
-    return df
+    return donor_rows(n, lambda i: {"z": (i < z_tr * n, i < z_keep * n), "zperp": (i < zp_tr * n, i < zp_keep * n),
+                                    "full": (i < full_tr * n, i < zp_keep * n),
+                                    "random": [(i < rand_tr * n, True)] * n_random}, n_random)
 
 
 def test_donor_metrics_values():

@@ -92,11 +92,19 @@ def grid_records(rng, n=30, *, z_change=0.3, zp_change=0.3, rand_change=0.3, z_k
     return df
 
 
-def donor_records(rng, n=30, *, z_tr=0.2, zp_tr=0.2, rand_tr=0.2, z_keep=0.9, zp_keep=0.9,
-                  n_random=5) -> pd.DataFrame:
-    """Records of one donor-design configuration, drawn per problem (equal transfer rates = null).
+def donor_rows(n: int, outcome, n_random: int = 5) -> pd.DataFrame:
+    """Records of one donor-design configuration from a per-problem outcome rule.
 
     A transferred answer is the donor's (``200 + i``), otherwise the own key (``100 + i``).
+
+    Parameters
+    ----------
+    n : int
+        Problems.
+    outcome : callable
+        ``outcome(i) -> dict`` of ``(transferred, language kept)`` pairs for ``"z"``, ``"zperp"``,
+        ``"full"`` and a list ``"random"`` of ``n_random`` pairs.
+    n_random : int
 
     Returns
     -------
@@ -106,22 +114,28 @@ def donor_records(rng, n=30, *, z_tr=0.2, zp_tr=0.2, rand_tr=0.2, z_keep=0.9, zp
     rows = []
     for i in range(n):
         pid, own, donor = f"p{i:02d}", 100 + i, 200 + i
-
-        def rec(cond, transferred, kept, r=-1):
+        o = outcome(i)
+        conds = [("none", (False, True), -1), ("z", o["z"], -1), ("zperp", o["zperp"], -1), ("full", o["full"], -1)]
+        conds += [("random", o["random"][r], r) for r in range(n_random)]
+        for cond, (transferred, kept), r in conds:
             rows.append({"problem": pid, "condition": cond, "subspace": r, "donor": f"p{(i + 1) % n:02d}",
                          "donor_answer": donor, "answer": own, "extracted": donor if transferred else own,
                          "language_preserved": bool(kept), "text": f"out {cond} {i}"})
-
-        zt, pt, pk = rng.random() < z_tr, rng.random() < zp_tr, rng.random() < zp_keep
-        rec("none", False, True)
-        rec("z", zt, rng.random() < z_keep)
-        rec("zperp", pt, pk)
-        rec("full", zt or pt, pk)
-        for r in range(n_random):
-            rec("random", rng.random() < rand_tr, rng.random() < z_keep, r)
     df = pd.DataFrame(rows)
     df["extracted"] = df["extracted"].astype("Int64")
     return df
+
+
+def donor_records(rng, n=30, *, z_tr=0.2, zp_tr=0.2, rand_tr=0.2, z_keep=0.9, zp_keep=0.9,
+                  n_random=5) -> pd.DataFrame:
+    """Records of one donor-design configuration, drawn per problem (equal transfer rates = null):
+    :func:`donor_rows` with independent draws (the full patch transfers when Z or Z⊥ does)."""
+    def outcome(i):
+        zt, pt, pk = rng.random() < z_tr, rng.random() < zp_tr, rng.random() < zp_keep
+        return {"z": (zt, rng.random() < z_keep), "zperp": (pt, pk), "full": (zt or pt, pk),
+                "random": [(rng.random() < rand_tr, rng.random() < z_keep) for _ in range(n_random)]}
+
+    return donor_rows(n, outcome, n_random)
 
 
 # ============================================================================ seed 003: depth
