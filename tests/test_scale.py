@@ -127,8 +127,16 @@ def test_layer_subset_store(model, tok, prompts, tmp_path, dtype):
             for pooling in ("mean", "last"):
                 np.testing.assert_array_equal(a.pooled(j, "en", pooling), b.pooled(j, "en", pooling))
         np.testing.assert_array_equal(a.pooled_update(3), b.pooled_update(3))
+        # the digit-confound control's numeral-free mean too (the numeral ids the writer stored)
+        from zhunt.data.numerals import numeral_token_ids
+
+        num = numeral_token_ids(tok, a.token_ids)
+        assert len(num) and np.isin(a.token_ids, num).any()
+        for j in range(L + 1):
+            np.testing.assert_array_equal(a.pooled(j, "en", exclude_ids=num), b.pooled(j, "en", exclude_ids=num))
         for read in (lambda: b.hidden(3), lambda: b.tokens("p0", "en", 4), lambda: b.updates(1),
-                     lambda: b.pooled(3, exclude_special=False)):
+                     lambda: b.pooled(3, exclude_special=False), lambda: b.pooled(3, exclude_ids=num[:-1]),
+                     lambda: b.pooled(3, "en", "last", exclude_ids=num)):
             with pytest.raises(ZhuntError, match=r"^extraction\.layers: .*not at \d; add \d to extraction\.layers"):
                 read()
     assert sub.stat().st_size < ref.stat().st_size
@@ -144,8 +152,12 @@ def test_sharded_layer_subset(model, tok, prompts, tmp_path):
     gather_shards(paths, tmp_path / "s.h5")
     with ActivationStore(ref) as a, ActivationStore(tmp_path / "s.h5") as b:
         _same_store(a, b, [0, 3])
+        from zhunt.data.numerals import numeral_token_ids
+
+        num = numeral_token_ids(tok, a.token_ids)
         for j in range(L + 1):
             np.testing.assert_array_equal(a.pooled(j), b.pooled(j))
+            np.testing.assert_array_equal(a.pooled(j, exclude_ids=num), b.pooled(j, exclude_ids=num))
 
 
 def test_study_hidden_indices():

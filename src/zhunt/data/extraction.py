@@ -31,6 +31,7 @@ from zhunt.errors import ZhuntError
 from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
 from zhunt.models.hooks import capture_hidden_states
 from zhunt.progress import Progress
+from zhunt.data.numerals import numeral_token_ids
 from zhunt.data.store import StoreWriter
 
 __all__ = ["extract_to_store", "prompt_table_sha256",
@@ -306,9 +307,12 @@ def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], p
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     all_attrs = _store_attrs(model, table_sha, special_ids, add_special_tokens, batch_size, attrs, plan, shard)
 
+    # the digit-confound control's numeral-free mean is kept for the indices stored without token rows
+    numeral_ids = numeral_token_ids(tokenizer, {t for s in ids for t in s}) if hidden_indices is not None else None
+
     def open_store(d: int) -> StoreWriter:
         return StoreWriter(out_path, num_layers=len(layers), hidden_size=d, n_rows_total=plan.n_rows,
-                           dtype=dtype, attrs=all_attrs, hidden_indices=hidden_indices)
+                           dtype=dtype, attrs=all_attrs, hidden_indices=hidden_indices, numeral_ids=numeral_ids)
 
     was_training = model.training
     model.eval()

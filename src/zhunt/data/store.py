@@ -25,6 +25,13 @@ Layout
     what :meth:`ActivationStore.pooled` computes from token rows, so a stage
     that reads only pooled vectors (Exp. B, the seed-003 tests) gives the same
     numbers on a store that keeps a few layers' rows.
+``pooled/mean_no_numerals/{j:03d}`` (float32, optional), ``index/numeral_ids`` (int64, optional)
+    With the same rowless indices, when the writer is given the numeral token
+    ids (:func:`zhunt.data.numerals.numeral_token_ids`, stored in
+    ``index/numeral_ids``): the mean over the prompt's non-special,
+    non-numeral tokens (the digit-confound control's pooling, the fallbacks of
+    :func:`pool_keep`), what :meth:`ActivationStore.pooled` computes with
+    ``exclude_ids`` = those ids.
 ``index/token_ids`` (int32), ``index/special`` (bool)
     One entry per row: the token id and whether it is a special token
     (BOS/EOS/any id in the tokenizer's ``all_special_ids``).
@@ -65,7 +72,7 @@ from zhunt.errors import ZhuntError
 from zhunt.io import atomic_path, check_provenance, expected_provenance
 
 __all__ = ["StoreWriter", "ActivationStore", "HIDDEN_STATE_CONVENTION", "hidden_name", "pooled_name",
-           "chunk_rows", "pool_segments", "POOLINGS", "gather_shards"]
+           "chunk_rows", "pool_keep", "pool_segments", "POOLINGS", "NUMERAL_POOLING", "gather_shards"]
 
 FORMAT = "zhunt-activations"
 FORMAT_VERSION = 1
@@ -81,6 +88,8 @@ _STR = h5py.string_dtype("utf-8")
 
 #: Poolings the writer stores for hidden indices without token rows.
 POOLINGS = ("mean", "last")
+#: The stored numeral-free mean (rowless indices; ``index/numeral_ids`` names the excluded tokens).
+NUMERAL_POOLING = "mean_no_numerals"
 
 
 def hidden_name(j: int) -> str:
@@ -91,6 +100,26 @@ def hidden_name(j: int) -> str:
 def pooled_name(pooling: str, j: int) -> str:
     """Dataset name of the stored pooled vectors of hidden index ``j`` (``pooled/mean/007``)."""
     return f"pooled/{pooling}/{j:03d}"
+
+
+def pool_keep(special: np.ndarray, token_ids: np.ndarray, offs, lens, exclude_special: bool = True,
+              exclude_ids=None) -> np.ndarray:
+    """Which rows a pooling uses, ``(n_rows,)`` bool: the one rule the writer and the reader share.
+
+    A row is kept unless it is a special token (``exclude_special``) or its
+    token id is in ``exclude_ids`` (e.g. :func:`zhunt.data.numerals.numeral_token_ids`).
+    A prompt (rows ``offs[i] : offs[i] + lens[i]``) left with no row falls back
+    to its non-special rows, and a prompt of special tokens only to all its rows.
+    """
+    special = np.asarray(special, dtype=bool)
+    base = ~special if exclude_special else np.ones(len(special), dtype=bool)
+    keep = base.copy()
+    if exclude_ids is not None and len(exclude_ids):
+        keep &= ~np.isin(np.asarray(token_ids), np.asarray(exclude_ids, dtype=np.int64))
+    for o, n in zip(offs, lens):
+        if not keep[o:o + n].any():
+            keep[o:o + n] = base[o:o + n] if base[o:o + n].any() else True
+    return keep
 
 
 def pool_segments(H: np.ndarray, offs, lens, keep: np.ndarray, pooling: str) -> np.ndarray:
@@ -190,7 +219,8 @@ class StoreWriter:
 
     def __init__(self, path, *, num_layers: int, hidden_size: int, n_rows_total: int,
                  dtype: str = "float32", attrs: Mapping | None = None,
-                 hidden_indices: Sequence[int] | None = None, buffer_bytes: int = _BUFFER_BYTES):
+                 hidden_indices: Sequence[int] | None = None, buffer_bytes: int = _BUFFER_BYTES,
+                 numeral_ids=None):
         if dtype not in _DTYPES:
             raise ZhuntError("dtype", f"activation dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
         if n_rows_total < 1:
@@ -208,6 +238,8 @@ class StoreWriter:
                              f"got {list(hidden_indices or [])}")
         self.hidden_indices = stored
         self._pooled_only = [j for j in every if j not in set(stored)]
+        self.numeral_ids = None if numeral_ids is None else np.unique(np.asarray(numeral_ids, dtype=np.int64))
+        self._poolings = list(POOLINGS) + ([NUMERAL_POOLING] if self.numeral_ids is not None else [])
         self._pooled: list[tuple[int, list[np.ndarray]]] = []  # (first offset, per pooling (n, |missing|, d))
         self._cursor = 0
         self._meta: list[dict] = []
@@ -234,6 +266,8 @@ class StoreWriter:
             ix = self._f.create_group("index")
             self._tok = ix.create_dataset("token_ids", shape=(self.n_rows_total,), dtype=np.int32)
             self._special = ix.create_dataset("special", shape=(self.n_rows_total,), dtype=bool)
+            if self.numeral_ids is not None:
+                ix.create_dataset("numeral_ids", data=self.numeral_ids)
             a = self._f.attrs
             for k, v in (attrs or {}).items():
                 a[k] = _attr_value(v)
@@ -324,7 +358,7 @@ class StoreWriter:
             if self._pending and self._pending_bytes + nbytes > self.buffer_bytes:
                 self._flush_pending()
             if self._pooled_only:
-                self._pooled.append((offs.copy(), self._pool_rowless(hidden, lengths, special)))
+                self._pooled.append((offs.copy(), self._pool_rowless(hidden, lengths, special, token_ids)))
             rows = [np.asarray(hidden[j]).astype(self._np_dtype, order="C", copy=copy) for j in self.hidden_indices]
             self._pending.append((offs.copy(), lengths, rows, token_ids.astype(np.int32),
                                   np.array(special, dtype=bool)))
@@ -365,15 +399,19 @@ class StoreWriter:
             self._check_float16(hidden)
         return offs
 
-    def _pool_rowless(self, hidden, lengths: np.ndarray, special: np.ndarray) -> list[np.ndarray]:
+    def _pool_rowless(self, hidden, lengths: np.ndarray, special: np.ndarray, token_ids) -> list[np.ndarray]:
         """Pooled vectors of the hidden indices stored without token rows: per pooling of
-        :data:`POOLINGS` an ``(n_prompts, |rowless|, d)`` array, pooled from the rows as they
-        would be stored (float16 rounding included)."""
+        :data:`POOLINGS` (and :data:`NUMERAL_POOLING` with ``numeral_ids``) an
+        ``(n_prompts, |rowless|, d)`` array, pooled from the rows as they would be stored
+        (float16 rounding included)."""
         seg = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         as_stored = [np.asarray(hidden[j]).astype(self._np_dtype).astype(np.float32, copy=False)
                      for j in self._pooled_only]
-        return [np.stack([pool_segments(H, seg, lengths, ~special, p) for H in as_stored], axis=1)
-                for p in POOLINGS]
+        keep = pool_keep(special, token_ids, seg, lengths)
+        how = [(p, keep) for p in POOLINGS]
+        if self.numeral_ids is not None:
+            how.append(("mean", pool_keep(special, token_ids, seg, lengths, exclude_ids=self.numeral_ids)))
+        return [np.stack([pool_segments(H, seg, lengths, k, p) for H in as_stored], axis=1) for p, k in how]
 
     def _check_float16(self, hidden) -> None:
         """Refuse values a float16 store would turn into inf (|x| > 65504)."""
@@ -512,7 +550,7 @@ class StoreWriter:
             if self._pooled_only:
                 all_offs = np.concatenate([o for o, _ in self._pooled])
                 rank = np.searchsorted(offs, all_offs)  # file position of each appended prompt
-                for p, pooling in enumerate(POOLINGS):
+                for p, pooling in enumerate(self._poolings):
                     P = np.empty((len(meta), len(self._pooled_only), self.hidden_size), dtype=np.float32)
                     P[rank] = np.concatenate([arrs[p] for _, arrs in self._pooled], axis=0)
                     for c, j in enumerate(self._pooled_only):
@@ -872,14 +910,8 @@ class ActivationStore:
         prompt of special tokens only to all its rows.
         """
         sel = self.prompts if sel is None else sel
-        base = ~self.special if exclude_special else np.ones(self.n_rows, dtype=bool)
-        keep = base.copy()
-        if exclude_ids is not None and len(exclude_ids):
-            keep &= ~np.isin(self.token_ids, np.asarray(exclude_ids, dtype=np.int64))
-        for o, n in zip(sel["offset"].to_numpy(), sel["length"].to_numpy()):
-            if not keep[o:o + n].any():
-                keep[o:o + n] = base[o:o + n] if base[o:o + n].any() else True
-        return keep
+        return pool_keep(self.special, self.token_ids, sel["offset"].to_numpy(), sel["length"].to_numpy(),
+                         exclude_special, exclude_ids)
 
     def _pool(self, H: np.ndarray, sel: pd.DataFrame, pooling: str, exclude_special: bool,
               exclude_ids=None) -> np.ndarray:
@@ -918,15 +950,27 @@ class ActivationStore:
         if j not in self._stored:
             if pooling not in POOLINGS:
                 raise ValueError(f"pooling must be 'mean' or 'last', not {pooling!r}")
-            if not exclude_special or (exclude_ids is not None and len(exclude_ids)):
-                raise self._missing(j)  # only the default (non-special) pooling is kept without rows
+            name = pooling
+            if exclude_ids is not None and len(exclude_ids):  # the stored numeral-free mean, if it is that one
+                if pooling != "mean" or not self._is_numeral_set(exclude_ids):
+                    raise self._missing(j)
+                name = NUMERAL_POOLING
+            if not exclude_special:
+                raise self._missing(j)  # only the non-special poolings are kept without rows
             sel = self._select(lang)
             try:
-                P = self._f[pooled_name(pooling, j)][()]
+                P = self._f[pooled_name(name, j)][()]
             except OSError as exc:
-                raise self._error(f"reading {pooled_name(pooling, j)}: {_short(exc)}") from None
+                raise self._error(f"reading {pooled_name(name, j)}: {_short(exc)}") from None
             return P[sel.index.to_numpy()]
         return self._pool(self.hidden(j), self._select(lang), pooling, exclude_special, exclude_ids)
+
+    def _is_numeral_set(self, ids) -> bool:
+        """Whether ``ids`` are exactly the numeral ids whose numeral-free mean the writer kept."""
+        if "index/numeral_ids" not in self._f:
+            return False
+        kept = np.asarray(self._f["index/numeral_ids"][()], dtype=np.int64)
+        return np.array_equal(kept, np.unique(np.asarray(ids, dtype=np.int64)))
 
     def pooled_update(self, l: int, lang: str | None = None, pooling: str = "mean",
                       exclude_special: bool = True, exclude_ids=None) -> np.ndarray:
@@ -1004,8 +1048,11 @@ def gather_shards(shard_paths: Sequence, out_path) -> dict:
         with atomic_path(out_path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
             _write_virtual_hidden(f, paths, stores, runs, n_rows)
             _write_gathered_index(f, index, offsets, _gathered_tokens(stores, owner, src_off, offsets, lengths))
+            if "index/numeral_ids" in first._f:
+                f["index"].create_dataset("numeral_ids", data=first._f["index/numeral_ids"][()])
+            kept = [*POOLINGS, *([NUMERAL_POOLING] if "index/numeral_ids" in first._f else [])]
             for j in (j for j in range(first.num_layers + 1) if j not in first._stored):
-                for pooling in POOLINGS:
+                for pooling in kept:
                     P = [st._f[pooled_name(pooling, j)][()] for st in stores]
                     f.create_dataset(pooled_name(pooling, j),
                                      data=np.stack([P[s][i] for s, i in zip(owner, local)]))
