@@ -9,7 +9,8 @@ Usage::
 
 The model, prompts and store are loaded once (:func:`zhunt.experiments.patching_cells.cell_context`);
 each arm is :func:`zhunt.experiments.patching_cells.cell_records` of ``--cell`` at one batch size
-(its clean runs, the two teacher-forced passes and the patched generation; no DAS or M_s rows), arms
+(its clean runs, the two teacher-forced passes and the patched generation; the ``ms_ablation`` rows
+at ``--ms-lam`` with ``--ms-basis``; no DAS rows), arms
 interleaved, median of ``--repeats``. Prints each arm's median process CPU and wall time, the
 ratio to the first batch size, and the largest difference of the records from the first arm's
 (a batch size changes only padding: equal text columns, float-level numbers).
@@ -54,27 +55,35 @@ def main():
     ap.add_argument("--template", default="organism")
     ap.add_argument("--languages", default="en,zh")
     ap.add_argument("--cell", default="input_L3_k16_mean_en-from-zh_donor")
+    ap.add_argument("--ms-basis", default=None, help="ms_basis.h5: add the ms_ablation rows (offset 0, mean)")
+    ap.add_argument("--ms-lam", type=float, default=1.0)
     ap.add_argument("--n-donors", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--batch-sizes", default="16,64,128")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each arm first")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="batch sizes 16 and 64, 1 repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.batch_sizes, args.repeats = "16,64", 1
     torch.set_num_threads(args.threads)
     ctx = cell_context(args.model_dir, args.store, args.prompts, args.languages.split(","), args.templates,
                        args.template)
     cell = parse_cell(args.cell)
-    bases = read_cell_bases(cell, ctx["adapter"].hidden_size, args.mask)
+    bases = read_cell_bases(cell, ctx["adapter"].hidden_size, args.mask, ms_path=args.ms_basis,
+                            ms_layers=[cell.layer] if args.ms_basis else ())
+    lams = [args.ms_lam] if args.ms_basis else ()
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     rec = {}
     arms = {f"bs{bs}": (lambda bs=bs: rec.__setitem__(bs, cell_records(
-        ctx, cell, bases, n_donors=args.n_donors, max_new_tokens=args.max_new_tokens, batch_size=bs)))
+        ctx, cell, bases, n_donors=args.n_donors, max_new_tokens=args.max_new_tokens, batch_size=bs, ms_lams=lams)))
         for bs in sizes}
     cpu: dict = {}
-    wall = interleaved(arms, args.repeats, warmup=1, cpu=cpu)
+    wall = interleaved(arms, args.repeats, warmup=args.warmup, cpu=cpu)
     print(f"# bench/cell.py  {machine()}")
-    print(f"model={args.model_dir} cell={args.cell} n_donors={args.n_donors} max_new_tokens={args.max_new_tokens} "
-          f"rows={len(rec[sizes[0]])} threads={args.threads} repeats={args.repeats}")
+    print(f"model={args.model_dir} cell={args.cell} ms_basis={args.ms_basis} n_donors={args.n_donors} "
+          f"max_new_tokens={args.max_new_tokens} rows={len(rec[sizes[0]])} threads={args.threads} repeats={args.repeats}")
     med_c, med_w = print_arms(wall, cpu, 6)
     first = f"bs{sizes[0]}"
     for bs in sizes[1:]:

@@ -89,7 +89,10 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="8 prompts, 1 repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.repeats = 8, 1
     torch.set_num_threads(args.threads)
     old = load_baseline(args.baseline)
 

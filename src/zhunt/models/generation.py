@@ -641,6 +641,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     device = _model_device(model)
     state = {"groups": None, "token_groups": token_groups}
     keep_kw = "logits_to_keep" in _forward_params(model)
+    rec_layer = _resolve_layer(model, layer_module) if prefix_states else None
     progress, n_done = Progress(n, "scored prompt"), 0
     with torch.inference_mode():
         queue = list(batches)
@@ -652,7 +653,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
             try:
                 lp0, cont_lp, seen = _score_pass(model, b, device, keep_kw, layer, site,
                                                  [edits[i] for i in batch] if edits is not None else None,
-                                                 rec_layer=_resolve_layer(model, layer_module) if prefix_states else None)
+                                                 rec_layer=rec_layer)
             except Exception as exc:
                 queue[:0] = halve_on_oom(exc, batch, "scoring")
                 n_done -= len(batch)
