@@ -59,6 +59,9 @@ def _dry_run(tmp_path, config_text):
         ("study: {ard: {lambdas: []}}\n", "lambdas"),
         ("study: {patch_k: [0]}\n", "patch_k"),
         ("models: {x: {source: {kind: hub, repo: a/b}, architecture: gpt2}}\n", "architecture"),
+        ("models: {organism: {source: {kind: organism}, architecture: qwen2, batch_size: 0}}\n",
+         "models.organism.batch_size"),
+        ("study: {patching: {das: {batch_size: 0}}}\n", "das.batch_size"),
     ],
 )
 def test_bad_config_one_line(tmp_path, override, needle):

@@ -431,3 +431,65 @@ def test_subspace_edit_head():
     assert b.head(2) is b  # a broadcast source covers any number of positions
     with pytest.raises(ValueError):
         e.head(6)
+
+
+def edited_logprobs(model, tok, text, prefix, cont, edit, site, patch_prefix):
+    """One unbatched, unpadded, uncached forward over prompt + prefix + cont with ``edit`` applied by hand at
+    ``site`` of layer LAYER to the prompt's non-special positions (and the prefix's with ``patch_prefix``):
+    (len(cont) + 1, V) log-probs from the scored position on (the continuation is never edited)."""
+    from zhunt.models.hooks import patch
+
+    ids = tok([text])["input_ids"][0]
+    special = set(tok.all_special_ids)
+    mask = [t not in special for t in ids] + [patch_prefix and t not in special for t in prefix] + [False] * len(cont)
+    pos = torch.tensor([i for i, m in enumerate(mask) if m])
+
+    def fn(h, ctx):
+        new = h.clone()
+        if edit is not None:
+            new[0, pos] = edit(h[0, pos])
+        return new
+
+    with torch.no_grad(), patch(model.model.layers[LAYER], fn, prompt_mask=torch.tensor([mask]), site=site):
+        logits = model(input_ids=torch.tensor([ids + prefix + cont])).logits[0].float()
+    return torch.log_softmax(logits[len(ids) + len(prefix) - 1:], dim=-1)
+
+
+@pytest.mark.parametrize("site", ["input", "output"])
+@pytest.mark.parametrize("patch_prefix", [False, True])
+def test_score_continuations_under_edits_equal_one_uncached_forward(model, tok, site, patch_prefix):
+    """The prefill-once scorer (edited prefill with the KV cache, then the continuations on copies of the
+    cache) equals one plain edited forward per (prompt, continuation) for every quantity, with ragged
+    prefixes, continuations of 0, 1 and more tokens, left padding and every batch size."""
+    from zhunt.models.generation import score
+
+    g = torch.Generator().manual_seed(7)
+    prefs = [torch.randint(4, 64, (int(m),), generator=g).tolist() for m in (2, 0, 1, 3, 0, 1)]
+    conts = [[torch.randint(4, 64, (int(m),), generator=g).tolist() for m in ms]
+             for ms in ([3, 1], [2], [4, 0, 2], [], [1, 5], [2, 2])]
+    cands = [[5, 7], [9], [11, 12], [4], [6], [3]]
+    groups = np.zeros((2, 64), dtype=bool)
+    groups[0, 10:30] = True
+    groups[1, ::3] = True
+    edits = []
+    for i, p in enumerate(PROMPTS):  # BOS is special: len(p) patchable prompt positions
+        m = len(p) + (len(prefs[i]) if patch_prefix else 0)
+        src = torch.randn(m, D, generator=g) * 3 if i % 2 else torch.randn(D, generator=g) * 3
+        edits.append(SubspaceEdit([basis(4, 1), basis(6, 2), None][i % 3], src, ["span", "complement", "full"][i % 3]))
+    edits[5] = None
+    for bs in (1, 4, 6):
+        res = score(model, tok, PROMPTS, continuations=conts, candidates=cands, token_groups=groups, prefixes=prefs,
+                    layer_module=LAYER, site=site, edits=edits, patch_prefix=patch_prefix, prefix_states=True,
+                    batch_size=bs)
+        for i, p in enumerate(PROMPTS):
+            lp = edited_logprobs(model, tok, p, prefs[i], [], edits[i], site, patch_prefix)[0]
+            assert res["first_argmax"][i] == int(lp.argmax())
+            np.testing.assert_allclose(res["lp_candidates"][i, :len(cands[i])], lp[cands[i]].numpy(), atol=SCORE_ATOL)
+            np.testing.assert_allclose(res["lp_groups"][i], [torch.logsumexp(lp[torch.from_numpy(m)], 0).item()
+                                                             for m in groups], atol=SCORE_ATOL)
+            assert res["prefix_states"][i].shape == (len(prefs[i]), D)
+            for j, c in enumerate(conts[i]):
+                lpc = edited_logprobs(model, tok, p, prefs[i], c, edits[i], site, patch_prefix)
+                np.testing.assert_allclose(res["lp_continuations"][i, j],
+                                           float(sum(lpc[t, c[t]] for t in range(len(c)))), atol=SCORE_ATOL)
+            assert np.isnan(res["lp_continuations"][i, len(conts[i]):]).all()

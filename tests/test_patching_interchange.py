@@ -191,7 +191,7 @@ def _stage_io(org, tmp_path, *, n_donors=2, max_new_tokens=4, das=None, ms=True,
               "ms_basis": [str(root / "ms_basis.h5")] if ms else []}
     params = {"runtime": {"template": "organism"}, "languages": ["en", "zh"], "batch_size": 16,
               "max_new_tokens": max_new_tokens,
-              "patching": {"n_donors": n_donors, "das": {"steps": 5, "lr": 0.01},
+              "patching": {"n_donors": n_donors, "das": {"steps": 5, "lr": 0.01, "batch_size": 16},
                            "ms_ablation": {"layer_offsets": [0], "lam": list(lam), "primary_lam": 1.0,
                                            "pooling": "mean"}}}
     return inputs, params
@@ -227,6 +227,35 @@ def test_extend_to_prefix_per_alignment():
         extend_to_prefix("aligned", S, H, Hp, None)
     with pytest.raises(ValueError):
         extend_to_prefix("aligned", S, H, Hp, Xp[:1])
+
+
+def _script_groups_reference(tokenizer, langs):
+    """script_groups as first written: every token through batch_decode and classify_language."""
+    from zhunt.data.language_id import classify_language
+
+    tags = [classify_language(t) for t in tokenizer.batch_decode([[i] for i in range(len(tokenizer))])]
+    return np.array([[t in ("zh" if lg == "zh" else "en", "mixed") for t in tags] for lg in langs])
+
+
+@pytest.mark.parametrize("model", ["organism", "smollm2-135m", "gemma3-270m"])
+def test_script_groups_equal_the_token_by_token_reference(model, near_random_organism):
+    """The fast script masks (Rust decoder, vectorised tagging) equal decoding and tagging token by token, on
+    the organism's byte-level BPE and, when prepared, on SmolLM2's and Gemma's own tokenizers (262k tokens)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from zhunt.experiments.patching_cells import script_groups
+
+    folder = near_random_organism[0] / "model" if model == "organism" else \
+        Path(__file__).resolve().parents[1] / "resources" / "models" / model
+    if not (folder / "tokenizer.json").exists():
+        pytest.skip(f"no prepared {model} at {folder}")
+    tok = AutoTokenizer.from_pretrained(folder)
+    for langs in (["en", "zh"], ["zh", "es"]):
+        got = script_groups(tok, langs)
+        assert got.shape == (2, len(tok)) and got.any(axis=1).all()
+        np.testing.assert_array_equal(got, _script_groups_reference(tok, langs))
 
 
 def test_first_divergence():

@@ -235,16 +235,18 @@ def test_scoring_oom_backoff(model, tok, prompts, monkeypatch, caplog):
     texts = list(prompts["text"][:5])
     rng = np.random.default_rng(1)
     edits = [SubspaceEdit(None, rng.normal(size=D).astype(np.float32), "full") for _ in texts]
-    kw = dict(candidates=[[5, 6]] * 5, continuations=[[[7, 8], [9]]] * 5, layer_module=1, site="input",
+    kw = dict(candidates=[[5, 6]] * 5, continuations=[[[7, 8], [9, 10, 11]]] * 5, layer_module=1, site="input",
               edits=edits, batch_size=4)
     ref = score(model, tok, texts, **kw)
     fake = _OOMOnBig(model.forward, 2, torch.cuda.OutOfMemoryError("CUDA out of memory"))
     monkeypatch.setattr(model, "forward", fake)
     with caplog.at_level("WARNING", logger="zhunt.models.batching"):
         got = score(model, tok, texts, **kw)
-    # a batch of 4 prompts is 8 rows (2 continuations each): 8 -> 4 rows -> 2 + 2 rows
-    assert fake.sizes[:3] == [8, 4, 2]
+    # a batch of 4 prompts: its prefill (4 rows) does not fit -> 2 + 2 prompts; the first half's prefill
+    # (2 rows) fits but its continuation pass (2 prompts x 2 continuations = 4 rows) does not -> 1 + 1
+    assert fake.sizes[:5] == [4, 2, 4, 1, 2]
     assert "scoring: out of memory on a batch of 4 prompts; retrying it as 2 + 2" in caplog.text
+    assert "scoring: out of memory on a batch of 2 prompts; retrying it as 1 + 1" in caplog.text
     np.testing.assert_array_equal(got["first_argmax"], ref["first_argmax"])
     for key in ("lp_first", "lp_candidates", "lp_continuations"):
         np.testing.assert_allclose(got[key], ref[key], atol=1e-4, rtol=0)  # other padding: float-level

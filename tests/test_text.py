@@ -9,7 +9,7 @@ import pytest
 
 from zhunt.errors import ZhuntError
 from zhunt.data.answers import cut_at_next_question, extract_answer
-from zhunt.data.language_id import LATIN_MAX_CJK_FRACTION, STOP_WORDS, SUPPORTED_LANGUAGES, ZH_MIN_CJK_FRACTION, cjk_fraction, classify_language, guess_latin_language
+from zhunt.data.language_id import LATIN_MAX_CJK_FRACTION, STOP_WORDS, SUPPORTED_LANGUAGES, ZH_MIN_CJK_FRACTION, cjk_fraction, classify_language, classify_languages, guess_latin_language
 from zhunt.data.number_parsing import find_numbers, parse_number
 from zhunt.data.number_words import number_to_words
 
@@ -380,6 +380,19 @@ def test_cjk_fraction():
 ])
 def test_classify_language(text, expected):
     assert classify_language(text) == expected
+
+
+def test_classify_languages_equals_classify_language():
+    """The vectorised tagger gives classify_language's tag for every text: the thresholds' edges, every
+    script class, empty texts between others, and random mixtures of CJK, Latin, accented and other letters."""
+    texts = ["今天天气很好", "The weather", "très ß é", "我喜欢Python", "", "123 + 456", "Привет", "四四四四a",
+             "四四四aa", "四aaaa", "四四aaaa", "〇ａ", "カナ", "ｆｕｌｌ", "e\u0301", "Ġhello", "\ufffd", "", "αβγ",
+             "𠀀x", "ǅ", "ɐ", "ḁ", "\u00d7\u00f7", "中 é ß"]
+    rng = random.Random(0)
+    pool = "abcXYZ中文四〇éßÆœǅḁɐαПカ한0123 ,.!\ufffd\u0301ａ𠀀"
+    texts += ["".join(rng.choice(pool) for _ in range(rng.randint(0, 6))) for _ in range(3000)]
+    assert classify_languages(texts) == [classify_language(t) for t in texts]
+    assert classify_languages([]) == []
 
 
 @pytest.mark.parametrize("text,expected", [

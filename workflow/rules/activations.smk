@@ -27,7 +27,7 @@ rule extract_activations:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: config["prompts"][wc.promptset]["languages"],
-        batch_size=config["extraction"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model, "extraction"),
         dtype=config["extraction"]["dtype"],
         layers=config["extraction"]["layers"],
         study_layers=lambda wc: store_study_layers(wc.model),
@@ -61,7 +61,7 @@ rule extract_activations_shard:
     params:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: config["prompts"][wc.promptset]["languages"],
-        batch_size=config["extraction"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model, "extraction"),
         dtype=config["extraction"]["dtype"],
         layers=config["extraction"]["layers"],
         study_layers=lambda wc: store_study_layers(wc.model),

@@ -58,7 +58,18 @@ def canonical(obj):
 
 
 def model_spec(model):
-    return canonical(config["models"][model])
+    """The registry entry of a model, less its forward batch size (a batch size never rebuilds the model)."""
+    return canonical(
+        {k: v for k, v in config["models"][model].items() if k != "batch_size"}
+    )
+
+
+def model_batch_size(model, stage="generation"):
+    """Prompts per forward pass of `model`: models.<model>.batch_size, else the global
+    generation.batch_size (stage "generation": generation and scoring) or extraction.batch_size
+    (stage "extraction": the activation store)."""
+    own = config["models"][model].get("batch_size")
+    return int(own) if own is not None else int(config[stage]["batch_size"])
 
 
 def model_runtime(model):

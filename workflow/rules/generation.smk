@@ -49,7 +49,7 @@ rule behaviour:
         languages=lambda wc: promptset_languages(wc.model),
         generation=lambda wc: study(wc.model)["generation"],
         step_layer=lambda wc: resolve_layer(wc.model, study(wc.model)["primary_layer"]),
-        batch_size=config["generation"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model),
     script:
         "../scripts/behaviour.py"
 
@@ -112,7 +112,7 @@ rule patching:
         provenance=lambda wc: provenance(wc.model, patch_layers(wc.model)),
         max_new_tokens=lambda wc: study(wc.model)["patching"]["max_new_tokens"]
         or study(wc.model)["generation"]["max_new_tokens"],
-        batch_size=config["generation"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model),
     script:
         "../scripts/patching.py"
 
@@ -147,7 +147,7 @@ rule patching_cell:
         languages=lambda wc: promptset_languages(wc.model),
         patching=lambda wc: patching_params(wc.model, "cell"),
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
-        batch_size=config["generation"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model),
     script:
         "../scripts/patching_cell.py"
 
@@ -181,7 +181,7 @@ rule patching_das:
         runtime=lambda wc: model_runtime(wc.model),
         languages=lambda wc: promptset_languages(wc.model),
         patching=lambda wc: patching_params(wc.model, "das"),
-        batch_size=config["generation"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model),
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
     script:
         "../scripts/patching_das.py"

@@ -69,7 +69,7 @@ rule layer_causal:
         direction=lambda wc: study(wc.model)["patching"]["primary"]["direction"],
         n_donors=lambda wc: study(wc.model)["patching"]["n_donors"],
         max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
-        batch_size=config["generation"]["batch_size"],
+        batch_size=lambda wc: model_batch_size(wc.model),
     script:
         "../scripts/layer_causal.py"
 

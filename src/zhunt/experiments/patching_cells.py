@@ -66,17 +66,34 @@ def script_groups(tokenizer, langs: Sequence[str]) -> np.ndarray:
 
     ``zh``: a CJK ideograph; any other language: a Latin letter
     (:func:`zhunt.data.language_id.classify_language` of the decoded token is ``zh`` /
-    ``en``, or ``mixed``).
+    ``en``, or ``mixed``). Every token is decoded on its own (special tokens kept), by the
+    fast tokenizer's Rust decoder when there is one, and the whole vocabulary is tagged at once
+    (:func:`zhunt.data.language_id.classify_languages`).
     """
-    from zhunt.data.language_id import classify_language
+    from zhunt.data.language_id import classify_languages
 
     V = len(tokenizer)
-    tags = [classify_language(t) for t in tokenizer.batch_decode([[i] for i in range(V)])]
+    tags = np.asarray(classify_languages(_decoded_tokens(tokenizer, V)), dtype=object)
     out = np.zeros((len(langs), V), dtype=bool)
     for g, lg in enumerate(langs):
-        want = "zh" if lg == "zh" else "en"
-        out[g] = [t in (want, "mixed") for t in tags]
+        out[g] = (tags == ("zh" if lg == "zh" else "en")) | (tags == "mixed")
     return out
+
+
+def _decoded_tokens(tokenizer, V: int) -> list[str]:
+    """Token ``i``'s text for ``i < V``, as ``tokenizer.batch_decode([[i] for i in range(V)])`` gives it up to
+    the clean-up of spaces before punctuation (which changes no letter).
+
+    The fast tokenizer's Rust decoder takes the ids as one ``(V, 1)`` array: no ``V`` Python lists (whose
+    allocation alone triggers full garbage collections over a loaded model's objects).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        try:
+            return backend.decode_batch(np.arange(V, dtype=np.uint32)[:, None], skip_special_tokens=False)
+        except TypeError:  # an older tokenizers that wants lists
+            pass
+    return tokenizer.batch_decode([[i] for i in range(V)])
 
 
 def answer_of(text: str, target: str) -> tuple[int | None, str]:
@@ -518,12 +535,16 @@ def das_training_pairs(ctx: Mapping, cell: Cell, *, n_donors: int = 1, seed: int
 
 
 def fit_cell_das(ctx: Mapping, cell: Cell, V_Z: np.ndarray, *, n_donors: int = 1, seed: int = 0, steps: int = 200,
-                 lr: float = 1e-2, batch_size: int = 16, max_new_tokens: int = 16) -> tuple[dict, dict]:
+                 lr: float = 1e-2, batch_size: int = 16, max_new_tokens: int = 16,
+                 das_batch_size: int = 16) -> tuple[dict, dict]:
     """Fit the DAS subspace of one (site, layer, k) on the train split (:func:`das_training_pairs`).
 
     :func:`zhunt.experiments.das.fit_das` learns the basis from the
     template-aligned same-language pairs of ``cell`` (an ``aligned`` cell);
     every cell then scores it on its ``heldout`` pairs like any other subspace.
+    ``batch_size`` is the forward batch of the clean runs that make the training pairs,
+    ``das_batch_size`` the Adam minibatch of the fit (config ``study.patching.das.batch_size``),
+    so a change of the forward batch leaves the optimisation alone.
 
     Returns
     -------
@@ -549,7 +570,7 @@ def fit_cell_das(ctx: Mapping, cell: Cell, V_Z: np.ndarray, *, n_donors: int = 1
         return {"basis": np.zeros((0, V_Z.shape[1]), dtype=np.float32), "losses": np.zeros(0),
                 "cos_angles_z": np.zeros(0)}, attrs
     fit = fit_das(ctx["model"], ctx["tokenizer"], data["texts"], data["sources"], data["targets"], layer=cell.layer,
-                  site=cell.site, k=cell.k, steps=int(steps), lr=float(lr), batch_size=int(batch_size),
+                  site=cell.site, k=cell.k, steps=int(steps), lr=float(lr), batch_size=int(das_batch_size),
                   random_state=int(seed), add_special_tokens=ctx["add_special"], prefixes=data["prefixes"],
                   patch_prefix=True)
     attrs.update(n_train=len(data["texts"]), steps=int(steps), lr=float(lr), seconds=float(fit.seconds),

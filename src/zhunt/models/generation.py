@@ -17,9 +17,12 @@ extras ride on forward hooks (:mod:`zhunt.models.hooks`):
   zh-vs-en generation trajectories).
 
 :func:`score` is the teacher-forced twin of :func:`generate`: the same
-batches, padding and edits, one forward pass per batch and no generation. It
-reads the next-token distribution at the first answer position (the last
-prompt position) and the teacher-forced log-likelihood of given continuations.
+batches, padding and edits, no generation. It reads the next-token
+distribution at the first answer position (the last prompt position) and the
+teacher-forced log-likelihood of given continuations. Like generation, it
+prefills each prompt (+ prefix) once under its edit, keeping the KV cache, and
+runs the continuations on copies of that cache (one per continuation) in a
+second, unedited pass.
 
 Teacher-forced scoring
 ----------------------
@@ -592,8 +595,10 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
         Prompts per forward pass, batched exactly as :func:`generate` does
         (length-sorted, left-padded; results in input order; a batch that runs
         out of CUDA memory is retried as two halves, down to one). A prompt with
-        ``J_i`` continuations occupies ``J_i`` rows of its pass (the
-        continuations are appended after the prompt and right-padded).
+        ``J_i`` continuations is prefilled once; its continuations then run
+        as ``J_i`` rows of a second pass on copies of its KV cache (right-padded;
+        a continuation of one token needs no second pass). A batch whose
+        second pass runs out of memory is halved and both passes are retried.
     prefixes : sequence, optional
         ``N`` lists of token ids (possibly empty) appended after each prompt;
         every quantity is taken at the position after the prefix. Not edited
@@ -636,6 +641,7 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     device = _model_device(model)
     state = {"groups": None, "token_groups": token_groups}
     keep_kw = "logits_to_keep" in _forward_params(model)
+    rec_layer = _resolve_layer(model, layer_module) if prefix_states else None
     progress, n_done = Progress(n, "scored prompt"), 0
     with torch.inference_mode():
         queue = list(batches)
@@ -645,36 +651,72 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
             n_done += len(batch)
             b = _score_batch(batch, ids, req, pad, special, patch_special, patch_prefix)
             try:
-                logp, seen = _score_logp(model, b, device, keep_kw, layer, site,
-                                         [edits[batch[r]] for r, _ in b["rows"]] if edits is not None else None,
-                                         rec_layer=_resolve_layer(model, layer_module) if prefix_states else None)
+                lp0, cont_lp, seen = _score_pass(model, b, device, keep_kw, layer, site,
+                                                 [edits[i] for i in batch] if edits is not None else None,
+                                                 rec_layer=rec_layer)
             except Exception as exc:
                 queue[:0] = halve_on_oom(exc, batch, "scoring")
                 n_done -= len(batch)
                 continue
             if seen is not None:
                 _store_prefix_states(out, seen, b, batch)
-            _store_first(out, state, logp, b, batch, ids, req)
+            _store_first(out, state, lp0, batch, ids, req)
             if req["conts"] is not None:
-                _store_continuations(out, logp, b, batch)
+                _store_continuations(out, lp0, cont_lp, b, batch)
     progress.update(n)
     return out
 
 
-def _score_logp(model, b: Mapping, device, keep_kw: bool, layer, site: str, row_edits,
-                rec_layer=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(R, C + 1, V)`` log-softmax of one scoring pass (:func:`_score_batch`'s tensors) under its
-    rows' edits (column 0 is the last prompt position), and the ``(R, T, d)`` stream at ``rec_layer``'s
-    ``site`` after the edits (None without ``rec_layer``)."""
-    kw = {"logits_to_keep": b["C"] + 1} if keep_kw else {}
+def _score_pass(model, b: Mapping, device, keep_kw: bool, layer, site: str, row_edits,
+                rec_layer=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The two forward passes of one scoring batch (:func:`_score_batch`'s tensors).
+
+    1. The prefill: every prompt + prefix once, ``(B, T_p)``, under its edit (``row_edits``, one
+       per prompt), with the KV cache kept; its last position gives the scored distribution.
+    2. The continuations: the cache is copied to one row per continuation of two or more tokens
+       (``b["src"]``) and those continuations' tokens but the last are run on top of it without
+       edits (a continuation is never edited), which gives the log p of their later tokens.
+       Skipped when no continuation has two tokens.
+
+    Returns
+    -------
+    lp0 : torch.Tensor
+        ``(B, V)`` float32 log-softmax at every prompt's scored position.
+    cont_lp : torch.Tensor or None
+        ``(R2, C2)`` float32: ``log p(y_{t+1} | x, a, y_<=t)`` of continuation row ``q`` of
+        ``b["src"]`` (0 past its end); None without a second pass.
+    seen : torch.Tensor or None
+        ``(B, T_p, d)``: the stream at ``rec_layer``'s ``site`` after the edits (None without
+        ``rec_layer``).
+    """
     with contextlib.ExitStack() as stack:
         if row_edits is not None:
             _enter_edits(stack, layer, row_edits, b["patchable"], positions="prompt", site=site)
         seen = stack.enter_context(record(rec_layer, site)) if rec_layer is not None else None
-        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
-                       position_ids=b["pos"].to(device), use_cache=False, **kw).logits
-    logits = logits[:, -(b["C"] + 1):].float()
-    return logits - torch.logsumexp(logits, dim=-1, keepdim=True), (seen[-1] if seen is not None else None)
+        first = model(input_ids=b["input_ids"].to(device), attention_mask=b["attn"].to(device),
+                      position_ids=b["pos"].to(device), use_cache=b["src"] is not None,
+                      **({"logits_to_keep": 1} if keep_kw else {}))
+    logits = first.logits[:, -1].float()
+    lp0 = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    cont_lp = None
+    if b["src"] is not None:
+        name = _cache_name(first)  # transformers 5.x renames past_key_values to cache
+        cache = first[name]
+        cache.batch_select_indices(b["src"].to(device))  # one copy of the prompt's cache per continuation row
+        logits = model(input_ids=b["cont_ids"].to(device), attention_mask=b["cont_attn"].to(device),
+                       position_ids=b["cont_pos"].to(device), use_cache=True, **{name: cache}).logits.float()
+        tgt = b["cont_tgt"].to(device)
+        cont_lp = (logits.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1))
+        cont_lp = cont_lp.masked_fill(tgt < 0, 0.0)
+    return lp0, cont_lp, (seen[-1] if seen is not None else None)
+
+
+def _cache_name(output) -> str:
+    """The name of a forward's KV cache, in its output and as the next forward's argument."""
+    for name in ("cache", "past_key_values"):
+        if output.get(name) is not None:
+            return name
+    raise RuntimeError("the model returned no KV cache (use_cache=True); scoring continuations needs one")
 
 
 def _score_requests(n: int, continuations, candidates, prefixes) -> dict:
@@ -703,42 +745,55 @@ def _score_outputs(n: int, req: Mapping, token_groups) -> dict:
 
 def _score_batch(batch: Sequence[int], ids, req: Mapping, pad: int, special: torch.Tensor,
                  patch_special: bool, patch_prefix: bool = False) -> dict:
-    """One scoring pass's tensors: ``rows`` ((prompt r, continuation j); a prompt without continuations gets
-    one row), ``row_cont``, ``C`` (longest continuation), ``input_ids``, ``attn``, ``pos``, ``patchable``
-    (prompt positions, and the prefix's with ``patch_prefix``) and ``prefix`` (the prefix's patchable
-    positions), all ``(R, T_p + C)``."""
+    """One scoring batch's tensors (:func:`_score_pass`).
+
+    Returns
+    -------
+    dict
+        The prefill, one row per prompt of ``batch``, left-padded: ``input_ids``, ``attn``,
+        ``pos`` (``cumsum(attn) - 1``), ``patchable`` (prompt positions, and the prefix's with
+        ``patch_prefix``) and ``prefix`` (the prefix's patchable positions), all ``(B, T_p)``.
+        The continuations: ``rows`` (every (prompt row r, continuation j)) and ``row_cont`` (their
+        tokens); the ``R2`` rows with two or more tokens go to the second pass: ``src`` (R2,) their
+        prompt rows, ``cont_ids`` (R2, C2) their tokens but the last (right-padded),
+        ``cont_attn`` (R2, T_p + C2) the prompt's mask then theirs, ``cont_pos`` (R2, C2) the
+        positions that continue the prompt's, ``cont_tgt`` (R2, C2) the token each position
+        predicts (-1 past the end) and ``tail`` (R2,) their indices in ``rows``; ``src`` is None
+        when no continuation has two tokens.
+    """
     conts, prefs = req["conts"], req["prefs"]
     seqs = [ids[i] + prefs[i] for i in batch]  # the prefix is left-padded with its prompt
-    prompt_ids, prompt_attn, _ = left_pad(seqs, pad)
-    T_p = prompt_ids.shape[1]
-    rows = [(r, j) for r, i in enumerate(batch)
-            for j in (range(len(conts[i])) if conts is not None and conts[i] else [None])]
-    row_cont = [conts[batch[r]][j] if j is not None else [] for r, j in rows]
-    C = max(len(c) for c in row_cont)
-    src = torch.tensor([r for r, _ in rows])
-    input_ids = torch.full((len(rows), T_p + C), int(pad), dtype=torch.long)
-    attn = torch.zeros((len(rows), T_p + C), dtype=torch.long)
-    input_ids[:, :T_p], attn[:, :T_p] = prompt_ids[src], prompt_attn[src]
-    for q, c in enumerate(row_cont):
-        if c:
-            input_ids[q, T_p:T_p + len(c)] = torch.tensor(c)
-            attn[q, T_p:T_p + len(c)] = 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    patchable = torch.zeros_like(attn, dtype=torch.bool)
-    prefix = torch.zeros_like(patchable)
-    pm, pf = prefix_masks(prompt_ids, prompt_attn, special, patch_special, [len(prefs[i]) for i in batch],
-                          patch_prefix)
-    patchable[:, :T_p], prefix[:, :T_p] = pm[src], pf[src]
-    return {"rows": rows, "row_cont": row_cont, "C": C, "input_ids": input_ids, "attn": attn, "pos": pos,
-            "patchable": patchable, "prefix": prefix}
+    input_ids, attn, pos = left_pad(seqs, pad)
+    patchable, prefix = prefix_masks(input_ids, attn, special, patch_special, [len(prefs[i]) for i in batch],
+                                     patch_prefix)
+    rows = [(r, j) for r, i in enumerate(batch) for j in range(len(conts[i]) if conts is not None else 0)]
+    row_cont = [conts[batch[r]][j] for r, j in rows]
+    b = {"input_ids": input_ids, "attn": attn, "pos": pos, "patchable": patchable, "prefix": prefix,
+         "rows": rows, "row_cont": row_cont, "src": None}
+    tail = [q for q, c in enumerate(row_cont) if len(c) >= 2]
+    if not tail:
+        return b
+    C2 = max(len(row_cont[q]) for q in tail) - 1
+    src = torch.tensor([rows[q][0] for q in tail])
+    cont_ids = torch.full((len(tail), C2), int(pad), dtype=torch.long)
+    cont_tgt = torch.full((len(tail), C2), -1, dtype=torch.long)
+    own = torch.zeros((len(tail), C2), dtype=torch.long)
+    for q2, q in enumerate(tail):
+        c = row_cont[q]
+        cont_ids[q2, :len(c) - 1] = torch.tensor(c[:-1])
+        cont_tgt[q2, :len(c) - 1] = torch.tensor(c[1:])
+        own[q2, :len(c) - 1] = 1
+    cont_attn = torch.cat([attn[src], own], dim=1)
+    cont_pos = (cont_attn.cumsum(-1) - 1).clamp(min=0)[:, -C2:]
+    b.update(src=src, cont_ids=cont_ids, cont_attn=cont_attn, cont_pos=cont_pos, cont_tgt=cont_tgt,
+             tail=torch.tensor(tail))
+    return b
 
 
-def _store_first(out: dict, state: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int], ids,
-                 req: Mapping) -> None:
-    """Argmax, its log p, candidate log p and group masses at the scored position of every prompt of a batch."""
+def _store_first(out: dict, state: dict, lp0: torch.Tensor, batch: Sequence[int], ids, req: Mapping) -> None:
+    """Argmax, its log p, candidate log p and group masses at the scored position of every prompt of a batch
+    (``lp0`` (B, V), one row per prompt)."""
     cands = req["cands"]
-    first = torch.tensor([q for q, (_, j) in enumerate(b["rows"]) if j is None or j == 0])
-    lp0 = logp[first.to(logp.device), 0]  # (B, V), one row per prompt
     if state["token_groups"] is not None and state["groups"] is None:
         state["groups"] = _group_masks(state["token_groups"], lp0.shape[-1]).to(lp0.device)
         out["lp_groups"] = np.zeros((len(out["first_argmax"]), state["groups"].shape[0]))
@@ -760,26 +815,20 @@ def _store_first(out: dict, state: dict, logp: torch.Tensor, b: Mapping, batch: 
 
 
 def _store_prefix_states(out: dict, h: torch.Tensor, b: Mapping, batch: Sequence[int]) -> None:
-    """``prefix_states``: every prompt's stream ``h`` (R, T, d) at its prefix's patchable positions."""
-    done = set()
-    for q, (r, _) in enumerate(b["rows"]):
-        if r not in done:  # the rows of one prompt share its prompt and prefix states
-            done.add(r)
-            out["prefix_states"][batch[r]] = h[q, b["prefix"][q].to(h.device)].float().cpu().numpy()
+    """``prefix_states``: every prompt's stream ``h`` (B, T_p, d) at its prefix's patchable positions."""
+    for r, i in enumerate(batch):
+        out["prefix_states"][i] = h[r, b["prefix"][r].to(h.device)].float().cpu().numpy()
 
 
-def _store_continuations(out: dict, logp: torch.Tensor, b: Mapping, batch: Sequence[int]) -> None:
-    """``lp_continuations``: the summed teacher-forced log p of every continuation row of a batch."""
-    for q, (r, j) in enumerate(b["rows"]):
-        if j is None:
-            continue
-        c = b["row_cont"][q]
-        if c:
-            tok_lp = logp[q, torch.arange(len(c), device=logp.device), torch.tensor(c, device=logp.device)]
-            val = float(tok_lp.double().sum())
-        else:
-            val = 0.0
-        out["lp_continuations"][batch[r], j] = val
+def _store_continuations(out: dict, lp0: torch.Tensor, cont_lp: torch.Tensor | None, b: Mapping,
+                         batch: Sequence[int]) -> None:
+    """``lp_continuations``: the summed teacher-forced log p of every continuation of a batch (its first
+    token from ``lp0``, the others from the second pass's ``cont_lp``)."""
+    later = {}
+    if cont_lp is not None:
+        later = dict(zip(b["tail"].tolist(), cont_lp.double().sum(dim=1).cpu().tolist()))
+    for q, ((r, j), c) in enumerate(zip(b["rows"], b["row_cont"])):
+        out["lp_continuations"][batch[r], j] = float(lp0[r, c[0]].double()) + later.get(q, 0.0) if c else 0.0
 
 
 def _forward_params(model) -> set:

@@ -77,7 +77,8 @@ def run_patching_das(inputs: Mapping, params: Mapping, outputs: Mapping, *, wild
     ctx = _context(inputs, params, threads)
     arrays, attrs = fit_cell_das(ctx, cell, read_mask(inputs["mask"], "multihead", cell.k),
                                  n_donors=opts["n_donors"], steps=opts["das"]["steps"], lr=opts["das"]["lr"],
-                                 batch_size=params["batch_size"], max_new_tokens=params["max_new_tokens"])
+                                 batch_size=params["batch_size"], max_new_tokens=params["max_new_tokens"],
+                                 das_batch_size=opts["das"]["batch_size"])
     with atomic_path(outputs["basis"], suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             for name, a in arrays.items():
