@@ -249,6 +249,13 @@ def _device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _pad_id(tokenizer) -> int:
+    """The id left padding uses: the pad token, else EOS, else 0 (pads are masked out)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
 def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], prompts: pd.DataFrame,
                      out_path: str | os.PathLike, *, batch_size: int = 16, dtype: str = "float32",
                      attrs: Mapping | None = None, add_special_tokens: bool = True,
@@ -302,9 +309,7 @@ def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], p
     table_sha = prompt_table_sha256(prompts)
     plan = plan_extraction(prompts, keys, ids, batch_size, shard)
     special_ids = set(int(t) for t in (getattr(tokenizer, "all_special_ids", None) or []))
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad_id = _pad_id(tokenizer)
     all_attrs = _store_attrs(model, table_sha, special_ids, add_special_tokens, batch_size, attrs, plan, shard)
 
     # the digit-confound control's numeral-free mean is kept for the indices stored without token rows

@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -186,18 +186,31 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
                           add_special_tokens=add_special_tokens, patch_special=patch_special, prefixes=prefixes,
                           patch_prefix=patch_prefix)
     n, d = len(texts), data["d"]
-    layer_mod = _resolve_layer(model, layer)
     device = _model_device(model)
     basis = _Basis(_initial_basis(init, int(k), d, random_state).T, random_state).to(device)
-    opt = torch.optim.Adam(basis.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(int(random_state))
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
-    losses = np.zeros(int(steps))
-    perm, cursor = torch.randperm(n, generator=g), 0
-    chunk = int(batch_size)  # prompts per forward pass; halved for good on a CUDA out-of-memory error
     t0 = time.perf_counter()
+    losses = _optimise(model, _resolve_layer(model, layer), basis, data, n, steps=int(steps), lr=lr,
+                       batch_size=int(batch_size), random_state=int(random_state), site=site,
+                       patch_special=patch_special, patch_prefix=patch_prefix, device=device)
+    with torch.no_grad():
+        V = basis.weight.T.detach().float().cpu().contiguous().numpy()
+    return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
+                  batch_size=int(batch_size), random_state=int(random_state),
+                  seconds=time.perf_counter() - t0)
+
+
+def _optimise(model, layer_mod, basis, data: Mapping, n: int, *, steps: int, lr: float, batch_size: int,
+              random_state: int, site: str, patch_special: bool, patch_prefix: bool, device) -> np.ndarray:
+    """:func:`fit_das`'s Adam loop: ``steps`` minibatch steps over fresh permutations
+    of the ``n`` prompts (seeded by ``random_state``); returns the ``(steps,)`` losses."""
+    opt = torch.optim.Adam(basis.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(random_state)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
+    losses = np.zeros(steps)
+    perm, cursor = torch.randperm(n, generator=g), 0
+    chunk = batch_size  # prompts per forward pass; halved for good on a CUDA out-of-memory error
     with _frozen(model):
-        for step in range(int(steps)):
+        for step in range(steps):
             if cursor >= n:
                 perm, cursor = torch.randperm(n, generator=g), 0
             idx = perm[cursor:cursor + batch_size].tolist()
@@ -206,12 +219,7 @@ def fit_das(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: 
                                                     patch_special=patch_special, patch_prefix=patch_prefix,
                                                     device=device, keep=keep)
             opt.step()
-    with torch.no_grad():
-        V = basis.weight.T.detach().float().cpu().contiguous().numpy()
-    return DASFit(basis=V, losses=losses, layer=int(layer), site=site, k=int(k), steps=int(steps), lr=float(lr),
-                  batch_size=int(batch_size), random_state=int(random_state),
-                  seconds=time.perf_counter() - t0)
-
+    return losses
 
 def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *, k: int,
                    steps: int, batch_size: int, add_special_tokens: bool, patch_special: bool,

@@ -638,14 +638,26 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
     _, _, pad = _generation_config(model, tokenizer, 1)
     ids, batches, special = _prompt_batches(tokenizer, texts, add_special_tokens=add_special_tokens,
                                             batch_size=batch_size)
+    rec_layer = _resolve_layer(model, layer_module) if prefix_states else None
+    _score_batches(model, out, batches, ids, req, pad, special, token_groups=token_groups,
+                   layer=layer, site=site, edits=edits, patch_special=patch_special,
+                   patch_prefix=patch_prefix, rec_layer=rec_layer)
+    return out
+
+
+def _score_batches(model, out: dict, batches, ids, req: Mapping, pad, special, *, token_groups,
+                   layer, site: str, edits, patch_special: bool, patch_prefix: bool,
+                   rec_layer) -> None:
+    """Run :func:`score`'s batches into ``out`` (in place), halving a batch that
+    runs out of CUDA memory and retrying its halves first."""
+    n = len(ids)
     device = _model_device(model)
     state = {"groups": None, "token_groups": token_groups}
     keep_kw = "logits_to_keep" in _forward_params(model)
-    rec_layer = _resolve_layer(model, layer_module) if prefix_states else None
     progress, n_done = Progress(n, "scored prompt"), 0
     with torch.inference_mode():
         queue = list(batches)
-        while queue:  # a batch that runs out of CUDA memory is retried as two halves, first
+        while queue:
             batch = queue.pop(0)
             progress.update(n_done)
             n_done += len(batch)
@@ -664,7 +676,6 @@ def score(model, tokenizer, texts: Sequence[str], *, continuations: Sequence | N
             if req["conts"] is not None:
                 _store_continuations(out, lp0, cont_lp, b, batch)
     progress.update(n)
-    return out
 
 
 def _score_pass(model, b: Mapping, device, keep_kw: bool, layer, site: str, row_edits,
