@@ -80,6 +80,16 @@ def test_binomial_ci_matches_scipy_and_is_never_zero_width():
     assert all(np.isnan(binomial_ci(0, 0)))
 
 
+def test_binomial_ci_ends_are_exact_at_zero_and_all():
+    from zhunt.stats import binomial_ci
+
+    # Wilson's formula leaves a rounding residue at k = 0 (1.4e-17 at 0/24): the bound must be 0
+    for method in ("wilson", "exact"):
+        for n in (1, 13, 24, 70, 237):
+            assert binomial_ci(0, n, method=method)[1] == 0.0
+            assert binomial_ci(n, n, method=method)[2] == 1.0
+
+
 def test_holm_by_hand():
     from zhunt.stats import holm
 

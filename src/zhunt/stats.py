@@ -168,7 +168,11 @@ def binomial_ci(k, n, *, confidence: float = CONFIDENCE, method: str = "wilson")
     if n == 0:
         return (float("nan"),) * 3
     lo, hi = proportion_confint(k, n, alpha=1 - confidence, method="wilson" if method == "wilson" else "beta")
-    return k / n, float(max(0.0, lo)), float(min(1.0, hi))
+    # both intervals reach 0 at k = 0 and 1 at k = n exactly; statsmodels' Wilson formula leaves
+    # a rounding residue there (1.4e-17 at 0/24), which would print as a nonzero bound
+    lo = 0.0 if k == 0 else max(0.0, float(lo))
+    hi = 1.0 if k == n else min(1.0, float(hi))
+    return k / n, lo, hi
 
 
 def holm(pvalues) -> np.ndarray:
