@@ -193,3 +193,13 @@ def test_gemma3_embedding_scaling_is_captured(tok, tmp_path):
         emb = m.get_input_embeddings().weight[ids[0]].detach().numpy()
         assert not np.allclose(st.tokens("a", "en", 0), emb)  # scaled, not the raw table
         np.testing.assert_allclose(st.tokens("a", "en", 1), hs[1][0].numpy(), atol=1e-5, rtol=0)
+
+
+def test_pad_id_falls_back_from_pad_to_eos_to_zero():
+    from types import SimpleNamespace
+
+    from zhunt.models.batching import pad_id
+
+    assert pad_id(SimpleNamespace(pad_token_id=7, eos_token_id=3)) == 7
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=3)) == 3
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=None)) == 0

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from zhunt.errors import ZhuntError
-from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
+from zhunt.models.batching import halve_on_oom, left_pad, pad_id, tokenize_prompts
 from zhunt.models.hooks import capture_hidden_states
 from zhunt.progress import Progress
 from zhunt.data.numerals import numeral_token_ids
@@ -249,13 +249,6 @@ def _device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def _pad_id(tokenizer) -> int:
-    """The id left padding uses: the pad token, else EOS, else 0 (pads are masked out)."""
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-
-
 def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], prompts: pd.DataFrame,
                      out_path: str | os.PathLike, *, batch_size: int = 16, dtype: str = "float32",
                      attrs: Mapping | None = None, add_special_tokens: bool = True,
@@ -309,7 +302,7 @@ def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], p
     table_sha = prompt_table_sha256(prompts)
     plan = plan_extraction(prompts, keys, ids, batch_size, shard)
     special_ids = set(int(t) for t in (getattr(tokenizer, "all_special_ids", None) or []))
-    pad_id = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     all_attrs = _store_attrs(model, table_sha, special_ids, add_special_tokens, batch_size, attrs, plan, shard)
 
     # the digit-confound control's numeral-free mean is kept for the indices stored without token rows
@@ -322,7 +315,7 @@ def extract_to_store(model: nn.Module, tokenizer, layers: Sequence[nn.Module], p
     was_training = model.training
     model.eval()
     try:
-        writer, padded = _run_batches(model, layers, plan, pad_id, np.array(sorted(special_ids), dtype=np.int64),
+        writer, padded = _run_batches(model, layers, plan, pad, np.array(sorted(special_ids), dtype=np.int64),
                                       open_store)
     finally:
         model.train(was_training)

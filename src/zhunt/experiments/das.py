@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zhunt.models.batching import halve_on_oom, left_pad, tokenize_prompts
+from zhunt.models.batching import halve_on_oom, left_pad, pad_id, tokenize_prompts
 from zhunt.models.generation import SubspaceEdit, _forward_params, _model_device, _resolve_layer, prefix_masks
 from zhunt.models.hooks import patch
 from zhunt.models.site import check_site
@@ -221,6 +221,7 @@ def _optimise(model, layer_mod, basis, data: Mapping, n: int, *, steps: int, lr:
             opt.step()
     return losses
 
+
 def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, targets: Sequence[int], *, k: int,
                    steps: int, batch_size: int, add_special_tokens: bool, patch_special: bool,
                    prefixes: Sequence | None, patch_prefix: bool = False) -> dict:
@@ -248,7 +249,7 @@ def _training_data(model, tokenizer, texts: Sequence[str], sources: Sequence, ta
     if len(prefs) != n:
         raise ValueError(f"{n} texts but {len(prefs)} prefixes")
     special = torch.tensor(sorted(set(int(t) for t in (tokenizer.all_special_ids or []))), dtype=torch.long)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     src_rows = []
     for i, s in enumerate(ids):
         t = torch.tensor(s + prefs[i] if patch_prefix else s)

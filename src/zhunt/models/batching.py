@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["is_oom", "halve_on_oom", "tokenize_prompts", "left_pad"]
+__all__ = ["is_oom", "halve_on_oom", "tokenize_prompts", "left_pad", "pad_id"]
 
 log = logging.getLogger("zhunt.models.batching")
 
@@ -70,6 +70,14 @@ def tokenize_prompts(tokenizer, texts: Sequence[str], *, add_special_tokens: boo
     """
     enc = tokenizer(list(texts), add_special_tokens=add_special_tokens, padding=False, truncation=False)
     return [list(map(int, ids)) for ids in enc["input_ids"]]
+
+
+def pad_id(tokenizer) -> int:
+    """The id that left padding writes: the pad token, else EOS, else 0 (pads are always
+    masked out, so any valid id will do)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
