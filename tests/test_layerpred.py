@@ -314,6 +314,45 @@ def test_causal_sweep_gives_z_at_every_layer_and_das_stays_from_the_cells(tmp_pa
         lp.sweep_causal_scores(sweep.drop(columns="npe"), "input", 8)
 
 
+def test_das_sweep_supersedes_the_cells_das_and_keeps_its_own_layers(tmp_path):
+    """With layers/das.tsv (the DAS sweep, every third layer here) iia_das / npe_das come from its das rows
+    at its layers only; z rows and subspaces.tsv's DAS are ignored; a planted DAS peak is found; the stage
+    reads it as the optional input ``das_sweep`` and lists its layers in the figure's data."""
+    L, b = 12, 6
+    d = _stage_inputs(tmp_path, L=L, b=b)
+    layers = np.array([0, 3, 5, 6, 9])
+    iia = np.array([0.1, 0.3, 0.5, 0.8, 0.2])
+    rows = []
+    for sub, val in (("z", 99.0), ("das", None)):
+        rows.append(pd.DataFrame({"model": "m", "layer": layers, "site": "input", "k": 8, "subspace": sub,
+                                  "iia": iia if val is None else val, "npe": iia / 2 if val is None else val}))
+    das = pd.concat(rows)
+    das.to_csv(d / "das.tsv", sep="\t", index=False)
+    r = lp.comparison_tables(pd.read_csv(d / "layer_scores.tsv", sep="\t"), pd.read_csv(d / "sweep.tsv", sep="\t"),
+                             "m", causal=pd.read_csv(d / "subspaces.tsv", sep="\t"), das_sweep=das)
+    got = r["data"].set_index("layer")
+    assert_allclose(got.loc[layers, "iia_das"], iia) and got["iia_das"].notna().sum() == len(layers)
+    assert_allclose(got.loc[layers, "npe_das"], iia / 2)
+    sub = pd.read_csv(d / "subspaces.tsv", sep="\t")
+    assert_allclose(got["iia_z"], sub[sub["subspace"] == "z"].set_index("layer")["iia"])  # z still from the cells
+    comp = r["comparison"].set_index("data_score")
+    assert comp.loc["iia_das", "data_best_layer"] == b and comp.loc["iia_das", "n_layers"] == len(layers)
+    assert comp.loc["iia_das", "verdict"] == "too few layers"  # 5 < MIN_LAYERS: no outcome could be significant
+    with pytest.raises(ZhuntError, match=r"^das\.tsv: no das rows at site 'input' and k=8"):
+        lp.das_sweep_scores(das[das["subspace"] == "z"], "input", 8, "das.tsv")
+    with pytest.raises(ZhuntError, match=r"missing \['subspace'\]"):
+        lp.das_sweep_scores(das.drop(columns="subspace"), "input", 8)
+    # the stage: optional inputs as Snakemake gives them ([path] or [])
+    table = lambda n: [str(tmp_path / f"s{n}.tsv"), str(tmp_path / f"s{n}.md")]  # noqa: E731
+    outputs = {"comparison": table("comparison"), "correlations": table("correlations"),
+               "verdict": str(tmp_path / "sverdict.md"), "fig": [str(tmp_path / "sfig.pdf"), str(tmp_path / "sfig.png")]}
+    inputs = {"scores": str(d / "layer_scores.tsv"), "sweep": str(d / "sweep.tsv"), "das_sweep": [str(d / "das.tsv")],
+              "causal": []}
+    run_layer_comparison(inputs, {"site": "input"}, outputs, wildcards={"model": "m"})
+    c = pd.read_csv(tmp_path / "scomparison.tsv", sep="\t").set_index("data_score")
+    assert c.loc["iia_das", "data_best_layer"] == b and "iia_z" not in c.index
+
+
 def test_comparison_bad_inputs(tmp_path):
     d = _stage_inputs(tmp_path)
     (d / "layer_scores.tsv").rename(d / "kept.tsv")

@@ -502,3 +502,75 @@ def test_layer_causal_sweep_matches_the_mean_cells_z_rows(near_random_organism, 
         run_layer_causal(inputs, {**params, "direction": "en<-fr"}, {"table": out}, wildcards={"model": "toy"})
     with pytest.raises(ZhuntError, match=r"^models\.toy\.study\.patch_k: k=32"):
         run_layer_causal(inputs, {**params, "k": 32}, {"table": out}, wildcards={"model": "toy"})
+
+
+# ----------------------------------------------------------------------------- the DAS layer sweep
+def test_das_sweep_layers_stride_and_included_layers():
+    from zhunt.experiments.layer_causal import das_sweep_layers
+
+    assert das_sweep_layers(18, 3, [12, 15, 16]) == [0, 3, 6, 9, 12, 15, 16]
+    assert das_sweep_layers(30, 3, [18, 26, 27]) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 26, 27]
+    assert das_sweep_layers(6, 1, [3]) == list(range(6))
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        das_sweep_layers(6, 0)
+    with pytest.raises(ValueError, match="layer 6 is outside the model's 6 decoder layers"):
+        das_sweep_layers(6, 2, [6])
+
+
+def _das_params(params, **das):
+    return {**params, "k": 4, "site": "input", "direction": "en<-zh", "n_donors": 2, "every": 1, "include": [],
+            "das": {"steps": 3, "lr": 0.01, "batch_size": 8, "init": "random", **das}}
+
+
+def test_layer_das_scores_z_and_das_on_the_heldout_pairs(near_random_organism, tmp_path):
+    """Rule layer_das's stage on the tiny organism: two rows per layer, scored on the pairs whose base is
+    held out; DAS started at Z with a vanishing step size is Z (same IIA, NPE to 1e-4), so the two rows
+    go through one scoring path; the z rows equal Z's scores on those pairs computed independently
+    (the causal sweep's row function over the held-out subset of the cell's records)."""
+    from zhunt.experiments.patching_design import donor_pairs, heldout_split
+    from zhunt.stages.layers import run_layer_das
+
+    inputs, params = _stage_io(near_random_organism, tmp_path, ms=False)
+    out = [str(tmp_path / "das.tsv"), str(tmp_path / "das.md")]
+    run_layer_das(inputs, _das_params(params, init="z", lr=1e-12), {"table": out}, wildcards={"model": "toy"})
+    t = pd.read_csv(out[0], sep="\t")
+    assert list(t["layer"]) == [0, 0, 1, 1, 2, 2] and list(t["subspace"]) == ["z", "das"] * 3
+    assert (t["split"] == "heldout").all() and (t["n_train"] > 0).all() and (t["model"] == "toy").all()
+    z, das = t[t["subspace"] == "z"].set_index("layer"), t[t["subspace"] == "das"].set_index("layer")
+    assert_allclose(das["iia"], z["iia"], rtol=1e-5)
+    assert_allclose(das["npe"], z["npe"], atol=1e-4)
+    assert_allclose(das["overlap_z"], 1.0, atol=1e-5)
+    # the held-out pairs: bases in the held-out split (the cells' split and donor pairs, seed 0)
+    prompts = pd.read_csv(inputs["prompts"], sep="\t")
+    problems, answers = list(prompts["id"]), dict(zip(prompts["id"], prompts["answer"].astype(int)))
+    pairs, _ = donor_pairs(problems, answers, seed=0, n_donors=2)
+    split = heldout_split(problems, seed=0)
+    assert (t["n_pairs"] == sum(split[b] == "heldout" for b, _ in pairs)).all()
+    # Z's held-out scores from the mean cell's records (an independent path: the cell's own pairs and sources)
+    from zhunt.experiments.patching_metrics import subspace_metrics
+
+    for layer in (0, 1, 2):
+        rec = _cell(near_random_organism, f"input_L{layer}_k4_mean_en-from-zh_donor", tmp_path, ms=False)
+        m = subspace_metrics(rec[rec["split"] == "heldout"]).set_index("subspace").loc["z"]
+        assert z.loc[layer, "n_iia"] == m["n_iia"]
+        assert_allclose(z.loc[layer, "iia"], m["iia"], rtol=1e-5)
+        assert_allclose(z.loc[layer, "npe"], m["npe"], atol=1e-4)
+
+
+def test_layer_das_fits_a_learned_subspace_and_rejects_bad_layers(near_random_organism, tmp_path):
+    """A random start ends away from Z (overlap well below 1); the layers come from ``every`` and
+    ``include``; a layer outside the model is one line naming the config key."""
+    from zhunt.stages.layers import run_layer_das
+
+    inputs, params = _stage_io(near_random_organism, tmp_path, ms=False)
+    out = [str(tmp_path / "das.tsv"), str(tmp_path / "das.md")]
+    run_layer_das(inputs, {**_das_params(params, steps=40, lr=0.05), "every": 2, "include": [1]}, {"table": out},
+                  wildcards={"model": "toy"})
+    t = pd.read_csv(out[0], sep="\t")
+    das = t[t["subspace"] == "das"].set_index("layer")
+    assert list(das.index) == [0, 1, 2]
+    assert ((das["overlap_z"] > 0) & (das["overlap_z"] < 0.9)).all() and (das["seconds"] > 0).all()
+    assert das["final_loss"].notna().all() and (das["steps"] == 40).all()
+    assert ((das["iia"] >= das["iia_lo"]) & (das["iia"] <= das["iia_hi"])).all()
+    with pytest.raises(ZhuntError, match=r"^models\.toy\.study\.layer_das: layer 7 is outside"):
+        run_layer_das(inputs, {**_das_params(params), "include": [7]}, {"table": out}, wildcards={"model": "toy"})

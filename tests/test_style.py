@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_RULES = {"train_organism", "extract_activations", "extract_activations_shard", "behaviour", "patching",
-             "patching_cell", "patching_das", "layer_causal", "ard_layer", "ard_heldout"}
+             "patching_cell", "patching_das", "layer_causal", "layer_das", "ard_layer", "ard_heldout"}
 
 
 def test_snakemake_lint_clean():

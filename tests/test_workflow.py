@@ -133,9 +133,15 @@ def test_outputs_open_with_right_shapes(workdir):
     assert list(causal["layer"]) == list(range(train["n_layers"]))
     assert (causal["iia"].isna() == (causal["n_iia"] == 0)).all()  # the tiny organism's runs may never diverge
     assert causal["iia"].dropna().between(0, 1).all()
+    das = pd.read_csv(res / "layers/das.tsv", sep="\t")  # DAS next to Z: layers 0, 2 (every 2) and 1, 2, 3
+    predicted = int(pd.read_csv(res / "structure/bottleneck.tsv", sep="\t")["predicted_layer"].iloc[0])
+    das_layers = sorted({0, 2, 3, predicted})  # primary 2, secondary 3
+    assert list(das["layer"]) == [l for l in das_layers for _ in (0, 1)]
+    assert list(das["subspace"]) == ["z", "das"] * len(das_layers) and (das["split"] == "heldout").all()
+    assert das["iia"].dropna().between(0, 1).all()
     comp = pd.read_csv(res / "layers/comparison.tsv", sep="\t")
     assert set(comp["verdict"]) == {"too few layers"}  # 4 layers: the shift null cannot reach 0.05
-    assert {"iia_z", "npe_z"} <= set(comp["data_score"])
+    assert {"iia_z", "npe_z", "iia_das", "npe_das"} <= set(comp["data_score"])
     layer_pred = pd.read_csv(workdir / "results/summary/layer_prediction.tsv", sep="\t")
     assert list(layer_pred["model"])[:1] == ["organism-tiny"] and layer_pred["reference"].iloc[-1]
     for fig in ("effective_rank", "grassmann_heatmap", "ffn_alignment", "phases",

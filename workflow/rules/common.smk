@@ -159,12 +159,17 @@ def shard_files(wildcards):
     return [f"{stem}.shard{i}of{n}.h5" for i in range(n)]
 
 
+def bottleneck_file(model):
+    """structure/bottleneck.tsv (waits for the `structure` checkpoint; an input of rules whose params
+    read the predicted layer)."""
+    return checkpoints.structure.get(model=model).output.bottleneck
+
+
 def predicted_bottleneck(model):
     """The bottleneck layer predicted from weights (waits for the `structure` checkpoint)."""
     import pandas as pd
 
-    path = checkpoints.structure.get(model=model).output.bottleneck
-    return int(pd.read_csv(path, sep="\t")["predicted_layer"].iloc[0])
+    return int(pd.read_csv(bottleneck_file(model), sep="\t")["predicted_layer"].iloc[0])
 
 
 def resolve_layer(model, layer):
@@ -310,6 +315,46 @@ def ard_primary(model):
 def primary_k(model):
     """The primary k of the layer sweep: the largest study.patch_k (the Exp. A primary k)."""
     return max(study(model)["patch_k"])
+
+
+def layer_das_include(model):
+    """Layers the DAS sweep always covers: the predicted bottleneck and the primary / secondary layer."""
+    st = study(model)
+    return sorted(
+        {
+            predicted_bottleneck(model),
+            resolve_layer(model, st["primary_layer"]),
+            resolve_layer(model, st["secondary_layer"]),
+        }
+    )
+
+
+def layer_das_options(model):
+    """The DAS fit of the sweep: study.layer_das's steps and init, study.patching.das's lr and minibatch."""
+    ld, das = study(model)["layer_das"], study(model)["patching"]["das"]
+    return {
+        "steps": ld["steps"],
+        "init": ld["init"],
+        "lr": das["lr"],
+        "batch_size": das["batch_size"],
+    }
+
+
+def layer_das_input(model):
+    """The DAS sweep's table for the layer comparison (empty when study.layer_das.enabled is false)."""
+    if not study(model)["layer_das"]["enabled"]:
+        return []
+    return [f"results/{model}/layers/das.tsv"]
+
+
+def layer_patching_das_input(model):
+    """Without the DAS sweep, the comparison reads DAS at the patching layers from subspaces.tsv."""
+    if (
+        study(model)["layer_das"]["enabled"]
+        or not study(model)["patching"]["das"]["enabled"]
+    ):
+        return []
+    return [f"results/{model}/patching/subspaces.tsv"]
 
 
 def layer_targets(model):

@@ -74,13 +74,59 @@ rule layer_causal:
         "../scripts/layer_causal.py"
 
 
+rule layer_das:
+    """DAS next to Z at the DAS sweep's layers (every study.layer_das.every-th layer, the predicted
+    bottleneck and the configured layers): a k-dim subspace learned on the train pairs of the causal
+    sweep's design, both scored on the held-out pairs."""
+    input:
+        model=lambda wc: model_dir(wc.model),
+        store=lambda wc: activations_path(wc.model),
+        prompts=lambda wc: promptset_path(wc.model),
+        templates=config["templates"],
+        bottleneck=lambda wc: bottleneck_file(wc.model),
+    output:
+        table=report_table(
+            "results/{model}/layers/das",
+            "layers",
+            "layer_das",
+            "layer_das",
+            "DAS and Z by layer",
+        ),
+    log:
+        "logs/{model}/layer_das.log",
+    benchmark:
+        "benchmarks/{model}/layer_das.tsv"
+    conda:
+        "../../envs/zhunt.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=180,
+    params:
+        runtime=lambda wc: model_runtime(wc.model),
+        languages=lambda wc: promptset_languages(wc.model),
+        k=lambda wc: primary_k(wc.model),
+        site=lambda wc: study(wc.model)["site"],
+        direction=lambda wc: study(wc.model)["patching"]["primary"]["direction"],
+        n_donors=lambda wc: study(wc.model)["patching"]["n_donors"],
+        max_new_tokens=lambda wc: patching_max_new_tokens(wc.model),
+        batch_size=lambda wc: model_batch_size(wc.model),
+        every=lambda wc: study(wc.model)["layer_das"]["every"],
+        include=lambda wc: layer_das_include(wc.model),
+        das=lambda wc: layer_das_options(wc.model),
+    script:
+        "../scripts/layer_das.py"
+
+
 rule layer_comparison:
     """Predicted vs data-best layer, shift-permutation correlations, verdict and the depth figure."""
     input:
         scores="results/{model}/structure/layer_scores.tsv",
         sweep="results/{model}/layers/sweep.tsv",
         causal_sweep="results/{model}/layers/causal.tsv",
-        causal="results/{model}/patching/subspaces.tsv",
+        das_sweep=lambda wc: layer_das_input(wc.model),
+        causal=lambda wc: layer_patching_das_input(wc.model),
     output:
         comparison=report_table(
             "results/{model}/layers/comparison",

@@ -15,8 +15,10 @@ This module tests that claim on the data side, layer by layer:
    the percentile of ``ratio_Z`` among Haar-random k-dim subspaces and the language
    energy ``E_lang(Z) / (k / d)``. Causal per-layer scores: Exp. A's IIA / NPE of each
    layer's own ``Z`` at every layer (the causal sweep, :mod:`zhunt.experiments.layer_causal`,
-   read by :func:`sweep_causal_scores`) and of DAS at the patching layers (the patching
-   stage's ``subspaces.tsv``, :func:`causal_scores`).
+   read by :func:`sweep_causal_scores`) and of a learned k-dim subspace (DAS) at the DAS sweep's
+   layers (every layer of a small model, every third plus the predicted and configured layers of a
+   larger one: :func:`zhunt.experiments.layer_causal.das_sweep`, read by :func:`das_sweep_scores`;
+   without that sweep, DAS at the patching layers from ``subspaces.tsv``, :func:`causal_scores`).
 3. **Comparison** (:func:`compare_layers`): per data score, the data-best layer, its
    distance to the predicted layer in layers and as a fraction of depth (``Δ / (L - 1)``),
    and the Spearman correlation (``scipy.stats.spearmanr``) of every weight score with
@@ -75,7 +77,7 @@ __all__ = [
     "ALPHA", "PREDICT_FRAC", "NEAR_FRAC", "MIN_LAYERS", "VERDICTS",
     "WEIGHT_SCORES", "DATA_SCORES", "CAUSAL_SCORES", "PRIMARY_WEIGHT", "PRIMARY_DATA", "PRIMARY_POOLING",
     "cycle_symmetries", "shift_spearman", "best_layer", "layer_verdict", "compare_layers",
-    "layer_sweep", "causal_scores", "sweep_causal_scores", "check_sweep_params", "comparison_tables",
+    "layer_sweep", "causal_scores", "sweep_causal_scores", "das_sweep_scores", "check_sweep_params", "comparison_tables",
     "models_layer_table",
     "thresholds_caption", "SWEEP_KIND",
 ]
@@ -108,7 +110,8 @@ DATA_SCORES: dict = {
     "ratio_Z_percentile": -1,    # ratio_Z among Haar-random k-dim subspaces (small = better)
     "E_lang_Z_over_chance": -1,  # language energy in Z relative to k/d (seed: 80-86% at k=20-50)
 }
-#: Causal scores (from ``patching/subspaces.tsv``): +1 = higher means Z carries more of the answer.
+#: Causal scores (the causal and DAS sweeps, or ``patching/subspaces.tsv``): +1 = higher means the
+#: subspace carries more of the answer.
 CAUSAL_SCORES: dict = {"iia_z": +1, "npe_z": +1, "iia_das": +1, "npe_das": +1}
 PRIMARY_WEIGHT = "attn_eff_rank_mean"
 PRIMARY_DATA = "rel_ratio"
@@ -424,6 +427,26 @@ def sweep_causal_scores(table: pd.DataFrame, site: str, k: int, where: str = "la
                          "npe_z": t["npe"].to_numpy(float)})
 
 
+def das_sweep_scores(table: pd.DataFrame, site: str, k: int, where: str = "layers/das.tsv") -> pd.DataFrame:
+    """``layer, iia_das, npe_das``: the DAS sweep's held-out scores of the learned subspace
+    (:func:`zhunt.experiments.layer_causal.das_sweep`, rows ``subspace == "das"``) at ``site`` and ``k``.
+
+    Raises
+    ------
+    ZhuntError
+        ``where`` without the sweep's columns, or without DAS rows at ``site`` and ``k``.
+    """
+    need = {"layer", "site", "k", "subspace", "iia", "npe"}
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise ZhuntError(where, f"expected columns {sorted(need)}, missing {missing}")
+    t = table[(table["site"] == site) & (table["k"].astype(int) == int(k)) & (table["subspace"] == "das")]
+    if t.empty:
+        raise ZhuntError(where, f"no das rows at site {site!r} and k={k} (the Phase 2 sweep's); rerun rule layer_das")
+    return pd.DataFrame({"layer": t["layer"].astype(int).to_numpy(), "iia_das": t["iia"].to_numpy(float),
+                         "npe_das": t["npe"].to_numpy(float)})
+
+
 def check_sweep_params(site: str, poolings, n_random: int, model_name: str) -> str:
     """The checked site of a layer sweep (:func:`zhunt.models.site.check_site`); raises
     :class:`ZhuntError` for an unknown site or pooling or fewer than 20 random subspaces."""
@@ -444,9 +467,9 @@ def check_sweep_params(site: str, poolings, n_random: int, model_name: str) -> s
 
 
 def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str, *, causal=None,
-                      causal_sweep=None, site: str = "input", where_scores: str = "layer_scores.tsv",
+                      causal_sweep=None, das_sweep=None, site: str = "input", where_scores: str = "layer_scores.tsv",
                       where_sweep: str = "sweep.tsv", where_causal: str = "subspaces.tsv",
-                      where_causal_sweep: str = "causal.tsv") -> dict:
+                      where_causal_sweep: str = "causal.tsv", where_das_sweep: str = "das.tsv") -> dict:
     """Weight-only layer scores against the data sweep (and the causal scores, if given).
 
     Parameters
@@ -458,11 +481,14 @@ def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str
     model_name : str
     causal : DataFrame, optional
         ``patching/subspaces.tsv`` (:func:`causal_scores`), filtered to ``site`` and the sweep's k:
-        the DAS scores at the patching layers, and Z's too when there is no ``causal_sweep``.
+        the DAS scores at the patching layers (unless ``das_sweep`` is given), and Z's too when
+        there is no ``causal_sweep``.
     causal_sweep : DataFrame, optional
         ``layers/causal.tsv`` (:func:`sweep_causal_scores`): Z's IIA and NPE at every layer.
+    das_sweep : DataFrame, optional
+        ``layers/das.tsv`` (:func:`das_sweep_scores`): DAS's held-out IIA and NPE at the DAS sweep's layers.
     site : str
-    where_scores, where_sweep, where_causal, where_causal_sweep : str
+    where_scores, where_sweep, where_causal, where_causal_sweep, where_das_sweep : str
         Named in errors (the files the frames came from).
 
     Returns
@@ -481,8 +507,10 @@ def comparison_tables(scores: pd.DataFrame, sweep: pd.DataFrame, model_name: str
     k = int(data["k"].iloc[0])
     if causal_sweep is not None:
         data = data.merge(sweep_causal_scores(causal_sweep, site, k, where_causal_sweep), on="layer", how="left")
-    if causal is not None:
-        subs = ("das",) if causal_sweep is not None else ("z", "das")
+    if das_sweep is not None:
+        data = data.merge(das_sweep_scores(das_sweep, site, k, where_das_sweep), on="layer", how="left")
+    subs = tuple(s for s in ("z", "das") if f"iia_{s}" not in data.columns)
+    if causal is not None and subs:
         data = data.merge(causal_scores(causal, site=site, k=k, where=where_causal, subspaces=subs), on="layer",
                           how="left")
     num_layers = len(scores)

@@ -79,7 +79,8 @@ MODEL_FILES: dict[str, str] = {
     "qk": "structure/qk_verdict.tsv", "layer_scores": "structure/layer_scores.tsv",
     "theory": "theory/theory_summary.tsv", "garch": "theory/garch.tsv",
     "training": "organism/training_accuracy.tsv", "summary_json": "summary/summary.json",
-    "layer_sweep": "layers/sweep.tsv", "layer_causal": "layers/causal.tsv", "layers": "layers/comparison.tsv",
+    "layer_sweep": "layers/sweep.tsv", "layer_causal": "layers/causal.tsv", "layer_das": "layers/das.tsv",
+    "layers": "layers/comparison.tsv",
 }
 #: Files under ``{root}/`` shared by all models: key -> path.
 SHARED_FILES: dict[str, str] = {"toy": "theory/toy_theorem.tsv", "models": "summary/models.tsv",
@@ -608,6 +609,17 @@ def _m_layer_causal(files, wc):
             f"highest NPE at L{int(n['layer'])} ({_f(n['npe'])})")
 
 
+def _m_layer_das(files, wc):
+    t = _tsv(files["layer_das"])
+    das, z = t[t["subspace"] == "das"], t[t["subspace"] == "z"].set_index("layer")
+    if das.empty or not das["iia"].notna().any():
+        return f"no DAS fit ({len(das)} layers; no diverging train pair)"
+    b = das.loc[das["iia"].idxmax()]
+    return (f"{len(das)} layers, held-out pairs {int(b['n_pairs'])}, {int(b['n_train'])} train pairs: highest DAS IIA "
+            f"at L{int(b['layer'])} ({_f(b['iia'])} [{_f(b['iia_lo'])}, {_f(b['iia_hi'])}], Z there "
+            f"{_f(z.loc[int(b['layer']), 'iia'])}, overlap with Z {_f(b['overlap_z'])})")
+
+
 def _m_layer_comparison(files, wc):
     p = _flagged(_tsv(files["layers"]), "primary", files["layers"])
     return (f"{p['verdict']}: predicted L{int(p['predicted_layer'])}, data-best L{_f(p['data_best_layer'])} "
@@ -634,7 +646,7 @@ MEASURES: dict[str, Callable] = {
     "gram": _m_gram, "nn": _m_nn, "crossmap": _m_crossmap, "cointegration": _m_coint, "garch": _m_garch,
     "toy": _m_toy, "training": _m_training, "summary": _m_summary, "models": _m_models,
     "layer_scores": _m_layer_scores, "layer_sweep": _m_layer_sweep, "layer_causal": _m_layer_causal,
-    "layer_comparison": _m_layer_comparison,
+    "layer_das": _m_layer_das, "layer_comparison": _m_layer_comparison,
     "layer_models": _m_layer_models,
 }
 MEASURES["ard_headline"] = _m_ard_headline

@@ -1,5 +1,5 @@
-"""Stages of the layer-prediction rules: ``layer_sweep``, ``layer_causal``, ``layer_comparison``,
-``models_layer_prediction``.
+"""Stages of the layer-prediction rules: ``layer_sweep``, ``layer_causal``, ``layer_das``,
+``layer_comparison``, ``models_layer_prediction``.
 
 Do the weights predict the layer where the data finds Z? The science is
 :mod:`zhunt.experiments.layerpred` (and :mod:`zhunt.experiments.layer_causal`, the causal sweep);
@@ -16,10 +16,10 @@ import pandas as pd
 
 from zhunt.errors import ZhuntError
 from zhunt.io import write_table, write_text
-from zhunt.stages.paths import figure_stem, table_paths
+from zhunt.stages.paths import figure_stem, optional_path, table_paths
 
-__all__ = ["read_tsv", "sweep_masks", "run_layer_sweep", "run_layer_causal", "run_layer_comparison",
-           "run_models_layer_prediction"]
+__all__ = ["read_tsv", "sweep_masks", "run_layer_sweep", "run_layer_causal", "run_layer_das",
+           "run_layer_comparison", "run_models_layer_prediction"]
 
 log = logging.getLogger("zhunt.stages.layers")
 
@@ -35,8 +35,8 @@ def read_tsv(path) -> pd.DataFrame:
         raise ZhuntError(str(path), f"unreadable TSV ({exc.__class__.__name__})") from None
 
 
-def sweep_masks(ad, k: int, model_name: str) -> dict:
-    """``layer -> V_Z (k, d)`` of every decoder layer: the multi-head Z of the sweeps
+def sweep_masks(ad, k: int, model_name: str, layers=None) -> dict:
+    """``layer -> V_Z (k, d)`` of every decoder layer (or of ``layers``): the multi-head Z of the sweeps
     (:data:`zhunt.experiments.layerpred.SWEEP_KIND`, :func:`zhunt.weights.masks.z_masks`, the
     function the mask files are written with), from the adapter's float32 weights in one pass."""
     from zhunt.experiments.layerpred import SWEEP_KIND
@@ -45,8 +45,8 @@ def sweep_masks(ad, k: int, model_name: str) -> dict:
     if not 0 < k < ad.hidden_size:
         raise ZhuntError(f"models.{model_name}.study.patch_k",
                          f"k={k} must satisfy 0 < k < d={ad.hidden_size} (the hidden size of {model_name})")
-    return {l: z_masks(ad.layer_weights(l), ks=[k], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][k]
-            for l in range(ad.num_layers)}
+    layers = range(ad.num_layers) if layers is None else layers
+    return {l: z_masks(ad.layer_weights(l), ks=[k], kinds=[SWEEP_KIND])[SWEEP_KIND]["V"][k] for l in layers}
 
 
 def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
@@ -110,21 +110,57 @@ def run_layer_causal(inputs, params, outputs, *, wildcards=None, threads=1) -> N
              time.perf_counter() - t0)
 
 
+def run_layer_das(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
+    """Rule ``layer_das``: DAS and Z at the DAS sweep's layers, fitted on the train pairs and scored on
+    the held-out ones (:func:`zhunt.experiments.layer_causal.das_sweep`), written to ``outputs["table"]``.
+
+    ``inputs``: ``model, store, prompts, templates``; ``params``: those of ``layer_causal`` plus
+    ``every`` and ``include`` (:func:`zhunt.experiments.layer_causal.das_sweep_layers`: the stride
+    and the layers always swept) and ``das`` (``steps, lr, batch_size, init``).
+    """
+    from zhunt.experiments.layer_causal import das_sweep, das_sweep_layers
+    from zhunt.experiments.patching_cells import cell_context
+    from zhunt.models.site import check_site
+
+    t0 = time.perf_counter()
+    model_name, k, opts = wildcards["model"], int(params["k"]), params["das"]
+    try:
+        site = check_site(params["site"])
+    except ValueError as exc:
+        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
+    ctx = cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
+                       inputs["templates"], params["runtime"]["template"], threads=threads)
+    try:
+        layers = das_sweep_layers(ctx["adapter"].num_layers, int(params["every"]), params["include"])
+    except ValueError as exc:
+        raise ZhuntError(f"models.{model_name}.study.layer_das", str(exc)) from None
+    masks = sweep_masks(ctx["adapter"], k, model_name, layers)
+    table = das_sweep(ctx, masks, k, site=site, direction=params["direction"], n_donors=int(params["n_donors"]),
+                      steps=int(opts["steps"]), lr=float(opts["lr"]), das_batch_size=int(opts["batch_size"]),
+                      init=opts["init"], max_new_tokens=int(params["max_new_tokens"]),
+                      batch_size=int(params["batch_size"]))
+    table.insert(0, "model", model_name)
+    write_table(table, *table_paths(outputs["table"]))
+    log.info("%s: DAS sweep over layers %s at site %s, k=%d in %.1fs", model_name, layers, site, k,
+             time.perf_counter() - t0)
+
+
 def run_layer_comparison(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
     """Rule ``layer_comparison``: predicted vs data-best layer, shift-permutation correlations, verdict
     and the depth figure. ``inputs``: ``scores`` (structure/layer_scores.tsv), ``sweep``
     (layers/sweep.tsv) and, where the rule lists them, ``causal_sweep`` (layers/causal.tsv: Z's
-    IIA / NPE at every layer) and ``causal`` (patching/subspaces.tsv: DAS at the patching layers)."""
+    IIA / NPE at every layer), ``das_sweep`` (layers/das.tsv: DAS at the DAS sweep's layers) or
+    ``causal`` (patching/subspaces.tsv: DAS at the patching layers, when there is no DAS sweep)."""
     from zhunt.experiments.layerpred import comparison_tables
     from zhunt.report.layers import plot_layer_profiles, verdict_markdown
 
     model_name, site = wildcards["model"], params["site"]
-    scores, causal, cs = read_tsv(inputs["scores"]), inputs.get("causal"), inputs.get("causal_sweep")
-    r = comparison_tables(scores, read_tsv(inputs["sweep"]), model_name, site=site,
-                          causal=read_tsv(causal) if causal is not None else None,
-                          causal_sweep=read_tsv(cs) if cs is not None else None,
+    opt = {name: optional_path(inputs.get(name)) for name in ("causal", "causal_sweep", "das_sweep")}
+    frames = {name: (read_tsv(path) if path is not None else None) for name, path in opt.items()}
+    scores = read_tsv(inputs["scores"])
+    r = comparison_tables(scores, read_tsv(inputs["sweep"]), model_name, site=site, **frames,
                           where_scores=str(inputs["scores"]), where_sweep=str(inputs["sweep"]),
-                          where_causal=str(causal), where_causal_sweep=str(cs))
+                          **{f"where_{name}": str(path) for name, path in opt.items()})
     comp, corr = r["comparison"], r["correlations"]
     write_table(comp, *table_paths(outputs["comparison"]))
     write_table(corr, *table_paths(outputs["correlations"]))

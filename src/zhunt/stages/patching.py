@@ -12,6 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
+from zhunt.stages.paths import optional_path
+
 __all__ = ["run_patching", "run_patching_cell", "run_patching_das", "run_patching_interchange"]
 
 
@@ -21,14 +23,6 @@ def _context(inputs: Mapping, params: Mapping, threads: int):
 
     return cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
                         inputs["templates"], params["runtime"]["template"], threads=threads)
-
-
-def _first(value):
-    """The single path of an optional input (``[]`` / ``None`` -> None)."""
-    if value is None or isinstance(value, str):
-        return value
-    value = list(value)
-    return value[0] if value else None
 
 
 def run_patching_cell(inputs: Mapping, params: Mapping, outputs: Mapping, *, wildcards=None, threads: int = 1) -> None:
@@ -46,10 +40,10 @@ def run_patching_cell(inputs: Mapping, params: Mapping, outputs: Mapping, *, wil
     cell = parse_cell(wildcards["cell"])
     opts = params["patching"]
     ms = opts["ms_ablation"]
-    ms_path = _first(inputs.get("ms_basis"))
+    ms_path = optional_path(inputs.get("ms_basis"))
     ctx = _context(inputs, params, threads)
     n_layers = len(ctx["adapter"].layers)
-    bases = read_cell_bases(cell, ctx["adapter"].hidden_size, inputs["mask"], das_path=_first(inputs.get("das")),
+    bases = read_cell_bases(cell, ctx["adapter"].hidden_size, inputs["mask"], das_path=optional_path(inputs.get("das")),
                             ms_path=ms_path, ms_layers=ablation_layers(cell.layer, ms["layer_offsets"], n_layers),
                             ms_pooling=ms["pooling"])
     rec = cell_records(ctx, cell, bases, n_donors=opts["n_donors"], max_new_tokens=params["max_new_tokens"],

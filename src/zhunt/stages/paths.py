@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["table_paths", "figure_stem"]
+__all__ = ["table_paths", "figure_stem", "optional_path"]
 
 
 def table_paths(output) -> tuple[str, str]:
@@ -26,3 +26,11 @@ def figure_stem(output) -> Path:
     if len(stems) != 1 or sorted(p.suffix for p in paths) != [".pdf", ".png"]:
         raise ValueError(f"a figure output is [stem.pdf, stem.png], got {list(map(str, paths))}")
     return stems.pop()
+
+
+def optional_path(value):
+    """The single path of an optional input (``[]`` / ``None`` -> None)."""
+    if value is None or isinstance(value, (str, Path)):
+        return value
+    value = list(value)
+    return value[0] if value else None
