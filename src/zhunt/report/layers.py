@@ -41,7 +41,8 @@ def plot_layer_profiles(scores: pd.DataFrame, data: pd.DataFrame, comparison: pd
     """Weight-only and data scores against depth on one page (shared x-axis).
 
     Phases are shaded, the predicted layer is a dashed line on every panel and each data
-    score's best layer a star on its own panel.
+    score's best layer a star on its own panel; a causal score measured at some layers only
+    (DAS) is drawn through those layers.
     """
     from zhunt.report.figures import SERIES_COLORS, new_figure, save_figure
 
@@ -94,7 +95,8 @@ def plot_layer_profiles(scores: pd.DataFrame, data: pd.DataFrame, comparison: pd
     if causal:
         ax7 = axes[6]
         for c, mk in zip(causal, "osd^"):
-            ax7.plot(dx, data[c], marker=mk, ls="-", label=c)
+            ok = data[c].notna().to_numpy()  # DAS is swept at a subset of layers: join the swept ones
+            ax7.plot(dx[ok], data[c].to_numpy()[ok], marker=mk, ls="-", label=c)
             b = best.get(c)
             if b is not None and np.isfinite(b):
                 ax7.plot([b], [float(data.loc[data["layer"] == b, c].iloc[0])], "*", color=cm, ms=11, zorder=5)
