@@ -82,6 +82,19 @@ def run_layer_sweep(inputs, params, outputs, *, wildcards=None, threads=1) -> No
              site, k, time.perf_counter() - t0, t_masks)
 
 
+def _causal_context(inputs, params, model_name: str, threads: int):
+    """The checked site and the cell context (model, prompts, store) of the causal and DAS sweeps."""
+    from zhunt.experiments.patching_cells import cell_context
+    from zhunt.models.site import check_site
+
+    try:
+        site = check_site(params["site"])
+    except ValueError as exc:
+        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
+    return site, cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
+                              inputs["templates"], params["runtime"]["template"], threads=threads)
+
+
 def run_layer_causal(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
     """Rule ``layer_causal``: IIA and NPE of each layer's own Z at every decoder layer
     (:func:`zhunt.experiments.layer_causal.causal_sweep`), written to ``outputs["table"]``.
@@ -90,17 +103,10 @@ def run_layer_causal(inputs, params, outputs, *, wildcards=None, threads=1) -> N
     primary k), ``site, direction`` (the primary cell's), ``n_donors, max_new_tokens, batch_size``.
     """
     from zhunt.experiments.layer_causal import causal_sweep
-    from zhunt.experiments.patching_cells import cell_context
-    from zhunt.models.site import check_site
 
     t0 = time.perf_counter()
     model_name, k = wildcards["model"], int(params["k"])
-    try:
-        site = check_site(params["site"])
-    except ValueError as exc:
-        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
-    ctx = cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
-                       inputs["templates"], params["runtime"]["template"], threads=threads)
+    site, ctx = _causal_context(inputs, params, model_name, threads)
     masks = sweep_masks(ctx["adapter"], k, model_name)
     table = causal_sweep(ctx, masks, k, site=site, direction=params["direction"], n_donors=int(params["n_donors"]),
                          max_new_tokens=int(params["max_new_tokens"]), batch_size=int(params["batch_size"]))
@@ -119,17 +125,10 @@ def run_layer_das(inputs, params, outputs, *, wildcards=None, threads=1) -> None
     and the layers always swept) and ``das`` (``steps, lr, batch_size, init``).
     """
     from zhunt.experiments.layer_causal import das_sweep, das_sweep_layers
-    from zhunt.experiments.patching_cells import cell_context
-    from zhunt.models.site import check_site
 
     t0 = time.perf_counter()
     model_name, k, opts = wildcards["model"], int(params["k"]), params["das"]
-    try:
-        site = check_site(params["site"])
-    except ValueError as exc:
-        raise ZhuntError(f"models.{model_name}.study.site", str(exc)) from None
-    ctx = cell_context(inputs["model"], inputs["store"], inputs["prompts"], list(params["languages"]),
-                       inputs["templates"], params["runtime"]["template"], threads=threads)
+    site, ctx = _causal_context(inputs, params, model_name, threads)
     try:
         layers = das_sweep_layers(ctx["adapter"].num_layers, int(params["every"]), params["include"])
     except ValueError as exc:
