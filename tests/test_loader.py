@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,3 +287,27 @@ def test_random_source_bad_shape_key(tmp_path):
     spec["architecture"] = "gpt2"
     with pytest.raises(ZhuntError, match=r"models\.rnd\.architecture"):
         prepare_model_folder("rnd", spec, tmp_path / "b")
+
+
+def test_preparation_reads_only_the_preparation_keys(tmp_path):
+    """Rule prepare_model's params are ``zhunt.config.preparation_spec`` of the entry: the folder prepared
+    from that part equals the one prepared from the whole entry (so nothing else is read), and a change
+    of study / template / promptset / batch size leaves the params unchanged while a dtype change does not."""
+    import yaml
+
+    from zhunt.config import PREPARATION_KEYS, preparation_spec
+
+    full = {**_random_spec(seed=5), "template": "organism", "promptset": "organism", "batch_size": 8,
+            "study": {"primary_layer": 1, "layer_das": {"steps": 50}}}
+    prepare_model_folder("rnd", full, tmp_path / "full")
+    prepare_model_folder("rnd", preparation_spec(full), tmp_path / "part")
+    sa = load_model(tmp_path / "full", device="cpu")[0].state_dict()
+    sb = load_model(tmp_path / "part", device="cpu")[0].state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    edited = {**full, "template": "chat", "promptset": "math", "batch_size": 64,
+              "study": {"layer_das": {"steps": 100}}}
+    assert preparation_spec(edited) == preparation_spec(full) and set(preparation_spec(full)) == set(PREPARATION_KEYS)
+    assert preparation_spec({**full, "dtype": "float32"}) != preparation_spec(full)
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    for name, entry in cfg["models"].items():  # every registered model: only these keys reach the rule
+        assert set(preparation_spec(entry)) <= set(PREPARATION_KEYS) and "source" in preparation_spec(entry), name

@@ -162,6 +162,19 @@ def check_semantics(config: dict) -> None:
     check_organism_languages(config)
 
 
+#: The keys of ``models.<name>`` that preparing the model folder reads
+#: (:func:`zhunt.models.loader.prepare_model_folder`).
+PREPARATION_KEYS = ("source", "architecture", "dtype")
+
+
+def preparation_spec(model_config: dict) -> dict:
+    """The part of a ``models.<name>`` entry that determines the prepared model folder: its
+    :data:`PREPARATION_KEYS`. Rule ``prepare_model`` takes exactly this as its params, so a change of
+    the model's ``study``, ``template``, ``promptset`` or forward ``batch_size`` never rebuilds the
+    model (and, through it, the activation store and everything downstream)."""
+    return {k: copy.deepcopy(model_config[k]) for k in PREPARATION_KEYS if k in model_config}
+
+
 def organism_train_spec(source: dict) -> dict:
     """An organism's (schema-validated) ``source.train`` with the defaults of
     :func:`zhunt.models.organism.train_organism` filled in for every key left out (one set of defaults)."""

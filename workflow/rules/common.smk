@@ -13,6 +13,7 @@ from zhunt.config import (
     check_schema,
     check_semantics,
     organism_train_spec,
+    preparation_spec,
     promptset_file,
     study_for,
 )
@@ -58,10 +59,10 @@ def canonical(obj):
 
 
 def model_spec(model):
-    """The registry entry of a model, less its forward batch size (a batch size never rebuilds the model)."""
-    return canonical(
-        {k: v for k, v in config["models"][model].items() if k != "batch_size"}
-    )
+    """What preparing a model reads of its registry entry (zhunt.config.preparation_spec: source,
+    architecture, dtype); its study, template, promptset and batch size never rebuild it.
+    """
+    return canonical(preparation_spec(config["models"][model]))
 
 
 def model_batch_size(model, stage="generation"):
