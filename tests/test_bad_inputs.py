@@ -196,6 +196,13 @@ CASES = [
          study(ard={"lambdas": [0.01, 0.0]})),
     Case("lambda-list-empty", f"models.{TINY}.study.ard.lambdas: [] should be non-empty",
          study(ard={"lambdas": []})),
+    # nested per-model overrides are validated as the merged study (zhunt.config.check_schema)
+    Case("layer-das-stride-zero", f"models.{TINY}.study.layer_das.every: 0 is less than the minimum of 1",
+         study(layer_das={"every": 0})),
+    Case("layer-das-key-typo", f"models.{TINY}.study.layer_das.evry: unknown key (did you mean 'every'?)",
+         study(layer_das={"evry": 2})),
+    Case("das-steps-zero", f"models.{TINY}.study.patching.das.steps: 0 is less than the minimum of 1",
+         study(patching={"das": {"steps": 0}})),
     Case("unknown-key", "study.primery_layer: unknown key (did you mean 'primary_layer'?)",
          {"study": {"primery_layer": 3}}),
     # ---- prompt-table cells and line endings -----------------------------------------------------

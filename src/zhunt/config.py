@@ -51,15 +51,29 @@ def _describe(error) -> tuple[list, str]:
 
 
 def check_schema(config: dict, schema_path) -> None:
-    """Raise :class:`ZhuntError` (key path + reason) if ``config`` violates the schema."""
+    """Raise :class:`ZhuntError` (key path + reason) if ``config`` violates the schema.
+
+    Each model's effective study (``study`` deep-merged with ``models.<name>.study``,
+    :func:`study_for`) is validated against the ``study`` schema too, so a nested per-model
+    override (``models.<name>.study.layer_das.every: 0``) is checked as strictly as the same key in
+    the global ``study``; such an error is named by its path under ``models.<name>.study``.
+    """
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        path, message = _describe(error)
-        raise ZhuntError(_key_path(path), message)
+    if error is None:
+        study_validator = jsonschema.Draft202012Validator({**schema["properties"]["study"],
+                                                           "$defs": schema.get("$defs", {})})
+        for name in config.get("models") or {}:
+            error = jsonschema.exceptions.best_match(study_validator.iter_errors(study_for(config, name)))
+            if error is not None:
+                path, message = _describe(error)
+                raise ZhuntError(_key_path(["models", name, "study", *path]), message)
+        return
+    path, message = _describe(error)
+    raise ZhuntError(_key_path(path), message)
 
 
 def merge(base: dict, override: dict | None) -> dict:
