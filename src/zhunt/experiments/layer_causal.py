@@ -143,6 +143,19 @@ def _sweep_pairs(ctx: Mapping, k: int, *, site: str, direction: str, n_donors: i
             "clean": {"ld_base": s["ld"][:n_p], "ld_donor": s["ld"][n_p:]}}
 
 
+def _interchange_row(ctx: Mapping, layer: int, V: np.ndarray, sources: Sequence, prompts: Sequence[str], targets,
+                     clean: Mapping, *, site: str, k: int, direction: str, batch_size: int, seed: int) -> dict:
+    """One layer's :func:`sweep_rows` for the span interchange along ``V`` (k, d) with one broadcast
+    source ``(d,)`` per pair, from one teacher-forced pass over ``prompts`` (one per pair of ``targets``)."""
+    from zhunt.experiments.patching_cells import score_pairs
+    from zhunt.models.generation import SubspaceEdit
+
+    edits = [SubspaceEdit(V, s, "span") for s in sources]
+    p = score_pairs(ctx, prompts, list(range(len(prompts))), targets, None, batch_size=batch_size,
+                    layer_module=ctx["adapter"].layers[layer], site=site, edits=edits)
+    return sweep_rows(layer, site, k, direction, targets, clean, p, seed=seed)
+
+
 def causal_sweep(ctx: Mapping, masks: Mapping[int, np.ndarray], k: int, *, site: str, direction: str,
                  n_donors: int = 1, seed: int = 0, max_new_tokens: int = 16, batch_size: int = 16) -> pd.DataFrame:
     """IIA and NPE of each layer's own Z, mean-aligned donor interchange (module docstring).
@@ -169,26 +182,21 @@ def causal_sweep(ctx: Mapping, masks: Mapping[int, np.ndarray], k: int, *, site:
         :func:`sweep_rows`.
     """
     from zhunt.data.store import ActivationStore
-    from zhunt.experiments.patching_cells import score_pairs
-    from zhunt.models.generation import SubspaceEdit
     from zhunt.models.site import hidden_index
 
     t0 = time.perf_counter()
     sp = _sweep_pairs(ctx, k, site=site, direction=direction, n_donors=n_donors, seed=seed,
                       max_new_tokens=max_new_tokens, batch_size=batch_size)
-    pairs, targets, clean, base_prompts = sp["pairs"], sp["targets"], sp["clean"], sp["base_prompts"]
-    n_p, idx = len(pairs), list(range(len(pairs)))
+    pairs, targets = sp["pairs"], sp["targets"]
     rows = []
     with ActivationStore(ctx["store_path"]) as store:
         for l in sorted(masks):
             means = _donor_means(store, hidden_index(l, site), sp["src"], {d for _, d in pairs})
-            V = np.asarray(masks[l], dtype=np.float32)
-            edits = [SubspaceEdit(V, means[d], "span") for _, d in pairs]
-            p = score_pairs(ctx, base_prompts, idx, targets, None, batch_size=batch_size,
-                            layer_module=ctx["adapter"].layers[l], site=site, edits=edits)
-            rows.append(sweep_rows(l, site, k, direction, targets, clean, p, seed=seed))
+            rows.append(_interchange_row(ctx, l, np.asarray(masks[l], dtype=np.float32), [means[d] for _, d in pairs],
+                                         sp["base_prompts"], targets, sp["clean"], site=site, k=k,
+                                         direction=direction, batch_size=batch_size, seed=seed))
     log.info("causal sweep %s: %d layers, %d pairs (%d bases without a donor, %d diverging) in %.1fs", direction,
-             len(rows), n_p, len(sp["unmatched"]), int(np.sum(targets.differs)), time.perf_counter() - t0)
+             len(rows), len(pairs), len(sp["unmatched"]), int(np.sum(targets.differs)), time.perf_counter() - t0)
     return pd.DataFrame(rows)
 
 
@@ -264,9 +272,7 @@ def das_sweep(ctx: Mapping, masks: Mapping[int, np.ndarray], k: int, *, site: st
     """
     from zhunt.data.store import ActivationStore
     from zhunt.experiments.das import fit_das
-    from zhunt.experiments.patching_cells import score_pairs
     from zhunt.experiments.patching_design import heldout_split
-    from zhunt.models.generation import SubspaceEdit
     from zhunt.models.site import hidden_index
     from zhunt.subspace import grassmann_similarity
 
@@ -285,11 +291,9 @@ def das_sweep(ctx: Mapping, masks: Mapping[int, np.ndarray], k: int, *, site: st
     h_targets, h_clean = _subset(targets, sp["clean"], held)
     h_prompts, h_donors = [sp["base_prompts"][i] for i in held], [pairs[i][1] for i in held]
 
-    def scored(l, V, means):
-        edits = [SubspaceEdit(V, means[d], "span") for d in h_donors]
-        p = score_pairs(ctx, h_prompts, list(range(len(held))), h_targets, None, batch_size=batch_size,
-                        layer_module=ctx["adapter"].layers[l], site=site, edits=edits)
-        return sweep_rows(l, site, k, direction, h_targets, h_clean, p, seed=seed)
+    def scored(l, V, means):  # one layer's row over the held-out pairs
+        return _interchange_row(ctx, l, V, [means[d] for d in h_donors], h_prompts, h_targets, h_clean, site=site,
+                                k=k, direction=direction, batch_size=batch_size, seed=seed)
 
     rows = []
     with ActivationStore(ctx["store_path"]) as store:
