@@ -7,18 +7,12 @@ import numpy as np
 import pytest
 
 from zhunt.data.store import ActivationStore
+from zhunt.dryrun import scheduled_jobs
 
 pytest.importorskip("snakemake")
 
 SCALE_CONFIG = "tests/scale/config.yaml"
 STORE = "results/organism-tiny/activations/organism.h5"
-
-
-def _jobs(stdout: str) -> dict:
-    """``rule -> count`` from Snakemake's dry-run job table."""
-    table = stdout.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +54,25 @@ def test_killed_shard_is_the_only_extraction_job_that_reruns(sharded, snakemake_
     res = snakemake_cli(wd, "-n", STORE, configfiles=cfgs)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
-    assert _jobs(out) == {"extract_activations_shard": 1, "gather_activations": 1}
+    assert scheduled_jobs(out) == {"extract_activations_shard": 1, "gather_activations": 1}
     outputs = re.findall(r"^\s+output: (\S+)", out, re.M)
     assert sorted(outputs) == [f"{STORE}", "results/organism-tiny/activations/organism.shard1of2.h5"]
 
 
-def test_qwen_shape_config_reaches_every_rule():
+def test_qwen_shape_config_reaches_every_rule(tmp_path, copy_workflow, snakemake_cli):
     """tests/qwen-shape/config.yaml validates and its DAG holds every rule but the three its model
     source excludes by construction (random weights: no organism training; organism prompts: no MGSM;
-    2 shards: no unsharded extraction), at the seed's layers and ARD layers."""
-    import subprocess
-    import sys
+    2 shards: no unsharded extraction), at the seed's layers and ARD layers.
+
+    The dry run is made in a fresh copy of the workflow: in the checkout, outputs left by an earlier
+    run (e.g. the model-independent ``results/theory``) would drop their rules from the DAG."""
+    import shutil
     from pathlib import Path
 
-    from zhunt.dryrun import scheduled_jobs
-
     root = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
-                          "tests/qwen-shape/config.yaml"], cwd=root, capture_output=True, text=True, timeout=300)
+    wd = copy_workflow(tmp_path / "wd")
+    shutil.copytree(root / "tests" / "qwen-shape", wd / "tests" / "qwen-shape")
+    res = snakemake_cli(wd, "-n", configfiles=("tests/qwen-shape/config.yaml",), cores=1, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = scheduled_jobs(res.stdout)
     rules = {m.group(1) for f in (root / "workflow/rules").glob("*.smk")
