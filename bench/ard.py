@@ -7,6 +7,13 @@ Usage::
                         [--device cuda]
     python bench/ard.py --store results/gemma3-270m/activations/math.h5 \\
                         --mask-dir results/gemma3-270m/masks --layers 15 --max-steps 50
+    git show REV:src/zhunt/activations/mmd.py > /tmp/old_mmd.py
+    python bench/ard.py --d 640 --problems 70 --tokens 35 --baseline /tmp/old_mmd.py --steps 9
+
+``--baseline`` times the step side by side with another version of
+:mod:`zhunt.activations.mmd` (its ``CloudSet`` on the same clouds and pairs),
+alternating the two arms step by step, and prints the CPU-time ratio and the
+largest difference of the objective and its gradient between them.
 
 Synthetic part (always): random token clouds of the given shape (lengths drawn
 uniformly in ``[tokens/2, 3 tokens/2]``, fixed seed) in one
@@ -37,8 +44,10 @@ time per layer and the total, and the projection to ``--budget-steps``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,6 +103,8 @@ def synthetic(args, dev):
     en = [rng.standard_normal((int(rng.integers(lo, hi + 1)), args.d)).astype(np.float32) / np.sqrt(args.d)
           for _ in range(args.problems)]
     prob = ArdProblem(zh, en, device=dev, n_neg=args.n_neg)
+    if args.baseline:
+        return side_by_side(args, dev, prob)
     peak = matmul_rate(min(args.d, 4096), dev)
     bmm = bmm_rate(max(1, 2 ** 23 // (2 * args.tokens * args.d)), args.tokens, args.d, dev)
     print(f"synthetic: d={args.d}, N={args.problems} problems, ~{args.tokens} tokens/prompt, n_neg={args.n_neg}, "
@@ -130,6 +141,50 @@ def synthetic(args, dev):
                 prob.terms(p, obj, 0.01)["total"].backward()
                 opt.step()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def _swap_cloudset(prob, cloudset_cls):
+    """A shallow copy of ``prob`` whose clouds and plans are built by ``cloudset_cls``."""
+    import copy
+
+    other = copy.copy(prob)
+    cs = prob.clouds
+    clouds = [cs.X[o:o + n].cpu().numpy() for o, n in zip(cs.offsets, cs.lengths)]
+    other.clouds = cloudset_cls(clouds, device=prob.device, dtype=prob.dtype)
+    other.lang_plan = other.clouds.plan(prob.lang_plan.pairs)
+    other.contrast_plan = other.clouds.plan(prob.contrast_plan.pairs)
+    return other
+
+
+def side_by_side(args, dev, prob):
+    """CPU time of one step, this tree's CloudSet against ``--baseline``'s, arms alternating."""
+    spec = importlib.util.spec_from_file_location("mmd_baseline", args.baseline)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    arms = {"this tree": prob, "baseline": _swap_cloudset(prob, mod.CloudSet)}
+    print(f"side by side with {args.baseline} ({args.steps} alternating steps per arm after one warm-up each)")
+    for obj in ("seed", "wellposed"):
+        times = {k: [] for k in arms}
+        out = {}
+        for i in range(args.steps + 1):
+            for name, pr in (arms.items() if i % 2 == 0 else reversed(list(arms.items()))):
+                p = torch.zeros(args.d, device=dev, requires_grad=True)
+                with torch.no_grad():
+                    p += 0.1 * torch.sin(torch.arange(args.d, device=dev, dtype=p.dtype))
+                sync(dev)
+                t = clock(dev)()
+                tot = pr.terms(p, obj, 0.01)["total"]
+                tot.backward()
+                sync(dev)
+                if i:
+                    times[name].append(clock(dev)() - t)
+                out[name] = (float(tot.detach()), p.grad.detach().cpu().numpy())
+        a, b = (statistics.median(times[k]) for k in arms)
+        (ta, ga), (tb, gb) = out.values()
+        print(f"  {obj:<9s} this tree {a * 1e3:8.2f} ms, baseline {b * 1e3:8.2f} ms: baseline / this = "
+              f"{b / a:5.2f}x; |d objective| / |objective| {abs(ta - tb) / abs(tb):.1e}, "
+              f"max |d grad| / max |grad| {np.abs(ga - gb).max() / np.abs(gb).max():.1e}")
 
 
 def real_grid(args, dev):
@@ -175,6 +230,7 @@ def main():
     ap.add_argument("--budget-steps", type=int, default=1000)
     ap.add_argument("--k-warm", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="d=640, 3 steps; real grid at 3 steps")
+    ap.add_argument("--baseline", default=None, help="another mmd.py to time side by side (synthetic only)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step per objective")
     args = ap.parse_args()
     if args.quick:
@@ -183,7 +239,9 @@ def main():
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     synthetic(args, dev)
-    if args.store and Path(args.store).exists():
+    if args.store and args.baseline:
+        print("--baseline times the synthetic step only: real grid skipped")
+    elif args.store and Path(args.store).exists():
         real_grid(args, dev)
     elif args.store:
         print(f"no store at {args.store}: real grid skipped")

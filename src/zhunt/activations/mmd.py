@@ -194,17 +194,27 @@ def mmd2_batched(X: torch.Tensor, mask_x: torch.Tensor, Y: torch.Tensor, mask_y:
 # =========================================================================== packed fast path
 @dataclass
 class _Bucket:
-    a_idx: torch.Tensor   # (P_c, Ta) long rows into the flat point tensor (padding -> row 0)
-    a_mask: torch.Tensor  # (P_c, Ta) float, 1 on real points
-    b_idx: torch.Tensor   # (P_c, Tb)
-    b_mask: torch.Tensor  # (P_c, Tb)
-    Xa: torch.Tensor      # (P_c, Ta, d) the unscaled points (static: no gather in the hot path)
-    Xb: torch.Tensor      # (P_c, Tb, d) (the same tensor as Xa for self blocks)
+    a_idx: torch.Tensor   # (G_c, Ta) long rows of the groups' first clouds in the flat point tensor (padding -> 0)
+    a_mask: torch.Tensor  # (G_c, Ta) float, 1 on real points
+    b_idx: torch.Tensor   # (G_c, Tb) rows of the groups' partner clouds, stacked one after the other
+    b_mask: torch.Tensor  # (G_c, Tb)
+    b_slot: torch.Tensor  # (G_c, Tb) long: which partner of the group a stacked row belongs to (padding -> 0)
+    pos: torch.Tensor     # (S,) long: caller position of every (group, slot) in use, row-major
+    used: torch.Tensor    # (G_c * K_c,) bool: the (group, slot) entries in use
+    n_slots: int          # K_c: the most partners of a group in this bucket
+    Xa: torch.Tensor      # (G_c, Ta, d) the unscaled points (static: no gather in the hot path)
+    Xb: torch.Tensor      # (G_c, Tb, d) (the same tensor as Xa for self blocks)
 
 
 @dataclass
 class PairPlan:
     """Length-bucketed plan for kernel block sums over a list of cloud pairs.
+
+    Pairs that share their first cloud ``a`` form one *group*: ``a``'s points
+    meet its partners' points stacked into one matrix, so ``a`` is scaled by
+    ``w`` once per group instead of once per pair (the contrast plan of the
+    well-posed objective has 16 partners per cloud), and one Gram product
+    covers the group.
 
     Attributes
     ----------
@@ -213,9 +223,7 @@ class PairPlan:
     same : bool
         Self blocks (``a == b``): the diagonal ``s = s'`` is excluded.
     buckets : list
-        Padded point tensors, indices and masks per bucket (pairs sorted by length).
-    order : tensor of shape (P,)
-        ``sums_in_caller_order = torch.cat(bucket_sums)[order]``.
+        Padded point tensors, indices and masks per bucket (groups sorted by length).
     flops_forward : float
         ``sum_p 2 n_a n_b d``: the Gram products without padding.
     padded_flops_forward : float
@@ -225,7 +233,6 @@ class PairPlan:
     pairs: np.ndarray
     same: bool
     buckets: list = field(default_factory=list)
-    order: torch.Tensor | None = None
     flops_forward: float = 0.0
     padded_flops_forward: float = 0.0
 
@@ -236,10 +243,10 @@ class CloudSet:
     The kernel enters only through ``w = ell^-2`` (d,):
     ``D[s, t] = |a_s|_w^2 + |b_t|_w^2 - 2 (a_s * w) . b_t`` with ``|x|_w^2 = x^2 . w``.
     Each plan keeps its padded, *unscaled* point tensors, so a step costs one
-    elementwise product, one batched Gram product and one ``expm1`` per
-    bucket, and its backward pass one more batched product (the points need
-    no gradient) — two Gram products per block in all, the FLOP floor of an
-    exact kernel evaluation with gradient.
+    elementwise product per group of pairs sharing a first cloud, one batched
+    Gram product and one ``expm1`` per bucket, and its backward pass one more
+    batched product (the points need no gradient) — two Gram products per
+    block in all, the FLOP floor of an exact kernel evaluation with gradient.
 
     Parameters
     ----------
@@ -253,8 +260,9 @@ class CloudSet:
         Elements per bucket (padded points x d plus kernel entries); bounds the
         size of one batched product.
     max_pad : float
-        A bucket takes pairs whose longer cloud is at most ``1 + max_pad``
-        times the longer cloud of its first (shortest) pair.
+        A bucket takes groups whose first cloud, and whose stacked partners,
+        are at most ``1 + max_pad`` times as long as those of its first
+        (shortest) group.
 
     Attributes
     ----------
@@ -290,14 +298,20 @@ class CloudSet:
         """``C``."""
         return len(self.lengths)
 
-    def _gather(self, clouds: np.ndarray, T: int):
-        offs = torch.as_tensor(self.offsets[clouds])[:, None]
-        lens = torch.as_tensor(self.lengths[clouds])[:, None]
-        pos = torch.arange(int(T))[None, :]
-        valid = pos < lens
-        idx = torch.where(valid, offs + pos, torch.zeros_like(pos)).to(self.device)
-        mask = valid.to(self.dtype).to(self.device)
-        return idx, mask, self.X[idx] * mask[:, :, None]
+    def _stack(self, groups, T: int):
+        """Rows, mask, partner slot and points of each group's clouds stacked and padded to ``T``."""
+        idx = np.zeros((len(groups), int(T)), dtype=np.int64)
+        slot = np.zeros((len(groups), int(T)), dtype=np.int64)
+        valid = np.zeros((len(groups), int(T)), dtype=bool)
+        for g, clouds in enumerate(groups):
+            rows = [np.arange(self.offsets[c], self.offsets[c] + self.lengths[c]) for c in clouds]
+            n = sum(len(r) for r in rows)
+            idx[g, :n] = np.concatenate(rows)
+            slot[g, :n] = np.repeat(np.arange(len(clouds)), [len(r) for r in rows])
+            valid[g, :n] = True
+        idx, slot = torch.as_tensor(idx).to(self.device), torch.as_tensor(slot).to(self.device)
+        mask = torch.as_tensor(valid).to(self.dtype).to(self.device)
+        return idx, mask, slot, self.X[idx] * mask[:, :, None]
 
     def plan(self, pairs, same: bool = False) -> PairPlan:
         """Build the plan for cloud pairs ``pairs`` (P, 2); ``same`` for self blocks (``a == b``)."""
@@ -306,31 +320,52 @@ class CloudSet:
             raise ValueError("a self plan needs pairs (a, a)")
         la, lb = self.lengths[pairs[:, 0]], self.lengths[pairs[:, 1]]
         flops = float((2.0 * la * lb * self.d).sum())
-        srt = np.lexsort((np.minimum(la, lb), np.maximum(la, lb)))
+        # groups: the pairs of each first cloud (one pair per group in a self plan)
+        if same:
+            firsts, members = pairs[:, 0], [[p] for p in range(len(pairs))]
+        else:
+            firsts, inverse = np.unique(pairs[:, 0], return_inverse=True)
+            members = [[] for _ in firsts]
+            for p, g in enumerate(inverse.ravel()):
+                members[g].append(p)
+        ta_g = self.lengths[firsts]
+        tb_g = np.array([lb[m].sum() for m in members], dtype=np.int64)
+        # Buckets keep padding low: one partner per group -> sort by the longer side and bound it;
+        # several partners (stacks many times longer than the first cloud) -> sort by the first
+        # cloud's length and bound both sides.
+        single = all(len(m) == 1 for m in members)
+        srt = (np.lexsort((np.minimum(ta_g, tb_g), np.maximum(ta_g, tb_g))) if single
+               else np.lexsort((tb_g, ta_g)))
         buckets, padded, start = [], 0.0, 0
         while start < len(srt):
             stop = start + 1
-            ta, tb = la[srt[start]], lb[srt[start]]
-            limit = max(ta, tb) * (1.0 + self.max_pad)
+            ta, tb, k = ta_g[srt[start]], tb_g[srt[start]], len(members[srt[start]])
+            lim_a, lim_b = ta * (1.0 + self.max_pad), tb * (1.0 + self.max_pad)
+            lim = max(ta, tb) * (1.0 + self.max_pad)
             while stop < len(srt):
-                ta2, tb2 = max(ta, la[srt[stop]]), max(tb, lb[srt[stop]])
+                ta2, tb2 = max(ta, ta_g[srt[stop]]), max(tb, tb_g[srt[stop]])
                 if (stop + 1 - start) * ((ta2 + tb2) * self.d + ta2 * tb2) > self.block_elems:
                     break
-                if max(ta2, tb2) > limit:  # keep padding low: similar lengths share a bucket
+                if (max(ta2, tb2) > lim) if single else (ta2 > lim_a or tb2 > lim_b):
                     break
-                ta, tb, stop = ta2, tb2, stop + 1
+                ta, tb, k, stop = ta2, tb2, max(k, len(members[srt[stop]])), stop + 1
             sel = srt[start:stop]
-            ai, am, Xa = self._gather(pairs[sel, 0], ta)
+            ai, am, _, Xa = self._stack([[firsts[g]] for g in sel], ta)
             if same:
-                bi, bm, Xb = ai, am, Xa
+                bi, bm, bs, Xb = ai, am, torch.zeros_like(ai), Xa
             else:
-                bi, bm, Xb = self._gather(pairs[sel, 1], tb)
-            buckets.append(_Bucket(ai, am, bi, bm, Xa, Xb))
+                bi, bm, bs, Xb = self._stack([pairs[members[g], 1] for g in sel], tb)
+            used = np.zeros((len(sel), k), dtype=bool)
+            pos = np.zeros((len(sel), k), dtype=np.int64)
+            for r, g in enumerate(sel):
+                used[r, :len(members[g])] = True
+                pos[r, :len(members[g])] = members[g]
+            buckets.append(_Bucket(ai, am, bi, bm, bs, torch.as_tensor(pos[used]).to(self.device),
+                                   torch.as_tensor(used.ravel()).to(self.device), int(k), Xa, Xb))
             padded += 2.0 * len(sel) * ta * tb * self.d
             start = stop
-        order = torch.as_tensor(np.argsort(srt, kind="stable")).to(self.device)
-        return PairPlan(pairs=pairs, same=bool(same), buckets=buckets, order=order,
-                        flops_forward=flops, padded_flops_forward=padded)
+        return PairPlan(pairs=pairs, same=bool(same), buckets=buckets, flops_forward=flops,
+                        padded_flops_forward=padded)
 
     def prepare(self, log_ell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-step quantities ``(w, norms)``: ``w = exp(-2 log_ell)`` (d,), ``norms = X^2 w`` (R,)."""
@@ -351,16 +386,22 @@ class CloudSet:
         tensor of shape (P,) in the order of ``plan.pairs``.
         """
         w, nrm = state
-        sums = []
+        vals, where = [], []
         for b in plan.buckets:
             G = torch.bmm(b.Xa * w, b.Xb.transpose(1, 2))
             D = (nrm[b.a_idx][:, :, None] + nrm[b.b_idx][:, None, :] - 2.0 * G).clamp_min(0.0)
             E = torch.expm1(-0.5 * D) * (b.a_mask[:, :, None] * b.b_mask[:, None, :])
-            s = E.sum((1, 2))
-            if plan.same:
-                s = s - torch.diagonal(E, dim1=1, dim2=2).sum(-1)
-            sums.append(s)
-        return torch.cat(sums)[plan.order]
+            if b.n_slots == 1:
+                s = E.sum((1, 2))
+                if plan.same:
+                    s = s - torch.diagonal(E, dim1=1, dim2=2).sum(-1)
+            else:                                                             # per partner of the group
+                cols = E.sum(1)                                               # (G_c, Tb)
+                s = cols.new_zeros(cols.shape[0], b.n_slots).scatter_add(1, b.b_slot, cols).reshape(-1)[b.used]
+            vals.append(s)
+            where.append(b.pos)
+        out = torch.cat(vals)
+        return out.new_zeros(len(plan.pairs)).index_copy(0, torch.cat(where), out)
 
     def mmd2(self, log_ell: torch.Tensor, plan: PairPlan, self_sums: torch.Tensor | None = None,
              state=None) -> torch.Tensor:
