@@ -36,7 +36,8 @@ peak)`` (1 = at the matmul roofline; the elementwise ``expm1`` on
 
 Real part (``--store``): the full λ × init × objective × basis grid of
 :func:`zhunt.activations.ard.ard_layer` for every ``--layers`` (masks at
-``{mask-dir}/L{layer}.h5``), with ``--max-steps`` per run; prints the wall
+``{mask-dir}/L{layer}.h5``), with ``--max-steps`` per run and ``--jobs`` runs at a
+time (``n_jobs``, as rule ``ard_layer`` passes its ``threads``); prints the wall
 time per layer and the total, and the projection to ``--budget-steps``
 (1000, the seed's budget) by linear scaling of the step count.
 """
@@ -197,7 +198,7 @@ def real_grid(args, dev):
             with ActivationStore(args.store) as store:
                 res = ard_layer(store, read_mask(mask, "multihead", args.k_warm), "bench", layer, lams,
                                 min_steps=args.max_steps, max_steps=args.max_steps, k_warm=args.k_warm, device=dev,
-                                n_neg=args.n_neg)
+                                n_neg=args.n_neg, n_jobs=args.jobs)
             write_run_file(Path(tmp) / f"L{layer}.h5", res)  # as rule ard_layer does
             dt, dc = time.perf_counter() - t, time.process_time() - c
             total += dt
@@ -230,6 +231,7 @@ def main():
     ap.add_argument("--budget-steps", type=int, default=1000)
     ap.add_argument("--k-warm", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="d=640, 3 steps; real grid at 3 steps")
+    ap.add_argument("--jobs", type=int, default=1, help="real grid: runs fitted this many at a time (n_jobs)")
     ap.add_argument("--baseline", default=None, help="another mmd.py to time side by side (synthetic only)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step per objective")
     args = ap.parse_args()

@@ -258,6 +258,24 @@ def test_ard_layer_files(stage_files):
     assert (sd["growth_per_100_steps"] > 0).all() and not sd["converged"].any()
 
 
+def test_ard_layer_threads_equal_serial(stage_files):
+    """Runs fitted two at a time in threads (the rule's CPU path) give the serial grid bit for bit,
+    in the same row order, and leave torch's thread count as it was."""
+    tmp, out = stage_files
+    before = torch.get_num_threads()
+    with ActivationStore(tmp / "acts.h5") as st:
+        par = ard_layer(st, read_mask(tmp / "mask.h5", "multihead", 3), "planted", 0, [0.01, 0.1],
+                        lr=0.01, min_steps=100, max_steps=200, k_warm=3, seed=0, device="cpu", n_neg=4, n_jobs=2)
+    assert torch.get_num_threads() == before
+    cols = [c for c in par.table.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(par.table[cols], out[0].table[cols], check_exact=True)
+    for site, (runs, _, _) in par.sites.items():
+        for a, b in zip(runs, out[0].sites[site][0]):
+            assert (a["objective"], a["basis"], a["init"], a["lam"]) == (b["objective"], b["basis"], b["init"], b["lam"])
+            np.testing.assert_array_equal(a["fit"].log_ell, b["fit"].log_ell)
+            np.testing.assert_array_equal(a["fit"].trajectory, b["fit"].trajectory)
+
+
 def test_ard_summary(stage_files):
     tmp, _ = stage_files
     per, runs = summary_inputs(tmp)

@@ -22,7 +22,7 @@ rule ard_layer:
         "benchmarks/{model}/ard_L{layer}.tsv"
     conda:
         "../../envs/zhunt.yaml"
-    threads: 1
+    threads: 2
     resources:
         gpu=1,
         mem_mb=8000,

@@ -118,6 +118,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -747,7 +749,7 @@ def ard_layer(store, V_Z: np.ndarray, model_name: str, layer: int, lambdas, lr: 
               min_steps: int = 500, max_steps: int = 1000, objectives=("seed", "wellposed"),
               inits=("warm", "cold"), bases=("coord", "rotated"), k_warm: int = 50, seed: int = 0, device=None,
               kind: str = "multihead", gamma: float = 1.0, n_neg: int | None = 16, contrast: str = "cross",
-              site: str = "input", site_variants=()) -> ArdLayer:
+              site: str = "input", site_variants=(), n_jobs: int = 1) -> ArdLayer:
     """Exp. C at one layer: the whole λ × init × objective × basis grid, at each site.
 
     Parameters
@@ -778,6 +780,12 @@ def ard_layer(store, V_Z: np.ndarray, model_name: str, layer: int, lambdas, lr: 
         The primary site and extra sites (:mod:`zhunt.models.site`): the whole grid
         runs at each, the table has one block of rows per site (``site``,
         ``hidden_index`` columns; the median threshold is per site).
+    n_jobs : int
+        On the CPU, the grid's runs are fitted ``n_jobs`` at a time in threads,
+        each with single-threaded torch kernels (the runs are independent and
+        deterministic, so the results equal ``n_jobs=1`` bit for bit; the small
+        per-cloud products of one run scale worse over cores than whole runs do).
+        Ignored on an accelerator.
 
     Returns
     -------
@@ -794,7 +802,8 @@ def ard_layer(store, V_Z: np.ndarray, model_name: str, layer: int, lambdas, lr: 
     progress = Progress(len(sites) * len(bases) * len(objectives) * len(inits) * len(lambdas), f"L{layer} ARD run")
     for site_ in sites:
         by_site[site_] = _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps,
-                                   seed, dev, gamma, n_neg, contrast, site_, progress)
+                                   seed, dev, gamma, n_neg, contrast, site_, progress,
+                                   n_jobs=n_jobs if dev.type == "cpu" else 1)
     n_problems, d = by_site[sites[0]][2], store.hidden_size
     provenance = {key: store.attrs[key] for key in _PROVENANCE_KEYS if key in store.attrs}
     table = _grid_table(by_site, model_name, layer, n_problems, d, k_warm)
@@ -819,27 +828,50 @@ def _grid_table(by_site: Mapping, model_name, layer, n_problems, d, k_warm) -> p
     return pd.concat(frames, ignore_index=True)
 
 
+@contextmanager
+def _torch_threads(n: int):
+    """Set ``torch.set_num_threads(n)`` for the block (process-wide), restoring it afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_steps, max_steps, seed, dev, gamma,
-              n_neg, contrast, site, progress=None):
-    """The λ × init × objective × basis grid at one site: ``(runs, prep, n_problems)``."""
-    runs, prep = [], {}
+              n_neg, contrast, site, progress=None, n_jobs: int = 1):
+    """The λ × init × objective × basis grid at one site: ``(runs, prep, n_problems)``.
+
+    The runs are listed basis, objective, init, λ (the order of the table) and fitted
+    ``n_jobs`` at a time (:func:`ard_layer`)."""
+    tasks, prep, problems = [], {}, {}
     for basis in bases:
         ids, zh, en, std, z, _ = _prepare_basis(store, layer, V_Z, basis, seed=seed, site=site)
         prep[basis] = (std, z)
-        prob = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
-        for objective in objectives:
-            for init in inits:
-                start = _init(init, z, std)
-                for lam in lambdas:
-                    fit = fit_ard(prob, objective, lam, start, lr=lr, min_steps=min_steps,
-                                  max_steps=max_steps, seed=seed)
-                    log.info("L%d (%s) %s/%s/%s λ=%g: %d steps (%s), mmd_lang %.4g, mmd_problem %.4g, %.1fs",
-                             layer, site, objective, basis, init, lam, fit.steps,
-                             "converged" if fit.converged else "budget", fit.terms["mmd_lang"],
-                             fit.terms["mmd_problem"], fit.seconds)
-                    runs.append(dict(objective=objective, basis=basis, init=init, lam=lam, fit=fit))
-                    if progress is not None:
-                        progress.update()
+        problems[basis] = ArdProblem(zh, en, device=dev, gamma=gamma, n_neg=n_neg, contrast=contrast, seed=seed)
+        tasks += [dict(objective=objective, basis=basis, init=init, lam=lam, start=_init(init, z, std))
+                  for objective in objectives for init in inits for lam in lambdas]
+
+    def fit(task):
+        return fit_ard(problems[task["basis"]], task["objective"], task["lam"], task["start"], lr=lr,
+                       min_steps=min_steps, max_steps=max_steps, seed=seed)
+
+    def done(task, fit_):
+        log.info("L%d (%s) %s/%s/%s λ=%g: %d steps (%s), mmd_lang %.4g, mmd_problem %.4g, %.1fs",
+                 layer, site, task["objective"], task["basis"], task["init"], task["lam"], fit_.steps,
+                 "converged" if fit_.converged else "budget", fit_.terms["mmd_lang"], fit_.terms["mmd_problem"],
+                 fit_.seconds)
+        if progress is not None:
+            progress.update()
+        return dict(objective=task["objective"], basis=task["basis"], init=task["init"], lam=task["lam"], fit=fit_)
+
+    if n_jobs <= 1:
+        runs = [done(t, fit(t)) for t in tasks]
+    else:
+        with _torch_threads(1), ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
+            futures = [pool.submit(fit, t) for t in tasks]
+            runs = [done(t, f.result()) for t, f in zip(tasks, futures)]
     return runs, prep, len(ids)
 
 

@@ -133,12 +133,13 @@ def _fit_settings(params: Mapping) -> dict:
 
 
 def run_ard_layer(inputs, params, outputs, *, wildcards=None, threads=1) -> None:
-    """The λ × init × objective × basis grid of layer ``wildcards["layer"]`` (outputs ``h5``, ``tsv``)."""
+    """The λ × init × objective × basis grid of layer ``wildcards["layer"]`` (outputs ``h5``, ``tsv``);
+    on the CPU the runs are fitted ``threads`` at a time (``n_jobs`` of :func:`zhunt.activations.ard.ard_layer`)."""
     with ActivationStore(inputs["store"]) as store:
         V_Z = _mask(inputs["mask"], params["k_warm"], store)
         res = ard.ard_layer(store, V_Z, wildcards["model"], int(wildcards["layer"]), params["ard"]["lambdas"],
                             k_warm=params["k_warm"], kind=MASK_KIND, site=params["site"],
-                            site_variants=list(params["site_variants"]), **_fit_settings(params))
+                            site_variants=list(params["site_variants"]), n_jobs=threads, **_fit_settings(params))
     write_run_file(outputs["h5"], res)
     write_table(res.table, outputs["tsv"])
 
