@@ -63,6 +63,8 @@ def test_aligned_cos_matches_explicit_rotation(axis):
         other = A @ Rr if axis == 1 else Rr @ A
         assert np.sum(other * B) / den <= cos + 1e-12
     assert cos >= raw_cos(A, B)
+    # the path without the rotation (singular values only) gives the same cosine
+    assert_allclose(aligned_cos(A, B, axis=axis), cos, rtol=1e-12)
 
 
 def _planted_layers(n_layers=3, seed=0, side="residual"):
