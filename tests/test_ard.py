@@ -276,6 +276,29 @@ def test_ard_layer_threads_equal_serial(stage_files):
             np.testing.assert_array_equal(a["fit"].trajectory, b["fit"].trajectory)
 
 
+def test_ard_layer_threads_stop_at_a_failed_run(stage_files, monkeypatch):
+    """A run that fails in the threaded grid fails the layer without fitting the queued runs first."""
+    import time as _time
+
+    import zhunt.activations.ard as ard_mod
+
+    tmp, _ = stage_files
+    calls = []
+
+    def failing_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FloatingPointError("ARD objective became nan at step 1")
+        _time.sleep(0.05)
+        raise RuntimeError("a run fitted after the failure")
+
+    monkeypatch.setattr(ard_mod, "fit_ard", failing_fit)
+    with ActivationStore(tmp / "acts.h5") as st, pytest.raises(FloatingPointError):
+        ard_layer(st, read_mask(tmp / "mask.h5", "multihead", 3), "planted", 0, [0.01, 0.1],
+                  lr=0.01, min_steps=1, max_steps=2, k_warm=3, seed=0, device="cpu", n_neg=4, n_jobs=2)
+    assert len(calls) <= 3  # the failed run, the one beside it, at most one more already started; 16 in the grid
+
+
 def test_ard_summary(stage_files):
     tmp, _ = stage_files
     per, runs = summary_inputs(tmp)

@@ -63,17 +63,16 @@ def check_schema(config: dict, schema_path) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is None:
-        study_validator = jsonschema.Draft202012Validator({**schema["properties"]["study"],
-                                                           "$defs": schema.get("$defs", {})})
-        for name in config.get("models") or {}:
-            error = jsonschema.exceptions.best_match(study_validator.iter_errors(study_for(config, name)))
-            if error is not None:
-                path, message = _describe(error)
-                raise ZhuntError(_key_path(["models", name, "study", *path]), message)
-        return
-    path, message = _describe(error)
-    raise ZhuntError(_key_path(path), message)
+    if error is not None:
+        path, message = _describe(error)
+        raise ZhuntError(_key_path(path), message)
+    study_validator = jsonschema.Draft202012Validator({**schema["properties"]["study"],
+                                                       "$defs": schema.get("$defs", {})})
+    for name in config.get("models") or {}:
+        error = jsonschema.exceptions.best_match(study_validator.iter_errors(study_for(config, name)))
+        if error is not None:
+            path, message = _describe(error)
+            raise ZhuntError(_key_path(["models", name, "study", *path]), message)
 
 
 def merge(base: dict, override: dict | None) -> dict:

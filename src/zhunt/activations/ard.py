@@ -871,7 +871,11 @@ def _ard_grid(store, layer, V_Z, bases, objectives, inits, lambdas, lr, min_step
     else:
         with _torch_threads(1), ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
             futures = [pool.submit(fit, t) for t in tasks]
-            runs = [done(t, f.result()) for t, f in zip(tasks, futures)]
+            try:
+                runs = [done(t, f.result()) for t, f in zip(tasks, futures)]
+            except BaseException:  # a failed run fails the grid: do not fit the queued ones first
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return runs, prep, len(ids)
 
 

@@ -234,8 +234,8 @@ def aligned_cos(A: np.ndarray, B: np.ndarray, axis: int = 1, return_rotation: bo
     The optimum of the inner product is the sum of the singular values of
     ``A^T B`` (the ``scale`` of :func:`scipy.linalg.orthogonal_procrustes`), so
     ``A R`` is never formed, and without ``return_rotation`` the singular
-    vectors are not computed either (:func:`scipy.linalg.svdvals`: 2-6x less
-    time than the full decomposition at the families' shapes, BENCHMARKS.md).
+    vectors are not computed either (:func:`scipy.linalg.svdvals`: about 2x less
+    CPU than the full Procrustes at the families' shapes, BENCHMARKS.md §12).
     """
     from scipy.linalg import orthogonal_procrustes, svdvals
 
